@@ -1,0 +1,58 @@
+//! Named limits of the product (SPEC §10) and of every buffer, queue and batch in the engine.
+//!
+//! Relations between limits are asserted at compile time below, next to the limits they relate.
+
+/// Longest CandyKey in bytes.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Largest total user metadata (keys + values) in bytes.
+pub const USER_META_BYTES_MAX: usize = 8 * 1024;
+/// Longest content type in bytes.
+pub const CONTENT_TYPE_BYTES_MAX: usize = 256;
+/// Largest encoded CandyLocator in bytes.
+pub const LOCATOR_BYTES_MAX: usize = 256 * 1024;
+/// Most parts in one multipart upload.
+pub const MULTIPART_PARTS_MAX: u32 = 10_000;
+/// Smallest part of a multipart upload other than the last (SPEC §6), by default.
+pub const MULTIPART_PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
+/// Shortest Box name.
+pub const BOX_NAME_BYTES_MIN: usize = 3;
+/// Longest Box name.
+pub const BOX_NAME_BYTES_MAX: usize = 63;
+/// Default partition count of a Box.
+pub const PARTITION_COUNT_DEFAULT: u16 = 8;
+/// Most partitions of one Box.
+pub const PARTITION_COUNT_MAX: u16 = 1024;
+
+/// Smallest Syrup chunk payload.
+pub const CHUNK_BYTES_MIN: u32 = 512;
+/// Largest Syrup chunk payload.
+pub const CHUNK_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// Largest contiguous extent one put reserves in a Syrup at once; a larger body gets several
+/// SegmentRefs. Bounds the hole an abandoned put can leave.
+pub const EXTENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Most SegmentRefs one Part may hold (a 10 TiB Part at the smallest extent fits).
+pub const PART_SEGMENTS_MAX: usize = 4096;
+/// Largest inline Candy (stored in its locator) that the configuration may allow.
+pub const INLINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest WAL record (one group-commit batch) in bytes.
+pub const WAL_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most mutations in one group-commit batch.
+pub const COMMIT_BATCH_OPS_MAX: usize = 1024;
+/// Largest manifest edit in bytes (a multipart part list is the biggest).
+pub const MANIFEST_EDIT_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest SSTable block in bytes (a block holds at least one whole entry).
+pub const TABLE_BLOCK_BYTES_MAX: usize = 2 * LOCATOR_BYTES_MAX;
+/// Most LSM levels.
+pub const LEVELS_MAX: usize = 7;
+/// Most bytes a list page may hold (keys plus summaries).
+pub const LIST_PAGE_ENTRIES_MAX: usize = 10_000;
+
+const _: () = assert!(KEY_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTES_MAX < LOCATOR_BYTES_MAX);
+const _: () = assert!(INLINE_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTES_MAX < LOCATOR_BYTES_MAX / 2);
+// A block must hold one entry: key + locator + entry header.
+const _: () = assert!(KEY_BYTES_MAX + LOCATOR_BYTES_MAX + 64 <= TABLE_BLOCK_BYTES_MAX);
+// A batch of the largest records still fits one WAL record.
+const _: () = assert!(COMMIT_BATCH_OPS_MAX * 2 * (KEY_BYTES_MAX + 64) < WAL_RECORD_BYTES_MAX);
+const _: () = assert!(CHUNK_BYTES_MIN as u64 <= EXTENT_BYTES_MAX);
+const _: () = assert!(CHUNK_BYTES_MAX as u64 <= EXTENT_BYTES_MAX);

@@ -1,0 +1,360 @@
+//! The CandyLocator: the LSM value. It says where a Candy's bytes live (its Parts and their
+//! SegmentRefs, or the bytes themselves when small), plus its HLC, kind and metadata.
+//!
+//! Invariants (checked by [`CandyLocator::decode`] on every read from disk):
+//! - the sum of the Parts' lengths equals `size`; the sum of a Part's segment lengths equals the
+//!   Part's length; an inline body's length equals `size`;
+//! - every chunk size lies in `CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX`;
+//! - strings are UTF-8, the metadata fits `USER_META_BYTES_MAX`, and the encoding fits
+//!   `LOCATOR_BYTES_MAX` with no trailing bytes.
+
+use crate::{
+    codec::{Put, Reader},
+    error::DecodeError,
+    hlc::Hlc,
+    limits,
+    types::SyrupId,
+};
+
+/// Current locator format version.
+pub const LOCATOR_VERSION: u8 = 1;
+
+/// A run of whole chunks inside one Syrup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// The Syrup holding the bytes.
+    pub syrup: SyrupId,
+    /// File offset of the segment's first chunk.
+    pub offset: u64,
+    /// Payload bytes in the segment (chunk checksums excluded).
+    pub length: u64,
+}
+
+/// Bytes one chunk occupies on disk: its payload plus its CRC-32.
+pub const CHUNK_TRAILER_BYTES: u64 = 4;
+
+impl SegmentRef {
+    /// Bytes the segment occupies in its Syrup, chunk checksums included.
+    pub fn stored_len(&self, chunk_size: u32) -> u64 {
+        stored_len(self.length, chunk_size)
+    }
+}
+
+/// Bytes that `payload` bytes occupy on disk when cut into chunks of `chunk_size`.
+pub fn stored_len(payload: u64, chunk_size: u32) -> u64 {
+    let chunks = payload.div_ceil(u64::from(chunk_size));
+    payload + chunks * CHUNK_TRAILER_BYTES
+}
+
+/// A run of bytes of a Candy: its length, chunk size, checksum and SegmentRefs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Payload bytes of the Part.
+    pub length: u64,
+    /// Chunk payload size the Part was written with.
+    pub chunk_size: u32,
+    /// CRC-32 of the Part's payload, verified by whole-Candy reads.
+    pub checksum: u32,
+    /// Where the bytes are, in order.
+    pub segments: Vec<SegmentRef>,
+}
+
+/// Whether a locator is a live Candy or a deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A live Candy.
+    Put = 1,
+    /// A point tombstone.
+    Tombstone = 2,
+}
+
+/// Where a Candy's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CandyBody {
+    /// Small Candies live in the locator itself: one WAL write, no Syrup write.
+    Inline(Vec<u8>),
+    /// Larger Candies live in Syrups.
+    Parts(Vec<Part>),
+}
+
+/// The LSM value of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandyLocator {
+    /// Last writer wins by this stamp.
+    pub hlc: Hlc,
+    /// Put or tombstone.
+    pub kind: Kind,
+    /// MIME type given at put.
+    pub content_type: String,
+    /// User metadata, in the order given.
+    pub user_meta: Vec<(String, String)>,
+    /// Wall-clock milliseconds of the original put (kept by copy and rename).
+    pub created_ms: u64,
+    /// Payload bytes of the Candy.
+    pub size: u64,
+    /// CRC-32 of the whole Candy.
+    pub checksum: u32,
+    /// The bytes or where they are.
+    pub body: CandyBody,
+}
+
+impl CandyLocator {
+    /// A tombstone stamped `hlc`.
+    pub fn tombstone(hlc: Hlc) -> Self {
+        CandyLocator {
+            hlc,
+            kind: Kind::Tombstone,
+            content_type: String::new(),
+            user_meta: Vec::new(),
+            created_ms: 0,
+            size: 0,
+            checksum: 0,
+            body: CandyBody::Parts(Vec::new()),
+        }
+    }
+
+    /// True for a live Candy.
+    pub fn is_live(&self) -> bool {
+        self.kind == Kind::Put
+    }
+
+    /// The Parts (empty for inline Candies and tombstones).
+    pub fn parts(&self) -> &[Part] {
+        match &self.body {
+            CandyBody::Parts(p) => p,
+            CandyBody::Inline(_) => &[],
+        }
+    }
+
+    /// Every Syrup this locator references (may repeat).
+    pub fn syrups(&self) -> impl Iterator<Item = SyrupId> + '_ {
+        self.parts().iter().flat_map(|p| p.segments.iter().map(|s| s.syrup))
+    }
+
+    /// Encodes the locator.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.put_u8(LOCATOR_VERSION);
+        out.put_u8(self.kind as u8);
+        self.hlc.encode(&mut out);
+        if self.kind == Kind::Tombstone {
+            return out;
+        }
+        out.put_u64(self.created_ms);
+        out.put_u64(self.size);
+        out.put_u32(self.checksum);
+        out.put_bytes16(self.content_type.as_bytes());
+        out.put_u16(self.user_meta.len() as u16);
+        for (k, v) in &self.user_meta {
+            out.put_bytes16(k.as_bytes());
+            out.put_bytes16(v.as_bytes());
+        }
+        match &self.body {
+            CandyBody::Inline(data) => {
+                out.put_u8(1);
+                out.put_bytes32(data);
+            }
+            CandyBody::Parts(parts) => {
+                out.put_u8(0);
+                out.put_u32(parts.len() as u32);
+                for p in parts {
+                    out.put_u64(p.length);
+                    out.put_u32(p.chunk_size);
+                    out.put_u32(p.checksum);
+                    out.put_u16(p.segments.len() as u16);
+                    for s in &p.segments {
+                        out.put_u64(s.syrup.0);
+                        out.put_u64(s.offset);
+                        out.put_u64(s.length);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes and checks a locator.
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming the first field that is wrong.
+    pub fn decode(buf: &[u8]) -> Result<CandyLocator, DecodeError> {
+        let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
+        if buf.len() > limits::LOCATOR_BYTES_MAX {
+            return Err(DecodeError::Malformed { what: "locator length", offset: 0 });
+        }
+        let mut r = Reader::new(buf);
+        let version = r.u8()?;
+        if version != LOCATOR_VERSION {
+            return Err(DecodeError::UnsupportedVersion(u16::from(version)));
+        }
+        let kind = match r.u8()? {
+            1 => Kind::Put,
+            2 => Kind::Tombstone,
+            _ => return Err(malformed("locator kind", &r)),
+        };
+        let hlc = Hlc::decode(&mut r)?;
+        if kind == Kind::Tombstone {
+            if r.remaining() != 0 {
+                return Err(malformed("trailing bytes", &r));
+            }
+            return Ok(CandyLocator::tombstone(hlc));
+        }
+        let created_ms = r.u64()?;
+        let size = r.u64()?;
+        let checksum = r.u32()?;
+        let content_type = utf8(r.bytes16()?).ok_or_else(|| malformed("content type", &r))?;
+        if content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
+            return Err(malformed("content type length", &r));
+        }
+        let meta_count = r.u16()?;
+        let mut user_meta = Vec::with_capacity(usize::from(meta_count).min(256));
+        let mut meta_bytes = 0usize;
+        for _ in 0..meta_count {
+            let k = utf8(r.bytes16()?).ok_or_else(|| malformed("metadata key", &r))?;
+            let v = utf8(r.bytes16()?).ok_or_else(|| malformed("metadata value", &r))?;
+            meta_bytes += k.len() + v.len();
+            user_meta.push((k, v));
+        }
+        if meta_bytes > limits::USER_META_BYTES_MAX {
+            return Err(malformed("user metadata size", &r));
+        }
+        let body = match r.u8()? {
+            1 => {
+                let data = r.bytes32()?.to_vec();
+                if data.len() as u64 != size {
+                    return Err(malformed("inline length", &r));
+                }
+                CandyBody::Inline(data)
+            }
+            0 => {
+                let count = r.u32()?;
+                if count > limits::MULTIPART_PARTS_MAX {
+                    return Err(malformed("part count", &r));
+                }
+                let mut parts = Vec::with_capacity((count as usize).min(1024));
+                let mut total = 0u64;
+                for _ in 0..count {
+                    let length = r.u64()?;
+                    let chunk_size = r.u32()?;
+                    if !(limits::CHUNK_BYTES_MIN..=limits::CHUNK_BYTES_MAX).contains(&chunk_size) {
+                        return Err(malformed("chunk size", &r));
+                    }
+                    let part_checksum = r.u32()?;
+                    let seg_count = r.u16()?;
+                    if usize::from(seg_count) > limits::PART_SEGMENTS_MAX {
+                        return Err(malformed("segment count", &r));
+                    }
+                    let mut segments = Vec::with_capacity(usize::from(seg_count).min(64));
+                    let mut seg_total = 0u64;
+                    for _ in 0..seg_count {
+                        let s = SegmentRef { syrup: SyrupId(r.u64()?), offset: r.u64()?, length: r.u64()? };
+                        if s.length == 0 || s.offset.checked_add(s.stored_len(chunk_size)).is_none() {
+                            return Err(malformed("segment range", &r));
+                        }
+                        seg_total = seg_total.checked_add(s.length).ok_or_else(|| malformed("segment length", &r))?;
+                        segments.push(s);
+                    }
+                    if seg_total != length {
+                        return Err(malformed("part length", &r));
+                    }
+                    total = total.checked_add(length).ok_or_else(|| malformed("part length", &r))?;
+                    parts.push(Part { length, chunk_size, checksum: part_checksum, segments });
+                }
+                if total != size {
+                    return Err(malformed("candy size", &r));
+                }
+                CandyBody::Parts(parts)
+            }
+            _ => return Err(malformed("body kind", &r)),
+        };
+        if r.remaining() != 0 {
+            return Err(malformed("trailing bytes", &r));
+        }
+        Ok(CandyLocator { hlc, kind, content_type, user_meta, created_ms, size, checksum, body })
+    }
+
+    /// Reads only the version, kind and HLC of an encoded locator: what merging and tombstone
+    /// rules need, without decoding Parts.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the header is short or unknown.
+    pub fn peek(buf: &[u8]) -> Result<(Kind, Hlc), DecodeError> {
+        let mut r = Reader::new(buf);
+        let version = r.u8()?;
+        if version != LOCATOR_VERSION {
+            return Err(DecodeError::UnsupportedVersion(u16::from(version)));
+        }
+        let kind = match r.u8()? {
+            1 => Kind::Put,
+            2 => Kind::Tombstone,
+            _ => return Err(DecodeError::Malformed { what: "locator kind", offset: 1 }),
+        };
+        Ok((kind, Hlc::decode(&mut r)?))
+    }
+}
+
+fn utf8(b: &[u8]) -> Option<String> {
+    std::str::from_utf8(b).ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CandyLocator {
+        CandyLocator {
+            hlc: Hlc { physical_ms: 5, logical: 2, node: 1 },
+            kind: Kind::Put,
+            content_type: "text/plain".into(),
+            user_meta: vec![("a".into(), "b".into())],
+            created_ms: 9,
+            size: 3000,
+            checksum: 77,
+            body: CandyBody::Parts(vec![Part {
+                length: 3000,
+                chunk_size: 1024,
+                checksum: 1,
+                segments: vec![
+                    SegmentRef { syrup: SyrupId(1), offset: 64, length: 2048 },
+                    SegmentRef { syrup: SyrupId(2), offset: 64, length: 952 },
+                ],
+            }]),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let l = sample();
+        assert_eq!(CandyLocator::decode(&l.encode()), Ok(l.clone()));
+        let t = CandyLocator::tombstone(l.hlc);
+        assert_eq!(CandyLocator::decode(&t.encode()), Ok(t));
+        let mut i = l;
+        i.size = 2;
+        i.body = CandyBody::Inline(vec![1, 2]);
+        assert_eq!(CandyLocator::decode(&i.encode()), Ok(i.clone()));
+        assert_eq!(CandyLocator::peek(&i.encode()), Ok((Kind::Put, i.hlc)));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let b = sample().encode();
+        for n in 0..b.len() {
+            assert!(CandyLocator::decode(&b[..n]).is_err(), "prefix {n} decoded");
+        }
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_refused() {
+        let mut l = sample();
+        l.size = 2999;
+        assert!(matches!(CandyLocator::decode(&l.encode()), Err(DecodeError::Malformed { what: "candy size", .. })));
+    }
+
+    #[test]
+    fn stored_len_counts_trailers() {
+        assert_eq!(stored_len(0, 1024), 0);
+        assert_eq!(stored_len(1, 1024), 5);
+        assert_eq!(stored_len(1024, 1024), 1028);
+        assert_eq!(stored_len(1025, 1024), 1033);
+    }
+}

@@ -1,0 +1,139 @@
+//! The thin runtime layer over monoio: spawn, time, blocking helpers, and a yield that really
+//! yields. The rest of the crate names no runtime directly, so the runtime can change in one place.
+//!
+//! Invariants:
+//! - [`yield_now`] returns `Pending` once and wakes itself, so sibling tasks run before the caller
+//!   continues (monoio 0.2.4 has no task priorities, and `futures_lite::yield_now` can starve
+//!   siblings there).
+//! - [`unblock`] runs a closure on a fresh helper thread; it is only for rare work that has no
+//!   io_uring operation (directory listing), never for the data path.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+pub use monoio::task::JoinHandle;
+
+/// Spawns a task on the current shard's executor.
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    monoio::spawn(fut)
+}
+
+/// Sleeps for `d` on the current executor's timer.
+pub async fn sleep(d: Duration) {
+    monoio::time::sleep(d).await;
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Yields to every other ready task once.
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// Future of [`yield_now`].
+#[derive(Debug)]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Runs `f` on a helper thread and awaits its result; `None` if the thread panicked.
+pub async fn unblock<T, F>(f: F) -> Option<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = futures_channel::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.ok()
+}
+
+/// Runs `fut` to completion on a new single-thread executor with io_uring and a timer: the entry
+/// point of tests, tools and benchmarks.
+///
+/// # Panics
+/// When the executor cannot be built (no io_uring and no fallback).
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    #[expect(clippy::expect_used, reason = "no executor is a setup failure, not an operating error")]
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("build monoio runtime");
+    rt.block_on(fut)
+}
+
+/// A source of wall-clock time; tests substitute a manual clock so time-dependent behaviour
+/// (grace periods, TTLs, rename abandonment) is deterministic.
+pub trait Clock: 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        wall_ms()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: std::cell::Cell<u64>,
+}
+
+impl ManualClock {
+    /// A clock reading `ms`.
+    pub fn new(ms: u64) -> Self {
+        Self { now: std::cell::Cell::new(ms) }
+    }
+
+    /// Moves the clock forward (or back, to test regressions).
+    pub fn set(&self, ms: u64) {
+        self.now.set(ms);
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        self.now.set(self.now.get() + d.as_millis() as u64);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+}
+
+impl<C: Clock> Clock for std::rc::Rc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}

@@ -1,0 +1,1 @@
+//! syrup (in progress).

@@ -1,0 +1,1 @@
+//! Placeholder: the simulated storage is written in its own change.
