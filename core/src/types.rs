@@ -138,3 +138,26 @@ mod tests {
         }
     }
 }
+
+/// A range tombstone: deletes every key in `[start, end)` whose version is older than `hlc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeTombstone {
+    /// First key deleted.
+    pub start: Vec<u8>,
+    /// First key not deleted; empty means "to the end of the key space".
+    pub end: Vec<u8>,
+    /// Versions stamped before this are deleted.
+    pub hlc: crate::hlc::Hlc,
+}
+
+impl RangeTombstone {
+    /// True when the tombstone covers `key`.
+    pub fn covers_key(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+
+    /// True when the tombstone deletes the version of `key` stamped `hlc`.
+    pub fn deletes(&self, key: &[u8], hlc: crate::hlc::Hlc) -> bool {
+        hlc < self.hlc && self.covers_key(key)
+    }
+}
