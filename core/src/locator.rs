@@ -156,18 +156,7 @@ impl CandyLocator {
             }
             CandyBody::Parts(parts) => {
                 out.put_u8(0);
-                out.put_u32(parts.len() as u32);
-                for p in parts {
-                    out.put_u64(p.length);
-                    out.put_u32(p.chunk_size);
-                    out.put_u32(p.checksum);
-                    out.put_u16(p.segments.len() as u16);
-                    for s in &p.segments {
-                        out.put_u64(s.syrup.0);
-                        out.put_u64(s.offset);
-                        out.put_u64(s.length);
-                    }
-                }
+                encode_parts(parts, &mut out);
             }
         }
         out
@@ -227,40 +216,9 @@ impl CandyLocator {
                 CandyBody::Inline(data)
             }
             0 => {
-                let count = r.u32()?;
-                if count > limits::MULTIPART_PARTS_MAX {
-                    return Err(malformed("part count", &r));
-                }
-                let mut parts = Vec::with_capacity((count as usize).min(1024));
-                let mut total = 0u64;
-                for _ in 0..count {
-                    let length = r.u64()?;
-                    let chunk_size = r.u32()?;
-                    if !(limits::CHUNK_BYTES_MIN..=limits::CHUNK_BYTES_MAX).contains(&chunk_size) {
-                        return Err(malformed("chunk size", &r));
-                    }
-                    let part_checksum = r.u32()?;
-                    let seg_count = r.u16()?;
-                    if usize::from(seg_count) > limits::PART_SEGMENTS_MAX {
-                        return Err(malformed("segment count", &r));
-                    }
-                    let mut segments = Vec::with_capacity(usize::from(seg_count).min(64));
-                    let mut seg_total = 0u64;
-                    for _ in 0..seg_count {
-                        let s = SegmentRef { syrup: SyrupId(r.u64()?), offset: r.u64()?, length: r.u64()? };
-                        if s.length == 0 || s.offset.checked_add(s.stored_len(chunk_size)).is_none() {
-                            return Err(malformed("segment range", &r));
-                        }
-                        seg_total = seg_total.checked_add(s.length).ok_or_else(|| malformed("segment length", &r))?;
-                        segments.push(s);
-                    }
-                    if seg_total != length {
-                        return Err(malformed("part length", &r));
-                    }
-                    total = total.checked_add(length).ok_or_else(|| malformed("part length", &r))?;
-                    parts.push(Part { length, chunk_size, checksum: part_checksum, segments });
-                }
-                if total != size {
+                let parts = decode_parts(&mut r)?;
+                let total = parts.iter().try_fold(0u64, |acc, p| acc.checked_add(p.length));
+                if total != Some(size) {
                     return Err(malformed("candy size", &r));
                 }
                 CandyBody::Parts(parts)
@@ -291,6 +249,71 @@ impl CandyLocator {
         };
         Ok((kind, Hlc::decode(&mut r)?))
     }
+}
+
+/// Encodes Parts compactly (varints; each segment's Syrup id as a zig-zag delta from the previous
+/// one, so runs in one Syrup cost one byte): 10,000 parts fit the locator cap.
+pub fn encode_parts(parts: &[Part], out: &mut Vec<u8>) {
+    out.put_varint(parts.len() as u64);
+    let mut prev = 0u64;
+    for p in parts {
+        out.put_varint(p.length);
+        out.put_varint(u64::from(p.chunk_size));
+        out.put_u32(p.checksum);
+        out.put_varint(p.segments.len() as u64);
+        for s in &p.segments {
+            let delta = s.syrup.0.wrapping_sub(prev) as i64;
+            out.put_varint(((delta << 1) ^ (delta >> 63)) as u64);
+            prev = s.syrup.0;
+            out.put_varint(s.offset);
+            out.put_varint(s.length);
+        }
+    }
+}
+
+/// Decodes and checks Parts written by [`encode_parts`].
+///
+/// # Errors
+/// [`DecodeError`] on a short input or an inconsistent Part.
+pub fn decode_parts(r: &mut Reader<'_>) -> Result<Vec<Part>, DecodeError> {
+    let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
+    let count = r.varint()?;
+    if count > u64::from(limits::MULTIPART_PARTS_MAX) {
+        return Err(malformed("part count", r));
+    }
+    let mut parts = Vec::with_capacity((count as usize).min(1024));
+    let mut prev = 0u64;
+    for _ in 0..count {
+        let length = r.varint()?;
+        let chunk_size = u32::try_from(r.varint()?).map_err(|_| malformed("chunk size", r))?;
+        if !(limits::CHUNK_BYTES_MIN..=limits::CHUNK_BYTES_MAX).contains(&chunk_size) {
+            return Err(malformed("chunk size", r));
+        }
+        let checksum = r.u32()?;
+        let seg_count = r.varint()?;
+        if seg_count > limits::PART_SEGMENTS_MAX as u64 {
+            return Err(malformed("segment count", r));
+        }
+        let mut segments = Vec::with_capacity((seg_count as usize).min(64));
+        let mut seg_total = 0u64;
+        for _ in 0..seg_count {
+            let zz = r.varint()?;
+            let delta = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+            let syrup = prev.wrapping_add(delta as u64);
+            prev = syrup;
+            let s = SegmentRef { syrup: SyrupId(syrup), offset: r.varint()?, length: r.varint()? };
+            if s.length == 0 || s.offset.checked_add(s.stored_len(chunk_size)).is_none() {
+                return Err(malformed("segment range", r));
+            }
+            seg_total = seg_total.checked_add(s.length).ok_or_else(|| malformed("segment length", r))?;
+            segments.push(s);
+        }
+        if seg_total != length {
+            return Err(malformed("part length", r));
+        }
+        parts.push(Part { length, chunk_size, checksum, segments });
+    }
+    Ok(parts)
 }
 
 fn utf8(b: &[u8]) -> Option<String> {
@@ -348,6 +371,23 @@ mod tests {
         let mut l = sample();
         l.size = 2999;
         assert!(matches!(CandyLocator::decode(&l.encode()), Err(DecodeError::Malformed { what: "candy size", .. })));
+    }
+
+    #[test]
+    fn ten_thousand_parts_fit_the_locator_cap() {
+        let part = |i: u64| Part {
+            length: 5 * 1024 * 1024,
+            chunk_size: 64 * 1024,
+            checksum: i as u32,
+            segments: vec![SegmentRef { syrup: SyrupId((7 << 48) | 12345), offset: i * 5_300_000, length: 5 * 1024 * 1024 }],
+        };
+        let parts: Vec<Part> = (0..10_000).map(part).collect();
+        let mut l = sample();
+        l.size = parts.iter().map(|p| p.length).sum();
+        l.body = CandyBody::Parts(parts);
+        let enc = l.encode();
+        assert!(enc.len() <= limits::LOCATOR_BYTES_MAX, "{} bytes", enc.len());
+        assert_eq!(CandyLocator::decode(&enc), Ok(l));
     }
 
     #[test]
