@@ -20,6 +20,7 @@ pub mod limits;
 pub mod locator;
 pub mod manifest;
 pub mod memtable;
+pub mod record;
 pub mod runtime;
 pub mod storage;
 pub mod syrup;
