@@ -137,3 +137,50 @@ impl<C: Clock> Clock for std::rc::Rc<C> {
         (**self).now_ms()
     }
 }
+
+/// A mutual-exclusion lock for tasks of one shard (`!Send`). It serializes async sections such
+/// as manifest appends, where two interleaved writers would leave a hole in the log.
+#[derive(Debug, Default)]
+pub struct LocalMutex {
+    locked: std::cell::Cell<bool>,
+    waiters: std::cell::RefCell<std::collections::VecDeque<std::task::Waker>>,
+}
+
+/// Held while the lock is taken; releasing wakes the next waiter.
+#[derive(Debug)]
+pub struct LocalMutexGuard<'a> {
+    lock: &'a LocalMutex,
+}
+
+impl LocalMutex {
+    /// An unlocked lock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits until the lock is free and takes it.
+    pub async fn lock(&self) -> LocalMutexGuard<'_> {
+        std::future::poll_fn(|cx| {
+            if self.locked.get() {
+                self.waiters.borrow_mut().push_back(cx.waker().clone());
+                Poll::Pending
+            } else {
+                self.locked.set(true);
+                Poll::Ready(())
+            }
+        })
+        .await;
+        LocalMutexGuard { lock: self }
+    }
+}
+
+impl Drop for LocalMutexGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.locked.set(false);
+        // Wake every waiter: a woken task that was cancelled meanwhile must not strand the rest.
+        let waiters: Vec<_> = self.lock.waiters.borrow_mut().drain(..).collect();
+        for w in waiters {
+            w.wake();
+        }
+    }
+}

@@ -1,3 +1,44 @@
-//! Test doubles: the simulated storage with fault injection, and shared fixtures.
+//! Test doubles and fixtures shared by every test: the simulated storage with fault injection,
+//! and one constructor per component.
 
 pub mod sim;
+
+use std::{path::Path, rc::Rc};
+
+use crate::{
+    engine::{Engine, EngineConfig, RecoveryReport},
+    error::Result,
+    runtime::ManualClock,
+    storage::Storage,
+    types::BoxUid,
+};
+
+/// A small-sized engine configuration under `root`: partition `partition` of Box uid 1, Syrups in
+/// `root/syrups`. Sizes are small so tests reach flushes, rolls and compactions quickly.
+pub fn small_config(root: &Path, partition: u16) -> EngineConfig {
+    let mut c = EngineConfig::new(root.join(format!("partitions/test/{partition}")), root.join("syrups"), BoxUid(1), partition);
+    c.chunk_bytes = 512;
+    c.syrup_roll_bytes = 64 * 1024;
+    c.inline_bytes_max = 64;
+    c.memtable_bytes = 16 * 1024;
+    c.l0_compaction_trigger = 3;
+    c.l0_stall = 8;
+    c.level_base_bytes = 32 * 1024;
+    c.level_multiplier = 4;
+    c.table_target_bytes = 8 * 1024;
+    c.table_block_bytes = 1024;
+    c.gc_grace_ms = 1000;
+    c.tombstone_grace_ms = 1000;
+    c.upload_ttl_ms = 60_000;
+    c.multipart_part_bytes_min = 1024;
+    c.manifest_checkpoint_bytes = 8 * 1024;
+    c
+}
+
+/// Opens an engine with a manual clock.
+///
+/// # Errors
+/// Whatever open reports.
+pub async fn open_engine<S: Storage>(storage: S, clock: Rc<ManualClock>, config: EngineConfig) -> Result<(Engine<S>, RecoveryReport)> {
+    Engine::open(storage, clock, config).await
+}

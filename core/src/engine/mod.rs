@@ -1,0 +1,333 @@
+//! The partition engine: one partition's WAL, memtable, SSTables, manifest, and the Syrups it
+//! writes.
+//!
+//! Invariants:
+//! - Nothing is acknowledged before its Syrup bytes and its WAL record are durable (fdatasync of
+//!   every Syrup written, then of the WAL, shared by every mutation of a group commit).
+//! - Mutations become visible (memtable) only after they are durable, in WAL order.
+//! - HLC stamps are strictly increasing within the partition, across restarts: open observes every
+//!   durable stamp (WAL, SSTables, manifest floor, intents) before stamping anything.
+//! - After a failed write or fdatasync the engine answers [`Error::PreviousIo`] until reopened.
+//! - No `RefCell` borrow of the state is held across an `.await`.
+//! - A Syrup is deleted only when no table, memtable, upload, pending commit or open writer of
+//!   this partition references it, it is absent from the caller's foreign set, and it has been
+//!   unreferenced for the GC grace period.
+
+mod commit;
+mod lsm;
+mod open;
+mod read;
+mod relay;
+pub use relay::{PartInfo, UploadInfo};
+pub use open::RecoveryReport;
+mod write;
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+    rc::Rc,
+};
+
+use bytes::Bytes;
+
+pub use self::{
+    read::{ByteRange, CandyReader, GetReply, ListEntry, ListOptions, ListPage},
+    write::{BodyStream, PutOptions, PutReply, SliceBody},
+};
+use crate::{
+    error::{Error, Result},
+    hlc::HlcClock,
+    manifest::ManifestState,
+    memtable::Memtable,
+    runtime::{Clock, LocalMutex},
+    storage::Storage,
+    table::Table,
+    types::{BoxUid, SyrupId},
+};
+
+/// Settings of one partition engine. Every size and period of SPEC §10 that concerns a partition.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This partition's directory (WAL, manifest, tables).
+    pub partition_dir: PathBuf,
+    /// The node-global Syrup directory.
+    pub syrup_dir: PathBuf,
+    /// The Box incarnation this partition belongs to.
+    pub box_uid: BoxUid,
+    /// This partition's index in its Box.
+    pub partition: u16,
+    /// The node id (high bits of Syrup ids, HLC tie-breaker).
+    pub node_id: u16,
+    /// Chunk payload bytes.
+    pub chunk_bytes: u32,
+    /// A Syrup is rolled once this many bytes are reserved in it.
+    pub syrup_roll_bytes: u64,
+    /// Candies up to this size are stored in their locator.
+    pub inline_bytes_max: usize,
+    /// A memtable is frozen and flushed past this size.
+    pub memtable_bytes: usize,
+    /// L0 tables that trigger a compaction into L1.
+    pub l0_compaction_trigger: usize,
+    /// L0 tables at which writes get `Busy`.
+    pub l0_stall: usize,
+    /// Byte budget of L1.
+    pub level_base_bytes: u64,
+    /// Each level below L1 holds this many times the level above.
+    pub level_multiplier: u64,
+    /// Compaction cuts output tables at about this size.
+    pub table_target_bytes: usize,
+    /// SSTable data block size.
+    pub table_block_bytes: usize,
+    /// Bloom filter bits per key.
+    pub bloom_bits_per_key: u32,
+    /// Obsolete files and unreferenced Syrups are deleted after this long.
+    pub gc_grace_ms: u64,
+    /// Tombstones are dropped at the bottom level only when older than this.
+    pub tombstone_grace_ms: u64,
+    /// Multipart uploads older than this are expired.
+    pub upload_ttl_ms: u64,
+    /// Smallest multipart part other than the last.
+    pub multipart_part_bytes_min: u64,
+    /// The manifest is checkpointed past this size.
+    pub manifest_checkpoint_bytes: u64,
+    /// Flush and compact automatically in background tasks (tests may drive them by hand).
+    pub auto_maintenance: bool,
+    /// Seed of the generator of upload ids and rename tokens (mixed with the clock).
+    pub seed: u64,
+}
+
+impl EngineConfig {
+    /// The defaults for a partition stored under `partition_dir` with Syrups in `syrup_dir`.
+    pub fn new(partition_dir: impl Into<PathBuf>, syrup_dir: impl Into<PathBuf>, box_uid: BoxUid, partition: u16) -> Self {
+        EngineConfig {
+            partition_dir: partition_dir.into(),
+            syrup_dir: syrup_dir.into(),
+            box_uid,
+            partition,
+            node_id: 1,
+            chunk_bytes: 64 * 1024,
+            syrup_roll_bytes: 1024 * 1024 * 1024,
+            inline_bytes_max: 4096,
+            memtable_bytes: 32 * 1024 * 1024,
+            l0_compaction_trigger: 4,
+            l0_stall: 12,
+            level_base_bytes: 64 * 1024 * 1024,
+            level_multiplier: 10,
+            table_target_bytes: 32 * 1024 * 1024,
+            table_block_bytes: 16 * 1024,
+            bloom_bits_per_key: 10,
+            gc_grace_ms: 10 * 60 * 1000,
+            tombstone_grace_ms: 24 * 60 * 60 * 1000,
+            upload_ttl_ms: 7 * 24 * 60 * 60 * 1000,
+            multipart_part_bytes_min: crate::limits::MULTIPART_PART_BYTES_MIN,
+            manifest_checkpoint_bytes: 4 * 1024 * 1024,
+            auto_maintenance: true,
+            seed: 0,
+        }
+    }
+
+    /// Checks the settings against the limits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        use crate::limits::*;
+        if !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&self.chunk_bytes) {
+            return Err(Error::invalid("chunk_bytes", format!("must lie in {CHUNK_BYTES_MIN}..={CHUNK_BYTES_MAX}")));
+        }
+        if self.inline_bytes_max > INLINE_BYTES_MAX {
+            return Err(Error::invalid("inline_bytes_max", format!("must be at most {INLINE_BYTES_MAX}")));
+        }
+        if self.l0_stall <= self.l0_compaction_trigger {
+            return Err(Error::invalid("l0_stall", "must exceed l0_compaction_trigger"));
+        }
+        if self.level_multiplier < 2 {
+            return Err(Error::invalid("level_multiplier", "must be at least 2"));
+        }
+        if self.memtable_bytes == 0 || self.table_target_bytes == 0 || self.syrup_roll_bytes == 0 {
+            return Err(Error::invalid("memtable_bytes", "sizes must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one engine, for metrics and tests.
+#[derive(Debug, Default, Clone)]
+pub struct EngineStats {
+    /// Group commits written.
+    pub commit_batches: u64,
+    /// Mutations committed.
+    pub commit_ops: u64,
+    /// fdatasyncs of the WAL.
+    pub wal_syncs: u64,
+    /// fdatasyncs of Syrups.
+    pub syrup_syncs: u64,
+    /// Memtables flushed.
+    pub flushes: u64,
+    /// Compactions run.
+    pub compactions: u64,
+    /// Syrups deleted by GC.
+    pub syrups_deleted: u64,
+    /// Bytes of Syrups deleted by GC.
+    pub syrup_bytes_reclaimed: u64,
+    /// Obsolete tables and WALs deleted.
+    pub files_deleted: u64,
+    /// Torn WAL tails discarded at open.
+    pub torn_tails_discarded: u64,
+}
+
+/// One live SSTable.
+#[derive(Debug)]
+pub(crate) struct TableHandle {
+    pub(crate) rec: crate::manifest::TableRecord,
+    pub(crate) table: Table,
+}
+
+/// The live tables by level: L0 newest first, L1+ sorted by smallest key and disjoint.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Version {
+    pub(crate) levels: Vec<Vec<Rc<TableHandle>>>,
+}
+
+impl Version {
+    fn all(&self) -> impl Iterator<Item = &Rc<TableHandle>> {
+        self.levels.iter().flatten()
+    }
+}
+
+/// The Syrup currently written.
+#[derive(Debug)]
+pub(crate) struct ActiveSyrup<F> {
+    pub(crate) id: SyrupId,
+    pub(crate) file: F,
+    pub(crate) reserved_end: u64,
+}
+
+pub(crate) struct State<S: Storage> {
+    pub(crate) manifest: ManifestState,
+    pub(crate) manifest_file: Option<S::File>,
+    pub(crate) manifest_number: u64,
+    pub(crate) manifest_len: u64,
+    pub(crate) next_file: u64,
+    pub(crate) mem: Memtable,
+    pub(crate) imm: Option<Rc<Memtable>>,
+    /// The WAL that follows the frozen memtable: the log number once it is flushed.
+    pub(crate) imm_next_log: u64,
+    pub(crate) version: Rc<Version>,
+    pub(crate) wal_file: Option<S::File>,
+    pub(crate) wal_number: u64,
+    pub(crate) wal_len: u64,
+    pub(crate) clock: HlcClock,
+    pub(crate) active: Option<ActiveSyrup<S::File>>,
+    pub(crate) syrup_files: HashMap<SyrupId, S::File>,
+    pub(crate) syrup_maps: HashMap<SyrupId, Bytes>,
+    pub(crate) syrup_verified: HashMap<SyrupId, BoxUid>,
+    pub(crate) dirty_syrups: BTreeSet<SyrupId>,
+    pub(crate) writers: HashMap<SyrupId, usize>,
+    pub(crate) commit: commit::CommitQueue,
+    pub(crate) failed: bool,
+    pub(crate) closed: bool,
+    pub(crate) unreferenced_since: HashMap<SyrupId, u64>,
+    pub(crate) obsolete: Vec<(PathBuf, u64)>,
+    pub(crate) compact_cursor: Vec<Vec<u8>>,
+    pub(crate) rng: rand::rngs::SmallRng,
+    pub(crate) stats: EngineStats,
+}
+
+pub(crate) struct Inner<S: Storage> {
+    pub(crate) storage: S,
+    pub(crate) clock: Rc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    pub(crate) state: RefCell<State<S>>,
+    pub(crate) manifest_lock: LocalMutex,
+    pub(crate) syrup_lock: LocalMutex,
+    pub(crate) maintenance_lock: LocalMutex,
+    pub(crate) background_tasks: Cell<usize>,
+}
+
+/// A partition engine. Cloning shares the same engine; it belongs to one shard (`!Send`).
+pub struct Engine<S: Storage> {
+    pub(crate) inner: Rc<Inner<S>>,
+}
+
+impl<S: Storage> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine { inner: self.inner.clone() }
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("partition_dir", &self.inner.config.partition_dir).finish()
+    }
+}
+
+/// What a GC pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Obsolete tables and WALs deleted.
+    pub files_deleted: usize,
+    /// Syrups deleted.
+    pub syrups_deleted: Vec<SyrupId>,
+    /// Syrups unreferenced but kept for the grace period.
+    pub syrups_waiting: usize,
+}
+
+impl<S: Storage> Engine<S> {
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> EngineStats {
+        self.inner.state.borrow().stats.clone()
+    }
+
+    /// Number of tables per level.
+    pub fn level_table_counts(&self) -> Vec<usize> {
+        self.inner.state.borrow().version.levels.iter().map(Vec::len).collect()
+    }
+
+    /// Syrups this partition created and has not deleted.
+    pub fn own_syrups(&self) -> BTreeSet<SyrupId> {
+        self.inner.state.borrow().manifest.syrups.clone()
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Refuses work after an I/O failure or close.
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        let st = self.inner.state.borrow();
+        if st.failed {
+            return Err(Error::PreviousIo);
+        }
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Marks the engine failed after an I/O error, and passes the error on.
+    pub(crate) fn fail<T>(&self, e: impl Into<Error>) -> Result<T> {
+        let e = e.into();
+        if matches!(e, Error::Io(_)) {
+            tracing::error!(partition_dir = %self.inner.config.partition_dir.display(), error = %e, "partition stopped after I/O failure");
+            self.inner.state.borrow_mut().failed = true;
+        }
+        Err(e)
+    }
+
+    /// Waits for background work to finish and refuses further requests. Everything acknowledged
+    /// is already durable; closing only stops new work.
+    pub async fn close(&self) {
+        let _m = self.inner.maintenance_lock.lock().await;
+        while self.inner.background_tasks.get() > 0 {
+            crate::runtime::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        self.inner.state.borrow_mut().closed = true;
+    }
+}

@@ -1,0 +1,273 @@
+//! Opening a partition: create it, or recover it after a clean stop or a crash.
+//!
+//! Recovery order:
+//! 1. `CURRENT` names the manifest; its edits rebuild the state (a torn last edit is dropped).
+//! 2. Every live table is opened through a mapping and checked (size, footer, block checksums).
+//! 3. Every WAL at or after the log number is replayed into the memtable, oldest first; a torn
+//!    tail is discarded (it was never acknowledged).
+//! 4. The clock is advanced past every durable stamp: manifest floor, tables, WAL, intents.
+//! 5. A new WAL is started (a replayed WAL is never appended to, so nothing lands behind a
+//!    torn tail), and the manifest is checkpointed into a new file (likewise).
+//! 6. Files no manifest names (tables, WALs before the log number, old manifests) are deleted.
+
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
+
+use bytes::Bytes;
+use rand::SeedableRng;
+
+use super::{lsm::parse_table_file_name, Engine, EngineConfig, EngineStats, Inner, State, TableHandle, Version};
+use crate::{
+    error::{Corruption, DecodeError, Error, FileKind, Result},
+    hlc::HlcClock,
+    limits,
+    locator::CandyLocator,
+    manifest::{self, ManifestState},
+    memtable::Memtable,
+    record::{self, ScanEnd},
+    runtime::{Clock, LocalMutex},
+    storage::{Storage, StorageFile},
+    table::Table,
+    wal::{self, WalOp},
+};
+
+/// What recovery found, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// WAL records replayed.
+    pub wal_records: u64,
+    /// Torn tails discarded: (WAL number, offset, bytes).
+    pub torn_tails: Vec<(u64, u64, u64)>,
+    /// True when the manifest's last edit was torn and dropped.
+    pub manifest_torn: bool,
+    /// True when the partition was created by this open.
+    pub created: bool,
+}
+
+async fn read_whole<S: Storage>(storage: &S, path: &std::path::Path) -> Result<Vec<u8>> {
+    let f = storage.open(path).await?;
+    let len = f.len().await?;
+    Ok(f.read_at(0, usize::try_from(len).unwrap_or(usize::MAX)).await?)
+}
+
+impl<S: Storage> Engine<S> {
+    /// Opens (or creates) the partition in `config.partition_dir`.
+    ///
+    /// # Errors
+    /// `Corrupt` naming the file when a manifest, table or WAL fails its checks (other than a
+    /// torn tail); `Io` when the storage fails.
+    pub async fn open(storage: S, clock: Rc<dyn Clock>, config: EngineConfig) -> Result<(Engine<S>, RecoveryReport)> {
+        config.validate()?;
+        let dir = config.partition_dir.clone();
+        storage.create_dir_all(&dir).await?;
+        storage.create_dir_all(&config.syrup_dir).await?;
+        let names = storage.list(&dir).await?;
+        let mut report = RecoveryReport::default();
+        let corrupt = |kind, path: std::path::PathBuf| move |e: DecodeError| Error::Corrupt(Corruption::new(kind, path.clone(), e));
+
+        let mut manifest = ManifestState::default();
+        let current_path = dir.join(manifest::CURRENT_FILE);
+        let has_current = names.iter().any(|n| n == manifest::CURRENT_FILE);
+        let mut manifest_number = 0;
+        if has_current {
+            let cur = read_whole(&storage, &current_path).await?;
+            manifest_number = manifest::decode_current(&cur).map_err(corrupt(FileKind::Pointer, current_path.clone()))?;
+            let mpath = dir.join(manifest::file_name(manifest_number));
+            let bytes = read_whole(&storage, &mpath).await?;
+            let header = bytes.get(..manifest::MANIFEST_HEADER_BYTES).ok_or_else(|| {
+                corrupt(FileKind::Manifest, mpath.clone())(DecodeError::Truncated(crate::codec::Short { at: 0, needed: manifest::MANIFEST_HEADER_BYTES }))
+            })?;
+            let n = manifest::decode_header(header).map_err(corrupt(FileKind::Manifest, mpath.clone()))?;
+            if n != manifest_number {
+                return Err(corrupt(FileKind::Manifest, mpath)(DecodeError::Malformed { what: "manifest number", offset: 16 }));
+            }
+            let body = bytes.get(manifest::MANIFEST_HEADER_BYTES..).unwrap_or_default();
+            let (records, end) = record::scan_records(body, manifest::MANIFEST_HEADER_BYTES as u64, limits::MANIFEST_EDIT_BYTES_MAX)
+                .map_err(corrupt(FileKind::Manifest, mpath.clone()))?;
+            if let ScanEnd::Torn { offset, discarded } = end {
+                tracing::warn!(file = %mpath.display(), offset, discarded, "discarding torn manifest tail");
+                report.manifest_torn = true;
+            }
+            for (offset, rec) in records {
+                let changes = manifest::decode_edit(rec).map_err(|e| corrupt(FileKind::Manifest, mpath.clone())(at_offset(e, offset)))?;
+                for c in &changes {
+                    manifest.apply(c).map_err(|e| corrupt(FileKind::Manifest, mpath.clone())(at_offset(e, offset)))?;
+                }
+            }
+        } else {
+            report.created = true;
+            manifest.log_number = 1;
+            manifest.next_file_number = 1;
+        }
+
+        // Tables.
+        let mut version = Version { levels: vec![Vec::new(); limits::LEVELS_MAX] };
+        let mut clock_state = HlcClock::new(config.node_id);
+        clock_state.observe(manifest.hlc_floor);
+        for rec in manifest.tables.values() {
+            let path = dir.join(super::lsm::table_file_name(rec.number));
+            let f = storage.open(&path).await?;
+            let len = f.len().await?;
+            if len != rec.size {
+                return Err(corrupt(FileKind::Table, path)(DecodeError::Malformed { what: "table size differs from manifest", offset: len }));
+            }
+            let map = f.map(0, usize::try_from(len).unwrap_or(usize::MAX))?;
+            let table = Table::open(map).map_err(corrupt(FileKind::Table, path.clone()))?;
+            clock_state.observe(table.meta().max_hlc);
+            let level = version.levels.get_mut(usize::from(rec.level)).ok_or_else(|| corrupt(FileKind::Manifest, path.clone())(DecodeError::Malformed { what: "level", offset: 0 }))?;
+            level.push(Rc::new(TableHandle { rec: rec.clone(), table }));
+        }
+        if let Some(l0) = version.levels.get_mut(0) {
+            l0.sort_by(|a, b| b.rec.number.cmp(&a.rec.number));
+        }
+        for level in version.levels.iter_mut().skip(1) {
+            level.sort_by(|a, b| a.rec.smallest.cmp(&b.rec.smallest));
+        }
+        for i in manifest.intents.values() {
+            clock_state.observe(i.source_hlc);
+        }
+
+        // WAL replay.
+        let mut mem = Memtable::new();
+        let mut wals: Vec<u64> = names.iter().filter_map(|n| wal::parse_file_name(n)).filter(|n| *n >= manifest.log_number).collect();
+        wals.sort_unstable();
+        let max_seen = names
+            .iter()
+            .filter_map(|n| wal::parse_file_name(n).or_else(|| parse_table_file_name(n)).or_else(|| manifest::parse_file_name(n)))
+            .max()
+            .unwrap_or(0);
+        if has_current {
+            for &number in &wals {
+                let path = dir.join(wal::file_name(number));
+                let bytes = read_whole(&storage, &path).await?;
+                if bytes.len() < wal::WAL_HEADER_BYTES {
+                    // Created but its header never became durable: nothing was acknowledged in it.
+                    report.torn_tails.push((number, 0, bytes.len() as u64));
+                    continue;
+                }
+                let n = wal::decode_header(bytes.get(..wal::WAL_HEADER_BYTES).unwrap_or_default()).map_err(corrupt(FileKind::Wal, path.clone()))?;
+                if n != number {
+                    return Err(corrupt(FileKind::Wal, path)(DecodeError::Malformed { what: "wal number", offset: 16 }));
+                }
+                let body = bytes.get(wal::WAL_HEADER_BYTES..).unwrap_or_default();
+                let (records, end) =
+                    record::scan_records(body, wal::WAL_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX).map_err(corrupt(FileKind::Wal, path.clone()))?;
+                for (offset, rec) in records {
+                    let ops = wal::decode_body(rec).map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
+                    for op in ops {
+                        match op {
+                            WalOp::Set { key, locator } => {
+                                let l = CandyLocator::decode(&locator).map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
+                                clock_state.observe(l.hlc);
+                                mem.set(Bytes::from(key), Bytes::from(locator), &l);
+                            }
+                            WalOp::DeleteRange(rt) => {
+                                clock_state.observe(rt.hlc);
+                                mem.delete_range(rt);
+                            }
+                        }
+                    }
+                    report.wal_records += 1;
+                }
+                if let ScanEnd::Torn { offset, discarded } = end {
+                    tracing::warn!(file = %path.display(), offset, discarded, "discarding torn WAL tail");
+                    report.torn_tails.push((number, offset, discarded));
+                }
+            }
+        }
+
+        let next_file = manifest.next_file_number.max(max_seen + 1).max(1);
+        let seed = config.seed ^ clock.now_ms().rotate_left(17) ^ (u64::from(config.partition) << 48);
+        let state = State {
+            manifest,
+            manifest_file: None,
+            manifest_number,
+            manifest_len: 0,
+            next_file,
+            mem,
+            imm: None,
+            imm_next_log: 0,
+            version: Rc::new(version),
+            wal_file: None,
+            wal_number: 0,
+            wal_len: 0,
+            clock: clock_state,
+            active: None,
+            syrup_files: HashMap::new(),
+            syrup_maps: HashMap::new(),
+            syrup_verified: HashMap::new(),
+            dirty_syrups: Default::default(),
+            writers: HashMap::new(),
+            commit: Default::default(),
+            failed: false,
+            closed: false,
+            unreferenced_since: HashMap::new(),
+            obsolete: Vec::new(),
+            compact_cursor: vec![Vec::new(); limits::LEVELS_MAX],
+            rng: rand::rngs::SmallRng::seed_from_u64(seed),
+            stats: EngineStats { torn_tails_discarded: report.torn_tails.len() as u64, ..Default::default() },
+        };
+        let engine = Engine {
+            inner: Rc::new(Inner {
+                storage,
+                clock,
+                config,
+                state: RefCell::new(state),
+                manifest_lock: LocalMutex::new(),
+                syrup_lock: LocalMutex::new(),
+                maintenance_lock: LocalMutex::new(),
+                background_tasks: std::cell::Cell::new(0),
+            }),
+        };
+
+        // A fresh WAL: replayed ones are never appended to.
+        let wal_number = engine.alloc_file_number();
+        let wal_file = engine.create_wal(wal_number).await?;
+        {
+            let mut st = engine.inner.state.borrow_mut();
+            if report.created {
+                st.manifest.log_number = wal_number;
+            }
+            st.wal_file = Some(wal_file);
+            st.wal_number = wal_number;
+            st.wal_len = wal::WAL_HEADER_BYTES as u64;
+        }
+        {
+            let _g = engine.inner.manifest_lock.lock().await;
+            engine.checkpoint_locked().await?;
+        }
+
+        // Orphans: files the manifest does not name.
+        let (live_tables, log_number, current_manifest) = {
+            let st = engine.inner.state.borrow();
+            (st.manifest.tables.keys().copied().collect::<std::collections::BTreeSet<u64>>(), st.manifest.log_number, st.manifest_number)
+        };
+        for name in &names {
+            let orphan = match (parse_table_file_name(name), wal::parse_file_name(name), manifest::parse_file_name(name)) {
+                (Some(t), _, _) => !live_tables.contains(&t),
+                (_, Some(w), _) => w < log_number,
+                (_, _, Some(m)) => m != current_manifest,
+                _ => name == "CURRENT.tmp",
+            };
+            if orphan {
+                match engine.inner.storage.remove(&dir.join(name)).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        engine.inner.storage.sync_dir(&dir).await?;
+        if engine.inner.config.auto_maintenance {
+            engine.spawn_background();
+        }
+        Ok((engine, report))
+    }
+}
+
+/// Moves an error's offset from record-relative to file-relative.
+fn at_offset(e: DecodeError, record_offset: u64) -> DecodeError {
+    match e {
+        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: record_offset + offset },
+        other => other,
+    }
+}

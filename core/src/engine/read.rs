@@ -1,0 +1,578 @@
+//! The read path: point lookups, byte-range reads from Syrup mappings, and merged listings.
+//!
+//! Invariants:
+//! - The newest version of a key is the first found in memtable, frozen memtable, L0 (newest
+//!   first), then L1 and below; it is hidden when a range tombstone with a greater stamp covers it.
+//! - Bytes are served from read-only mappings of durable Syrup ranges; every chunk a read touches
+//!   is verified against its checksum, and a whole-Candy read also verifies each Part's checksum.
+//! - Listings merge every source in key order (or reverse) and return each live key once.
+
+use std::{collections::HashMap, ops::Bound, rc::Rc};
+
+use bytes::Bytes;
+
+use super::{Engine, State, Version};
+use crate::{
+    error::{Corruption, DecodeError, Error, FileKind, Result},
+    hlc::Hlc,
+    limits,
+    locator::{CandyBody, CandyLocator, Kind, Part, CHUNK_TRAILER_BYTES},
+    memtable::Memtable,
+    storage::{Storage, StorageFile},
+    syrup::verify_chunk,
+    types::{prefix_end, validate_key, RangeTombstone, SyrupId},
+};
+
+/// A byte range of a GET, with HTTP Range semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `first-last`, inclusive; `last` past the end is clamped.
+    FromTo(u64, u64),
+    /// `first-`: from `first` to the end.
+    From(u64),
+    /// `-n`: the last `n` bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// The `(first, len)` this range selects in a Candy of `size` bytes.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (field `range`) when the range is not satisfiable.
+    pub fn resolve(self, size: u64) -> Result<(u64, u64)> {
+        let bad = || Error::invalid("range", format!("not satisfiable for a candy of {size} bytes"));
+        match self {
+            ByteRange::FromTo(first, last) if first <= last && first < size => Ok((first, last.min(size - 1) - first + 1)),
+            ByteRange::From(first) if first < size => Ok((first, size - first)),
+            ByteRange::Suffix(n) if n > 0 && size > 0 => {
+                let n = n.min(size);
+                Ok((size - n, n))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The reply to a get: the locator and a reader of the selected bytes.
+#[derive(Debug)]
+pub struct GetReply {
+    /// The Candy's locator (metadata, size, checksum, HLC).
+    pub locator: CandyLocator,
+    /// First byte returned.
+    pub first: u64,
+    /// Bytes returned.
+    pub len: u64,
+    /// The bytes, verified chunk by chunk as they are taken.
+    pub body: CandyReader,
+}
+
+/// Listing options.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// First key of the window (inclusive).
+    pub start: Option<Vec<u8>>,
+    /// End of the window (exclusive).
+    pub end: Option<Vec<u8>>,
+    /// Only keys with this prefix.
+    pub prefix: Option<Vec<u8>>,
+    /// Continue after this key (in the listing's direction): the cursor of the previous page.
+    pub start_after: Option<Vec<u8>>,
+    /// Descending order.
+    pub reverse: bool,
+    /// Page size (0 means the maximum).
+    pub limit: usize,
+}
+
+/// One listed Candy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Bytes.
+    pub size: u64,
+    /// CRC-32 of the Candy.
+    pub checksum: u32,
+    /// The version's stamp.
+    pub hlc: Hlc,
+    /// MIME type.
+    pub content_type: String,
+    /// Creation time.
+    pub created_ms: u64,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Entries in order.
+    pub entries: Vec<ListEntry>,
+    /// When more entries follow: pass this as `start_after` for the next page.
+    pub next_start_after: Option<Vec<u8>>,
+}
+
+type Source<'a> = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>> + 'a>;
+
+fn table_error(number: u64, dir: &std::path::Path) -> impl Fn(DecodeError) -> Error + '_ {
+    move |e| Error::Corrupt(Corruption::new(FileKind::Table, dir.join(super::lsm::table_file_name(number)), e))
+}
+
+fn locator_error(e: DecodeError) -> Error {
+    Error::Corrupt(Corruption::new(FileKind::Locator, "<locator>", e))
+}
+
+/// The newest stamp of a range tombstone covering `key` in any source.
+fn tombstone_over(mem: &Memtable, imm: Option<&Rc<Memtable>>, version: &Version, key: &[u8]) -> Option<Hlc> {
+    let rts = mem
+        .range_tombstones()
+        .iter()
+        .chain(imm.into_iter().flat_map(|m| m.range_tombstones().iter()))
+        .chain(version.all().flat_map(|t| t.table.range_tombstones().iter()));
+    rts.filter(|rt| rt.covers_key(key)).map(|rt| rt.hlc).max()
+}
+
+impl<S: Storage> State<S> {
+    /// The newest version of `key` in the committed state (ignores the commit queue).
+    pub(crate) fn resolve(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<(Bytes, CandyLocator)>> {
+        let mut found: Option<Bytes> = self.mem.get(key).map(|e| e.value.clone());
+        if found.is_none() {
+            found = self.imm.as_ref().and_then(|m| m.get(key).map(|e| e.value.clone()));
+        }
+        if found.is_none() {
+            'levels: for (level, tables) in self.version.levels.iter().enumerate() {
+                if level == 0 {
+                    for t in tables {
+                        if let Some(v) = t.table.get(key).map_err(table_error(t.rec.number, dir))? {
+                            found = Some(v);
+                            break 'levels;
+                        }
+                    }
+                } else {
+                    let i = tables.partition_point(|t| t.rec.largest.as_slice() < key);
+                    if let Some(t) = tables.get(i) {
+                        if t.rec.smallest.as_slice() <= key {
+                            if let Some(v) = t.table.get(key).map_err(table_error(t.rec.number, dir))? {
+                                found = Some(v);
+                                break 'levels;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let Some(value) = found else { return Ok(None) };
+        let locator = CandyLocator::decode(&value).map_err(locator_error)?;
+        if tombstone_over(&self.mem, self.imm.as_ref(), &self.version, key).is_some_and(|rt| rt > locator.hlc) {
+            return Ok(None);
+        }
+        if !locator.is_live() {
+            return Ok(None);
+        }
+        Ok(Some((value, locator)))
+    }
+}
+
+impl<S: Storage> Engine<S> {
+    /// The live locator of `key`, including mutations queued for commit (newest first).
+    pub(crate) fn current_locator(&self, key: &[u8]) -> Result<Option<CandyLocator>> {
+        let st = self.inner.state.borrow();
+        if let Some(queued) = st.commit.newest(key) {
+            return Ok(queued);
+        }
+        Ok(st.resolve(key, &self.inner.config.partition_dir)?.map(|(_, l)| l))
+    }
+
+    /// The committed live locator of `key` and its encoding.
+    pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<(Bytes, CandyLocator)>> {
+        self.check_usable()?;
+        self.inner.state.borrow().resolve(key, &self.inner.config.partition_dir)
+    }
+
+    /// Metadata of `key`.
+    ///
+    /// # Errors
+    /// `NotFound` when absent; `Corrupt` when a table or locator fails its checks.
+    pub async fn head(&self, key: &[u8]) -> Result<CandyLocator> {
+        validate_key(key)?;
+        self.lookup(key)?.map(|(_, l)| l).ok_or(Error::NotFound)
+    }
+
+    /// Reads `key`, whole or a byte range.
+    ///
+    /// # Errors
+    /// `NotFound`; `InvalidArgument` for an unsatisfiable range; `Io` opening or mapping a Syrup;
+    /// checksum errors surface from the reader as chunks are taken.
+    pub async fn get(&self, key: &[u8], range: Option<ByteRange>) -> Result<GetReply> {
+        validate_key(key)?;
+        let (_, locator) = self.lookup(key)?.ok_or(Error::NotFound)?;
+        self.read_locator(locator, range).await
+    }
+
+    /// Builds a reader of a locator's bytes (whole or a range).
+    pub(crate) async fn read_locator(&self, locator: CandyLocator, range: Option<ByteRange>) -> Result<GetReply> {
+        let (first, len) = match range {
+            Some(r) => r.resolve(locator.size)?,
+            None => (0, locator.size),
+        };
+        let whole = first == 0 && len == locator.size;
+        let mut maps = HashMap::new();
+        if let CandyBody::Parts(parts) = &locator.body {
+            let mut ends: HashMap<SyrupId, u64> = HashMap::new();
+            let mut at = 0u64;
+            for p in parts {
+                for s in &p.segments {
+                    if at < first + len && at + s.length > first {
+                        let end = s.offset + s.stored_len(p.chunk_size);
+                        let e = ends.entry(s.syrup).or_insert(0);
+                        *e = (*e).max(end);
+                    }
+                    at += s.length;
+                }
+            }
+            for (syrup, end) in ends {
+                maps.insert(syrup, self.syrup_map(syrup, end).await?);
+            }
+        }
+        let body = CandyReader::new(locator.body.clone(), maps, first, len, whole);
+        Ok(GetReply { locator, first, len, body })
+    }
+
+    /// A mapping of Syrup `id` that covers at least `[0, end)`, which the caller knows is durable.
+    pub(crate) async fn syrup_map(&self, id: SyrupId, end: u64) -> Result<Bytes> {
+        if let Some(m) = self.inner.state.borrow().syrup_maps.get(&id) {
+            if m.len() as u64 >= end {
+                return Ok(m.clone());
+            }
+        }
+        let file = self.syrup_file(id).await?;
+        let len = usize::try_from(end).map_err(|_| Error::invalid("segment", "offset beyond address space"))?;
+        let map = file.map(0, len)?;
+        self.inner.state.borrow_mut().syrup_maps.insert(id, map.clone());
+        Ok(map)
+    }
+
+    /// An open handle of Syrup `id`.
+    pub(crate) async fn syrup_file(&self, id: SyrupId) -> Result<S::File> {
+        if let Some(f) = self.inner.state.borrow().syrup_files.get(&id) {
+            return Ok(f.clone());
+        }
+        let path = self.inner.config.syrup_dir.join(id.file_name());
+        let f = self.inner.storage.open(&path).await?;
+        self.inner.state.borrow_mut().syrup_files.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// One page of the listing described by `opts`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a page size over the limit; `Corrupt` when a table fails its checks.
+    pub async fn list(&self, opts: &ListOptions) -> Result<ListPage> {
+        self.check_usable()?;
+        let limit = if opts.limit == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { opts.limit };
+        if limit > limits::LIST_PAGE_ENTRIES_MAX {
+            return Err(Error::LimitExceeded { limit: "list page size", value: limit as u64, max: limits::LIST_PAGE_ENTRIES_MAX as u64 });
+        }
+        let (lo, hi) = window(opts);
+        let st = self.inner.state.borrow();
+        let dir = &self.inner.config.partition_dir;
+        if let (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) = (&lo, &hi) {
+            if l >= h {
+                return Ok(ListPage::default());
+            }
+        }
+        let lo_ref = bound_ref(&lo);
+        let hi_ref = bound_ref(&hi);
+        let mut sources: Vec<std::iter::Peekable<Source<'_>>> = Vec::new();
+        sources.push((Box::new(st.mem.range(lo_ref, hi_ref, opts.reverse).map(Ok)) as Source<'_>).peekable());
+        if let Some(imm) = &st.imm {
+            sources.push((Box::new(imm.range(lo_ref, hi_ref, opts.reverse).map(Ok)) as Source<'_>).peekable());
+        }
+        for t in st.version.all() {
+            let n = t.rec.number;
+            let it = t.table.range(lo.clone(), hi.clone(), opts.reverse).map(move |r| r.map_err(table_error(n, dir)));
+            sources.push((Box::new(it) as Source<'_>).peekable());
+        }
+        let rts: Vec<&RangeTombstone> = st
+            .mem
+            .range_tombstones()
+            .iter()
+            .chain(st.imm.iter().flat_map(|m| m.range_tombstones().iter()))
+            .chain(st.version.all().flat_map(|t| t.table.range_tombstones().iter()))
+            .collect();
+        let mut page = ListPage::default();
+        loop {
+            // The next key in listing order among the heads of all sources.
+            let mut next: Option<Bytes> = None;
+            for s in sources.iter_mut() {
+                match s.peek() {
+                    Some(Ok((k, _))) => {
+                        let better = match &next {
+                            None => true,
+                            Some(n) => (k < n) != opts.reverse && k != n,
+                        };
+                        if better {
+                            next = Some(k.clone());
+                        }
+                    }
+                    Some(Err(_)) => {
+                        if let Some(Err(e)) = s.next() {
+                            return Err(e);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let Some(key) = next else { break };
+            let mut newest: Option<(Hlc, Kind, Bytes)> = None;
+            for s in sources.iter_mut() {
+                if matches!(s.peek(), Some(Ok((k, _))) if *k == key) {
+                    if let Some(Ok((_, v))) = s.next() {
+                        let (kind, hlc) = CandyLocator::peek(&v).map_err(locator_error)?;
+                        if newest.as_ref().is_none_or(|(h, _, _)| hlc > *h) {
+                            newest = Some((hlc, kind, v));
+                        }
+                    }
+                }
+            }
+            let Some((hlc, kind, value)) = newest else { continue };
+            if kind != Kind::Put || rts.iter().any(|rt| rt.deletes(&key, hlc)) {
+                continue;
+            }
+            if page.entries.len() == limit {
+                page.next_start_after = page.entries.last().map(|e| e.key.clone());
+                break;
+            }
+            let l = CandyLocator::decode(&value).map_err(locator_error)?;
+            page.entries.push(ListEntry {
+                key: key.to_vec(),
+                size: l.size,
+                checksum: l.checksum,
+                hlc: l.hlc,
+                content_type: l.content_type,
+                created_ms: l.created_ms,
+            });
+        }
+        Ok(page)
+    }
+}
+
+fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The key window `[lo, hi)` a listing covers, after prefix, window and cursor.
+fn window(opts: &ListOptions) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let mut lo: Bound<Vec<u8>> = Bound::Unbounded;
+    let mut hi: Bound<Vec<u8>> = Bound::Unbounded;
+    let raise = |lo: &mut Bound<Vec<u8>>, b: Bound<Vec<u8>>| {
+        let replace = match (&*lo, &b) {
+            (Bound::Unbounded, _) => true,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(x)) => x > a,
+            (Bound::Included(a), Bound::Excluded(x)) => x >= a,
+            (Bound::Excluded(a), Bound::Excluded(x)) => x > a,
+            (_, Bound::Unbounded) => false,
+        };
+        if replace {
+            *lo = b;
+        }
+    };
+    let lower = |hi: &mut Bound<Vec<u8>>, b: Bound<Vec<u8>>| {
+        let replace = match (&*hi, &b) {
+            (Bound::Unbounded, _) => true,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(x)) => x <= a,
+            (Bound::Excluded(a), Bound::Included(x)) => x < a,
+            (Bound::Included(a), Bound::Included(x)) => x < a,
+            (_, Bound::Unbounded) => false,
+        };
+        if replace {
+            *hi = b;
+        }
+    };
+    if let Some(p) = &opts.prefix {
+        raise(&mut lo, Bound::Included(p.clone()));
+        if let Some(e) = prefix_end(p) {
+            lower(&mut hi, Bound::Excluded(e));
+        }
+    }
+    if let Some(s) = &opts.start {
+        raise(&mut lo, Bound::Included(s.clone()));
+    }
+    if let Some(e) = &opts.end {
+        lower(&mut hi, Bound::Excluded(e.clone()));
+    }
+    if let Some(a) = &opts.start_after {
+        if opts.reverse {
+            lower(&mut hi, Bound::Excluded(a.clone()));
+        } else {
+            raise(&mut lo, Bound::Excluded(a.clone()));
+        }
+    }
+    (lo, hi)
+}
+
+/// Reads the selected bytes of a Candy, verifying every chunk it touches (and, for a whole
+/// Candy, every Part's checksum). Each item is a slice of a Syrup mapping: no copy.
+#[derive(Debug)]
+pub struct CandyReader {
+    body: CandyBody,
+    maps: HashMap<SyrupId, Bytes>,
+    /// Candy offset of the next byte to return.
+    pos: u64,
+    /// Bytes still to return.
+    left: u64,
+    verify_parts: bool,
+    part: usize,
+    segment: usize,
+    /// Candy offset where the current segment starts.
+    segment_at: u64,
+    /// Candy offset where the current part starts.
+    part_at: u64,
+    part_hasher: crc32fast::Hasher,
+    done_inline: bool,
+}
+
+impl CandyReader {
+    fn new(body: CandyBody, maps: HashMap<SyrupId, Bytes>, first: u64, len: u64, whole: bool) -> Self {
+        CandyReader {
+            body,
+            maps,
+            pos: first,
+            left: len,
+            verify_parts: whole,
+            part: 0,
+            segment: 0,
+            segment_at: 0,
+            part_at: 0,
+            part_hasher: crc32fast::Hasher::new(),
+            done_inline: false,
+        }
+    }
+
+    /// Bytes not yet returned.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// Reads everything left into one buffer (for tests and small Candies).
+    ///
+    /// # Errors
+    /// The first checksum error met.
+    pub fn read_to_vec(self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(self.left).unwrap_or(0).min(1 << 30));
+        for piece in self {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+
+    fn next_from_parts(&mut self) -> Option<Result<Bytes>> {
+        let CandyBody::Parts(parts) = &self.body else { return None };
+        loop {
+            if self.left == 0 {
+                return None;
+            }
+            let part: &Part = parts.get(self.part)?;
+            let Some(seg) = part.segments.get(self.segment) else {
+                // End of a part: check its checksum if the whole Candy was read.
+                if self.verify_parts {
+                    let h = std::mem::replace(&mut self.part_hasher, crc32fast::Hasher::new());
+                    let found = h.finalize();
+                    if found != part.checksum {
+                        self.left = 0;
+                        return Some(Err(Error::ChecksumMismatch { syrup: 0, offset: self.part_at, expected: part.checksum, found }));
+                    }
+                }
+                self.part_at += part.length;
+                self.part += 1;
+                self.segment = 0;
+                continue;
+            };
+            if self.pos >= self.segment_at + seg.length {
+                self.segment_at += seg.length;
+                self.segment += 1;
+                continue;
+            }
+            let cs = u64::from(part.chunk_size);
+            let within = self.pos - self.segment_at;
+            let chunk_index = within / cs;
+            let chunk_payload_at = chunk_index * cs;
+            let chunk_len = cs.min(seg.length - chunk_payload_at);
+            let chunk_file = seg.offset + chunk_index * (cs + CHUNK_TRAILER_BYTES);
+            let Some(map) = self.maps.get(&seg.syrup) else {
+                self.left = 0;
+                return Some(Err(Error::invalid("segment", format!("syrup {} was not mapped", seg.syrup))));
+            };
+            let payload = match verify_chunk(map, chunk_file, chunk_len as usize) {
+                Ok(p) => p,
+                Err((expected, found)) => {
+                    self.left = 0;
+                    return Some(Err(Error::ChecksumMismatch { syrup: seg.syrup.0, offset: chunk_file, expected, found }));
+                }
+            };
+            if self.verify_parts {
+                self.part_hasher.update(&payload);
+            }
+            let skip = (within - chunk_payload_at) as usize;
+            let take = (chunk_len - skip as u64).min(self.left) as usize;
+            self.pos += take as u64;
+            self.left -= take as u64;
+            let out = payload.slice(skip..skip + take);
+            if self.left == 0 && self.verify_parts {
+                // The last chunk: finish the part check now.
+                let h = std::mem::replace(&mut self.part_hasher, crc32fast::Hasher::new());
+                let found = h.finalize();
+                if found != part.checksum {
+                    return Some(Err(Error::ChecksumMismatch { syrup: seg.syrup.0, offset: self.part_at, expected: part.checksum, found }));
+                }
+            }
+            return Some(Ok(out));
+        }
+    }
+}
+
+impl Iterator for CandyReader {
+    type Item = Result<Bytes>;
+
+    fn next(&mut self) -> Option<Result<Bytes>> {
+        match &self.body {
+            CandyBody::Inline(data) => {
+                if self.done_inline || self.left == 0 {
+                    return None;
+                }
+                self.done_inline = true;
+                let (s, e) = (self.pos as usize, (self.pos + self.left) as usize);
+                self.left = 0;
+                Some(Ok(Bytes::copy_from_slice(data.get(s..e).unwrap_or_default())))
+            }
+            CandyBody::Parts(_) => self.next_from_parts(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_ranges() {
+        assert_eq!(ByteRange::FromTo(0, 0).resolve(10).ok(), Some((0, 1)));
+        assert_eq!(ByteRange::FromTo(5, 100).resolve(10).ok(), Some((5, 5)));
+        assert_eq!(ByteRange::From(9).resolve(10).ok(), Some((9, 1)));
+        assert_eq!(ByteRange::Suffix(3).resolve(10).ok(), Some((7, 3)));
+        assert_eq!(ByteRange::Suffix(30).resolve(10).ok(), Some((0, 10)));
+        assert!(ByteRange::From(10).resolve(10).is_err());
+        assert!(ByteRange::FromTo(3, 2).resolve(10).is_err());
+        assert!(ByteRange::Suffix(0).resolve(10).is_err());
+        assert!(ByteRange::From(0).resolve(0).is_err());
+    }
+
+    #[test]
+    fn windows_combine_prefix_bounds_and_cursor() {
+        let o = ListOptions { prefix: Some(b"b".to_vec()), start: Some(b"a".to_vec()), start_after: Some(b"bb".to_vec()), ..Default::default() };
+        assert_eq!(window(&o), (Bound::Excluded(b"bb".to_vec()), Bound::Excluded(b"c".to_vec())));
+        let r = ListOptions { end: Some(b"m".to_vec()), start_after: Some(b"k".to_vec()), reverse: true, ..Default::default() };
+        assert_eq!(window(&r), (Bound::Unbounded, Bound::Excluded(b"k".to_vec())));
+    }
+}

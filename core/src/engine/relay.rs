@@ -1,0 +1,363 @@
+//! The locator relay (SPEC §7) and multipart uploads.
+//!
+//! Invariants:
+//! - A zero-copy put writes a new locator that reuses the relayed Parts verbatim, only after
+//!   proving every SegmentRef lies in a Syrup of this Box (its header says so), within the
+//!   Syrup's durable length (the destination makes the Syrup durable, then reads its length), on
+//!   real chunk boundaries (the first and last chunks verify at their offsets).
+//! - A rename intent is durable in the manifest before prepare-rename returns.
+//! - delete-if-HLC-equals deletes only the exact version named: a re-put source is never deleted.
+//! - Multipart parts are durable (Syrup synced, manifest edit) before upload-part returns; the
+//!   completed Candy is one WAL record; the upload is ended after it.
+
+use bytes::Bytes;
+use rand::Rng;
+
+use super::{commit::Op, write::validate_meta, Engine, PutOptions, PutReply};
+use crate::{
+    error::{Error, ForgedLocator, Result},
+    hlc::Hlc,
+    limits,
+    locator::{CandyBody, CandyLocator, Kind, Part, SegmentRef, CHUNK_TRAILER_BYTES},
+    manifest::{Change, RenameIntent, Upload, UploadPart},
+    storage::{Storage, StorageFile},
+    syrup::{chunk_crc, SyrupHeader, SYRUP_HEADER_BYTES},
+    types::{validate_key, SyrupId},
+    codec::Reader,
+};
+
+/// A part of an upload, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    /// Part number.
+    pub number: u32,
+    /// Bytes.
+    pub size: u64,
+    /// CRC-32 of the part.
+    pub checksum: u32,
+    /// Upload time.
+    pub created_ms: u64,
+}
+
+/// An in-flight upload, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// Upload id.
+    pub id: u64,
+    /// Destination key.
+    pub key: Vec<u8>,
+    /// Creation time.
+    pub created_ms: u64,
+    /// Parts uploaded so far.
+    pub parts: usize,
+}
+
+impl<S: Storage> Engine<S> {
+    /// The live locator of `key` and its exact encoded bytes (what a client relays).
+    ///
+    /// # Errors
+    /// `NotFound` when absent.
+    pub async fn get_locator(&self, key: &[u8]) -> Result<(CandyLocator, Bytes)> {
+        validate_key(key)?;
+        let (bytes, l) = self.lookup(key)?.ok_or(Error::NotFound)?;
+        Ok((l, bytes))
+    }
+
+    /// Records a durable rename intent for `source_key` → `target_key` (in `target_partition`)
+    /// and returns it with the source's locator bytes.
+    ///
+    /// # Errors
+    /// `NotFound` when the source is absent; I/O failures.
+    pub async fn prepare_rename(&self, source_key: &[u8], target_key: &[u8], target_partition: u16) -> Result<(RenameIntent, Bytes)> {
+        validate_key(source_key)?;
+        validate_key(target_key)?;
+        self.check_writable()?;
+        let (bytes, l) = self.lookup(source_key)?.ok_or(Error::NotFound)?;
+        let token: u128 = self.inner.state.borrow_mut().rng.gen();
+        let intent = RenameIntent {
+            token,
+            source_key: source_key.to_vec(),
+            source_hlc: l.hlc,
+            target_key: target_key.to_vec(),
+            target_partition,
+            created_ms: self.now_ms(),
+        };
+        self.log_edit(vec![Change::Intent(intent.clone())]).await?;
+        Ok((intent, bytes))
+    }
+
+    /// Pending rename intents.
+    pub fn rename_intents(&self) -> Vec<RenameIntent> {
+        self.inner.state.borrow().manifest.intents.values().cloned().collect()
+    }
+
+    /// Clears a rename intent (finalized or abandoned). Clearing an unknown token succeeds.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub async fn clear_rename_intent(&self, token: u128) -> Result<()> {
+        if !self.inner.state.borrow().manifest.intents.contains_key(&token) {
+            return Ok(());
+        }
+        self.log_edit(vec![Change::IntentCleared(token)]).await
+    }
+
+    /// Deletes `key` only if its live version is stamped exactly `hlc`.
+    ///
+    /// # Returns
+    /// `true` when it deleted, `false` when the key is absent or holds another version.
+    ///
+    /// # Errors
+    /// `Busy`, I/O failures.
+    pub async fn delete_if_hlc_equals(&self, key: &[u8], hlc: Hlc) -> Result<bool> {
+        validate_key(key)?;
+        let (deleted, _) = self
+            .commit_with(|e| {
+                let live = e.current_locator(key)?;
+                if live.is_some_and(|l| l.hlc == hlc) {
+                    Ok((vec![Op::set(key, CandyLocator::tombstone(Hlc::ZERO))], true))
+                } else {
+                    Ok((Vec::new(), false))
+                }
+            })
+            .await?;
+        Ok(deleted)
+    }
+
+    /// Writes a relayed locator's Parts under `key` after verifying them (zero-copy: no byte of
+    /// the Candy moves).
+    ///
+    /// # Errors
+    /// `Forged` when the locator does not decode, is not live, or a SegmentRef escapes this Box
+    /// or the durable bytes; `Busy`; I/O failures.
+    pub async fn zero_copy_put(&self, key: &[u8], locator_bytes: &[u8]) -> Result<PutReply> {
+        validate_key(key)?;
+        self.check_writable()?;
+        let source = CandyLocator::decode(locator_bytes).map_err(ForgedLocator::Undecodable)?;
+        if source.kind != Kind::Put {
+            return Err(ForgedLocator::NotLive.into());
+        }
+        if let CandyBody::Parts(parts) = &source.body {
+            for p in parts {
+                for s in &p.segments {
+                    self.verify_segment(p, s).await?;
+                }
+            }
+        }
+        let (size, checksum) = (source.size, source.checksum);
+        let hlc = self.commit(vec![Op::set(key, source)]).await?;
+        Ok(PutReply { size, checksum, hlc })
+    }
+
+    async fn verify_segment(&self, part: &Part, s: &SegmentRef) -> Result<()> {
+        let id = s.syrup;
+        let file = match self.syrup_file(id).await {
+            Ok(f) => f,
+            Err(Error::Io(e)) if e.is_not_found() => return Err(ForgedLocator::UnknownSyrup { syrup: id.0 }.into()),
+            Err(e) => return Err(e),
+        };
+        let known = self.inner.state.borrow().syrup_verified.get(&id).copied();
+        let box_uid = match known {
+            Some(b) => b,
+            None => {
+                let bytes = match file.read_at(0, SYRUP_HEADER_BYTES as usize).await {
+                    Ok(b) => b,
+                    Err(_) => return Err(ForgedLocator::UnknownSyrup { syrup: id.0 }.into()),
+                };
+                let h = SyrupHeader::decode(&bytes).map_err(|_| ForgedLocator::UnknownSyrup { syrup: id.0 })?;
+                if h.id != id {
+                    return Err(ForgedLocator::UnknownSyrup { syrup: id.0 }.into());
+                }
+                self.inner.state.borrow_mut().syrup_verified.insert(id, h.box_uid);
+                h.box_uid
+            }
+        };
+        if box_uid != self.inner.config.box_uid {
+            return Err(ForgedLocator::OtherBox { syrup: id.0 }.into());
+        }
+        if s.offset < SYRUP_HEADER_BYTES {
+            return Err(ForgedLocator::NotAChunk { syrup: id.0, offset: s.offset }.into());
+        }
+        // Whatever was written to the Syrup becomes durable now; its length is then durable.
+        file.sync_data().await?;
+        let durable = file.len().await?;
+        let end = s.offset.saturating_add(s.stored_len(part.chunk_size));
+        if end > durable {
+            return Err(ForgedLocator::BeyondDurable { syrup: id.0, end, durable }.into());
+        }
+        let cs = u64::from(part.chunk_size);
+        let chunks = s.length.div_ceil(cs);
+        for i in [0, chunks - 1] {
+            let at = s.offset + i * (cs + CHUNK_TRAILER_BYTES);
+            let len = cs.min(s.length - i * cs);
+            let bytes = file.read_at(at, (len + CHUNK_TRAILER_BYTES) as usize).await?;
+            let (payload, trailer) = bytes.split_at(len as usize);
+            let stored = Reader::new(trailer).u32().unwrap_or(0);
+            if chunk_crc(at, payload) != stored {
+                return Err(ForgedLocator::NotAChunk { syrup: id.0, offset: at }.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The Syrups this partition references, for publication (SPEC §7.4).
+    pub fn published_refs(&self) -> std::collections::BTreeSet<SyrupId> {
+        self.referenced_syrups()
+    }
+
+    /// Starts a multipart upload for `key`.
+    ///
+    /// # Errors
+    /// A bad key or metadata; I/O failures.
+    pub async fn create_upload(&self, key: &[u8], opts: PutOptions) -> Result<u64> {
+        validate_key(key)?;
+        validate_meta(&opts)?;
+        self.check_writable()?;
+        let id: u64 = self.inner.state.borrow_mut().rng.gen::<u64>() | 1;
+        self.log_edit(vec![Change::UploadCreated {
+            id,
+            key: key.to_vec(),
+            content_type: opts.content_type,
+            user_meta: opts.user_meta,
+            created_ms: self.now_ms(),
+        }])
+        .await?;
+        Ok(id)
+    }
+
+    /// Uploads part `number` (1-based) of an upload; a second upload of a number replaces it.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown upload; `InvalidArgument` for a bad part number; body errors; I/O.
+    pub async fn upload_part<B: super::BodyStream>(&self, upload: u64, number: u32, size: Option<u64>, body: B) -> Result<PartInfo> {
+        if number == 0 || number > limits::MULTIPART_PARTS_MAX {
+            return Err(Error::invalid("part_number", format!("must lie in 1..={}", limits::MULTIPART_PARTS_MAX)));
+        }
+        if !self.inner.state.borrow().manifest.uploads.contains_key(&upload) {
+            return Err(Error::NotFound);
+        }
+        self.check_writable()?;
+        let stored = self.store_body(body, size, false).await?;
+        let part = match &stored.body {
+            CandyBody::Parts(p) => p.first().cloned().unwrap_or(Part { length: 0, chunk_size: self.inner.config.chunk_bytes, checksum: stored.checksum, segments: Vec::new() }),
+            CandyBody::Inline(_) => return Err(Error::invalid("part", "parts are never inline")),
+        };
+        // The part's bytes must be durable before the manifest names them.
+        let syrups: std::collections::BTreeSet<SyrupId> = part.segments.iter().map(|s| s.syrup).collect();
+        for id in syrups {
+            let f = self.syrup_file(id).await?;
+            if let Err(e) = f.sync_data().await {
+                return self.fail(e);
+            }
+        }
+        if !self.inner.state.borrow().manifest.uploads.contains_key(&upload) {
+            return Err(Error::NotFound);
+        }
+        let created_ms = self.now_ms();
+        let info = PartInfo { number, size: part.length, checksum: part.checksum, created_ms };
+        self.log_edit(vec![Change::UploadPart { id: upload, number, part: UploadPart { part, created_ms } }]).await?;
+        drop(stored);
+        Ok(info)
+    }
+
+    /// Completes an upload from `parts` (strictly ascending part numbers): one Candy whose Parts
+    /// are the uploaded parts, in order. Each part but the last must be at least the configured
+    /// minimum.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown upload; `InvalidArgument` naming the offending part;
+    /// `LimitExceeded` for too many parts or a locator over the cap; `Busy`; I/O failures.
+    pub async fn complete_upload(&self, upload: u64, parts: &[u32]) -> Result<PutReply> {
+        let u: Upload = self.inner.state.borrow().manifest.uploads.get(&upload).cloned().ok_or(Error::NotFound)?;
+        if parts.is_empty() {
+            return Err(Error::invalid("parts", "at least one part is needed"));
+        }
+        if parts.len() > limits::MULTIPART_PARTS_MAX as usize {
+            return Err(Error::LimitExceeded { limit: "parts per upload", value: parts.len() as u64, max: u64::from(limits::MULTIPART_PARTS_MAX) });
+        }
+        let mut chosen = Vec::with_capacity(parts.len());
+        let mut prev = 0u32;
+        for (i, n) in parts.iter().enumerate() {
+            if *n <= prev {
+                return Err(Error::invalid("parts", format!("part numbers must ascend: {n} after {prev}")));
+            }
+            prev = *n;
+            let p = u.parts.get(n).ok_or_else(|| Error::invalid("parts", format!("part {n} was not uploaded")))?;
+            if i + 1 < parts.len() && p.part.length < self.inner.config.multipart_part_bytes_min {
+                return Err(Error::invalid(
+                    "parts",
+                    format!("part {n} has {} bytes; every part but the last needs at least {}", p.part.length, self.inner.config.multipart_part_bytes_min),
+                ));
+            }
+            chosen.push(p.part.clone());
+        }
+        let size: u64 = chosen.iter().map(|p| p.length).sum();
+        let mut hasher = crc32fast::Hasher::new();
+        for p in &chosen {
+            hasher.combine(&crc32fast::Hasher::new_with_initial_len(p.checksum, p.length));
+        }
+        let checksum = hasher.finalize();
+        let nonempty: Vec<Part> = chosen.into_iter().filter(|p| p.length > 0).collect();
+        let locator = CandyLocator {
+            hlc: Hlc::ZERO,
+            kind: Kind::Put,
+            content_type: u.content_type.clone(),
+            user_meta: u.user_meta.clone(),
+            created_ms: self.now_ms(),
+            size,
+            checksum,
+            body: CandyBody::Parts(nonempty),
+        };
+        let encoded = locator.encode().len();
+        if encoded > limits::LOCATOR_BYTES_MAX {
+            return Err(Error::LimitExceeded { limit: "locator bytes", value: encoded as u64, max: limits::LOCATOR_BYTES_MAX as u64 });
+        }
+        let hlc = self.commit(vec![Op::set(&u.key, locator)]).await?;
+        self.log_edit(vec![Change::UploadEnded(upload)]).await?;
+        Ok(PutReply { size, checksum, hlc })
+    }
+
+    /// Aborts an upload; its bytes become garbage for GC.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown upload; I/O failures.
+    pub async fn abort_upload(&self, upload: u64) -> Result<()> {
+        if !self.inner.state.borrow().manifest.uploads.contains_key(&upload) {
+            return Err(Error::NotFound);
+        }
+        self.log_edit(vec![Change::UploadEnded(upload)]).await
+    }
+
+    /// In-flight uploads, by id.
+    pub fn list_uploads(&self) -> Vec<UploadInfo> {
+        let st = self.inner.state.borrow();
+        st.manifest.uploads.values().map(|u| UploadInfo { id: u.id, key: u.key.clone(), created_ms: u.created_ms, parts: u.parts.len() }).collect()
+    }
+
+    /// Parts of an upload, by number.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown upload.
+    pub fn list_parts(&self, upload: u64) -> Result<Vec<PartInfo>> {
+        let st = self.inner.state.borrow();
+        let u = st.manifest.uploads.get(&upload).ok_or(Error::NotFound)?;
+        Ok(u.parts.iter().map(|(n, p)| PartInfo { number: *n, size: p.part.length, checksum: p.part.checksum, created_ms: p.created_ms }).collect())
+    }
+
+    /// Ends uploads older than the TTL.
+    ///
+    /// # Returns
+    /// The ids expired.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub async fn expire_uploads(&self) -> Result<Vec<u64>> {
+        let now = self.now_ms();
+        let ttl = self.inner.config.upload_ttl_ms;
+        let expired: Vec<u64> = self.inner.state.borrow().manifest.uploads.values().filter(|u| u.created_ms.saturating_add(ttl) <= now).map(|u| u.id).collect();
+        if !expired.is_empty() {
+            self.log_edit(expired.iter().copied().map(Change::UploadEnded).collect()).await?;
+        }
+        Ok(expired)
+    }
+}

@@ -1,0 +1,444 @@
+//! The write path: streamed puts into the partition's active Syrup, and the small mutations
+//! (delete, delete-range, same-partition copy and rename).
+//!
+//! Invariants:
+//! - A put reserves a contiguous extent of its Syrup before writing, so concurrent puts never
+//!   interleave chunks; an extent is at most `EXTENT_BYTES_MAX`, so a large or unsized body gets
+//!   several SegmentRefs and an abandoned put leaves a bounded hole.
+//! - Bytes are copied once, from the caller's buffers into a write buffer of at most
+//!   `WRITE_BUFFER_BYTES`; nothing buffers a whole Candy unless it is inline-sized.
+//! - While a put writes to a Syrup, the Syrup counts as referenced (GC keeps it).
+
+use bytes::Bytes;
+
+use super::{commit::Op, ActiveSyrup, Engine};
+use crate::{
+    error::{Error, Result},
+    hlc::Hlc,
+    limits,
+    locator::{stored_len, CandyBody, CandyLocator, Kind, Part, SegmentRef},
+    manifest::Change,
+    storage::{Storage, StorageFile},
+    syrup::{ChunkEncoder, SyrupHeader, SYRUP_HEADER_BYTES},
+    types::{prefix_end, validate_key, RangeTombstone, SyrupId},
+};
+
+/// Largest write the put path submits at once.
+pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// First extent of a body of unknown size; each next extent doubles, up to `EXTENT_BYTES_MAX`.
+const EXTENT_BYTES_FIRST: u64 = 1024 * 1024;
+
+/// A body streamed into a put, piece by piece.
+#[expect(async_fn_in_trait, reason = "thread-per-core: bodies are !Send by design")]
+pub trait BodyStream {
+    /// The next piece, or `None` at the end.
+    ///
+    /// # Errors
+    /// Whatever the source reports; the put fails with it and nothing is committed.
+    async fn next_piece(&mut self) -> Result<Option<Bytes>>;
+}
+
+/// A body made of pieces already in memory.
+#[derive(Debug, Default)]
+pub struct SliceBody {
+    pieces: std::collections::VecDeque<Bytes>,
+}
+
+impl SliceBody {
+    /// One piece.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        Self { pieces: [data.into()].into_iter().collect() }
+    }
+
+    /// Several pieces, in order.
+    pub fn pieces(pieces: impl IntoIterator<Item = Bytes>) -> Self {
+        Self { pieces: pieces.into_iter().collect() }
+    }
+}
+
+impl BodyStream for SliceBody {
+    async fn next_piece(&mut self) -> Result<Option<Bytes>> {
+        Ok(self.pieces.pop_front())
+    }
+}
+
+/// Metadata of a put.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// MIME type.
+    pub content_type: String,
+    /// User metadata.
+    pub user_meta: Vec<(String, String)>,
+    /// The exact body size when known (lets small bodies go inline at once and sizes extents);
+    /// the body must then have exactly this many bytes.
+    pub size: Option<u64>,
+}
+
+/// The reply to a put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutReply {
+    /// Bytes stored.
+    pub size: u64,
+    /// CRC-32 of the whole Candy.
+    pub checksum: u32,
+    /// The version's stamp.
+    pub hlc: Hlc,
+}
+
+/// A stored body: inline bytes or one Part. Until it is dropped, the Syrups it wrote count as
+/// referenced, so the caller drops it only once a commit or manifest edit references the Part.
+pub(crate) struct StoredBody<S: Storage> {
+    pub(crate) body: CandyBody,
+    pub(crate) size: u64,
+    pub(crate) checksum: u32,
+    writers: Vec<WriterGuard<S>>,
+}
+
+/// Keeps a Syrup referenced while a put writes to it.
+struct WriterGuard<S: Storage> {
+    engine: Engine<S>,
+    syrup: SyrupId,
+}
+
+impl<S: Storage> Drop for WriterGuard<S> {
+    fn drop(&mut self) {
+        let mut st = self.engine.inner.state.borrow_mut();
+        if let Some(n) = st.writers.get_mut(&self.syrup) {
+            *n -= 1;
+            if *n == 0 {
+                st.writers.remove(&self.syrup);
+            }
+        }
+    }
+}
+
+pub(crate) fn validate_meta(opts: &PutOptions) -> Result<()> {
+    if opts.content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
+        return Err(Error::LimitExceeded {
+            limit: "content type length",
+            value: opts.content_type.len() as u64,
+            max: limits::CONTENT_TYPE_BYTES_MAX as u64,
+        });
+    }
+    let meta: usize = opts.user_meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if meta > limits::USER_META_BYTES_MAX || opts.user_meta.len() > usize::from(u16::MAX) {
+        return Err(Error::LimitExceeded { limit: "user metadata bytes", value: meta as u64, max: limits::USER_META_BYTES_MAX as u64 });
+    }
+    if opts.user_meta.iter().any(|(k, _)| k.is_empty() || k.len() > usize::from(u16::MAX)) {
+        return Err(Error::invalid("user_meta", "keys must be non-empty"));
+    }
+    Ok(())
+}
+
+impl<S: Storage> Engine<S> {
+    /// Stores a Candy under `key`, streaming its body into the active Syrup (or inline when
+    /// small), and returns once it is durable.
+    ///
+    /// # Errors
+    /// `InvalidArgument`/`LimitExceeded` for a bad key or metadata, `Busy` when overloaded,
+    /// `Body` when the body fails or does not match `opts.size`, `Io` (and `PreviousIo` after).
+    pub async fn put<B: BodyStream>(&self, key: &[u8], opts: PutOptions, body: B) -> Result<PutReply> {
+        validate_key(key)?;
+        validate_meta(&opts)?;
+        self.check_writable()?;
+        let stored = self.store_body(body, opts.size, true).await?;
+        let now = self.now_ms();
+        let writers = stored.writers;
+        let locator = CandyLocator {
+            hlc: Hlc::ZERO,
+            kind: Kind::Put,
+            content_type: opts.content_type,
+            user_meta: opts.user_meta,
+            created_ms: now,
+            size: stored.size,
+            checksum: stored.checksum,
+            body: stored.body,
+        };
+        let (size, checksum) = (locator.size, locator.checksum);
+        let hlc = self
+            .commit_with(|_| {
+                // Queued, the Part is referenced by the commit queue; the writers may go.
+                drop(writers);
+                Ok((vec![Op::set(key, locator)], ()))
+            })
+            .await?
+            .1;
+        Ok(PutReply { size, checksum, hlc })
+    }
+
+    /// Deletes `key` with a point tombstone; deleting an absent key succeeds.
+    ///
+    /// # Errors
+    /// A bad key, `Busy`, or an I/O failure.
+    pub async fn delete(&self, key: &[u8]) -> Result<Hlc> {
+        validate_key(key)?;
+        self.commit(vec![Op::set(key, CandyLocator::tombstone(Hlc::ZERO))]).await
+    }
+
+    /// Deletes every key in `[start, end)` with one range tombstone; an empty `end` means "to the
+    /// end of the key space".
+    ///
+    /// # Errors
+    /// `InvalidArgument` when `end` is not after `start`; `Busy`; an I/O failure.
+    pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<Hlc> {
+        if !end.is_empty() && end <= start {
+            return Err(Error::invalid("end", "must be greater than start"));
+        }
+        if start.len() > limits::KEY_BYTES_MAX || end.len() > limits::KEY_BYTES_MAX {
+            return Err(Error::invalid("range", "bounds are keys of at most 1 KiB"));
+        }
+        let rt = RangeTombstone { start: start.to_vec(), end: end.to_vec(), hlc: Hlc::ZERO };
+        self.commit(vec![Op::DeleteRange(rt)]).await
+    }
+
+    /// Deletes every key that starts with `prefix` (one range tombstone).
+    ///
+    /// # Errors
+    /// As [`Engine::delete_range`].
+    pub async fn delete_prefix(&self, prefix: &[u8]) -> Result<Hlc> {
+        let end = prefix_end(prefix).unwrap_or_default();
+        self.delete_range(prefix, &end).await
+    }
+
+    /// Copies `source_key` to `target_key` in this partition without moving bytes: the new
+    /// locator reuses the source's Parts.
+    ///
+    /// # Errors
+    /// `NotFound` when the source is absent; a bad key; `Busy`; an I/O failure.
+    pub async fn copy(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
+        self.copy_or_rename(source_key, target_key, false).await
+    }
+
+    /// Renames `source_key` to `target_key` in this partition: the new locator and the source's
+    /// tombstone are one WAL record, so after a crash either both or neither happened.
+    ///
+    /// # Errors
+    /// As [`Engine::copy`].
+    pub async fn rename(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
+        self.copy_or_rename(source_key, target_key, true).await
+    }
+
+    async fn copy_or_rename(&self, source_key: &[u8], target_key: &[u8], rename: bool) -> Result<PutReply> {
+        validate_key(source_key)?;
+        validate_key(target_key)?;
+        if rename && source_key == target_key {
+            return Err(Error::invalid("target_key", "equals the source key"));
+        }
+        let ((size, checksum), hlc) = self
+            .commit_with(|e| {
+                let source = e.current_locator(source_key)?.ok_or(Error::NotFound)?;
+                let reply = (source.size, source.checksum);
+                let mut ops = vec![Op::set(target_key, source)];
+                if rename {
+                    ops.push(Op::set(source_key, CandyLocator::tombstone(Hlc::ZERO)));
+                }
+                Ok((ops, reply))
+            })
+            .await?;
+        Ok(PutReply { size, checksum, hlc })
+    }
+
+    /// Writes a body to Syrups (or keeps it inline when `inline_ok` and it is small enough).
+    pub(crate) async fn store_body<B: BodyStream>(&self, mut body: B, size: Option<u64>, inline_ok: bool) -> Result<StoredBody<S>> {
+        let inline_max = if inline_ok { self.inner.config.inline_bytes_max } else { 0 };
+        let mut hasher = crc32fast::Hasher::new();
+        // Gather up to the inline limit first: most small puts end here with no Syrup write.
+        let mut head: Vec<u8> = Vec::new();
+        let mut pending: Option<Bytes> = None;
+        let might_inline = inline_ok && size.is_none_or(|s| s <= inline_max as u64);
+        if might_inline {
+            loop {
+                match body.next_piece().await? {
+                    None => {
+                        check_size(size, head.len() as u64)?;
+                        hasher.update(&head);
+                        let n = head.len() as u64;
+                        return Ok(StoredBody { body: CandyBody::Inline(head), size: n, checksum: hasher.finalize(), writers: Vec::new() });
+                    }
+                    Some(p) if head.len() + p.len() <= inline_max => head.extend_from_slice(&p),
+                    Some(p) => {
+                        pending = Some(p);
+                        break;
+                    }
+                }
+            }
+        }
+        let chunk = self.inner.config.chunk_bytes;
+        let mut segments = Vec::new();
+        let mut total = 0u64;
+        let mut unsized_extent = EXTENT_BYTES_FIRST;
+        let mut carry: Option<Bytes> = if head.is_empty() { pending.take() } else { Some(Bytes::from(head)) };
+        let mut after_carry = pending;
+        let mut ended = false;
+        let mut guards: Vec<WriterGuard<S>> = Vec::new();
+        while !ended {
+            let want = match size {
+                Some(s) => {
+                    if s == total {
+                        break;
+                    }
+                    (s - total).min(limits::EXTENT_BYTES_MAX)
+                }
+                None => {
+                    let w = unsized_extent;
+                    unsized_extent = (unsized_extent * 2).min(limits::EXTENT_BYTES_MAX);
+                    w
+                }
+            };
+            // Do not reserve an extent for a body that has already ended.
+            if carry.is_none() {
+                carry = match after_carry.take() {
+                    Some(p) => Some(p),
+                    None => body.next_piece().await?,
+                };
+                if carry.is_none() {
+                    break;
+                }
+            }
+            let (syrup, file, offset) = self.reserve(stored_len(want, chunk)).await?;
+            guards.push(WriterGuard { engine: self.clone(), syrup });
+            let mut enc = ChunkEncoder::new(offset, chunk);
+            let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER_BYTES.min(stored_len(want, chunk) as usize) + 8);
+            let mut buf_at = offset;
+            loop {
+                let piece = match carry.take() {
+                    Some(p) => p,
+                    None => match after_carry.take() {
+                        Some(p) => p,
+                        None => match body.next_piece().await? {
+                            Some(p) => p,
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                        },
+                    },
+                };
+                let took = enc.push(&piece, want, &mut buf);
+                hasher.update(piece.get(..took).unwrap_or_default());
+                if took < piece.len() {
+                    carry = Some(piece.slice(took..));
+                }
+                if buf.len() >= WRITE_BUFFER_BYTES {
+                    let n = buf.len() as u64;
+                    buf = self.write_syrup(&file, syrup, buf, buf_at).await?;
+                    buf.clear();
+                    buf_at += n;
+                }
+                if enc.payload_bytes == want {
+                    break;
+                }
+            }
+            enc.finish(&mut buf);
+            if !buf.is_empty() {
+                self.write_syrup(&file, syrup, buf, buf_at).await?;
+            }
+            if enc.payload_bytes > 0 {
+                segments.push(SegmentRef { syrup, offset, length: enc.payload_bytes });
+                total += enc.payload_bytes;
+            }
+            if segments.len() > limits::PART_SEGMENTS_MAX {
+                return Err(Error::LimitExceeded { limit: "segments per part", value: segments.len() as u64, max: limits::PART_SEGMENTS_MAX as u64 });
+            }
+        }
+        if carry.is_some() || after_carry.is_some() {
+            return Err(Error::Body(format!("body is longer than its declared size {}", size.unwrap_or(0))));
+        }
+        if size.is_some() && body.next_piece().await?.is_some_and(|p| !p.is_empty()) {
+            return Err(Error::Body(format!("body is longer than its declared size {}", size.unwrap_or(0))));
+        }
+        check_size(size, total)?;
+        let checksum = hasher.finalize();
+        let parts = if total == 0 { Vec::new() } else { vec![Part { length: total, chunk_size: chunk, checksum, segments }] };
+        Ok(StoredBody { body: CandyBody::Parts(parts), size: total, checksum, writers: guards })
+    }
+
+    async fn write_syrup(&self, file: &S::File, syrup: SyrupId, buf: Vec<u8>, at: u64) -> Result<Vec<u8>> {
+        match file.write_at(buf, at).await {
+            Ok(b) => {
+                self.inner.state.borrow_mut().dirty_syrups.insert(syrup);
+                Ok(b)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Reserves `stored` bytes in the active Syrup, rolling to a new one when it is full.
+    async fn reserve(&self, stored: u64) -> Result<(SyrupId, S::File, u64)> {
+        loop {
+            {
+                let mut st = self.inner.state.borrow_mut();
+                let roll = self.inner.config.syrup_roll_bytes;
+                if let Some(a) = st.active.as_mut() {
+                    let fresh = a.reserved_end == SYRUP_HEADER_BYTES;
+                    if fresh || a.reserved_end + stored <= roll {
+                        let offset = a.reserved_end;
+                        a.reserved_end += stored;
+                        let (id, file) = (a.id, a.file.clone());
+                        *st.writers.entry(id).or_insert(0) += 1;
+                        return Ok((id, file, offset));
+                    }
+                }
+            }
+            let _g = self.inner.syrup_lock.lock().await;
+            let full = {
+                let st = self.inner.state.borrow();
+                st.active.as_ref().is_none_or(|a| a.reserved_end != SYRUP_HEADER_BYTES && a.reserved_end + stored > self.inner.config.syrup_roll_bytes)
+            };
+            if full {
+                self.roll_syrup().await?;
+            }
+        }
+    }
+
+    /// Creates a new Syrup, durably (file, header, directory entry, manifest), and makes it
+    /// the active one.
+    async fn roll_syrup(&self) -> Result<()> {
+        let cfg = &self.inner.config;
+        let now = self.now_ms();
+        let mut id = {
+            let st = self.inner.state.borrow();
+            let last = st.manifest.syrups.iter().next_back().copied().filter(|s| s.node() == cfg.node_id);
+            let first = SyrupId::first_at(cfg.node_id, now);
+            match last {
+                Some(l) if l >= first => SyrupId(l.0 + 1),
+                _ => first,
+            }
+        };
+        let mut attempts = 0;
+        let file = loop {
+            let path = cfg.syrup_dir.join(id.file_name());
+            match self.inner.storage.create(&path).await {
+                Ok(f) => break f,
+                Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists && attempts < 1024 => {
+                    attempts += 1;
+                    id = SyrupId(id.0 + 1);
+                }
+                Err(e) => return self.fail(e),
+            }
+        };
+        let header = SyrupHeader { id, box_uid: cfg.box_uid, created_ms: now, partition: cfg.partition };
+        let r = async {
+            file.write_at(header.encode(), 0).await?;
+            file.sync_data().await?;
+            self.inner.storage.sync_dir(&cfg.syrup_dir).await
+        }
+        .await;
+        if let Err(e) = r {
+            return self.fail(e);
+        }
+        self.log_edit(vec![Change::SyrupCreated(id)]).await?;
+        let mut st = self.inner.state.borrow_mut();
+        st.syrup_files.insert(id, file.clone());
+        st.syrup_verified.insert(id, cfg.box_uid);
+        st.active = Some(ActiveSyrup { id, file, reserved_end: SYRUP_HEADER_BYTES });
+        Ok(())
+    }
+}
+
+fn check_size(declared: Option<u64>, got: u64) -> Result<()> {
+    match declared {
+        Some(s) if s != got => Err(Error::Body(format!("body has {got} bytes, declared {s}"))),
+        _ => Ok(()),
+    }
+}
