@@ -2,9 +2,11 @@
 //! yields. The rest of the crate names no runtime directly, so the runtime can change in one place.
 //!
 //! Invariants:
-//! - [`yield_now`] returns `Pending` once and wakes itself, so sibling tasks run before the caller
-//!   continues (monoio 0.2.4 has no task priorities, and `futures_lite::yield_now` can starve
-//!   siblings there).
+//! - [`yield_now`] returns `Pending` once, and every task that was ready when it was called runs
+//!   before the caller continues. monoio 0.2.4 puts a task that wakes itself while it is being
+//!   polled at the *front* of the run queue (`Harness::poll` → `LocalScheduler::yield_now` →
+//!   `push_front`), so a plain self-wake (as in `futures_lite::yield_now`) runs the caller again
+//!   at once; the wake is therefore handed to a helper task queued at the back.
 //! - [`unblock`] runs a closure on a fresh helper thread; it is only for rare work that has no
 //!   io_uring operation (directory listing), never for the data path.
 
@@ -36,7 +38,11 @@ pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Yields to every other ready task once.
+/// Yields to every other ready task once: each task that is ready now runs before the caller
+/// continues.
+///
+/// # Panics
+/// When polled outside a monoio runtime (the wake is handed to a spawned task).
 pub fn yield_now() -> YieldNow {
     YieldNow { yielded: false }
 }
@@ -54,7 +60,11 @@ impl Future for YieldNow {
             return Poll::Ready(());
         }
         self.yielded = true;
-        cx.waker().wake_by_ref();
+        // A wake from inside this poll would put the caller at the front of monoio's run queue.
+        // The helper is spawned at the back, behind every ready sibling; when it runs, the caller
+        // is not being polled, so its wake queues the caller at the back too.
+        let waker = cx.waker().clone();
+        drop(monoio::spawn(async move { waker.wake() }));
         Poll::Pending
     }
 }
@@ -182,5 +192,37 @@ impl Drop for LocalMutexGuard<'_> {
         for w in waiters {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any surprise")]
+mod tests {
+    use std::{cell::RefCell, rc::Rc};
+
+    use super::*;
+
+    #[test]
+    fn yield_now_lets_siblings_run_first() {
+        let log = block_on(async {
+            let log = Rc::new(RefCell::new(String::new()));
+            let tasks: Vec<_> = ["a", "b"]
+                .into_iter()
+                .map(|name| {
+                    let log = Rc::clone(&log);
+                    spawn(async move {
+                        for _ in 0..3 {
+                            log.borrow_mut().push_str(name);
+                            yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+            log.take()
+        });
+        assert_eq!(log, "ababab");
     }
 }

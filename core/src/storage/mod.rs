@@ -74,6 +74,7 @@ pub trait Storage: Clone + 'static {
 
 /// An open file. Cloning shares the same open file.
 #[expect(async_fn_in_trait, reason = "thread-per-core: storage futures are !Send by design")]
+#[expect(clippy::len_without_is_empty, reason = "`len` is a stat of a file, not of a collection")]
 pub trait StorageFile: Clone + 'static {
     /// The path the file was opened at.
     fn path(&self) -> &Path;
