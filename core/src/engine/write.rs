@@ -27,6 +27,8 @@ use crate::{
 pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// First extent of a body of unknown size; each next extent doubles, up to `EXTENT_BYTES_MAX`.
 const EXTENT_BYTES_FIRST: u64 = 1024 * 1024;
+/// Bytes of a body of unknown size gathered before its first extent is reserved.
+const UNSIZED_PROBE_BYTES: usize = 256 * 1024;
 
 /// A body streamed into a put, piece by piece.
 #[expect(async_fn_in_trait, reason = "thread-per-core: bodies are !Send by design")]
@@ -242,27 +244,38 @@ impl<S: Storage> Engine<S> {
     pub(crate) async fn store_body<B: BodyStream>(&self, mut body: B, size: Option<u64>, inline_ok: bool) -> Result<StoredBody<S>> {
         let inline_max = if inline_ok { self.inner.config.inline_bytes_max } else { 0 };
         let mut hasher = crc32fast::Hasher::new();
-        // Gather up to the inline limit first: most small puts end here with no Syrup write.
+        // Gather a bounded head first: most small puts end here with no Syrup write, and a body of
+        // unknown size that ends within the probe gets an extent of exactly its size.
+        let probe = match size {
+            Some(s) if inline_ok && s <= inline_max as u64 => inline_max,
+            Some(_) => 0,
+            None => inline_max.max(UNSIZED_PROBE_BYTES),
+        };
         let mut head: Vec<u8> = Vec::new();
         let mut pending: Option<Bytes> = None;
-        let might_inline = inline_ok && size.is_none_or(|s| s <= inline_max as u64);
-        if might_inline {
-            loop {
-                match body.next_piece().await? {
-                    None => {
-                        check_size(size, head.len() as u64)?;
-                        hasher.update(&head);
-                        let n = head.len() as u64;
-                        return Ok(StoredBody { body: CandyBody::Inline(head), size: n, checksum: hasher.finalize(), writers: Vec::new() });
-                    }
-                    Some(p) if head.len() + p.len() <= inline_max => head.extend_from_slice(&p),
-                    Some(p) => {
-                        pending = Some(p);
-                        break;
-                    }
+        let mut head_ended = false;
+        while probe > 0 {
+            match body.next_piece().await? {
+                None => {
+                    head_ended = true;
+                    break;
+                }
+                Some(p) if head.len() + p.len() <= probe => head.extend_from_slice(&p),
+                Some(p) => {
+                    pending = Some(p);
+                    break;
                 }
             }
         }
+        if head_ended {
+            check_size(size, head.len() as u64)?;
+            if head.len() <= inline_max {
+                hasher.update(&head);
+                let n = head.len() as u64;
+                return Ok(StoredBody { body: CandyBody::Inline(head), size: n, checksum: hasher.finalize(), writers: Vec::new() });
+            }
+        }
+        let size = if head_ended { Some(head.len() as u64) } else { size };
         let chunk = self.inner.config.chunk_bytes;
         let mut segments = Vec::new();
         let mut total = 0u64;

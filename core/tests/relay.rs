@@ -1,0 +1,161 @@
+//! The cross-partition primitives at engine level (SPEC §7): two engines of one Box share a Syrup
+//! through a zero-copy put, Box-global GC keeps it while any published set holds it, forged
+//! locators are refused, and the LWW-conditioned delete never removes a re-put source.
+
+use std::{collections::BTreeSet, path::Path, rc::Rc, time::Duration};
+
+use bytes::Bytes;
+use candybox_core::{
+    engine::{Engine, PutOptions, SliceBody},
+    error::{Error, ForgedLocator},
+    locator::{CandyBody, CandyLocator, SegmentRef},
+    runtime::{block_on, ManualClock},
+    testing::{open_engine, sim::SimStorage, small_config},
+    types::{BoxUid, SyrupId},
+};
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+async fn two_partitions(sim: &SimStorage, clock: &Rc<ManualClock>) -> (Engine<SimStorage>, Engine<SimStorage>) {
+    let mut a = small_config(Path::new("/n"), 0);
+    let mut b = small_config(Path::new("/n"), 1);
+    a.auto_maintenance = false;
+    b.auto_maintenance = false;
+    let (ea, _) = open_engine(sim.clone(), clock.clone(), a).await.expect("open a");
+    let (eb, _) = open_engine(sim.clone(), clock.clone(), b).await.expect("open b");
+    (ea, eb)
+}
+
+fn syrups_of(bytes: &[u8]) -> BTreeSet<SyrupId> {
+    CandyLocator::decode(bytes).expect("locator").syrups().collect()
+}
+
+#[test]
+fn zero_copy_put_shares_a_syrup_and_box_global_gc_keeps_it_until_no_partition_refers_to_it() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let (a, b) = two_partitions(&sim, &clock).await;
+        let body = data(20_000);
+        a.put(b"src", PutOptions::default(), SliceBody::new(body.clone())).await.expect("put");
+        let (_, locator) = a.get_locator(b"src").await.expect("locator");
+        let shared = syrups_of(&locator);
+        assert_eq!(shared.len(), 1);
+        let written_before = sim.stats().bytes_written;
+        b.zero_copy_put(b"dst", &locator).await.expect("zero-copy put");
+        // Zero-copy: the destination wrote a WAL record, not the 20 KB body.
+        assert!(sim.stats().bytes_written - written_before < 2_000, "{} bytes written", sim.stats().bytes_written - written_before);
+        assert_eq!(b.get(b"dst", None).await.expect("get").body.read_to_vec().expect("read"), body);
+        assert!(b.referenced_syrups().is_superset(&shared));
+
+        // The creator stops referring to the Syrup; a fresh Syrup becomes active.
+        a.delete(b"src").await.expect("delete");
+        a.flush().await.expect("flush");
+        a.put(b"filler", PutOptions::default(), SliceBody::new(data(70_000))).await.expect("roll");
+        a.flush().await.expect("flush");
+        a.compact().await.expect("compact");
+        let id = *shared.iter().next().expect("one syrup");
+        let path = Path::new("/n/syrups").join(id.file_name());
+        assert!(!a.referenced_syrups().contains(&id), "creator still refers to the syrup");
+
+        // B's published set holds it: GC of A keeps it, however long we wait.
+        for _ in 0..3 {
+            clock.advance(Duration::from_secs(10));
+            let r = a.gc(&b.published_refs()).await.expect("gc");
+            assert!(!r.syrups_deleted.contains(&id));
+            assert!(sim.exists(&path));
+        }
+        assert_eq!(b.get(b"dst", None).await.expect("get").body.read_to_vec().expect("read"), body);
+
+        // Once B drops its reference too, A deletes it after the grace period.
+        b.delete(b"dst").await.expect("delete dst");
+        b.flush().await.expect("flush");
+        b.compact().await.expect("compact");
+        let refs_b = b.published_refs();
+        assert!(!refs_b.contains(&id));
+        let first = a.gc(&refs_b).await.expect("gc");
+        assert!(!first.syrups_deleted.contains(&id), "deleted before the grace period");
+        clock.advance(Duration::from_secs(10));
+        let second = a.gc(&refs_b).await.expect("gc");
+        assert!(second.syrups_deleted.contains(&id));
+        assert!(!sim.exists(&path));
+    });
+}
+
+#[test]
+fn forged_locators_are_refused() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let (a, b) = two_partitions(&sim, &clock).await;
+        // A partition of another Box on the same node.
+        let mut other = small_config(Path::new("/n"), 5);
+        other.box_uid = BoxUid(99);
+        other.partition_dir = "/n/partitions/other/5".into();
+        let (o, _) = open_engine(sim.clone(), clock.clone(), other).await.expect("open other");
+        o.put(b"secret", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
+        let (_, foreign) = o.get_locator(b"secret").await.expect("locator");
+        assert!(matches!(b.zero_copy_put(b"stolen", &foreign).await, Err(Error::Forged(ForgedLocator::OtherBox { .. }))));
+
+        a.put(b"src", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
+        // More bytes after it, so a skewed reference stays inside the durable length.
+        a.put(b"pad", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
+        let (l, _) = a.get_locator(b"src").await.expect("locator");
+        let forge = |f: &dyn Fn(&mut SegmentRef)| {
+            let mut l = l.clone();
+            let CandyBody::Parts(parts) = &mut l.body else { panic!("3000 bytes are not inline") };
+            f(parts[0].segments.first_mut().expect("segment"));
+            l.encode()
+        };
+        let far = forge(&|s| s.offset += 1_000_000);
+        assert!(matches!(b.zero_copy_put(b"far", &far).await, Err(Error::Forged(ForgedLocator::BeyondDurable { .. }))));
+        let skew = forge(&|s| s.offset += 7);
+        let r = b.zero_copy_put(b"skew", &skew).await;
+        assert!(matches!(r, Err(Error::Forged(ForgedLocator::NotAChunk { .. }))), "{r:?}");
+        let none = forge(&|s| s.syrup = SyrupId(s.syrup.0 + 12345));
+        assert!(matches!(b.zero_copy_put(b"none", &none).await, Err(Error::Forged(ForgedLocator::UnknownSyrup { .. }))));
+        assert!(matches!(b.zero_copy_put(b"junk", b"\x01\x01garbage").await, Err(Error::Forged(ForgedLocator::Undecodable(_)))));
+        let tomb = CandyLocator::tombstone(l.hlc).encode();
+        assert!(matches!(b.zero_copy_put(b"tomb", &tomb).await, Err(Error::Forged(ForgedLocator::NotLive))));
+        // Nothing was written, and the engine still serves.
+        for k in [&b"stolen"[..], b"far", b"skew", b"none", b"junk", b"tomb"] {
+            assert!(matches!(b.head(k).await, Err(Error::NotFound)));
+        }
+        let (_, good) = a.get_locator(b"src").await.expect("locator");
+        b.zero_copy_put(b"ok", &good).await.expect("a genuine locator passes");
+        assert_eq!(b.get(b"ok", None).await.expect("get").body.read_to_vec().expect("read"), data(3000));
+    });
+}
+
+#[test]
+fn rename_flow_finalizes_only_the_prepared_version() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let (a, b) = two_partitions(&sim, &clock).await;
+        a.put(b"old", PutOptions::default(), SliceBody::new(data(2000))).await.expect("put");
+        let (intent, locator) = a.prepare_rename(b"old", b"new", 1).await.expect("prepare");
+        assert_eq!(a.rename_intents(), vec![intent.clone()]);
+        b.zero_copy_put(b"new", &locator).await.expect("zero-copy");
+        // The source is re-put before finalize: it must survive.
+        let reput = a.put(b"old", PutOptions::default(), SliceBody::new(Bytes::from_static(b"fresh"))).await.expect("re-put");
+        assert!(reput.hlc > intent.source_hlc);
+        assert!(!a.delete_if_hlc_equals(b"old", intent.source_hlc).await.expect("conditional"));
+        assert_eq!(a.get(b"old", None).await.expect("get").body.read_to_vec().expect("read"), b"fresh".to_vec());
+        // With the exact version it deletes.
+        assert!(a.delete_if_hlc_equals(b"old", reput.hlc).await.expect("conditional"));
+        assert!(matches!(a.head(b"old").await, Err(Error::NotFound)));
+        assert!(!a.delete_if_hlc_equals(b"old", reput.hlc).await.expect("absent"));
+        // Intents survive a reopen until cleared.
+        drop(a);
+        let mut cfg = small_config(Path::new("/n"), 0);
+        cfg.auto_maintenance = false;
+        let (a, _) = open_engine(sim.clone(), clock.clone(), cfg).await.expect("reopen");
+        assert_eq!(a.rename_intents(), vec![intent.clone()]);
+        a.clear_rename_intent(intent.token).await.expect("clear");
+        assert!(a.rename_intents().is_empty());
+        assert_eq!(b.get(b"new", None).await.expect("get").body.read_to_vec().expect("read"), data(2000));
+    });
+}
