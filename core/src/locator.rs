@@ -379,7 +379,11 @@ mod tests {
             length: 5 * 1024 * 1024,
             chunk_size: 64 * 1024,
             checksum: i as u32,
-            segments: vec![SegmentRef { syrup: SyrupId((7 << 48) | 12345), offset: i * 5_300_000, length: 5 * 1024 * 1024 }],
+            segments: vec![SegmentRef {
+                syrup: SyrupId((7 << 48) | 12345),
+                offset: i * 5_300_000,
+                length: 5 * 1024 * 1024,
+            }],
         };
         let parts: Vec<Part> = (0..10_000).map(part).collect();
         let mut l = sample();

@@ -208,7 +208,10 @@ impl ManifestState {
                 );
             }
             Change::UploadPart { id, number, part } => {
-                let u = self.uploads.get_mut(id).ok_or(DecodeError::Malformed { what: "part of unknown upload", offset: 0 })?;
+                let u = self
+                    .uploads
+                    .get_mut(id)
+                    .ok_or(DecodeError::Malformed { what: "part of unknown upload", offset: 0 })?;
                 u.parts.insert(*number, part.clone());
             }
             Change::UploadEnded(id) => {
@@ -226,7 +229,11 @@ impl ManifestState {
 
     /// The whole state as changes: the first edit of a checkpointed manifest.
     pub fn snapshot(&self) -> Vec<Change> {
-        let mut out = vec![Change::LogNumber(self.log_number), Change::NextFileNumber(self.next_file_number), Change::HlcFloor(self.hlc_floor)];
+        let mut out = vec![
+            Change::LogNumber(self.log_number),
+            Change::NextFileNumber(self.next_file_number),
+            Change::HlcFloor(self.hlc_floor),
+        ];
         out.extend(self.tables.values().cloned().map(Change::AddTable));
         out.extend(self.syrups.iter().copied().map(Change::SyrupCreated));
         for u in self.uploads.values() {
@@ -343,7 +350,9 @@ fn put_meta(out: &mut Vec<u8>, meta: &[(String, String)]) {
 
 fn get_string(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     let at = r.position() as u64;
-    std::str::from_utf8(r.bytes16()?).map(str::to_owned).map_err(|_| DecodeError::Malformed { what: "utf-8 string", offset: at })
+    std::str::from_utf8(r.bytes16()?)
+        .map(str::to_owned)
+        .map_err(|_| DecodeError::Malformed { what: "utf-8 string", offset: at })
 }
 
 fn get_meta(r: &mut Reader<'_>) -> Result<Vec<(String, String)>, DecodeError> {
@@ -515,19 +524,44 @@ mod tests {
     use crate::locator::SegmentRef;
 
     fn all_changes() -> Vec<Change> {
-        let part = Part { length: 10, chunk_size: 1024, checksum: 5, segments: vec![SegmentRef { syrup: SyrupId(9), offset: 64, length: 10 }] };
+        let part = Part {
+            length: 10,
+            chunk_size: 1024,
+            checksum: 5,
+            segments: vec![SegmentRef { syrup: SyrupId(9), offset: 64, length: 10 }],
+        };
         vec![
-            Change::AddTable(TableRecord { number: 3, level: 1, size: 100, smallest: b"a".to_vec(), largest: b"z".to_vec(), max_hlc: Hlc::ZERO }),
+            Change::AddTable(TableRecord {
+                number: 3,
+                level: 1,
+                size: 100,
+                smallest: b"a".to_vec(),
+                largest: b"z".to_vec(),
+                max_hlc: Hlc::ZERO,
+            }),
             Change::RemoveTable(2),
             Change::LogNumber(4),
             Change::NextFileNumber(5),
             Change::SyrupCreated(SyrupId(9)),
             Change::SyrupDropped(SyrupId(8)),
             Change::HlcFloor(Hlc { physical_ms: 1, logical: 2, node: 3 }),
-            Change::UploadCreated { id: 1, key: b"k".to_vec(), content_type: "x/y".into(), user_meta: vec![("a".into(), "b".into())], created_ms: 7 },
+            Change::UploadCreated {
+                id: 1,
+                key: b"k".to_vec(),
+                content_type: "x/y".into(),
+                user_meta: vec![("a".into(), "b".into())],
+                created_ms: 7,
+            },
             Change::UploadPart { id: 1, number: 2, part: UploadPart { part, created_ms: 8 } },
             Change::UploadEnded(1),
-            Change::Intent(RenameIntent { token: 77, source_key: b"s".to_vec(), source_hlc: Hlc::ZERO, target_key: b"t".to_vec(), target_partition: 3, created_ms: 9 }),
+            Change::Intent(RenameIntent {
+                token: 77,
+                source_key: b"s".to_vec(),
+                source_hlc: Hlc::ZERO,
+                target_key: b"t".to_vec(),
+                target_partition: 3,
+                created_ms: 9,
+            }),
             Change::IntentCleared(77),
         ]
     }

@@ -74,7 +74,12 @@ impl Memtable {
     }
 
     /// Entries with keys in `(lo, hi)`, ascending or descending.
-    pub fn range<'a>(&'a self, lo: Bound<&'a [u8]>, hi: Bound<&'a [u8]>, reverse: bool) -> Box<dyn Iterator<Item = (Bytes, Bytes)> + 'a> {
+    pub fn range<'a>(
+        &'a self,
+        lo: Bound<&'a [u8]>,
+        hi: Bound<&'a [u8]>,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = (Bytes, Bytes)> + 'a> {
         if let (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) = (lo, hi) {
             if l > h {
                 return Box::new(std::iter::empty());

@@ -49,6 +49,9 @@ pub enum ScanEnd {
     },
 }
 
+/// Record bodies with their file offsets, borrowed from the scanned buffer.
+pub type Records<'a> = Vec<(u64, &'a [u8])>;
+
 /// Splits `buf` (the bytes of a log file from `base` on) into record bodies.
 ///
 /// # Returns
@@ -57,7 +60,7 @@ pub enum ScanEnd {
 /// # Errors
 /// [`DecodeError::ChecksumMismatch`] for a bad record in the middle of the log, or
 /// [`DecodeError::Malformed`] for a length beyond `body_max` that is followed by more data.
-pub fn scan_records(buf: &[u8], base: u64, body_max: usize) -> Result<(Vec<(u64, &[u8])>, ScanEnd), DecodeError> {
+pub fn scan_records(buf: &[u8], base: u64, body_max: usize) -> Result<(Records<'_>, ScanEnd), DecodeError> {
     let mut out = Vec::new();
     let mut r = Reader::new(buf);
     while r.remaining() > 0 {

@@ -89,10 +89,8 @@ where
 /// When the executor cannot be built (no io_uring and no fallback).
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     #[expect(clippy::expect_used, reason = "no executor is a setup failure, not an operating error")]
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("build monoio runtime");
+    let mut rt =
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().expect("build monoio runtime");
     rt.block_on(fut)
 }
 

@@ -24,7 +24,8 @@ async fn open(sim: &SimStorage) -> Result<Engine<SimStorage>, Error> {
 }
 
 async fn files(sim: &SimStorage, dir: &str, prefix: &str) -> Vec<String> {
-    let mut names: Vec<String> = sim.list(Path::new(dir)).await.expect("list").into_iter().filter(|n| n.starts_with(prefix)).collect();
+    let mut names: Vec<String> =
+        sim.list(Path::new(dir)).await.expect("list").into_iter().filter(|n| n.starts_with(prefix)).collect();
     names.sort();
     names
 }
@@ -96,7 +97,9 @@ fn a_torn_wal_tail_is_discarded_and_everything_before_it_recovers() {
         sim.set_len(&path, len - 5);
         let mut cfg = small_config(Path::new(ROOT), 0);
         cfg.auto_maintenance = false;
-        let (e, report) = open_engine(sim.clone(), Rc::new(ManualClock::new(1_700_000_000_000)), cfg).await.expect("a torn tail is not an error");
+        let (e, report) = open_engine(sim.clone(), Rc::new(ManualClock::new(1_700_000_000_000)), cfg)
+            .await
+            .expect("a torn tail is not an error");
         assert_eq!(report.torn_tails.len(), 1);
         assert_eq!(report.wal_records, 2);
         assert_eq!(e.get(b"k0", None).await.expect("k0").body.read_to_vec().expect("read"), data(10));

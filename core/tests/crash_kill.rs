@@ -51,7 +51,8 @@ fn body_of(key: &str) -> Vec<u8> {
 
 fn child(dir: &Path, round: u64) {
     block_on(async {
-        let (engine, _) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config(dir)).await.expect("child open");
+        let (engine, _) =
+            Engine::open(UringStorage::new(), Rc::new(SystemClock), config(dir)).await.expect("child open");
         let mut tasks = Vec::new();
         for t in 0..CHILD_TASKS {
             let e = engine.clone();
@@ -74,7 +75,8 @@ fn child(dir: &Path, round: u64) {
 }
 
 fn parent() -> Result<(), String> {
-    let tmp = tempfile::tempdir_in(std::env::var("CARGO_TARGET_TMPDIR").unwrap_or_else(|_| ".".into())).map_err(|e| e.to_string())?;
+    let tmp = tempfile::tempdir_in(std::env::var("CARGO_TARGET_TMPDIR").unwrap_or_else(|_| ".".into()))
+        .map_err(|e| e.to_string())?;
     let dir: PathBuf = tmp.path().to_path_buf();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut rng = SmallRng::seed_from_u64(0x5eed);
@@ -89,7 +91,8 @@ fn parent() -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("spawn child: {e}"))?;
         let stdout = child.stdout.take().ok_or("no child stdout")?;
-        let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
+        let reader =
+            std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
         let delay = Duration::from_millis(rng.gen_range(50..600));
         let started = Instant::now();
         while started.elapsed() < delay {
@@ -107,7 +110,9 @@ fn parent() -> Result<(), String> {
         acked.extend(round_acks);
         // Reopen and check every put acknowledged so far, in every round.
         let bad = block_on(async {
-            let (engine, report) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config(&dir)).await.map_err(|e| format!("reopen: {e}"))?;
+            let (engine, report) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config(&dir))
+                .await
+                .map_err(|e| format!("reopen: {e}"))?;
             if !report.torn_tails.is_empty() {
                 println!("  recovery discarded torn tails: {:?}", report.torn_tails);
             }
@@ -115,7 +120,11 @@ fn parent() -> Result<(), String> {
                 let got = engine.get(key.as_bytes(), None).await.map_err(|e| format!("acknowledged {key}: {e}"))?;
                 let bytes = got.body.read_to_vec().map_err(|e| format!("read {key}: {e}"))?;
                 if bytes != body_of(key) {
-                    return Err(format!("acknowledged {key}: bytes differ ({} vs {})", bytes.len(), body_of(key).len()));
+                    return Err(format!(
+                        "acknowledged {key}: bytes differ ({} vs {})",
+                        bytes.len(),
+                        body_of(key).len()
+                    ));
                 }
             }
             engine.close().await;

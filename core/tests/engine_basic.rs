@@ -20,11 +20,15 @@ fn put_get_head_delete_round_trip_on_real_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     block_on(async {
         let clock = Rc::new(ManualClock::new(1_700_000_000_000));
-        let (e, report) = open_engine(UringStorage::new(), clock.clone(), small_config(dir.path(), 0)).await.expect("open");
+        let (e, report) =
+            open_engine(UringStorage::new(), clock.clone(), small_config(dir.path(), 0)).await.expect("open");
         assert!(report.created);
         let big = data(5000, 1);
         let small = data(10, 2);
-        let r = e.put(b"big", PutOptions { content_type: "a/b".into(), ..Default::default() }, SliceBody::new(big.clone())).await.expect("put big");
+        let r = e
+            .put(b"big", PutOptions { content_type: "a/b".into(), ..Default::default() }, SliceBody::new(big.clone()))
+            .await
+            .expect("put big");
         assert_eq!(r.size, 5000);
         e.put(b"small", PutOptions::default(), SliceBody::new(small.clone())).await.expect("put small");
         e.put(b"empty", PutOptions::default(), SliceBody::pieces([])).await.expect("put empty");
@@ -61,7 +65,13 @@ fn many_puts_flush_compact_and_survive_reopen() {
         for i in 0..600u32 {
             let key = format!("key-{i:05}");
             let body = data(100 + (i as usize % 7) * 300, i as u8);
-            e.put(key.as_bytes(), PutOptions::default(), SliceBody::pieces(body.chunks(97).map(Bytes::copy_from_slice).collect::<Vec<_>>())).await.expect("put");
+            e.put(
+                key.as_bytes(),
+                PutOptions::default(),
+                SliceBody::pieces(body.chunks(97).map(Bytes::copy_from_slice).collect::<Vec<_>>()),
+            )
+            .await
+            .expect("put");
         }
         e.delete_range(b"key-00100", b"key-00200").await.expect("delete range");
         e.flush().await.expect("flush");

@@ -70,8 +70,12 @@ enum Mutation {
 impl Mutation {
     fn keys(&self) -> Vec<Vec<u8>> {
         match self {
-            Mutation::Put { key, .. } | Mutation::Delete { key } | Mutation::DeleteIfHlc { key, .. } => vec![key.clone()],
-            Mutation::Copy { source, target } | Mutation::Rename { source, target } | Mutation::ZeroCopy { source, target, .. } => {
+            Mutation::Put { key, .. } | Mutation::Delete { key } | Mutation::DeleteIfHlc { key, .. } => {
+                vec![key.clone()]
+            }
+            Mutation::Copy { source, target }
+            | Mutation::Rename { source, target }
+            | Mutation::ZeroCopy { source, target, .. } => {
                 vec![source.clone(), target.clone()]
             }
         }
@@ -82,10 +86,10 @@ impl Mutation {
 #[derive(Debug)]
 enum Outcome {
     Put(PutReply),
-    Deleted(Hlc),
+    Deleted,
     Conditional(bool),
     NotFound,
-    Failed(String),
+    Failed,
 }
 
 async fn run_mutation(e: E, m: Mutation) -> Outcome {
@@ -97,7 +101,10 @@ async fn run_mutation(e: E, m: Mutation) -> Outcome {
                 let size = if pieces % 2 == 0 { Some(data.len() as u64) } else { None };
                 Outcome::Put(e.put(&key, PutOptions { content_type, user_meta: vec![], size }, body).await?)
             }
-            Mutation::Delete { key } => Outcome::Deleted(e.delete(&key).await?),
+            Mutation::Delete { key } => {
+                e.delete(&key).await?;
+                Outcome::Deleted
+            }
             Mutation::Copy { source, target } => Outcome::Put(e.copy(&source, &target).await?),
             Mutation::Rename { source, target } => Outcome::Put(e.rename(&source, &target).await?),
             Mutation::ZeroCopy { target, locator, .. } => Outcome::Put(e.zero_copy_put(&target, &locator).await?),
@@ -108,7 +115,7 @@ async fn run_mutation(e: E, m: Mutation) -> Outcome {
     match r {
         Ok(o) => o,
         Err(Error::NotFound) => Outcome::NotFound,
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(_) => Outcome::Failed,
     }
 }
 
@@ -176,7 +183,9 @@ impl Harness {
         }
         let mut cfg = small_config(self.root, 0);
         cfg.seed = self.seed;
-        let (e, _) = open_engine(self.sim.clone(), self.clock.clone(), cfg).await.unwrap_or_else(|err| panic!("seed {}: reopen failed: {err}", self.seed));
+        let (e, _) = open_engine(self.sim.clone(), self.clock.clone(), cfg)
+            .await
+            .unwrap_or_else(|err| panic!("seed {}: reopen failed: {err}", self.seed));
         self.engine = Some(e);
     }
 
@@ -235,7 +244,7 @@ impl Harness {
             outcomes.push(h.await);
         }
         self.ops += muts.len() as u64;
-        let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed(_)));
+        let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed));
         if fault {
             self.sim.clear_faults();
         }
@@ -248,12 +257,17 @@ impl Harness {
         }
         // Check each touched key: acknowledged effects are exact; others are all-or-nothing.
         for (m, o) in muts.iter().zip(&outcomes) {
-            let acked = !matches!(o, Outcome::Failed(_));
+            let acked = !matches!(o, Outcome::Failed);
             match (m, o) {
                 (_, Outcome::NotFound) => {
                     for k in m.keys() {
                         let now = self.read(&k).await;
-                        assert_eq!(now.map(|c| c.data), before.get(&k).map(|c| c.data.clone()), "seed {}: NotFound op changed {k:?}", self.seed);
+                        assert_eq!(
+                            now.map(|c| c.data),
+                            before.get(&k).map(|c| c.data.clone()),
+                            "seed {}: NotFound op changed {k:?}",
+                            self.seed
+                        );
                     }
                     continue;
                 }
@@ -273,7 +287,11 @@ impl Harness {
                     None => a.as_ref().map(|c| &c.data) == before.get(k).map(|c| &c.data),
                 })
                 .collect();
-            let unchanged: Vec<bool> = keys.iter().zip(&actual).map(|(k, a)| a.as_ref().map(|c| &c.data) == before.get(k).map(|c| &c.data)).collect();
+            let unchanged: Vec<bool> = keys
+                .iter()
+                .zip(&actual)
+                .map(|(k, a)| a.as_ref().map(|c| &c.data) == before.get(k).map(|c| &c.data))
+                .collect();
             let all_took = took.iter().all(|t| *t);
             let none_took = unchanged.iter().all(|u| *u);
             if acked {
@@ -289,8 +307,13 @@ impl Harness {
                 match a {
                     Some(c) => {
                         if let (true, Outcome::Put(r)) = (acked, o) {
-                            if matches!(m, Mutation::Put { key, .. } | Mutation::Copy { target: key, .. } | Mutation::Rename { target: key, .. } | Mutation::ZeroCopy { target: key, .. } if key == k) {
-                                assert_eq!(r.hlc, c.hlc, "seed {}: reply stamp differs from the stored stamp", self.seed);
+                            if matches!(m, Mutation::Put { key, .. } | Mutation::Copy { target: key, .. } | Mutation::Rename { target: key, .. } | Mutation::ZeroCopy { target: key, .. } if key == k)
+                            {
+                                assert_eq!(
+                                    r.hlc, c.hlc,
+                                    "seed {}: reply stamp differs from the stored stamp",
+                                    self.seed
+                                );
                                 assert_eq!(r.size, c.data.len() as u64);
                             }
                         }
@@ -310,7 +333,11 @@ impl Harness {
         Some(match self.rng.gen_range(0..100) {
             0..=49 => {
                 let data = body(&mut self.rng);
-                let content_type = ["", "text/plain", "application/octet-stream"].choose(&mut self.rng).copied().unwrap_or("").to_string();
+                let content_type = ["", "text/plain", "application/octet-stream"]
+                    .choose(&mut self.rng)
+                    .copied()
+                    .unwrap_or("")
+                    .to_string();
                 let pieces = self.rng.gen_range(1..6);
                 Mutation::Put { key, data, content_type, pieces }
             }
@@ -338,7 +365,11 @@ impl Harness {
         let reverse = self.rng.gen();
         let mut opts = ListOptions { reverse, limit: self.rng.gen_range(1..12), ..Default::default() };
         match self.rng.gen_range(0..4) {
-            0 => opts.prefix = Some(["a/", "b/", "c/", "c/x/k1"].choose(&mut self.rng).copied().unwrap_or("a/").as_bytes().to_vec()),
+            0 => {
+                opts.prefix = Some(
+                    ["a/", "b/", "c/", "c/x/k1"].choose(&mut self.rng).copied().unwrap_or("a/").as_bytes().to_vec(),
+                )
+            }
             1 => {
                 let (s, e) = (key_space(&mut self.rng), key_space(&mut self.rng));
                 opts.start = Some(s.min(e.clone()));
@@ -363,7 +394,11 @@ impl Harness {
             let page = self.e().list(&opts).await.unwrap_or_else(|e| panic!("seed {}: list: {e}", self.seed));
             assert!(page.entries.len() <= opts.limit);
             for entry in &page.entries {
-                let c = self.model.candies.get(&entry.key).unwrap_or_else(|| panic!("seed {}: listed absent key {:?}", self.seed, entry.key));
+                let c = self
+                    .model
+                    .candies
+                    .get(&entry.key)
+                    .unwrap_or_else(|| panic!("seed {}: listed absent key {:?}", self.seed, entry.key));
                 assert_eq!(entry.size, c.data.len() as u64);
                 assert_eq!(entry.hlc, c.hlc);
             }
@@ -380,7 +415,9 @@ impl Harness {
         let keys: Vec<Vec<u8>> = self.model.candies.keys().cloned().collect();
         for k in keys {
             let want = self.model.candies.get(&k).cloned().expect("model key");
-            let got = self.read(&k).await.unwrap_or_else(|| panic!("seed {}: acknowledged key {:?} is gone", self.seed, String::from_utf8_lossy(&k)));
+            let got = self.read(&k).await.unwrap_or_else(|| {
+                panic!("seed {}: acknowledged key {:?} is gone", self.seed, String::from_utf8_lossy(&k))
+            });
             assert_eq!(got.data, want.data, "seed {}: bytes of {k:?}", self.seed);
             assert_eq!(got.content_type, want.content_type);
             if !want.data.is_empty() {
@@ -396,7 +433,12 @@ impl Harness {
                 let g = self.e().get(&k, Some(range)).await.expect("range get");
                 assert_eq!((g.first, g.len), (f, n));
                 let bytes = g.body.read_to_vec().expect("range read");
-                assert_eq!(bytes, want.data[f as usize..(f + n) as usize].to_vec(), "seed {}: range {range:?} of {k:?}", self.seed);
+                assert_eq!(
+                    bytes,
+                    want.data[f as usize..(f + n) as usize].to_vec(),
+                    "seed {}: range {range:?} of {k:?}",
+                    self.seed
+                );
             }
         }
         // Uploads survive too.
@@ -436,7 +478,10 @@ impl Harness {
                 self.model.uploads.insert(id, Upload { key, parts: BTreeMap::new() });
             }
             1 => {
-                let Some(id) = self.model.uploads.keys().copied().collect::<Vec<_>>().choose(&mut self.rng).copied() else { return };
+                let Some(id) = self.model.uploads.keys().copied().collect::<Vec<_>>().choose(&mut self.rng).copied()
+                else {
+                    return;
+                };
                 let n = self.rng.gen_range(1..5u32);
                 let len = self.rng.gen_range(1024..3000);
                 let data: Vec<u8> = (0..len).map(|i| (i as u8) ^ (n as u8)).collect();
@@ -444,7 +489,11 @@ impl Harness {
                 self.model.uploads.get_mut(&id).expect("upload").parts.insert(n, data);
             }
             2 => {
-                let Some((id, u)) = self.model.uploads.iter().find(|(_, u)| !u.parts.is_empty()).map(|(i, u)| (*i, u.clone())) else { return };
+                let Some((id, u)) =
+                    self.model.uploads.iter().find(|(_, u)| !u.parts.is_empty()).map(|(i, u)| (*i, u.clone()))
+                else {
+                    return;
+                };
                 let numbers: Vec<u32> = u.parts.keys().copied().collect();
                 let r = e.complete_upload(id, &numbers).await.expect("complete");
                 let data: Vec<u8> = u.parts.values().flatten().copied().collect();

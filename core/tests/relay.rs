@@ -46,7 +46,11 @@ fn zero_copy_put_shares_a_syrup_and_box_global_gc_keeps_it_until_no_partition_re
         let written_before = sim.stats().bytes_written;
         b.zero_copy_put(b"dst", &locator).await.expect("zero-copy put");
         // Zero-copy: the destination wrote a WAL record, not the 20 KB body.
-        assert!(sim.stats().bytes_written - written_before < 2_000, "{} bytes written", sim.stats().bytes_written - written_before);
+        assert!(
+            sim.stats().bytes_written - written_before < 2_000,
+            "{} bytes written",
+            sim.stats().bytes_written - written_before
+        );
         assert_eq!(b.get(b"dst", None).await.expect("get").body.read_to_vec().expect("read"), body);
         assert!(b.referenced_syrups().is_superset(&shared));
 
@@ -97,7 +101,10 @@ fn forged_locators_are_refused() {
         let (o, _) = open_engine(sim.clone(), clock.clone(), other).await.expect("open other");
         o.put(b"secret", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
         let (_, foreign) = o.get_locator(b"secret").await.expect("locator");
-        assert!(matches!(b.zero_copy_put(b"stolen", &foreign).await, Err(Error::Forged(ForgedLocator::OtherBox { .. }))));
+        assert!(matches!(
+            b.zero_copy_put(b"stolen", &foreign).await,
+            Err(Error::Forged(ForgedLocator::OtherBox { .. }))
+        ));
 
         a.put(b"src", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
         // More bytes after it, so a skewed reference stays inside the durable length.
@@ -115,8 +122,14 @@ fn forged_locators_are_refused() {
         let r = b.zero_copy_put(b"skew", &skew).await;
         assert!(matches!(r, Err(Error::Forged(ForgedLocator::NotAChunk { .. }))), "{r:?}");
         let none = forge(&|s| s.syrup = SyrupId(s.syrup.0 + 12345));
-        assert!(matches!(b.zero_copy_put(b"none", &none).await, Err(Error::Forged(ForgedLocator::UnknownSyrup { .. }))));
-        assert!(matches!(b.zero_copy_put(b"junk", b"\x01\x01garbage").await, Err(Error::Forged(ForgedLocator::Undecodable(_)))));
+        assert!(matches!(
+            b.zero_copy_put(b"none", &none).await,
+            Err(Error::Forged(ForgedLocator::UnknownSyrup { .. }))
+        ));
+        assert!(matches!(
+            b.zero_copy_put(b"junk", b"\x01\x01garbage").await,
+            Err(Error::Forged(ForgedLocator::Undecodable(_)))
+        ));
         let tomb = CandyLocator::tombstone(l.hlc).encode();
         assert!(matches!(b.zero_copy_put(b"tomb", &tomb).await, Err(Error::Forged(ForgedLocator::NotLive))));
         // Nothing was written, and the engine still serves.
@@ -140,7 +153,8 @@ fn rename_flow_finalizes_only_the_prepared_version() {
         assert_eq!(a.rename_intents(), vec![intent.clone()]);
         b.zero_copy_put(b"new", &locator).await.expect("zero-copy");
         // The source is re-put before finalize: it must survive.
-        let reput = a.put(b"old", PutOptions::default(), SliceBody::new(Bytes::from_static(b"fresh"))).await.expect("re-put");
+        let reput =
+            a.put(b"old", PutOptions::default(), SliceBody::new(Bytes::from_static(b"fresh"))).await.expect("re-put");
         assert!(reput.hlc > intent.source_hlc);
         assert!(!a.delete_if_hlc_equals(b"old", intent.source_hlc).await.expect("conditional"));
         assert_eq!(a.get(b"old", None).await.expect("get").body.read_to_vec().expect("read"), b"fresh".to_vec());

@@ -103,7 +103,11 @@ impl CommitQueue {
 /// Copies an error for the other waiters of a failed batch.
 fn share(e: &Error) -> Error {
     match e {
-        Error::Io(io) => Error::Io(IoError::new(io.op, io.path.clone(), std::io::Error::new(io.source.kind(), io.source.to_string()))),
+        Error::Io(io) => Error::Io(IoError::new(
+            io.op,
+            io.path.clone(),
+            std::io::Error::new(io.source.kind(), io.source.to_string()),
+        )),
         _ => Error::PreviousIo,
     }
 }

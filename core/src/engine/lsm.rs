@@ -78,7 +78,9 @@ impl<S: Storage> Engine<S> {
             let mut st = self.inner.state.borrow_mut();
             st.manifest_len = offset + n;
             for c in &changes {
-                st.manifest.apply(c).map_err(|e| Error::Corrupt(Corruption::new(FileKind::Manifest, &self.inner.config.partition_dir, e)))?;
+                st.manifest.apply(c).map_err(|e| {
+                    Error::Corrupt(Corruption::new(FileKind::Manifest, &self.inner.config.partition_dir, e))
+                })?;
             }
             st.manifest_len > self.inner.config.manifest_checkpoint_bytes
         };
@@ -151,7 +153,10 @@ impl<S: Storage> Engine<S> {
     }
 
     fn table_options(&self) -> TableOptions {
-        TableOptions { block_bytes_target: self.inner.config.table_block_bytes, bloom_bits_per_key: self.inner.config.bloom_bits_per_key }
+        TableOptions {
+            block_bytes_target: self.inner.config.table_block_bytes,
+            bloom_bits_per_key: self.inner.config.bloom_bits_per_key,
+        }
     }
 
     /// Writes table bytes durably and opens them through a mapping.
@@ -218,7 +223,14 @@ impl<S: Storage> Engine<S> {
             if let Err(e) = self.inner.storage.sync_dir(&self.inner.config.partition_dir).await {
                 return self.fail(e);
             }
-            let rec = TableRecord { number, level: 0, size, smallest: meta.smallest_key.clone(), largest: meta.largest_key.clone(), max_hlc: meta.max_hlc };
+            let rec = TableRecord {
+                number,
+                level: 0,
+                size,
+                smallest: meta.smallest_key.clone(),
+                largest: meta.largest_key.clone(),
+                max_hlc: meta.max_hlc,
+            };
             changes.push(Change::AddTable(rec.clone()));
             added = Some(Rc::new(TableHandle { rec, table }));
         }
@@ -233,7 +245,9 @@ impl<S: Storage> Engine<S> {
         let mut st = self.inner.state.borrow_mut();
         if let Some(t) = added {
             let mut v = (*st.version).clone();
-            v.levels[0].insert(0, t);
+            if let Some(l0) = v.levels.first_mut() {
+                l0.insert(0, t);
+            }
             st.version = Rc::new(v);
         }
         st.imm = None;
@@ -322,7 +336,8 @@ impl<S: Storage> Engine<S> {
         let aged = |h: Hlc| h.physical_ms.saturating_add(grace) <= now;
         let dir = self.inner.config.partition_dir.clone();
         let input_numbers: BTreeSet<u64> = c.inputs.iter().map(|t| t.rec.number).collect();
-        let rts: Vec<RangeTombstone> = c.inputs.iter().flat_map(|t| t.table.range_tombstones().iter().cloned()).collect();
+        let rts: Vec<RangeTombstone> =
+            c.inputs.iter().flat_map(|t| t.table.range_tombstones().iter().cloned()).collect();
         // Bottommost: no table outside the inputs, at the output level or below, holds keys the
         // inputs' points or tombstones could cover.
         let (bottom_points, bottom_rt) = {
@@ -339,7 +354,12 @@ impl<S: Storage> Engine<S> {
             let points = !others.iter().any(|t| t.rec.smallest <= hi && t.rec.largest >= lo);
             let rt_ok: Vec<bool> = rts
                 .iter()
-                .map(|rt| !others.iter().any(|t| t.rec.largest.as_slice() >= rt.start.as_slice() && (rt.end.is_empty() || t.rec.smallest.as_slice() < rt.end.as_slice())))
+                .map(|rt| {
+                    !others.iter().any(|t| {
+                        t.rec.largest.as_slice() >= rt.start.as_slice()
+                            && (rt.end.is_empty() || t.rec.smallest.as_slice() < rt.end.as_slice())
+                    })
+                })
                 .collect();
             (points, rt_ok)
         };
@@ -356,7 +376,11 @@ impl<S: Storage> Engine<S> {
                     Some(Err(_)) => {
                         let n = c.inputs.first().map(|t| t.rec.number).unwrap_or(0);
                         if let Some(Err(e)) = s.next() {
-                            return Err(Error::Corrupt(Corruption::new(FileKind::Table, dir.join(table_file_name(n)), e)));
+                            return Err(Error::Corrupt(Corruption::new(
+                                FileKind::Table,
+                                dir.join(table_file_name(n)),
+                                e,
+                            )));
                         }
                     }
                     _ => {}
@@ -367,7 +391,8 @@ impl<S: Storage> Engine<S> {
             for s in sources.iter_mut() {
                 if matches!(s.peek(), Some(Ok((k, _))) if *k == key) {
                     if let Some(Ok((_, v))) = s.next() {
-                        let (kind, hlc) = CandyLocator::peek(&v).map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, &dir, e)))?;
+                        let (kind, hlc) = CandyLocator::peek(&v)
+                            .map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, &dir, e)))?;
                         if newest.as_ref().is_none_or(|(h, _, _)| hlc > *h) {
                             newest = Some((hlc, kind, v));
                         }
@@ -382,7 +407,10 @@ impl<S: Storage> Engine<S> {
                 continue;
             }
             let syrups: Vec<SyrupId> = if kind == Kind::Put {
-                CandyLocator::decode(&value).map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, &dir, e)))?.syrups().collect()
+                CandyLocator::decode(&value)
+                    .map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, &dir, e)))?
+                    .syrups()
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -392,7 +420,7 @@ impl<S: Storage> Engine<S> {
                 outputs.push(w.finish());
             }
             processed += 1;
-            if processed % COMPACTION_YIELD_ENTRIES == 0 {
+            if processed.is_multiple_of(COMPACTION_YIELD_ENTRIES) {
                 crate::runtime::yield_now().await;
             }
         }
@@ -493,7 +521,8 @@ impl<S: Storage> Engine<S> {
         let mut report = GcReport::default();
         let due: Vec<_> = {
             let mut st = self.inner.state.borrow_mut();
-            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut st.obsolete).into_iter().partition(|(_, since)| since.saturating_add(grace) <= now);
+            let (due, keep): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut st.obsolete).into_iter().partition(|(_, since)| since.saturating_add(grace) <= now);
             st.obsolete = keep;
             due
         };
@@ -508,10 +537,17 @@ impl<S: Storage> Engine<S> {
         let candidates: Vec<SyrupId> = {
             let mut st = self.inner.state.borrow_mut();
             let own: Vec<SyrupId> = st.manifest.syrups.iter().copied().collect();
-            let unreferenced: Vec<SyrupId> = own.into_iter().filter(|s| !local.contains(s) && !foreign.contains(s)).collect();
-            let keep: HashMap<SyrupId, u64> = unreferenced.iter().map(|s| (*s, st.unreferenced_since.get(s).copied().unwrap_or(now))).collect();
+            let unreferenced: Vec<SyrupId> =
+                own.into_iter().filter(|s| !local.contains(s) && !foreign.contains(s)).collect();
+            let keep: HashMap<SyrupId, u64> =
+                unreferenced.iter().map(|s| (*s, st.unreferenced_since.get(s).copied().unwrap_or(now))).collect();
             st.unreferenced_since = keep;
-            let due: Vec<SyrupId> = st.unreferenced_since.iter().filter(|(_, since)| since.saturating_add(grace) <= now).map(|(s, _)| *s).collect();
+            let due: Vec<SyrupId> = st
+                .unreferenced_since
+                .iter()
+                .filter(|(_, since)| since.saturating_add(grace) <= now)
+                .map(|(s, _)| *s)
+                .collect();
             report.syrups_waiting = st.unreferenced_since.len() - due.len();
             due
         };
@@ -555,7 +591,8 @@ fn build_from_memtable(m: &Memtable, options: TableOptions) -> Result<Option<(Ve
     }
     let mut w = TableWriter::new(options);
     for (k, e) in m.iter() {
-        let l = CandyLocator::decode(&e.value).map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, "<memtable>", e)))?;
+        let l = CandyLocator::decode(&e.value)
+            .map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, "<memtable>", e)))?;
         w.add(k, &e.value, e.hlc, l.syrups().collect::<Vec<_>>());
     }
     for rt in m.range_tombstones() {

@@ -18,8 +18,8 @@ mod lsm;
 mod open;
 mod read;
 mod relay;
-pub use relay::{PartInfo, UploadInfo};
 pub use open::RecoveryReport;
+pub use relay::{PartInfo, UploadInfo};
 mod write;
 
 use std::{
@@ -99,7 +99,12 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// The defaults for a partition stored under `partition_dir` with Syrups in `syrup_dir`.
-    pub fn new(partition_dir: impl Into<PathBuf>, syrup_dir: impl Into<PathBuf>, box_uid: BoxUid, partition: u16) -> Self {
+    pub fn new(
+        partition_dir: impl Into<PathBuf>,
+        syrup_dir: impl Into<PathBuf>,
+        box_uid: BoxUid,
+        partition: u16,
+    ) -> Self {
         EngineConfig {
             partition_dir: partition_dir.into(),
             syrup_dir: syrup_dir.into(),

@@ -62,7 +62,9 @@ impl<S: Storage> Engine<S> {
         storage.create_dir_all(&config.syrup_dir).await?;
         let names = storage.list(&dir).await?;
         let mut report = RecoveryReport::default();
-        let corrupt = |kind, path: std::path::PathBuf| move |e: DecodeError| Error::Corrupt(Corruption::new(kind, path.clone(), e));
+        let corrupt = |kind, path: std::path::PathBuf| {
+            move |e: DecodeError| Error::Corrupt(Corruption::new(kind, path.clone(), e))
+        };
 
         let mut manifest = ManifestState::default();
         let current_path = dir.join(manifest::CURRENT_FILE);
@@ -70,25 +72,34 @@ impl<S: Storage> Engine<S> {
         let mut manifest_number = 0;
         if has_current {
             let cur = read_whole(&storage, &current_path).await?;
-            manifest_number = manifest::decode_current(&cur).map_err(corrupt(FileKind::Pointer, current_path.clone()))?;
+            manifest_number =
+                manifest::decode_current(&cur).map_err(corrupt(FileKind::Pointer, current_path.clone()))?;
             let mpath = dir.join(manifest::file_name(manifest_number));
             let bytes = read_whole(&storage, &mpath).await?;
             let header = bytes.get(..manifest::MANIFEST_HEADER_BYTES).ok_or_else(|| {
-                corrupt(FileKind::Manifest, mpath.clone())(DecodeError::Truncated(crate::codec::Short { at: 0, needed: manifest::MANIFEST_HEADER_BYTES }))
+                corrupt(FileKind::Manifest, mpath.clone())(DecodeError::Truncated(crate::codec::Short {
+                    at: 0,
+                    needed: manifest::MANIFEST_HEADER_BYTES,
+                }))
             })?;
             let n = manifest::decode_header(header).map_err(corrupt(FileKind::Manifest, mpath.clone()))?;
             if n != manifest_number {
-                return Err(corrupt(FileKind::Manifest, mpath)(DecodeError::Malformed { what: "manifest number", offset: 16 }));
+                return Err(corrupt(FileKind::Manifest, mpath)(DecodeError::Malformed {
+                    what: "manifest number",
+                    offset: 16,
+                }));
             }
             let body = bytes.get(manifest::MANIFEST_HEADER_BYTES..).unwrap_or_default();
-            let (records, end) = record::scan_records(body, manifest::MANIFEST_HEADER_BYTES as u64, limits::MANIFEST_EDIT_BYTES_MAX)
-                .map_err(corrupt(FileKind::Manifest, mpath.clone()))?;
+            let (records, end) =
+                record::scan_records(body, manifest::MANIFEST_HEADER_BYTES as u64, limits::MANIFEST_EDIT_BYTES_MAX)
+                    .map_err(corrupt(FileKind::Manifest, mpath.clone()))?;
             if let ScanEnd::Torn { offset, discarded } = end {
                 tracing::warn!(file = %mpath.display(), offset, discarded, "discarding torn manifest tail");
                 report.manifest_torn = true;
             }
             for (offset, rec) in records {
-                let changes = manifest::decode_edit(rec).map_err(|e| corrupt(FileKind::Manifest, mpath.clone())(at_offset(e, offset)))?;
+                let changes = manifest::decode_edit(rec)
+                    .map_err(|e| corrupt(FileKind::Manifest, mpath.clone())(at_offset(e, offset)))?;
                 for c in &changes {
                     manifest.apply(c).map_err(|e| corrupt(FileKind::Manifest, mpath.clone())(at_offset(e, offset)))?;
                 }
@@ -108,16 +119,21 @@ impl<S: Storage> Engine<S> {
             let f = storage.open(&path).await?;
             let len = f.len().await?;
             if len != rec.size {
-                return Err(corrupt(FileKind::Table, path)(DecodeError::Malformed { what: "table size differs from manifest", offset: len }));
+                return Err(corrupt(FileKind::Table, path)(DecodeError::Malformed {
+                    what: "table size differs from manifest",
+                    offset: len,
+                }));
             }
             let map = f.map(0, usize::try_from(len).unwrap_or(usize::MAX))?;
             let table = Table::open(map).map_err(corrupt(FileKind::Table, path.clone()))?;
             clock_state.observe(table.meta().max_hlc);
-            let level = version.levels.get_mut(usize::from(rec.level)).ok_or_else(|| corrupt(FileKind::Manifest, path.clone())(DecodeError::Malformed { what: "level", offset: 0 }))?;
+            let level = version.levels.get_mut(usize::from(rec.level)).ok_or_else(|| {
+                corrupt(FileKind::Manifest, path.clone())(DecodeError::Malformed { what: "level", offset: 0 })
+            })?;
             level.push(Rc::new(TableHandle { rec: rec.clone(), table }));
         }
         if let Some(l0) = version.levels.get_mut(0) {
-            l0.sort_by(|a, b| b.rec.number.cmp(&a.rec.number));
+            l0.sort_by_key(|t| std::cmp::Reverse(t.rec.number));
         }
         for level in version.levels.iter_mut().skip(1) {
             level.sort_by(|a, b| a.rec.smallest.cmp(&b.rec.smallest));
@@ -128,11 +144,14 @@ impl<S: Storage> Engine<S> {
 
         // WAL replay.
         let mut mem = Memtable::new();
-        let mut wals: Vec<u64> = names.iter().filter_map(|n| wal::parse_file_name(n)).filter(|n| *n >= manifest.log_number).collect();
+        let mut wals: Vec<u64> =
+            names.iter().filter_map(|n| wal::parse_file_name(n)).filter(|n| *n >= manifest.log_number).collect();
         wals.sort_unstable();
         let max_seen = names
             .iter()
-            .filter_map(|n| wal::parse_file_name(n).or_else(|| parse_table_file_name(n)).or_else(|| manifest::parse_file_name(n)))
+            .filter_map(|n| {
+                wal::parse_file_name(n).or_else(|| parse_table_file_name(n)).or_else(|| manifest::parse_file_name(n))
+            })
             .max()
             .unwrap_or(0);
         if has_current {
@@ -144,19 +163,26 @@ impl<S: Storage> Engine<S> {
                     report.torn_tails.push((number, 0, bytes.len() as u64));
                     continue;
                 }
-                let n = wal::decode_header(bytes.get(..wal::WAL_HEADER_BYTES).unwrap_or_default()).map_err(corrupt(FileKind::Wal, path.clone()))?;
+                let n = wal::decode_header(bytes.get(..wal::WAL_HEADER_BYTES).unwrap_or_default())
+                    .map_err(corrupt(FileKind::Wal, path.clone()))?;
                 if n != number {
-                    return Err(corrupt(FileKind::Wal, path)(DecodeError::Malformed { what: "wal number", offset: 16 }));
+                    return Err(corrupt(FileKind::Wal, path)(DecodeError::Malformed {
+                        what: "wal number",
+                        offset: 16,
+                    }));
                 }
                 let body = bytes.get(wal::WAL_HEADER_BYTES..).unwrap_or_default();
                 let (records, end) =
-                    record::scan_records(body, wal::WAL_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX).map_err(corrupt(FileKind::Wal, path.clone()))?;
+                    record::scan_records(body, wal::WAL_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX)
+                        .map_err(corrupt(FileKind::Wal, path.clone()))?;
                 for (offset, rec) in records {
-                    let ops = wal::decode_body(rec).map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
+                    let ops = wal::decode_body(rec)
+                        .map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
                     for op in ops {
                         match op {
                             WalOp::Set { key, locator } => {
-                                let l = CandyLocator::decode(&locator).map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
+                                let l = CandyLocator::decode(&locator)
+                                    .map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
                                 clock_state.observe(l.hlc);
                                 mem.set(Bytes::from(key), Bytes::from(locator), &l);
                             }
@@ -239,15 +265,20 @@ impl<S: Storage> Engine<S> {
         // Orphans: files the manifest does not name.
         let (live_tables, log_number, current_manifest) = {
             let st = engine.inner.state.borrow();
-            (st.manifest.tables.keys().copied().collect::<std::collections::BTreeSet<u64>>(), st.manifest.log_number, st.manifest_number)
+            (
+                st.manifest.tables.keys().copied().collect::<std::collections::BTreeSet<u64>>(),
+                st.manifest.log_number,
+                st.manifest_number,
+            )
         };
         for name in &names {
-            let orphan = match (parse_table_file_name(name), wal::parse_file_name(name), manifest::parse_file_name(name)) {
-                (Some(t), _, _) => !live_tables.contains(&t),
-                (_, Some(w), _) => w < log_number,
-                (_, _, Some(m)) => m != current_manifest,
-                _ => name == "CURRENT.tmp",
-            };
+            let orphan =
+                match (parse_table_file_name(name), wal::parse_file_name(name), manifest::parse_file_name(name)) {
+                    (Some(t), _, _) => !live_tables.contains(&t),
+                    (_, Some(w), _) => w < log_number,
+                    (_, _, Some(m)) => m != current_manifest,
+                    _ => name == "CURRENT.tmp",
+                };
             if orphan {
                 match engine.inner.storage.remove(&dir.join(name)).await {
                     Ok(()) => {}

@@ -42,7 +42,9 @@ impl ByteRange {
     pub fn resolve(self, size: u64) -> Result<(u64, u64)> {
         let bad = || Error::invalid("range", format!("not satisfiable for a candy of {size} bytes"));
         match self {
-            ByteRange::FromTo(first, last) if first <= last && first < size => Ok((first, last.min(size - 1) - first + 1)),
+            ByteRange::FromTo(first, last) if first <= last && first < size => {
+                Ok((first, last.min(size - 1) - first + 1))
+            }
             ByteRange::From(first) if first < size => Ok((first, size - first)),
             ByteRange::Suffix(n) if n > 0 && size > 0 => {
                 let n = n.min(size);
@@ -268,7 +270,11 @@ impl<S: Storage> Engine<S> {
         self.check_usable()?;
         let limit = if opts.limit == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { opts.limit };
         if limit > limits::LIST_PAGE_ENTRIES_MAX {
-            return Err(Error::LimitExceeded { limit: "list page size", value: limit as u64, max: limits::LIST_PAGE_ENTRIES_MAX as u64 });
+            return Err(Error::LimitExceeded {
+                limit: "list page size",
+                value: limit as u64,
+                max: limits::LIST_PAGE_ENTRIES_MAX as u64,
+            });
         }
         let (lo, hi) = window(opts);
         let st = self.inner.state.borrow();
@@ -481,7 +487,12 @@ impl CandyReader {
                     let found = h.finalize();
                     if found != part.checksum {
                         self.left = 0;
-                        return Some(Err(Error::ChecksumMismatch { syrup: 0, offset: self.part_at, expected: part.checksum, found }));
+                        return Some(Err(Error::ChecksumMismatch {
+                            syrup: 0,
+                            offset: self.part_at,
+                            expected: part.checksum,
+                            found,
+                        }));
                     }
                 }
                 self.part_at += part.length;
@@ -508,7 +519,12 @@ impl CandyReader {
                 Ok(p) => p,
                 Err((expected, found)) => {
                     self.left = 0;
-                    return Some(Err(Error::ChecksumMismatch { syrup: seg.syrup.0, offset: chunk_file, expected, found }));
+                    return Some(Err(Error::ChecksumMismatch {
+                        syrup: seg.syrup.0,
+                        offset: chunk_file,
+                        expected,
+                        found,
+                    }));
                 }
             };
             if self.verify_parts {
@@ -524,7 +540,12 @@ impl CandyReader {
                 let h = std::mem::replace(&mut self.part_hasher, crc32fast::Hasher::new());
                 let found = h.finalize();
                 if found != part.checksum {
-                    return Some(Err(Error::ChecksumMismatch { syrup: seg.syrup.0, offset: self.part_at, expected: part.checksum, found }));
+                    return Some(Err(Error::ChecksumMismatch {
+                        syrup: seg.syrup.0,
+                        offset: self.part_at,
+                        expected: part.checksum,
+                        found,
+                    }));
                 }
             }
             return Some(Ok(out));
@@ -570,9 +591,19 @@ mod tests {
 
     #[test]
     fn windows_combine_prefix_bounds_and_cursor() {
-        let o = ListOptions { prefix: Some(b"b".to_vec()), start: Some(b"a".to_vec()), start_after: Some(b"bb".to_vec()), ..Default::default() };
+        let o = ListOptions {
+            prefix: Some(b"b".to_vec()),
+            start: Some(b"a".to_vec()),
+            start_after: Some(b"bb".to_vec()),
+            ..Default::default()
+        };
         assert_eq!(window(&o), (Bound::Excluded(b"bb".to_vec()), Bound::Excluded(b"c".to_vec())));
-        let r = ListOptions { end: Some(b"m".to_vec()), start_after: Some(b"k".to_vec()), reverse: true, ..Default::default() };
+        let r = ListOptions {
+            end: Some(b"m".to_vec()),
+            start_after: Some(b"k".to_vec()),
+            reverse: true,
+            ..Default::default()
+        };
         assert_eq!(window(&r), (Bound::Unbounded, Bound::Excluded(b"k".to_vec())));
     }
 }

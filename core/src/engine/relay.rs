@@ -15,6 +15,7 @@ use rand::Rng;
 
 use super::{commit::Op, write::validate_meta, Engine, PutOptions, PutReply};
 use crate::{
+    codec::Reader,
     error::{Error, ForgedLocator, Result},
     hlc::Hlc,
     limits,
@@ -23,7 +24,6 @@ use crate::{
     storage::{Storage, StorageFile},
     syrup::{chunk_crc, SyrupHeader, SYRUP_HEADER_BYTES},
     types::{validate_key, SyrupId},
-    codec::Reader,
 };
 
 /// A part of an upload, as listed.
@@ -68,7 +68,12 @@ impl<S: Storage> Engine<S> {
     ///
     /// # Errors
     /// `NotFound` when the source is absent; I/O failures.
-    pub async fn prepare_rename(&self, source_key: &[u8], target_key: &[u8], target_partition: u16) -> Result<(RenameIntent, Bytes)> {
+    pub async fn prepare_rename(
+        &self,
+        source_key: &[u8],
+        target_key: &[u8],
+        target_partition: u16,
+    ) -> Result<(RenameIntent, Bytes)> {
         validate_key(source_key)?;
         validate_key(target_key)?;
         self.check_writable()?;
@@ -229,7 +234,13 @@ impl<S: Storage> Engine<S> {
     ///
     /// # Errors
     /// `NotFound` for an unknown upload; `InvalidArgument` for a bad part number; body errors; I/O.
-    pub async fn upload_part<B: super::BodyStream>(&self, upload: u64, number: u32, size: Option<u64>, body: B) -> Result<PartInfo> {
+    pub async fn upload_part<B: super::BodyStream>(
+        &self,
+        upload: u64,
+        number: u32,
+        size: Option<u64>,
+        body: B,
+    ) -> Result<PartInfo> {
         if number == 0 || number > limits::MULTIPART_PARTS_MAX {
             return Err(Error::invalid("part_number", format!("must lie in 1..={}", limits::MULTIPART_PARTS_MAX)));
         }
@@ -239,7 +250,12 @@ impl<S: Storage> Engine<S> {
         self.check_writable()?;
         let stored = self.store_body(body, size, false).await?;
         let part = match &stored.body {
-            CandyBody::Parts(p) => p.first().cloned().unwrap_or(Part { length: 0, chunk_size: self.inner.config.chunk_bytes, checksum: stored.checksum, segments: Vec::new() }),
+            CandyBody::Parts(p) => p.first().cloned().unwrap_or(Part {
+                length: 0,
+                chunk_size: self.inner.config.chunk_bytes,
+                checksum: stored.checksum,
+                segments: Vec::new(),
+            }),
             CandyBody::Inline(_) => return Err(Error::invalid("part", "parts are never inline")),
         };
         // The part's bytes must be durable before the manifest names them.
@@ -273,7 +289,11 @@ impl<S: Storage> Engine<S> {
             return Err(Error::invalid("parts", "at least one part is needed"));
         }
         if parts.len() > limits::MULTIPART_PARTS_MAX as usize {
-            return Err(Error::LimitExceeded { limit: "parts per upload", value: parts.len() as u64, max: u64::from(limits::MULTIPART_PARTS_MAX) });
+            return Err(Error::LimitExceeded {
+                limit: "parts per upload",
+                value: parts.len() as u64,
+                max: u64::from(limits::MULTIPART_PARTS_MAX),
+            });
         }
         let mut chosen = Vec::with_capacity(parts.len());
         let mut prev = 0u32;
@@ -286,7 +306,10 @@ impl<S: Storage> Engine<S> {
             if i + 1 < parts.len() && p.part.length < self.inner.config.multipart_part_bytes_min {
                 return Err(Error::invalid(
                     "parts",
-                    format!("part {n} has {} bytes; every part but the last needs at least {}", p.part.length, self.inner.config.multipart_part_bytes_min),
+                    format!(
+                        "part {n} has {} bytes; every part but the last needs at least {}",
+                        p.part.length, self.inner.config.multipart_part_bytes_min
+                    ),
                 ));
             }
             chosen.push(p.part.clone());
@@ -310,7 +333,11 @@ impl<S: Storage> Engine<S> {
         };
         let encoded = locator.encode().len();
         if encoded > limits::LOCATOR_BYTES_MAX {
-            return Err(Error::LimitExceeded { limit: "locator bytes", value: encoded as u64, max: limits::LOCATOR_BYTES_MAX as u64 });
+            return Err(Error::LimitExceeded {
+                limit: "locator bytes",
+                value: encoded as u64,
+                max: limits::LOCATOR_BYTES_MAX as u64,
+            });
         }
         let hlc = self.commit(vec![Op::set(&u.key, locator)]).await?;
         self.log_edit(vec![Change::UploadEnded(upload)]).await?;
@@ -331,7 +358,11 @@ impl<S: Storage> Engine<S> {
     /// In-flight uploads, by id.
     pub fn list_uploads(&self) -> Vec<UploadInfo> {
         let st = self.inner.state.borrow();
-        st.manifest.uploads.values().map(|u| UploadInfo { id: u.id, key: u.key.clone(), created_ms: u.created_ms, parts: u.parts.len() }).collect()
+        st.manifest
+            .uploads
+            .values()
+            .map(|u| UploadInfo { id: u.id, key: u.key.clone(), created_ms: u.created_ms, parts: u.parts.len() })
+            .collect()
     }
 
     /// Parts of an upload, by number.
@@ -341,7 +372,15 @@ impl<S: Storage> Engine<S> {
     pub fn list_parts(&self, upload: u64) -> Result<Vec<PartInfo>> {
         let st = self.inner.state.borrow();
         let u = st.manifest.uploads.get(&upload).ok_or(Error::NotFound)?;
-        Ok(u.parts.iter().map(|(n, p)| PartInfo { number: *n, size: p.part.length, checksum: p.part.checksum, created_ms: p.created_ms }).collect())
+        Ok(u.parts
+            .iter()
+            .map(|(n, p)| PartInfo {
+                number: *n,
+                size: p.part.length,
+                checksum: p.part.checksum,
+                created_ms: p.created_ms,
+            })
+            .collect())
     }
 
     /// Ends uploads older than the TTL.
@@ -354,7 +393,16 @@ impl<S: Storage> Engine<S> {
     pub async fn expire_uploads(&self) -> Result<Vec<u64>> {
         let now = self.now_ms();
         let ttl = self.inner.config.upload_ttl_ms;
-        let expired: Vec<u64> = self.inner.state.borrow().manifest.uploads.values().filter(|u| u.created_ms.saturating_add(ttl) <= now).map(|u| u.id).collect();
+        let expired: Vec<u64> = self
+            .inner
+            .state
+            .borrow()
+            .manifest
+            .uploads
+            .values()
+            .filter(|u| u.created_ms.saturating_add(ttl) <= now)
+            .map(|u| u.id)
+            .collect();
         if !expired.is_empty() {
             self.log_edit(expired.iter().copied().map(Change::UploadEnded).collect()).await?;
         }

@@ -124,7 +124,11 @@ pub(crate) fn validate_meta(opts: &PutOptions) -> Result<()> {
     }
     let meta: usize = opts.user_meta.iter().map(|(k, v)| k.len() + v.len()).sum();
     if meta > limits::USER_META_BYTES_MAX || opts.user_meta.len() > usize::from(u16::MAX) {
-        return Err(Error::LimitExceeded { limit: "user metadata bytes", value: meta as u64, max: limits::USER_META_BYTES_MAX as u64 });
+        return Err(Error::LimitExceeded {
+            limit: "user metadata bytes",
+            value: meta as u64,
+            max: limits::USER_META_BYTES_MAX as u64,
+        });
     }
     if opts.user_meta.iter().any(|(k, _)| k.is_empty() || k.len() > usize::from(u16::MAX)) {
         return Err(Error::invalid("user_meta", "keys must be non-empty"));
@@ -241,7 +245,12 @@ impl<S: Storage> Engine<S> {
     }
 
     /// Writes a body to Syrups (or keeps it inline when `inline_ok` and it is small enough).
-    pub(crate) async fn store_body<B: BodyStream>(&self, mut body: B, size: Option<u64>, inline_ok: bool) -> Result<StoredBody<S>> {
+    pub(crate) async fn store_body<B: BodyStream>(
+        &self,
+        mut body: B,
+        size: Option<u64>,
+        inline_ok: bool,
+    ) -> Result<StoredBody<S>> {
         let inline_max = if inline_ok { self.inner.config.inline_bytes_max } else { 0 };
         let mut hasher = crc32fast::Hasher::new();
         // Gather a bounded head first: most small puts end here with no Syrup write, and a body of
@@ -254,16 +263,18 @@ impl<S: Storage> Engine<S> {
         let mut head: Vec<u8> = Vec::new();
         let mut pending: Option<Bytes> = None;
         let mut head_ended = false;
-        while probe > 0 {
-            match body.next_piece().await? {
-                None => {
-                    head_ended = true;
-                    break;
-                }
-                Some(p) if head.len() + p.len() <= probe => head.extend_from_slice(&p),
-                Some(p) => {
-                    pending = Some(p);
-                    break;
+        if probe > 0 {
+            loop {
+                match body.next_piece().await? {
+                    None => {
+                        head_ended = true;
+                        break;
+                    }
+                    Some(p) if head.len() + p.len() <= probe => head.extend_from_slice(&p),
+                    Some(p) => {
+                        pending = Some(p);
+                        break;
+                    }
                 }
             }
         }
@@ -272,7 +283,12 @@ impl<S: Storage> Engine<S> {
             if head.len() <= inline_max {
                 hasher.update(&head);
                 let n = head.len() as u64;
-                return Ok(StoredBody { body: CandyBody::Inline(head), size: n, checksum: hasher.finalize(), writers: Vec::new() });
+                return Ok(StoredBody {
+                    body: CandyBody::Inline(head),
+                    size: n,
+                    checksum: hasher.finalize(),
+                    writers: Vec::new(),
+                });
             }
         }
         let size = if head_ended { Some(head.len() as u64) } else { size };
@@ -351,7 +367,11 @@ impl<S: Storage> Engine<S> {
                 total += enc.payload_bytes;
             }
             if segments.len() > limits::PART_SEGMENTS_MAX {
-                return Err(Error::LimitExceeded { limit: "segments per part", value: segments.len() as u64, max: limits::PART_SEGMENTS_MAX as u64 });
+                return Err(Error::LimitExceeded {
+                    limit: "segments per part",
+                    value: segments.len() as u64,
+                    max: limits::PART_SEGMENTS_MAX as u64,
+                });
             }
         }
         if carry.is_some() || after_carry.is_some() {
@@ -362,7 +382,8 @@ impl<S: Storage> Engine<S> {
         }
         check_size(size, total)?;
         let checksum = hasher.finalize();
-        let parts = if total == 0 { Vec::new() } else { vec![Part { length: total, chunk_size: chunk, checksum, segments }] };
+        let parts =
+            if total == 0 { Vec::new() } else { vec![Part { length: total, chunk_size: chunk, checksum, segments }] };
         Ok(StoredBody { body: CandyBody::Parts(parts), size: total, checksum, writers: guards })
     }
 
@@ -396,7 +417,9 @@ impl<S: Storage> Engine<S> {
             let _g = self.inner.syrup_lock.lock().await;
             let full = {
                 let st = self.inner.state.borrow();
-                st.active.as_ref().is_none_or(|a| a.reserved_end != SYRUP_HEADER_BYTES && a.reserved_end + stored > self.inner.config.syrup_roll_bytes)
+                st.active.as_ref().is_none_or(|a| {
+                    a.reserved_end != SYRUP_HEADER_BYTES && a.reserved_end + stored > self.inner.config.syrup_roll_bytes
+                })
             };
             if full {
                 self.roll_syrup().await?;

@@ -92,11 +92,8 @@ impl Storage for UringStorage {
     }
 
     async fn sync_dir(&self, dir: &Path) -> Result<(), IoError> {
-        let d = monoio::fs::OpenOptions::new()
-            .read(true)
-            .open(dir)
-            .await
-            .map_err(|e| IoError::new("open dir", dir, e))?;
+        let d =
+            monoio::fs::OpenOptions::new().read(true).open(dir).await.map_err(|e| IoError::new("open dir", dir, e))?;
         d.sync_all().await.map_err(|e| IoError::new("fsync dir", dir, e))
     }
 }

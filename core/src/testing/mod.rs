@@ -16,7 +16,8 @@ use crate::{
 /// A small-sized engine configuration under `root`: partition `partition` of Box uid 1, Syrups in
 /// `root/syrups`. Sizes are small so tests reach flushes, rolls and compactions quickly.
 pub fn small_config(root: &Path, partition: u16) -> EngineConfig {
-    let mut c = EngineConfig::new(root.join(format!("partitions/test/{partition}")), root.join("syrups"), BoxUid(1), partition);
+    let mut c =
+        EngineConfig::new(root.join(format!("partitions/test/{partition}")), root.join("syrups"), BoxUid(1), partition);
     c.chunk_bytes = 512;
     c.syrup_roll_bytes = 64 * 1024;
     c.inline_bytes_max = 64;
@@ -39,6 +40,10 @@ pub fn small_config(root: &Path, partition: u16) -> EngineConfig {
 ///
 /// # Errors
 /// Whatever open reports.
-pub async fn open_engine<S: Storage>(storage: S, clock: Rc<ManualClock>, config: EngineConfig) -> Result<(Engine<S>, RecoveryReport)> {
+pub async fn open_engine<S: Storage>(
+    storage: S,
+    clock: Rc<ManualClock>,
+    config: EngineConfig,
+) -> Result<(Engine<S>, RecoveryReport)> {
     Engine::open(storage, clock, config).await
 }
