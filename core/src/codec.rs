@@ -117,6 +117,10 @@ impl<'a> Reader<'a> {
         let mut out = 0u64;
         for i in 0..10 {
             let b = self.u8()?;
+            // The tenth byte holds only the top bit of a u64; anything more is an overflow.
+            if i == 9 && b > 1 {
+                return Err(Short { at: self.pos, needed: 1 });
+            }
             out |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
                 return Ok(out);
@@ -198,6 +202,8 @@ mod tests {
         }
         let overlong = [0xffu8; 11];
         assert!(Reader::new(&overlong).varint().is_err());
+        let overflow = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert!(Reader::new(&overflow).varint().is_err());
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub const CHUNK_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// Largest contiguous extent one put reserves in a Syrup at once; a larger body gets several
 /// SegmentRefs. Bounds the hole an abandoned put can leave.
 pub const EXTENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// Most SegmentRefs one Part may hold (a 10 TiB Part at the smallest extent fits).
+/// Most SegmentRefs one Part may hold: with extents of at most `EXTENT_BYTES_MAX` this bounds one
+/// streamed put at 256 GiB (multipart Candies have a Part per part and no such bound).
 pub const PART_SEGMENTS_MAX: usize = 4096;
 /// Largest inline Candy (stored in its locator) that the configuration may allow.
 pub const INLINE_BYTES_MAX: usize = 64 * 1024;
@@ -45,7 +46,7 @@ pub const MANIFEST_EDIT_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const TABLE_BLOCK_BYTES_MAX: usize = 2 * LOCATOR_BYTES_MAX;
 /// Most LSM levels.
 pub const LEVELS_MAX: usize = 7;
-/// Most bytes a list page may hold (keys plus summaries).
+/// Most entries one list page may hold.
 pub const LIST_PAGE_ENTRIES_MAX: usize = 10_000;
 
 const _: () = assert!(KEY_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTES_MAX < LOCATOR_BYTES_MAX);

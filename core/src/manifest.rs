@@ -288,16 +288,20 @@ pub fn decode_header(buf: &[u8]) -> Result<u64, DecodeError> {
         return Err(DecodeError::BadMagic { found: magic.to_vec() });
     }
     let version = r.u16()?;
-    r.bytes(6)?;
+    // A newer file is refused by name, before its checksum (whose scope it may have changed).
+    if version != MANIFEST_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let reserved_a = r.bytes(6)?;
     let number = r.u64()?;
-    r.u32()?;
+    let reserved_b = r.u32()?;
     let expected = r.u32()?;
     let found = crc32(&[buf.get(..MANIFEST_HEADER_BYTES - 4).unwrap_or_default()]);
     if found != expected {
         return Err(DecodeError::ChecksumMismatch { offset: 0, expected, found });
     }
-    if version != MANIFEST_VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
+    if reserved_a.iter().any(|b| *b != 0) || reserved_b != 0 {
+        return Err(DecodeError::Malformed { what: "reserved header bytes", offset: 10 });
     }
     Ok(number)
 }
@@ -325,14 +329,14 @@ pub fn decode_current(buf: &[u8]) -> Result<u64, DecodeError> {
         return Err(DecodeError::BadMagic { found: magic.to_vec() });
     }
     let version = r.u16()?;
+    if version != MANIFEST_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
     let number = r.u64()?;
     let expected = r.u32()?;
     let found = crc32(&[buf.get(..CURRENT_BYTES - 4).unwrap_or_default()]);
     if found != expected {
         return Err(DecodeError::ChecksumMismatch { offset: 0, expected, found });
-    }
-    if version != MANIFEST_VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
     }
     if r.remaining() != 0 {
         return Err(DecodeError::Malformed { what: "current length", offset: CURRENT_BYTES as u64 });

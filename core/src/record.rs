@@ -71,10 +71,8 @@ pub fn scan_records(buf: &[u8], base: u64, body_max: usize) -> Result<(Records<'
             return Ok((out, torn));
         };
         if len as usize > body_max {
-            // A garbage length at the very end is a tear; in the middle it is corruption.
-            if at + RECORD_HEADER_BYTES + body_max >= buf.len() {
-                return Ok((out, torn));
-            }
+            // The writer never writes such a length, and a tear only cuts bytes off: this is
+            // damage, not a torn tail.
             return Err(DecodeError::Malformed { what: "record length", offset });
         }
         let Ok(body) = r.bytes(len as usize) else {

@@ -78,19 +78,23 @@ impl SyrupHeader {
             return Err(DecodeError::BadMagic { found: magic.to_vec() });
         }
         let version = r.u16()?;
-        r.bytes(6)?;
+        // A newer file is refused by name, before its checksum (whose scope it may have changed).
+        if version != SYRUP_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let reserved_a = r.bytes(6)?;
         let id = SyrupId(r.u64()?);
         let box_uid = BoxUid(r.u64()?);
         let created_ms = r.u64()?;
         let partition = r.u16()?;
-        r.bytes(18)?;
+        let reserved_b = r.bytes(18)?;
         let expected = r.u32()?;
         let found = crc32(&[buf.get(..HEADER_CRC_OFFSET).unwrap_or_default()]);
         if found != expected {
             return Err(DecodeError::ChecksumMismatch { offset: 0, expected, found });
         }
-        if version != SYRUP_VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
+        if reserved_a.iter().chain(reserved_b).any(|b| *b != 0) {
+            return Err(DecodeError::Malformed { what: "reserved header bytes", offset: 10 });
         }
         Ok(SyrupHeader { id, box_uid, created_ms, partition })
     }

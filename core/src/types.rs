@@ -3,8 +3,9 @@
 use crate::{error::Error, limits};
 
 /// A Syrup id, unique across the cluster: the node id in the high 16 bits, then a 48-bit
-/// sequence (milliseconds since the epoch shifted left by 7, plus a counter), so ids from one
-/// node never repeat and sort by creation time.
+/// sequence (milliseconds since 2025-01-01 shifted left by 7, plus a counter; it lasts until
+/// 2094), so ids from one node sort by creation time. Uniqueness within a node is enforced by
+/// creating the file exclusively; a clash bumps the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SyrupId(pub u64);
 
@@ -16,7 +17,7 @@ impl SyrupId {
 
     /// The smallest id `node` may create at `wall_ms`.
     pub fn first_at(node: u16, wall_ms: u64) -> SyrupId {
-        let seq = (wall_ms << 7) & ((1u64 << 48) - 1);
+        let seq = (wall_ms.saturating_sub(SYRUP_ID_EPOCH_MS) << 7) & ((1u64 << 48) - 1);
         SyrupId((u64::from(node) << 48) | seq)
     }
 
@@ -40,6 +41,9 @@ impl std::fmt::Display for SyrupId {
         write!(f, "{:016x}", self.0)
     }
 }
+
+/// The epoch of Syrup id sequences: 2025-01-01T00:00:00Z in Unix milliseconds.
+pub const SYRUP_ID_EPOCH_MS: u64 = 1_735_689_600_000;
 
 /// A Box's unique incarnation id, assigned when the Box is created. Syrup headers carry it so a
 /// zero-copy put can prove a SegmentRef lies in a Syrup of the same Box, even if a Box of the same

@@ -88,16 +88,20 @@ pub fn decode_header(buf: &[u8]) -> Result<u64, DecodeError> {
         return Err(DecodeError::BadMagic { found: magic.to_vec() });
     }
     let version = r.u16()?;
-    r.bytes(6)?;
+    // A newer file is refused by name, before its checksum (whose scope it may have changed).
+    if version != WAL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let reserved_a = r.bytes(6)?;
     let number = r.u64()?;
-    r.u32()?;
+    let reserved_b = r.u32()?;
     let expected = r.u32()?;
     let found = crc32(&[buf.get(..WAL_HEADER_CRC_OFFSET).unwrap_or_default()]);
     if found != expected {
         return Err(DecodeError::ChecksumMismatch { offset: 0, expected, found });
     }
-    if version != WAL_VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
+    if reserved_a.iter().any(|b| *b != 0) || reserved_b != 0 {
+        return Err(DecodeError::Malformed { what: "reserved header bytes", offset: 10 });
     }
     Ok(number)
 }
@@ -146,7 +150,7 @@ pub fn decode_body(buf: &[u8]) -> Result<Vec<WalOp>, DecodeError> {
             1 => {
                 let key = r.bytes16()?.to_vec();
                 let locator = r.bytes32()?.to_vec();
-                if key.len() > limits::KEY_BYTES_MAX || locator.len() > limits::LOCATOR_BYTES_MAX {
+                if key.is_empty() || key.len() > limits::KEY_BYTES_MAX || locator.len() > limits::LOCATOR_BYTES_MAX {
                     return Err(DecodeError::Malformed { what: "set op size", offset: at });
                 }
                 WalOp::Set { key, locator }
@@ -155,6 +159,10 @@ pub fn decode_body(buf: &[u8]) -> Result<Vec<WalOp>, DecodeError> {
                 let start = r.bytes16()?.to_vec();
                 let end = r.bytes16()?.to_vec();
                 let hlc = Hlc::decode(&mut r)?;
+                let bounded = start.len() <= limits::KEY_BYTES_MAX && end.len() <= limits::KEY_BYTES_MAX;
+                if !bounded || !(end.is_empty() || start < end) {
+                    return Err(DecodeError::Malformed { what: "range tombstone bounds", offset: at });
+                }
                 WalOp::DeleteRange(RangeTombstone { start, end, hlc })
             }
             _ => return Err(DecodeError::Malformed { what: "op tag", offset: at }),

@@ -219,6 +219,7 @@ impl<S: Storage> Engine<S> {
                 let dirty: Vec<_> = std::mem::take(&mut st.dirty_syrups).into_iter().collect();
                 (ops, waiters, dirty)
             };
+            let wal_guard = self.inner.wal_lock.lock().await;
             match self.write_batch(&ops, &dirty).await {
                 Ok(()) => {
                     {
@@ -232,6 +233,7 @@ impl<S: Storage> Engine<S> {
                             }
                         }
                     }
+                    drop(wal_guard);
                     for w in waiters {
                         let _ = w.send(Ok(()));
                     }
@@ -240,6 +242,7 @@ impl<S: Storage> Engine<S> {
                     }
                 }
                 Err(e) => {
+                    drop(wal_guard);
                     self.inner.state.borrow_mut().commit.inflight.clear();
                     for w in waiters {
                         let _ = w.send(Err(share(&e)));
@@ -280,29 +283,50 @@ impl<S: Storage> Engine<S> {
 
     /// Freezes a full memtable and starts a new WAL for the next one.
     async fn maybe_rotate(&self) -> Result<()> {
-        let number = {
-            let mut st = self.inner.state.borrow_mut();
-            if st.mem.bytes() < self.inner.config.memtable_bytes || st.imm.is_some() {
-                return Ok(());
-            }
-            let n = st.next_file;
-            st.next_file += 1;
-            n
-        };
-        let file = self.create_wal(number).await?;
-        {
-            let mut st = self.inner.state.borrow_mut();
-            let mem = std::mem::take(&mut st.mem);
-            st.imm = Some(Rc::new(mem));
-            st.imm_next_log = number;
-            st.wal_file = Some(file);
-            st.wal_number = number;
-            st.wal_len = wal::WAL_HEADER_BYTES as u64;
-        }
-        if self.inner.config.auto_maintenance {
+        if self.freeze_memtable(false).await? && self.inner.config.auto_maintenance {
             self.spawn_background();
         }
         Ok(())
+    }
+
+    /// Freezes the memtable into the frozen slot and switches to a new WAL, when the slot is free
+    /// and the memtable is full (or, with `force`, holds anything).
+    ///
+    /// The switch happens under the WAL lock, which the commit leader holds from a batch's WAL
+    /// write until its apply: a batch is therefore always in the WAL of the memtable it lands in,
+    /// and flushing that memtable can never make a WAL obsolete that holds unflushed records.
+    ///
+    /// # Returns
+    /// Whether it froze.
+    pub(crate) async fn freeze_memtable(&self, force: bool) -> Result<bool> {
+        let wanted = |e: &Self| {
+            let st = e.inner.state.borrow();
+            st.imm.is_none() && if force { !st.mem.is_empty() } else { st.mem.bytes() >= e.inner.config.memtable_bytes }
+        };
+        if !wanted(self) {
+            return Ok(false);
+        }
+        let number = self.alloc_file_number();
+        let file = match self.create_wal(number).await {
+            Ok(f) => f,
+            Err(e) => return self.fail(e),
+        };
+        let _wal = self.inner.wal_lock.lock().await;
+        if !wanted(self) {
+            // Someone else froze meanwhile; the new WAL is empty and unused.
+            let path = self.inner.config.partition_dir.join(wal::file_name(number));
+            drop(_wal);
+            let _ = self.inner.storage.remove(&path).await;
+            return Ok(false);
+        }
+        let mut st = self.inner.state.borrow_mut();
+        let mem = std::mem::take(&mut st.mem);
+        st.imm = Some(Rc::new(mem));
+        st.imm_next_log = number;
+        st.wal_file = Some(file);
+        st.wal_number = number;
+        st.wal_len = wal::WAL_HEADER_BYTES as u64;
+        Ok(true)
     }
 
     /// Creates WAL `number` with its header, durably.

@@ -60,6 +60,23 @@ impl<S: Storage> Engine<S> {
     pub(crate) async fn log_edit(&self, changes: Vec<Change>) -> Result<()> {
         let _g = self.inner.manifest_lock.lock().await;
         self.check_usable()?;
+        // Check under the lock, before anything is durable: an edit that cannot apply (a part of
+        // an upload that ended meanwhile) must never reach the log, or the next open would fail.
+        {
+            let st = self.inner.state.borrow();
+            let mut created = std::collections::BTreeSet::new();
+            for c in &changes {
+                match c {
+                    Change::UploadCreated { id, .. } => {
+                        created.insert(*id);
+                    }
+                    Change::UploadPart { id, .. } if !st.manifest.uploads.contains_key(id) && !created.contains(id) => {
+                        return Err(Error::NotFound);
+                    }
+                    _ => {}
+                }
+            }
+        }
         let (file, offset) = {
             let st = self.inner.state.borrow();
             (st.manifest_file.clone(), st.manifest_len)
@@ -103,8 +120,27 @@ impl<S: Storage> Engine<S> {
             (number, st.manifest.snapshot(), st.manifest_number)
         };
         let mut bytes = manifest::encode_header(number);
-        let at = bytes.len() as u64;
-        record::encode_record(at, &manifest::encode_edit(&snapshot), &mut bytes);
+        // The snapshot goes in records of bounded size: the reader refuses larger edits. The new
+        // manifest is named by CURRENT only once all of it is durable, so splitting is safe.
+        let mut group: Vec<Change> = Vec::new();
+        let mut group_bytes = 0usize;
+        let flush_group = |group: &mut Vec<Change>, bytes: &mut Vec<u8>| {
+            if !group.is_empty() {
+                let at = bytes.len() as u64;
+                record::encode_record(at, &manifest::encode_edit(group), bytes);
+                group.clear();
+            }
+        };
+        for c in snapshot {
+            let n = manifest::encode_edit(std::slice::from_ref(&c)).len();
+            if group_bytes + n > limits::MANIFEST_EDIT_BYTES_MAX / 2 {
+                flush_group(&mut group, &mut bytes);
+                group_bytes = 0;
+            }
+            group_bytes += n;
+            group.push(c);
+        }
+        flush_group(&mut group, &mut bytes);
         let len = bytes.len() as u64;
         let path = dir.join(manifest::file_name(number));
         let r: Result<S::File> = async {
@@ -178,27 +214,12 @@ impl<S: Storage> Engine<S> {
     pub async fn flush(&self) -> Result<()> {
         let _m = self.inner.maintenance_lock.lock().await;
         self.check_usable()?;
-        let needs_freeze = {
-            let st = self.inner.state.borrow();
-            st.imm.is_none() && !st.mem.is_empty()
-        };
-        if needs_freeze {
-            let number = self.alloc_file_number();
-            let file = match self.create_wal(number).await {
-                Ok(f) => f,
-                Err(e) => return self.fail(e),
-            };
-            let mut st = self.inner.state.borrow_mut();
-            if st.imm.is_none() {
-                let mem = std::mem::take(&mut st.mem);
-                st.imm = Some(Rc::new(mem));
-                st.imm_next_log = number;
-                st.wal_file = Some(file);
-                st.wal_number = number;
-                st.wal_len = wal::WAL_HEADER_BYTES as u64;
-            }
+        // A memtable frozen earlier goes first, then the current one.
+        self.flush_imm().await?;
+        if self.freeze_memtable(true).await? {
+            self.flush_imm().await?;
         }
-        self.flush_imm().await
+        Ok(())
     }
 
     /// Writes the frozen memtable as an L0 table and makes it live.
@@ -338,8 +359,8 @@ impl<S: Storage> Engine<S> {
         let input_numbers: BTreeSet<u64> = c.inputs.iter().map(|t| t.rec.number).collect();
         let rts: Vec<RangeTombstone> =
             c.inputs.iter().flat_map(|t| t.table.range_tombstones().iter().cloned()).collect();
-        // Bottommost: no table outside the inputs, at the output level or below, holds keys the
-        // inputs' points or tombstones could cover.
+        // Bottommost: no table outside the inputs, at the input level or below, holds keys the
+        // inputs' points or tombstones could cover (tables above hold only newer versions).
         let (bottom_points, bottom_rt) = {
             let st = self.inner.state.borrow();
             let (lo, hi) = span(&c.inputs);
@@ -347,7 +368,9 @@ impl<S: Storage> Engine<S> {
                 .version
                 .levels
                 .iter()
-                .skip(c.output_level)
+                // The input level's other tables count too: an L≥1 table's range tombstone can
+                // cover a sibling's older keys.
+                .skip(c.output_level.saturating_sub(1))
                 .flatten()
                 .filter(|t| !input_numbers.contains(&t.rec.number))
                 .collect();
@@ -363,8 +386,19 @@ impl<S: Storage> Engine<S> {
                 .collect();
             (points, rt_ok)
         };
-        let mut sources: Vec<std::iter::Peekable<crate::table::TableIter>> =
-            c.inputs.iter().map(|t| t.table.range(Bound::Unbounded, Bound::Unbounded, false).peekable()).collect();
+        type Source = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>>>;
+        let mut sources: Vec<std::iter::Peekable<Source>> = c
+            .inputs
+            .iter()
+            .map(|t| {
+                let path = dir.join(table_file_name(t.rec.number));
+                let it = t.table.range(Bound::Unbounded, Bound::Unbounded, false);
+                (Box::new(
+                    it.map(move |r| r.map_err(|e| Error::Corrupt(Corruption::new(FileKind::Table, path.clone(), e)))),
+                ) as Source)
+                    .peekable()
+            })
+            .collect();
         let mut outputs: Vec<(Vec<u8>, crate::table::TableMeta)> = Vec::new();
         let mut writer = TableWriter::new(self.table_options());
         let mut processed = 0usize;
@@ -374,13 +408,8 @@ impl<S: Storage> Engine<S> {
                 match s.peek() {
                     Some(Ok((k, _))) if next.as_ref().is_none_or(|n| k < n) => next = Some(k.clone()),
                     Some(Err(_)) => {
-                        let n = c.inputs.first().map(|t| t.rec.number).unwrap_or(0);
                         if let Some(Err(e)) = s.next() {
-                            return Err(Error::Corrupt(Corruption::new(
-                                FileKind::Table,
-                                dir.join(table_file_name(n)),
-                                e,
-                            )));
+                            return Err(e);
                         }
                     }
                     _ => {}

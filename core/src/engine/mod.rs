@@ -150,8 +150,24 @@ impl EngineConfig {
         if self.level_multiplier < 2 {
             return Err(Error::invalid("level_multiplier", "must be at least 2"));
         }
-        if self.memtable_bytes == 0 || self.table_target_bytes == 0 || self.syrup_roll_bytes == 0 {
-            return Err(Error::invalid("memtable_bytes", "sizes must be positive"));
+        for (field, value) in [
+            ("memtable_bytes", self.memtable_bytes as u64),
+            ("table_target_bytes", self.table_target_bytes as u64),
+            ("syrup_roll_bytes", self.syrup_roll_bytes),
+            ("l0_compaction_trigger", self.l0_compaction_trigger as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(field, "must be positive"));
+            }
+        }
+        if !(512..=TABLE_BLOCK_BYTES_MAX).contains(&self.table_block_bytes) {
+            return Err(Error::invalid("table_block_bytes", format!("must lie in 512..={TABLE_BLOCK_BYTES_MAX}")));
+        }
+        if self.bloom_bits_per_key > crate::table::BLOOM_BITS_PER_KEY_MAX {
+            return Err(Error::invalid(
+                "bloom_bits_per_key",
+                format!("must be at most {}", crate::table::BLOOM_BITS_PER_KEY_MAX),
+            ));
         }
         Ok(())
     }
@@ -248,6 +264,8 @@ pub(crate) struct Inner<S: Storage> {
     pub(crate) manifest_lock: LocalMutex,
     pub(crate) syrup_lock: LocalMutex,
     pub(crate) maintenance_lock: LocalMutex,
+    /// Held from a batch's WAL write to its apply, and while the WAL is switched.
+    pub(crate) wal_lock: LocalMutex,
     pub(crate) background_tasks: Cell<usize>,
 }
 

@@ -105,6 +105,24 @@ impl<S: Storage> Engine<S> {
                 }
             }
         } else {
+            // Without CURRENT a partition is new, unless it already holds data: a table, or a WAL
+            // with records. Treating that as new would delete it, so refuse instead.
+            for name in &names {
+                let has_data = if parse_table_file_name(name).is_some() {
+                    true
+                } else if wal::parse_file_name(name).is_some() {
+                    let f = storage.open(&dir.join(name)).await?;
+                    f.len().await? > wal::WAL_HEADER_BYTES as u64
+                } else {
+                    false
+                };
+                if has_data {
+                    return Err(corrupt(FileKind::Pointer, current_path.clone())(DecodeError::Malformed {
+                        what: "CURRENT is missing but the partition holds data",
+                        offset: 0,
+                    }));
+                }
+            }
             report.created = true;
             manifest.log_number = 1;
             manifest.next_file_number = 1;
@@ -241,6 +259,7 @@ impl<S: Storage> Engine<S> {
                 manifest_lock: LocalMutex::new(),
                 syrup_lock: LocalMutex::new(),
                 maintenance_lock: LocalMutex::new(),
+                wal_lock: LocalMutex::new(),
                 background_tasks: std::cell::Cell::new(0),
             }),
         };
@@ -295,10 +314,12 @@ impl<S: Storage> Engine<S> {
     }
 }
 
-/// Moves an error's offset from record-relative to file-relative.
+/// Moves an error's offset from body-relative to file-relative (the body follows the record
+/// header).
 fn at_offset(e: DecodeError, record_offset: u64) -> DecodeError {
+    let base = record_offset + record::RECORD_HEADER_BYTES as u64;
     match e {
-        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: record_offset + offset },
+        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: base + offset },
         other => other,
     }
 }

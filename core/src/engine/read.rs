@@ -487,12 +487,8 @@ impl CandyReader {
                     let found = h.finalize();
                     if found != part.checksum {
                         self.left = 0;
-                        return Some(Err(Error::ChecksumMismatch {
-                            syrup: 0,
-                            offset: self.part_at,
-                            expected: part.checksum,
-                            found,
-                        }));
+                        let (syrup, offset) = part.segments.first().map_or((0, 0), |s| (s.syrup.0, s.offset));
+                        return Some(Err(Error::ChecksumMismatch { syrup, offset, expected: part.checksum, found }));
                     }
                 }
                 self.part_at += part.length;
@@ -540,12 +536,8 @@ impl CandyReader {
                 let h = std::mem::replace(&mut self.part_hasher, crc32fast::Hasher::new());
                 let found = h.finalize();
                 if found != part.checksum {
-                    return Some(Err(Error::ChecksumMismatch {
-                        syrup: seg.syrup.0,
-                        offset: self.part_at,
-                        expected: part.checksum,
-                        found,
-                    }));
+                    let (syrup, offset) = part.segments.first().map_or((0, 0), |s| (s.syrup.0, s.offset));
+                    return Some(Err(Error::ChecksumMismatch { syrup, offset, expected: part.checksum, found }));
                 }
             }
             return Some(Ok(out));

@@ -183,9 +183,11 @@ impl<S: Storage> Engine<S> {
         if s.offset < SYRUP_HEADER_BYTES {
             return Err(ForgedLocator::NotAChunk { syrup: id.0, offset: s.offset }.into());
         }
-        // Whatever was written to the Syrup becomes durable now; its length is then durable.
-        file.sync_data().await?;
+        // Every byte written before this length was read becomes durable with the sync below.
         let durable = file.len().await?;
+        if let Err(e) = file.sync_data().await {
+            return self.fail(e);
+        }
         let end = s.offset.saturating_add(s.stored_len(part.chunk_size));
         if end > durable {
             return Err(ForgedLocator::BeyondDurable { syrup: id.0, end, durable }.into());

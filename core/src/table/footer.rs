@@ -38,7 +38,7 @@ pub const TABLE_MAGIC: [u8; 8] = *b"CBYSST\0\x01";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u16)]
 pub enum FormatVersion {
-    /// The first format: the layout described in this module and `docs/format-table.md`.
+    /// The first format: the layout described in this module and `docs/format.md`.
     V1 = 1,
 }
 

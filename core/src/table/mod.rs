@@ -5,7 +5,7 @@
 //! read by [`Table`] through a memory mapping given as [`Bytes`]: keys and values returned by
 //! the reader are slices of that mapping, never copies.
 //!
-//! File layout (every integer little-endian; `docs/format-table.md` has the byte diagrams):
+//! File layout (every integer little-endian; `docs/format.md` has the byte diagrams):
 //!
 //! ```text
 //! +--------------+-----+----------------+-------+----------------+------+-------+--------+
