@@ -3,8 +3,8 @@
 use crate::{error::Error, limits};
 
 /// A Syrup id, unique across the cluster: the node id in the high 16 bits, then a 48-bit
-/// sequence (milliseconds since 2025-01-01 shifted left by 7, plus a counter; it lasts until
-/// 2094), so ids from one node sort by creation time. Uniqueness within a node is enforced by
+/// sequence (milliseconds since 2020-01-01 shifted left by 7, plus a counter; it lasts until
+/// 2089), so ids from one node sort by creation time. Uniqueness within a node is enforced by
 /// creating the file exclusively; a clash bumps the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SyrupId(pub u64);
@@ -42,8 +42,8 @@ impl std::fmt::Display for SyrupId {
     }
 }
 
-/// The epoch of Syrup id sequences: 2025-01-01T00:00:00Z in Unix milliseconds.
-pub const SYRUP_ID_EPOCH_MS: u64 = 1_735_689_600_000;
+/// The epoch of Syrup id sequences: 2020-01-01T00:00:00Z in Unix milliseconds.
+pub const SYRUP_ID_EPOCH_MS: u64 = 1_577_836_800_000;
 
 /// A Box's unique incarnation id, assigned when the Box is created. Syrup headers carry it so a
 /// zero-copy put can prove a SegmentRef lies in a Syrup of the same Box, even if a Box of the same

@@ -103,11 +103,13 @@ impl CommitQueue {
 /// Copies an error for the other waiters of a failed batch.
 fn share(e: &Error) -> Error {
     match e {
-        Error::Io(io) => Error::Io(IoError::new(
-            io.op,
-            io.path.clone(),
-            std::io::Error::new(io.source.kind(), io.source.to_string()),
-        )),
+        Error::Io(io) => {
+            let source = match io.source.raw_os_error() {
+                Some(errno) => std::io::Error::from_raw_os_error(errno),
+                None => std::io::Error::new(io.source.kind(), io.source.to_string()),
+            };
+            Error::Io(IoError::new(io.op, io.path.clone(), source))
+        }
         _ => Error::PreviousIo,
     }
 }

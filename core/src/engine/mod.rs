@@ -313,6 +313,11 @@ impl<S: Storage> Engine<S> {
         self.inner.state.borrow().version.levels.iter().map(Vec::len).collect()
     }
 
+    /// Bytes of tables per level.
+    pub fn level_bytes(&self) -> Vec<u64> {
+        self.inner.state.borrow().version.levels.iter().map(|l| l.iter().map(|t| t.rec.size).sum()).collect()
+    }
+
     /// Syrups this partition created and has not deleted.
     pub fn own_syrups(&self) -> BTreeSet<SyrupId> {
         self.inner.state.borrow().manifest.syrups.clone()
