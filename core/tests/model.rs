@@ -37,7 +37,7 @@ use rand::{rngs::SmallRng, seq::SliceRandom, Rng, SeedableRng};
 
 type E = Engine<SimStorage>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Candy {
     data: Vec<u8>,
     content_type: String,
@@ -57,7 +57,7 @@ struct Model {
 }
 
 /// One mutation that may run concurrently with others (all on distinct keys).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Mutation {
     Put { key: Vec<u8>, data: Vec<u8>, content_type: String, pieces: usize },
     Delete { key: Vec<u8> },
@@ -78,6 +78,34 @@ impl Mutation {
             | Mutation::ZeroCopy { source, target, .. } => {
                 vec![source.clone(), target.clone()]
             }
+        }
+    }
+}
+
+/// Bytes shown by length and checksum: a failing seed's message stays readable.
+fn blob(b: &[u8]) -> String {
+    format!("<{} B crc {:08x}>", b.len(), crc32fast::hash(b))
+}
+
+fn key(k: &[u8]) -> String {
+    String::from_utf8_lossy(k).into_owned()
+}
+
+impl std::fmt::Debug for Candy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Candy {} {:?} @{}", blob(&self.data), self.content_type, self.hlc)
+    }
+}
+
+impl std::fmt::Debug for Mutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mutation::Put { key: k, data, pieces, .. } => write!(f, "Put {} {} in {pieces} pieces", key(k), blob(data)),
+            Mutation::Delete { key: k } => write!(f, "Delete {}", key(k)),
+            Mutation::Copy { source, target } => write!(f, "Copy {} -> {}", key(source), key(target)),
+            Mutation::Rename { source, target } => write!(f, "Rename {} -> {}", key(source), key(target)),
+            Mutation::ZeroCopy { source, target, .. } => write!(f, "ZeroCopy {} -> {}", key(source), key(target)),
+            Mutation::DeleteIfHlc { key: k, hlc } => write!(f, "DeleteIfHlc {} @{hlc}", key(k)),
         }
     }
 }
