@@ -46,6 +46,12 @@ pub fn stored_len(payload: u64, chunk_size: u32) -> u64 {
     payload + chunks * CHUNK_TRAILER_BYTES
 }
 
+/// [`stored_len`], or `None` when it does not fit a `u64`: the form for lengths read from disk.
+fn checked_stored_len(payload: u64, chunk_size: u32) -> Option<u64> {
+    let chunks = payload.div_ceil(u64::from(chunk_size));
+    chunks.checked_mul(CHUNK_TRAILER_BYTES)?.checked_add(payload)
+}
+
 /// A run of bytes of a Candy: its length, chunk size, checksum and SegmentRefs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
@@ -302,7 +308,10 @@ pub fn decode_parts(r: &mut Reader<'_>) -> Result<Vec<Part>, DecodeError> {
             let syrup = prev.wrapping_add(delta as u64);
             prev = syrup;
             let s = SegmentRef { syrup: SyrupId(syrup), offset: r.varint()?, length: r.varint()? };
-            if s.length == 0 || s.offset.checked_add(s.stored_len(chunk_size)).is_none() {
+            // Checked before `stored_len` is ever called on it: a length near `u64::MAX` overflows
+            // the trailer arithmetic itself.
+            let stored_end = checked_stored_len(s.length, chunk_size).and_then(|n| s.offset.checked_add(n));
+            if s.length == 0 || stored_end.is_none() {
                 return Err(malformed("segment range", r));
             }
             seg_total = seg_total.checked_add(s.length).ok_or_else(|| malformed("segment length", r))?;
@@ -392,6 +401,25 @@ mod tests {
         let enc = l.encode();
         assert!(enc.len() <= limits::LOCATOR_BYTES_MAX, "{} bytes", enc.len());
         assert_eq!(CandyLocator::decode(&enc), Ok(l));
+    }
+
+    #[test]
+    fn a_segment_length_near_u64_max_is_malformed() {
+        // Found by fuzzing (fuzz target `locator`, and `manifest_edit` through an upload part):
+        // `stored_len` overflowed on a segment length near `u64::MAX`, a panic with overflow
+        // checks and, without them, a wrapped length that let the segment range check pass.
+        for length in [u64::MAX, u64::MAX - 3, u64::MAX / 512 * 512] {
+            let mut l = sample();
+            l.size = length;
+            l.body = CandyBody::Parts(vec![Part {
+                length,
+                chunk_size: limits::CHUNK_BYTES_MIN,
+                checksum: 0,
+                segments: vec![SegmentRef { syrup: SyrupId(1), offset: 0, length }],
+            }]);
+            let decoded = CandyLocator::decode(&l.encode());
+            assert!(matches!(decoded, Err(DecodeError::Malformed { what: "segment range", .. })));
+        }
     }
 
     #[test]

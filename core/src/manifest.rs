@@ -595,6 +595,17 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_part_with_a_segment_length_near_u64_max_is_malformed() {
+        // Found by fuzzing (fuzz target `manifest_edit`): the part's segment range check overflowed
+        // in `locator::stored_len` and panicked instead of refusing the edit.
+        let length = u64::MAX;
+        let segments = vec![SegmentRef { syrup: SyrupId(1), offset: 0, length }];
+        let part = Part { length, chunk_size: 512, checksum: 0, segments };
+        let edit = encode_edit(&[Change::UploadPart { id: 1, number: 1, part: UploadPart { part, created_ms: 0 } }]);
+        assert!(matches!(decode_edit(&edit), Err(DecodeError::Malformed { what: "segment range", .. })));
+    }
+
+    #[test]
     fn headers_and_current_round_trip() {
         assert_eq!(decode_header(&encode_header(12)), Ok(12));
         assert_eq!(decode_current(&encode_current(12)), Ok(12));

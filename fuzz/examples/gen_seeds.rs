@@ -1,0 +1,271 @@
+//! Writes the seed corpora under `fuzz/corpus-seeds/<target>/` from real encodings, so every
+//! fuzz run starts from inputs that get past the magic, version and checksums.
+//!
+//! Run from the repository root: `cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds`.
+//! The output is a pure function of this file and the encoders: rerun it after a format change
+//! and commit the result. Each seed is checked to decode before it is written.
+
+use std::{fs, path::PathBuf};
+
+use bytes::Bytes;
+use candybox_core::{
+    codec::Put,
+    hlc::Hlc,
+    locator::{CandyBody, CandyLocator, Kind, Part, SegmentRef},
+    manifest::{self, Change, RenameIntent, TableRecord, UploadPart},
+    record,
+    syrup::SyrupHeader,
+    table::{self, Footer, Table, TableOptions, TableWriter, FOOTER_BYTES},
+    types::{BoxUid, RangeTombstone, SyrupId},
+    wal::{self, WalOp},
+};
+
+fn hlc(physical_ms: u64) -> Hlc {
+    Hlc { physical_ms, logical: 3, node: 7 }
+}
+
+fn parts_locator() -> CandyLocator {
+    CandyLocator {
+        hlc: hlc(1_700_000_000_000),
+        kind: Kind::Put,
+        content_type: "text/plain".into(),
+        user_meta: vec![("owner".into(), "ann".into())],
+        created_ms: 1_700_000_000_000,
+        size: 3000,
+        checksum: 0xdead_beef,
+        body: CandyBody::Parts(vec![
+            Part {
+                length: 2000,
+                chunk_size: 1024,
+                checksum: 1,
+                segments: vec![
+                    SegmentRef { syrup: SyrupId(5), offset: 64, length: 1024 },
+                    SegmentRef { syrup: SyrupId(6), offset: 64, length: 976 },
+                ],
+            },
+            Part {
+                length: 1000,
+                chunk_size: 512,
+                checksum: 2,
+                segments: vec![SegmentRef { syrup: SyrupId(5), offset: 2000, length: 1000 }],
+            },
+        ]),
+    }
+}
+
+fn inline_locator() -> CandyLocator {
+    CandyLocator {
+        hlc: hlc(1_700_000_000_001),
+        kind: Kind::Put,
+        content_type: "application/octet-stream".into(),
+        user_meta: Vec::new(),
+        created_ms: 1_700_000_000_001,
+        size: 5,
+        checksum: 7,
+        body: CandyBody::Inline(b"hello".to_vec()),
+    }
+}
+
+fn locator_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let seeds = vec![
+        ("parts", parts_locator().encode()),
+        ("inline", inline_locator().encode()),
+        ("tombstone", CandyLocator::tombstone(hlc(9)).encode()),
+    ];
+    for (name, bytes) in &seeds {
+        CandyLocator::decode(bytes).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    }
+    let header =
+        SyrupHeader { id: SyrupId(5), box_uid: BoxUid(11), created_ms: 1_700_000_000_000, partition: 3 }.encode();
+    SyrupHeader::decode(&header).expect("syrup header seed");
+    let mut seeds = seeds;
+    seeds.push(("syrup-header", header));
+    seeds
+}
+
+fn wal_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let file = |bodies: &[Vec<u8>]| {
+        let mut out = wal::encode_header(4);
+        for body in bodies {
+            let offset = out.len() as u64;
+            record::encode_record(offset, body, &mut out);
+        }
+        out
+    };
+    let puts = wal::encode_body(&[
+        WalOp::Set { key: b"photos/cat.jpg".to_vec(), locator: inline_locator().encode() },
+        WalOp::Set { key: b"photos/dog.jpg".to_vec(), locator: parts_locator().encode() },
+    ]);
+    let rename = wal::encode_body(&[
+        WalOp::Set { key: b"b".to_vec(), locator: CandyLocator::tombstone(hlc(10)).encode() },
+        WalOp::DeleteRange(RangeTombstone { start: b"a".to_vec(), end: b"c".to_vec(), hlc: hlc(10) }),
+    ]);
+    let whole = file(&[puts.clone(), rename.clone()]);
+    let mut torn = whole.clone();
+    torn.truncate(whole.len() - 3);
+    let seeds = vec![
+        ("header-only", file(&[])),
+        ("two-records", whole),
+        ("torn-tail", torn),
+        ("empty-record", file(&[wal::encode_body(&[])])),
+    ];
+    for (name, bytes) in &seeds {
+        wal::decode_header(&bytes[..wal::WAL_HEADER_BYTES]).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        let (records, _) = record::scan_records(&bytes[wal::WAL_HEADER_BYTES..], wal::WAL_HEADER_BYTES as u64, 1 << 20)
+            .unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        for (_, body) in records {
+            wal::decode_body(body).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        }
+    }
+    seeds
+}
+
+fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let part = match parts_locator().body {
+        CandyBody::Parts(mut parts) => parts.remove(0),
+        CandyBody::Inline(_) => unreachable!("parts_locator has parts"),
+    };
+    let all = vec![
+        Change::AddTable(TableRecord {
+            number: 3,
+            level: 1,
+            size: 631,
+            smallest: b"a".to_vec(),
+            largest: b"z".to_vec(),
+            max_hlc: hlc(5),
+        }),
+        Change::RemoveTable(2),
+        Change::LogNumber(4),
+        Change::NextFileNumber(5),
+        Change::SyrupCreated(SyrupId(9)),
+        Change::SyrupDropped(SyrupId(8)),
+        Change::HlcFloor(hlc(6)),
+        Change::UploadCreated {
+            id: 1,
+            key: b"big/video".to_vec(),
+            content_type: "video/mp4".into(),
+            user_meta: vec![("a".into(), "b".into())],
+            created_ms: 7,
+        },
+        Change::UploadPart { id: 1, number: 1, part: UploadPart { part, created_ms: 8 } },
+        Change::Intent(RenameIntent {
+            token: 77,
+            source_key: b"s".to_vec(),
+            source_hlc: hlc(7),
+            target_key: b"t".to_vec(),
+            target_partition: 3,
+            created_ms: 9,
+        }),
+    ];
+    let ended = vec![Change::UploadEnded(1), Change::IntentCleared(77), Change::RemoveTable(3)];
+    let seeds = vec![
+        ("all-changes", manifest::encode_edit(&all)),
+        ("endings", manifest::encode_edit(&ended)),
+        (
+            "flush",
+            manifest::encode_edit(&[
+                Change::AddTable(TableRecord {
+                    number: 12,
+                    level: 0,
+                    size: 4096,
+                    smallest: b"k1".to_vec(),
+                    largest: b"k9".to_vec(),
+                    max_hlc: hlc(12),
+                }),
+                Change::LogNumber(11),
+            ]),
+        ),
+    ];
+    for (name, bytes) in &seeds {
+        manifest::decode_edit(bytes).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    }
+    let mut seeds = seeds;
+    seeds.push(("header", manifest::encode_header(3)));
+    seeds.push(("current", manifest::encode_current(3)));
+    seeds
+}
+
+/// A table with `n` entries and `tombstones`, cut into blocks of about `block_bytes_target`.
+fn table_file(n: u32, tombstones: &[RangeTombstone], block_bytes_target: usize) -> Vec<u8> {
+    let mut w = TableWriter::new(TableOptions { block_bytes_target, bloom_bits_per_key: 10 });
+    for i in 0..n {
+        let key = format!("candy/{i:02}");
+        w.add(key.as_bytes(), format!("locator-{i}").as_bytes(), hlc(u64::from(i) + 100), [SyrupId(u64::from(i % 3))]);
+    }
+    for rt in tombstones {
+        w.add_range_tombstone(rt.clone());
+    }
+    w.finish().0
+}
+
+fn table_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let rt = |start: &[u8], end: &[u8], ms| RangeTombstone { start: start.to_vec(), end: end.to_vec(), hlc: hlc(ms) };
+    let seeds = vec![
+        // The golden file of format v1: ten entries in blocks of 64 bytes, one range tombstone.
+        ("golden-v1", include_bytes!("../../core/testdata/table-v1.sst").to_vec()),
+        ("one-block", table_file(3, &[], 4096)),
+        ("empty", table_file(0, &[], 4096)),
+        ("tombstones-only", table_file(0, &[rt(b"a", b"b", 1), rt(b"c", b"", 2)], 4096)),
+    ];
+    for (name, bytes) in &seeds {
+        Table::open(Bytes::copy_from_slice(bytes)).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    }
+    let mut seeds = seeds;
+    let footer = seeds[0].1[seeds[0].1.len() - FOOTER_BYTES..].to_vec();
+    Footer::decode(&footer).expect("footer seed");
+    seeds.push(("footer", footer));
+    seeds
+}
+
+fn block_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let block = |entries: &[(&[u8], &[u8])]| {
+        let mut out = Vec::new();
+        let mut offsets = Vec::new();
+        for (key, value) in entries {
+            offsets.push(out.len() as u32);
+            out.put_varint(key.len() as u64);
+            out.put_varint(value.len() as u64);
+            out.extend_from_slice(key);
+            out.extend_from_slice(value);
+        }
+        for offset in &offsets {
+            out.put_u32(*offset);
+        }
+        out.put_u32(offsets.len() as u32);
+        out
+    };
+    let long_value = vec![0x5a; 200];
+    let seeds = vec![
+        ("one-entry", block(&[(b"k", b"v")])),
+        ("three-entries", block(&[(b"candy/00", b"locator-0"), (b"candy/01", b""), (b"candy/02", b"locator-2")])),
+        ("two-byte-varint", block(&[(b"a", &long_value), (b"b", b"x")])),
+    ];
+    for (name, bytes) in &seeds {
+        table::decode_block(bytes).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    }
+    seeds
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus-seeds");
+    let targets = [
+        ("wal_record", wal_seeds()),
+        ("manifest_edit", manifest_seeds()),
+        ("table_block", block_seeds()),
+        ("table_footer", table_seeds()),
+        ("locator", locator_seeds()),
+    ];
+    let mut total = 0;
+    for (target, seeds) in targets {
+        let dir = root.join(target);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).expect("remove old seeds");
+        }
+        fs::create_dir_all(&dir).expect("create seed directory");
+        for (name, bytes) in seeds {
+            total += bytes.len();
+            fs::write(dir.join(name), bytes).expect("write seed");
+        }
+    }
+    println!("wrote {total} bytes of seeds under {}", root.display());
+}
