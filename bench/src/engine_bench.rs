@@ -12,7 +12,7 @@
 //! - Every figure of the table is also written, unchanged, to the JSON file.
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     fmt::Write as _,
     future::Future,
     path::{Path, PathBuf},
@@ -107,9 +107,9 @@ struct MachineContext {
     io_uring: bool,
 }
 
-/// What one task of a workload measured.
+/// What one task of a workload did.
+#[derive(Debug, Clone, Copy, Default)]
 struct TaskTally {
-    latency_us: Histogram<u64>,
     ops: u64,
     bytes: u64,
 }
@@ -363,14 +363,19 @@ impl Meter {
         let op = Rc::new(op);
         let next_op = Rc::new(Cell::new(0u64));
         let busy_retries = Rc::new(Cell::new(0u64));
+        // One histogram for all tasks, made before the clock starts: the tasks share one thread,
+        // and a histogram per task would put the allocation and zeroing of its counts in the
+        // measured time.
+        let latency_us = Rc::new(RefCell::new(new_histogram()?));
         let stats_before = self.engine.stats();
         let proc_before = proc_counters();
         let started = Instant::now();
         let handles: Vec<_> = (0..concurrency)
             .map(|_| {
-                let (op, next_op, busy_retries) = (Rc::clone(&op), Rc::clone(&next_op), Rc::clone(&busy_retries));
+                let (op, next_op, busy_retries, latency_us) =
+                    (Rc::clone(&op), Rc::clone(&next_op), Rc::clone(&busy_retries), Rc::clone(&latency_us));
                 runtime::spawn(async move {
-                    let mut tally = TaskTally { latency_us: new_histogram()?, ops: 0, bytes: 0 };
+                    let mut tally = TaskTally::default();
                     // Bounded: the shared counter reaches `ops` after `ops` iterations in total.
                     loop {
                         let index = next_op.get();
@@ -381,8 +386,8 @@ impl Meter {
                         let index = usize::try_from(index).context("op index")?;
                         let start = Instant::now();
                         let done = op(index).await.with_context(|| format!("{name} op {index}"))?;
-                        let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        tally.latency_us.saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+                        let elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        latency_us.borrow_mut().saturating_record(elapsed_us.clamp(1, LATENCY_US_MAX));
                         tally.ops += 1;
                         tally.bytes += done.bytes;
                         busy_retries.set(busy_retries.get() + u64::from(done.busy_retries));
@@ -398,10 +403,7 @@ impl Meter {
         let seconds = started.elapsed().as_secs_f64();
         let proc_after = proc_counters();
         let stats_after = self.engine.stats();
-        let mut latency_us = new_histogram()?;
-        for t in &tallies {
-            latency_us.add(&t.latency_us).context("merge histograms")?;
-        }
+        let latency_us = latency_us.borrow().clone();
         let done: u64 = tallies.iter().map(|t| t.ops).sum();
         ensure!(done == ops, "{name}: {done} ops done of {ops}");
         let ticks = self.clock_ticks_per_second as f64;
