@@ -35,6 +35,25 @@ pub fn encode_record(offset: u64, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
+/// Appends one framed record for file offset `offset` to `out`, with the body written in place by
+/// `body` (no intermediate buffer).
+pub fn encode_record_with(offset: u64, out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+    body(out);
+    let body_bytes = out.get(start + RECORD_HEADER_BYTES..).unwrap_or_default();
+    let len = u32::try_from(body_bytes.len()).unwrap_or(u32::MAX);
+    assert!(len as usize == body_bytes.len(), "record body longer than u32");
+    let crc = crc32(&[&offset.to_le_bytes(), &len.to_le_bytes(), body_bytes]);
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    let (l, c) = header.split_at_mut(4);
+    l.copy_from_slice(&len.to_le_bytes());
+    c.copy_from_slice(&crc.to_le_bytes());
+    if let Some(h) = out.get_mut(start..start + RECORD_HEADER_BYTES) {
+        h.copy_from_slice(&header);
+    }
+}
+
 /// How a scan of a log ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanEnd {

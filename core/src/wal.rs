@@ -106,26 +106,56 @@ pub fn decode_header(buf: &[u8]) -> Result<u64, DecodeError> {
     Ok(number)
 }
 
-/// Encodes the body of one record.
-pub fn encode_body(ops: &[WalOp]) -> Vec<u8> {
-    let mut out = Vec::new();
+/// A borrowed view of one mutation, so a group commit encodes its batch straight into the
+/// record buffer without copying keys and locators first.
+#[derive(Debug, Clone, Copy)]
+pub enum WalOpRef<'a> {
+    /// Sets a key to an encoded locator.
+    Set {
+        /// The CandyKey.
+        key: &'a [u8],
+        /// The encoded CandyLocator.
+        locator: &'a [u8],
+    },
+    /// A range tombstone.
+    DeleteRange(&'a RangeTombstone),
+}
+
+impl WalOp {
+    /// The borrowed view of this op.
+    pub fn as_ref(&self) -> WalOpRef<'_> {
+        match self {
+            WalOp::Set { key, locator } => WalOpRef::Set { key, locator },
+            WalOp::DeleteRange(rt) => WalOpRef::DeleteRange(rt),
+        }
+    }
+}
+
+/// Appends the body of one record holding `ops` to `out`.
+pub fn encode_body_into<'a>(ops: impl ExactSizeIterator<Item = WalOpRef<'a>>, out: &mut Vec<u8>) {
     out.put_u8(WAL_RECORD_VERSION);
     out.put_u32(ops.len() as u32);
     for op in ops {
         match op {
-            WalOp::Set { key, locator } => {
+            WalOpRef::Set { key, locator } => {
                 out.put_u8(1);
                 out.put_bytes16(key);
                 out.put_bytes32(locator);
             }
-            WalOp::DeleteRange(rt) => {
+            WalOpRef::DeleteRange(rt) => {
                 out.put_u8(2);
                 out.put_bytes16(&rt.start);
                 out.put_bytes16(&rt.end);
-                rt.hlc.encode(&mut out);
+                rt.hlc.encode(out);
             }
         }
     }
+}
+
+/// Encodes the body of one record.
+pub fn encode_body(ops: &[WalOp]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_body_into(ops.iter().map(WalOp::as_ref), &mut out);
     out
 }
 

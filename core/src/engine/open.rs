@@ -234,6 +234,7 @@ impl<S: Storage> Engine<S> {
             wal_file: None,
             wal_number: 0,
             wal_len: 0,
+            wal_buffer: Vec::new(),
             clock: clock_state,
             active: None,
             syrup_files: HashMap::new(),
