@@ -39,7 +39,7 @@ pub const MANIFEST_VERSION: u16 = 1;
 /// Version byte of an edit record.
 pub const EDIT_VERSION: u8 = 1;
 /// Bytes of the manifest header.
-pub const MANIFEST_HEADER_BYTES: usize = 32;
+pub const MANIFEST_HEADER_BYTES: usize = crate::record::LOG_HEADER_BYTES;
 /// Bytes of the CURRENT file.
 pub const CURRENT_BYTES: usize = 22;
 /// Name of the pointer file.
@@ -263,47 +263,17 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     name.strip_prefix("MANIFEST-")?.parse().ok()
 }
 
-/// The header of manifest `number`.
+/// The header of manifest `number` (the shared log header of [`crate::record`]).
 pub fn encode_header(number: u64) -> Vec<u8> {
-    let mut h = Vec::with_capacity(MANIFEST_HEADER_BYTES);
-    h.extend_from_slice(&MANIFEST_MAGIC);
-    h.put_u16(MANIFEST_VERSION);
-    h.extend_from_slice(&[0; 6]);
-    h.put_u64(number);
-    h.put_u32(0);
-    let crc = crc32(&[&h]);
-    h.put_u32(crc);
-    assert!(h.len() == MANIFEST_HEADER_BYTES);
-    h
+    crate::record::encode_log_header(&MANIFEST_MAGIC, MANIFEST_VERSION, number)
 }
 
 /// Checks a manifest header and returns its number.
 ///
 /// # Errors
-/// [`DecodeError`] for a bad magic, version or checksum.
+/// [`DecodeError`] for a bad magic, version, checksum or reserved bytes.
 pub fn decode_header(buf: &[u8]) -> Result<u64, DecodeError> {
-    let mut r = Reader::new(buf);
-    let magic = r.array::<8>()?;
-    if magic != MANIFEST_MAGIC {
-        return Err(DecodeError::BadMagic { found: magic.to_vec() });
-    }
-    let version = r.u16()?;
-    // A newer file is refused by name, before its checksum (whose scope it may have changed).
-    if version != MANIFEST_VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
-    }
-    let reserved_a = r.bytes(6)?;
-    let number = r.u64()?;
-    let reserved_b = r.u32()?;
-    let expected = r.u32()?;
-    let found = crc32(&[buf.get(..MANIFEST_HEADER_BYTES - 4).unwrap_or_default()]);
-    if found != expected {
-        return Err(DecodeError::ChecksumMismatch { offset: 0, expected, found });
-    }
-    if reserved_a.iter().any(|b| *b != 0) || reserved_b != 0 {
-        return Err(DecodeError::Malformed { what: "reserved header bytes", offset: 10 });
-    }
-    Ok(number)
+    crate::record::decode_log_header(buf, &MANIFEST_MAGIC, MANIFEST_VERSION)
 }
 
 /// The bytes of `CURRENT` naming manifest `number`.

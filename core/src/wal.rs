@@ -21,7 +21,7 @@
 //!   again (recovery starts a new one), so nothing is ever written after a torn tail.
 
 use crate::{
-    codec::{crc32, Put, Reader},
+    codec::{Put, Reader},
     error::DecodeError,
     hlc::Hlc,
     limits,
@@ -35,9 +35,7 @@ pub const WAL_VERSION: u16 = 1;
 /// Version byte of a record body.
 pub const WAL_RECORD_VERSION: u8 = 1;
 /// Bytes of the WAL file header.
-pub const WAL_HEADER_BYTES: usize = 32;
-const WAL_HEADER_CRC_OFFSET: usize = WAL_HEADER_BYTES - 4;
-const _: () = assert!(WAL_HEADER_CRC_OFFSET == 28);
+pub const WAL_HEADER_BYTES: usize = crate::record::LOG_HEADER_BYTES;
 
 /// One mutation in a WAL record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,47 +61,17 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     name.strip_prefix("WAL-")?.parse().ok()
 }
 
-/// The header of WAL `number`.
+/// The header of WAL `number` (the shared log header of [`crate::record`]).
 pub fn encode_header(number: u64) -> Vec<u8> {
-    let mut h = Vec::with_capacity(WAL_HEADER_BYTES);
-    h.extend_from_slice(&WAL_MAGIC);
-    h.put_u16(WAL_VERSION);
-    h.extend_from_slice(&[0; 6]);
-    h.put_u64(number);
-    h.put_u32(0);
-    let crc = crc32(&[&h]);
-    h.put_u32(crc);
-    assert!(h.len() == WAL_HEADER_BYTES);
-    h
+    crate::record::encode_log_header(&WAL_MAGIC, WAL_VERSION, number)
 }
 
 /// Checks a WAL header and returns its number.
 ///
 /// # Errors
-/// [`DecodeError`] for a bad magic, version or checksum.
+/// [`DecodeError`] for a bad magic, version, checksum or reserved bytes.
 pub fn decode_header(buf: &[u8]) -> Result<u64, DecodeError> {
-    let mut r = Reader::new(buf);
-    let magic = r.array::<8>()?;
-    if magic != WAL_MAGIC {
-        return Err(DecodeError::BadMagic { found: magic.to_vec() });
-    }
-    let version = r.u16()?;
-    // A newer file is refused by name, before its checksum (whose scope it may have changed).
-    if version != WAL_VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
-    }
-    let reserved_a = r.bytes(6)?;
-    let number = r.u64()?;
-    let reserved_b = r.u32()?;
-    let expected = r.u32()?;
-    let found = crc32(&[buf.get(..WAL_HEADER_CRC_OFFSET).unwrap_or_default()]);
-    if found != expected {
-        return Err(DecodeError::ChecksumMismatch { offset: 0, expected, found });
-    }
-    if reserved_a.iter().any(|b| *b != 0) || reserved_b != 0 {
-        return Err(DecodeError::Malformed { what: "reserved header bytes", offset: 10 });
-    }
-    Ok(number)
+    crate::record::decode_log_header(buf, &WAL_MAGIC, WAL_VERSION)
 }
 
 /// A borrowed view of one mutation, so a group commit encodes its batch straight into the

@@ -268,7 +268,7 @@ impl<S: Storage> Engine<S> {
                 self.inner.state.borrow_mut().stats.syrup_syncs += 1;
             }
         }
-        
+
         let (file, offset, mut rec) = {
             let mut st = self.inner.state.borrow_mut();
             // One buffer, reused batch after batch: no allocation (and no page faults) per commit.

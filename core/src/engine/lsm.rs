@@ -18,8 +18,6 @@ use std::{
     rc::Rc,
 };
 
-use bytes::Bytes;
-
 use super::{Engine, GcReport, TableHandle, Version};
 use crate::{
     error::{Corruption, Error, FileKind, Result},
@@ -386,8 +384,7 @@ impl<S: Storage> Engine<S> {
                 .collect();
             (points, rt_ok)
         };
-        type Source = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>>>;
-        let mut sources: Vec<std::iter::Peekable<Source>> = c
+        let mut sources: Vec<std::iter::Peekable<super::read::Source<'static>>> = c
             .inputs
             .iter()
             .map(|t| {
@@ -395,40 +392,14 @@ impl<S: Storage> Engine<S> {
                 let it = t.table.range(Bound::Unbounded, Bound::Unbounded, false);
                 (Box::new(
                     it.map(move |r| r.map_err(|e| Error::Corrupt(Corruption::new(FileKind::Table, path.clone(), e)))),
-                ) as Source)
+                ) as super::read::Source<'static>)
                     .peekable()
             })
             .collect();
         let mut outputs: Vec<(Vec<u8>, crate::table::TableMeta)> = Vec::new();
         let mut writer = TableWriter::new(self.table_options());
         let mut processed = 0usize;
-        loop {
-            let mut next: Option<Bytes> = None;
-            for s in sources.iter_mut() {
-                match s.peek() {
-                    Some(Ok((k, _))) if next.as_ref().is_none_or(|n| k < n) => next = Some(k.clone()),
-                    Some(Err(_)) => {
-                        if let Some(Err(e)) = s.next() {
-                            return Err(e);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let Some(key) = next else { break };
-            let mut newest: Option<(Hlc, Kind, Bytes)> = None;
-            for s in sources.iter_mut() {
-                if matches!(s.peek(), Some(Ok((k, _))) if *k == key) {
-                    if let Some(Ok((_, v))) = s.next() {
-                        let (kind, hlc) = CandyLocator::peek(&v)
-                            .map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, &dir, e)))?;
-                        if newest.as_ref().is_none_or(|(h, _, _)| hlc > *h) {
-                            newest = Some((hlc, kind, v));
-                        }
-                    }
-                }
-            }
-            let Some((hlc, kind, value)) = newest else { continue };
+        while let Some(super::read::Newest { key, hlc, kind, value }) = super::read::next_newest(&mut sources, false)? {
             if rts.iter().any(|rt| rt.deletes(&key, hlc)) {
                 continue;
             }

@@ -111,7 +111,53 @@ pub struct ListPage {
     pub next_start_after: Option<Vec<u8>>,
 }
 
-type Source<'a> = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>> + 'a>;
+/// One sorted source of a merge: a memtable or a table, as (key, encoded locator).
+pub(crate) type Source<'a> = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>> + 'a>;
+
+/// The newest version of one key, as a merge yields it.
+pub(crate) struct Newest {
+    pub(crate) key: Bytes,
+    pub(crate) hlc: Hlc,
+    pub(crate) kind: Kind,
+    pub(crate) value: Bytes,
+}
+
+/// Takes the next key (ascending, or descending with `reverse`) among the heads of `sources`, and
+/// of all its versions the one with the greatest stamp (last writer wins). Listing and compaction
+/// share it.
+///
+/// # Errors
+/// The first error a source yields; a locator whose header does not decode.
+pub(crate) fn next_newest(sources: &mut [std::iter::Peekable<Source<'_>>], reverse: bool) -> Result<Option<Newest>> {
+    let mut next: Option<Bytes> = None;
+    for s in sources.iter_mut() {
+        match s.peek() {
+            Some(Ok((k, _))) if next.as_ref().is_none_or(|n| if reverse { k > n } else { k < n }) => {
+                next = Some(k.clone());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                if let Some(Err(e)) = s.next() {
+                    return Err(e);
+                }
+            }
+            None => {}
+        }
+    }
+    let Some(key) = next else { return Ok(None) };
+    let mut newest: Option<(Hlc, Kind, Bytes)> = None;
+    for s in sources.iter_mut() {
+        if matches!(s.peek(), Some(Ok((k, _))) if *k == key) {
+            if let Some(Ok((_, v))) = s.next() {
+                let (kind, hlc) = CandyLocator::peek(&v).map_err(locator_error)?;
+                if newest.as_ref().is_none_or(|(h, _, _)| hlc > *h) {
+                    newest = Some((hlc, kind, v));
+                }
+            }
+        }
+    }
+    Ok(newest.map(|(hlc, kind, value)| Newest { key, hlc, kind, value }))
+}
 
 fn table_error(number: u64, dir: &std::path::Path) -> impl Fn(DecodeError) -> Error + '_ {
     move |e| Error::Corrupt(Corruption::new(FileKind::Table, dir.join(super::lsm::table_file_name(number)), e))
@@ -304,41 +350,7 @@ impl<S: Storage> Engine<S> {
             .chain(st.version.all().flat_map(|t| t.table.range_tombstones().iter()))
             .collect();
         let mut page = ListPage::default();
-        loop {
-            // The next key in listing order among the heads of all sources.
-            let mut next: Option<Bytes> = None;
-            for s in sources.iter_mut() {
-                match s.peek() {
-                    Some(Ok((k, _))) => {
-                        let better = match &next {
-                            None => true,
-                            Some(n) => (k < n) != opts.reverse && k != n,
-                        };
-                        if better {
-                            next = Some(k.clone());
-                        }
-                    }
-                    Some(Err(_)) => {
-                        if let Some(Err(e)) = s.next() {
-                            return Err(e);
-                        }
-                    }
-                    None => {}
-                }
-            }
-            let Some(key) = next else { break };
-            let mut newest: Option<(Hlc, Kind, Bytes)> = None;
-            for s in sources.iter_mut() {
-                if matches!(s.peek(), Some(Ok((k, _))) if *k == key) {
-                    if let Some(Ok((_, v))) = s.next() {
-                        let (kind, hlc) = CandyLocator::peek(&v).map_err(locator_error)?;
-                        if newest.as_ref().is_none_or(|(h, _, _)| hlc > *h) {
-                            newest = Some((hlc, kind, v));
-                        }
-                    }
-                }
-            }
-            let Some((hlc, kind, value)) = newest else { continue };
+        while let Some(Newest { key, hlc, kind, value }) = next_newest(&mut sources, opts.reverse)? {
             if kind != Kind::Put || rts.iter().any(|rt| rt.deletes(&key, hlc)) {
                 continue;
             }
