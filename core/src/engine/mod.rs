@@ -240,6 +240,7 @@ pub(crate) struct State<S: Storage> {
     pub(crate) wal_number: u64,
     pub(crate) wal_len: u64,
     pub(crate) wal_buffer: Vec<u8>,
+    pub(crate) write_buffers: Vec<Vec<u8>>,
     pub(crate) clock: HlcClock,
     pub(crate) active: Option<ActiveSyrup<S::File>>,
     pub(crate) syrup_files: HashMap<SyrupId, S::File>,

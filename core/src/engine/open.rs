@@ -235,6 +235,7 @@ impl<S: Storage> Engine<S> {
             wal_number: 0,
             wal_len: 0,
             wal_buffer: Vec::new(),
+            write_buffers: Vec::new(),
             clock: clock_state,
             active: None,
             syrup_files: HashMap::new(),

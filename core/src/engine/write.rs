@@ -25,6 +25,8 @@ use crate::{
 
 /// Largest write the put path submits at once.
 pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Write buffers kept for reuse (about one per concurrent large put).
+pub const WRITE_BUFFERS_POOLED_MAX: usize = 32;
 /// First extent of a body of unknown size; each next extent doubles, up to `EXTENT_BYTES_MAX`.
 const EXTENT_BYTES_FIRST: u64 = 1024 * 1024;
 /// Bytes of a body of unknown size gathered before its first extent is reserved.
@@ -327,7 +329,7 @@ impl<S: Storage> Engine<S> {
             let (syrup, file, offset) = self.reserve(stored_len(want, chunk)).await?;
             guards.push(WriterGuard { engine: self.clone(), syrup });
             let mut enc = ChunkEncoder::new(offset, chunk);
-            let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER_BYTES.min(stored_len(want, chunk) as usize) + 8);
+            let mut buf = self.take_write_buffer();
             let mut buf_at = offset;
             loop {
                 let piece = match carry.take() {
@@ -360,8 +362,9 @@ impl<S: Storage> Engine<S> {
             }
             enc.finish(&mut buf);
             if !buf.is_empty() {
-                self.write_syrup(&file, syrup, buf, buf_at).await?;
+                buf = self.write_syrup(&file, syrup, buf, buf_at).await?;
             }
+            self.return_write_buffer(buf);
             if enc.payload_bytes > 0 {
                 segments.push(SegmentRef { syrup, offset, length: enc.payload_bytes });
                 total += enc.payload_bytes;
@@ -385,6 +388,22 @@ impl<S: Storage> Engine<S> {
         let parts =
             if total == 0 { Vec::new() } else { vec![Part { length: total, chunk_size: chunk, checksum, segments }] };
         Ok(StoredBody { body: CandyBody::Parts(parts), size: total, checksum, writers: guards })
+    }
+
+    /// A cleared write buffer from the pool (or a new one): large puts reuse the same few buffers
+    /// instead of allocating and faulting in a fresh megabyte per write.
+    fn take_write_buffer(&self) -> Vec<u8> {
+        let mut buf = self.inner.state.borrow_mut().write_buffers.pop().unwrap_or_default();
+        buf.clear();
+        buf
+    }
+
+    /// Gives a write buffer back to the pool, which holds at most `WRITE_BUFFERS_POOLED_MAX`.
+    fn return_write_buffer(&self, buf: Vec<u8>) {
+        let mut st = self.inner.state.borrow_mut();
+        if st.write_buffers.len() < WRITE_BUFFERS_POOLED_MAX && buf.capacity() <= 4 * WRITE_BUFFER_BYTES {
+            st.write_buffers.push(buf);
+        }
     }
 
     async fn write_syrup(&self, file: &S::File, syrup: SyrupId, buf: Vec<u8>, at: u64) -> Result<Vec<u8>> {
