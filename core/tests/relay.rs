@@ -173,3 +173,29 @@ fn rename_flow_finalizes_only_the_prepared_version() {
         assert_eq!(b.get(b"new", None).await.expect("get").body.read_to_vec().expect("read"), data(2000));
     });
 }
+
+/// Story: zero-copy verification used a cached handle of a foreign Syrup; after the creator
+/// deleted that Syrup, an old locator still verified through the open handle and the new locator
+/// dangled.
+#[test]
+fn a_locator_into_a_deleted_syrup_is_refused_even_after_an_earlier_relay() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let (a, b) = two_partitions(&sim, &clock).await;
+        a.put(b"src", PutOptions::default(), SliceBody::new(data(20_000))).await.expect("put");
+        let (_, locator) = a.get_locator(b"src").await.expect("locator");
+        b.zero_copy_put(b"first", &locator).await.expect("relay while the syrup lives");
+        b.delete(b"first").await.expect("delete");
+        b.flush().await.expect("flush");
+        a.delete(b"src").await.expect("delete");
+        a.put(b"roll", PutOptions::default(), SliceBody::new(data(70_000))).await.expect("roll");
+        a.flush().await.expect("flush");
+        let id = *syrups_of(&locator).iter().next().expect("syrup");
+        a.gc(&b.published_refs()).await.expect("gc");
+        clock.advance(Duration::from_secs(10));
+        assert!(a.gc(&b.published_refs()).await.expect("gc").syrups_deleted.contains(&id));
+        let r = b.zero_copy_put(b"late", &locator).await;
+        assert!(matches!(r, Err(Error::Forged(ForgedLocator::UnknownSyrup { .. }))), "{r:?}");
+    });
+}

@@ -156,11 +156,15 @@ impl<S: Storage> Engine<S> {
 
     async fn verify_segment(&self, part: &Part, s: &SegmentRef) -> Result<()> {
         let id = s.syrup;
-        let file = match self.syrup_file(id).await {
+        // Open by name every time: a cached handle would still read a Syrup that its creator has
+        // deleted since, and the new locator would then dangle.
+        let path = self.inner.config.syrup_dir.join(id.file_name());
+        let file = match self.inner.storage.open(&path).await {
             Ok(f) => f,
-            Err(Error::Io(e)) if e.is_not_found() => return Err(ForgedLocator::UnknownSyrup { syrup: id.0 }.into()),
-            Err(e) => return Err(e),
+            Err(e) if e.is_not_found() => return Err(ForgedLocator::UnknownSyrup { syrup: id.0 }.into()),
+            Err(e) => return Err(e.into()),
         };
+        self.inner.state.borrow_mut().syrup_files.insert(id, file.clone());
         let known = self.inner.state.borrow().syrup_verified.get(&id).copied();
         let box_uid = match known {
             Some(b) => b,
