@@ -354,10 +354,12 @@ impl<S: Storage> Engine<S> {
     /// Waits for background work to finish and refuses further requests. Everything acknowledged
     /// is already durable; closing only stops new work.
     pub async fn close(&self) {
-        let _m = self.inner.maintenance_lock.lock().await;
+        // Wait for background work without holding the maintenance lock (a background task may be
+        // waiting for it), then take the lock so no maintenance step is half-done when we return.
         while self.inner.background_tasks.get() > 0 {
             crate::runtime::sleep(std::time::Duration::from_millis(1)).await;
         }
+        let _m = self.inner.maintenance_lock.lock().await;
         self.inner.state.borrow_mut().closed = true;
     }
 }
