@@ -100,7 +100,7 @@ pub(crate) fn decode(block: &Bytes) -> Result<(Vec<IndexEntry>, u64), DecodeErro
 
 #[cfg(test)]
 mod tests {
-    use rand::{rngs::SmallRng, Rng, SeedableRng};
+    use rand::{rngs::SmallRng, SeedableRng};
 
     use super::*;
 
@@ -148,14 +148,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(0x1DE7);
         let good = encode(&[(0, 100, b"b"), (100, 50, b"d"), (150, 30, b"f")]);
         for _ in 0..10_000 {
-            let mut b = good.clone();
-            for _ in 0..rng.gen_range(1..4) {
-                let at = rng.gen_range(0..b.len());
-                if let Some(x) = b.get_mut(at) {
-                    *x = rng.gen();
-                }
-            }
-            b.truncate(rng.gen_range(b.len() - 4..b.len() + 1));
+            let b = crate::testing::mutate(&mut rng, &good, 4);
             let _ = decode(&Bytes::from(b));
         }
     }

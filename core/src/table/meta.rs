@@ -128,7 +128,7 @@ impl TableMeta {
 
 #[cfg(test)]
 mod tests {
-    use rand::{rngs::SmallRng, Rng, SeedableRng};
+    use rand::{rngs::SmallRng, SeedableRng};
 
     use super::*;
 
@@ -187,14 +187,7 @@ mod tests {
         let mut good = Vec::new();
         sample().encode(&mut good);
         for _ in 0..10_000 {
-            let mut b = good.clone();
-            for _ in 0..rng.gen_range(1..4) {
-                let at = rng.gen_range(0..b.len());
-                if let Some(x) = b.get_mut(at) {
-                    *x = rng.gen();
-                }
-            }
-            b.truncate(rng.gen_range(b.len() - 8..b.len() + 1));
+            let b = crate::testing::mutate(&mut rng, &good, 8);
             let _ = TableMeta::decode(&b);
         }
     }

@@ -93,7 +93,7 @@ pub(crate) fn decode(block: &[u8]) -> Result<Vec<RangeTombstone>, DecodeError> {
 #[cfg(test)]
 #[expect(clippy::indexing_slicing, reason = "tests index buffers they just built; a panic fails the test")]
 mod tests {
-    use rand::{rngs::SmallRng, Rng, SeedableRng};
+    use rand::{rngs::SmallRng, SeedableRng};
 
     use super::*;
 
@@ -124,14 +124,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(0x7077);
         let good = encode(&[rt(b"a", b"c", 5), rt(b"b", b"", 2)]);
         for _ in 0..10_000 {
-            let mut b = good.clone();
-            for _ in 0..rng.gen_range(1..4) {
-                let at = rng.gen_range(0..b.len());
-                if let Some(x) = b.get_mut(at) {
-                    *x = rng.gen();
-                }
-            }
-            b.truncate(rng.gen_range(b.len() - 4..b.len() + 1));
+            let b = crate::testing::mutate(&mut rng, &good, 4);
             let _ = decode(&b);
         }
     }

@@ -47,3 +47,18 @@ pub async fn open_engine<S: Storage>(
 ) -> Result<(Engine<S>, RecoveryReport)> {
     Engine::open(storage, clock, config).await
 }
+
+/// A copy of `good` with one to three random bytes overwritten and up to `cut` bytes cut off its
+/// end: the input of the "mutated bytes never panic" decoder tests.
+pub fn mutate(rng: &mut impl rand::Rng, good: &[u8], cut: usize) -> Vec<u8> {
+    let mut b = good.to_vec();
+    for _ in 0..rng.gen_range(1..4) {
+        let at = rng.gen_range(0..b.len().max(1));
+        if let Some(x) = b.get_mut(at) {
+            *x = rng.gen();
+        }
+    }
+    let keep = rng.gen_range(b.len().saturating_sub(cut)..b.len() + 1);
+    b.truncate(keep);
+    b
+}
