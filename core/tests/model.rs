@@ -56,6 +56,16 @@ struct Model {
     uploads: BTreeMap<u64, Upload>,
 }
 
+/// A manifest-changing operation of [`Harness::manifest_crash`].
+#[derive(Debug, Clone)]
+enum MetaOp {
+    Create(Vec<u8>),
+    Part(u64, u32, Vec<u8>),
+    Complete(u64),
+    Abort(u64),
+    Prepare(Vec<u8>),
+}
+
 /// One mutation that may run concurrently with others (all on distinct keys).
 #[derive(Clone)]
 enum Mutation {
@@ -177,6 +187,7 @@ struct Harness {
     model: Model,
     ops: u64,
     crashes: u64,
+    manifest_crashes: u64,
     seed: u64,
 }
 
@@ -539,6 +550,165 @@ impl Harness {
         self.ops += 1;
     }
 
+    /// A manifest-changing operation (create upload, upload part, complete, abort,
+    /// prepare-rename) with a crash while it runs. After the reopen, an acknowledged effect must be
+    /// there, an unacknowledged one all-or-nothing, and every other upload exactly as it was.
+    async fn manifest_crash(&mut self) {
+        self.manifest_crashes += 1;
+        let ids: Vec<u64> = self.model.uploads.keys().copied().collect();
+        let op = match (self.rng.gen_range(0..5), ids.choose(&mut self.rng).copied()) {
+            (1, Some(id)) => {
+                let len = self.rng.gen_range(1024..2500);
+                let seed: u8 = self.rng.gen();
+                MetaOp::Part(id, self.rng.gen_range(1..4u32), (0..len).map(|i| (i as u8).wrapping_add(seed)).collect())
+            }
+            (2, Some(id)) if self.model.uploads.get(&id).is_some_and(|u| !u.parts.is_empty()) => MetaOp::Complete(id),
+            (3, Some(id)) => MetaOp::Abort(id),
+            (4, _) if !self.model.candies.is_empty() => {
+                let keys: Vec<Vec<u8>> = self.model.candies.keys().cloned().collect();
+                MetaOp::Prepare(keys.choose(&mut self.rng).cloned().unwrap_or_default())
+            }
+            _ => MetaOp::Create(key_space(&mut self.rng)),
+        };
+        let e = self.e();
+        let handle = spawn({
+            let op = op.clone();
+            let e = e.clone();
+            async move {
+                match op {
+                    MetaOp::Create(key) => e.create_upload(&key, PutOptions::default()).await.map(Some),
+                    MetaOp::Part(id, n, data) => {
+                        let len = data.len() as u64;
+                        e.upload_part(id, n, Some(len), SliceBody::new(data)).await.map(|_| None)
+                    }
+                    MetaOp::Complete(id) => {
+                        let numbers: Vec<u32> =
+                            e.list_parts(id).map(|p| p.iter().map(|p| p.number).collect()).unwrap_or_default();
+                        e.complete_upload(id, &numbers).await.map(|_| None)
+                    }
+                    MetaOp::Abort(id) => e.abort_upload(id).await.map(|()| None),
+                    MetaOp::Prepare(key) => e.prepare_rename(&key, b"elsewhere", 3).await.map(|_| None),
+                }
+            }
+        });
+        drop(e);
+        for _ in 0..self.rng.gen_range(0..30) {
+            yield_now().await;
+        }
+        let mode = if self.rng.gen() {
+            CrashMode::DropUnsynced
+        } else {
+            CrashMode::TearLastWrite { keep_bytes: self.rng.gen_range(0..200) }
+        };
+        self.sim.crash(mode);
+        let outcome = handle.await;
+        let acked = outcome.is_ok();
+        self.crashes += 1;
+        self.ops += 1;
+        self.reopen().await;
+        let e = self.e();
+        let seed = self.seed;
+        let sig = |d: &[u8]| (d.len() as u64, crc32fast::hash(d));
+        let now: BTreeMap<u64, (Vec<u8>, BTreeMap<u32, (u64, u32)>)> = e
+            .list_uploads()
+            .into_iter()
+            .map(|u| {
+                let parts = e
+                    .list_parts(u.id)
+                    .expect("a listed upload")
+                    .into_iter()
+                    .map(|p| (p.number, (p.size, p.checksum)))
+                    .collect();
+                (u.id, (u.key, parts))
+            })
+            .collect();
+        let touched = match &op {
+            MetaOp::Part(id, ..) | MetaOp::Complete(id) | MetaOp::Abort(id) => Some(*id),
+            _ => None,
+        };
+        for (id, u) in &self.model.uploads {
+            if Some(*id) == touched {
+                continue;
+            }
+            let (key, parts) = now.get(id).unwrap_or_else(|| panic!("seed {seed}: upload {id} lost after {op:?}"));
+            assert_eq!(key, &u.key, "seed {seed}: key of upload {id}");
+            let want: BTreeMap<u32, (u64, u32)> = u.parts.iter().map(|(n, d)| (*n, sig(d))).collect();
+            assert_eq!(parts, &want, "seed {seed}: parts of upload {id} after {op:?}");
+        }
+        match &op {
+            MetaOp::Create(key) => {
+                if let Ok(Some(id)) = outcome {
+                    assert!(now.contains_key(&id), "seed {seed}: acknowledged upload {id} lost");
+                }
+                for (id, (k, parts)) in &now {
+                    if !self.model.uploads.contains_key(id) {
+                        assert_eq!(k, key, "seed {seed}: a stray upload appeared");
+                        assert!(parts.is_empty());
+                        self.model.uploads.insert(*id, Upload { key: k.clone(), parts: BTreeMap::new() });
+                    }
+                }
+            }
+            MetaOp::Part(id, n, data) => {
+                let got = now.get(id).and_then(|(_, p)| p.get(n)).copied();
+                let u = self.model.uploads.get_mut(id).expect("model upload");
+                let old = u.parts.get(n).map(|d| sig(d));
+                let new = Some(sig(data));
+                if acked {
+                    assert_eq!(got, new, "seed {seed}: acknowledged {op:?} lost");
+                } else {
+                    assert!(got == old || got == new, "seed {seed}: {op:?} half-done: {got:?}");
+                }
+                if got == new {
+                    u.parts.insert(*n, data.clone());
+                }
+            }
+            MetaOp::Complete(id) => {
+                let u = self.model.uploads.get(id).cloned().expect("model upload");
+                let whole: Vec<u8> = u.parts.values().flatten().copied().collect();
+                let candy = self.read(&u.key).await;
+                let completed = candy.as_ref().is_some_and(|c| c.data == whole);
+                let still_open = now.contains_key(id);
+                if acked {
+                    assert!(
+                        completed && !still_open,
+                        "seed {seed}: acknowledged {op:?}: completed {completed}, open {still_open}"
+                    );
+                } else {
+                    let before = self.model.candies.get(&u.key).map(|c| &c.data);
+                    assert!(
+                        completed || candy.as_ref().map(|c| &c.data) == before,
+                        "seed {seed}: {op:?} left a third state"
+                    );
+                    assert!(completed || still_open, "seed {seed}: {op:?} ended the upload without its Candy");
+                }
+                if let Some(c) = candy {
+                    self.model.candies.insert(u.key.clone(), c);
+                }
+                if !still_open {
+                    self.model.uploads.remove(id);
+                }
+            }
+            MetaOp::Abort(id) => {
+                if acked {
+                    assert!(!now.contains_key(id), "seed {seed}: acknowledged abort of {id} undone");
+                }
+                if !now.contains_key(id) {
+                    self.model.uploads.remove(id);
+                }
+            }
+            MetaOp::Prepare(key) => {
+                let intents = e.rename_intents();
+                if acked {
+                    assert!(intents.iter().any(|i| &i.source_key == key), "seed {seed}: acknowledged intent lost");
+                }
+                for i in intents {
+                    e.clear_rename_intent(i.token).await.expect("clear intent");
+                }
+            }
+        }
+        self.check_all().await;
+    }
+
     async fn step(&mut self) {
         let advance = match self.rng.gen_range(0..100) {
             0..=89 => self.rng.gen_range(0..50),
@@ -564,7 +734,8 @@ impl Harness {
             90..=93 => {
                 self.e().gc(&BTreeSet::new()).await.expect("gc");
             }
-            94..=95 => {
+            94 => self.manifest_crash().await,
+            95 => {
                 self.sim.crash(CrashMode::DropUnsynced);
                 self.crashes += 1;
                 self.reopen().await;
@@ -585,7 +756,7 @@ impl Harness {
     }
 }
 
-fn run_seed(seed: u64, ops: u64) -> (u64, u64) {
+fn run_seed(seed: u64, ops: u64) -> (u64, u64, u64) {
     block_on(async move {
         let sim = SimStorage::new();
         let clock = Rc::new(ManualClock::new(1_700_000_000_000));
@@ -598,6 +769,7 @@ fn run_seed(seed: u64, ops: u64) -> (u64, u64) {
             model: Model::default(),
             ops: 0,
             crashes: 0,
+            manifest_crashes: 0,
             seed,
         };
         h.reopen().await;
@@ -607,7 +779,7 @@ fn run_seed(seed: u64, ops: u64) -> (u64, u64) {
         h.sim.crash(CrashMode::DropUnsynced);
         h.reopen().await;
         h.check_all().await;
-        (h.ops, h.crashes)
+        (h.ops, h.crashes, h.manifest_crashes)
     })
 }
 
@@ -626,16 +798,18 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn engine_matches_model_across_crashes() {
     let ops: u64 = std::env::var("CANDYBOX_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
-    let total = RefCell::new((0u64, 0u64));
+    let total = RefCell::new((0u64, 0u64, 0u64));
     for seed in seeds() {
-        let (o, c) = run_seed(seed, ops);
+        let (o, c, m) = run_seed(seed, ops);
         let mut t = total.borrow_mut();
         t.0 += o;
         t.1 += c;
+        t.2 += m;
     }
-    let (o, c) = *total.borrow();
-    println!("model test: {o} operations, {c} crash-and-reopen points");
+    let (o, c, m) = *total.borrow();
+    println!("model test: {o} operations, {c} crash-and-reopen points ({m} during manifest edits)");
     assert!(c > 0, "the run must crash at least once");
+    assert!(m > 0, "the run must crash during a manifest edit at least once");
     if std::env::var("CANDYBOX_MODEL_SEEDS").is_err() {
         assert!(o >= 20_000, "CI runs at least 20,000 operations, ran {o}");
     }
