@@ -56,6 +56,9 @@ struct Model {
     uploads: BTreeMap<u64, Upload>,
 }
 
+/// An upload as the engine lists it: its key and each part's (size, checksum).
+type UploadState = (Vec<u8>, BTreeMap<u32, (u64, u32)>);
+
 /// A manifest-changing operation of [`Harness::manifest_crash`].
 #[derive(Debug, Clone)]
 enum MetaOp {
@@ -609,7 +612,7 @@ impl Harness {
         let e = self.e();
         let seed = self.seed;
         let sig = |d: &[u8]| (d.len() as u64, crc32fast::hash(d));
-        let now: BTreeMap<u64, (Vec<u8>, BTreeMap<u32, (u64, u32)>)> = e
+        let now: BTreeMap<u64, UploadState> = e
             .list_uploads()
             .into_iter()
             .map(|u| {
