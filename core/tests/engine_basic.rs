@@ -94,3 +94,42 @@ fn many_puts_flush_compact_and_survive_reopen() {
         assert!(matches!(e.head(b"key-00150").await, Err(Error::NotFound)));
     });
 }
+
+#[test]
+fn gc_on_real_files_unlinks_obsolete_tables_and_unreferenced_syrups_while_reads_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let mut cfg = small_config(dir.path(), 0);
+        cfg.auto_maintenance = false;
+        cfg.l0_compaction_trigger = 1;
+        let (e, _) = open_engine(UringStorage::new(), clock.clone(), cfg).await.expect("open");
+        // Enough bytes for several Syrups (64 KiB roll), then delete most of them.
+        for i in 0..40u32 {
+            e.put(format!("k{i:03}").as_bytes(), PutOptions::default(), SliceBody::new(data(20_000, i as u8)))
+                .await
+                .expect("put");
+        }
+        e.flush().await.expect("flush");
+        let keep = e.get(b"k039", None).await.expect("get");
+        e.delete_range(b"k000", b"k039").await.expect("delete range");
+        e.put(b"fresh", PutOptions::default(), SliceBody::new(data(20_000, 9))).await.expect("put");
+        e.flush().await.expect("flush");
+        e.compact().await.expect("compact");
+        let syrup_dir = dir.path().join("syrups");
+        let count = || std::fs::read_dir(&syrup_dir).expect("syrups").count();
+        let before = count();
+        e.gc(&Default::default()).await.expect("gc within the grace period");
+        assert_eq!(count(), before, "nothing is deleted before the grace period");
+        clock.advance(std::time::Duration::from_secs(5));
+        let report = e.gc(&Default::default()).await.expect("gc");
+        assert!(!report.syrups_deleted.is_empty());
+        assert!(report.files_deleted > 0, "obsolete tables and WALs go too");
+        assert!(count() < before);
+        // A reader holding slices of a deleted Syrup keeps its bytes: unlinking keeps the mapping.
+        assert_eq!(keep.body.read_to_vec().expect("read after unlink"), data(20_000, 39));
+        assert_eq!(e.get(b"k039", None).await.expect("get").body.read_to_vec().expect("read"), data(20_000, 39));
+        assert_eq!(e.get(b"fresh", None).await.expect("get").body.read_to_vec().expect("read"), data(20_000, 9));
+        assert!(matches!(e.head(b"k001").await, Err(Error::NotFound)));
+    });
+}
