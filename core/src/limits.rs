@@ -49,6 +49,27 @@ pub const LEVELS_MAX: usize = 7;
 /// Most entries one list page may hold.
 pub const LIST_PAGE_ENTRIES_MAX: usize = 10_000;
 
+/// Largest write the put path submits at once (one write buffer).
+pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Write buffers kept for reuse (about one per concurrent large put).
+pub const WRITE_BUFFERS_POOLED_MAX: usize = 32;
+/// First extent of a body of unknown size; each next extent doubles, up to `EXTENT_BYTES_MAX`.
+pub const EXTENT_BYTES_FIRST: u64 = 1024 * 1024;
+/// Bytes of a body of unknown size gathered before its first extent is reserved.
+pub const UNSIZED_PROBE_BYTES: usize = 256 * 1024;
+/// The WAL record buffer is kept for the next batch up to this capacity (a rare huge batch does
+/// not pin its memory).
+pub const WAL_BUFFER_KEEP_BYTES: usize = 4 * 1024 * 1024;
+/// Most mutation groups waiting for a commit before new ones get `Busy`.
+pub const COMMIT_QUEUE_WAITERS_MAX: usize = 4096;
+/// Entries a compaction merges between yields, so it never holds its core for long.
+pub const COMPACTION_YIELD_ENTRIES: usize = 512;
+
+// Memory the put path may pin in pooled buffers: WRITE_BUFFERS_POOLED_MAX × (4 × WRITE_BUFFER_BYTES).
+const _: () = assert!(WRITE_BUFFERS_POOLED_MAX * 4 * WRITE_BUFFER_BYTES <= 128 * 1024 * 1024);
+const _: () = assert!(EXTENT_BYTES_FIRST <= EXTENT_BYTES_MAX);
+const _: () = assert!(UNSIZED_PROBE_BYTES as u64 <= EXTENT_BYTES_FIRST);
+const _: () = assert!(INLINE_BYTES_MAX <= UNSIZED_PROBE_BYTES);
 const _: () = assert!(KEY_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTES_MAX < LOCATOR_BYTES_MAX);
 const _: () = assert!(INLINE_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTES_MAX < LOCATOR_BYTES_MAX / 2);
 // A block must hold one entry: key + locator + entry header.

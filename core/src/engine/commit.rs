@@ -26,13 +26,6 @@ use crate::{
     wal::{self, WalOpRef},
 };
 
-/// The WAL record buffer is kept for the next batch up to this capacity (a rare huge batch does
-/// not pin its memory).
-const WAL_BUFFER_KEEP_BYTES: usize = 4 * 1024 * 1024;
-
-/// Most mutation groups waiting for a commit before new ones get `Busy`.
-pub(crate) const COMMIT_QUEUE_MAX: usize = 4096;
-
 /// One mutation.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
@@ -130,7 +123,7 @@ impl<S: Storage> Engine<S> {
         if st.mem.bytes() >= cfg.memtable_bytes.saturating_mul(2) {
             return Err(Error::Busy { reason: "memtable full while a flush is running", retry_after_ms: 50 });
         }
-        if st.commit.pending.len() >= COMMIT_QUEUE_MAX {
+        if st.commit.pending.len() >= crate::limits::COMMIT_QUEUE_WAITERS_MAX {
             return Err(Error::Busy { reason: "commit queue full", retry_after_ms: 10 });
         }
         Ok(())
@@ -279,7 +272,7 @@ impl<S: Storage> Engine<S> {
         record::encode_record_with(offset, &mut rec, |out| wal::encode_body_into(ops.iter().map(Op::wal_op), out));
         let n = rec.len() as u64;
         let rec = file.write_at(rec, offset).await?;
-        if rec.capacity() <= WAL_BUFFER_KEEP_BYTES {
+        if rec.capacity() <= crate::limits::WAL_BUFFER_KEEP_BYTES {
             self.inner.state.borrow_mut().wal_buffer = rec;
         }
         // The WAL length advances only after the write: a failed write stops the partition, so

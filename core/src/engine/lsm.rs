@@ -49,9 +49,6 @@ struct Compaction {
     inputs: Vec<Rc<TableHandle>>,
 }
 
-/// Entries processed between yields, so a compaction never holds its core for long.
-const COMPACTION_YIELD_ENTRIES: usize = 512;
-
 impl<S: Storage> Engine<S> {
     /// Appends one edit to the manifest, durably, then applies it; checkpoints past the size
     /// threshold.
@@ -420,7 +417,7 @@ impl<S: Storage> Engine<S> {
                 outputs.push(w.finish());
             }
             processed += 1;
-            if processed.is_multiple_of(COMPACTION_YIELD_ENTRIES) {
+            if processed.is_multiple_of(limits::COMPACTION_YIELD_ENTRIES) {
                 crate::runtime::yield_now().await;
             }
         }

@@ -23,15 +23,6 @@ use crate::{
     types::{prefix_end, validate_key, RangeTombstone, SyrupId},
 };
 
-/// Largest write the put path submits at once.
-pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
-/// Write buffers kept for reuse (about one per concurrent large put).
-pub const WRITE_BUFFERS_POOLED_MAX: usize = 32;
-/// First extent of a body of unknown size; each next extent doubles, up to `EXTENT_BYTES_MAX`.
-const EXTENT_BYTES_FIRST: u64 = 1024 * 1024;
-/// Bytes of a body of unknown size gathered before its first extent is reserved.
-const UNSIZED_PROBE_BYTES: usize = 256 * 1024;
-
 /// A body streamed into a put, piece by piece.
 #[expect(async_fn_in_trait, reason = "thread-per-core: bodies are !Send by design")]
 pub trait BodyStream {
@@ -260,7 +251,7 @@ impl<S: Storage> Engine<S> {
         let probe = match size {
             Some(s) if inline_ok && s <= inline_max as u64 => inline_max,
             Some(_) => 0,
-            None => inline_max.max(UNSIZED_PROBE_BYTES),
+            None => inline_max.max(limits::UNSIZED_PROBE_BYTES),
         };
         let mut head: Vec<u8> = Vec::new();
         let mut pending: Option<Bytes> = None;
@@ -297,7 +288,7 @@ impl<S: Storage> Engine<S> {
         let chunk = self.inner.config.chunk_bytes;
         let mut segments = Vec::new();
         let mut total = 0u64;
-        let mut unsized_extent = EXTENT_BYTES_FIRST;
+        let mut unsized_extent = limits::EXTENT_BYTES_FIRST;
         let mut carry: Option<Bytes> = if head.is_empty() { pending.take() } else { Some(Bytes::from(head)) };
         let mut after_carry = pending;
         let mut ended = false;
@@ -350,7 +341,7 @@ impl<S: Storage> Engine<S> {
                 if took < piece.len() {
                     carry = Some(piece.slice(took..));
                 }
-                if buf.len() >= WRITE_BUFFER_BYTES {
+                if buf.len() >= limits::WRITE_BUFFER_BYTES {
                     let n = buf.len() as u64;
                     buf = self.write_syrup(&file, syrup, buf, buf_at).await?;
                     buf.clear();
@@ -401,7 +392,8 @@ impl<S: Storage> Engine<S> {
     /// Gives a write buffer back to the pool, which holds at most `WRITE_BUFFERS_POOLED_MAX`.
     fn return_write_buffer(&self, buf: Vec<u8>) {
         let mut st = self.inner.state.borrow_mut();
-        if st.write_buffers.len() < WRITE_BUFFERS_POOLED_MAX && buf.capacity() <= 4 * WRITE_BUFFER_BYTES {
+        if st.write_buffers.len() < limits::WRITE_BUFFERS_POOLED_MAX && buf.capacity() <= 4 * limits::WRITE_BUFFER_BYTES
+        {
             st.write_buffers.push(buf);
         }
     }
