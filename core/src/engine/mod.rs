@@ -18,6 +18,8 @@ mod lsm;
 mod open;
 mod read;
 mod relay;
+/// Table file names (`T-<number>.sst`), for offline tools that list a partition's files.
+pub use lsm::{parse_table_file_name, table_file_name};
 pub use open::RecoveryReport;
 pub use relay::{PartInfo, UploadInfo};
 mod write;
