@@ -370,3 +370,32 @@ fn close_returns_while_background_maintenance_is_pending() {
         assert!(matches!(put(&e, "late", data(1, 1)).await, Err(Error::Closed)));
     });
 }
+
+/// Story: commits that landed while a frozen memtable was flushing filled the live memtable past
+/// twice its size; every later put got `Busy`, and since only a commit would freeze the live
+/// memtable, nothing ever did: the partition stayed busy for good.
+#[test]
+fn maintenance_freezes_a_memtable_that_filled_during_a_flush() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(T0));
+        let (e, _) = open_engine(sim, clock, cfg(0)).await.expect("open");
+        // No background maintenance: the first rotation freezes a memtable that stays frozen,
+        // and the live one fills up behind it until puts are refused.
+        let mut busy = false;
+        for i in 0..2000u32 {
+            match put(&e, &format!("k{i:05}"), data(200, i as u8)).await {
+                Ok(_) => {}
+                Err(Error::Busy { .. }) => {
+                    busy = true;
+                    break;
+                }
+                Err(err) => panic!("put: {err}"),
+            }
+        }
+        assert!(busy, "the live memtable filled up");
+        e.maintain().await.expect("maintain");
+        put(&e, "after", data(200, 1)).await.expect("accepted after maintenance");
+        assert_eq!(read(&e, "k00000").await, Some(data(200, 0)));
+    });
+}

@@ -296,6 +296,12 @@ impl<S: Storage> Engine<S> {
         let _m = self.inner.maintenance_lock.lock().await;
         self.check_usable()?;
         self.flush_imm().await?;
+        // Commits that landed while the frozen memtable was flushing may have filled the live one;
+        // freezing it is only ever attempted after a commit, and a full memtable refuses commits
+        // with Busy, so nothing else would freeze it.
+        while self.freeze_memtable(false).await? {
+            self.flush_imm().await?;
+        }
         while let Some(c) = self.pick_compaction() {
             self.run_compaction(c).await?;
             crate::runtime::yield_now().await;
