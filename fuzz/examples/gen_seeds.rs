@@ -9,7 +9,6 @@ use std::{fs, path::PathBuf};
 
 use bytes::Bytes;
 use candybox_core::{
-    codec::Put,
     hlc::Hlc,
     locator::{CandyBody, CandyLocator, Kind, Part, SegmentRef},
     manifest::{self, Change, RenameIntent, TableRecord, UploadPart},
@@ -218,22 +217,7 @@ fn table_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn block_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let block = |entries: &[(&[u8], &[u8])]| {
-        let mut out = Vec::new();
-        let mut offsets = Vec::new();
-        for (key, value) in entries {
-            offsets.push(out.len() as u32);
-            out.put_varint(key.len() as u64);
-            out.put_varint(value.len() as u64);
-            out.extend_from_slice(key);
-            out.extend_from_slice(value);
-        }
-        for offset in &offsets {
-            out.put_u32(*offset);
-        }
-        out.put_u32(offsets.len() as u32);
-        out
-    };
+    let block = |entries: &[(&[u8], &[u8])]| table::encode_block(entries.iter().copied());
     let long_value = vec![0x5a; 200];
     let seeds = vec![
         ("one-entry", block(&[(b"k", b"v")])),

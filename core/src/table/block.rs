@@ -230,6 +230,21 @@ fn validate(buf: &[u8]) -> Result<Layout, DecodeError> {
 /// A key and its value, copied out of a block by [`decode_block`].
 pub type OwnedEntry = (Vec<u8>, Vec<u8>);
 
+/// Encodes entries (sorted, valid keys) as one data block, as the table writer does: the
+/// counterpart of [`decode_block`] for seeds and round-trip checks.
+///
+/// # Panics
+/// On entries the writer would refuse (empty, unsorted or over-long keys): programmer errors.
+pub fn encode_block<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let mut builder = BlockBuilder::default();
+    for (key, value) in entries {
+        builder.add(key, value);
+    }
+    let mut out = Vec::new();
+    builder.finish_into(&mut out);
+    out
+}
+
 /// Decodes one data block on its own (the block fuzzer's entry point); offsets in errors are
 /// relative to `block`.
 ///

@@ -52,7 +52,7 @@ mod writer;
 #[expect(clippy::indexing_slicing, reason = "tests index buffers they just built; a panic fails the test")]
 mod tests;
 
-pub use block::{decode_block, OwnedEntry};
+pub use block::{decode_block, encode_block, OwnedEntry};
 pub use footer::{BlockHandle, Footer, FormatVersion, BLOCK_HANDLE_BYTES, FOOTER_BYTES, TABLE_MAGIC};
 pub use meta::TableMeta;
 pub use reader::{Table, TableIter};
