@@ -473,6 +473,10 @@ fn requests_for_another_shards_partition_are_forwarded() {
     assert_eq!(c.get("fwd", &key, fb::RangeKind::Whole, 0, 0).ok().payload, b"forwarded bytes");
     let p = partition_of(&key, 8);
     assert!(c.list("fwd", p).contains(&key));
+    // A streamed body crosses shards piece by piece (the body channel moves to the owner).
+    let big = pattern(700_000, 4);
+    s0.put("fwd", &key, &big, 64 * 1024).ok();
+    assert!(s0.get("fwd", &key, fb::RangeKind::Whole, 0, 0).ok().payload == big);
 }
 
 #[test]
@@ -533,4 +537,277 @@ fn readyz_metrics_and_sigterm() {
         assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+impl Client {
+    fn keyed(&mut self, kind: fb::RequestBody, box_name: &str, key: &[u8], upload_id: u64) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let key = Some(fbb.create_vector(key));
+            let b = match kind {
+                fb::RequestBody::CreateUpload => fb::CreateUpload::create(
+                    fbb,
+                    &fb::CreateUploadArgs { box_name, key, content_type: None, user_meta: None },
+                )
+                .as_union_value(),
+                fb::RequestBody::AbortUpload => {
+                    fb::AbortUpload::create(fbb, &fb::AbortUploadArgs { box_name, key, upload_id }).as_union_value()
+                }
+                fb::RequestBody::ListParts => {
+                    fb::ListParts::create(fbb, &fb::ListPartsArgs { box_name, key, upload_id }).as_union_value()
+                }
+                fb::RequestBody::GetLocator => {
+                    fb::GetLocator::create(fbb, &fb::GetLocatorArgs { box_name, key }).as_union_value()
+                }
+                other => panic!("not a simple keyed request: {other:?}"),
+            };
+            (kind, b)
+        }))
+    }
+
+    fn upload_part(&mut self, box_name: &str, key: &[u8], upload_id: u64, part_number: u32, data: &[u8]) -> Reply {
+        let id = self.id();
+        let req = request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let key = Some(fbb.create_vector(key));
+            let b = fb::UploadPart::create(
+                fbb,
+                &fb::UploadPartArgs { box_name, key, upload_id, part_number, size: data.len() as i64 },
+            );
+            (fb::RequestBody::UploadPart, b.as_union_value())
+        });
+        self.send_frame(FrameKind::Request, id, &req, data, true);
+        self.read_reply(id)
+    }
+
+    fn complete_upload(&mut self, box_name: &str, key: &[u8], upload_id: u64, parts: &[u32]) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let key = Some(fbb.create_vector(key));
+            let part_numbers = Some(fbb.create_vector(parts));
+            let b = fb::CompleteUpload::create(fbb, &fb::CompleteUploadArgs { box_name, key, upload_id, part_numbers });
+            (fb::RequestBody::CompleteUpload, b.as_union_value())
+        }))
+    }
+
+    fn list_uploads(&mut self, box_name: &str, partition: u16) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let b = fb::ListUploads::create(fbb, &fb::ListUploadsArgs { box_name, partition });
+            (fb::RequestBody::ListUploads, b.as_union_value())
+        }))
+    }
+
+    fn zero_copy_put(&mut self, box_name: &str, key: &[u8], locator: &[u8], token: Option<&[u8]>) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let key = Some(fbb.create_vector(key));
+            let locator = Some(fbb.create_vector(locator));
+            let rename_token = token.map(|t| fbb.create_vector(t));
+            let b = fb::ZeroCopyPut::create(fbb, &fb::ZeroCopyPutArgs { box_name, key, locator, rename_token });
+            (fb::RequestBody::ZeroCopyPut, b.as_union_value())
+        }))
+    }
+
+    fn prepare_rename(&mut self, box_name: &str, source: &[u8], target: &[u8]) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let source_key = Some(fbb.create_vector(source));
+            let target_key = Some(fbb.create_vector(target));
+            let b = fb::PrepareRename::create(fbb, &fb::PrepareRenameArgs { box_name, source_key, target_key });
+            (fb::RequestBody::PrepareRename, b.as_union_value())
+        }))
+    }
+
+    fn complete_rename(&mut self, box_name: &str, source: &[u8], token: &[u8]) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let source_key = Some(fbb.create_vector(source));
+            let token = Some(fbb.create_vector(token));
+            let b = fb::CompleteRename::create(fbb, &fb::CompleteRenameArgs { box_name, source_key, token });
+            (fb::RequestBody::CompleteRename, b.as_union_value())
+        }))
+    }
+
+    fn delete_box(&mut self, name: &str, force: bool) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(name));
+            let b = fb::DeleteBox::create(fbb, &fb::DeleteBoxArgs { box_name, force });
+            (fb::RequestBody::DeleteBox, b.as_union_value())
+        }))
+    }
+
+    fn head_box(&mut self, name: &str) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(name));
+            let b = fb::HeadBox::create(fbb, &fb::HeadBoxArgs { box_name });
+            (fb::RequestBody::HeadBox, b.as_union_value())
+        }))
+    }
+
+    fn delete_prefix(&mut self, box_name: &str, partition: u16, prefix: &[u8]) -> Reply {
+        self.call(request(|fbb| {
+            let box_name = Some(fbb.create_string(box_name));
+            let prefix = Some(fbb.create_vector(prefix));
+            let b = fb::DeleteRange::create(
+                fbb,
+                &fb::DeleteRangeArgs { box_name, partition, start: None, end: None, prefix },
+            );
+            (fb::RequestBody::DeleteRange, b.as_union_value())
+        }))
+    }
+}
+
+#[test]
+fn multipart_upload_lists_completes_and_aborts() {
+    let node = Node::start(&["--multipart-part-bytes-min", "1024"]);
+    let mut c = node.client();
+    c.create_box("parts", 4).ok();
+    let key = b"assembled";
+    let r = c.keyed(fb::RequestBody::CreateUpload, "parts", key, 0);
+    let upload = r.ok().get().body_as_upload_created().unwrap().upload_id();
+    let one = pattern(5000, 1);
+    let two = pattern(700, 2);
+    let p = c.upload_part("parts", key, upload, 1, &one);
+    assert_eq!(p.ok().get().body_as_put_done().unwrap().size(), 5000);
+    c.upload_part("parts", key, upload, 2, &two).ok();
+    let lp = c.keyed(fb::RequestBody::ListParts, "parts", key, upload);
+    let parts: Vec<u32> =
+        lp.ok().get().body_as_part_list().unwrap().parts().unwrap().iter().map(|p| p.part_number()).collect();
+    assert_eq!(parts, vec![1, 2]);
+    let lu = c.list_uploads("parts", partition_of(key, 4));
+    let ids: Vec<u64> =
+        lu.ok().get().body_as_upload_list().unwrap().uploads().unwrap().iter().map(|u| u.upload_id()).collect();
+    assert_eq!(ids, vec![upload]);
+    let done = c.complete_upload("parts", key, upload, &[1, 2]);
+    assert_eq!(done.ok().get().body_as_put_done().unwrap().size(), 5700);
+    let whole: Vec<u8> = one.iter().chain(two.iter()).copied().collect();
+    assert!(c.get("parts", key, fb::RangeKind::Whole, 0, 0).ok().payload == whole);
+    // Abort another upload; it is gone from the listing.
+    let r = c.keyed(fb::RequestBody::CreateUpload, "parts", key, 0);
+    let upload = r.ok().get().body_as_upload_created().unwrap().upload_id();
+    c.keyed(fb::RequestBody::AbortUpload, "parts", key, upload).ok();
+    assert_eq!(c.keyed(fb::RequestBody::ListParts, "parts", key, upload).error_code(), Some(fb::ErrorCode::NotFound));
+}
+
+#[test]
+fn client_relay_copy_and_rename_with_forged_locators_refused() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    c.create_box("relay", 4).ok();
+    let data = pattern(20_000, 5);
+    c.put("relay", b"origin", &data, 1 << 20).ok();
+    let other = |base: &str| {
+        (0..100)
+            .map(|i| format!("{base}-{i}").into_bytes())
+            .find(|k| partition_of(k, 4) != partition_of(b"origin", 4))
+            .unwrap()
+    };
+
+    // Copy: get-locator at the source, zero-copy-put at the destination.
+    let r = c.keyed(fb::RequestBody::GetLocator, "relay", b"origin", 0);
+    let locator = r.ok().get().body_as_locator_reply().unwrap().locator().unwrap().bytes().to_vec();
+    let copy_key = other("copy");
+    c.zero_copy_put("relay", &copy_key, &locator, None).ok();
+    assert!(c.get("relay", &copy_key, fb::RangeKind::Whole, 0, 0).ok().payload == data);
+
+    // A locator of another Box is refused, and so are bytes that are not a locator.
+    c.create_box("elsewhere", 4).ok();
+    assert_eq!(c.zero_copy_put("elsewhere", b"x", &locator, None).error_code(), Some(fb::ErrorCode::ForgedLocator));
+    assert_eq!(c.zero_copy_put("relay", b"x", &[1, 2, 3], None).error_code(), Some(fb::ErrorCode::ForgedLocator));
+
+    // Rename: prepare at the source, zero-copy-put with the token, complete at the source.
+    let target = other("moved");
+    let r = c.prepare_rename("relay", b"origin", &target);
+    let prepared = r.ok().get().body_as_rename_prepared().unwrap();
+    let token = prepared.token().unwrap().bytes().to_vec();
+    let locator = prepared.locator().unwrap().bytes().to_vec();
+    assert_eq!(token.len(), 16);
+    let r = c.complete_rename("relay", b"origin", &token);
+    assert_eq!(r.ok().get().body_as_rename_completed().unwrap().outcome(), fb::RenameOutcome::Pending);
+    c.zero_copy_put("relay", &target, &locator, Some(&token)).ok();
+    let r = c.complete_rename("relay", b"origin", &token);
+    assert_eq!(r.ok().get().body_as_rename_completed().unwrap().outcome(), fb::RenameOutcome::Finalized);
+    assert_eq!(c.head("relay", b"origin").error_code(), Some(fb::ErrorCode::NotFound));
+    assert!(c.get("relay", &target, fb::RangeKind::Whole, 0, 0).ok().payload == data);
+}
+
+#[test]
+fn abandoned_rename_intents_keep_the_source() {
+    let node = Node::start(&["--rename-intent-abandon-ms", "200", "--maintenance-interval-ms", "50"]);
+    let mut c = node.client();
+    c.create_box("abandon", 2).ok();
+    c.put("abandon", b"stays", b"payload", 1 << 20).ok();
+    c.prepare_rename("abandon", b"stays", b"never-written").ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if c.stats_counter("rename_intents_abandoned") >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweep never abandoned the intent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.get("abandon", b"stays", fb::RangeKind::Whole, 0, 0).ok().payload, b"payload");
+    assert_eq!(c.head("abandon", b"never-written").error_code(), Some(fb::ErrorCode::NotFound));
+}
+
+#[test]
+fn pipelined_requests_are_all_answered() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    c.create_box("pipes", 8).ok();
+    let n = 40u64;
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..n {
+        let id = 1000 + i;
+        let key = format!("k{i}");
+        let req = Client::put_request("pipes", key.as_bytes(), 3);
+        c.send_frame(FrameKind::Request, id, &req, b"abc", true);
+        ids.insert(id);
+    }
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !ids.is_empty() {
+        assert!(Instant::now() < deadline);
+        let (h, body, _) = c.read_frame().unwrap();
+        assert!(h.is_end());
+        assert!(ids.remove(&h.request_id), "one reply per request id");
+        assert!(frame::verify_reply(&body, 1 << 20).unwrap().error().is_none());
+    }
+    let listed: usize = (0..8).map(|p| c.list("pipes", p).len()).sum();
+    assert_eq!(listed, n as usize);
+}
+
+#[test]
+fn delete_box_refuses_non_empty_unless_forced_and_delete_range_clears_a_prefix() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    c.create_box("gone", 2).ok();
+    for i in 0..10 {
+        c.put("gone", format!("tmp/{i}").as_bytes(), b"x", 1 << 20).ok();
+    }
+    for p in 0..2 {
+        c.delete_prefix("gone", p, b"tmp/").ok();
+    }
+    assert!(c.list("gone", 0).is_empty() && c.list("gone", 1).is_empty());
+    c.put("gone", b"keep", b"x", 1 << 20).ok();
+    assert_eq!(c.delete_box("gone", false).error_code(), Some(fb::ErrorCode::BoxNotEmpty));
+    c.delete_box("gone", true).ok();
+    assert_eq!(c.head_box("gone").error_code(), Some(fb::ErrorCode::BoxNotFound));
+    assert_eq!(c.head("gone", b"keep").error_code(), Some(fb::ErrorCode::BoxNotFound));
+    // A new Box of the same name starts empty.
+    c.create_box("gone", 2).ok();
+    assert_eq!(c.head("gone", b"keep").error_code(), Some(fb::ErrorCode::NotFound));
+}
+
+#[test]
+fn bad_configuration_exits_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "no_such_key = 1\n").unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_candyboxd")).args(["--config", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "one line: {:?}", out.stderr);
+    let out = Command::new(env!("CARGO_BIN_EXE_candyboxd")).env("CANDYBOX_L0_STALL", "1").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
