@@ -389,3 +389,63 @@ fn ephemeral_entries_never_reach_the_disk() {
     assert_eq!(s.get("members/7").expect("get"), None);
     assert_eq!(s.get("members").expect("get"), Some((Vec::new(), 0)), "the persistent parent stays");
 }
+
+/// A compaction that fails before its rename (here: `LOG.tmp` cannot be replaced) leaves the old
+/// log in use: mutations keep succeeding, and the next compaction that can run does.
+#[test]
+fn a_compaction_that_fails_before_its_rename_leaves_the_store_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open_with(dir.path(), EAGER);
+    let blocker = dir.path().join(LOG_TMP_FILE);
+    std::fs::create_dir(&blocker).expect("mkdir LOG.tmp");
+    for i in 0..100u64 {
+        assert_eq!(s.put("k", &[i as u8; 512]).expect("put while compaction fails"), i);
+    }
+    let grown = s.log_bytes();
+    assert!(grown > 100 * 512, "every record is still in the log: {grown} bytes");
+    assert!(grown > 10 * s.snapshot_bytes());
+    std::fs::remove_dir(&blocker).expect("rmdir LOG.tmp");
+    assert_eq!(s.set("k", b"last", Some(99)).expect("set"), 100);
+    assert_eq!(s.log_bytes(), s.snapshot_bytes(), "the next mutation compacted");
+    drop(s);
+    let mut s = open(dir.path());
+    assert_eq!(s.get("k").expect("get"), Some((b"last".to_vec(), 100)));
+}
+
+/// A compaction whose rename fails may have left `LOG` naming either file, so the store stops
+/// taking mutations (reads go on) until it is reopened.
+#[test]
+fn a_compaction_that_fails_at_its_rename_stops_mutations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open_with(dir.path(), EAGER);
+    s.create("kept", b"before", CreateMode::Persistent).expect("create");
+    // Swap LOG for a non-empty directory: the store's open file still works, but no file can be
+    // renamed over it.
+    let saved = std::fs::read(log_path(dir.path())).expect("read");
+    std::fs::remove_file(log_path(dir.path())).expect("rm LOG");
+    std::fs::create_dir(log_path(dir.path())).expect("mkdir LOG");
+    std::fs::write(log_path(dir.path()).join("x"), b"x").expect("fill LOG/");
+    let mut stopped = None;
+    for i in 0..100u64 {
+        match s.put("k", &[i as u8; 512]) {
+            Ok(_) => {}
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        }
+    }
+    let msg = match stopped {
+        Some(CoordError::Store(msg)) => msg,
+        other => panic!("expected the store to stop, got {other:?}"),
+    };
+    assert!(msg.contains("stopped after an earlier I/O failure"), "{msg:?}");
+    assert!(matches!(s.create("other", b"", CreateMode::Ephemeral), Err(CoordError::Store(_))));
+    assert!(matches!(s.delete("kept", None), Err(CoordError::Store(_))));
+    assert_eq!(s.get("kept").expect("reads go on"), Some((b"before".to_vec(), 0)));
+    drop(s);
+    std::fs::remove_dir_all(log_path(dir.path())).expect("rm LOG/");
+    std::fs::write(log_path(dir.path()), &saved).expect("restore LOG");
+    let mut s = open(dir.path());
+    assert_eq!(s.get("kept").expect("get"), Some((b"before".to_vec(), 0)));
+}

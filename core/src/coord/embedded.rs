@@ -456,8 +456,12 @@ impl EmbeddedCoordination {
             _lock: lock_file,
         };
         if store.compaction_due() {
-            store.compact()?;
-            store.report.compacted = true;
+            match store.compact() {
+                Ok(()) => store.report.compacted = true,
+                // The old log is intact and open: the store works, replay is just longer.
+                Err(e) if !store.stopped => tracing::warn!(error = %e, "coordination log compaction failed"),
+                Err(e) => return Err(e),
+            }
         }
         Ok(store)
     }
