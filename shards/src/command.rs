@@ -125,7 +125,8 @@ pub enum KeyedOp {
         locator: Bytes,
         /// For a rename: the intent's token.
         rename_token: Option<u128>,
-        /// For a rename run by the node: the source partition (unknown for a client relay).
+        /// The source partition of a rename: known when the node runs the rename; for a client
+        /// relay, found by asking every partition for the token's intent.
         source_partition: Option<u16>,
     },
     /// Finish a rename at the source; the key is the source.

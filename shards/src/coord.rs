@@ -222,59 +222,24 @@ impl CoordClient {
     }
 }
 
-/// The encodings of coordination entries.
-///
-/// Interim: `core::coord`'s `BoxMeta::encode`, `RenameMarker::encode` and `encode_refs` are
-/// placeholders until the coordination work lands; these private encoders stand in for them and
-/// are replaced by core's (one line each) when it does. Nothing durable depends on them yet: the
-/// embedded store is not implemented either, and the `memory` store forgets everything at exit.
+/// The encodings of coordination entries: core's (`core::coord`, docs/format.md), with decode
+/// errors turned into store errors that name the entry.
 pub mod codec {
     use std::collections::BTreeSet;
 
     use candybox_core::{
-        coord::{BoxMeta, CoordError, RenameMarker},
-        types::{BoxUid, SyrupId},
+        coord::{self, BoxMeta, CoordError, RenameMarker},
+        error::DecodeError,
+        types::SyrupId,
     };
 
-    const VERSION: u8 = 1;
-
-    fn bad(what: &str) -> CoordError {
-        CoordError::Store(format!("undecodable coordination entry: {what}"))
-    }
-
-    struct Cursor<'a>(&'a [u8]);
-
-    impl Cursor<'_> {
-        fn take<const N: usize>(&mut self, what: &str) -> Result<[u8; N], CoordError> {
-            let (head, rest) = self.0.split_first_chunk::<N>().ok_or_else(|| bad(what))?;
-            self.0 = rest;
-            Ok(*head)
-        }
-        fn u8(&mut self, what: &str) -> Result<u8, CoordError> {
-            Ok(self.take::<1>(what)?[0])
-        }
-        fn u16(&mut self, what: &str) -> Result<u16, CoordError> {
-            Ok(u16::from_le_bytes(self.take(what)?))
-        }
-        fn u64(&mut self, what: &str) -> Result<u64, CoordError> {
-            Ok(u64::from_le_bytes(self.take(what)?))
-        }
-        fn end(&self, what: &str) -> Result<(), CoordError> {
-            if self.0.is_empty() {
-                Ok(())
-            } else {
-                Err(bad(what))
-            }
-        }
+    fn bad(what: &str, e: DecodeError) -> CoordError {
+        CoordError::Store(format!("undecodable {what} entry: {e}"))
     }
 
     /// `boxes/<box>/meta`.
     pub fn encode_box_meta(m: &BoxMeta) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        out.extend_from_slice(&m.partitions.to_le_bytes());
-        out.extend_from_slice(&m.created_ms.to_le_bytes());
-        out.extend_from_slice(&m.box_uid.0.to_le_bytes());
-        out
+        m.encode()
     }
 
     /// Decodes `boxes/<box>/meta`.
@@ -282,28 +247,16 @@ pub mod codec {
     /// # Errors
     /// `Store` for bytes that are not an entry.
     pub fn decode_box_meta(b: &[u8]) -> Result<BoxMeta, CoordError> {
-        let mut c = Cursor(b);
-        if c.u8("box meta version")? != VERSION {
-            return Err(bad("box meta version"));
-        }
-        let m =
-            BoxMeta { partitions: c.u16("partitions")?, created_ms: c.u64("created")?, box_uid: BoxUid(c.u64("uid")?) };
-        c.end("box meta")?;
+        let m = BoxMeta::decode(b).map_err(|e| bad("box meta", e))?;
         if m.partitions == 0 {
-            return Err(bad("box meta partitions"));
+            return Err(CoordError::Store("box meta with 0 partitions".into()));
         }
         Ok(m)
     }
 
     /// `boxes/<box>/renames/<token>`.
     pub fn encode_marker(m: &RenameMarker) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        out.extend_from_slice(&m.source_partition.to_le_bytes());
-        out.extend_from_slice(&m.target_partition.to_le_bytes());
-        out.extend_from_slice(&m.created_ms.to_le_bytes());
-        out.extend_from_slice(&(m.target_key.len() as u16).to_le_bytes());
-        out.extend_from_slice(&m.target_key);
-        out
+        m.encode()
     }
 
     /// Decodes `boxes/<box>/renames/<token>`.
@@ -311,28 +264,12 @@ pub mod codec {
     /// # Errors
     /// `Store` for bytes that are not an entry.
     pub fn decode_marker(b: &[u8]) -> Result<RenameMarker, CoordError> {
-        let mut c = Cursor(b);
-        if c.u8("marker version")? != VERSION {
-            return Err(bad("marker version"));
-        }
-        let source_partition = c.u16("source")?;
-        let target_partition = c.u16("target")?;
-        let created_ms = c.u64("created")?;
-        let len = usize::from(c.u16("key length")?);
-        let key = c.0.get(..len).ok_or_else(|| bad("marker key"))?.to_vec();
-        c.0 = c.0.get(len..).unwrap_or_default();
-        c.end("marker")?;
-        Ok(RenameMarker { source_partition, target_partition, target_key: key, created_ms })
+        RenameMarker::decode(b).map_err(|e| bad("rename marker", e))
     }
 
-    /// `boxes/<box>/partitions/<p>/refs`: version, count, ids (sorted).
+    /// `boxes/<box>/partitions/<p>/refs`.
     pub fn encode_refs(refs: &BTreeSet<SyrupId>) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        out.extend_from_slice(&(refs.len() as u64).to_le_bytes());
-        for r in refs {
-            out.extend_from_slice(&r.0.to_le_bytes());
-        }
-        out
+        coord::encode_refs(refs)
     }
 
     /// Decodes a published set.
@@ -340,19 +277,7 @@ pub mod codec {
     /// # Errors
     /// `Store` for bytes that are not a set.
     pub fn decode_refs(b: &[u8]) -> Result<BTreeSet<SyrupId>, CoordError> {
-        let mut c = Cursor(b);
-        if c.u8("refs version")? != VERSION {
-            return Err(bad("refs version"));
-        }
-        let n = c.u64("refs count")?;
-        if n.saturating_mul(8) != c.0.len() as u64 {
-            return Err(bad("refs length"));
-        }
-        let mut out = BTreeSet::new();
-        for _ in 0..n {
-            out.insert(SyrupId(c.u64("ref")?));
-        }
-        Ok(out)
+        coord::decode_refs(b).map_err(|e| bad("refs", e))
     }
 }
 

@@ -135,8 +135,8 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
 }
 
 /// Reaps rendezvous markers that no intent will ever consume: the intent's source partition
-/// no longer holds it and the marker is older than the abandon window (twice the window when
-/// the source partition is unknown, as for a client-relayed rename).
+/// no longer holds it and the marker is older than the abandon window (a marker naming a
+/// partition the Box does not have is reaped at twice the window).
 async fn reap_markers(shard: &Rc<Shard>, budget: &Budget) {
     let abandon_ms = shard.shared.config.rename_intent_abandon_ms;
     let mut boxes: Vec<String> =

@@ -321,8 +321,13 @@ impl Shard {
                 let all: Vec<_> = self.shared.metrics.shards.iter().map(ShardMetrics::counters).collect();
                 Ok(Outcome::Reply(reply::stats(&all)))
             }
-            Command::Keyed { box_name, key, op } => {
+            Command::Keyed { box_name, key, mut op } => {
                 let meta = self.box_meta(&box_name).await?;
+                if let KeyedOp::ZeroCopyPut { rename_token: Some(token), source_partition: source @ None, .. } = &mut op
+                {
+                    // A client relay does not say where the rename started: the marker needs it.
+                    *source = self.find_intent(&box_name, meta, *token).await?;
+                }
                 let p = partition_for_key(&key, meta.partitions);
                 let owner = self.owner(&box_name, p);
                 self.invoke_on(owner, move |sh| async move {
@@ -556,16 +561,42 @@ impl Shard {
         // Durable now; the references must be published before the marker lets the source go.
         let refs = engine.published_refs();
         self.shared.coord.put_refs(box_name, p, &refs).await.map_err(|e| self.coord_error(e))?;
-        if let Some(token) = rename_token {
-            let marker = RenameMarker {
-                source_partition: source_partition.unwrap_or(u16::MAX),
-                target_partition: p,
-                target_key: key.to_vec(),
-                created_ms: wall_ms(),
-            };
+        if let (Some(token), None) = (rename_token, source_partition) {
+            // No partition holds the intent (abandoned, or finished): a marker would be an orphan.
+            // The destination stays written; both keys are live, which a rename may end in.
+            tracing::warn!(box_name, token = %format!("{token:032x}"), "zero-copy put with a rename token that no intent holds; no marker written");
+        }
+        if let (Some(token), Some(source_partition)) = (rename_token, source_partition) {
+            let marker =
+                RenameMarker { source_partition, target_partition: p, target_key: key.to_vec(), created_ms: wall_ms() };
             self.shared.coord.put_marker(box_name, token, marker).await.map_err(|e| self.coord_error(e))?;
         }
         Ok(put)
+    }
+
+    /// The partition of the Box whose manifest holds the rename intent `token`, if any.
+    ///
+    /// # Errors
+    /// `Busy` or `ShuttingDown` from a forward; open failures.
+    async fn find_intent(
+        self: &Rc<Self>,
+        box_name: &str,
+        meta: BoxMeta,
+        token: u128,
+    ) -> Result<Option<u16>, NodeError> {
+        for p in 0..meta.partitions {
+            let b = box_name.to_string();
+            let held = self
+                .invoke_on(self.owner(box_name, p), move |sh| async move {
+                    let e = sh.engine(&b, meta, p).await?;
+                    Ok::<bool, NodeError>(e.rename_intents().iter().any(|i| i.token == token))
+                })
+                .await??;
+            if held {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
     }
 
     /// Settles a rename intent at the source: marker present → delete the source if still the

@@ -25,16 +25,21 @@ struct Node {
     listen: SocketAddr,
     http: SocketAddr,
     shard_ports: Vec<u16>,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Node {
     fn start(extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
+        Node::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Starts a node on `dir` (a restart when it already holds data).
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_candyboxd"))
             .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0", "--shards", "2"])
-            .args(["--coordination", "memory", "--log", "warn", "--pin-cores", "false"])
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0"])
+            .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "2"][..] })
+            .args(["--log", "warn", "--pin-cores", "false"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -62,8 +67,27 @@ impl Node {
             listen: v["listen"].as_str().unwrap().parse().unwrap(),
             http: v["http"].as_str().unwrap().parse().unwrap(),
             shard_ports: v["shard_ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16).collect(),
-            _dir: dir,
+            dir: Some(dir),
         }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for exit status 0; returns the data directory.
+    fn stop(mut self) -> tempfile::TempDir {
+        let pid = self.child.id() as i32;
+        // SAFETY: sends a signal to our own child process, which is still ours to wait for.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dir.take().unwrap()
     }
 
     fn client(&self) -> Client {
@@ -501,7 +525,7 @@ fn copy_and_rename_across_partitions() {
 
 #[test]
 fn readyz_metrics_and_sigterm() {
-    let mut node = Node::start(&[]);
+    let node = Node::start(&[]);
     assert_eq!(node.http_get("/healthz").0, 200);
     assert_eq!(node.http_get("/readyz").0, 200);
     let mut c = node.client();
@@ -523,20 +547,7 @@ fn readyz_metrics_and_sigterm() {
     assert!(text.contains("op=\"put\""));
     drop(c);
     // SIGTERM: drain, close, exit 0.
-    let pid = node.child.id() as i32;
-    // SAFETY: sending a signal to our own child process.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    node.stop();
 }
 
 impl Client {
@@ -810,4 +821,26 @@ fn bad_configuration_exits_with_status_2() {
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1, "one line: {:?}", out.stderr);
     let out = Command::new(env!("CARGO_BIN_EXE_candyboxd")).env("CANDYBOX_L0_STALL", "1").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_restart_recovers_boxes_and_candies() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    c.create_box("durable", 4).ok();
+    let big = pattern(300_000, 8);
+    c.put("durable", b"big", &big, 100_000).ok();
+    c.put("durable", b"small", b"tiny", 1 << 20).ok();
+    c.copy_or_rename("durable", b"small", b"renamed", true).ok();
+    drop(c);
+    let dir = node.stop();
+    // Recovered with a different shard count: ownership moves, the files stay readable.
+    let node = Node::start_in(dir, &["--shards", "3"]);
+    let mut c = node.client();
+    assert_eq!(c.head_box("durable").ok().get().body_as_box_reply().unwrap().info().unwrap().partitions(), 4);
+    assert!(c.get("durable", b"big", fb::RangeKind::Whole, 0, 0).ok().payload == big);
+    assert_eq!(c.get("durable", b"renamed", fb::RangeKind::Whole, 0, 0).ok().payload, b"tiny");
+    assert_eq!(c.head("durable", b"small").error_code(), Some(fb::ErrorCode::NotFound));
+    let t = c.topology();
+    assert_eq!(t.ok().get().body_as_topology_reply().unwrap().shard_count(), 3);
 }
