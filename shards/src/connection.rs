@@ -168,15 +168,24 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
                 if conn.active.borrow().contains(&header.request_id) {
                     return Stop::Malformed(FrameError::OutOfSequence(header.request_id));
                 }
-                // Backpressure: wait for a slot before buffering the body.
-                if conn.slots.0.send(()).await.is_err() {
-                    return Stop::Shutdown;
-                }
+                // Backpressure: wait for a slot before buffering the body. But while bodies are
+                // still streaming, their data frames may sit behind this request: waiting could
+                // deadlock, so a request over the cap is then answered Busy instead.
+                let slot = if conn.streams.borrow().is_empty() {
+                    if conn.slots.0.send(()).await.is_err() {
+                        return Stop::Shutdown;
+                    }
+                    true
+                } else {
+                    conn.slots.0.try_send(()).is_ok()
+                };
                 let frame = match read_n(&mut rd, header.frame_len()).await {
                     Ok(p) => Bytes::from(p),
                     Err(e) => return Stop::Io(e),
                 };
-                if let Err(e) = request_frame(conn, &header, frame) {
+                let handled =
+                    if slot { request_frame(conn, &header, frame) } else { refuse_over_cap(conn, &header, frame) };
+                if let Err(e) = handled {
                     return Stop::Malformed(e);
                 }
             }
@@ -254,6 +263,30 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
         conn.shard.metrics().record(command::op_index(kind), latency_us, failed);
         conn.active.borrow_mut().remove(&id);
         let _ = conn.slots.1.try_recv();
+    }));
+    Ok(())
+}
+
+/// Answers a well-formed request over the in-flight cap with Busy (its data frames are dropped).
+fn refuse_over_cap(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<(), FrameError> {
+    let body = frame.slice(..header.body_len as usize);
+    header.check_body(&body)?;
+    let req = frame::verify_request(&body, conn.cap)?;
+    let kind = req.body_type();
+    let id = header.request_id;
+    if command::is_streamed(kind) && !header.is_end() {
+        conn.streams.borrow_mut().insert(id, None);
+    }
+    conn.active.borrow_mut().insert(id);
+    let conn = conn.clone();
+    drop(monoio::spawn(async move {
+        let busy = NodeError::Busy {
+            reason: "requests in flight on this connection",
+            retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+        };
+        send_outcome(&conn, id, Outcome::error(&busy)).await;
+        conn.shard.metrics().record(command::op_index(kind), 0, true);
+        conn.active.borrow_mut().remove(&id);
     }));
     Ok(())
 }

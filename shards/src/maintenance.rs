@@ -86,8 +86,7 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
         return;
     }
     let coord = &shard.shared.coord;
-    let published = coord.put_refs(box_name, p, &engine.published_refs()).await;
-    match published {
+    match shard.publish_refs(box_name, p, engine, false).await {
         Ok(()) => match coord.foreign_refs(box_name, meta.partitions, p).await {
             Ok(foreign) => match engine.gc(&foreign).await {
                 Ok(report) if !report.syrups_deleted.is_empty() => {
@@ -107,10 +106,7 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
                 failed(shard, "read foreign refs", box_name, p, &e);
             }
         },
-        Err(e) => {
-            shard.metrics().coord_errors.fetch_add(1, Relaxed);
-            failed(shard, "publish refs", box_name, p, &e);
-        }
+        Err(e) => failed(shard, "publish refs", box_name, p, &e),
     }
     budget.step(t, "gc", shard.id).await;
 
@@ -238,5 +234,8 @@ pub fn refresh_gauges(shard: &Shard) {
         slot.store(v, Relaxed);
     }
     m.rename_intents_pending.store(intents, Relaxed);
+    if let Some(queue) = shard.shared.peers.get(usize::from(shard.id)) {
+        m.queue_depth.store(queue.len() as u64, Relaxed);
+    }
     m.partitions_open.store(parts.len() as u64, Relaxed);
 }

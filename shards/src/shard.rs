@@ -76,6 +76,9 @@ pub struct Shard {
     boxes: RefCell<HashMap<String, BoxMeta>>,
     partitions: RefCell<HashMap<(String, u16), (BoxUid, PartitionEngine)>>,
     open_lock: LocalMutex,
+    /// The referenced-Syrup set last published per partition (publication is skipped when
+    /// unchanged: each one is a durable coordination write).
+    published: RefCell<HashMap<(String, u16), std::collections::BTreeSet<candybox_core::types::SyrupId>>>,
     /// Requests executing on this shard (its own connections' and forwarded ones).
     pub in_flight: Cell<usize>,
     /// Set when shutdown starts.
@@ -111,6 +114,7 @@ impl Shard {
             boxes: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
             open_lock: LocalMutex::new(),
+            published: RefCell::new(HashMap::new()),
             in_flight: Cell::new(0),
             stopping: Cell::new(false),
             shutdown,
@@ -243,6 +247,17 @@ impl Shard {
             return Err(NodeError::ShuttingDown);
         }
         let config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
+        // Shards open sibling partitions concurrently, and monoio's create_dir_all fails with
+        // EEXIST when another thread creates a parent first; std's tolerates that race.
+        let dir = config.partition_dir.clone();
+        match candybox_core::runtime::unblock(move || std::fs::create_dir_all(&dir)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                let path = config.partition_dir.clone();
+                return Err(NodeError::Engine(CoreError::Io(candybox_core::error::IoError::new("mkdir", path, e))));
+            }
+            None => return Err(NodeError::Internal("mkdir helper thread died".into())),
+        }
         let (engine, report) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config).await?;
         tracing::info!(
             shard = self.id,
@@ -412,6 +427,7 @@ impl Shard {
     /// Drops a deleted Box: its cache entry, and its engines and their files on this shard.
     pub async fn forget_box(&self, name: &str, uid: BoxUid) {
         self.boxes.borrow_mut().remove(name);
+        self.published.borrow_mut().retain(|(b, _), _| b != name);
         let doomed: Vec<(u16, PartitionEngine)> = self
             .partitions
             .borrow()
@@ -559,8 +575,7 @@ impl Shard {
         let l = convert::locator_from_wire(wire, meta.box_uid, self.shared.config.frame_body_bytes_max)?;
         let put = engine.zero_copy_put(key, &l.encode()).await?;
         // Durable now; the references must be published before the marker lets the source go.
-        let refs = engine.published_refs();
-        self.shared.coord.put_refs(box_name, p, &refs).await.map_err(|e| self.coord_error(e))?;
+        self.publish_refs(box_name, p, engine, true).await?;
         if let (Some(token), None) = (rename_token, source_partition) {
             // No partition holds the intent (abandoned, or finished): a marker would be an orphan.
             // The destination stays written; both keys are live, which a rename may end in.
@@ -572,6 +587,28 @@ impl Shard {
             self.shared.coord.put_marker(box_name, token, marker).await.map_err(|e| self.coord_error(e))?;
         }
         Ok(put)
+    }
+
+    /// Publishes a partition's referenced-Syrup set to `boxes/<box>/partitions/<p>/refs`;
+    /// unless `always`, only when it changed since this shard last published it.
+    ///
+    /// # Errors
+    /// Coordination failures.
+    pub async fn publish_refs(
+        &self,
+        box_name: &str,
+        p: u16,
+        engine: &PartitionEngine,
+        always: bool,
+    ) -> Result<(), NodeError> {
+        let refs = engine.published_refs();
+        let key = (box_name.to_string(), p);
+        if !always && self.published.borrow().get(&key) == Some(&refs) {
+            return Ok(());
+        }
+        self.shared.coord.put_refs(box_name, p, &refs).await.map_err(|e| self.coord_error(e))?;
+        self.published.borrow_mut().insert(key, refs);
+        Ok(())
     }
 
     /// The partition of the Box whose manifest holds the rename intent `token`, if any.

@@ -782,7 +782,8 @@ fn pipelined_requests_are_all_answered() {
         let (h, body, _) = c.read_frame().unwrap();
         assert!(h.is_end());
         assert!(ids.remove(&h.request_id), "one reply per request id");
-        assert!(frame::verify_reply(&body, 1 << 20).unwrap().error().is_none());
+        let r = frame::verify_reply(&body, 1 << 20).unwrap();
+        assert!(r.error().is_none(), "{:?}", r.error().map(|e| (e.code(), e.message().map(str::to_string))));
     }
     let listed: usize = (0..8).map(|p| c.list("pipes", p).len()).sum();
     assert_eq!(listed, n as usize);
@@ -843,4 +844,28 @@ fn a_restart_recovers_boxes_and_candies() {
     assert_eq!(c.head("durable", b"small").error_code(), Some(fb::ErrorCode::NotFound));
     let t = c.topology();
     assert_eq!(t.ok().get().body_as_topology_reply().unwrap().shard_count(), 3);
+}
+
+#[test]
+fn a_request_over_the_in_flight_cap_while_a_body_streams_gets_busy_not_a_deadlock() {
+    let node = Node::start(&["--requests-in-flight-max", "1"]);
+    let mut c = node.client();
+    c.create_box("capped", 2).ok();
+    let id = c.id();
+    c.send_frame(FrameKind::Request, id, &Client::put_request("capped", b"k", 6), b"abc", false);
+    // The put holds the only slot and its body is still open: this request must not wait.
+    let head_id = c.id();
+    let head = request(|fbb| {
+        let box_name = Some(fbb.create_string("capped"));
+        let key = Some(fbb.create_vector(b"k"));
+        let b = fb::Head::create(fbb, &fb::HeadArgs { box_name, key });
+        (fb::RequestBody::Head, b.as_union_value())
+    });
+    c.send_frame(FrameKind::Request, head_id, &head, &[], true);
+    let busy = c.read_reply(head_id);
+    assert_eq!(busy.error_code(), Some(fb::ErrorCode::Busy));
+    assert!(busy.get().error().unwrap().retry_after_ms() > 0);
+    c.send_frame(FrameKind::Data, id, &[], b"def", true);
+    c.read_reply(id).ok();
+    assert_eq!(c.get("capped", b"k", fb::RangeKind::Whole, 0, 0).ok().payload, b"abcdef");
 }
