@@ -6,8 +6,9 @@
 //!   explicit limits before a field is read. A malformed frame closes this connection only, with
 //!   a logged reason.
 //! - At most `requests_in_flight_max` requests run per connection: at the cap the reader stops
-//!   reading new requests (backpressure by not reading), but keeps reading the data frames of
-//!   bodies already streaming (otherwise those requests could never finish).
+//!   reading new requests (backpressure by not reading). While some body is still streaming, its
+//!   data frames may be queued behind the next request, so then a request over the cap is read
+//!   and answered `Busy` instead of waited for (waiting could deadlock the connection).
 //! - Put bodies flow through a bounded channel ([`crate::command::body_channel`]); when it is
 //!   full the reader waits, so a connection pins at most a few frames per streaming request.
 //! - Get payloads are written straight from the Syrup mappings (`Bytes` slices of the mmap are
@@ -321,7 +322,7 @@ async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
 /// Streams a get: the reply frame with the first payload piece, then data frames, each at most
 /// the frame cap, built from slices of the Syrup mappings.
 async fn send_get(conn: &Rc<Conn>, id: u64, reply: Bytes, len: u64, mut body: candybox_core::engine::CandyReader) {
-    let frame_max = (conn.cap as usize).min(GET_FRAME_PAYLOAD_BYTES.max(conn.cap as usize / 2));
+    let frame_max = (conn.cap as usize).min(GET_FRAME_PAYLOAD_BYTES);
     let mut left = len;
     let mut pending: Option<Bytes> = None;
     let mut first = true;
