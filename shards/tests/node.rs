@@ -869,3 +869,46 @@ fn a_request_over_the_in_flight_cap_while_a_body_streams_gets_busy_not_a_deadloc
     c.read_reply(id).ok();
     assert_eq!(c.get("capped", b"k", fb::RangeKind::Whole, 0, 0).ok().payload, b"abcdef");
 }
+
+#[test]
+fn maintenance_compacts_publishes_refs_and_collects_deleted_syrups() {
+    let node = Node::start(&[
+        "--memtable-bytes",
+        "2048",
+        "--l0-compaction-trigger",
+        "2",
+        "--syrup-roll-bytes",
+        "65536",
+        "--chunk-bytes",
+        "4096",
+        "--inline-bytes-max",
+        "0",
+        "--gc-grace-ms",
+        "50",
+        "--tombstone-grace-ms",
+        "0",
+        "--maintenance-interval-ms",
+        "50",
+    ]);
+    let mut c = node.client();
+    c.create_box("collect", 2).ok();
+    for i in 0..20 {
+        c.put("collect", format!("big-{i}").as_bytes(), &pattern(30_000, i as u8), 1 << 20).ok();
+    }
+    for i in 0..20 {
+        c.delete("collect", format!("big-{i}").as_bytes()).ok();
+    }
+    // Small writes push the tombstones through flushes and compactions.
+    for i in 0..200 {
+        c.put("collect", format!("filler-{i:03}").as_bytes(), b"f", 1 << 20).ok();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.stats_counter("gc_reclaimed_bytes") == 0 {
+        assert!(Instant::now() < deadline, "no Syrup was collected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.stats_counter("compactions") > 0);
+    assert_eq!(c.get("collect", b"filler-007", fb::RangeKind::Whole, 0, 0).ok().payload, b"f");
+    let (_, text) = node.http_get("/metrics");
+    assert!(text.contains("candybox_memtable_bytes{shard=\"0\"}"));
+}
