@@ -912,3 +912,38 @@ fn maintenance_compacts_publishes_refs_and_collects_deleted_syrups() {
     let (_, text) = node.http_get("/metrics");
     assert!(text.contains("candybox_memtable_bytes{shard=\"0\"}"));
 }
+
+/// A load smoke test, not run by default (`cargo test -p candybox-shards --test node -- --ignored
+/// --nocapture`): 8 connections pipelining 16 small puts each for 2 seconds through the main
+/// port; prints the rate. It checks only that every reply is a success.
+#[test]
+#[ignore = "load smoke test; run by hand"]
+fn load_smoke_small_puts() {
+    let node = Node::start(&[]);
+    node.client().create_box("load", 8).ok();
+    let stop = Instant::now() + Duration::from_secs(2);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = node.listen;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut done = 0u64;
+                while Instant::now() < stop {
+                    for i in 0..16u64 {
+                        let key = format!("t{t}-{}", done + i);
+                        let req = Client::put_request("load", key.as_bytes(), 100);
+                        c.send_frame(FrameKind::Request, done + i + 1, &req, &[7u8; 100], true);
+                    }
+                    for _ in 0..16 {
+                        let (_, body, _) = c.read_frame().unwrap();
+                        assert!(frame::verify_reply(&body, 1 << 20).unwrap().error().is_none());
+                    }
+                    done += 16;
+                }
+                done
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    println!("{total} puts in 2 s: {} puts/s", total / 2);
+}
