@@ -14,7 +14,9 @@
 //!   `Bytes`, never decoded or re-encoded.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -106,7 +108,32 @@ struct Routes {
     ports: Vec<u16>,
 }
 
-type Slot<D> = Mutex<Option<Arc<Connection<D>>>>;
+struct SlotState<D: Driver> {
+    conn: Option<Arc<Connection<D>>>,
+    connecting: bool,
+    waiters: Vec<Waker>,
+}
+
+type Slot<D> = Mutex<SlotState<D>>;
+
+fn empty_slot<D: Driver>() -> Slot<D> {
+    Mutex::new(SlotState { conn: None, connecting: false, waiters: Vec::new() })
+}
+
+/// Ends a slot's connection attempt (opened, failed or cancelled) and wakes its waiters.
+struct Connecting<'a, D: Driver> {
+    slot: &'a Slot<D>,
+}
+
+impl<D: Driver> Drop for Connecting<'_, D> {
+    fn drop(&mut self) {
+        let mut s = lock(self.slot);
+        s.connecting = false;
+        for w in s.waiters.drain(..) {
+            w.wake();
+        }
+    }
+}
 
 struct Inner<D: Driver> {
     config: ClientConfig,
@@ -233,7 +260,7 @@ impl<D: Driver> Client<D> {
         let mut inner = Inner {
             config,
             host,
-            main: Mutex::new(Some(Arc::new(main))),
+            main: Mutex::new(SlotState { conn: Some(Arc::new(main)), connecting: false, waiters: Vec::new() }),
             routes: None,
             routing_off_reason: None,
             shards: Vec::new(),
@@ -248,7 +275,7 @@ impl<D: Driver> Client<D> {
             match topology {
                 Ok(t) => match routes_of(&t) {
                     Ok(routes) => {
-                        inner.shards = (0..routes.shard_count).map(|_| Mutex::new(None)).collect();
+                        inner.shards = (0..routes.shard_count).map(|_| empty_slot()).collect();
                         inner.routes = Some(routes);
                     }
                     Err(why) => inner.routing_off_reason = Some(why),
@@ -292,21 +319,30 @@ impl<D: Driver> Client<D> {
             }
             _ => (&self.inner.main, self.inner.config.server.clone()),
         };
-        if let Some(c) = lock(slot).as_ref() {
-            if !c.is_closed() {
-                return Ok(Arc::clone(c));
+        // One connection attempt per slot at a time: concurrent requests wait for it instead of
+        // each opening their own.
+        let ready = poll_fn(|cx| {
+            let mut s = lock(slot);
+            if let Some(c) = s.conn.as_ref() {
+                if !c.is_closed() {
+                    return Poll::Ready(Some(Arc::clone(c)));
+                }
             }
+            if s.connecting {
+                s.waiters.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            s.connecting = true;
+            Poll::Ready(None)
+        })
+        .await;
+        if let Some(c) = ready {
+            return Ok(c);
         }
+        let guard = Connecting { slot };
         let fresh = Arc::new(Connection::<D>::open(&addr, &self.inner.config.connection()).await?);
-        let mut guard = lock(slot);
-        match guard.as_ref() {
-            // Another request opened one meanwhile: use it, drop ours.
-            Some(c) if !c.is_closed() => Ok(Arc::clone(c)),
-            _ => {
-                *guard = Some(Arc::clone(&fresh));
-                Ok(fresh)
-            }
-        }
+        lock(guard.slot).conn = Some(Arc::clone(&fresh));
+        Ok(fresh)
     }
 
     fn target_of_partition(&self, box_name: &str, partition: u16) -> Target {

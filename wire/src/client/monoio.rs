@@ -10,6 +10,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
@@ -34,7 +35,10 @@ impl Driver for MonoioDriver {
     }
 
     async fn read(reader: &mut Self::Reader, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        reader.read(buf).await
+        // monoio reads into a buffer from its start; a slice from `len` appends instead.
+        let len = buf.len();
+        let (result, slice) = reader.read(buf.slice_mut(len..)).await;
+        (result, slice.into_inner())
     }
 
     async fn write_all(writer: &mut Self::Writer, buf: Bytes) -> io::Result<()> {
