@@ -18,31 +18,31 @@ use crate::fb;
 #[non_exhaustive]
 pub enum ClientError {
     /// The Candy (or upload) does not exist.
-    #[error("not found: {message}")]
+    #[error("not found{}", colon(.message))]
     NotFound {
         /// The node's explanation.
         message: String,
     },
     /// The Box does not exist.
-    #[error("box not found: {message}")]
+    #[error("box not found{}", colon(.message))]
     BoxNotFound {
         /// The node's explanation.
         message: String,
     },
     /// A Box of that name already exists.
-    #[error("box already exists: {message}")]
+    #[error("box already exists{}", colon(.message))]
     BoxExists {
         /// The node's explanation.
         message: String,
     },
     /// The Box still holds Candies (delete it with `force`).
-    #[error("box is not empty: {message}")]
+    #[error("box is not empty{}", colon(.message))]
     BoxNotEmpty {
         /// The node's explanation.
         message: String,
     },
     /// The node is overloaded; retry after the hint.
-    #[error("node busy, retry after {retry_after_ms} ms: {message}")]
+    #[error("node busy, retry after {retry_after_ms} ms{}", colon(.message))]
     Busy {
         /// How long the node asks the client to wait.
         retry_after_ms: u32,
@@ -50,7 +50,7 @@ pub enum ClientError {
         message: String,
     },
     /// A field of the request is invalid.
-    #[error("invalid argument `{field}`: {message}")]
+    #[error("invalid argument `{field}`{}", colon(.message))]
     InvalidArgument {
         /// The offending field.
         field: String,
@@ -58,7 +58,7 @@ pub enum ClientError {
         message: String,
     },
     /// A value exceeds a configured limit.
-    #[error("limit `{limit}` exceeded: {value} > {max}: {message}")]
+    #[error("limit `{limit}` exceeded: {value} > {max}{}", colon(.message))]
     LimitExceeded {
         /// The limit's name.
         limit: String,
@@ -70,13 +70,13 @@ pub enum ClientError {
         message: String,
     },
     /// Stored bytes do not match their checksum.
-    #[error("checksum mismatch: {message}")]
+    #[error("checksum mismatch{}", colon(.message))]
     ChecksumMismatch {
         /// The node's explanation, with the evidence.
         message: String,
     },
     /// The partition is held by another node.
-    #[error("not the owner, the owner is {owner}: {message}")]
+    #[error("not the owner, the owner is {owner}{}", colon(.message))]
     NotOwner {
         /// The owner's address.
         owner: String,
@@ -84,48 +84,48 @@ pub enum ClientError {
         message: String,
     },
     /// A relayed locator was refused by the destination.
-    #[error("forged locator: {message}")]
+    #[error("forged locator{}", colon(.message))]
     ForgedLocator {
         /// Which check failed.
         message: String,
     },
     /// The node does not know this request kind.
-    #[error("unknown request: {message}")]
+    #[error("unknown request{}", colon(.message))]
     UnknownRequest {
         /// The node's explanation.
         message: String,
     },
     /// The node cannot serve the request now (coordination lost, partition not open).
-    #[error("unavailable: {message}")]
+    #[error("unavailable{}", colon(.message))]
     Unavailable {
         /// The node's explanation.
         message: String,
     },
     /// The node found corrupt data.
-    #[error("corrupt data on the node: {message}")]
+    #[error("corrupt data on the node{}", colon(.message))]
     Corrupt {
         /// The node's evidence.
         message: String,
     },
     /// The node is shutting down.
-    #[error("node shutting down: {message}")]
+    #[error("node shutting down{}", colon(.message))]
     ShuttingDown {
         /// The node's explanation.
         message: String,
     },
     /// The node failed internally.
-    #[error("internal error on the node: {message}")]
+    #[error("internal error on the node{}", colon(.message))]
     Internal {
         /// The node's explanation.
         message: String,
     },
     /// A socket or local source operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done (`connect to 127.0.0.1:7420`, `read body`).
         context: String,
-        /// The operating system's error.
-        source: Arc<std::io::Error>,
+        /// The operating system's error (part of the message, so not also a `source()`).
+        cause: Arc<std::io::Error>,
     },
     /// The node sent something that breaks the protocol; the connection was closed.
     #[error("protocol error from the node: {reason}")]
@@ -212,7 +212,7 @@ impl ClientError {
 
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> ClientError {
-        ClientError::Io { context: context.into(), source: Arc::new(source) }
+        ClientError::Io { context: context.into(), cause: Arc::new(source) }
     }
 
     /// A protocol violation by the node.
@@ -228,6 +228,15 @@ impl ClientError {
     /// A request argument the client refuses before sending.
     pub(crate) fn local_argument(field: &str, message: impl Into<String>) -> ClientError {
         ClientError::InvalidArgument { field: field.to_owned(), message: message.into() }
+    }
+}
+
+/// `": message"`, or nothing when the node gave no message.
+fn colon(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
     }
 }
 
