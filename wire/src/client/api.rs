@@ -670,18 +670,28 @@ impl<D: Driver> Client<D> {
     ///
     /// # Errors
     /// `NotFound`, `BoxNotFound`, or the connection's error.
-    pub async fn copy(&self, box_name: &str, source_key: &[u8], target_key: &[u8]) -> Result<(), ClientError> {
+    pub async fn copy(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+    ) -> Result<Option<PutDone>, ClientError> {
         let target = self.target_of_key(box_name, source_key).await;
-        self.unary(target, request::copy(box_name, source_key, target_key), |b, cap| reply::done(b, cap)).await
+        self.unary(target, request::copy(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
     }
 
     /// Renames `source_key` to `target_key`, run by the node in one request.
     ///
     /// # Errors
     /// `NotFound`, `BoxNotFound`, or the connection's error.
-    pub async fn rename(&self, box_name: &str, source_key: &[u8], target_key: &[u8]) -> Result<(), ClientError> {
+    pub async fn rename(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+    ) -> Result<Option<PutDone>, ClientError> {
         let target = self.target_of_key(box_name, source_key).await;
-        self.unary(target, request::rename(box_name, source_key, target_key), |b, cap| reply::done(b, cap)).await
+        self.unary(target, request::rename(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
     }
 
     /// Relay step: the live locator of `key`, as bytes to relay verbatim.
