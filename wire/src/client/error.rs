@@ -18,25 +18,25 @@ use crate::fb;
 #[non_exhaustive]
 pub enum ClientError {
     /// The Candy (or upload) does not exist.
-    #[error("not found{}", colon(.message))]
+    #[error("not found{}", detail("not found", .message))]
     NotFound {
         /// The node's explanation.
         message: String,
     },
     /// The Box does not exist.
-    #[error("box not found{}", colon(.message))]
+    #[error("box not found{}", detail("box not found", .message))]
     BoxNotFound {
         /// The node's explanation.
         message: String,
     },
     /// A Box of that name already exists.
-    #[error("box already exists{}", colon(.message))]
+    #[error("box already exists{}", detail("box already exists", .message))]
     BoxExists {
         /// The node's explanation.
         message: String,
     },
     /// The Box still holds Candies (delete it with `force`).
-    #[error("box is not empty{}", colon(.message))]
+    #[error("box is not empty{}", detail("box is not empty", .message))]
     BoxNotEmpty {
         /// The node's explanation.
         message: String,
@@ -70,7 +70,7 @@ pub enum ClientError {
         message: String,
     },
     /// Stored bytes do not match their checksum.
-    #[error("checksum mismatch{}", colon(.message))]
+    #[error("checksum mismatch{}", detail("checksum mismatch", .message))]
     ChecksumMismatch {
         /// The node's explanation, with the evidence.
         message: String,
@@ -84,37 +84,37 @@ pub enum ClientError {
         message: String,
     },
     /// A relayed locator was refused by the destination.
-    #[error("forged locator{}", colon(.message))]
+    #[error("forged locator{}", detail("forged locator", .message))]
     ForgedLocator {
         /// Which check failed.
         message: String,
     },
     /// The node does not know this request kind.
-    #[error("unknown request{}", colon(.message))]
+    #[error("unknown request{}", detail("unknown request", .message))]
     UnknownRequest {
         /// The node's explanation.
         message: String,
     },
     /// The node cannot serve the request now (coordination lost, partition not open).
-    #[error("unavailable{}", colon(.message))]
+    #[error("unavailable{}", detail("unavailable", .message))]
     Unavailable {
         /// The node's explanation.
         message: String,
     },
     /// The node found corrupt data.
-    #[error("corrupt data on the node{}", colon(.message))]
+    #[error("corrupt data on the node{}", detail("corrupt data on the node", .message))]
     Corrupt {
         /// The node's evidence.
         message: String,
     },
     /// The node is shutting down.
-    #[error("node shutting down{}", colon(.message))]
+    #[error("node shutting down{}", detail("node shutting down", .message))]
     ShuttingDown {
         /// The node's explanation.
         message: String,
     },
     /// The node failed internally.
-    #[error("internal error on the node{}", colon(.message))]
+    #[error("internal error on the node{}", detail("internal error on the node", .message))]
     Internal {
         /// The node's explanation.
         message: String,
@@ -228,6 +228,16 @@ impl ClientError {
     /// A request argument the client refuses before sending.
     pub(crate) fn local_argument(field: &str, message: impl Into<String>) -> ClientError {
         ClientError::InvalidArgument { field: field.to_owned(), message: message.into() }
+    }
+}
+
+/// `": message"`, or nothing when the message only repeats `what` (the node's `not found` after
+/// our `not found`).
+fn detail(what: &str, message: &str) -> String {
+    if message.trim().eq_ignore_ascii_case(what) {
+        String::new()
+    } else {
+        colon(message)
     }
 }
 

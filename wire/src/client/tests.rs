@@ -453,3 +453,13 @@ fn byte_ranges_parse_like_http() {
     let g = req.body_as_get().expect("a get");
     assert_eq!((g.range_kind(), g.first()), (fb::RangeKind::Suffix, 50));
 }
+
+#[test]
+fn a_message_that_repeats_the_error_is_not_printed_twice() {
+    let e = ClientError::NotFound { message: "not found".into() };
+    assert_eq!(e.to_string(), "not found");
+    let e = ClientError::NotFound { message: "key `a` in box `b`".into() };
+    assert_eq!(e.to_string(), "not found: key `a` in box `b`");
+    let e = ClientError::BoxNotEmpty { message: String::new() };
+    assert_eq!(e.to_string(), "box is not empty");
+}
