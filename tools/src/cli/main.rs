@@ -1,0 +1,558 @@
+//! `candybox`: the command-line client of a Candybox node.
+//!
+//! Invariants:
+//! - Exit codes: 0 success, 1 a runtime error (the node's or the connection's), 2 a usage error
+//!   (clap's own, and argument values this tool refuses).
+//! - Errors are one line on stderr: `candybox: <what>: <why>`.
+//! - Object bytes stream through in pieces (files, stdin, stdout): nothing buffers a whole file.
+//! - Progress bars appear only on a terminal stderr and for transfers over 4 MiB.
+
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use candybox_wire::client::{
+    ByteRange, ClientConfig, KeyRange, ListOptions, PutOptions, ReaderSource, TokioClient, MULTIPART_PART_BYTES_MIN,
+};
+use clap::{Args, Parser, Subcommand};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use output::Out;
+use progress::{Counted, Progress};
+
+/// Talk to a Candybox node: Boxes, Candies, listings, copies and renames, multipart uploads.
+#[derive(Debug, Parser)]
+#[command(name = "candybox", version, max_term_width = 100)]
+struct Cli {
+    /// The node's main port, HOST:PORT.
+    #[arg(long, global = true, env = "CANDYBOX_SERVER", default_value = "127.0.0.1:7420", value_parser = parse_server)]
+    server: String,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Send every request to the main port instead of the owning shard's own port.
+    #[arg(long, global = true)]
+    no_routing: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a Box.
+    CreateBox {
+        /// The Box's name: 3-63 characters of a-z, 0-9 and '-'.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// Its number of hash partitions, fixed for its life (the node's default is 8).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        partitions: Option<u16>,
+    },
+    /// Delete a Box (only an empty one, unless --force).
+    DeleteBox {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// Delete it with all its Candies.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Describe a Box.
+    HeadBox {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+    },
+    /// List every Box.
+    ListBoxes,
+    /// Store a Candy from a file or stdin.
+    Put {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The Candy's key.
+        key: String,
+        /// The file to upload; stdin when '-' or absent.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        meta: MetaArgs,
+        /// Upload as a multipart upload (for big files; parts are sent one after another).
+        #[arg(long)]
+        multipart: bool,
+        /// Part size of --multipart, e.g. 8MiB, 5MB, 6000000 (at least 5 MiB unless the node
+        /// allows less).
+        #[arg(long, value_parser = parse_size, default_value = "8MiB", requires = "multipart")]
+        part_size: u64,
+    },
+    /// Fetch a Candy's bytes (or a range of them) to stdout or a file.
+    Get {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The Candy's key.
+        key: String,
+        /// Write to this file instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Only these bytes: FIRST-LAST (inclusive), FIRST- (to the end) or -N (the last N).
+        #[arg(long, value_parser = parse_range, allow_hyphen_values = true)]
+        range: Option<ByteRange>,
+    },
+    /// Show a Candy's metadata.
+    Head {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The Candy's key.
+        key: String,
+    },
+    /// Delete a Candy (deleting an absent key succeeds).
+    Delete {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The Candy's key.
+        key: String,
+    },
+    /// List Candies in key order, merged over every partition of the Box.
+    List {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only keys >= this.
+        #[arg(long)]
+        start: Option<String>,
+        /// Only keys < this.
+        #[arg(long)]
+        end: Option<String>,
+        /// Descending key order.
+        #[arg(long)]
+        reverse: bool,
+        /// Continue after this key (the cursor printed by the previous page).
+        #[arg(long)]
+        start_after: Option<String>,
+        /// Entries per page.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        max: u32,
+        /// Page through everything instead of printing one page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete every key with a prefix, or in [start, end), with one range tombstone per partition.
+    #[command(group(clap::ArgGroup::new("range").required(true).args(["prefix", "start"])))]
+    DeleteRange {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// Every key starting with this.
+        #[arg(long, conflicts_with_all = ["start", "end"])]
+        prefix: Option<String>,
+        /// The first key deleted.
+        #[arg(long, requires = "end")]
+        start: Option<String>,
+        /// The first key kept after the range.
+        #[arg(long, requires = "start")]
+        end: Option<String>,
+    },
+    /// Copy a Candy to another key without moving its bytes.
+    Copy(MoveArgs),
+    /// Rename a Candy without moving its bytes.
+    Rename(MoveArgs),
+    /// Multipart uploads, step by step.
+    #[command(subcommand)]
+    Multipart(Multipart),
+    /// Every shard's counters.
+    Stats,
+    /// The node's shards, ports and placement function.
+    Topology,
+}
+
+#[derive(Debug, Args)]
+struct MetaArgs {
+    /// The content type to store, e.g. image/jpeg.
+    #[arg(long)]
+    content_type: Option<String>,
+    /// User metadata as KEY=VALUE; repeat for more.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct MoveArgs {
+    /// The Box.
+    #[arg(value_name = "BOX")]
+    box_name: String,
+    /// The source key.
+    source: String,
+    /// The target key.
+    target: String,
+    /// Let this client relay the locator between partitions (get-locator or prepare-rename,
+    /// zero-copy-put, complete-rename) instead of asking the node to do it in one request.
+    #[arg(long)]
+    relay: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Multipart {
+    /// Start an upload; prints its id.
+    Create {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The key it completes to.
+        key: String,
+        #[command(flatten)]
+        meta: MetaArgs,
+    },
+    /// Upload one part from a file or stdin.
+    UploadPart {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The upload's key.
+        key: String,
+        /// The upload's id.
+        upload_id: u64,
+        /// The part's number, from 1.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        part_number: u32,
+        /// The file holding the part; stdin when '-' or absent.
+        file: Option<PathBuf>,
+    },
+    /// Complete an upload from its parts, in the order given.
+    Complete {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The upload's key.
+        key: String,
+        /// The upload's id.
+        upload_id: u64,
+        /// The part numbers, in order.
+        #[arg(required = true, num_args = 1..)]
+        part_numbers: Vec<u32>,
+    },
+    /// Abort an upload and drop its parts.
+    Abort {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The upload's key.
+        key: String,
+        /// The upload's id.
+        upload_id: u64,
+    },
+    /// List the uploads in progress in a Box.
+    ListUploads {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+    },
+    /// List the parts uploaded so far.
+    ListParts {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The upload's key.
+        key: String,
+        /// The upload's id.
+        upload_id: u64,
+    },
+}
+
+fn parse_server(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_owned()),
+        _ => Err(format!("`{s}` is not HOST:PORT")),
+    }
+}
+
+fn parse_range(s: &str) -> Result<ByteRange, String> {
+    s.parse::<ByteRange>().map_err(|e| e.to_string())
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// Parses `123`, `5MiB`, `5M`, `5MB`, `64KiB`, `1GiB` (binary multiples for every suffix).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a size like 8MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{s}` has an unknown unit (use KiB, MiB or GiB)")),
+    };
+    let size = n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))?;
+    if size == 0 {
+        return Err("a size must be positive".to_owned());
+    }
+    Ok(size)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("candybox: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("candybox: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<TokioClient> {
+    let mut config = ClientConfig::new(cli.server.clone());
+    config.routing = !cli.no_routing;
+    // The error already names the address.
+    Ok(TokioClient::connect(config).await?)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let client = connect(&cli).await?;
+    let out = Out::new(cli.json);
+    match cli.command {
+        Command::CreateBox { box_name, partitions } => {
+            let info =
+                client.create_box(&box_name, partitions).await.with_context(|| format!("create box {box_name}"))?;
+            out.box_info(&info);
+        }
+        Command::DeleteBox { box_name, force } => {
+            client.delete_box(&box_name, force).await.with_context(|| format!("delete box {box_name}"))?;
+            out.done(&format!("deleted box {box_name}"));
+        }
+        Command::HeadBox { box_name } => {
+            let info = client.head_box(&box_name).await.with_context(|| format!("head box {box_name}"))?;
+            out.box_info(&info);
+        }
+        Command::ListBoxes => {
+            let boxes = client.list_boxes().await.context("list boxes")?;
+            out.box_list(&boxes);
+        }
+        Command::Put { box_name, key, file, meta, multipart, part_size } => {
+            let what = format!("put {box_name}/{key}");
+            let (reader, size) = open_input(file.as_deref()).await.with_context(|| what.clone())?;
+            let options = PutOptions { content_type: meta.content_type, user_meta: meta.meta, size };
+            let progress = Progress::new(size, &what);
+            if multipart {
+                if part_size < MULTIPART_PART_BYTES_MIN {
+                    eprintln!("candybox: note: parts under 5 MiB are refused by a node with the default minimum");
+                }
+                let source = ReaderSource::new(reader);
+                let done = client
+                    .put_multipart(&box_name, key.as_bytes(), &options, part_size, source, |n| progress.add(n))
+                    .await
+                    .with_context(|| what.clone())?;
+                progress.finish();
+                out.put_done(&box_name, &key, done.as_ref());
+            } else {
+                let source = Counted::new(ReaderSource::new(reader), &progress);
+                let done =
+                    client.put(&box_name, key.as_bytes(), &options, source).await.with_context(|| what.clone())?;
+                progress.finish();
+                out.put_done(&box_name, &key, Some(&done));
+            }
+        }
+        Command::Get { box_name, key, output, range } => {
+            let what = format!("get {box_name}/{key}");
+            get(&client, &box_name, &key, output, range.unwrap_or_default()).await.with_context(|| what)?;
+        }
+        Command::Head { box_name, key } => {
+            let meta =
+                client.head(&box_name, key.as_bytes()).await.with_context(|| format!("head {box_name}/{key}"))?;
+            out.candy_meta(&key, &meta);
+        }
+        Command::Delete { box_name, key } => {
+            client.delete(&box_name, key.as_bytes()).await.with_context(|| format!("delete {box_name}/{key}"))?;
+            out.done(&format!("deleted {box_name}/{key}"));
+        }
+        Command::List { box_name, prefix, start, end, reverse, start_after, max, all } => {
+            let mut options = ListOptions {
+                prefix: prefix.map(String::into_bytes),
+                start: start.map(String::into_bytes),
+                end: end.map(String::into_bytes),
+                start_after: start_after.map(String::into_bytes),
+                reverse,
+                limit: max,
+            };
+            let what = format!("list {box_name}");
+            let mut lister = out.lister(all);
+            loop {
+                let page = client.list(&box_name, &options).await.with_context(|| what.clone())?;
+                lister.page(&page)?;
+                match (&page.next_start_after, all) {
+                    (Some(cursor), true) => options.start_after = Some(cursor.clone()),
+                    _ => break,
+                }
+            }
+            lister.finish()?;
+        }
+        Command::DeleteRange { box_name, prefix, start, end } => {
+            let range = match (prefix, start, end) {
+                (Some(p), _, _) => KeyRange::Prefix(p.into_bytes()),
+                (None, Some(start), Some(end)) => {
+                    KeyRange::Between { start: start.into_bytes(), end: end.into_bytes() }
+                }
+                _ => unreachable!("clap requires --prefix or --start with --end"),
+            };
+            client.delete_range(&box_name, &range).await.with_context(|| format!("delete range in {box_name}"))?;
+            out.done(&format!("deleted the range in every partition of {box_name}"));
+        }
+        Command::Copy(m) => {
+            let what = format!("copy {}/{} to {}", m.box_name, m.source, m.target);
+            if m.relay {
+                client.relay_copy(&m.box_name, m.source.as_bytes(), m.target.as_bytes()).await.with_context(|| what)?;
+            } else {
+                client.copy(&m.box_name, m.source.as_bytes(), m.target.as_bytes()).await.with_context(|| what)?;
+            }
+            out.moved("copied", &m.source, &m.target, None);
+        }
+        Command::Rename(m) => {
+            let what = format!("rename {}/{} to {}", m.box_name, m.source, m.target);
+            let outcome = if m.relay {
+                Some(
+                    client
+                        .relay_rename(&m.box_name, m.source.as_bytes(), m.target.as_bytes())
+                        .await
+                        .with_context(|| what)?,
+                )
+            } else {
+                client.rename(&m.box_name, m.source.as_bytes(), m.target.as_bytes()).await.with_context(|| what)?;
+                None
+            };
+            out.moved("renamed", &m.source, &m.target, outcome);
+        }
+        Command::Multipart(cmd) => multipart(&client, &out, cmd).await?,
+        Command::Stats => {
+            let stats = client.stats().await.context("stats")?;
+            out.stats(&stats);
+        }
+        Command::Topology => {
+            let topology = client.topology().await.context("topology")?;
+            out.topology(&topology, client.routing_off_reason());
+        }
+    }
+    Ok(())
+}
+
+async fn multipart(client: &TokioClient, out: &Out, cmd: Multipart) -> Result<()> {
+    match cmd {
+        Multipart::Create { box_name, key, meta } => {
+            let options = PutOptions { content_type: meta.content_type, user_meta: meta.meta, size: None };
+            let id = client
+                .create_upload(&box_name, key.as_bytes(), &options)
+                .await
+                .with_context(|| format!("create upload {box_name}/{key}"))?;
+            out.upload_created(&key, id);
+        }
+        Multipart::UploadPart { box_name, key, upload_id, part_number, file } => {
+            let what = format!("upload part {part_number} of {box_name}/{key} upload {upload_id}");
+            let (reader, size) = open_input(file.as_deref()).await.with_context(|| what.clone())?;
+            let progress = Progress::new(size, &what);
+            let source = Counted::new(ReaderSource::new(reader), &progress);
+            let part = client
+                .upload_part(&box_name, key.as_bytes(), upload_id, part_number, size, source)
+                .await
+                .with_context(|| what)?;
+            progress.finish();
+            out.part(&part);
+        }
+        Multipart::Complete { box_name, key, upload_id, part_numbers } => {
+            let done = client
+                .complete_upload(&box_name, key.as_bytes(), upload_id, &part_numbers)
+                .await
+                .with_context(|| format!("complete upload {upload_id} of {box_name}/{key}"))?;
+            out.put_done(&box_name, &key, done.as_ref());
+        }
+        Multipart::Abort { box_name, key, upload_id } => {
+            client
+                .abort_upload(&box_name, key.as_bytes(), upload_id)
+                .await
+                .with_context(|| format!("abort upload {upload_id} of {box_name}/{key}"))?;
+            out.done(&format!("aborted upload {upload_id} of {box_name}/{key}"));
+        }
+        Multipart::ListUploads { box_name } => {
+            let uploads =
+                client.list_uploads(&box_name).await.with_context(|| format!("list uploads of {box_name}"))?;
+            out.uploads(&uploads);
+        }
+        Multipart::ListParts { box_name, key, upload_id } => {
+            let parts = client
+                .list_parts(&box_name, key.as_bytes(), upload_id)
+                .await
+                .with_context(|| format!("list parts of upload {upload_id} of {box_name}/{key}"))?;
+            out.parts(&parts);
+        }
+    }
+    Ok(())
+}
+
+/// A file (with its size) or stdin (size unknown).
+async fn open_input(file: Option<&std::path::Path>) -> Result<(Box<dyn AsyncRead + Unpin>, Option<u64>)> {
+    match file {
+        None => Ok((Box::new(tokio::io::stdin()), None)),
+        Some(p) if p.as_os_str() == "-" => Ok((Box::new(tokio::io::stdin()), None)),
+        Some(p) => {
+            let f = tokio::fs::File::open(p).await.with_context(|| format!("open {}", p.display()))?;
+            let size = f.metadata().await.with_context(|| format!("stat {}", p.display()))?.len();
+            Ok((Box::new(f), Some(size)))
+        }
+    }
+}
+
+async fn get(client: &TokioClient, box_name: &str, key: &str, output: Option<PathBuf>, range: ByteRange) -> Result<()> {
+    let mut stream = client.get(box_name, key.as_bytes(), range).await?;
+    let progress = Progress::new(Some(stream.length()), &format!("get {box_name}/{key}"));
+    match output {
+        None => {
+            let mut stdout = tokio::io::stdout();
+            while let Some(piece) = stream.next_piece().await? {
+                progress.add(piece.len() as u64);
+                stdout.write_all(&piece).await.context("write to stdout")?;
+            }
+            stdout.flush().await.context("write to stdout")?;
+        }
+        Some(path) => {
+            let mut file =
+                tokio::fs::File::create(&path).await.with_context(|| format!("create {}", path.display()))?;
+            let result: Result<()> = async {
+                while let Some(piece) = stream.next_piece().await? {
+                    progress.add(piece.len() as u64);
+                    file.write_all(&piece).await.with_context(|| format!("write {}", path.display()))?;
+                }
+                file.flush().await.with_context(|| format!("write {}", path.display()))?;
+                file.sync_all().await.with_context(|| format!("sync {}", path.display()))?;
+                Ok(())
+            }
+            .await;
+            if result.is_err() {
+                // A partial file would pass for the Candy.
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+            result?;
+        }
+    }
+    progress.finish();
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! What the CLI prints on stdout: text for people, or JSON with `--json`.
+//!
+//! Invariants:
+//! - With `--json`, stdout holds exactly one JSON document per command (`list --all` streams
+//!   one document page by page), and nothing else.
+//! - Keys are printed as text (lossy for keys that are not UTF-8).
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use candybox_wire::client::{
+    BoxInfo, CandyMeta, Hlc, ListEntry, ListPage, PartInfo, PutDone, RenameOutcome, ShardStats, Topology, UploadInfo,
+};
+use serde_json::{json, Value};
+
+/// The output mode.
+pub struct Out {
+    json: bool,
+}
+
+fn hlc(h: &Hlc) -> Value {
+    json!({ "physical_ms": h.physical_ms, "logical": h.logical, "node": h.node })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn entry_json(e: &ListEntry) -> Value {
+    json!({
+        "key": e.key_lossy(),
+        "size": e.size,
+        "checksum": e.checksum,
+        "hlc": hlc(&e.hlc),
+        "content_type": e.content_type,
+        "created_ms": e.created_ms,
+    })
+}
+
+impl Out {
+    /// Text, or JSON when `json`.
+    pub fn new(json: bool) -> Out {
+        Out { json }
+    }
+
+    fn print(&self, value: &Value) {
+        println!("{value}");
+    }
+
+    /// A mutation that reports nothing but success.
+    pub fn done(&self, message: &str) {
+        if self.json {
+            self.print(&json!({ "ok": true }));
+        } else {
+            println!("{message}");
+        }
+    }
+
+    fn box_json(b: &BoxInfo) -> Value {
+        json!({ "name": b.name, "partitions": b.partitions, "created_ms": b.created_ms, "box_uid": b.box_uid })
+    }
+
+    /// One Box.
+    pub fn box_info(&self, b: &BoxInfo) {
+        if self.json {
+            self.print(&Self::box_json(b));
+        } else {
+            println!("{}\tpartitions {}\tcreated_ms {}\tuid {:#x}", b.name, b.partitions, b.created_ms, b.box_uid);
+        }
+    }
+
+    /// Every Box.
+    pub fn box_list(&self, boxes: &[BoxInfo]) {
+        if self.json {
+            self.print(&json!({ "boxes": boxes.iter().map(Self::box_json).collect::<Vec<_>>() }));
+        } else {
+            for b in boxes {
+                self.box_info(b);
+            }
+        }
+    }
+
+    /// A finished put (or completed upload).
+    pub fn put_done(&self, box_name: &str, key: &str, done: Option<&PutDone>) {
+        if self.json {
+            match done {
+                Some(d) => self.print(&json!({
+                    "box": box_name, "key": key, "size": d.size, "checksum": d.checksum, "hlc": hlc(&d.hlc)
+                })),
+                None => self.print(&json!({ "box": box_name, "key": key })),
+            }
+        } else {
+            match done {
+                Some(d) => println!("stored {box_name}/{key}: {} bytes, crc32 {:#010x}", d.size, d.checksum),
+                None => println!("stored {box_name}/{key}"),
+            }
+        }
+    }
+
+    /// A Candy's metadata.
+    pub fn candy_meta(&self, key: &str, m: &CandyMeta) {
+        if self.json {
+            let meta: serde_json::Map<String, Value> =
+                m.user_meta.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            self.print(&json!({
+                "key": key,
+                "size": m.size,
+                "checksum": m.checksum,
+                "hlc": hlc(&m.hlc),
+                "content_type": m.content_type,
+                "user_meta": meta,
+                "created_ms": m.created_ms,
+            }));
+        } else {
+            println!("key: {key}");
+            println!("size: {}", m.size);
+            println!("checksum: {:#010x}", m.checksum);
+            println!("content-type: {}", m.content_type);
+            println!("created_ms: {}", m.created_ms);
+            println!("hlc: {}.{}@{}", m.hlc.physical_ms, m.hlc.logical, m.hlc.node);
+            for (k, v) in &m.user_meta {
+                println!("meta {k}: {v}");
+            }
+        }
+    }
+
+    /// A listing printer: one page, or (with `all`) every page as one document.
+    pub fn lister(&self, all: bool) -> Lister {
+        Lister { json: self.json, all, first: true, out: std::io::stdout().lock() }
+    }
+
+    /// A copy or rename.
+    pub fn moved(&self, verb: &str, source: &str, target: &str, outcome: Option<RenameOutcome>) {
+        if self.json {
+            let mut v = json!({ "source": source, "target": target });
+            if let Some(o) = outcome {
+                v["outcome"] = json!(o.to_string());
+            }
+            self.print(&v);
+        } else {
+            match outcome {
+                Some(o) => println!("{verb} {source} to {target} ({o})"),
+                None => println!("{verb} {source} to {target}"),
+            }
+        }
+    }
+
+    /// A new upload.
+    pub fn upload_created(&self, key: &str, upload_id: u64) {
+        if self.json {
+            self.print(&json!({ "key": key, "upload_id": upload_id }));
+        } else {
+            println!("{upload_id}");
+        }
+    }
+
+    /// An uploaded part.
+    pub fn part(&self, p: &PartInfo) {
+        if self.json {
+            self.print(&json!({ "part_number": p.part_number, "size": p.size, "checksum": p.checksum }));
+        } else {
+            println!("part {}: {} bytes, crc32 {:#010x}", p.part_number, p.size, p.checksum);
+        }
+    }
+
+    /// Uploaded parts.
+    pub fn parts(&self, parts: &[PartInfo]) {
+        if self.json {
+            let v: Vec<Value> = parts
+                .iter()
+                .map(|p| json!({ "part_number": p.part_number, "size": p.size, "checksum": p.checksum }))
+                .collect();
+            self.print(&json!({ "parts": v }));
+        } else {
+            for p in parts {
+                self.part(p);
+            }
+        }
+    }
+
+    /// Uploads in progress.
+    pub fn uploads(&self, uploads: &[UploadInfo]) {
+        if self.json {
+            let v: Vec<Value> = uploads
+                .iter()
+                .map(|u| json!({ "key": text(&u.key), "upload_id": u.upload_id, "created_ms": u.created_ms, "parts": u.parts }))
+                .collect();
+            self.print(&json!({ "uploads": v }));
+        } else {
+            for u in uploads {
+                println!("{}\t{}\tparts {}\tcreated_ms {}", text(&u.key), u.upload_id, u.parts, u.created_ms);
+            }
+        }
+    }
+
+    /// Every shard's counters.
+    pub fn stats(&self, stats: &[ShardStats]) {
+        if self.json {
+            let v: Vec<Value> = stats
+                .iter()
+                .map(|s| {
+                    let counters: serde_json::Map<String, Value> =
+                        s.counters.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                    json!({ "shard": s.shard, "counters": counters })
+                })
+                .collect();
+            self.print(&json!({ "shards": v }));
+        } else {
+            for s in stats {
+                for (name, value) in &s.counters {
+                    println!("shard {}\t{name}\t{value}", s.shard);
+                }
+            }
+        }
+    }
+
+    /// The topology.
+    pub fn topology(&self, t: &Topology, routing_off: Option<&str>) {
+        if self.json {
+            self.print(&json!({
+                "node_id": t.node_id,
+                "shard_count": t.shard_count,
+                "ports": t.ports,
+                "main_port": t.main_port,
+                "placement": t.placement,
+                "shard": t.shard,
+                "routing": routing_off.is_none(),
+            }));
+        } else {
+            println!("node {}", t.node_id);
+            println!("shards {}", t.shard_count);
+            println!("main port {}", t.main_port);
+            for (s, p) in t.ports.iter().enumerate() {
+                println!("shard {s} port {p}");
+            }
+            println!("placement {}", t.placement);
+            match routing_off {
+                None => println!("routing on"),
+                Some(why) => println!("routing off: {why}"),
+            }
+        }
+    }
+}
+
+/// Prints listing pages as they arrive.
+pub struct Lister {
+    json: bool,
+    all: bool,
+    first: bool,
+    out: std::io::StdoutLock<'static>,
+}
+
+impl Lister {
+    /// One page.
+    ///
+    /// # Errors
+    /// Writing to stdout failed.
+    pub fn page(&mut self, page: &ListPage) -> Result<()> {
+        let w = &mut self.out;
+        if !self.json {
+            for e in &page.entries {
+                writeln!(w, "{}\t{}\t{}", e.key_lossy(), e.size, e.content_type).context("write to stdout")?;
+            }
+            if !self.all {
+                if let Some(c) = &page.next_start_after {
+                    // On stderr, so that stdout stays one key per line.
+                    eprintln!("more after: {}", text(c));
+                }
+            }
+            return Ok(());
+        }
+        if !self.all {
+            let v = json!({
+                "entries": page.entries.iter().map(entry_json).collect::<Vec<_>>(),
+                "next_start_after": page.next_start_after.as_deref().map(text),
+            });
+            writeln!(w, "{v}").context("write to stdout")?;
+            return Ok(());
+        }
+        for e in &page.entries {
+            let sep = if self.first { "{\"entries\":[" } else { "," };
+            self.first = false;
+            write!(w, "{sep}{}", entry_json(e)).context("write to stdout")?;
+        }
+        Ok(())
+    }
+
+    /// Ends the document.
+    ///
+    /// # Errors
+    /// Writing to stdout failed.
+    pub fn finish(mut self) -> Result<()> {
+        if self.json && self.all {
+            let head = if self.first { "{\"entries\":[" } else { "" };
+            writeln!(self.out, "{head}],\"next_start_after\":null}}").context("write to stdout")?;
+        }
+        self.out.flush().context("write to stdout")
+    }
+}

@@ -1,0 +1,237 @@
+//! End-to-end tests of the `candybox` CLI against a real `candyboxd` child process (see
+//! `common`): every command, with its exit codes (0, 1 for runtime errors, 2 for usage errors) and
+//! its `--json` output parsed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests fail loudly")]
+
+mod common;
+
+use std::process::Command;
+
+use common::{pattern, write_file, Node};
+use serde_json::Value;
+
+fn keys_of(v: &Value) -> Vec<String> {
+    v["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn boxes_candies_ranges_and_exit_codes() {
+    let node = Node::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+
+    let created = node.json(&["create-box", "photos", "--partitions", "4"]);
+    assert_eq!(created["name"], "photos");
+    assert_eq!(created["partitions"], 4);
+    assert_eq!(node.json(&["head-box", "photos"])["partitions"], 4);
+    let boxes = node.json(&["list-boxes"]);
+    assert!(boxes["boxes"].as_array().unwrap().iter().any(|b| b["name"] == "photos"));
+    let err = node.fails(&["create-box", "photos"], 1);
+    assert!(err.contains("create box photos: box already exists"), "{err}");
+
+    let data = pattern(100_000, 3);
+    let file = write_file(tmp.path(), "cat.jpg", &data);
+    let put = node.json(&[
+        "put",
+        "photos",
+        "cat.jpg",
+        &file,
+        "--content-type",
+        "image/jpeg",
+        "--meta",
+        "owner=ada",
+        "--meta",
+        "k=v=w",
+    ]);
+    assert_eq!(put["size"], 100_000);
+    assert_eq!(put["checksum"], crc32fast::hash(&data));
+    let head = node.json(&["head", "photos", "cat.jpg"]);
+    assert_eq!(head["size"], 100_000);
+    assert_eq!(head["content_type"], "image/jpeg");
+    assert_eq!(head["user_meta"]["owner"], "ada");
+    assert_eq!(head["user_meta"]["k"], "v=w");
+
+    assert_eq!(node.ok(&["get", "photos", "cat.jpg"]).stdout, data);
+    assert_eq!(node.ok(&["get", "photos", "cat.jpg", "--range", "0-99"]).stdout, &data[..100]);
+    assert_eq!(node.ok(&["get", "photos", "cat.jpg", "--range", "99000-"]).stdout, &data[99_000..]);
+    assert_eq!(node.ok(&["get", "photos", "cat.jpg", "--range", "-50"]).stdout, &data[data.len() - 50..]);
+    let out = tmp.path().join("copy.bin");
+    node.ok(&["get", "photos", "cat.jpg", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+
+    // stdin, with '-' and without a file argument.
+    node.ok_in(&["put", "photos", "from-stdin", "-"], b"piped bytes");
+    assert_eq!(node.ok(&["get", "photos", "from-stdin"]).stdout, b"piped bytes");
+    node.ok_in(&["put", "photos", "empty"], b"");
+    assert_eq!(node.json(&["head", "photos", "empty"])["size"], 0);
+
+    node.ok(&["delete", "photos", "cat.jpg"]);
+    let err = node.fails(&["get", "photos", "cat.jpg"], 1);
+    assert!(err.contains("get photos/cat.jpg: not found"), "{err}");
+    node.fails(&["head", "photos", "cat.jpg"], 1);
+    node.ok(&["delete", "photos", "cat.jpg"]); // deleting an absent key succeeds
+    let err = node.fails(&["head-box", "nope"], 1);
+    assert!(err.contains("box not found"), "{err}");
+
+    // Usage errors exit 2.
+    node.fails(&["get", "photos"], 2);
+    node.fails(&["get", "photos", "k", "--range", "9-1"], 2);
+    node.fails(&["frobnicate"], 2);
+    node.fails(&["delete-range", "photos"], 2);
+    node.fails(&["list", "photos", "--max", "0"], 2);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_candybox")).args(["--server", "no-port", "list-boxes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let err = node.fails(&["delete-box", "photos"], 1);
+    assert!(err.contains("box is not empty"), "{err}");
+    node.ok(&["delete-box", "photos", "--force"]);
+    node.fails(&["head-box", "photos"], 1);
+}
+
+#[test]
+fn list_pages_and_delete_range_cover_every_partition() {
+    let node = Node::start(&[]);
+    node.ok(&["create-box", "many", "--partitions", "5"]);
+    let mut keys: Vec<String> = (0..40).map(|i| format!("k/{i:03}")).collect();
+    keys.extend(["a", "m/1", "m/2", "z"].map(String::from));
+    for k in &keys {
+        node.ok_in(&["put", "many", k], k.as_bytes());
+    }
+    keys.sort();
+
+    let page = node.json(&["list", "many", "--max", "7"]);
+    assert_eq!(keys_of(&page), &keys[..7]);
+    assert_eq!(page["next_start_after"], keys[6].as_str());
+    let next = node.json(&["list", "many", "--max", "7", "--start-after", &keys[6]]);
+    assert_eq!(keys_of(&next), &keys[7..14]);
+
+    let all = node.json(&["list", "many", "--all", "--max", "7"]);
+    assert_eq!(keys_of(&all), keys);
+    let mut reversed = keys.clone();
+    reversed.reverse();
+    assert_eq!(keys_of(&node.json(&["list", "many", "--all", "--max", "3", "--reverse"])), reversed);
+    let prefixed = node.json(&["list", "many", "--all", "--prefix", "k/", "--max", "6"]);
+    assert_eq!(keys_of(&prefixed).len(), 40);
+    let window = node.json(&["list", "many", "--start", "k/010", "--end", "k/020"]);
+    assert_eq!(keys_of(&window), (10..20).map(|i| format!("k/{i:03}")).collect::<Vec<_>>());
+    let text = node.ok(&["list", "many", "--all", "--max", "4"]);
+    assert_eq!(String::from_utf8_lossy(&text.stdout).lines().count(), keys.len());
+
+    node.ok(&["delete-range", "many", "--prefix", "k/"]);
+    assert_eq!(keys_of(&node.json(&["list", "many", "--all"])), ["a", "m/1", "m/2", "z"]);
+    node.ok(&["delete-range", "many", "--start", "m/", "--end", "m/9"]);
+    assert_eq!(keys_of(&node.json(&["list", "many", "--all"])), ["a", "z"]);
+}
+
+#[test]
+fn copy_and_rename_by_the_node_and_by_relay() {
+    let node = Node::start(&[]);
+    node.ok(&["create-box", "moves", "--partitions", "8"]);
+    let data = pattern(300_000, 9);
+    node.ok_in(&["put", "moves", "src"], &data);
+    for (i, relay) in [false, true].into_iter().enumerate() {
+        let mut args = vec!["copy", "moves", "src"];
+        let target = format!("copy-{i}");
+        args.push(&target);
+        if relay {
+            args.push("--relay");
+        }
+        node.ok(&args);
+        assert_eq!(node.ok(&["get", "moves", &target]).stdout, data);
+    }
+    node.ok(&["rename", "moves", "copy-0", "renamed-0"]);
+    node.fails(&["head", "moves", "copy-0"], 1);
+    assert_eq!(node.ok(&["get", "moves", "renamed-0"]).stdout, data);
+    let moved = node.json(&["rename", "moves", "copy-1", "renamed-1", "--relay"]);
+    assert_eq!(moved["outcome"], "finalized");
+    node.fails(&["head", "moves", "copy-1"], 1);
+    assert_eq!(node.ok(&["get", "moves", "renamed-1", "--range", "1000-1999"]).stdout, &data[1000..2000]);
+    assert_eq!(node.ok(&["get", "moves", "src"]).stdout, data);
+}
+
+#[test]
+fn multipart_uploads_whole_and_step_by_step() {
+    let node = Node::start(&["--multipart-part-bytes-min", "4096"]);
+    let tmp = tempfile::tempdir().unwrap();
+    node.ok(&["create-box", "parts", "--partitions", "3"]);
+
+    // Three parts: 4 KiB, 4 KiB, 2 KiB.
+    let data = pattern(10 * 1024, 5);
+    let file = write_file(tmp.path(), "big", &data);
+    let put = node.json(&["put", "parts", "big", &file, "--multipart", "--part-size", "4KiB", "--content-type", "x/y"]);
+    assert_eq!(put["size"], data.len());
+    assert_eq!(node.ok(&["get", "parts", "big"]).stdout, data);
+    assert_eq!(node.json(&["head", "parts", "big"])["content_type"], "x/y");
+
+    let created = node.json(&["multipart", "create", "parts", "stepwise"]);
+    let id = created["upload_id"].as_u64().unwrap().to_string();
+    let p1 = pattern(5000, 1);
+    let p2 = pattern(100, 2);
+    let f1 = write_file(tmp.path(), "p1", &p1);
+    let part = node.json(&["multipart", "upload-part", "parts", "stepwise", &id, "1", &f1]);
+    assert_eq!(part["size"], 5000);
+    node.ok_in(&["multipart", "upload-part", "parts", "stepwise", &id, "2", "-"], &p2);
+    let uploads = node.json(&["multipart", "list-uploads", "parts"]);
+    assert!(uploads["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["key"] == "stepwise"
+            && u["upload_id"].as_u64().map(|n| n.to_string()).as_deref() == Some(id.as_str())));
+    let parts = node.json(&["multipart", "list-parts", "parts", "stepwise", &id]);
+    let sizes: Vec<u64> = parts["parts"].as_array().unwrap().iter().map(|p| p["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [5000, 100]);
+    node.ok(&["multipart", "complete", "parts", "stepwise", &id, "1", "2"]);
+    let mut whole = p1.clone();
+    whole.extend_from_slice(&p2);
+    assert_eq!(node.ok(&["get", "parts", "stepwise"]).stdout, whole);
+
+    let other = node.json(&["multipart", "create", "parts", "dropped"])["upload_id"].as_u64().unwrap().to_string();
+    node.ok(&["multipart", "abort", "parts", "dropped", &other]);
+    let uploads = node.json(&["multipart", "list-uploads", "parts"]);
+    assert!(uploads["uploads"].as_array().unwrap().is_empty(), "{uploads}");
+    node.fails(&["multipart", "list-parts", "parts", "dropped", &other], 1);
+    node.fails(&["multipart", "upload-part", "parts", "k", "1", "0"], 2);
+}
+
+#[test]
+fn topology_stats_and_routing_off() {
+    let node = Node::start(&[]);
+    let topology = node.json(&["topology"]);
+    assert_eq!(topology["shard_count"], 2);
+    assert_eq!(topology["placement"], "crc32-box-plus-partition-v1");
+    assert_eq!(topology["routing"], true);
+    let ports: Vec<u64> = topology["ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert_eq!(ports, node.shard_ports);
+    let off = node.json(&["--no-routing", "topology"]);
+    assert_eq!(off["routing"], false);
+
+    node.ok(&["--no-routing", "create-box", "plain"]);
+    node.ok_in(&["--no-routing", "put", "plain", "k"], b"v");
+    assert_eq!(node.ok(&["--no-routing", "get", "plain", "k"]).stdout, b"v");
+    assert_eq!(keys_of(&node.json(&["--no-routing", "list", "plain"])), ["k"]);
+
+    let stats = node.json(&["stats"]);
+    assert_eq!(stats["shards"].as_array().unwrap().len(), 2);
+    let text = node.ok(&["stats"]);
+    assert!(!text.stdout.is_empty());
+}
+
+#[test]
+fn a_file_larger_than_the_frame_cap_streams_both_ways() {
+    let node = Node::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    node.ok(&["create-box", "large"]);
+    // 20 MiB: more than one 16 MiB frame each way.
+    let data = pattern(20 << 20, 11);
+    let file = write_file(tmp.path(), "large.bin", &data);
+    let put = node.json(&["put", "large", "blob", &file]);
+    assert_eq!(put["size"], data.len());
+    assert_eq!(put["checksum"], crc32fast::hash(&data));
+    let out = tmp.path().join("back.bin");
+    node.ok(&["get", "large", "blob", "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data);
+    let tail = node.ok(&["get", "large", "blob", "--range", "20000000-"]).stdout;
+    assert!(tail == data[20_000_000..]);
+}

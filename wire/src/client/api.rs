@@ -1,0 +1,981 @@
+//! The high-level client: every operation of SPEC §6 over pipelined connections, with
+//! shard-aware routing, busy retries, scatter-gather listing and the client-side locator relay.
+//!
+//! Invariants:
+//! - With routing on and a topology naming [`PLACEMENT_V1`], a request for a key goes to the
+//!   port of the shard that owns the key's partition, a per-partition request to the partition's
+//!   shard; otherwise (routing off, an unknown placement, a topology the node does not answer)
+//!   everything goes to the main port. Routing is only a hint: any port answers any request.
+//! - One connection per port, opened lazily and reopened after it closed.
+//! - `Busy` is retried (at most `busy_retries` times, waiting the larger of the node's
+//!   `retry_after_ms` and an exponential backoff) only where the request can be sent again
+//!   unchanged: every request without a streamed body, and puts of a whole buffer.
+//! - Relayed locators go from the source's reply to the destination's request as the received
+//!   `Bytes`, never decoded or re-encoded.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::connection::{Connection, ConnectionConfig, Exchange};
+use super::demux::Inbound;
+use super::driver::Driver;
+use super::error::ClientError;
+use super::list::merge_pages;
+use super::placement::{partition_of, shard_of, PLACEMENT_V1};
+use super::reply;
+use super::request;
+use super::source::{BodySource, Take};
+use super::types::{
+    BoxInfo, ByteRange, CandyMeta, KeyRange, ListOptions, ListPage, PartInfo, PutDone, PutOptions, RelayedLocator,
+    RenameOutcome, RenamePrepared, ShardStats, Topology, UploadInfo,
+};
+use crate::frame::FRAME_BODY_BYTES_MAX_DEFAULT;
+
+/// The default port of a node.
+pub const DEFAULT_PORT: u16 = 7420;
+/// The smallest multipart part the node accepts (except the last).
+pub const MULTIPART_PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
+/// The most parts of one multipart upload.
+pub const MULTIPART_PARTS_MAX: u32 = 10_000;
+
+/// How to reach and talk to a node.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the node's main port.
+    pub server: String,
+    /// Send each request to the owning shard's own port (default on).
+    pub routing: bool,
+    /// How many times a `Busy` reply is retried.
+    pub busy_retries: u32,
+    /// The first backoff after `Busy`; it doubles per retry.
+    pub busy_backoff_initial: Duration,
+    /// The largest backoff.
+    pub busy_backoff_max: Duration,
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long to wait for each reply frame or data piece.
+    pub request_timeout: Duration,
+    /// Cap on a frame's body plus payload; must match the node's (default 16 MiB).
+    pub frame_body_bytes_max: u32,
+    /// Requests in flight per connection.
+    pub requests_in_flight_max: usize,
+    /// How long a Box's partition count is trusted before a listing asks again.
+    pub partition_cache_ttl: Duration,
+}
+
+impl ClientConfig {
+    /// The defaults for `server`.
+    pub fn new(server: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            server: server.into(),
+            routing: true,
+            busy_retries: 8,
+            busy_backoff_initial: Duration::from_millis(10),
+            busy_backoff_max: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            frame_body_bytes_max: FRAME_BODY_BYTES_MAX_DEFAULT,
+            requests_in_flight_max: 256,
+            partition_cache_ttl: Duration::from_secs(5),
+        }
+    }
+
+    fn connection(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            frame_body_bytes_max: self.frame_body_bytes_max,
+            requests_in_flight_max: self.requests_in_flight_max,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Main,
+    Shard(u16),
+}
+
+#[derive(Debug, Clone)]
+struct Routes {
+    shard_count: u16,
+    ports: Vec<u16>,
+}
+
+struct SlotState<D: Driver> {
+    conn: Option<Arc<Connection<D>>>,
+    connecting: bool,
+    waiters: Vec<Waker>,
+}
+
+type Slot<D> = Mutex<SlotState<D>>;
+
+fn empty_slot<D: Driver>() -> Slot<D> {
+    Mutex::new(SlotState { conn: None, connecting: false, waiters: Vec::new() })
+}
+
+/// Ends a slot's connection attempt (opened, failed or cancelled) and wakes its waiters.
+struct Connecting<'a, D: Driver> {
+    slot: &'a Slot<D>,
+}
+
+impl<D: Driver> Drop for Connecting<'_, D> {
+    fn drop(&mut self) {
+        let mut s = lock(self.slot);
+        s.connecting = false;
+        for w in s.waiters.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+struct Inner<D: Driver> {
+    config: ClientConfig,
+    host: String,
+    main: Slot<D>,
+    routes: Option<Routes>,
+    routing_off_reason: Option<String>,
+    shards: Vec<Slot<D>>,
+    partitions: Mutex<HashMap<String, (u16, Instant)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A client of one node. Cheap to clone; clones share connections and caches.
+pub struct Client<D: Driver> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D: Driver> Clone for Client<D> {
+    fn clone(&self) -> Self {
+        Client { inner: Arc::clone(&self.inner) }
+    }
+}
+
+/// A get in progress: the Candy's metadata and its selected bytes as a stream of pieces.
+pub struct GetStream<D: Driver> {
+    meta: CandyMeta,
+    first: u64,
+    length: u64,
+    received: u64,
+    head: Option<Bytes>,
+    exchange: Option<Exchange<D>>,
+}
+
+impl<D: Driver> GetStream<D> {
+    /// The Candy's metadata.
+    pub fn meta(&self) -> &CandyMeta {
+        &self.meta
+    }
+
+    /// The first byte of the selected range.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// How many bytes the stream yields in all.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// The next piece of bytes, `None` after the last.
+    ///
+    /// # Errors
+    /// The connection's errors; [`ClientError::Protocol`] when the node sends more or fewer
+    /// bytes than it announced.
+    pub async fn next_piece(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            if let Some(head) = self.head.take() {
+                if !head.is_empty() {
+                    return Ok(Some(head));
+                }
+            }
+            let Some(exchange) = self.exchange.as_mut() else {
+                if self.received != self.length {
+                    return Err(ClientError::protocol(format!(
+                        "get reply ended after {} of {} bytes",
+                        self.received, self.length
+                    )));
+                }
+                return Ok(None);
+            };
+            match exchange.recv().await? {
+                Inbound::Data { payload, end } => {
+                    if end {
+                        self.exchange = None;
+                    }
+                    self.count(payload.len())?;
+                    self.head = Some(payload);
+                }
+                Inbound::Reply { .. } => return Err(ClientError::protocol("a second Reply frame for a get")),
+            }
+        }
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), ClientError> {
+        self.received += n as u64;
+        if self.received > self.length {
+            return Err(ClientError::protocol(format!(
+                "get reply carries more than the {} bytes it announced",
+                self.length
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of the stream into a vector.
+    ///
+    /// # Errors
+    /// As [`GetStream::next_piece`].
+    pub async fn to_vec(mut self) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::with_capacity(usize::try_from(self.length.min(64 << 20)).unwrap_or(0));
+        while let Some(piece) = self.next_piece().await? {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
+    }
+}
+
+impl<D: Driver> Client<D> {
+    /// Connects to the node's main port and, with routing on, reads its topology.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] or [`ClientError::Timeout`] when the node cannot be reached; the
+    /// node's error for the topology request (other than `UnknownRequest`, which turns routing
+    /// off).
+    pub async fn connect(config: ClientConfig) -> Result<Client<D>, ClientError> {
+        let host = match config.server.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host.to_owned(),
+            _ => return Err(ClientError::local_argument("server", format!("`{}` is not HOST:PORT", config.server))),
+        };
+        let main = Connection::<D>::open(&config.server, &config.connection()).await?;
+        let mut inner = Inner {
+            config,
+            host,
+            main: Mutex::new(SlotState { conn: Some(Arc::new(main)), connecting: false, waiters: Vec::new() }),
+            routes: None,
+            routing_off_reason: None,
+            shards: Vec::new(),
+            partitions: Mutex::new(HashMap::new()),
+        };
+        if !inner.config.routing {
+            inner.routing_off_reason = Some("routing is turned off".to_owned());
+        } else {
+            let probe = Client { inner: Arc::new(inner) };
+            let topology = probe.topology().await;
+            let Ok(mut inner) = Arc::try_unwrap(probe.inner) else { unreachable!("the probe client was not cloned") };
+            match topology {
+                Ok(t) => match routes_of(&t) {
+                    Ok(routes) => {
+                        inner.shards = (0..routes.shard_count).map(|_| empty_slot()).collect();
+                        inner.routes = Some(routes);
+                    }
+                    Err(why) => inner.routing_off_reason = Some(why),
+                },
+                Err(ClientError::UnknownRequest { .. }) => {
+                    inner.routing_off_reason = Some("the node does not answer topology requests".to_owned());
+                }
+                Err(e) => return Err(e),
+            }
+            return Ok(Client { inner: Arc::new(inner) });
+        }
+        Ok(Client { inner: Arc::new(inner) })
+    }
+
+    /// The configuration this client was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// True when requests go to their owning shard's port.
+    pub fn is_routing(&self) -> bool {
+        self.inner.routes.is_some()
+    }
+
+    /// Why requests all go to the main port (`None` when routing).
+    pub fn routing_off_reason(&self) -> Option<&str> {
+        self.inner.routing_off_reason.as_deref()
+    }
+
+    fn cap(&self) -> u32 {
+        self.inner.config.frame_body_bytes_max
+    }
+
+    async fn connection(&self, target: Target) -> Result<Arc<Connection<D>>, ClientError> {
+        let (slot, addr) = match (target, &self.inner.routes) {
+            (Target::Shard(s), Some(routes)) => {
+                match (self.inner.shards.get(usize::from(s)), routes.ports.get(usize::from(s))) {
+                    (Some(slot), Some(port)) => (slot, format!("{}:{port}", self.inner.host)),
+                    _ => (&self.inner.main, self.inner.config.server.clone()),
+                }
+            }
+            _ => (&self.inner.main, self.inner.config.server.clone()),
+        };
+        // One connection attempt per slot at a time: concurrent requests wait for it instead of
+        // each opening their own.
+        let ready = poll_fn(|cx| {
+            let mut s = lock(slot);
+            if let Some(c) = s.conn.as_ref() {
+                if !c.is_closed() {
+                    return Poll::Ready(Some(Arc::clone(c)));
+                }
+            }
+            if s.connecting {
+                s.waiters.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            s.connecting = true;
+            Poll::Ready(None)
+        })
+        .await;
+        if let Some(c) = ready {
+            return Ok(c);
+        }
+        let guard = Connecting { slot };
+        let fresh = Arc::new(Connection::<D>::open(&addr, &self.inner.config.connection()).await?);
+        lock(guard.slot).conn = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    fn target_of_partition(&self, box_name: &str, partition: u16) -> Target {
+        match &self.inner.routes {
+            Some(r) => Target::Shard(shard_of(box_name, partition, r.shard_count)),
+            None => Target::Main,
+        }
+    }
+
+    async fn target_of_key(&self, box_name: &str, key: &[u8]) -> Target {
+        if self.inner.routes.is_none() {
+            return Target::Main;
+        }
+        // The partition count is only a routing hint here: when it cannot be had, the main port
+        // answers (and reports the Box's absence itself).
+        match self.partition_count(box_name, None).await {
+            Ok(p) => self.target_of_partition(box_name, partition_of(key, p)),
+            Err(_) => Target::Main,
+        }
+    }
+
+    /// The Box's partition count, from the cache when younger than `max_age` (any age when
+    /// `None`), else from head-box.
+    async fn partition_count(&self, box_name: &str, max_age: Option<Duration>) -> Result<u16, ClientError> {
+        if let Some((p, at)) = lock(&self.inner.partitions).get(box_name) {
+            if max_age.is_none_or(|age| at.elapsed() <= age) {
+                return Ok(*p);
+            }
+        }
+        Ok(self.head_box(box_name).await?.partitions)
+    }
+
+    fn remember_partitions(&self, info: &BoxInfo) {
+        lock(&self.inner.partitions).insert(info.name.clone(), (info.partitions, Instant::now()));
+    }
+
+    async fn backoff(&self, attempt: u32, error: &ClientError) -> bool {
+        let ClientError::Busy { retry_after_ms, .. } = error else { return false };
+        if attempt >= self.inner.config.busy_retries {
+            return false;
+        }
+        let c = &self.inner.config;
+        let exp = c.busy_backoff_initial.saturating_mul(1u32 << attempt.min(16)).min(c.busy_backoff_max);
+        D::sleep(exp.max(Duration::from_millis(u64::from(*retry_after_ms)))).await;
+        true
+    }
+
+    /// Sends a request without a payload and returns its reply body (retrying `Busy`).
+    async fn unary<T>(
+        &self,
+        target: Target,
+        body: Bytes,
+        parse: impl Fn(&Bytes, u32) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let conn = self.connection(target).await?;
+            let mut exchange = conn.start(body.clone()).await?;
+            exchange.send(Bytes::new(), true).await?;
+            let result = single_reply(&mut exchange).await.and_then(|b| parse(&b, self.cap()));
+            match result {
+                Err(e) if self.backoff(attempt, &e).await => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one request per partition at once and parses each reply.
+    async fn scatter<T>(
+        &self,
+        box_name: &str,
+        partitions: u16,
+        body: impl Fn(u16) -> Bytes,
+        parse: impl Fn(&Bytes, u32) -> Result<T, ClientError> + Copy,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut exchanges = Vec::with_capacity(usize::from(partitions));
+        for p in 0..partitions {
+            let conn = self.connection(self.target_of_partition(box_name, p)).await?;
+            let mut exchange = conn.start(body(p)).await?;
+            exchange.send(Bytes::new(), true).await?;
+            exchanges.push((p, exchange));
+        }
+        let mut out = Vec::with_capacity(exchanges.len());
+        for (p, mut exchange) in exchanges {
+            let result = single_reply(&mut exchange).await.and_then(|b| parse(&b, self.cap()));
+            let value = match result {
+                Err(e @ ClientError::Busy { .. }) if self.backoff(0, &e).await => {
+                    self.unary(self.target_of_partition(box_name, p), body(p), parse).await?
+                }
+                other => other?,
+            };
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    /// The node's topology: shard count, ports, placement function.
+    ///
+    /// # Errors
+    /// The node's or the connection's error.
+    pub async fn topology(&self) -> Result<Topology, ClientError> {
+        self.unary(Target::Main, request::topology(), |b, cap| reply::topology(b, cap)).await
+    }
+
+    /// Every shard's counters.
+    ///
+    /// # Errors
+    /// The node's or the connection's error.
+    pub async fn stats(&self) -> Result<Vec<ShardStats>, ClientError> {
+        self.unary(Target::Main, request::stats(), |b, cap| reply::stats(b, cap)).await
+    }
+
+    /// Creates a Box of `partitions` partitions (the node's default, 8, when `None`).
+    ///
+    /// # Errors
+    /// `BoxExists`, `InvalidArgument` (name, partition count), or the connection's error.
+    pub async fn create_box(&self, box_name: &str, partitions: Option<u16>) -> Result<BoxInfo, ClientError> {
+        let body = request::create_box(box_name, partitions);
+        let info = self.unary(Target::Main, body, |b, cap| reply::box_reply(b, cap)).await?;
+        self.remember_partitions(&info);
+        Ok(info)
+    }
+
+    /// Deletes a Box; without `force`, only an empty one.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, `BoxNotEmpty`, or the connection's error.
+    pub async fn delete_box(&self, box_name: &str, force: bool) -> Result<(), ClientError> {
+        lock(&self.inner.partitions).remove(box_name);
+        self.unary(Target::Main, request::delete_box(box_name, force), |b, cap| reply::done(b, cap)).await
+    }
+
+    /// A Box's description (and refreshes the cached partition count).
+    ///
+    /// # Errors
+    /// `BoxNotFound`, or the connection's error.
+    pub async fn head_box(&self, box_name: &str) -> Result<BoxInfo, ClientError> {
+        let info = self.unary(Target::Main, request::head_box(box_name), |b, cap| reply::box_reply(b, cap)).await?;
+        self.remember_partitions(&info);
+        Ok(info)
+    }
+
+    /// Every Box.
+    ///
+    /// # Errors
+    /// The node's or the connection's error.
+    pub async fn list_boxes(&self) -> Result<Vec<BoxInfo>, ClientError> {
+        self.unary(Target::Main, request::list_boxes(), |b, cap| reply::box_list(b, cap)).await
+    }
+
+    /// Puts a Candy whose bytes come from `body`, streamed in frames (never buffered whole).
+    /// `Busy` is not retried: the source cannot be replayed (see [`Client::put_bytes`]).
+    ///
+    /// # Errors
+    /// The node's error (`BoxNotFound`, `InvalidArgument`, `LimitExceeded`, `Busy`, ...), the
+    /// source's read error as [`ClientError::Io`], or the connection's error.
+    pub async fn put<S: BodySource>(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        options: &PutOptions,
+        body: S,
+    ) -> Result<PutDone, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        let conn = self.connection(target).await?;
+        let mut exchange = conn.start(request::put(box_name, key, options)).await?;
+        let (reply_body, sent) = stream_body(&mut exchange, body).await?;
+        Ok(reply::put_done(&reply_body, self.cap())?.unwrap_or(PutDone { size: sent, ..PutDone::default() }))
+    }
+
+    /// Puts a Candy held in one buffer (retrying `Busy`).
+    ///
+    /// # Errors
+    /// As [`Client::put`].
+    pub async fn put_bytes(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        options: &PutOptions,
+        body: Bytes,
+    ) -> Result<PutDone, ClientError> {
+        let mut options = options.clone();
+        options.size = Some(body.len() as u64);
+        let mut attempt = 0;
+        loop {
+            match self.put(box_name, key, &options, body.clone()).await {
+                Err(e) if self.backoff(attempt, &e).await => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Starts a get of `range`: the metadata at once, the bytes as a stream. Consume or drop
+    /// the stream before awaiting other requests on the same task: an unread stream holds its
+    /// connection's reader once its inbox is full.
+    ///
+    /// # Errors
+    /// `NotFound`, `BoxNotFound`, `InvalidArgument` (an unsatisfiable range), or the
+    /// connection's error.
+    pub async fn get(&self, box_name: &str, key: &[u8], range: ByteRange) -> Result<GetStream<D>, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        let body = request::get(box_name, key, range);
+        let mut attempt = 0;
+        loop {
+            let conn = self.connection(target).await?;
+            let mut exchange = conn.start(body.clone()).await?;
+            exchange.send(Bytes::new(), true).await?;
+            let Inbound::Reply { body: reply_body, payload, end } = exchange.recv().await? else {
+                return Err(ClientError::protocol("a Data frame before the Reply"));
+            };
+            match reply::get_done(&reply_body, self.cap()) {
+                Ok((meta, first, length)) => {
+                    let mut stream = GetStream {
+                        meta,
+                        first,
+                        length,
+                        received: 0,
+                        head: None,
+                        exchange: if end { None } else { Some(exchange) },
+                    };
+                    stream.count(payload.len())?;
+                    stream.head = Some(payload);
+                    return Ok(stream);
+                }
+                Err(e) if self.backoff(attempt, &e).await => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Gets `range` of a Candy into memory.
+    ///
+    /// # Errors
+    /// As [`Client::get`] and [`GetStream::next_piece`].
+    pub async fn get_to_vec(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        range: ByteRange,
+    ) -> Result<(CandyMeta, Vec<u8>), ClientError> {
+        let stream = self.get(box_name, key, range).await?;
+        let meta = stream.meta().clone();
+        Ok((meta, stream.to_vec().await?))
+    }
+
+    /// A Candy's metadata.
+    ///
+    /// # Errors
+    /// `NotFound`, `BoxNotFound`, or the connection's error.
+    pub async fn head(&self, box_name: &str, key: &[u8]) -> Result<CandyMeta, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        self.unary(target, request::head(box_name, key), |b, cap| reply::candy_meta_reply(b, cap)).await
+    }
+
+    /// Deletes a Candy (deleting an absent key succeeds).
+    ///
+    /// # Errors
+    /// `BoxNotFound`, or the connection's error.
+    pub async fn delete(&self, box_name: &str, key: &[u8]) -> Result<(), ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        self.unary(target, request::delete(box_name, key), |b, cap| reply::done(b, cap)).await
+    }
+
+    /// One page of a listing of the whole Box: every partition is asked at once, the pages are
+    /// merged in key order, and the returned cursor continues exactly after the last key.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
+    pub async fn list(&self, box_name: &str, options: &ListOptions) -> Result<ListPage, ClientError> {
+        let partitions = self.partition_count(box_name, Some(self.inner.config.partition_cache_ttl)).await?;
+        let mut options = options.clone();
+        // A page may come back empty with a cursor when a partition stopped short; ask again
+        // from that cursor rather than hand the caller an empty page.
+        for _ in 0..1024 {
+            let pages = self
+                .scatter(
+                    box_name,
+                    partitions,
+                    |p| request::list(box_name, p, &options),
+                    |b, cap| reply::list_page(b, cap),
+                )
+                .await?;
+            let merged = merge_pages(pages, options.reverse, options.limit);
+            match (&merged.next_start_after, merged.entries.is_empty()) {
+                (Some(cursor), true) if options.start_after.as_ref() != Some(cursor) => {
+                    options.start_after = Some(cursor.clone());
+                }
+                _ => return Ok(merged),
+            }
+        }
+        Err(ClientError::protocol("the node's list pages made no progress"))
+    }
+
+    /// Every entry of a listing, paging until the end (memory grows with the result).
+    ///
+    /// # Errors
+    /// As [`Client::list`].
+    pub async fn list_all(&self, box_name: &str, options: &ListOptions) -> Result<Vec<super::ListEntry>, ClientError> {
+        let mut options = options.clone();
+        let mut out = Vec::new();
+        loop {
+            let page = self.list(box_name, &options).await?;
+            out.extend(page.entries);
+            match page.next_start_after {
+                Some(cursor) => options.start_after = Some(cursor),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes every key in `range` with one range tombstone per partition, sent to all at once.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, `InvalidArgument`, or the connection's error (some partitions may then
+    /// have applied it: deleting again is harmless).
+    pub async fn delete_range(&self, box_name: &str, range: &KeyRange) -> Result<(), ClientError> {
+        // Always fresh: a stale, smaller partition count would silently skip partitions.
+        let partitions = self.head_box(box_name).await?.partitions;
+        self.scatter(box_name, partitions, |p| request::delete_range(box_name, p, range), |b, cap| reply::done(b, cap))
+            .await?;
+        Ok(())
+    }
+
+    /// Copies `source_key` to `target_key`, run by the node in one request.
+    ///
+    /// # Errors
+    /// `NotFound`, `BoxNotFound`, or the connection's error.
+    pub async fn copy(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+    ) -> Result<Option<PutDone>, ClientError> {
+        let target = self.target_of_key(box_name, source_key).await;
+        self.unary(target, request::copy(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
+    }
+
+    /// Renames `source_key` to `target_key`, run by the node in one request.
+    ///
+    /// # Errors
+    /// `NotFound`, `BoxNotFound`, or the connection's error.
+    pub async fn rename(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+    ) -> Result<Option<PutDone>, ClientError> {
+        let target = self.target_of_key(box_name, source_key).await;
+        self.unary(target, request::rename(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
+    }
+
+    /// Relay step: the live locator of `key`, as bytes to relay verbatim.
+    ///
+    /// # Errors
+    /// `NotFound`, `BoxNotFound`, or the connection's error.
+    pub async fn get_locator(&self, box_name: &str, key: &[u8]) -> Result<RelayedLocator, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        self.unary(target, request::get_locator(box_name, key), reply::locator_reply).await
+    }
+
+    /// Relay step: records a rename intent at the source and returns its token and locator.
+    ///
+    /// # Errors
+    /// `NotFound`, `BoxNotFound`, or the connection's error.
+    pub async fn prepare_rename(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+    ) -> Result<RenamePrepared, ClientError> {
+        let target = self.target_of_key(box_name, source_key).await;
+        let body = request::prepare_rename(box_name, source_key, target_key);
+        self.unary(target, body, reply::rename_prepared).await
+    }
+
+    /// Relay step: writes `locator` (bytes exactly as received) under `key`; with a rename's
+    /// token, also writes the rendezvous marker.
+    ///
+    /// # Errors
+    /// `ForgedLocator`, `BoxNotFound`, or the connection's error.
+    pub async fn zero_copy_put(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        locator: &Bytes,
+        rename_token: Option<&[u8]>,
+    ) -> Result<Option<PutDone>, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        let body = request::zero_copy_put(box_name, key, locator, rename_token);
+        self.unary(target, body, |b, cap| reply::put_done(b, cap)).await
+    }
+
+    /// Relay step: finishes a rename at the source once the destination is durable.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, or the connection's error.
+    pub async fn complete_rename(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        token: &[u8],
+    ) -> Result<RenameOutcome, ClientError> {
+        let target = self.target_of_key(box_name, source_key).await;
+        let body = request::complete_rename(box_name, source_key, token);
+        self.unary(target, body, |b, cap| reply::rename_completed(b, cap)).await
+    }
+
+    /// Copies by relaying the source's locator to the destination (no bytes move).
+    ///
+    /// # Errors
+    /// As [`Client::get_locator`] and [`Client::zero_copy_put`].
+    pub async fn relay_copy(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+    ) -> Result<Option<PutDone>, ClientError> {
+        let located = self.get_locator(box_name, source_key).await?;
+        self.zero_copy_put(box_name, target_key, &located.locator, None).await
+    }
+
+    /// Renames by prepare-rename at the source, zero-copy-put at the destination and
+    /// complete-rename at the source.
+    ///
+    /// # Errors
+    /// As the three steps; after a failure past the first step the intent is finished or
+    /// abandoned by the node's maintenance.
+    pub async fn relay_rename(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+    ) -> Result<RenameOutcome, ClientError> {
+        let prepared = self.prepare_rename(box_name, source_key, target_key).await?;
+        self.zero_copy_put(box_name, target_key, &prepared.locator, Some(&prepared.token)).await?;
+        self.complete_rename(box_name, source_key, &prepared.token).await
+    }
+
+    /// Starts a multipart upload.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
+    pub async fn create_upload(&self, box_name: &str, key: &[u8], options: &PutOptions) -> Result<u64, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        self.unary(target, request::create_upload(box_name, key, options), |b, cap| reply::upload_created(b, cap)).await
+    }
+
+    /// Uploads part `part_number` (from 1) of an upload, streamed from `body`.
+    ///
+    /// # Errors
+    /// `NotFound` (no such upload), `InvalidArgument`, `LimitExceeded`, the source's read
+    /// error, or the connection's error.
+    pub async fn upload_part<S: BodySource>(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        upload_id: u64,
+        part_number: u32,
+        size: Option<u64>,
+        body: S,
+    ) -> Result<PartInfo, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        let conn = self.connection(target).await?;
+        let mut exchange = conn.start(request::upload_part(box_name, key, upload_id, part_number, size)).await?;
+        let (reply_body, sent) = stream_body(&mut exchange, body).await?;
+        let done = reply::put_done(&reply_body, self.cap())?;
+        Ok(PartInfo { part_number, size: done.map_or(sent, |d| d.size), checksum: done.map_or(0, |d| d.checksum) })
+    }
+
+    /// Completes an upload from the given parts, in order.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidArgument` (a part too small, missing or out of order), or the
+    /// connection's error.
+    pub async fn complete_upload(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        upload_id: u64,
+        part_numbers: &[u32],
+    ) -> Result<Option<PutDone>, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        let body = request::complete_upload(box_name, key, upload_id, part_numbers);
+        self.unary(target, body, |b, cap| reply::put_done(b, cap)).await
+    }
+
+    /// Aborts an upload and drops its parts.
+    ///
+    /// # Errors
+    /// `NotFound`, or the connection's error.
+    pub async fn abort_upload(&self, box_name: &str, key: &[u8], upload_id: u64) -> Result<(), ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        self.unary(target, request::abort_upload(box_name, key, upload_id), |b, cap| reply::done(b, cap)).await
+    }
+
+    /// Every in-progress upload of the Box, from all partitions, by key then upload id.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, or the connection's error.
+    pub async fn list_uploads(&self, box_name: &str) -> Result<Vec<UploadInfo>, ClientError> {
+        let partitions = self.partition_count(box_name, Some(self.inner.config.partition_cache_ttl)).await?;
+        let lists = self
+            .scatter(box_name, partitions, |p| request::list_uploads(box_name, p), |b, cap| reply::upload_list(b, cap))
+            .await?;
+        let mut all: Vec<UploadInfo> = lists.into_iter().flatten().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key).then(a.upload_id.cmp(&b.upload_id)));
+        Ok(all)
+    }
+
+    /// The parts uploaded so far.
+    ///
+    /// # Errors
+    /// `NotFound`, or the connection's error.
+    pub async fn list_parts(&self, box_name: &str, key: &[u8], upload_id: u64) -> Result<Vec<PartInfo>, ClientError> {
+        let target = self.target_of_key(box_name, key).await;
+        self.unary(target, request::list_parts(box_name, key, upload_id), |b, cap| reply::part_list(b, cap)).await
+    }
+
+    /// Uploads everything `body` yields as a multipart upload of `part_bytes` parts (the last
+    /// may be smaller), then completes it; on failure the upload is aborted. `progress` is told
+    /// the bytes of every finished part.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a part size under the minimum or too many parts; as
+    /// [`Client::upload_part`] and [`Client::complete_upload`].
+    pub async fn put_multipart<S: BodySource>(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        options: &PutOptions,
+        part_bytes: u64,
+        mut body: S,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Option<PutDone>, ClientError> {
+        if part_bytes == 0 {
+            return Err(ClientError::local_argument("part_size", "a part size must be positive"));
+        }
+        let upload_id = self.create_upload(box_name, key, options).await?;
+        let result = async {
+            let mut parts = Vec::new();
+            let mut carry: Option<Bytes> = None;
+            let mut exhausted = false;
+            loop {
+                if carry.is_none() && !exhausted {
+                    carry = body.next_piece().await.map_err(|e| ClientError::io("read body", e))?;
+                    exhausted = carry.is_none();
+                }
+                if carry.is_none() && exhausted && !parts.is_empty() {
+                    break;
+                }
+                let number = u32::try_from(parts.len() + 1).unwrap_or(u32::MAX);
+                if number > MULTIPART_PARTS_MAX {
+                    return Err(ClientError::local_limit(
+                        "multipart_parts_max",
+                        u64::from(number),
+                        u64::from(MULTIPART_PARTS_MAX),
+                        "the body needs more parts than an upload may have: use larger parts",
+                    ));
+                }
+                let part = Take::new(&mut body, &mut carry, part_bytes, &mut exhausted);
+                let info = self.upload_part(box_name, key, upload_id, number, None, part).await?;
+                progress(info.size);
+                parts.push(number);
+                if exhausted && carry.is_none() {
+                    break;
+                }
+            }
+            self.complete_upload(box_name, key, upload_id, &parts).await
+        }
+        .await;
+        if result.is_err() {
+            // Best effort: the node's TTL sweep removes it otherwise.
+            let _ = self.abort_upload(box_name, key, upload_id).await;
+        }
+        result
+    }
+}
+
+fn routes_of(t: &Topology) -> Result<Routes, String> {
+    if t.placement != PLACEMENT_V1 {
+        return Err(format!("the node's placement `{}` is unknown to this client", t.placement));
+    }
+    if t.shard_count == 0 || t.ports.len() != usize::from(t.shard_count) {
+        return Err(format!("the topology names {} shards but {} ports", t.shard_count, t.ports.len()));
+    }
+    Ok(Routes { shard_count: t.shard_count, ports: t.ports.clone() })
+}
+
+/// Waits for a reply that has no data frames and returns its body.
+async fn single_reply<D: Driver>(exchange: &mut Exchange<D>) -> Result<Bytes, ClientError> {
+    match exchange.recv().await? {
+        Inbound::Reply { body, end: true, .. } => Ok(body),
+        Inbound::Reply { body, end: false, .. } => {
+            // Unexpected data frames: read them off so the request ends cleanly.
+            while !matches!(exchange.recv().await?, Inbound::Data { end: true, .. }) {}
+            Ok(body)
+        }
+        Inbound::Data { .. } => Err(ClientError::protocol("a Data frame before the Reply")),
+    }
+}
+
+/// Streams `body` as the payload of the exchange's request, one piece ahead, and returns the
+/// reply body and the bytes sent. An early reply (an error before the end) stops the stream.
+async fn stream_body<D: Driver, S: BodySource>(
+    exchange: &mut Exchange<D>,
+    mut body: S,
+) -> Result<(Bytes, u64), ClientError> {
+    let read = |e| ClientError::io("read body", e);
+    let mut sent = 0u64;
+    let mut pending = body.next_piece().await.map_err(read)?;
+    loop {
+        let piece = pending.take();
+        let next = match piece {
+            Some(_) => body.next_piece().await.map_err(read)?,
+            None => None,
+        };
+        let end = next.is_none();
+        let piece = piece.unwrap_or_default();
+        sent += piece.len() as u64;
+        exchange.send(piece, end).await?;
+        if !end {
+            if let Some(early) = exchange.try_recv() {
+                // The node answered before the end (an error): end the message, whose rest it
+                // drops, and report its answer.
+                exchange.send(Bytes::new(), true).await?;
+                return match early? {
+                    Inbound::Reply { body, .. } => Ok((body, sent)),
+                    Inbound::Data { .. } => Err(ClientError::protocol("a Data frame before the Reply")),
+                };
+            }
+            pending = next;
+            continue;
+        }
+        return Ok((single_reply(exchange).await?, sent));
+    }
+}

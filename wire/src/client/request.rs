@@ -1,0 +1,321 @@
+//! Building `Request` flatbuffer bodies, one function per request kind. Each returns the finished
+//! flatbuffer (not size-prefixed) as `Bytes`, ready for [`super::codec::RequestEncoder`].
+//!
+//! Invariants:
+//! - Required fields of the schema are always set (an empty key is sent as an empty vector).
+//! - A relayed locator is copied into the body byte for byte, never decoded or re-encoded.
+
+use bytes::Bytes;
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+
+use super::types::{ByteRange, KeyRange, ListOptions, PutOptions};
+use crate::fb;
+
+fn finish<T>(mut fbb: FlatBufferBuilder<'_>, kind: fb::RequestBody, body: WIPOffset<T>) -> Bytes {
+    let req = fb::Request::create(&mut fbb, &fb::RequestArgs { body_type: kind, body: Some(body.as_union_value()) });
+    fbb.finish(req, None);
+    let (vec, head) = fbb.collapse();
+    Bytes::from(vec).slice(head..)
+}
+
+fn user_meta<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    meta: &[(String, String)],
+) -> Option<WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>> {
+    if meta.is_empty() {
+        return None;
+    }
+    let kvs: Vec<_> = meta
+        .iter()
+        .map(|(k, v)| {
+            let key = fbb.create_string(k);
+            let value = fbb.create_string(v);
+            fb::KeyValue::create(fbb, &fb::KeyValueArgs { key: Some(key), value: Some(value) })
+        })
+        .collect();
+    Some(fbb.create_vector(&kvs))
+}
+
+fn size_field(size: Option<u64>) -> i64 {
+    size.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1)
+}
+
+/// `CreateBox`.
+pub fn create_box(box_name: &str, partitions: Option<u16>) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let body = fb::CreateBox::create(
+        &mut fbb,
+        &fb::CreateBoxArgs { box_name: Some(name), partitions: partitions.unwrap_or(8) },
+    );
+    finish(fbb, fb::RequestBody::CreateBox, body)
+}
+
+/// `DeleteBox`.
+pub fn delete_box(box_name: &str, force: bool) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let body = fb::DeleteBox::create(&mut fbb, &fb::DeleteBoxArgs { box_name: Some(name), force });
+    finish(fbb, fb::RequestBody::DeleteBox, body)
+}
+
+/// `HeadBox`.
+pub fn head_box(box_name: &str) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let body = fb::HeadBox::create(&mut fbb, &fb::HeadBoxArgs { box_name: Some(name) });
+    finish(fbb, fb::RequestBody::HeadBox, body)
+}
+
+/// `ListBoxes`.
+pub fn list_boxes() -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let body = fb::ListBoxes::create(&mut fbb, &fb::ListBoxesArgs {});
+    finish(fbb, fb::RequestBody::ListBoxes, body)
+}
+
+/// `Put` (its bytes follow as payload).
+pub fn put(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
+    let meta = user_meta(&mut fbb, &options.user_meta);
+    let body = fb::Put::create(
+        &mut fbb,
+        &fb::PutArgs {
+            box_name: Some(name),
+            key: Some(key),
+            content_type,
+            user_meta: meta,
+            size: size_field(options.size),
+        },
+    );
+    finish(fbb, fb::RequestBody::Put, body)
+}
+
+/// `Get`.
+pub fn get(box_name: &str, key: &[u8], range: ByteRange) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let (range_kind, first, last) = match range {
+        ByteRange::Whole => (fb::RangeKind::Whole, 0, 0),
+        ByteRange::FromTo { first, last } => (fb::RangeKind::FromTo, first, last),
+        ByteRange::From { first } => (fb::RangeKind::From, first, 0),
+        ByteRange::Suffix { length } => (fb::RangeKind::Suffix, length, 0),
+    };
+    let body =
+        fb::Get::create(&mut fbb, &fb::GetArgs { box_name: Some(name), key: Some(key), range_kind, first, last });
+    finish(fbb, fb::RequestBody::Get, body)
+}
+
+/// `Head`.
+pub fn head(box_name: &str, key: &[u8]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let body = fb::Head::create(&mut fbb, &fb::HeadArgs { box_name: Some(name), key: Some(key) });
+    finish(fbb, fb::RequestBody::Head, body)
+}
+
+/// `Delete`.
+pub fn delete(box_name: &str, key: &[u8]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let body = fb::Delete::create(&mut fbb, &fb::DeleteArgs { box_name: Some(name), key: Some(key) });
+    finish(fbb, fb::RequestBody::Delete, body)
+}
+
+/// `List` of one partition.
+pub fn list(box_name: &str, partition: u16, options: &ListOptions) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let start = options.start.as_deref().map(|v| fbb.create_vector(v));
+    let end = options.end.as_deref().map(|v| fbb.create_vector(v));
+    let prefix = options.prefix.as_deref().map(|v| fbb.create_vector(v));
+    let start_after = options.start_after.as_deref().map(|v| fbb.create_vector(v));
+    let body = fb::List::create(
+        &mut fbb,
+        &fb::ListArgs {
+            box_name: Some(name),
+            partition,
+            start,
+            end,
+            prefix,
+            start_after,
+            reverse: options.reverse,
+            limit: options.limit,
+        },
+    );
+    finish(fbb, fb::RequestBody::List, body)
+}
+
+/// `DeleteRange` of one partition.
+pub fn delete_range(box_name: &str, partition: u16, range: &KeyRange) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let (start, end, prefix) = match range {
+        KeyRange::Prefix(p) => (None, None, Some(fbb.create_vector(p))),
+        KeyRange::Between { start, end } => (Some(fbb.create_vector(start)), Some(fbb.create_vector(end)), None),
+    };
+    let body =
+        fb::DeleteRange::create(&mut fbb, &fb::DeleteRangeArgs { box_name: Some(name), partition, start, end, prefix });
+    finish(fbb, fb::RequestBody::DeleteRange, body)
+}
+
+/// `Copy` (run by the node).
+pub fn copy(box_name: &str, source_key: &[u8], target_key: &[u8]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let source = fbb.create_vector(source_key);
+    let target = fbb.create_vector(target_key);
+    let body = fb::Copy::create(
+        &mut fbb,
+        &fb::CopyArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target) },
+    );
+    finish(fbb, fb::RequestBody::Copy, body)
+}
+
+/// `Rename` (run by the node).
+pub fn rename(box_name: &str, source_key: &[u8], target_key: &[u8]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let source = fbb.create_vector(source_key);
+    let target = fbb.create_vector(target_key);
+    let body = fb::Rename::create(
+        &mut fbb,
+        &fb::RenameArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target) },
+    );
+    finish(fbb, fb::RequestBody::Rename, body)
+}
+
+/// `CreateUpload`.
+pub fn create_upload(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
+    let meta = user_meta(&mut fbb, &options.user_meta);
+    let body = fb::CreateUpload::create(
+        &mut fbb,
+        &fb::CreateUploadArgs { box_name: Some(name), key: Some(key), content_type, user_meta: meta },
+    );
+    finish(fbb, fb::RequestBody::CreateUpload, body)
+}
+
+/// `UploadPart` (its bytes follow as payload).
+pub fn upload_part(box_name: &str, key: &[u8], upload_id: u64, part_number: u32, size: Option<u64>) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let body = fb::UploadPart::create(
+        &mut fbb,
+        &fb::UploadPartArgs { box_name: Some(name), key: Some(key), upload_id, part_number, size: size_field(size) },
+    );
+    finish(fbb, fb::RequestBody::UploadPart, body)
+}
+
+/// `CompleteUpload`.
+pub fn complete_upload(box_name: &str, key: &[u8], upload_id: u64, part_numbers: &[u32]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let parts = fbb.create_vector(part_numbers);
+    let body = fb::CompleteUpload::create(
+        &mut fbb,
+        &fb::CompleteUploadArgs { box_name: Some(name), key: Some(key), upload_id, part_numbers: Some(parts) },
+    );
+    finish(fbb, fb::RequestBody::CompleteUpload, body)
+}
+
+/// `AbortUpload`.
+pub fn abort_upload(box_name: &str, key: &[u8], upload_id: u64) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let body =
+        fb::AbortUpload::create(&mut fbb, &fb::AbortUploadArgs { box_name: Some(name), key: Some(key), upload_id });
+    finish(fbb, fb::RequestBody::AbortUpload, body)
+}
+
+/// `ListUploads` of one partition.
+pub fn list_uploads(box_name: &str, partition: u16) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let body = fb::ListUploads::create(&mut fbb, &fb::ListUploadsArgs { box_name: Some(name), partition });
+    finish(fbb, fb::RequestBody::ListUploads, body)
+}
+
+/// `ListParts`.
+pub fn list_parts(box_name: &str, key: &[u8], upload_id: u64) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let body = fb::ListParts::create(&mut fbb, &fb::ListPartsArgs { box_name: Some(name), key: Some(key), upload_id });
+    finish(fbb, fb::RequestBody::ListParts, body)
+}
+
+/// `GetLocator`.
+pub fn get_locator(box_name: &str, key: &[u8]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let body = fb::GetLocator::create(&mut fbb, &fb::GetLocatorArgs { box_name: Some(name), key: Some(key) });
+    finish(fbb, fb::RequestBody::GetLocator, body)
+}
+
+/// `PrepareRename`.
+pub fn prepare_rename(box_name: &str, source_key: &[u8], target_key: &[u8]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let source = fbb.create_vector(source_key);
+    let target = fbb.create_vector(target_key);
+    let body = fb::PrepareRename::create(
+        &mut fbb,
+        &fb::PrepareRenameArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target) },
+    );
+    finish(fbb, fb::RequestBody::PrepareRename, body)
+}
+
+/// `ZeroCopyPut`: `locator` goes into the body exactly as received.
+pub fn zero_copy_put(box_name: &str, key: &[u8], locator: &[u8], rename_token: Option<&[u8]>) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let locator = fbb.create_vector(locator);
+    let rename_token = rename_token.map(|t| fbb.create_vector(t));
+    let body = fb::ZeroCopyPut::create(
+        &mut fbb,
+        &fb::ZeroCopyPutArgs { box_name: Some(name), key: Some(key), locator: Some(locator), rename_token },
+    );
+    finish(fbb, fb::RequestBody::ZeroCopyPut, body)
+}
+
+/// `CompleteRename`.
+pub fn complete_rename(box_name: &str, source_key: &[u8], token: &[u8]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let source = fbb.create_vector(source_key);
+    let token = fbb.create_vector(token);
+    let body = fb::CompleteRename::create(
+        &mut fbb,
+        &fb::CompleteRenameArgs { box_name: Some(name), source_key: Some(source), token: Some(token) },
+    );
+    finish(fbb, fb::RequestBody::CompleteRename, body)
+}
+
+/// `Topology`.
+pub fn topology() -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let body = fb::Topology::create(&mut fbb, &fb::TopologyArgs {});
+    finish(fbb, fb::RequestBody::Topology, body)
+}
+
+/// `Stats`.
+pub fn stats() -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let body = fb::Stats::create(&mut fbb, &fb::StatsArgs {});
+    finish(fbb, fb::RequestBody::Stats, body)
+}

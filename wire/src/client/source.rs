@@ -1,0 +1,83 @@
+//! Where a put's bytes come from: any source of `Bytes` pieces.
+//!
+//! Invariants:
+//! - A source hands out pieces in order and `None` once, at the end; the client holds at most
+//!   one piece ahead (to know which frame ends the message), so a put never buffers the object.
+//! - Pieces may have any size; the client splits them at the frame cap without copying.
+
+use std::future::Future;
+use std::io;
+
+use bytes::Bytes;
+
+/// A source of body pieces.
+pub trait BodySource {
+    /// The next piece, or `None` at the end.
+    ///
+    /// # Errors
+    /// The source's own read error; the put then fails with [`super::ClientError::Io`].
+    fn next_piece(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>>;
+}
+
+impl BodySource for Bytes {
+    async fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
+        if self.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(std::mem::take(self)))
+        }
+    }
+}
+
+/// A source over an iterator of pieces.
+#[derive(Debug)]
+pub struct Pieces<I>(pub I);
+
+impl<I: Iterator<Item = Bytes>> BodySource for Pieces<I> {
+    async fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
+        Ok(self.0.next())
+    }
+}
+
+/// The first `remaining` bytes of another source (a multipart part), keeping what it read past
+/// them for the next part.
+#[derive(Debug)]
+pub struct Take<'a, S> {
+    source: &'a mut S,
+    carry: &'a mut Option<Bytes>,
+    remaining: u64,
+    exhausted: &'a mut bool,
+}
+
+impl<'a, S: BodySource> Take<'a, S> {
+    /// The next `limit` bytes of `source`, starting with `carry` (the rest of the previous piece).
+    /// Sets `exhausted` when the source ended.
+    pub fn new(source: &'a mut S, carry: &'a mut Option<Bytes>, limit: u64, exhausted: &'a mut bool) -> Self {
+        Take { source, carry, remaining: limit, exhausted }
+    }
+}
+
+impl<S: BodySource> BodySource for Take<'_, S> {
+    async fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let mut piece = match self.carry.take() {
+            Some(p) => p,
+            None => match self.source.next_piece().await? {
+                Some(p) => p,
+                None => {
+                    *self.exhausted = true;
+                    return Ok(None);
+                }
+            },
+        };
+        if piece.len() as u64 > self.remaining {
+            #[expect(clippy::cast_possible_truncation, reason = "less than a piece's usize length")]
+            let rest = piece.split_off(self.remaining as usize);
+            *self.carry = Some(rest);
+        }
+        self.remaining -= piece.len() as u64;
+        Ok(Some(piece))
+    }
+}

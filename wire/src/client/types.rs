@@ -1,0 +1,295 @@
+//! Plain Rust values of the client API: what requests take and what replies become. Nothing here
+//! borrows from a frame, except the relayed locators, which are `Bytes` slices of the received
+//! frame so that they can be sent on verbatim.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+/// A hybrid logical clock stamp: last writer wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Hlc {
+    /// Wall-clock milliseconds.
+    pub physical_ms: u64,
+    /// Counter within one millisecond.
+    pub logical: u32,
+    /// The node that stamped it.
+    pub node: u16,
+}
+
+/// A Box as head-box, create-box and list-boxes describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxInfo {
+    /// The Box's name.
+    pub name: String,
+    /// Its partition count, fixed at creation.
+    pub partitions: u16,
+    /// When it was created (Unix ms).
+    pub created_ms: u64,
+    /// Its incarnation (a recreated Box has a new one).
+    pub box_uid: u64,
+}
+
+/// What a completed put (or multipart completion, or zero-copy put) reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PutDone {
+    /// Bytes stored.
+    pub size: u64,
+    /// CRC-32 of the Candy's bytes.
+    pub checksum: u32,
+    /// The write's stamp.
+    pub hlc: Hlc,
+}
+
+/// A Candy's metadata (head, and the start of a get).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CandyMeta {
+    /// Total bytes of the Candy.
+    pub size: u64,
+    /// CRC-32 of all its bytes.
+    pub checksum: u32,
+    /// The stamp of the write that made it.
+    pub hlc: Hlc,
+    /// Its content type (empty when none was given).
+    pub content_type: String,
+    /// User metadata, in the order given at put.
+    pub user_meta: Vec<(String, String)>,
+    /// When it was written (Unix ms).
+    pub created_ms: u64,
+}
+
+/// Which bytes of a Candy a get returns (HTTP Range semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ByteRange {
+    /// All of it.
+    #[default]
+    Whole,
+    /// `[first, last]`, inclusive.
+    FromTo {
+        /// First byte.
+        first: u64,
+        /// Last byte (inclusive).
+        last: u64,
+    },
+    /// From `first` to the end.
+    From {
+        /// First byte.
+        first: u64,
+    },
+    /// The last `length` bytes.
+    Suffix {
+        /// How many bytes at the end.
+        length: u64,
+    },
+}
+
+/// Why a range string did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid byte range `{0}`: expected FIRST-LAST, FIRST- or -LENGTH (e.g. 0-99, 100-, -50)")]
+pub struct ByteRangeError(pub String);
+
+impl FromStr for ByteRange {
+    type Err = ByteRangeError;
+
+    /// Parses `0-99`, `100-` and `-50`.
+    fn from_str(s: &str) -> Result<ByteRange, ByteRangeError> {
+        let bad = || ByteRangeError(s.to_owned());
+        let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+        let num = |x: &str| x.parse::<u64>().map_err(|_| bad());
+        match (a.is_empty(), b.is_empty()) {
+            (false, false) => {
+                let (first, last) = (num(a)?, num(b)?);
+                if last < first {
+                    return Err(bad());
+                }
+                Ok(ByteRange::FromTo { first, last })
+            }
+            (false, true) => Ok(ByteRange::From { first: num(a)? }),
+            (true, false) => Ok(ByteRange::Suffix { length: num(b)? }),
+            (true, true) => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ByteRange::Whole => write!(f, "whole"),
+            ByteRange::FromTo { first, last } => write!(f, "{first}-{last}"),
+            ByteRange::From { first } => write!(f, "{first}-"),
+            ByteRange::Suffix { length } => write!(f, "-{length}"),
+        }
+    }
+}
+
+/// Options of a put (and of a multipart upload's creation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// The content type to store.
+    pub content_type: Option<String>,
+    /// User metadata (at most 8 KiB in all).
+    pub user_meta: Vec<(String, String)>,
+    /// The exact body size when known; the node then checks it.
+    pub size: Option<u64>,
+}
+
+/// A listing request over a whole Box.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only keys with this prefix.
+    pub prefix: Option<Vec<u8>>,
+    /// Only keys `>= start`.
+    pub start: Option<Vec<u8>>,
+    /// Only keys `< end`.
+    pub end: Option<Vec<u8>>,
+    /// Continue after this key (forward: keys `>` it; reverse: keys `<` it): the cursor of the
+    /// previous page.
+    pub start_after: Option<Vec<u8>>,
+    /// Descending key order.
+    pub reverse: bool,
+    /// Page size; 0 lets each partition use the node's maximum.
+    pub limit: u32,
+}
+
+/// One listed Candy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListEntry {
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Its size in bytes.
+    pub size: u64,
+    /// CRC-32 of its bytes.
+    pub checksum: u32,
+    /// Its write stamp.
+    pub hlc: Hlc,
+    /// Its content type.
+    pub content_type: String,
+    /// When it was written (Unix ms).
+    pub created_ms: u64,
+}
+
+impl ListEntry {
+    /// The key as text (lossy for keys that are not UTF-8).
+    pub fn key_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.key)
+    }
+}
+
+/// A page of a listing: of one partition as the node returns it, or of the whole Box merged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    /// Entries in key order (descending when reverse).
+    pub entries: Vec<ListEntry>,
+    /// Present when more entries follow: the `start_after` of the next page.
+    pub next_start_after: Option<Vec<u8>>,
+}
+
+/// The keys a delete-range removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRange {
+    /// Every key with this prefix.
+    Prefix(Vec<u8>),
+    /// Every key in `[start, end)`.
+    Between {
+        /// First key included.
+        start: Vec<u8>,
+        /// First key excluded.
+        end: Vec<u8>,
+    },
+}
+
+/// An in-progress multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// The key it will complete to.
+    pub key: Vec<u8>,
+    /// Its id.
+    pub upload_id: u64,
+    /// When it was created (Unix ms).
+    pub created_ms: u64,
+    /// Parts uploaded so far.
+    pub parts: u32,
+}
+
+/// An uploaded part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartInfo {
+    /// Its number (1-based, as given).
+    pub part_number: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// CRC-32 of its bytes.
+    pub checksum: u32,
+}
+
+/// A key's live locator as get-locator returned it: relay `locator` verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedLocator {
+    /// The `Locator` flatbuffer bytes, a slice of the received frame.
+    pub locator: Bytes,
+    /// The source partition.
+    pub partition: u16,
+}
+
+/// A recorded rename intent as prepare-rename returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenamePrepared {
+    /// The intent's token (carry it to zero-copy-put and complete-rename).
+    pub token: Bytes,
+    /// The source's `Locator` flatbuffer bytes, a slice of the received frame.
+    pub locator: Bytes,
+    /// The source's stamp when the intent was recorded.
+    pub source_hlc: Hlc,
+    /// The source key's partition.
+    pub source_partition: u16,
+    /// The target key's partition.
+    pub target_partition: u16,
+}
+
+/// How complete-rename ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameOutcome {
+    /// The source was tombstoned; the rename is done.
+    Finalized,
+    /// The source was re-put since the intent: it stays, both keys live.
+    SourceChanged,
+    /// The destination's marker is not there yet; maintenance finishes (or abandons) it.
+    Pending,
+}
+
+impl fmt::Display for RenameOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RenameOutcome::Finalized => "finalized",
+            RenameOutcome::SourceChanged => "source-changed",
+            RenameOutcome::Pending => "pending",
+        })
+    }
+}
+
+/// How the node places partitions on shards and where each shard listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The node's id.
+    pub node_id: u16,
+    /// Its shard count.
+    pub shard_count: u16,
+    /// Each shard's own port, indexed by shard.
+    pub ports: Vec<u16>,
+    /// The port every shard accepts on.
+    pub main_port: u16,
+    /// The placement function's name.
+    pub placement: String,
+    /// The shard that answered.
+    pub shard: u16,
+}
+
+/// One shard's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard: u16,
+    /// Counter names and values.
+    pub counters: Vec<(String, u64)>,
+}
