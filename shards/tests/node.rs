@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests fail loudly")]
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -19,102 +19,30 @@ use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A running node; killed on drop.
-struct Node {
-    child: Child,
-    listen: SocketAddr,
-    http: SocketAddr,
-    shard_ports: Vec<u16>,
-    dir: Option<tempfile::TempDir>,
+mod harness;
+
+use harness::Node;
+
+/// Starts a node (the shared fixture) in a fresh temporary root; the root outlives the node.
+fn start(extra: &[&str]) -> (tempfile::TempDir, Node) {
+    let root = tempfile::tempdir().unwrap();
+    let node = Node::start(root.path(), extra, &[]);
+    (root, node)
 }
 
-impl Node {
-    fn start(extra: &[&str]) -> Node {
-        Node::start_in(tempfile::tempdir().unwrap(), extra)
-    }
-
-    /// Starts a node on `dir` (a restart when it already holds data).
-    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_candyboxd"))
-            .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0"])
-            .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "2"][..] })
-            .args(["--log", "warn", "--pin-cores", "false"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("node did not print its ready line");
-            }
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-        assert_eq!(v["ready"], true);
-        Node {
-            child,
-            listen: v["listen"].as_str().unwrap().parse().unwrap(),
-            http: v["http"].as_str().unwrap().parse().unwrap(),
-            shard_ports: v["shard_ports"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16).collect(),
-            dir: Some(dir),
-        }
-    }
-
-    /// Sends SIGTERM and waits (bounded) for exit status 0; returns the data directory.
-    fn stop(mut self) -> tempfile::TempDir {
-        let pid = self.child.id() as i32;
-        // SAFETY: sends a signal to our own child process, which is still ours to wait for.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status:?}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.dir.take().unwrap()
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(self.listen)
-    }
-
-    fn shard_client(&self, shard: usize) -> Client {
-        Client::connect(SocketAddr::new(self.listen.ip(), self.shard_ports[shard]))
-    }
-
-    fn http_get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.http).unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
-    }
+fn raw(node: &Node) -> Client {
+    Client::connect(node.ports.listen.parse().unwrap())
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn raw_shard(node: &Node, shard: usize) -> Client {
+    let main: SocketAddr = node.ports.listen.parse().unwrap();
+    Client::connect(SocketAddr::new(main.ip(), node.ports.shard_ports[shard]))
+}
+
+/// SIGTERM must drain, close and exit 0.
+fn stop(node: &mut Node) {
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status:?}; stderr:\n{}", node.stderr());
 }
 
 /// A reply: its verified body bytes and the payload of its message.
@@ -335,8 +263,8 @@ fn owner(box_name: &str, partition: u16, shards: u16) -> u16 {
 
 #[test]
 fn put_get_head_delete_round_trip_with_ranges_and_empty_candies() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (_root, node) = start(&[]);
+    let mut c = raw(&node);
     c.create_box("photos", 4).ok();
     assert_eq!(c.create_box("photos", 4).error_code(), Some(fb::ErrorCode::BoxExists));
 
@@ -378,8 +306,8 @@ fn put_get_head_delete_round_trip_with_ranges_and_empty_candies() {
 #[test]
 fn bodies_larger_than_the_frame_cap_stream_both_ways() {
     let cap = 1 << 20;
-    let node = Node::start(&["--frame-body-bytes-max", &cap.to_string(), "--chunk-bytes", "65536"]);
-    let mut c = node.client();
+    let (_root, node) = start(&["--frame-body-bytes-max", &cap.to_string(), "--chunk-bytes", "65536"]);
+    let mut c = raw(&node);
     c.create_box("big", 2).ok();
     let data = pattern(3 * cap + 12_345, 3);
     // Pieces of 300 KiB: the request frame, then data frames.
@@ -407,7 +335,7 @@ fn bodies_larger_than_the_frame_cap_stream_both_ways() {
     }
     assert!(got == data, "streamed get returns the streamed put");
     // A frame over the cap closes the connection.
-    let mut bad = node.client();
+    let mut bad = raw(&node);
     let req = Client::put_request("big", b"x", -1);
     bad.send_frame(FrameKind::Request, 1, &req, &vec![0u8; cap], true);
     assert!(bad.read_frame().is_err());
@@ -415,16 +343,16 @@ fn bodies_larger_than_the_frame_cap_stream_both_ways() {
 
 #[test]
 fn malformed_frame_closes_only_its_connection() {
-    let node = Node::start(&[]);
-    let mut good = node.client();
+    let (_root, node) = start(&[]);
+    let mut good = raw(&node);
     good.create_box("keep", 2).ok();
-    let mut bad = node.client();
+    let mut bad = raw(&node);
     bad.stream.write_all(&[0xAB; FRAME_HEADER_BYTES]).unwrap();
     let mut buf = [0u8; 1];
     let n = bad.stream.read(&mut buf);
     assert!(matches!(n, Ok(0) | Err(_)), "the node closes a connection after a bad header: {n:?}");
     // A good header with a corrupt body checksum also closes.
-    let mut bad2 = node.client();
+    let mut bad2 = raw(&node);
     let req = Client::put_request("keep", b"k", 0);
     let mut h = FrameHeader::for_body(FrameKind::Request, 1, FLAG_END, &req, 0);
     h.body_crc ^= 1;
@@ -439,8 +367,8 @@ fn malformed_frame_closes_only_its_connection() {
 
 #[test]
 fn bad_contents_get_typed_errors_and_the_connection_stays_open() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (_root, node) = start(&[]);
+    let mut c = raw(&node);
     c.create_box("typed", 2).ok();
 
     let r = c.head("Bad_Name", b"k");
@@ -473,26 +401,26 @@ fn bad_contents_get_typed_errors_and_the_connection_stays_open() {
 
 #[test]
 fn requests_for_another_shards_partition_are_forwarded() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (_root, node) = start(&[]);
+    let mut c = raw(&node);
     let t = c.topology();
     let topo = t.ok().get().body_as_topology_reply().unwrap();
     assert_eq!(topo.shard_count(), 2);
     assert_eq!(topo.placement(), Some("crc32-box-plus-partition-v1"));
-    assert_eq!(topo.ports().unwrap().iter().collect::<Vec<_>>(), node.shard_ports);
-    assert_eq!(topo.main_port(), node.listen.port());
+    assert_eq!(topo.ports().unwrap().iter().collect::<Vec<_>>(), node.ports.shard_ports);
+    assert_eq!(topo.main_port(), node.ports.listen.parse::<SocketAddr>().unwrap().port());
 
     c.create_box("fwd", 8).ok();
     // Find a key whose partition shard 0 does not own, and send it to shard 0's own port.
     let key =
         (0..100).map(|i| format!("key-{i}").into_bytes()).find(|k| owner("fwd", partition_of(k, 8), 2) == 1).unwrap();
-    let mut s0 = node.shard_client(0);
+    let mut s0 = raw_shard(&node, 0);
     let before = s0.stats_counter("cross_shard_forwards");
     s0.put("fwd", &key, b"forwarded bytes", 1 << 20).ok();
     assert_eq!(s0.get("fwd", &key, fb::RangeKind::Whole, 0, 0).ok().payload, b"forwarded bytes");
     assert!(s0.stats_counter("cross_shard_forwards") >= before + 2);
     // The owner's own port serves it without a hop; the main port serves it too.
-    let mut s1 = node.shard_client(1);
+    let mut s1 = raw_shard(&node, 1);
     assert_eq!(s1.get("fwd", &key, fb::RangeKind::Whole, 0, 0).ok().payload, b"forwarded bytes");
     assert_eq!(c.get("fwd", &key, fb::RangeKind::Whole, 0, 0).ok().payload, b"forwarded bytes");
     let p = partition_of(&key, 8);
@@ -505,8 +433,8 @@ fn requests_for_another_shards_partition_are_forwarded() {
 
 #[test]
 fn copy_and_rename_across_partitions() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (_root, node) = start(&[]);
+    let mut c = raw(&node);
     c.create_box("moves", 4).ok();
     let data = pattern(50_000, 9);
     c.put("moves", b"src", &data, 1 << 20).ok();
@@ -525,10 +453,10 @@ fn copy_and_rename_across_partitions() {
 
 #[test]
 fn readyz_metrics_and_sigterm() {
-    let node = Node::start(&[]);
+    let (_root, mut node) = start(&[]);
     assert_eq!(node.http_get("/healthz").0, 200);
     assert_eq!(node.http_get("/readyz").0, 200);
-    let mut c = node.client();
+    let mut c = raw(&node);
     c.create_box("metered", 2).ok();
     c.put("metered", b"k", b"v", 1 << 20).ok();
     let (status, text) = node.http_get("/metrics");
@@ -547,7 +475,7 @@ fn readyz_metrics_and_sigterm() {
     assert!(text.contains("op=\"put\""));
     drop(c);
     // SIGTERM: drain, close, exit 0.
-    node.stop();
+    stop(&mut node);
 }
 
 impl Client {
@@ -671,8 +599,8 @@ impl Client {
 
 #[test]
 fn multipart_upload_lists_completes_and_aborts() {
-    let node = Node::start(&["--multipart-part-bytes-min", "1024"]);
-    let mut c = node.client();
+    let (_root, node) = start(&["--multipart-part-bytes-min", "1024"]);
+    let mut c = raw(&node);
     c.create_box("parts", 4).ok();
     let key = b"assembled";
     let r = c.keyed(fb::RequestBody::CreateUpload, "parts", key, 0);
@@ -703,8 +631,8 @@ fn multipart_upload_lists_completes_and_aborts() {
 
 #[test]
 fn client_relay_copy_and_rename_with_forged_locators_refused() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (_root, node) = start(&[]);
+    let mut c = raw(&node);
     c.create_box("relay", 4).ok();
     let data = pattern(20_000, 5);
     c.put("relay", b"origin", &data, 1 << 20).ok();
@@ -745,8 +673,8 @@ fn client_relay_copy_and_rename_with_forged_locators_refused() {
 
 #[test]
 fn abandoned_rename_intents_keep_the_source() {
-    let node = Node::start(&["--rename-intent-abandon-ms", "200", "--maintenance-interval-ms", "50"]);
-    let mut c = node.client();
+    let (_root, node) = start(&["--rename-intent-abandon-ms", "200", "--maintenance-interval-ms", "50"]);
+    let mut c = raw(&node);
     c.create_box("abandon", 2).ok();
     c.put("abandon", b"stays", b"payload", 1 << 20).ok();
     c.prepare_rename("abandon", b"stays", b"never-written").ok();
@@ -764,8 +692,8 @@ fn abandoned_rename_intents_keep_the_source() {
 
 #[test]
 fn pipelined_requests_are_all_answered() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (_root, node) = start(&[]);
+    let mut c = raw(&node);
     c.create_box("pipes", 8).ok();
     let n = 40u64;
     let mut ids = std::collections::HashSet::new();
@@ -791,8 +719,8 @@ fn pipelined_requests_are_all_answered() {
 
 #[test]
 fn delete_box_refuses_non_empty_unless_forced_and_delete_range_clears_a_prefix() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (_root, node) = start(&[]);
+    let mut c = raw(&node);
     c.create_box("gone", 2).ok();
     for i in 0..10 {
         c.put("gone", format!("tmp/{i}").as_bytes(), b"x", 1 << 20).ok();
@@ -826,18 +754,18 @@ fn bad_configuration_exits_with_status_2() {
 
 #[test]
 fn a_restart_recovers_boxes_and_candies() {
-    let node = Node::start(&[]);
-    let mut c = node.client();
+    let (root, mut node) = start(&[]);
+    let mut c = raw(&node);
     c.create_box("durable", 4).ok();
     let big = pattern(300_000, 8);
     c.put("durable", b"big", &big, 100_000).ok();
     c.put("durable", b"small", b"tiny", 1 << 20).ok();
     c.copy_or_rename("durable", b"small", b"renamed", true).ok();
     drop(c);
-    let dir = node.stop();
+    stop(&mut node);
     // Recovered with a different shard count: ownership moves, the files stay readable.
-    let node = Node::start_in(dir, &["--shards", "3"]);
-    let mut c = node.client();
+    let node = Node::start(root.path(), &["--shards", "3"], &[]);
+    let mut c = raw(&node);
     assert_eq!(c.head_box("durable").ok().get().body_as_box_reply().unwrap().info().unwrap().partitions(), 4);
     assert!(c.get("durable", b"big", fb::RangeKind::Whole, 0, 0).ok().payload == big);
     assert_eq!(c.get("durable", b"renamed", fb::RangeKind::Whole, 0, 0).ok().payload, b"tiny");
@@ -848,8 +776,8 @@ fn a_restart_recovers_boxes_and_candies() {
 
 #[test]
 fn a_request_over_the_in_flight_cap_while_a_body_streams_gets_busy_not_a_deadlock() {
-    let node = Node::start(&["--requests-in-flight-max", "1"]);
-    let mut c = node.client();
+    let (_root, node) = start(&["--requests-in-flight-max", "1"]);
+    let mut c = raw(&node);
     c.create_box("capped", 2).ok();
     let id = c.id();
     c.send_frame(FrameKind::Request, id, &Client::put_request("capped", b"k", 6), b"abc", false);
@@ -872,7 +800,7 @@ fn a_request_over_the_in_flight_cap_while_a_body_streams_gets_busy_not_a_deadloc
 
 #[test]
 fn maintenance_compacts_publishes_refs_and_collects_deleted_syrups() {
-    let node = Node::start(&[
+    let (_root, node) = start(&[
         "--memtable-bytes",
         "2048",
         "--l0-compaction-trigger",
@@ -890,7 +818,7 @@ fn maintenance_compacts_publishes_refs_and_collects_deleted_syrups() {
         "--maintenance-interval-ms",
         "50",
     ]);
-    let mut c = node.client();
+    let mut c = raw(&node);
     c.create_box("collect", 2).ok();
     for i in 0..20 {
         c.put("collect", format!("big-{i}").as_bytes(), &pattern(30_000, i as u8), 1 << 20).ok();
@@ -919,12 +847,12 @@ fn maintenance_compacts_publishes_refs_and_collects_deleted_syrups() {
 #[test]
 #[ignore = "load smoke test; run by hand"]
 fn load_smoke_small_puts() {
-    let node = Node::start(&[]);
-    node.client().create_box("load", 8).ok();
+    let (_root, node) = start(&[]);
+    raw(&node).create_box("load", 8).ok();
     let stop = Instant::now() + Duration::from_secs(2);
     let threads: Vec<_> = (0..8)
         .map(|t| {
-            let addr = node.listen;
+            let addr = node.ports.listen.parse::<SocketAddr>().unwrap();
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 let mut done = 0u64;

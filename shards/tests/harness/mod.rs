@@ -46,7 +46,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node with 2 shards on a fresh data directory inside `root`, plus `args`/`envs`.
+    /// Starts a node (2 shards unless `args` has `--shards`) on the data directory `root/data`
+    /// (fresh, or left by an earlier node on the same root), plus `args`/`envs`.
     pub fn start(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Node {
         let data_dir = root.join("data");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -147,7 +148,9 @@ fn spawn(data_dir: &Path, args: &[String], envs: &[(String, String)], stderr_log
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_candyboxd"));
     cmd.arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0", "--shards", "2"])
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0"])
+        // Two shards unless the test asks for another count (a flag may be given only once).
+        .args(if args.iter().any(|a| a == "--shards") { &[][..] } else { &["--shards", "2"][..] })
         .args(args)
         .env("CANDYBOX_LOG", "info")
         .stdin(Stdio::null())
