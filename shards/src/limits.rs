@@ -17,6 +17,10 @@ pub const COORD_QUEUE_MAX: usize = 1024;
 pub const GET_FRAME_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// How long shutdown waits for in-flight requests before closing the engines anyway.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// Rename outcomes a shard remembers after finalizing an intent, so a complete-rename that comes
+/// after the maintenance sweep already finished the rename still learns the outcome (not
+/// durable: after a restart such a late complete-rename gets NotFound).
+pub const RENAME_OUTCOMES_REMEMBERED: usize = 4096;
 /// Retry hint of a Busy answer for a full cross-shard queue.
 pub const QUEUE_FULL_RETRY_AFTER_MS: u32 = 5;
 

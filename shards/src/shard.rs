@@ -79,6 +79,8 @@ pub struct Shard {
     /// The referenced-Syrup set last published per partition (publication is skipped when
     /// unchanged: each one is a durable coordination write).
     published: RefCell<HashMap<(String, u16), std::collections::BTreeSet<candybox_core::types::SyrupId>>>,
+    /// Outcomes of intents finalized here, newest last (at most `RENAME_OUTCOMES_REMEMBERED`).
+    resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
     /// Requests executing on this shard (its own connections' and forwarded ones).
     pub in_flight: Cell<usize>,
     /// Set when shutdown starts.
@@ -115,6 +117,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             open_lock: LocalMutex::new(),
             published: RefCell::new(HashMap::new()),
+            resolved: RefCell::new(std::collections::VecDeque::new()),
             in_flight: Cell::new(0),
             stopping: Cell::new(false),
             shutdown,
@@ -508,12 +511,12 @@ impl Shard {
                 reply::put_done(&put)
             }
             KeyedOp::CompleteRename { token } => {
-                let intent = engine
-                    .rename_intents()
-                    .into_iter()
-                    .find(|i| i.token == token && i.source_key == key)
-                    .ok_or(NodeError::Engine(CoreError::NotFound))?;
-                let outcome = self.resolve_intent(&engine, box_name, &intent, false).await?;
+                let intent = engine.rename_intents().into_iter().find(|i| i.token == token && i.source_key == key);
+                let outcome = match intent {
+                    Some(intent) => self.resolve_intent(&engine, box_name, &intent, false).await?,
+                    // Already finished, maybe by the maintenance sweep: answer what it decided.
+                    None => Some(self.resolved_outcome(token).ok_or(NodeError::Engine(CoreError::NotFound))?),
+                };
                 reply::rename_completed(outcome.unwrap_or(fb::RenameOutcome::Pending))
             }
         };
@@ -610,6 +613,11 @@ impl Shard {
         Ok(())
     }
 
+    /// The outcome of an intent finalized here recently, if remembered.
+    fn resolved_outcome(&self, token: u128) -> Option<fb::RenameOutcome> {
+        self.resolved.borrow().iter().rev().find(|(t, _)| *t == token).map(|(_, o)| *o)
+    }
+
     /// The partition of the Box whose manifest holds the rename intent `token`, if any.
     ///
     /// # Errors
@@ -656,7 +664,13 @@ impl Shard {
             self.shared.coord.delete_marker(box_name, intent.token).await.map_err(|e| self.coord_error(e))?;
             m.rename_intents_finalized.fetch_add(1, Relaxed);
             m.rename_intents_pending.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1))).ok();
-            return Ok(Some(if deleted { fb::RenameOutcome::Finalized } else { fb::RenameOutcome::SourceChanged }));
+            let outcome = if deleted { fb::RenameOutcome::Finalized } else { fb::RenameOutcome::SourceChanged };
+            let mut resolved = self.resolved.borrow_mut();
+            if resolved.len() >= crate::limits::RENAME_OUTCOMES_REMEMBERED {
+                resolved.pop_front();
+            }
+            resolved.push_back((intent.token, outcome));
+            return Ok(Some(outcome));
         }
         let age = wall_ms().saturating_sub(intent.created_ms);
         if may_abandon && age > self.shared.config.rename_intent_abandon_ms {

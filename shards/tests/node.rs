@@ -875,3 +875,31 @@ fn load_smoke_small_puts() {
     let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     println!("{total} puts in 2 s: {} puts/s", total / 2);
 }
+
+#[test]
+fn complete_rename_after_the_sweep_finished_it_reports_the_outcome() {
+    let (_root, node) = start(&["--maintenance-interval-ms", "20"]);
+    let mut c = raw(&node);
+    c.create_box("late", 4).ok();
+    c.put("late", b"source", b"old", 1 << 20).ok();
+    let target = (0..100)
+        .map(|i| format!("t-{i}").into_bytes())
+        .find(|k| partition_of(k, 4) != partition_of(b"source", 4))
+        .unwrap();
+    let r = c.prepare_rename("late", b"source", &target);
+    let prepared = r.ok().get().body_as_rename_prepared().unwrap();
+    let (token, locator) = (prepared.token().unwrap().bytes().to_vec(), prepared.locator().unwrap().bytes().to_vec());
+    c.zero_copy_put("late", &target, &locator, Some(&token)).ok();
+    c.put("late", b"source", b"new", 1 << 20).ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.stats_counter("rename_intents_finalized") == 0 {
+        assert!(Instant::now() < deadline, "the sweep never finalized the intent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = c.complete_rename("late", b"source", &token);
+    assert_eq!(r.ok().get().body_as_rename_completed().unwrap().outcome(), fb::RenameOutcome::SourceChanged);
+    assert_eq!(c.get("late", b"source", fb::RangeKind::Whole, 0, 0).ok().payload, b"new");
+    assert_eq!(c.get("late", &target, fb::RangeKind::Whole, 0, 0).ok().payload, b"old");
+    let unknown = c.complete_rename("late", b"source", &[7u8; 16]);
+    assert_eq!(unknown.error_code(), Some(fb::ErrorCode::NotFound));
+}
