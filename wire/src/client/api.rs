@@ -979,3 +979,22 @@ async fn stream_body<D: Driver, S: BodySource>(
         return Ok((single_reply(exchange).await?, sent));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(placement: &str, shard_count: u16, ports: Vec<u16>) -> Topology {
+        Topology { node_id: 1, shard_count, ports, main_port: 7420, placement: placement.to_owned(), shard: 0 }
+    }
+
+    #[test]
+    fn routing_needs_the_known_placement_and_one_port_per_shard() {
+        let routes = routes_of(&topology(PLACEMENT_V1, 2, vec![7421, 7422])).expect("routes");
+        assert_eq!((routes.shard_count, routes.ports), (2, vec![7421, 7422]));
+        let why = routes_of(&topology("crc32-box-plus-partition-v2", 2, vec![1, 2])).expect_err("unknown");
+        assert!(why.contains("crc32-box-plus-partition-v2"), "{why}");
+        assert!(routes_of(&topology(PLACEMENT_V1, 3, vec![1, 2])).is_err());
+        assert!(routes_of(&topology(PLACEMENT_V1, 0, vec![])).is_err());
+    }
+}
