@@ -78,3 +78,33 @@ const _: () = assert!(KEY_BYTES_MAX + LOCATOR_BYTES_MAX + 64 <= TABLE_BLOCK_BYTE
 const _: () = assert!(COMMIT_BATCH_OPS_MAX * 2 * (KEY_BYTES_MAX + 64) < WAL_RECORD_BYTES_MAX);
 const _: () = assert!(CHUNK_BYTES_MIN as u64 <= EXTENT_BYTES_MAX);
 const _: () = assert!(CHUNK_BYTES_MAX as u64 <= EXTENT_BYTES_MAX);
+
+/// Longest coordination path in bytes (`boxes/<box>/renames/<token>` needs about 100).
+pub const COORD_PATH_BYTES_MAX: usize = 1024;
+/// Largest coordination entry data in bytes. ZooKeeper refuses a request larger than its default
+/// `jute.maxbuffer` (0xfffff bytes, path and framing included), so the bound leaves 8 KiB of
+/// room: the same entry fits both implementations of the coordination contract.
+pub const COORD_DATA_BYTES_MAX: usize = 1024 * 1024 - 8 * 1024;
+/// Largest record of the embedded coordination log. The largest record is one `create` that adds
+/// its deepest path (one-byte segments) with every parent and the largest data; see the assertion
+/// below.
+pub const COORD_RECORD_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// The embedded coordination log is never compacted below this size: compacting a small log
+/// would cost a snapshot write for almost no saved replay.
+pub const COORD_LOG_COMPACT_BYTES_MIN: u64 = 1024 * 1024;
+/// The embedded coordination log is compacted when it is larger than this many times the size of
+/// a snapshot of the live entries (and larger than `COORD_LOG_COMPACT_BYTES_MIN`), so replay at
+/// open reads at most this factor times the live data.
+pub const COORD_LOG_COMPACT_RATIO: u64 = 4;
+
+// The deepest path has one-byte segments: PATH/2 + 1 entries, each a change of at most
+// 15 bytes of fields + the path; the last one also carries the data; plus the record's 3-byte
+// header. It must fit one record.
+const _: () = assert!(
+    3 + (COORD_PATH_BYTES_MAX / 2 + 1) * (15 + COORD_PATH_BYTES_MAX) + COORD_DATA_BYTES_MAX <= COORD_RECORD_BYTES_MAX
+);
+// Paths are written as bytes16, and data as bytes32.
+const _: () = assert!(COORD_PATH_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(COORD_DATA_BYTES_MAX <= u32::MAX as usize);
+// Compaction must shrink the log it replaces (the snapshot is at most 1/ratio of it).
+const _: () = assert!(COORD_LOG_COMPACT_RATIO >= 2);

@@ -145,3 +145,59 @@ fn manifest_v1() {
     let current = golden("current-v1.bin", &manifest::encode_current(3));
     assert_eq!(manifest::decode_current(&current).expect("current"), 3);
 }
+
+#[test]
+fn coord_v1() {
+    use std::collections::BTreeSet;
+
+    use candybox_core::coord::{
+        decode_refs,
+        embedded::{EmbeddedCoordination, LOG_FILE},
+        encode_refs, paths, BoxMeta, Coordination, CreateMode, RenameMarker,
+    };
+
+    let meta = BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708) };
+    let marker = RenameMarker {
+        source_partition: 3,
+        target_partition: 5,
+        target_key: b"photos/new.png".to_vec(),
+        created_ms: 1_700_000_000_001,
+    };
+    let refs: BTreeSet<SyrupId> =
+        [SyrupId(0x0002_0000_0000_1234), SyrupId(0x0002_0000_0000_1300), SyrupId(0x0003_0000_0000_0001)].into();
+    let shipped_meta = golden("coord-box-meta-v1.bin", &meta.encode());
+    assert_eq!(BoxMeta::decode(&shipped_meta).expect("box meta"), meta);
+    let shipped_marker = golden("coord-rename-marker-v1.bin", &marker.encode());
+    assert_eq!(RenameMarker::decode(&shipped_marker).expect("rename marker"), marker);
+    let shipped_refs = golden("coord-refs-v1.bin", &encode_refs(&refs));
+    assert_eq!(decode_refs(&shipped_refs).expect("refs"), refs);
+
+    // The log the store writes for a fixed sequence of calls (compaction never runs at this size).
+    let token = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = EmbeddedCoordination::open(dir.path()).expect("open");
+        s.create(&paths::box_meta("photos"), &meta.encode(), CreateMode::Persistent).expect("create meta");
+        s.create(&paths::member(2), b"ephemeral: never in the log", CreateMode::Ephemeral).expect("member");
+        s.put(&paths::partition_refs("photos", 3), &encode_refs(&BTreeSet::new())).expect("put refs");
+        s.put(&paths::partition_refs("photos", 3), &encode_refs(&refs)).expect("put refs again");
+        s.create(&paths::rename_marker("photos", token), &marker.encode(), CreateMode::Persistent).expect("marker");
+        s.delete(&paths::rename_marker("photos", token), Some(0)).expect("delete marker");
+    }
+    let written = std::fs::read(dir.path().join(LOG_FILE)).expect("read log");
+    let shipped = golden("coord-v1.log", &written);
+    assert!(!shipped.windows(9).any(|w| w == b"ephemeral"), "an ephemeral entry reached the log");
+    // Today's reader opens the shipped log.
+    let copy = tempfile::tempdir().expect("tempdir");
+    std::fs::write(copy.path().join(LOG_FILE), &shipped).expect("copy log");
+    let mut s = EmbeddedCoordination::open(copy.path()).expect("open shipped log");
+    // meta (with its parents), `members` (the ephemeral's parent), refs created, refs set,
+    // marker created, marker deleted.
+    assert_eq!(s.open_report().records, 6);
+    assert_eq!(s.get(&paths::box_meta("photos")).expect("get"), Some((meta.encode(), 0)));
+    assert_eq!(s.get(&paths::partition_refs("photos", 3)).expect("get"), Some((encode_refs(&refs), 1)));
+    assert_eq!(s.get(&paths::member(2)).expect("get"), None);
+    assert_eq!(s.get("members").expect("get"), Some((Vec::new(), 0)));
+    assert_eq!(s.children(&paths::renames("photos")).expect("children"), Vec::<String>::new());
+    assert_eq!(s.children(&paths::box_root("photos")).expect("children"), ["meta", "partitions", "renames"]);
+}

@@ -8,6 +8,7 @@
 use std::{fs, path::PathBuf};
 
 use bytes::Bytes;
+use candybox_wire::{fb, FrameHeader, FrameKind, FLAG_END};
 use candybox_core::{
     hlc::Hlc,
     locator::{CandyBody, CandyLocator, Kind, Part, SegmentRef},
@@ -230,6 +231,106 @@ fn block_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
+fn frame(kind: FrameKind, request_id: u64, flags: u16, body: &[u8], payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader::for_body(kind, request_id, flags, body, payload.len() as u32);
+    let mut out = header.encode().to_vec();
+    out.extend_from_slice(body);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn request(fbb: &mut flatbuffers::FlatBufferBuilder<'_>, kind: fb::RequestBody, body: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>) -> Vec<u8> {
+    let root = fb::Request::create(fbb, &fb::RequestArgs { body_type: kind, body: Some(body) });
+    fbb.finish(root, None);
+    let bytes = fbb.finished_data().to_vec();
+    fbb.reset();
+    bytes
+}
+
+fn wire_locator() -> Vec<u8> {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let segments = fbb.create_vector(&[fb::SegmentRef::new(0x0001_0000_0000_0001, 64, 3000)]);
+    let part = fb::Part::create(&mut fbb, &fb::PartArgs { length: 3000, chunk_size: 1024, checksum: 7, segments: Some(segments) });
+    let parts = fbb.create_vector(&[part]);
+    let content_type = fbb.create_string("text/plain");
+    let (k, v) = (fbb.create_string("owner"), fbb.create_string("ann"));
+    let kv = fb::KeyValue::create(&mut fbb, &fb::KeyValueArgs { key: Some(k), value: Some(v) });
+    let meta = fbb.create_vector(&[kv]);
+    let hlc = fb::Hlc::new(1_700_000_000_000, 3, 7);
+    let locator = fb::Locator::create(
+        &mut fbb,
+        &fb::LocatorArgs {
+            version: 1,
+            hlc: Some(&hlc),
+            kind: fb::LocatorKind::Put,
+            content_type: Some(content_type),
+            user_meta: Some(meta),
+            created_ms: 1_700_000_000_000,
+            size: 3000,
+            checksum: 9,
+            inline_body: None,
+            parts: Some(parts),
+            box_uid: 42,
+        },
+    );
+    fbb.finish(locator, None);
+    fbb.finished_data().to_vec()
+}
+
+fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let mut seeds = Vec::new();
+
+    let (name, key) = (fbb.create_string("photos"), fbb.create_vector(b"cat.jpg"));
+    let content_type = fbb.create_string("image/jpeg");
+    let put = fb::Put::create(&mut fbb, &fb::PutArgs { box_name: Some(name), key: Some(key), content_type: Some(content_type), user_meta: None, size: 10 });
+    let body = request(&mut fbb, fb::RequestBody::Put, put.as_union_value());
+    // A put streamed over two frames: the request with 4 bytes, then a data frame with 6.
+    let mut stream = frame(FrameKind::Request, 1, 0, &body, b"0123");
+    stream.extend(frame(FrameKind::Data, 1, FLAG_END, &[], b"456789"));
+    seeds.push(("put-streamed", stream));
+
+    let (name, key) = (fbb.create_string("photos"), fbb.create_vector(b"cat.jpg"));
+    let get = fb::Get::create(&mut fbb, &fb::GetArgs { box_name: Some(name), key: Some(key), range_kind: fb::RangeKind::FromTo, first: 2, last: 9 });
+    let body = request(&mut fbb, fb::RequestBody::Get, get.as_union_value());
+    seeds.push(("get-range", frame(FrameKind::Request, 2, FLAG_END, &body, &[])));
+
+    let locator = wire_locator();
+    let (name, key, loc) = (fbb.create_string("photos"), fbb.create_vector(b"dog.jpg"), fbb.create_vector(&locator));
+    let token = fbb.create_vector(&[5u8; 16]);
+    let zcp = fb::ZeroCopyPut::create(&mut fbb, &fb::ZeroCopyPutArgs { box_name: Some(name), key: Some(key), locator: Some(loc), rename_token: Some(token) });
+    let body = request(&mut fbb, fb::RequestBody::ZeroCopyPut, zcp.as_union_value());
+    seeds.push(("zero-copy-put", frame(FrameKind::Request, 3, FLAG_END, &body, &[])));
+    seeds.push(("locator-bare", locator));
+
+    let (name, prefix, after) = (fbb.create_string("photos"), fbb.create_vector(b"c"), fbb.create_vector(b"cat"));
+    let list = fb::List::create(&mut fbb, &fb::ListArgs { box_name: Some(name), partition: 3, start: None, end: None, prefix: Some(prefix), start_after: Some(after), reverse: true, limit: 100 });
+    let body = request(&mut fbb, fb::RequestBody::List, list.as_union_value());
+    seeds.push(("list", frame(FrameKind::Request, 4, FLAG_END, &body, &[])));
+
+    let hlc = fb::Hlc::new(1_700_000_000_000, 1, 1);
+    let content_type = fbb.create_string("image/jpeg");
+    let meta = fb::CandyMeta::create(&mut fbb, &fb::CandyMetaArgs { size: 10, checksum: 1, hlc: Some(&hlc), content_type: Some(content_type), user_meta: None, created_ms: 5 });
+    let done = fb::GetDone::create(&mut fbb, &fb::GetDoneArgs { meta: Some(meta), first: 0, length: 10 });
+    let reply = fb::Reply::create(&mut fbb, &fb::ReplyArgs { error: None, body_type: fb::ReplyBody::GetDone, body: Some(done.as_union_value()) });
+    fbb.finish(reply, None);
+    let body = fbb.finished_data().to_vec();
+    fbb.reset();
+    seeds.push(("get-reply", frame(FrameKind::Reply, 2, FLAG_END, &body, b"0123456789")));
+
+    let (message, field) = (fbb.create_string("invalid box_name: too short"), fbb.create_string("box_name"));
+    let error = fb::Error::create(&mut fbb, &fb::ErrorArgs { code: fb::ErrorCode::InvalidArgument, message: Some(message), field: Some(field), ..Default::default() });
+    let reply = fb::Reply::create(&mut fbb, &fb::ReplyArgs { error: Some(error), body_type: fb::ReplyBody::NONE, body: None });
+    fbb.finish(reply, None);
+    let body = fbb.finished_data().to_vec();
+    seeds.push(("error-reply", frame(FrameKind::Reply, 9, FLAG_END, &body, &[])));
+
+    for (name, bytes) in &seeds {
+        assert!(!bytes.is_empty(), "empty seed {name}");
+    }
+    seeds
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus-seeds");
     let targets = [
@@ -238,6 +339,7 @@ fn main() {
         ("table_block", block_seeds()),
         ("table_footer", table_seeds()),
         ("locator", locator_seeds()),
+        ("wire_frame", wire_seeds()),
     ];
     let mut total = 0;
     for (target, seeds) in targets {

@@ -1,100 +1,259 @@
-//! `candyboxd`, the Candybox node.
+//! `candyboxd`, the Candybox node: one pinned monoio (io_uring) executor per shard, each owning
+//! its partitions' engines; a control thread for coordination; an HTTP thread for health and
+//! metrics. See docs/architecture.md ("The node") and docs/operations.md.
 //!
-//! The node (protocol, shards, coordination) comes with the node issue. Until then this binary runs
-//! an **engine demo**: it opens one partition engine on real files in `--data-dir`, stores and
-//! reads back a few Candies (inline, chunked, ranged, copied, renamed), lists them, prints the
-//! engine's counters, and exits. Run it twice: the second run recovers what the first stored.
+//! Start-up order: configuration (exit 2 on a bad key or value) → signal handlers → data
+//! directory and coordination → every socket bound → shards start and recover every partition
+//! they own → one ready line on stdout:
+//! `{"ready":true,"listen":"IP:PORT","http":"IP:PORT","shard_ports":[P0,P1,...]}`.
+//! SIGTERM/SIGINT: stop accepting, drain in-flight requests, flush and close engines, exit 0.
 
-use std::{path::PathBuf, rc::Rc};
+mod command;
+mod config;
+mod connection;
+mod convert;
+mod coord;
+mod http;
+mod limits;
+mod listener;
+mod maintenance;
+mod metrics;
+mod placement;
+mod reply;
+mod shard;
 
-use anyhow::Context;
-use candybox_core::{
-    engine::{ByteRange, Engine, EngineConfig, ListOptions, PutOptions, SliceBody},
-    runtime::{block_on, SystemClock},
-    storage::uring::UringStorage,
-    types::BoxUid,
+use std::{
+    io::Write as _,
+    process::ExitCode,
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::{Duration, Instant},
 };
+
+use anyhow::{anyhow, Context};
 use clap::Parser;
 
-/// Candybox node (engine demo until the node lands).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    /// Directory for partitions and Syrups; created if missing.
-    #[arg(long, env = "CANDYBOX_DATA_DIR", default_value = "candybox-data")]
-    data_dir: PathBuf,
-    /// Bytes of the large demo Candy.
-    #[arg(long, default_value_t = 3 * 1024 * 1024)]
-    demo_bytes: usize,
-}
+use crate::{
+    config::{Cli, Config},
+    metrics::NodeMetrics,
+    reply::Topology,
+    shard::{NodeShared, Shard, ShardJob},
+};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("candyboxd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
         .init();
-    let args = Args::parse();
-    block_on(run(args))
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "candyboxd stopped");
+            eprintln!("candyboxd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = EngineConfig::new(args.data_dir.join("partitions/demo/0"), args.data_dir.join("syrups"), BoxUid(1), 0);
-    let (engine, report) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config)
-        .await
-        .with_context(|| format!("open the demo partition in {}", args.data_dir.display()))?;
-    println!(
-        "candyboxd engine demo — data dir {} ({}; {} WAL records replayed)",
-        args.data_dir.display(),
-        if report.created { "new" } else { "recovered" },
-        report.wal_records
-    );
-    let before = engine.list(&ListOptions::default()).await.context("list existing candies")?;
-    println!("candies already stored: {}", before.entries.len());
+struct ShardStart {
+    id: u16,
+    shared: Arc<NodeShared>,
+    main: std::net::TcpListener,
+    own: std::net::TcpListener,
+    jobs: async_channel::Receiver<ShardJob>,
+    stop: async_channel::Receiver<()>,
+    ready: std::sync::mpsc::Sender<Result<usize, String>>,
+    core: Option<core_affinity::CoreId>,
+}
 
-    let big: Vec<u8> = (0..args.demo_bytes).map(|i| (i % 251) as u8).collect();
-    let run = report.wal_records;
-    let hello = format!("hello/{run}");
-    let blob = format!("blob/{run}");
-    let r = engine
-        .put(
-            hello.as_bytes(),
-            PutOptions { content_type: "text/plain".into(), ..Default::default() },
-            SliceBody::new(b"hello, candybox".to_vec()),
-        )
-        .await
-        .context("put the small candy")?;
-    println!("put {hello}: {} bytes inline, checksum {:08x}, hlc {}", r.size, r.checksum, r.hlc);
-    let r = engine
-        .put(
-            blob.as_bytes(),
-            PutOptions { size: Some(big.len() as u64), ..Default::default() },
-            SliceBody::new(big.clone()),
-        )
-        .await
-        .context("put the large candy")?;
-    println!("put {blob}: {} bytes in checksummed chunks, hlc {}", r.size, r.hlc);
-    let g = engine.get(blob.as_bytes(), Some(ByteRange::Suffix(16))).await.context("range get")?;
-    let tail = g.body.read_to_vec().context("read the range")?;
-    anyhow::ensure!(tail == big[big.len() - 16..], "range read returned wrong bytes");
-    println!("get {blob} bytes={}-{}: verified", g.first, g.first + g.len - 1);
-    engine.copy(blob.as_bytes(), format!("{blob}.copy").as_bytes()).await.context("copy")?;
-    engine.rename(format!("{blob}.copy").as_bytes(), format!("{blob}.renamed").as_bytes()).await.context("rename")?;
-    let whole = engine
-        .get(format!("{blob}.renamed").as_bytes(), None)
-        .await
-        .context("get the renamed candy")?
-        .body
-        .read_to_vec()?;
-    anyhow::ensure!(whole == big, "renamed candy differs");
-    println!("copy + rename of {blob}: no bytes moved, content verified");
-    let page = engine.list(&ListOptions { limit: 20, ..Default::default() }).await.context("list")?;
-    for e in &page.entries {
-        println!("  {:<28} {:>10} bytes  {}", String::from_utf8_lossy(&e.key), e.size, e.hlc);
+fn run(config: Config) -> anyhow::Result<()> {
+    // Registered first, so a signal during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("install signal handlers")?;
+    std::fs::create_dir_all(config.syrup_dir())
+        .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
+    let store: Box<dyn candybox_core::coord::Coordination> = match config.coordination.as_str() {
+        "memory" => {
+            tracing::warn!("coordination = \"memory\": Box descriptors are not durable (tests and experiments only)");
+            Box::new(coord::MemoryCoordination::default())
+        }
+        _ => {
+            let dir = config.data_dir.join("coord");
+            Box::new(
+                candybox_core::coord::embedded::EmbeddedCoordination::open(&dir)
+                    .with_context(|| format!("open the embedded coordination store in {}", dir.display()))?,
+            )
+        }
+    };
+    let (coord_client, coord_thread) = coord::start(store).context("start the control thread")?;
+
+    let shard_count = config.shard_count();
+    let bound =
+        listener::bind(config.listen, |main| config.port_base_resolved(main), shard_count).map_err(|e| anyhow!(e))?;
+    let http_server = http::bind(config.http).map_err(|e| anyhow!(e))?;
+    let http_port = http::port(&http_server);
+    let metrics = Arc::new(NodeMetrics::new(shard_count));
+    let http_thread = http::serve(http_server.clone(), metrics.clone()).context("start the http thread")?;
+
+    let queues: Vec<_> =
+        (0..shard_count).map(|_| async_channel::bounded::<ShardJob>(config.shard_queue_max as usize)).collect();
+    let shared = Arc::new(NodeShared {
+        topology: Topology { node_id: config.node_id, ports: bound.ports.clone(), main_port: bound.main_port },
+        config: config.clone(),
+        metrics: metrics.clone(),
+        coord: coord_client.clone(),
+        peers: queues.iter().map(|(tx, _)| tx.clone()).collect(),
+        connections: std::sync::atomic::AtomicU32::new(0),
+    });
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cores = if config.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for (((id, main), own), (_, jobs)) in (0..shard_count).zip(bound.main).zip(bound.own).zip(queues) {
+        let start = ShardStart {
+            id,
+            shared: shared.clone(),
+            main,
+            own,
+            jobs,
+            stop: stop_rx.clone(),
+            ready: ready_tx.clone(),
+            core: if cores.is_empty() { None } else { cores.get(usize::from(id) % cores.len()).copied() },
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("candybox-shard-{id}"))
+                .spawn(move || shard_thread(start))
+                .context("spawn a shard thread")?,
+        );
     }
-    let s = engine.stats();
-    println!(
-        "commits {} (ops {}), WAL fdatasyncs {}, Syrup fdatasyncs {}",
-        s.commit_batches, s.commit_ops, s.wal_syncs, s.syrup_syncs
+    drop(ready_tx);
+    let mut failure = None;
+    let mut partitions = 0;
+    for _ in 0..shard_count {
+        match ready_rx.recv() {
+            Ok(Ok(n)) => partitions += n,
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a shard thread stopped during start-up".to_string()),
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if let Some(e) = failure {
+        stop_tx.close();
+        for t in threads {
+            let _ = t.join();
+        }
+        coord_client.close();
+        return Err(anyhow!("start-up recovery failed: {e}"));
+    }
+    metrics.ready.store(true, Relaxed);
+    tracing::info!(
+        shards = shard_count,
+        partitions,
+        recovery_ms = started.elapsed().as_millis() as u64,
+        main_port = bound.main_port,
+        "candyboxd ready"
     );
-    engine.close().await;
+    let ready_line = format!(
+        "{{\"ready\":true,\"listen\":{},\"http\":{},\"shard_ports\":{}}}",
+        serde_json::Value::from(std::net::SocketAddr::new(config.listen.ip(), bound.main_port).to_string()),
+        serde_json::Value::from(std::net::SocketAddr::new(config.http.ip(), http_port).to_string()),
+        serde_json::Value::from(bound.ports.clone()),
+    );
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{ready_line}").context("print the ready line")?;
+    stdout.flush().context("print the ready line")?;
+    drop(stdout);
+
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "shutting down: draining in-flight requests");
+    metrics.ready.store(false, Relaxed);
+    stop_tx.close();
+    let mut panicked = false;
+    for t in threads {
+        panicked |= t.join().is_err();
+    }
+    drop(shared);
+    // Tasks left on the shards' executors may still hold clients: close the queue explicitly.
+    coord_client.close();
+    let _ = coord_thread.join();
+    http_server.unblock();
+    let _ = http_thread.join();
+    if panicked {
+        return Err(anyhow!("a shard thread panicked"));
+    }
+    tracing::info!("candyboxd stopped cleanly");
     Ok(())
+}
+
+fn shard_thread(start: ShardStart) {
+    if let Some(core) = start.core {
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(shard = start.id, core = core.id, "could not pin the shard to its core");
+        }
+    }
+    let runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().with_entries(1024).build();
+    let mut runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = start.ready.send(Err(format!("shard {}: build the io_uring executor: {e}", start.id)));
+            return;
+        }
+    };
+    runtime.block_on(run_shard(start));
+}
+
+async fn run_shard(start: ShardStart) {
+    let ShardStart { id, shared, main, own, jobs, stop, ready, .. } = start;
+    let shard = Shard::new(id, shared, stop.clone());
+    // Other shards may forward work during recovery (they are recovering too): serve the queue.
+    drop(monoio::spawn(shard.clone().serve_queue(jobs)));
+    let opened = match shard.recover().await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: {e}")));
+            return;
+        }
+    };
+    let listeners =
+        monoio::net::TcpListener::from_std(main).and_then(|m| Ok((m, monoio::net::TcpListener::from_std(own)?)));
+    let (main, own) = match listeners {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: register listeners: {e}")));
+            return;
+        }
+    };
+    drop(monoio::spawn(listener::accept_loop(shard.clone(), main)));
+    drop(monoio::spawn(listener::accept_loop(shard.clone(), own)));
+    drop(monoio::spawn(maintenance::run(shard.clone())));
+    let _ = ready.send(Ok(opened));
+    // Closed (never sent on) by the main thread at shutdown.
+    let _ = stop.recv().await;
+    drain(&shard).await;
+}
+
+async fn drain(shard: &Rc<Shard>) {
+    shard.stopping.set(true);
+    let deadline = Instant::now() + Duration::from_millis(crate::limits::SHUTDOWN_DRAIN_MS);
+    while shard.in_flight.get() > 0 && Instant::now() < deadline {
+        candybox_core::runtime::sleep(Duration::from_millis(2)).await;
+    }
+    if shard.in_flight.get() > 0 {
+        tracing::warn!(shard = shard.id, in_flight = shard.in_flight.get(), "drain timed out; closing anyway");
+    }
+    shard.close_all().await;
+    maintenance::refresh_gauges(shard);
 }

@@ -15,9 +15,22 @@
 //! - Ephemeral entries belong to the session that created them and vanish when it ends (the
 //!   embedded store's session ends when it is dropped or the process dies).
 //! - Paths are `/`-separated, relative to the root (the chroot), without a leading slash:
-//!   `boxes/photos/meta`. A segment is non-empty and has no `/`.
+//!   `boxes/photos/meta`. A segment is non-empty and has no `/`; [`validate_path`] holds the whole
+//!   rule (at most `COORD_PATH_BYTES_MAX` bytes), and every implementation applies it before it
+//!   touches its store. The root itself is not an entry.
+//! - Data is at most `COORD_DATA_BYTES_MAX` bytes; a larger value is refused with
+//!   [`CoordError::Store`] and changes nothing.
+//! - An ephemeral entry has no children (as in ZooKeeper): creating below one is refused with
+//!   [`CoordError::BadPath`].
+//! - The entry encodings ([`BoxMeta`], [`RenameMarker`], [`encode_refs`]) start with a version
+//!   byte, are little-endian, and decode arbitrary bytes into a [`DecodeError`], never a panic.
 
 pub mod embedded;
+
+use crate::{
+    codec::{Put, Reader},
+    error::DecodeError,
+};
 
 /// Version of an entry: 0 at creation, incremented by each set.
 pub type Version = u64;
@@ -190,47 +203,428 @@ pub struct RenameMarker {
     pub created_ms: u64,
 }
 
-impl BoxMeta {
-    /// Encodes the entry (format in docs/format.md, "Coordination entries").
-    pub fn encode(&self) -> Vec<u8> {
-        unimplemented!("lands with the coordination work")
+/// Version byte of an encoded [`BoxMeta`].
+pub const BOX_META_VERSION: u8 = 1;
+/// Bytes of an encoded [`BoxMeta`]: version, partitions, created_ms, box_uid.
+pub const BOX_META_BYTES: usize = 1 + 2 + 8 + 8;
+/// Version byte of an encoded [`RenameMarker`].
+pub const RENAME_MARKER_VERSION: u8 = 1;
+/// Bytes of an encoded [`RenameMarker`] before its target key: version, source and target
+/// partitions, created_ms, key length.
+pub const RENAME_MARKER_FIXED_BYTES: usize = 1 + 2 + 2 + 8 + 2;
+/// Version byte of an encoded referenced-Syrup set ([`encode_refs`]).
+pub const REFS_VERSION: u8 = 1;
+
+const _: () = assert!(BOX_META_BYTES == 19);
+const _: () = assert!(RENAME_MARKER_FIXED_BYTES == 15);
+// The largest entries fit the coordination store's data bound.
+const _: () = assert!(RENAME_MARKER_FIXED_BYTES + crate::limits::KEY_BYTES_MAX <= crate::limits::COORD_DATA_BYTES_MAX);
+
+fn check_version(r: &mut Reader<'_>, expected: u8) -> Result<(), DecodeError> {
+    let version = r.u8()?;
+    if version != expected {
+        return Err(DecodeError::UnsupportedVersion(u16::from(version)));
     }
+    Ok(())
+}
+
+fn check_end(r: &Reader<'_>) -> Result<(), DecodeError> {
+    if r.remaining() != 0 {
+        return Err(DecodeError::Malformed { what: "trailing bytes", offset: r.position() as u64 });
+    }
+    Ok(())
+}
+
+fn check_partition_count(partitions: u16, offset: u64) -> Result<(), DecodeError> {
+    if partitions == 0 || partitions > crate::limits::PARTITION_COUNT_MAX {
+        return Err(DecodeError::Malformed { what: "partition count", offset });
+    }
+    Ok(())
+}
+
+fn check_partition(partition: u16, offset: u64) -> Result<(), DecodeError> {
+    if partition >= crate::limits::PARTITION_COUNT_MAX {
+        return Err(DecodeError::Malformed { what: "partition", offset });
+    }
+    Ok(())
+}
+
+impl BoxMeta {
+    /// Encodes the entry (format in docs/format.md, "Coordination store and entries"):
+    /// `version u8 = 1 | partitions u16 | created_ms u64 | box_uid u64`, 19 bytes.
+    ///
+    /// # Panics
+    /// When `partitions` is outside 1..=`PARTITION_COUNT_MAX` (a Box is validated at creation).
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(self.partitions > 0, "a box has at least one partition");
+        assert!(self.partitions <= crate::limits::PARTITION_COUNT_MAX, "partition count over the limit");
+        let mut out = Vec::with_capacity(BOX_META_BYTES);
+        out.put_u8(BOX_META_VERSION);
+        out.put_u16(self.partitions);
+        out.put_u64(self.created_ms);
+        out.put_u64(self.box_uid.0);
+        assert!(out.len() == BOX_META_BYTES);
+        out
+    }
+
     /// Decodes the entry.
     ///
     /// # Errors
-    /// A [`crate::error::DecodeError`] for bytes that are not a valid entry.
+    /// A [`crate::error::DecodeError`] for bytes that are not a valid entry: an unknown version,
+    /// a short input, a partition count outside 1..=`PARTITION_COUNT_MAX`, trailing bytes.
     pub fn decode(buf: &[u8]) -> Result<BoxMeta, crate::error::DecodeError> {
-        let _ = buf;
-        unimplemented!("lands with the coordination work")
+        let mut r = Reader::new(buf);
+        check_version(&mut r, BOX_META_VERSION)?;
+        let at = r.position() as u64;
+        let partitions = r.u16()?;
+        check_partition_count(partitions, at)?;
+        let created_ms = r.u64()?;
+        let box_uid = crate::types::BoxUid(r.u64()?);
+        check_end(&r)?;
+        Ok(BoxMeta { partitions, created_ms, box_uid })
     }
 }
 
 impl RenameMarker {
-    /// Encodes the entry (format in docs/format.md, "Coordination entries").
+    /// Encodes the entry (format in docs/format.md, "Coordination store and entries"):
+    /// `version u8 = 1 | source_partition u16 | target_partition u16 | created_ms u64 |
+    /// target_key bytes16`.
+    ///
+    /// # Panics
+    /// When the target key is empty or longer than `KEY_BYTES_MAX`, or a partition is not below
+    /// `PARTITION_COUNT_MAX` (the engine validates both before it writes a marker).
     pub fn encode(&self) -> Vec<u8> {
-        unimplemented!("lands with the coordination work")
+        assert!(!self.target_key.is_empty(), "rename marker without a target key");
+        assert!(self.target_key.len() <= crate::limits::KEY_BYTES_MAX, "rename marker key over the limit");
+        assert!(self.source_partition < crate::limits::PARTITION_COUNT_MAX, "source partition over the limit");
+        assert!(self.target_partition < crate::limits::PARTITION_COUNT_MAX, "target partition over the limit");
+        let mut out = Vec::with_capacity(RENAME_MARKER_FIXED_BYTES + self.target_key.len());
+        out.put_u8(RENAME_MARKER_VERSION);
+        out.put_u16(self.source_partition);
+        out.put_u16(self.target_partition);
+        out.put_u64(self.created_ms);
+        out.put_bytes16(&self.target_key);
+        assert!(out.len() == RENAME_MARKER_FIXED_BYTES + self.target_key.len());
+        out
     }
+
     /// Decodes the entry.
     ///
     /// # Errors
-    /// A [`crate::error::DecodeError`] for bytes that are not a valid entry.
+    /// A [`crate::error::DecodeError`] for bytes that are not a valid entry: an unknown version,
+    /// a short input, a partition not below `PARTITION_COUNT_MAX`, an empty key or one longer than
+    /// `KEY_BYTES_MAX`, trailing bytes.
     pub fn decode(buf: &[u8]) -> Result<RenameMarker, crate::error::DecodeError> {
-        let _ = buf;
-        unimplemented!("lands with the coordination work")
+        let mut r = Reader::new(buf);
+        check_version(&mut r, RENAME_MARKER_VERSION)?;
+        let at = r.position() as u64;
+        let source_partition = r.u16()?;
+        check_partition(source_partition, at)?;
+        let at = r.position() as u64;
+        let target_partition = r.u16()?;
+        check_partition(target_partition, at)?;
+        let created_ms = r.u64()?;
+        let at = r.position() as u64;
+        let target_key = r.bytes16()?;
+        if target_key.is_empty() || target_key.len() > crate::limits::KEY_BYTES_MAX {
+            return Err(DecodeError::Malformed { what: "rename marker key length", offset: at });
+        }
+        check_end(&r)?;
+        Ok(RenameMarker { source_partition, target_partition, target_key: target_key.to_vec(), created_ms })
     }
 }
 
-/// Encodes a published referenced-Syrup set compactly (sorted, delta varints, version byte).
+/// Encodes a published referenced-Syrup set compactly (sorted, delta varints, version byte):
+/// `version u8 = 1 | count varint | first id varint | (id − previous id) varint × (count − 1)`.
+///
+/// Ids of one node are close together (they grow with time), so a delta usually costs 3–4 bytes;
+/// 100,000 ids take well under 1 MB even when spread over the whole `u64` range.
 pub fn encode_refs(refs: &std::collections::BTreeSet<crate::types::SyrupId>) -> Vec<u8> {
-    let _ = refs;
-    unimplemented!("lands with the coordination work")
+    // A varint of a delta is at most 10 bytes; most are far shorter, so reserve a typical size.
+    let mut out = Vec::with_capacity(1 + 10 + refs.len().saturating_mul(4));
+    out.put_u8(REFS_VERSION);
+    out.put_varint(refs.len() as u64);
+    let mut previous: Option<u64> = None;
+    for id in refs {
+        match previous {
+            None => out.put_varint(id.0),
+            Some(p) => {
+                // A BTreeSet iterates strictly increasing, so every delta is at least 1.
+                assert!(id.0 > p, "refs iterate in increasing order");
+                out.put_varint(id.0 - p);
+            }
+        }
+        previous = Some(id.0);
+    }
+    out
 }
 
 /// Decodes a published referenced-Syrup set.
 ///
 /// # Errors
-/// A [`crate::error::DecodeError`] for bytes that are not a valid set.
+/// A [`crate::error::DecodeError`] for bytes that are not a valid set: an input longer than
+/// `COORD_DATA_BYTES_MAX`, an unknown version, a count larger than the remaining bytes could
+/// hold, a short input, a zero delta (ids must strictly increase), an id past `u64::MAX`,
+/// trailing bytes.
 pub fn decode_refs(buf: &[u8]) -> Result<std::collections::BTreeSet<crate::types::SyrupId>, crate::error::DecodeError> {
-    let _ = buf;
-    unimplemented!("lands with the coordination work")
+    if buf.len() > crate::limits::COORD_DATA_BYTES_MAX {
+        return Err(DecodeError::Malformed { what: "refs length", offset: 0 });
+    }
+    let mut r = Reader::new(buf);
+    check_version(&mut r, REFS_VERSION)?;
+    let at = r.position() as u64;
+    let count = r.varint()?;
+    // Each id takes at least one byte: a larger count is damage, refused before any work.
+    if count > r.remaining() as u64 {
+        return Err(DecodeError::Malformed { what: "refs count", offset: at });
+    }
+    let mut out = std::collections::BTreeSet::new();
+    let mut previous: Option<u64> = None;
+    for _ in 0..count {
+        let at = r.position() as u64;
+        let v = r.varint()?;
+        let id = match previous {
+            None => v,
+            Some(_) if v == 0 => return Err(DecodeError::Malformed { what: "refs delta", offset: at }),
+            Some(p) => p.checked_add(v).ok_or(DecodeError::Malformed { what: "refs delta", offset: at })?,
+        };
+        out.insert(crate::types::SyrupId(id));
+        previous = Some(id);
+    }
+    check_end(&r)?;
+    assert!(out.len() as u64 == count, "strictly increasing ids are distinct");
+    Ok(out)
+}
+
+/// Checks a coordination path: the rules every implementation applies before it touches its store.
+///
+/// A path is 1..=`COORD_PATH_BYTES_MAX` bytes of `/`-separated segments, without a leading or
+/// trailing `/`; a segment is non-empty, is not `.` or `..`, and holds no control character
+/// (U+0000–U+001F, U+007F–U+009F) and no character ZooKeeper refuses (U+E000–U+F8FF,
+/// U+FFF0–U+FFFF), so a path valid here is valid in both implementations.
+///
+/// # Errors
+/// [`CoordError::BadPath`] naming the path.
+pub fn validate_path(path: &str) -> Result<(), CoordError> {
+    let bad = || CoordError::BadPath(path.to_owned());
+    if path.is_empty() || path.len() > crate::limits::COORD_PATH_BYTES_MAX {
+        return Err(bad());
+    }
+    for segment in path.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(bad());
+        }
+        if segment
+            .chars()
+            .any(|c| c.is_control() || ('\u{e000}'..='\u{f8ff}').contains(&c) || ('\u{fff0}'..='\u{ffff}').contains(&c))
+        {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+    use super::*;
+    use crate::types::{BoxUid, SyrupId};
+
+    fn meta() -> BoxMeta {
+        BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708) }
+    }
+
+    fn marker() -> RenameMarker {
+        RenameMarker {
+            source_partition: 3,
+            target_partition: 5,
+            target_key: "photos/ключ.png".as_bytes().to_vec(),
+            created_ms: 1_700_000_000_001,
+        }
+    }
+
+    /// Ids as a node makes them: a few nodes, sequences growing by a random number of ms.
+    fn realistic_refs(rng: &mut SmallRng, count: usize) -> BTreeSet<SyrupId> {
+        let mut out = BTreeSet::new();
+        let mut wall = [1_700_000_000_000u64; 4];
+        while out.len() < count {
+            let node = rng.gen_range(0..4usize);
+            wall[node] += rng.gen_range(1..10_000);
+            out.insert(SyrupId(SyrupId::first_at(node as u16 + 1, wall[node]).0 + rng.gen_range(0..128)));
+        }
+        out
+    }
+
+    #[test]
+    fn box_meta_round_trips_with_its_layout() {
+        let m = meta();
+        let b = m.encode();
+        assert_eq!(b.len(), BOX_META_BYTES);
+        assert_eq!(b[0], BOX_META_VERSION);
+        assert_eq!(&b[1..3], &8u16.to_le_bytes());
+        assert_eq!(BoxMeta::decode(&b), Ok(m));
+        let one = BoxMeta { partitions: 1, created_ms: 0, box_uid: BoxUid(0) };
+        assert_eq!(BoxMeta::decode(&one.encode()), Ok(one));
+        let most =
+            BoxMeta { partitions: crate::limits::PARTITION_COUNT_MAX, created_ms: u64::MAX, box_uid: BoxUid(u64::MAX) };
+        assert_eq!(BoxMeta::decode(&most.encode()), Ok(most));
+    }
+
+    #[test]
+    fn box_meta_refuses_bad_bytes() {
+        let good = meta().encode();
+        let mut v2 = good.clone();
+        v2[0] = 2;
+        assert_eq!(BoxMeta::decode(&v2), Err(DecodeError::UnsupportedVersion(2)));
+        let mut zero = good.clone();
+        zero[1..3].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(BoxMeta::decode(&zero), Err(DecodeError::Malformed { what: "partition count", offset: 1 }));
+        let mut huge = good.clone();
+        huge[1..3].copy_from_slice(&(crate::limits::PARTITION_COUNT_MAX + 1).to_le_bytes());
+        assert!(matches!(BoxMeta::decode(&huge), Err(DecodeError::Malformed { .. })));
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(BoxMeta::decode(&long), Err(DecodeError::Malformed { what: "trailing bytes", offset: 19 }));
+        for cut in 0..good.len() {
+            assert!(matches!(BoxMeta::decode(&good[..cut]), Err(DecodeError::Truncated(_))), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn rename_marker_round_trips_with_its_layout() {
+        let m = marker();
+        let b = m.encode();
+        assert_eq!(b.len(), RENAME_MARKER_FIXED_BYTES + m.target_key.len());
+        assert_eq!(b[0], RENAME_MARKER_VERSION);
+        assert_eq!(RenameMarker::decode(&b), Ok(m));
+        let longest = RenameMarker { target_key: vec![b'k'; crate::limits::KEY_BYTES_MAX], ..marker() };
+        assert_eq!(RenameMarker::decode(&longest.encode()), Ok(longest));
+    }
+
+    #[test]
+    fn rename_marker_refuses_bad_bytes() {
+        let good = marker().encode();
+        let mut v9 = good.clone();
+        v9[0] = 9;
+        assert_eq!(RenameMarker::decode(&v9), Err(DecodeError::UnsupportedVersion(9)));
+        let mut partition = good.clone();
+        partition[3..5].copy_from_slice(&crate::limits::PARTITION_COUNT_MAX.to_le_bytes());
+        assert_eq!(RenameMarker::decode(&partition), Err(DecodeError::Malformed { what: "partition", offset: 3 }));
+        let empty = [&good[..13], &[0, 0][..]].concat();
+        assert_eq!(
+            RenameMarker::decode(&empty),
+            Err(DecodeError::Malformed { what: "rename marker key length", offset: 13 })
+        );
+        let mut over = good[..13].to_vec();
+        over.put_bytes16(&[b'k'; crate::limits::KEY_BYTES_MAX + 1]);
+        assert!(matches!(RenameMarker::decode(&over), Err(DecodeError::Malformed { .. })));
+        let mut long = good.clone();
+        long.push(1);
+        assert!(matches!(RenameMarker::decode(&long), Err(DecodeError::Malformed { what: "trailing bytes", .. })));
+        for cut in 0..good.len() {
+            assert!(matches!(RenameMarker::decode(&good[..cut]), Err(DecodeError::Truncated(_))), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn refs_round_trip() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let empty = BTreeSet::new();
+        assert_eq!(encode_refs(&empty), vec![REFS_VERSION, 0]);
+        assert_eq!(decode_refs(&encode_refs(&empty)), Ok(empty));
+        let edges: BTreeSet<SyrupId> = [SyrupId(0), SyrupId(1), SyrupId(u64::MAX - 1), SyrupId(u64::MAX)].into();
+        assert_eq!(decode_refs(&encode_refs(&edges)), Ok(edges));
+        for n in [1, 2, 3, 100, 1000] {
+            let set = realistic_refs(&mut rng, n);
+            assert_eq!(decode_refs(&encode_refs(&set)).as_ref(), Ok(&set), "{n} ids");
+        }
+    }
+
+    #[test]
+    fn refs_of_100_000_syrups_stay_well_under_a_megabyte() {
+        let mut rng = SmallRng::seed_from_u64(100_000);
+        let set = realistic_refs(&mut rng, 100_000);
+        let b = encode_refs(&set);
+        assert!(b.len() < 450 * 1000, "realistic ids take {} bytes", b.len());
+        assert_eq!(decode_refs(&b).as_ref(), Ok(&set));
+        // The worst spread: ids uniform over the whole u64 range (deltas of about 2^47).
+        let mut spread = BTreeSet::new();
+        while spread.len() < 100_000 {
+            spread.insert(SyrupId(rng.gen()));
+        }
+        let b = encode_refs(&spread);
+        assert!(b.len() < 800 * 1000, "spread ids take {} bytes", b.len());
+        assert!(b.len() <= crate::limits::COORD_DATA_BYTES_MAX);
+        assert_eq!(decode_refs(&b).as_ref(), Ok(&spread));
+    }
+
+    #[test]
+    fn refs_refuse_bad_bytes() {
+        assert!(matches!(decode_refs(&[]), Err(DecodeError::Truncated(_))));
+        assert_eq!(decode_refs(&[2, 0]), Err(DecodeError::UnsupportedVersion(2)));
+        // A count no input of this length could hold.
+        assert_eq!(decode_refs(&[1, 5, 1, 1]), Err(DecodeError::Malformed { what: "refs count", offset: 1 }));
+        // A repeated id is a zero delta.
+        assert_eq!(decode_refs(&[1, 2, 7, 0]), Err(DecodeError::Malformed { what: "refs delta", offset: 3 }));
+        // A delta past u64::MAX.
+        let mut over = vec![1, 2];
+        over.put_varint(u64::MAX);
+        over.put_varint(1);
+        assert!(matches!(decode_refs(&over), Err(DecodeError::Malformed { what: "refs delta", .. })));
+        assert!(matches!(decode_refs(&[1, 1, 7, 0]), Err(DecodeError::Malformed { what: "trailing bytes", .. })));
+        assert!(matches!(decode_refs(&[1, 1, 0xff]), Err(DecodeError::Truncated(_))));
+        let huge = vec![0u8; crate::limits::COORD_DATA_BYTES_MAX + 1];
+        assert_eq!(decode_refs(&huge), Err(DecodeError::Malformed { what: "refs length", offset: 0 }));
+    }
+
+    #[test]
+    fn mutated_entries_never_panic() {
+        let mut rng = SmallRng::seed_from_u64(42);
+        let refs = encode_refs(&realistic_refs(&mut rng, 50));
+        let goods = [meta().encode(), marker().encode(), refs];
+        for _ in 0..20_000 {
+            for good in &goods {
+                let bad = crate::testing::mutate(&mut rng, good, 8);
+                let _ = BoxMeta::decode(&bad);
+                let _ = RenameMarker::decode(&bad);
+                let _ = decode_refs(&bad);
+            }
+            let len = rng.gen_range(0..64);
+            let noise: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let _ = BoxMeta::decode(&noise);
+            let _ = RenameMarker::decode(&noise);
+            let _ = decode_refs(&noise);
+        }
+    }
+
+    #[test]
+    fn paths_are_validated() {
+        for good in
+            ["a", "boxes/photos/meta", "a/b-c/d.e", "ключ/..x/x..", &"a".repeat(crate::limits::COORD_PATH_BYTES_MAX)]
+        {
+            assert!(validate_path(good).is_ok(), "{good:?}");
+        }
+        let long = "a".repeat(crate::limits::COORD_PATH_BYTES_MAX + 1);
+        for bad in [
+            "",
+            "/",
+            "/a",
+            "a/",
+            "a//b",
+            ".",
+            "a/./b",
+            "a/..",
+            "a\0b",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{e000}",
+            "\u{fff0}",
+            &long,
+        ] {
+            assert!(matches!(validate_path(bad), Err(CoordError::BadPath(p)) if p == bad), "{bad:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Test doubles and fixtures shared by every test: the simulated storage with fault injection,
-//! and one constructor per component.
+//! the coordination contract suite, and one constructor per component.
 
+pub mod coord_contract;
 pub mod sim;
 
 use std::{path::Path, rc::Rc};

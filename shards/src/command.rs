@@ -1,0 +1,501 @@
+//! Commands: a verified `Request` turned into an owned, checked value at the edge, so it can move
+//! to the owning shard (`Send`) and be executed there without touching the flatbuffer again.
+//!
+//! Invariants:
+//! - Parsing checks Box names and keys once, with typed errors (InvalidArgument naming the field,
+//!   LimitExceeded for an over-long key); a command that exists is well-formed.
+//! - Object bytes are never in a command: put and upload-part bodies arrive through a
+//!   [`BodyRx`], a bounded channel fed by the connection.
+
+use bytes::Bytes;
+use candybox_core::{
+    engine::{BodyStream, ByteRange, ListOptions, PutOptions},
+    error::Error as CoreError,
+    limits,
+    types::{validate_box_name, validate_key},
+};
+use candybox_wire::fb;
+
+use crate::{limits::BODY_PIECES_MAX, reply::NodeError};
+
+/// A piece of a streamed body, or its end.
+#[derive(Debug)]
+pub enum BodyMsg {
+    /// The next bytes.
+    Piece(Bytes),
+    /// The client sent the frame with END: the body is complete.
+    End,
+}
+
+/// The sending side of a streamed body (held by the connection).
+pub type BodyTx = async_channel::Sender<BodyMsg>;
+
+/// The receiving side of a streamed body (held by the engine's put). A body whose sender goes
+/// away before [`BodyMsg::End`] fails the put: a connection that dies mid-body stores nothing.
+#[derive(Debug)]
+pub struct BodyRx {
+    rx: async_channel::Receiver<BodyMsg>,
+    ended: bool,
+}
+
+/// A bounded body channel.
+pub fn body_channel() -> (BodyTx, BodyRx) {
+    let (tx, rx) = async_channel::bounded(BODY_PIECES_MAX);
+    (tx, BodyRx { rx, ended: false })
+}
+
+impl BodyStream for BodyRx {
+    async fn next_piece(&mut self) -> Result<Option<Bytes>, CoreError> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Ok(BodyMsg::Piece(b)) => Ok(Some(b)),
+            Ok(BodyMsg::End) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Err(_) => Err(CoreError::Body("the connection closed before the body ended".into())),
+        }
+    }
+}
+
+/// An operation on one key; its partition is derived from the key.
+#[derive(Debug)]
+pub enum KeyedOp {
+    /// Store a Candy.
+    Put {
+        /// Content type, metadata, size.
+        opts: PutOptions,
+        /// The body.
+        body: BodyRx,
+    },
+    /// Read a Candy, whole or a range.
+    Get {
+        /// The range.
+        range: Option<ByteRange>,
+    },
+    /// Metadata only.
+    Head,
+    /// Point tombstone.
+    Delete,
+    /// Start a multipart upload.
+    CreateUpload {
+        /// Content type and metadata.
+        opts: PutOptions,
+    },
+    /// Upload one part.
+    UploadPart {
+        /// The upload.
+        upload_id: u64,
+        /// 1-based part number.
+        part_number: u32,
+        /// Declared size.
+        size: Option<u64>,
+        /// The body.
+        body: BodyRx,
+    },
+    /// Complete an upload.
+    CompleteUpload {
+        /// The upload.
+        upload_id: u64,
+        /// Parts in order.
+        parts: Vec<u32>,
+    },
+    /// Abort an upload.
+    AbortUpload {
+        /// The upload.
+        upload_id: u64,
+    },
+    /// Parts of an upload.
+    ListParts {
+        /// The upload.
+        upload_id: u64,
+    },
+    /// The live locator, to relay.
+    GetLocator,
+    /// Record a rename intent; the key is the source.
+    PrepareRename {
+        /// The destination key.
+        target_key: Vec<u8>,
+    },
+    /// Write a relayed locator under the key.
+    ZeroCopyPut {
+        /// The verified `Locator` flatbuffer bytes.
+        locator: Bytes,
+        /// For a rename: the intent's token.
+        rename_token: Option<u128>,
+        /// The source partition of a rename: known when the node runs the rename; for a client
+        /// relay, found by asking every partition for the token's intent.
+        source_partition: Option<u16>,
+    },
+    /// Finish a rename at the source; the key is the source.
+    CompleteRename {
+        /// The intent's token.
+        token: u128,
+    },
+}
+
+/// An operation on one named partition.
+#[derive(Debug)]
+pub enum PartitionOp {
+    /// One listing page.
+    List(ListOptions),
+    /// One range tombstone (`prefix` wins over `start`/`end`).
+    DeleteRange {
+        /// First key.
+        start: Vec<u8>,
+        /// End (exclusive); empty: to the end.
+        end: Vec<u8>,
+        /// Prefix.
+        prefix: Option<Vec<u8>>,
+    },
+    /// In-flight uploads.
+    ListUploads,
+}
+
+/// A parsed request.
+#[derive(Debug)]
+pub enum Command {
+    /// Create a Box.
+    CreateBox {
+        /// Name.
+        name: String,
+        /// Partitions (0: the node's default).
+        partitions: u16,
+    },
+    /// Delete a Box.
+    DeleteBox {
+        /// Name.
+        name: String,
+        /// Delete even when it holds Candies.
+        force: bool,
+    },
+    /// Describe a Box.
+    HeadBox {
+        /// Name.
+        name: String,
+    },
+    /// Every Box.
+    ListBoxes,
+    /// Shards, ports, placement.
+    Topology,
+    /// Per-shard counters.
+    Stats,
+    /// A per-key operation.
+    Keyed {
+        /// Box.
+        box_name: String,
+        /// Key.
+        key: Vec<u8>,
+        /// What.
+        op: KeyedOp,
+    },
+    /// A per-partition operation.
+    Partitioned {
+        /// Box.
+        box_name: String,
+        /// Partition.
+        partition: u16,
+        /// What.
+        op: PartitionOp,
+    },
+    /// Copy or rename inside a Box, run by the node.
+    CopyOrRename {
+        /// Box.
+        box_name: String,
+        /// Source key.
+        source_key: Vec<u8>,
+        /// Target key.
+        target_key: Vec<u8>,
+        /// Rename (else copy).
+        rename: bool,
+    },
+}
+
+/// True for requests whose body streams in data frames (put, upload-part).
+pub fn is_streamed(kind: fb::RequestBody) -> bool {
+    matches!(kind, fb::RequestBody::Put | fb::RequestBody::UploadPart)
+}
+
+/// The index of a request kind in `metrics::OPS`.
+pub fn op_index(kind: fb::RequestBody) -> usize {
+    usize::from(kind.0).wrapping_sub(1).min(crate::metrics::OP_UNKNOWN)
+}
+
+fn box_name(s: &str) -> Result<String, NodeError> {
+    validate_box_name(s).map_err(|e| match e {
+        CoreError::InvalidArgument { reason, .. } => NodeError::invalid("box_name", reason),
+        other => NodeError::Engine(other),
+    })?;
+    Ok(s.to_string())
+}
+
+fn key(field: &'static str, k: Option<flatbuffers::Vector<'_, u8>>) -> Result<Vec<u8>, NodeError> {
+    let k = k.map(|v| v.bytes()).unwrap_or_default();
+    validate_key(k).map_err(|e| match e {
+        CoreError::InvalidArgument { reason, .. } => NodeError::invalid(field, reason),
+        other => NodeError::Engine(other),
+    })?;
+    Ok(k.to_vec())
+}
+
+fn bound(k: Option<flatbuffers::Vector<'_, u8>>) -> Result<Option<Vec<u8>>, NodeError> {
+    match k {
+        None => Ok(None),
+        Some(v) if v.len() > limits::KEY_BYTES_MAX => Err(NodeError::Engine(CoreError::LimitExceeded {
+            limit: "key length",
+            value: v.len() as u64,
+            max: limits::KEY_BYTES_MAX as u64,
+        })),
+        Some(v) => Ok(Some(v.bytes().to_vec())),
+    }
+}
+
+fn put_options<'a>(
+    content_type: Option<&str>,
+    meta: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>,
+    size: i64,
+) -> Result<PutOptions, NodeError> {
+    let mut user_meta = Vec::new();
+    if let Some(kvs) = meta {
+        if kvs.len() > limits::USER_META_BYTES_MAX {
+            return Err(NodeError::invalid("user_meta", "too many entries"));
+        }
+        for kv in kvs {
+            user_meta.push((kv.key().to_string(), kv.value().to_string()));
+        }
+    }
+    let size = match size {
+        -1 => None,
+        s if s >= 0 => Some(s as u64),
+        _ => return Err(NodeError::invalid("size", "must be -1 (unsized) or a byte count")),
+    };
+    Ok(PutOptions { content_type: content_type.unwrap_or_default().to_string(), user_meta, size })
+}
+
+fn token(t: Option<flatbuffers::Vector<'_, u8>>, field: &'static str) -> Result<u128, NodeError> {
+    let bytes = t.map(|v| v.bytes()).unwrap_or_default();
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| NodeError::invalid(field, "must be 16 bytes"))?;
+    Ok(u128::from_le_bytes(arr))
+}
+
+/// The bytes of `part` as a slice of `frame` (no copy) when `part` lies inside it.
+fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
+    let (start, end) = (frame.as_ptr() as usize, frame.as_ptr() as usize + frame.len());
+    let (p, q) = (part.as_ptr() as usize, part.as_ptr() as usize + part.len());
+    if !part.is_empty() && p >= start && q <= end {
+        frame.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
+/// Turns a verified request into a command. `body` is the body channel of a streamed request
+/// (put, upload-part); it is `None` for the others.
+///
+/// # Errors
+/// Typed errors for bad contents: `InvalidArgument` with the field, `LimitExceeded`,
+/// `UnknownRequest`.
+pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Result<Command, NodeError> {
+    let kind = req.body_type();
+    let missing = || NodeError::invalid("body", "request body is missing");
+    let need_body = |b: Option<BodyRx>| b.ok_or_else(|| NodeError::Internal("streamed request without a body".into()));
+    Ok(match kind {
+        fb::RequestBody::CreateBox => {
+            let r = req.body_as_create_box().ok_or_else(missing)?;
+            Command::CreateBox { name: box_name(r.box_name())?, partitions: r.partitions() }
+        }
+        fb::RequestBody::DeleteBox => {
+            let r = req.body_as_delete_box().ok_or_else(missing)?;
+            Command::DeleteBox { name: box_name(r.box_name())?, force: r.force() }
+        }
+        fb::RequestBody::HeadBox => {
+            let r = req.body_as_head_box().ok_or_else(missing)?;
+            Command::HeadBox { name: box_name(r.box_name())? }
+        }
+        fb::RequestBody::ListBoxes => Command::ListBoxes,
+        fb::RequestBody::Topology => Command::Topology,
+        fb::RequestBody::Stats => Command::Stats,
+        fb::RequestBody::Put => {
+            let r = req.body_as_put().ok_or_else(missing)?;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::Put {
+                    opts: put_options(r.content_type(), r.user_meta(), r.size())?,
+                    body: need_body(body)?,
+                },
+            }
+        }
+        fb::RequestBody::Get => {
+            let r = req.body_as_get().ok_or_else(missing)?;
+            let range = match r.range_kind() {
+                fb::RangeKind::Whole => None,
+                fb::RangeKind::FromTo => Some(ByteRange::FromTo(r.first(), r.last())),
+                fb::RangeKind::From => Some(ByteRange::From(r.first())),
+                fb::RangeKind::Suffix => Some(ByteRange::Suffix(r.first())),
+                other => return Err(NodeError::invalid("range_kind", format!("unknown range kind {}", other.0))),
+            };
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::Get { range },
+            }
+        }
+        fb::RequestBody::Head => {
+            let r = req.body_as_head().ok_or_else(missing)?;
+            Command::Keyed { box_name: box_name(r.box_name())?, key: key("key", Some(r.key()))?, op: KeyedOp::Head }
+        }
+        fb::RequestBody::Delete => {
+            let r = req.body_as_delete().ok_or_else(missing)?;
+            Command::Keyed { box_name: box_name(r.box_name())?, key: key("key", Some(r.key()))?, op: KeyedOp::Delete }
+        }
+        fb::RequestBody::List => {
+            let r = req.body_as_list().ok_or_else(missing)?;
+            let opts = ListOptions {
+                start: bound(r.start())?,
+                end: bound(r.end())?,
+                prefix: bound(r.prefix())?,
+                start_after: bound(r.start_after())?,
+                reverse: r.reverse(),
+                limit: r.limit() as usize,
+            };
+            Command::Partitioned {
+                box_name: box_name(r.box_name())?,
+                partition: r.partition(),
+                op: PartitionOp::List(opts),
+            }
+        }
+        fb::RequestBody::DeleteRange => {
+            let r = req.body_as_delete_range().ok_or_else(missing)?;
+            let op = PartitionOp::DeleteRange {
+                start: bound(r.start())?.unwrap_or_default(),
+                end: bound(r.end())?.unwrap_or_default(),
+                prefix: bound(r.prefix())?,
+            };
+            Command::Partitioned { box_name: box_name(r.box_name())?, partition: r.partition(), op }
+        }
+        fb::RequestBody::Copy => {
+            let r = req.body_as_copy().ok_or_else(missing)?;
+            Command::CopyOrRename {
+                box_name: box_name(r.box_name())?,
+                source_key: key("source_key", Some(r.source_key()))?,
+                target_key: key("target_key", Some(r.target_key()))?,
+                rename: false,
+            }
+        }
+        fb::RequestBody::Rename => {
+            let r = req.body_as_rename().ok_or_else(missing)?;
+            Command::CopyOrRename {
+                box_name: box_name(r.box_name())?,
+                source_key: key("source_key", Some(r.source_key()))?,
+                target_key: key("target_key", Some(r.target_key()))?,
+                rename: true,
+            }
+        }
+        fb::RequestBody::CreateUpload => {
+            let r = req.body_as_create_upload().ok_or_else(missing)?;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::CreateUpload { opts: put_options(r.content_type(), r.user_meta(), -1)? },
+            }
+        }
+        fb::RequestBody::UploadPart => {
+            let r = req.body_as_upload_part().ok_or_else(missing)?;
+            let size = put_options(None, None, r.size())?.size;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::UploadPart {
+                    upload_id: r.upload_id(),
+                    part_number: r.part_number(),
+                    size,
+                    body: need_body(body)?,
+                },
+            }
+        }
+        fb::RequestBody::CompleteUpload => {
+            let r = req.body_as_complete_upload().ok_or_else(missing)?;
+            let parts: Vec<u32> = r.part_numbers().map(|v| v.iter().collect()).unwrap_or_default();
+            if parts.len() > limits::MULTIPART_PARTS_MAX as usize {
+                return Err(NodeError::Engine(CoreError::LimitExceeded {
+                    limit: "parts per upload",
+                    value: parts.len() as u64,
+                    max: u64::from(limits::MULTIPART_PARTS_MAX),
+                }));
+            }
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::CompleteUpload { upload_id: r.upload_id(), parts },
+            }
+        }
+        fb::RequestBody::AbortUpload => {
+            let r = req.body_as_abort_upload().ok_or_else(missing)?;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::AbortUpload { upload_id: r.upload_id() },
+            }
+        }
+        fb::RequestBody::ListUploads => {
+            let r = req.body_as_list_uploads().ok_or_else(missing)?;
+            Command::Partitioned {
+                box_name: box_name(r.box_name())?,
+                partition: r.partition(),
+                op: PartitionOp::ListUploads,
+            }
+        }
+        fb::RequestBody::ListParts => {
+            let r = req.body_as_list_parts().ok_or_else(missing)?;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::ListParts { upload_id: r.upload_id() },
+            }
+        }
+        fb::RequestBody::GetLocator => {
+            let r = req.body_as_get_locator().ok_or_else(missing)?;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::GetLocator,
+            }
+        }
+        fb::RequestBody::PrepareRename => {
+            let r = req.body_as_prepare_rename().ok_or_else(missing)?;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("source_key", Some(r.source_key()))?,
+                op: KeyedOp::PrepareRename { target_key: key("target_key", Some(r.target_key()))? },
+            }
+        }
+        fb::RequestBody::ZeroCopyPut => {
+            let r = req.body_as_zero_copy_put().ok_or_else(missing)?;
+            let rename_token = match r.rename_token() {
+                Some(t) => Some(token(Some(t), "rename_token")?),
+                None => None,
+            };
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::ZeroCopyPut {
+                    locator: slice_of(frame, r.locator().bytes()),
+                    rename_token,
+                    source_partition: None,
+                },
+            }
+        }
+        fb::RequestBody::CompleteRename => {
+            let r = req.body_as_complete_rename().ok_or_else(missing)?;
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("source_key", Some(r.source_key()))?,
+                op: KeyedOp::CompleteRename { token: token(Some(r.token()), "token")? },
+            }
+        }
+        other => return Err(NodeError::UnknownRequest(other.0)),
+    })
+}

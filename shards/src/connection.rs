@@ -1,0 +1,394 @@
+//! One client connection: read frames, run requests concurrently, write replies in any order.
+//!
+//! Invariants:
+//! - A frame header is decoded and checked (magic, CRC, lengths against the frame cap) before any
+//!   byte of its body is buffered; the body CRC is checked and the flatbuffer verified with
+//!   explicit limits before a field is read. A malformed frame closes this connection only, with
+//!   a logged reason.
+//! - At most `requests_in_flight_max` requests run per connection: at the cap the reader stops
+//!   reading new requests (backpressure by not reading). While some body is still streaming, its
+//!   data frames may be queued behind the next request, so then a request over the cap is read
+//!   and answered `Busy` instead of waited for (waiting could deadlock the connection).
+//! - Put bodies flow through a bounded channel ([`crate::command::body_channel`]); when it is
+//!   full the reader waits, so a connection pins at most a few frames per streaming request.
+//! - Get payloads are written straight from the Syrup mappings (`Bytes` slices of the mmap are
+//!   monoio `IoBuf`s): no intermediate copy. Data frames never exceed the frame cap.
+//! - One writer task owns the socket's write half; replies reach it through a bounded queue, one
+//!   whole frame per message, so frames never interleave inside each other.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, HashSet},
+    rc::Rc,
+    sync::atomic::Ordering::Relaxed,
+    time::Instant,
+};
+
+use bytes::Bytes;
+use candybox_wire::frame::{self, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES};
+use monoio::{
+    buf::IoBufMut,
+    io::{AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
+    net::TcpStream,
+};
+
+use crate::{
+    command::{self, BodyMsg, BodyTx},
+    limits::{GET_FRAME_PAYLOAD_BYTES, OUTGOING_FRAMES_MAX},
+    reply::{self, NodeError, Outcome},
+    shard::Shard,
+};
+
+/// The pieces of one frame, written in order.
+type Frame = Vec<Bytes>;
+
+struct Conn {
+    shard: Rc<Shard>,
+    out: async_channel::Sender<Frame>,
+    /// Bodies still receiving data frames; `None` once the request failed (its frames are
+    /// dropped until END).
+    streams: RefCell<HashMap<u64, Option<BodyTx>>>,
+    /// Request ids whose reply has not ended.
+    active: RefCell<HashSet<u64>>,
+    /// A semaphore of in-flight request slots: send takes a slot, receive frees one.
+    slots: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    cap: u32,
+    broken: Cell<bool>,
+}
+
+/// Why the reader stopped.
+enum Stop {
+    Eof,
+    Shutdown,
+    Io(std::io::Error),
+    Malformed(FrameError),
+}
+
+/// Serves one connection until the peer closes it, it sends a malformed frame, or shutdown.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = async_channel::bounded::<Frame>(OUTGOING_FRAMES_MAX);
+    let writer = monoio::spawn(write_loop(wr, out_rx));
+    let in_flight_max = shard.shared.config.requests_in_flight_max as usize;
+    let conn = Rc::new(Conn {
+        shard: shard.clone(),
+        out: out_tx,
+        streams: RefCell::new(HashMap::new()),
+        active: RefCell::new(HashSet::new()),
+        slots: async_channel::bounded(in_flight_max),
+        cap: shard.shared.config.frame_body_bytes_max,
+        broken: Cell::new(false),
+    });
+    let stop = read_loop(&conn, rd).await;
+    match &stop {
+        Stop::Eof | Stop::Shutdown => {}
+        Stop::Io(e) => tracing::debug!(%peer, error = %e, "connection read failed"),
+        Stop::Malformed(e) => {
+            shard.metrics().frames_malformed.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, reason = %e, "closing connection after a malformed frame");
+        }
+    }
+    // Bodies still streaming will never end: fail their puts instead of letting them wait.
+    conn.streams.borrow_mut().clear();
+    if matches!(stop, Stop::Malformed(_) | Stop::Io(_)) {
+        conn.broken.set(true);
+        conn.out.close();
+    } else {
+        // Let in-flight requests finish and their replies go out, then close.
+        while !conn.active.borrow().is_empty() && !conn.broken.get() {
+            candybox_core::runtime::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        conn.out.close();
+    }
+    drop(conn);
+    writer.await;
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, rx: async_channel::Receiver<Frame>) {
+    while let Ok(frame) = rx.recv().await {
+        for piece in frame {
+            if piece.is_empty() {
+                continue;
+            }
+            let (res, _) = wr.write_all(piece).await;
+            if res.is_err() {
+                rx.close();
+                return;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads exactly `n` bytes into a fresh buffer.
+async fn read_n(rd: &mut OwnedReadHalf<TcpStream>, n: usize) -> Result<Vec<u8>, std::io::Error> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let buf = Vec::with_capacity(n).slice_mut(0..n);
+    let (res, buf) = rd.read_exact(buf).await;
+    res?;
+    let v = buf.into_inner();
+    if v.len() != n {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"));
+    }
+    Ok(v)
+}
+
+async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
+    let shutdown = conn.shard.shutdown_signal();
+    loop {
+        let header = monoio::select! {
+            h = read_n(&mut rd, FRAME_HEADER_BYTES) => h,
+            _ = shutdown.recv() => return Stop::Shutdown,
+        };
+        let header = match header {
+            Ok(h) => h,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Stop::Eof,
+            Err(e) => return Stop::Io(e),
+        };
+        let mut h = [0u8; FRAME_HEADER_BYTES];
+        h.copy_from_slice(&header);
+        let header = match FrameHeader::decode(&h, conn.cap) {
+            Ok(h) => h,
+            Err(e) => return Stop::Malformed(e),
+        };
+        match header.kind {
+            FrameKind::Reply => return Stop::Malformed(FrameError::Kind(FrameKind::Reply as u8)),
+            FrameKind::Data => {
+                let payload = match read_n(&mut rd, header.frame_len()).await {
+                    Ok(p) => Bytes::from(p),
+                    Err(e) => return Stop::Io(e),
+                };
+                if let Err(e) = data_frame(conn, &header, payload).await {
+                    return Stop::Malformed(e);
+                }
+            }
+            FrameKind::Request => {
+                if conn.active.borrow().contains(&header.request_id) {
+                    return Stop::Malformed(FrameError::OutOfSequence(header.request_id));
+                }
+                // Backpressure: wait for a slot before buffering the body. But while bodies are
+                // still streaming, their data frames may sit behind this request: waiting could
+                // deadlock, so a request over the cap is then answered Busy instead.
+                let slot = if conn.streams.borrow().is_empty() {
+                    if conn.slots.0.send(()).await.is_err() {
+                        return Stop::Shutdown;
+                    }
+                    true
+                } else {
+                    conn.slots.0.try_send(()).is_ok()
+                };
+                let frame = match read_n(&mut rd, header.frame_len()).await {
+                    Ok(p) => Bytes::from(p),
+                    Err(e) => return Stop::Io(e),
+                };
+                let handled =
+                    if slot { request_frame(conn, &header, frame) } else { refuse_over_cap(conn, &header, frame) };
+                if let Err(e) = handled {
+                    return Stop::Malformed(e);
+                }
+            }
+        }
+    }
+}
+
+async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Result<(), FrameError> {
+    let tx = match conn.streams.borrow().get(&header.request_id) {
+        None => return Err(FrameError::OutOfSequence(header.request_id)),
+        Some(tx) => tx.clone(),
+    };
+    conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
+    if let Some(tx) = tx {
+        let mut ok = true;
+        if !payload.is_empty() {
+            ok = tx.send(BodyMsg::Piece(payload)).await.is_ok();
+        }
+        if ok && header.is_end() {
+            ok = tx.send(BodyMsg::End).await.is_ok();
+        }
+        if !ok {
+            // The request failed early; drop the rest of its frames.
+            if let Some(slot) = conn.streams.borrow_mut().get_mut(&header.request_id) {
+                *slot = None;
+            }
+        }
+    }
+    if header.is_end() {
+        conn.streams.borrow_mut().remove(&header.request_id);
+    }
+    Ok(())
+}
+
+fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<(), FrameError> {
+    let body_len = header.body_len as usize;
+    let body = frame.slice(..body_len);
+    let payload = frame.slice(body_len..);
+    header.check_body(&body)?;
+    let req = frame::verify_request(&body, conn.cap)?;
+    let kind = req.body_type();
+    let streamed = command::is_streamed(kind);
+    if !streamed && !header.is_end() {
+        return Err(FrameError::OutOfSequence(header.request_id));
+    }
+    let id = header.request_id;
+    let started = Instant::now();
+    let body_rx = if streamed {
+        let (tx, rx) = command::body_channel();
+        conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
+        // A fresh channel holds BODY_PIECES_MAX ≥ 2 messages: the first piece and END fit.
+        if !payload.is_empty() {
+            let _ = tx.try_send(BodyMsg::Piece(payload));
+        }
+        if header.is_end() {
+            let _ = tx.try_send(BodyMsg::End);
+        } else {
+            conn.streams.borrow_mut().insert(id, Some(tx));
+        }
+        Some(rx)
+    } else {
+        None
+    };
+    let parsed = command::parse(req, body_rx, &body);
+    conn.active.borrow_mut().insert(id);
+    let conn = conn.clone();
+    drop(monoio::spawn(async move {
+        let _guard = conn.shard.enter();
+        let outcome = match parsed {
+            Ok(cmd) => conn.shard.handle(cmd).await,
+            Err(e) => Outcome::error(&e),
+        };
+        let failed = send_outcome(&conn, id, outcome).await;
+        let latency_us = started.elapsed().as_micros() as u64;
+        conn.shard.metrics().record(command::op_index(kind), latency_us, failed);
+        conn.active.borrow_mut().remove(&id);
+        let _ = conn.slots.1.try_recv();
+    }));
+    Ok(())
+}
+
+/// Answers a well-formed request over the in-flight cap with Busy (its data frames are dropped).
+fn refuse_over_cap(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<(), FrameError> {
+    let body = frame.slice(..header.body_len as usize);
+    header.check_body(&body)?;
+    let req = frame::verify_request(&body, conn.cap)?;
+    let kind = req.body_type();
+    let id = header.request_id;
+    if command::is_streamed(kind) && !header.is_end() {
+        conn.streams.borrow_mut().insert(id, None);
+    }
+    conn.active.borrow_mut().insert(id);
+    let conn = conn.clone();
+    drop(monoio::spawn(async move {
+        let busy = NodeError::Busy {
+            reason: "requests in flight on this connection",
+            retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+        };
+        send_outcome(&conn, id, Outcome::error(&busy)).await;
+        conn.shard.metrics().record(command::op_index(kind), 0, true);
+        conn.active.borrow_mut().remove(&id);
+    }));
+    Ok(())
+}
+
+fn frame_header(kind: FrameKind, id: u64, end: bool, body: &[u8], payload_len: usize) -> Bytes {
+    let flags = if end { FLAG_END } else { 0 };
+    let h = FrameHeader::for_body(kind, id, flags, body, payload_len as u32);
+    Bytes::copy_from_slice(&h.encode())
+}
+
+/// Writes a request's reply (and a get's payload). Returns true when the reply was an error.
+async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Reply(body) => {
+            send_plain(conn, id, body).await;
+            false
+        }
+        Outcome::Failed { reply, busy } => {
+            if busy {
+                conn.shard.metrics().busy_replies.fetch_add(1, Relaxed);
+            }
+            send_plain(conn, id, reply).await;
+            true
+        }
+        Outcome::Get { reply, len, body } => {
+            send_get(conn, id, reply, len, body).await;
+            false
+        }
+    }
+}
+
+/// Streams a get: the reply frame with the first payload piece, then data frames, each at most
+/// the frame cap, built from slices of the Syrup mappings.
+async fn send_get(conn: &Rc<Conn>, id: u64, reply: Bytes, len: u64, mut body: candybox_core::engine::CandyReader) {
+    let frame_max = (conn.cap as usize).min(GET_FRAME_PAYLOAD_BYTES);
+    let mut left = len;
+    let mut pending: Option<Bytes> = None;
+    let mut first = true;
+    loop {
+        let budget = if first { frame_max.saturating_sub(reply.len()) } else { frame_max };
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut gathered = 0usize;
+        while gathered < budget && left > 0 {
+            let mut piece = match pending.take() {
+                Some(p) => p,
+                None => match body.next() {
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => {
+                        tracing::warn!(request_id = id, error = %e, "get failed while streaming");
+                        if first {
+                            let err = reply::error_reply(&NodeError::Engine(e));
+                            let _ = send_plain(conn, id, err).await;
+                        } else {
+                            // The reply promised bytes it cannot deliver: the stream cannot be
+                            // resynchronised, so the connection closes.
+                            conn.broken.set(true);
+                            conn.out.close();
+                        }
+                        return;
+                    }
+                    None => break,
+                },
+            };
+            if piece.len() > budget - gathered {
+                pending = Some(piece.split_off(budget - gathered));
+            }
+            gathered += piece.len();
+            left = left.saturating_sub(piece.len() as u64);
+            pieces.push(piece);
+        }
+        let end = left == 0;
+        let mut frame = Vec::with_capacity(pieces.len() + 2);
+        if first {
+            frame.push(frame_header(FrameKind::Reply, id, end, &reply, gathered));
+            frame.push(reply.clone());
+        } else {
+            frame.push(frame_header(FrameKind::Data, id, end, &[], gathered));
+        }
+        frame.extend(pieces);
+        conn.shard.metrics().bytes_out.fetch_add(gathered as u64, Relaxed);
+        if conn.out.send(frame).await.is_err() {
+            return;
+        }
+        first = false;
+        if end {
+            return;
+        }
+        if gathered == 0 {
+            // The reader ended before `len` bytes: a bug in the engine's accounting.
+            tracing::error!(request_id = id, left, "get body ended early; closing the connection");
+            conn.broken.set(true);
+            conn.out.close();
+            return;
+        }
+    }
+}
+
+/// Sends a reply without payload as one buffer (one write for header and body).
+async fn send_plain(conn: &Rc<Conn>, id: u64, body: Bytes) -> bool {
+    let mut one = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    one.extend_from_slice(&frame_header(FrameKind::Reply, id, true, &body, 0));
+    one.extend_from_slice(&body);
+    conn.out.send(vec![Bytes::from(one)]).await.is_ok()
+}

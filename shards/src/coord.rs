@@ -1,0 +1,401 @@
+//! Coordination on the node's control thread, and the typed calls shards make to it.
+//!
+//! Invariants:
+//! - The store (`core::coord::Coordination`, blocking) lives on one control thread, never on a
+//!   data-path core. Shards send it jobs over one bounded channel ([`COORD_QUEUE_MAX`]) and await
+//!   a oneshot reply, so a slow store delays only the requests that need it.
+//! - Every entry is encoded by the one encoder of its kind ([`codec`]).
+//! - The layout is core's (`core::coord::paths`): `boxes/<box>/meta`,
+//!   `boxes/<box>/partitions/<p>/refs`, `boxes/<box>/renames/<token>`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    thread::JoinHandle,
+};
+
+use candybox_core::{
+    coord::{paths, BoxMeta, CoordError, Coordination, CreateMode, RenameMarker, Version},
+    types::SyrupId,
+};
+
+use crate::limits::COORD_QUEUE_MAX;
+
+/// One call to run on the control thread.
+pub type CoordJob = Box<dyn FnOnce(&mut dyn Coordination) + Send>;
+
+/// A shard's handle on the control thread (`Send`, cheap to clone).
+#[derive(Clone, Debug)]
+pub struct CoordClient {
+    tx: async_channel::Sender<CoordJob>,
+}
+
+/// Starts the control thread around `store`.
+///
+/// # Returns
+/// The client and the thread, which ends once every client is dropped.
+///
+/// # Errors
+/// When the thread cannot be spawned.
+pub fn start(mut store: Box<dyn Coordination>) -> std::io::Result<(CoordClient, JoinHandle<()>)> {
+    let (tx, rx) = async_channel::bounded::<CoordJob>(COORD_QUEUE_MAX);
+    let thread = std::thread::Builder::new().name("candybox-control".into()).spawn(move || {
+        while let Ok(job) = rx.recv_blocking() {
+            job(store.as_mut());
+        }
+    })?;
+    Ok((CoordClient { tx }, thread))
+}
+
+impl CoordClient {
+    /// Stops the control thread once the calls already queued have run (shutdown).
+    pub fn close(&self) {
+        self.tx.close();
+    }
+
+    /// Runs `f` on the control thread and returns its result.
+    ///
+    /// # Errors
+    /// What `f` returns; `Unavailable` when the control thread is gone.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, CoordError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Coordination) -> Result<T, CoordError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = futures_channel::oneshot::channel();
+        let job: CoordJob = Box::new(move |store| {
+            let _ = reply_tx.send(f(store));
+        });
+        if self.tx.send(job).await.is_err() {
+            return Err(CoordError::Unavailable("control thread stopped".into()));
+        }
+        reply_rx.await.unwrap_or_else(|_| Err(CoordError::Unavailable("control thread dropped a call".into())))
+    }
+
+    /// The descriptor of a Box, if it exists.
+    ///
+    /// # Errors
+    /// Store failures; `Store` for an undecodable entry.
+    pub async fn get_box(&self, name: &str) -> Result<Option<BoxMeta>, CoordError> {
+        let path = paths::box_meta(name);
+        self.call(move |s| match s.get(&path)? {
+            Some((bytes, _)) => codec::decode_box_meta(&bytes).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// Creates a Box's descriptor.
+    ///
+    /// # Errors
+    /// `NodeExists` when the Box exists; store failures.
+    pub async fn create_box(&self, name: &str, meta: BoxMeta) -> Result<(), CoordError> {
+        let path = paths::box_meta(name);
+        self.call(move |s| s.create(&path, &codec::encode_box_meta(&meta), CreateMode::Persistent).map(|_| ())).await
+    }
+
+    /// Deletes a Box's whole subtree (descriptor, published refs, markers).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_box(&self, name: &str) -> Result<(), CoordError> {
+        let path = paths::box_root(name);
+        self.call(move |s| s.delete_tree(&path)).await
+    }
+
+    /// Every Box with its descriptor, by name.
+    ///
+    /// # Errors
+    /// Store failures; `Store` for an undecodable descriptor.
+    pub async fn list_boxes(&self) -> Result<Vec<(String, BoxMeta)>, CoordError> {
+        self.call(|s| {
+            let names = match s.children(paths::BOXES) {
+                Ok(n) => n,
+                Err(CoordError::NoNode(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                // A Box whose descriptor is missing is half-created or half-deleted: not listed.
+                if let Some((bytes, _)) = s.get(&paths::box_meta(&name))? {
+                    out.push((name, codec::decode_box_meta(&bytes)?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Publishes a partition's referenced-Syrup set.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn put_refs(&self, box_name: &str, partition: u16, refs: &BTreeSet<SyrupId>) -> Result<(), CoordError> {
+        let path = paths::partition_refs(box_name, partition);
+        let bytes = codec::encode_refs(refs);
+        self.call(move |s| s.put(&path, &bytes).map(|_| ())).await
+    }
+
+    /// The union of the published sets of every partition of the Box but `except`.
+    ///
+    /// # Errors
+    /// Store failures; `Store` for an undecodable set (the caller then skips Syrup GC: any doubt
+    /// keeps the Syrup).
+    pub async fn foreign_refs(
+        &self,
+        box_name: &str,
+        partitions: u16,
+        except: u16,
+    ) -> Result<BTreeSet<SyrupId>, CoordError> {
+        let name = box_name.to_string();
+        self.call(move |s| {
+            let mut all = BTreeSet::new();
+            for p in (0..partitions).filter(|p| *p != except) {
+                if let Some((bytes, _)) = s.get(&paths::partition_refs(&name, p))? {
+                    all.extend(codec::decode_refs(&bytes)?);
+                }
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    /// Writes the rendezvous marker of a rename.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn put_marker(&self, box_name: &str, token: u128, marker: RenameMarker) -> Result<(), CoordError> {
+        let path = paths::rename_marker(box_name, token);
+        self.call(move |s| s.put(&path, &codec::encode_marker(&marker)).map(|_| ())).await
+    }
+
+    /// The rendezvous marker of a rename, if written.
+    ///
+    /// # Errors
+    /// Store failures; `Store` for an undecodable marker.
+    pub async fn get_marker(&self, box_name: &str, token: u128) -> Result<Option<RenameMarker>, CoordError> {
+        let path = paths::rename_marker(box_name, token);
+        self.call(move |s| match s.get(&path)? {
+            Some((bytes, _)) => codec::decode_marker(&bytes).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// Deletes a rendezvous marker; an absent one is fine.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_marker(&self, box_name: &str, token: u128) -> Result<(), CoordError> {
+        let path = paths::rename_marker(box_name, token);
+        self.call(move |s| match s.delete(&path, None) {
+            Ok(()) | Err(CoordError::NoNode(_)) => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Every rendezvous marker of a Box (undecodable ones are skipped with a warning).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_markers(&self, box_name: &str) -> Result<Vec<(u128, RenameMarker)>, CoordError> {
+        let name = box_name.to_string();
+        self.call(move |s| {
+            let children = match s.children(&paths::renames(&name)) {
+                Ok(c) => c,
+                Err(CoordError::NoNode(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut out = Vec::new();
+            for child in children {
+                let Ok(token) = u128::from_str_radix(&child, 16) else { continue };
+                if let Some((bytes, _)) = s.get(&format!("{}/{child}", paths::renames(&name)))? {
+                    match codec::decode_marker(&bytes) {
+                        Ok(m) => out.push((token, m)),
+                        Err(e) => tracing::warn!(box_name = %name, marker = %child, error = %e, "skipping undecodable rename marker"),
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// The encodings of coordination entries: core's (`core::coord`, docs/format.md), with decode
+/// errors turned into store errors that name the entry.
+pub mod codec {
+    use std::collections::BTreeSet;
+
+    use candybox_core::{
+        coord::{self, BoxMeta, CoordError, RenameMarker},
+        error::DecodeError,
+        types::SyrupId,
+    };
+
+    fn bad(what: &str, e: DecodeError) -> CoordError {
+        CoordError::Store(format!("undecodable {what} entry: {e}"))
+    }
+
+    /// `boxes/<box>/meta`.
+    pub fn encode_box_meta(m: &BoxMeta) -> Vec<u8> {
+        m.encode()
+    }
+
+    /// Decodes `boxes/<box>/meta`.
+    ///
+    /// # Errors
+    /// `Store` for bytes that are not an entry.
+    pub fn decode_box_meta(b: &[u8]) -> Result<BoxMeta, CoordError> {
+        let m = BoxMeta::decode(b).map_err(|e| bad("box meta", e))?;
+        if m.partitions == 0 {
+            return Err(CoordError::Store("box meta with 0 partitions".into()));
+        }
+        Ok(m)
+    }
+
+    /// `boxes/<box>/renames/<token>`.
+    pub fn encode_marker(m: &RenameMarker) -> Vec<u8> {
+        m.encode()
+    }
+
+    /// Decodes `boxes/<box>/renames/<token>`.
+    ///
+    /// # Errors
+    /// `Store` for bytes that are not an entry.
+    pub fn decode_marker(b: &[u8]) -> Result<RenameMarker, CoordError> {
+        RenameMarker::decode(b).map_err(|e| bad("rename marker", e))
+    }
+
+    /// `boxes/<box>/partitions/<p>/refs`.
+    pub fn encode_refs(refs: &BTreeSet<SyrupId>) -> Vec<u8> {
+        coord::encode_refs(refs)
+    }
+
+    /// Decodes a published set.
+    ///
+    /// # Errors
+    /// `Store` for bytes that are not a set.
+    pub fn decode_refs(b: &[u8]) -> Result<BTreeSet<SyrupId>, CoordError> {
+        coord::decode_refs(b).map_err(|e| bad("refs", e))
+    }
+}
+
+/// A coordination store in memory: `coordination = "memory"`. Not durable (everything is lost at
+/// exit); for tests and experiments. Ephemeral entries behave as persistent ones for the life of
+/// the process (its only session).
+#[derive(Debug, Default)]
+pub struct MemoryCoordination {
+    entries: BTreeMap<String, (Vec<u8>, Version)>,
+}
+
+fn check_path(path: &str) -> Result<(), CoordError> {
+    if path.is_empty() || path.split('/').any(str::is_empty) {
+        return Err(CoordError::BadPath(path.into()));
+    }
+    Ok(())
+}
+
+impl MemoryCoordination {
+    fn has_children(&self, path: &str) -> bool {
+        let prefix = format!("{path}/");
+        self.entries.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
+    }
+}
+
+impl Coordination for MemoryCoordination {
+    fn get(&mut self, path: &str) -> Result<Option<(Vec<u8>, Version)>, CoordError> {
+        check_path(path)?;
+        Ok(self.entries.get(path).cloned())
+    }
+
+    fn create(&mut self, path: &str, data: &[u8], _mode: CreateMode) -> Result<Version, CoordError> {
+        check_path(path)?;
+        if self.entries.contains_key(path) {
+            return Err(CoordError::NodeExists(path.into()));
+        }
+        let mut at = 0;
+        while let Some(i) = path.get(at..).and_then(|rest| rest.find('/')) {
+            let parent = path.get(..at + i).unwrap_or_default().to_string();
+            self.entries.entry(parent).or_insert_with(|| (Vec::new(), 0));
+            at += i + 1;
+        }
+        self.entries.insert(path.into(), (data.to_vec(), 0));
+        Ok(0)
+    }
+
+    fn set(&mut self, path: &str, data: &[u8], expected: Option<Version>) -> Result<Version, CoordError> {
+        check_path(path)?;
+        let e = self.entries.get_mut(path).ok_or_else(|| CoordError::NoNode(path.into()))?;
+        if let Some(x) = expected {
+            if x != e.1 {
+                return Err(CoordError::BadVersion { path: path.into(), expected: x, found: e.1 });
+            }
+        }
+        e.0 = data.to_vec();
+        e.1 += 1;
+        Ok(e.1)
+    }
+
+    fn delete(&mut self, path: &str, expected: Option<Version>) -> Result<(), CoordError> {
+        check_path(path)?;
+        let version = self.entries.get(path).ok_or_else(|| CoordError::NoNode(path.into()))?.1;
+        if let Some(x) = expected {
+            if x != version {
+                return Err(CoordError::BadVersion { path: path.into(), expected: x, found: version });
+            }
+        }
+        if self.has_children(path) {
+            return Err(CoordError::NotEmpty(path.into()));
+        }
+        self.entries.remove(path);
+        Ok(())
+    }
+
+    fn children(&mut self, path: &str) -> Result<Vec<String>, CoordError> {
+        check_path(path)?;
+        if !self.entries.contains_key(path) {
+            return Err(CoordError::NoNode(path.into()));
+        }
+        let prefix = format!("{path}/");
+        Ok(self
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| k.get(prefix.len()..).filter(|rest| !rest.contains('/')).map(str::to_string))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use candybox_core::types::BoxUid;
+
+    use super::*;
+
+    #[test]
+    fn memory_store_keeps_the_contract_basics() {
+        let mut s = MemoryCoordination::default();
+        assert_eq!(s.create("boxes/a/meta", b"x", CreateMode::Persistent).unwrap(), 0);
+        assert!(matches!(s.create("boxes/a/meta", b"x", CreateMode::Persistent), Err(CoordError::NodeExists(_))));
+        assert_eq!(s.children("boxes").unwrap(), vec!["a".to_string()]);
+        assert!(matches!(s.set("boxes/a/meta", b"y", Some(5)), Err(CoordError::BadVersion { .. })));
+        assert_eq!(s.set("boxes/a/meta", b"y", Some(0)).unwrap(), 1);
+        assert!(matches!(s.delete("boxes/a", None), Err(CoordError::NotEmpty(_))));
+        s.delete_tree("boxes/a").unwrap();
+        assert!(s.get("boxes/a/meta").unwrap().is_none());
+        assert!(matches!(s.get("boxes//x"), Err(CoordError::BadPath(_))));
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let m = BoxMeta { partitions: 8, created_ms: 5, box_uid: BoxUid(77) };
+        assert_eq!(codec::decode_box_meta(&codec::encode_box_meta(&m)).unwrap(), m);
+        let r = RenameMarker { source_partition: 1, target_partition: 2, target_key: b"k".to_vec(), created_ms: 9 };
+        assert_eq!(codec::decode_marker(&codec::encode_marker(&r)).unwrap(), r);
+        let refs: BTreeSet<SyrupId> = [SyrupId(3), SyrupId(1 << 50)].into_iter().collect();
+        assert_eq!(codec::decode_refs(&codec::encode_refs(&refs)).unwrap(), refs);
+        assert!(codec::decode_refs(&[1, 9]).is_err());
+    }
+}

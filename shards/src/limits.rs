@@ -1,0 +1,25 @@
+//! Bounds of every queue and buffer of the node (the engine's own live in `core::limits`).
+//!
+//! Memory a connection may pin, term by term (frame cap F, in-flight cap R):
+//! `F` (the frame being read) `+ R × BODY_PIECES_MAX × F` (put bodies queued towards engines)
+//! `+ OUTGOING_FRAMES_MAX × F` (replies queued for the writer; get payloads are mapped Syrup
+//! slices, not copies).
+
+/// Most shards of one node.
+pub const SHARDS_MAX: u16 = 256;
+/// Pieces of one streamed put body queued between the connection and the engine.
+pub const BODY_PIECES_MAX: usize = 2;
+/// Reply frames queued per connection for its writer task.
+pub const OUTGOING_FRAMES_MAX: usize = 32;
+/// Requests queued for the control thread (coordination).
+pub const COORD_QUEUE_MAX: usize = 1024;
+/// Payload bytes gathered into one data frame of a get (also capped by the frame cap).
+pub const GET_FRAME_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// How long shutdown waits for in-flight requests before closing the engines anyway.
+pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// Retry hint of a Busy answer for a full cross-shard queue.
+pub const QUEUE_FULL_RETRY_AFTER_MS: u32 = 5;
+
+const _: () = assert!(BODY_PIECES_MAX > 0 && OUTGOING_FRAMES_MAX > 0 && COORD_QUEUE_MAX > 0);
+// A data frame of a get fits the smallest frame cap.
+const _: () = assert!(GET_FRAME_PAYLOAD_BYTES <= candybox_wire::frame::FRAME_BODY_BYTES_MAX_MIN as usize);

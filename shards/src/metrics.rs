@@ -1,0 +1,335 @@
+//! Metrics: per-shard slots of relaxed atomics, read by the HTTP thread and by the stats request.
+//!
+//! Invariants:
+//! - Each shard writes only its own slot; slots are cache-line aligned, so shards never share a
+//!   line. No locks: counters are `fetch_add(Relaxed)`, gauges `store(Relaxed)`.
+//! - Engine figures (fsyncs, levels, compactions, GC) are sums over the shard's open engines,
+//!   refreshed by the maintenance loop.
+//! - Every metric name rendered here is listed in docs/operations.md.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+};
+
+use candybox_core::limits::LEVELS_MAX;
+
+/// The operations counted, in wire order (`RequestBody` discriminant − 1), then "unknown".
+pub const OPS: [&str; 25] = [
+    "create_box",
+    "delete_box",
+    "head_box",
+    "list_boxes",
+    "put",
+    "get",
+    "head",
+    "delete",
+    "list",
+    "delete_range",
+    "copy",
+    "rename",
+    "create_upload",
+    "upload_part",
+    "complete_upload",
+    "abort_upload",
+    "list_uploads",
+    "list_parts",
+    "get_locator",
+    "prepare_rename",
+    "zero_copy_put",
+    "complete_rename",
+    "topology",
+    "stats",
+    "unknown",
+];
+/// Index of "unknown" in [`OPS`].
+pub const OP_UNKNOWN: usize = OPS.len() - 1;
+
+/// Upper bounds of the latency histogram buckets, in microseconds (then +Inf).
+pub const LATENCY_BUCKETS_US: [u64; 15] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000];
+const BUCKETS: usize = LATENCY_BUCKETS_US.len() + 1;
+
+/// Counters of one shard. Only that shard writes it.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Requests answered, by operation.
+    pub requests: [AtomicU64; OPS.len()],
+    /// Requests answered with an error, by operation.
+    pub errors: [AtomicU64; OPS.len()],
+    /// Latency histogram counts (not cumulative), by operation and bucket.
+    pub latency: [[AtomicU64; BUCKETS]; OPS.len()],
+    /// Sum of latencies in microseconds, by operation.
+    pub latency_sum_us: [AtomicU64; OPS.len()],
+    /// Object bytes received (put and upload-part payloads).
+    pub bytes_in: AtomicU64,
+    /// Object bytes sent (get payloads).
+    pub bytes_out: AtomicU64,
+    /// Requests this shard forwarded to another shard.
+    pub cross_shard_forwards: AtomicU64,
+    /// Requests other shards forwarded here.
+    pub forwards_received: AtomicU64,
+    /// Busy answers (engine backpressure or a full queue).
+    pub busy_replies: AtomicU64,
+    /// Messages waiting in this shard's cross-shard queue (sampled).
+    pub queue_depth: AtomicU64,
+    /// Requests executing or waiting on this shard.
+    pub in_flight: AtomicU64,
+    /// Open client connections held by this shard.
+    pub connections_open: AtomicU64,
+    /// Connections accepted by this shard.
+    pub connections_total: AtomicU64,
+    /// Connections closed for a malformed frame.
+    pub frames_malformed: AtomicU64,
+    /// Partitions open on this shard.
+    pub partitions_open: AtomicU64,
+    /// WAL fdatasyncs (engine sum).
+    pub wal_syncs: AtomicU64,
+    /// Syrup fdatasyncs (engine sum).
+    pub syrup_syncs: AtomicU64,
+    /// Group commits (engine sum).
+    pub commit_batches: AtomicU64,
+    /// Mutations committed (engine sum); divided by `commit_batches`, the mean group size.
+    pub commit_ops: AtomicU64,
+    /// Memtable flushes (engine sum).
+    pub flushes: AtomicU64,
+    /// Compactions (engine sum).
+    pub compactions: AtomicU64,
+    /// Syrups deleted by GC (engine sum).
+    pub syrups_deleted: AtomicU64,
+    /// Bytes of Syrups deleted by GC (engine sum).
+    pub gc_reclaimed_bytes: AtomicU64,
+    /// Tables per level (engine sum).
+    pub level_tables: [AtomicU64; LEVELS_MAX],
+    /// Bytes per level (engine sum).
+    pub level_bytes: [AtomicU64; LEVELS_MAX],
+    /// Rename intents pending in this shard's partitions.
+    pub rename_intents_pending: AtomicU64,
+    /// Rename intents finalized (source deleted or found changed).
+    pub rename_intents_finalized: AtomicU64,
+    /// Rename intents abandoned (marker absent past the abandon window).
+    pub rename_intents_abandoned: AtomicU64,
+    /// Orphaned rename markers reaped.
+    pub rename_markers_reaped: AtomicU64,
+    /// Multipart uploads expired.
+    pub uploads_expired: AtomicU64,
+    /// Failed coordination calls.
+    pub coord_errors: AtomicU64,
+    /// Maintenance passes run.
+    pub maintenance_passes: AtomicU64,
+    /// Maintenance steps that failed.
+    pub maintenance_errors: AtomicU64,
+}
+
+impl ShardMetrics {
+    /// Counts one answered request.
+    pub fn record(&self, op: usize, latency_us: u64, failed: bool) {
+        let op = op.min(OP_UNKNOWN);
+        if let Some(c) = self.requests.get(op) {
+            c.fetch_add(1, Relaxed);
+        }
+        if failed {
+            if let Some(c) = self.errors.get(op) {
+                c.fetch_add(1, Relaxed);
+            }
+        }
+        let bucket = LATENCY_BUCKETS_US.iter().position(|b| latency_us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
+        if let Some(c) = self.latency.get(op).and_then(|row| row.get(bucket)) {
+            c.fetch_add(1, Relaxed);
+        }
+        if let Some(c) = self.latency_sum_us.get(op) {
+            c.fetch_add(latency_us, Relaxed);
+        }
+    }
+
+    /// The counters of the stats reply, by name.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let requests: u64 = self.requests.iter().map(|c| c.load(Relaxed)).sum();
+        let errors: u64 = self.errors.iter().map(|c| c.load(Relaxed)).sum();
+        vec![
+            ("requests", requests),
+            ("errors", errors),
+            ("bytes_in", self.bytes_in.load(Relaxed)),
+            ("bytes_out", self.bytes_out.load(Relaxed)),
+            ("cross_shard_forwards", self.cross_shard_forwards.load(Relaxed)),
+            ("forwards_received", self.forwards_received.load(Relaxed)),
+            ("busy_replies", self.busy_replies.load(Relaxed)),
+            ("queue_depth", self.queue_depth.load(Relaxed)),
+            ("in_flight", self.in_flight.load(Relaxed)),
+            ("connections_open", self.connections_open.load(Relaxed)),
+            ("partitions_open", self.partitions_open.load(Relaxed)),
+            ("wal_syncs", self.wal_syncs.load(Relaxed)),
+            ("syrup_syncs", self.syrup_syncs.load(Relaxed)),
+            ("commit_batches", self.commit_batches.load(Relaxed)),
+            ("commit_ops", self.commit_ops.load(Relaxed)),
+            ("flushes", self.flushes.load(Relaxed)),
+            ("compactions", self.compactions.load(Relaxed)),
+            ("gc_reclaimed_bytes", self.gc_reclaimed_bytes.load(Relaxed)),
+            ("rename_intents_pending", self.rename_intents_pending.load(Relaxed)),
+            ("rename_intents_finalized", self.rename_intents_finalized.load(Relaxed)),
+            ("rename_intents_abandoned", self.rename_intents_abandoned.load(Relaxed)),
+            ("coord_errors", self.coord_errors.load(Relaxed)),
+        ]
+    }
+}
+
+/// Everything the HTTP thread reads.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    /// One slot per shard.
+    pub shards: Box<[ShardMetrics]>,
+    /// Set once every partition is recovered and the listeners accept.
+    pub ready: AtomicBool,
+}
+
+impl NodeMetrics {
+    /// Zeroed slots for `shard_count` shards.
+    pub fn new(shard_count: u16) -> Self {
+        NodeMetrics {
+            shards: (0..shard_count).map(|_| ShardMetrics::default()).collect(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        let shards = || self.shards.iter().enumerate();
+        // Per operation: counts, errors and latency histograms.
+        header(&mut out, "candybox_requests_total", "counter", "Requests answered, by shard and operation.");
+        for (s, m) in shards() {
+            for (op, name) in OPS.iter().enumerate() {
+                let v = m.requests.get(op).map_or(0, |c| c.load(Relaxed));
+                if v > 0 {
+                    let _ = writeln!(out, "candybox_requests_total{{shard=\"{s}\",op=\"{name}\"}} {v}");
+                }
+            }
+        }
+        header(&mut out, "candybox_request_errors_total", "counter", "Requests answered with an error.");
+        for (s, m) in shards() {
+            for (op, name) in OPS.iter().enumerate() {
+                let v = m.errors.get(op).map_or(0, |c| c.load(Relaxed));
+                if v > 0 {
+                    let _ = writeln!(out, "candybox_request_errors_total{{shard=\"{s}\",op=\"{name}\"}} {v}");
+                }
+            }
+        }
+        header(&mut out, "candybox_request_latency_seconds", "histogram", "Request latency, by shard and operation.");
+        for (s, m) in shards() {
+            for (op, name) in OPS.iter().enumerate() {
+                let Some(row) = m.latency.get(op) else { continue };
+                let count: u64 = row.iter().map(|c| c.load(Relaxed)).sum();
+                if count == 0 {
+                    continue;
+                }
+                let mut cumulative = 0;
+                for (i, c) in row.iter().enumerate() {
+                    cumulative += c.load(Relaxed);
+                    let le = LATENCY_BUCKETS_US.get(i).map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+                    let _ = writeln!(
+                        out,
+                        "candybox_request_latency_seconds_bucket{{shard=\"{s}\",op=\"{name}\",le=\"{le}\"}} {cumulative}"
+                    );
+                }
+                let sum = m.latency_sum_us.get(op).map_or(0, |c| c.load(Relaxed)) as f64 / 1e6;
+                let _ = writeln!(out, "candybox_request_latency_seconds_sum{{shard=\"{s}\",op=\"{name}\"}} {sum}");
+                let _ = writeln!(out, "candybox_request_latency_seconds_count{{shard=\"{s}\",op=\"{name}\"}} {count}");
+            }
+        }
+        type Field = fn(&ShardMetrics) -> &AtomicU64;
+        let simple: [(&str, &str, &str, Field); 27] = [
+            ("candybox_bytes_in_total", "counter", "Object bytes received.", |m| &m.bytes_in),
+            ("candybox_bytes_out_total", "counter", "Object bytes sent.", |m| &m.bytes_out),
+            ("candybox_cross_shard_forwards_total", "counter", "Requests forwarded to another shard.", |m| {
+                &m.cross_shard_forwards
+            }),
+            ("candybox_forwards_received_total", "counter", "Requests received from other shards.", |m| {
+                &m.forwards_received
+            }),
+            ("candybox_busy_replies_total", "counter", "Busy answers (backpressure).", |m| &m.busy_replies),
+            ("candybox_queue_depth", "gauge", "Messages waiting in the shard's cross-shard queue.", |m| &m.queue_depth),
+            ("candybox_requests_in_flight", "gauge", "Requests executing or waiting.", |m| &m.in_flight),
+            ("candybox_connections_open", "gauge", "Open client connections.", |m| &m.connections_open),
+            ("candybox_connections_total", "counter", "Connections accepted.", |m| &m.connections_total),
+            ("candybox_frames_malformed_total", "counter", "Connections closed for a malformed frame.", |m| {
+                &m.frames_malformed
+            }),
+            ("candybox_partitions_open", "gauge", "Partitions open.", |m| &m.partitions_open),
+            ("candybox_wal_fsyncs_total", "counter", "WAL fdatasyncs.", |m| &m.wal_syncs),
+            ("candybox_syrup_fsyncs_total", "counter", "Syrup fdatasyncs by group commit.", |m| &m.syrup_syncs),
+            ("candybox_group_commits_total", "counter", "Group commits.", |m| &m.commit_batches),
+            (
+                "candybox_group_commit_ops_total",
+                "counter",
+                "Mutations committed (÷ group commits = mean size).",
+                |m| &m.commit_ops,
+            ),
+            ("candybox_flushes_total", "counter", "Memtable flushes.", |m| &m.flushes),
+            ("candybox_compactions_total", "counter", "Compactions.", |m| &m.compactions),
+            ("candybox_gc_syrups_deleted_total", "counter", "Syrups deleted by GC.", |m| &m.syrups_deleted),
+            ("candybox_gc_reclaimed_bytes_total", "counter", "Bytes reclaimed by Syrup GC.", |m| &m.gc_reclaimed_bytes),
+            ("candybox_rename_intents_pending", "gauge", "Rename intents pending.", |m| &m.rename_intents_pending),
+            ("candybox_rename_intents_finalized_total", "counter", "Rename intents finalized.", |m| {
+                &m.rename_intents_finalized
+            }),
+            ("candybox_rename_intents_abandoned_total", "counter", "Rename intents abandoned.", |m| {
+                &m.rename_intents_abandoned
+            }),
+            ("candybox_rename_markers_reaped_total", "counter", "Orphaned rename markers reaped.", |m| {
+                &m.rename_markers_reaped
+            }),
+            ("candybox_uploads_expired_total", "counter", "Multipart uploads expired.", |m| &m.uploads_expired),
+            ("candybox_coordination_errors_total", "counter", "Failed coordination calls.", |m| &m.coord_errors),
+            ("candybox_maintenance_passes_total", "counter", "Maintenance passes.", |m| &m.maintenance_passes),
+            ("candybox_maintenance_errors_total", "counter", "Failed maintenance steps.", |m| &m.maintenance_errors),
+        ];
+        for (name, kind, help, field) in &simple {
+            header(&mut out, name, kind, help);
+            for (s, m) in shards() {
+                let _ = writeln!(out, "{name}{{shard=\"{s}\"}} {}", field(m).load(Relaxed));
+            }
+        }
+        header(&mut out, "candybox_level_tables", "gauge", "SSTables per LSM level.");
+        for (s, m) in shards() {
+            for (l, c) in m.level_tables.iter().enumerate() {
+                let _ = writeln!(out, "candybox_level_tables{{shard=\"{s}\",level=\"{l}\"}} {}", c.load(Relaxed));
+            }
+        }
+        header(&mut out, "candybox_level_bytes", "gauge", "SSTable bytes per LSM level.");
+        for (s, m) in shards() {
+            for (l, c) in m.level_bytes.iter().enumerate() {
+                let _ = writeln!(out, "candybox_level_bytes{{shard=\"{s}\",level=\"{l}\"}} {}", c.load(Relaxed));
+            }
+        }
+        header(&mut out, "candybox_ready", "gauge", "1 once every partition is recovered.");
+        let _ = writeln!(out, "candybox_ready {}", u8::from(self.ready.load(Relaxed)));
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_cache_line_aligned() {
+        assert_eq!(std::mem::align_of::<ShardMetrics>() % 64, 0);
+    }
+
+    #[test]
+    fn render_shows_counts_and_histograms() {
+        let m = NodeMetrics::new(2);
+        m.shards[1].record(4, 700, false);
+        m.shards[1].cross_shard_forwards.fetch_add(3, Relaxed);
+        let text = m.render();
+        assert!(text.contains("candybox_requests_total{shard=\"1\",op=\"put\"} 1"));
+        assert!(text.contains("candybox_request_latency_seconds_bucket{shard=\"1\",op=\"put\",le=\"0.001\"} 1"));
+        assert!(text.contains("candybox_cross_shard_forwards_total{shard=\"1\"} 3"));
+    }
+}

@@ -1,0 +1,511 @@
+//! Replies: the node's error type, its one mapping onto the wire `Error` table, and the builders
+//! of every reply body.
+//!
+//! Invariants:
+//! - Every error reaches the wire through [`error_fields`], one explicit `match` from each error
+//!   (the node's and core's) to an `ErrorCode` with its detail fields.
+//! - A reply is a finished `Reply` flatbuffer (not size-prefixed), moved as `Bytes`.
+
+use bytes::Bytes;
+use candybox_core::{
+    coord::CoordError,
+    engine::{CandyReader, ListPage, PartInfo, PutReply, UploadInfo},
+    error::Error as CoreError,
+    hlc::Hlc,
+    locator::CandyLocator,
+};
+use candybox_wire::fb;
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+
+/// Why the node refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The partition engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] CoreError),
+    /// No Box of that name.
+    #[error("box {0} does not exist")]
+    BoxNotFound(String),
+    /// create-box of an existing Box.
+    #[error("box {0} already exists")]
+    BoxExists(String),
+    /// delete-box of a Box that holds Candies, without force.
+    #[error("box {0} is not empty")]
+    BoxNotEmpty(String),
+    /// The coordination store failed.
+    #[error(transparent)]
+    Coord(#[from] CoordError),
+    /// Overloaded (a full queue); retry later.
+    #[error("busy: {reason}; retry after {retry_after_ms} ms")]
+    Busy {
+        /// Why.
+        reason: &'static str,
+        /// When to retry.
+        retry_after_ms: u32,
+    },
+    /// A request field is invalid.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field, as named in the schema.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A union member this node does not know.
+    #[error("unknown request kind {0}")]
+    UnknownRequest(u8),
+    /// A relayed locator that fails the flatbuffers verifier or names another Box.
+    #[error("forged locator: {0}")]
+    Forged(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// A bug or an unexpected condition.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    /// An invalid field.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        NodeError::Invalid { field, reason: reason.into() }
+    }
+
+    /// True for Busy answers (counted apart).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, NodeError::Busy { .. } | NodeError::Engine(CoreError::Busy { .. }))
+    }
+}
+
+/// The fields of a wire `Error` table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ErrorFields {
+    /// The code.
+    pub code: u16,
+    /// One line: what and why.
+    pub message: String,
+    /// InvalidArgument: the field.
+    pub field: Option<&'static str>,
+    /// LimitExceeded: name, value, max.
+    pub limit: Option<(&'static str, u64, u64)>,
+    /// Busy: retry hint.
+    pub retry_after_ms: u32,
+}
+
+/// The one mapping from errors to the wire (`ErrorCode` and details).
+pub fn error_fields(e: &NodeError) -> ErrorFields {
+    let message = e.to_string();
+    let mut f = ErrorFields { message, ..ErrorFields::default() };
+    let code = match e {
+        NodeError::Engine(core) => match core {
+            CoreError::Io(_) => fb::ErrorCode::Internal,
+            CoreError::Corrupt(_) => fb::ErrorCode::Corrupt,
+            CoreError::PreviousIo => fb::ErrorCode::Unavailable,
+            CoreError::NotFound => fb::ErrorCode::NotFound,
+            CoreError::InvalidArgument { field, .. } => {
+                f.field = Some(field);
+                fb::ErrorCode::InvalidArgument
+            }
+            CoreError::LimitExceeded { limit, value, max } => {
+                f.limit = Some((limit, *value, *max));
+                fb::ErrorCode::LimitExceeded
+            }
+            CoreError::Busy { retry_after_ms, .. } => {
+                f.retry_after_ms = *retry_after_ms;
+                fb::ErrorCode::Busy
+            }
+            CoreError::Forged(_) => fb::ErrorCode::ForgedLocator,
+            CoreError::ChecksumMismatch { .. } => fb::ErrorCode::ChecksumMismatch,
+            CoreError::Body(_) => {
+                f.field = Some("body");
+                fb::ErrorCode::InvalidArgument
+            }
+            CoreError::Closed => fb::ErrorCode::ShuttingDown,
+        },
+        NodeError::BoxNotFound(_) => fb::ErrorCode::BoxNotFound,
+        NodeError::BoxExists(_) => fb::ErrorCode::BoxExists,
+        NodeError::BoxNotEmpty(_) => fb::ErrorCode::BoxNotEmpty,
+        NodeError::Coord(c) => match c {
+            CoordError::Unavailable(_) => fb::ErrorCode::Unavailable,
+            CoordError::NoNode(_)
+            | CoordError::NodeExists(_)
+            | CoordError::BadVersion { .. }
+            | CoordError::NotEmpty(_)
+            | CoordError::BadPath(_)
+            | CoordError::Store(_) => fb::ErrorCode::Internal,
+        },
+        NodeError::Busy { retry_after_ms, .. } => {
+            f.retry_after_ms = *retry_after_ms;
+            fb::ErrorCode::Busy
+        }
+        NodeError::Invalid { field, .. } => {
+            f.field = Some(field);
+            fb::ErrorCode::InvalidArgument
+        }
+        NodeError::UnknownRequest(_) => fb::ErrorCode::UnknownRequest,
+        NodeError::Forged(_) => fb::ErrorCode::ForgedLocator,
+        NodeError::ShuttingDown => fb::ErrorCode::ShuttingDown,
+        NodeError::Internal(_) => fb::ErrorCode::Internal,
+    };
+    f.code = code.0;
+    f
+}
+
+/// What the owner of a partition hands back for one request: a finished reply, or a get's reply
+/// plus the reader of its bytes (slices of Syrup mappings; `Send`, so the shard that holds the
+/// connection writes them).
+#[derive(Debug)]
+pub enum Outcome {
+    /// A finished `Reply` flatbuffer.
+    Reply(Bytes),
+    /// A finished `Reply` flatbuffer carrying an error.
+    Failed {
+        /// The reply.
+        reply: Bytes,
+        /// True for Busy (counted apart).
+        busy: bool,
+    },
+    /// A get: the `Reply` with `GetDone`, then exactly `len` bytes from `body`.
+    Get {
+        /// The finished `Reply`.
+        reply: Bytes,
+        /// Bytes to send.
+        len: u64,
+        /// The bytes.
+        body: CandyReader,
+    },
+}
+
+impl Outcome {
+    /// The reply of an error.
+    pub fn error(e: &NodeError) -> Outcome {
+        Outcome::Failed { reply: error_reply(e), busy: e.is_busy() }
+    }
+}
+
+fn finish(mut fbb: FlatBufferBuilder<'_>, root: WIPOffset<fb::Reply<'_>>) -> Bytes {
+    fbb.finish_minimal(root);
+    let (vec, head) = fbb.collapse();
+    Bytes::from(vec).slice(head..)
+}
+
+fn body_reply(mut fbb: FlatBufferBuilder<'_>, body_type: fb::ReplyBody, body: WIPOffset<UnionWIPOffset>) -> Bytes {
+    let root = fb::Reply::create(&mut fbb, &fb::ReplyArgs { error: None, body_type, body: Some(body) });
+    finish(fbb, root)
+}
+
+/// A reply carrying an error.
+pub fn error_reply(e: &NodeError) -> Bytes {
+    let f = error_fields(e);
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let message = Some(fbb.create_string(&f.message));
+    let field = f.field.map(|s| fbb.create_string(s));
+    let limit_name = f.limit.map(|(n, _, _)| fbb.create_string(n));
+    let err = fb::Error::create(
+        &mut fbb,
+        &fb::ErrorArgs {
+            code: fb::ErrorCode(f.code),
+            message,
+            field,
+            limit_name,
+            limit_value: f.limit.map_or(0, |l| l.1),
+            limit_max: f.limit.map_or(0, |l| l.2),
+            retry_after_ms: f.retry_after_ms,
+            owner: None,
+        },
+    );
+    let root =
+        fb::Reply::create(&mut fbb, &fb::ReplyArgs { error: Some(err), body_type: fb::ReplyBody::NONE, body: None });
+    finish(fbb, root)
+}
+
+/// The wire form of a stamp.
+pub fn hlc(h: Hlc) -> fb::Hlc {
+    fb::Hlc::new(h.physical_ms, h.logical, h.node)
+}
+
+/// `Done`.
+pub fn done() -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let d = fb::Done::create(&mut fbb, &fb::DoneArgs {});
+    body_reply(fbb, fb::ReplyBody::Done, d.as_union_value())
+}
+
+/// The description of one Box.
+#[derive(Debug, Clone)]
+pub struct BoxInfo {
+    /// Name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u16,
+    /// Creation time.
+    pub created_ms: u64,
+    /// Incarnation.
+    pub box_uid: u64,
+}
+
+fn box_info<'a>(fbb: &mut FlatBufferBuilder<'a>, b: &BoxInfo) -> WIPOffset<fb::BoxInfo<'a>> {
+    let name = Some(fbb.create_string(&b.name));
+    fb::BoxInfo::create(
+        fbb,
+        &fb::BoxInfoArgs { box_name: name, partitions: b.partitions, created_ms: b.created_ms, box_uid: b.box_uid },
+    )
+}
+
+/// `BoxReply`.
+pub fn box_reply(b: &BoxInfo) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128);
+    let info = Some(box_info(&mut fbb, b));
+    let r = fb::BoxReply::create(&mut fbb, &fb::BoxReplyArgs { info });
+    body_reply(fbb, fb::ReplyBody::BoxReply, r.as_union_value())
+}
+
+/// `BoxList`.
+pub fn box_list(boxes: &[BoxInfo]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + 64 * boxes.len());
+    let infos: Vec<_> = boxes.iter().map(|b| box_info(&mut fbb, b)).collect();
+    let boxes = Some(fbb.create_vector(&infos));
+    let r = fb::BoxList::create(&mut fbb, &fb::BoxListArgs { boxes });
+    body_reply(fbb, fb::ReplyBody::BoxList, r.as_union_value())
+}
+
+/// `PutDone`.
+pub fn put_done(p: &PutReply) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(96);
+    let h = hlc(p.hlc);
+    let r = fb::PutDone::create(&mut fbb, &fb::PutDoneArgs { size: p.size, checksum: p.checksum, hlc: Some(&h) });
+    body_reply(fbb, fb::ReplyBody::PutDone, r.as_union_value())
+}
+
+fn key_values<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    meta: &[(String, String)],
+) -> Option<WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>> {
+    if meta.is_empty() {
+        return None;
+    }
+    let kvs: Vec<_> = meta
+        .iter()
+        .map(|(k, v)| {
+            let key = Some(fbb.create_string(k));
+            let value = Some(fbb.create_string(v));
+            fb::KeyValue::create(fbb, &fb::KeyValueArgs { key, value })
+        })
+        .collect();
+    Some(fbb.create_vector(&kvs))
+}
+
+fn candy_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, l: &CandyLocator) -> WIPOffset<fb::CandyMeta<'a>> {
+    let content_type = Some(fbb.create_string(&l.content_type));
+    let user_meta = key_values(fbb, &l.user_meta);
+    let h = hlc(l.hlc);
+    fb::CandyMeta::create(
+        fbb,
+        &fb::CandyMetaArgs {
+            size: l.size,
+            checksum: l.checksum,
+            hlc: Some(&h),
+            content_type,
+            user_meta,
+            created_ms: l.created_ms,
+        },
+    )
+}
+
+/// `CandyMeta` (head).
+pub fn head(l: &CandyLocator) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let m = candy_meta(&mut fbb, l);
+    body_reply(fbb, fb::ReplyBody::CandyMeta, m.as_union_value())
+}
+
+/// `GetDone` (the payload follows).
+pub fn get_done(l: &CandyLocator, first: u64, length: u64) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let meta = Some(candy_meta(&mut fbb, l));
+    let r = fb::GetDone::create(&mut fbb, &fb::GetDoneArgs { meta, first, length });
+    body_reply(fbb, fb::ReplyBody::GetDone, r.as_union_value())
+}
+
+/// `ListPage`.
+pub fn list_page(page: &ListPage) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256 + 128 * page.entries.len());
+    let entries: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| {
+            let key = Some(fbb.create_vector(&e.key));
+            let content_type = Some(fbb.create_string(&e.content_type));
+            let h = hlc(e.hlc);
+            fb::ListEntry::create(
+                &mut fbb,
+                &fb::ListEntryArgs {
+                    key,
+                    size: e.size,
+                    checksum: e.checksum,
+                    hlc: Some(&h),
+                    content_type,
+                    created_ms: e.created_ms,
+                },
+            )
+        })
+        .collect();
+    let entries = Some(fbb.create_vector(&entries));
+    let next_start_after = page.next_start_after.as_ref().map(|k| fbb.create_vector(k));
+    let r = fb::ListPage::create(&mut fbb, &fb::ListPageArgs { entries, next_start_after });
+    body_reply(fbb, fb::ReplyBody::ListPage, r.as_union_value())
+}
+
+/// `UploadCreated`.
+pub fn upload_created(id: u64) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let r = fb::UploadCreated::create(&mut fbb, &fb::UploadCreatedArgs { upload_id: id });
+    body_reply(fbb, fb::ReplyBody::UploadCreated, r.as_union_value())
+}
+
+/// `UploadList`.
+pub fn upload_list(uploads: &[UploadInfo]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + 64 * uploads.len());
+    let items: Vec<_> = uploads
+        .iter()
+        .map(|u| {
+            let key = Some(fbb.create_vector(&u.key));
+            fb::UploadInfo::create(
+                &mut fbb,
+                &fb::UploadInfoArgs {
+                    key,
+                    upload_id: u.id,
+                    created_ms: u.created_ms,
+                    parts: u32::try_from(u.parts).unwrap_or(u32::MAX),
+                },
+            )
+        })
+        .collect();
+    let uploads = Some(fbb.create_vector(&items));
+    let r = fb::UploadList::create(&mut fbb, &fb::UploadListArgs { uploads });
+    body_reply(fbb, fb::ReplyBody::UploadList, r.as_union_value())
+}
+
+/// `PartList`.
+pub fn part_list(parts: &[PartInfo]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + 32 * parts.len());
+    let items: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            fb::PartInfo::create(
+                &mut fbb,
+                &fb::PartInfoArgs { part_number: p.number, size: p.size, checksum: p.checksum },
+            )
+        })
+        .collect();
+    let parts = Some(fbb.create_vector(&items));
+    let r = fb::PartList::create(&mut fbb, &fb::PartListArgs { parts });
+    body_reply(fbb, fb::ReplyBody::PartList, r.as_union_value())
+}
+
+/// `LocatorReply`.
+pub fn locator_reply(locator: &[u8], partition: u16) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + locator.len());
+    let locator = Some(fbb.create_vector(locator));
+    let r = fb::LocatorReply::create(&mut fbb, &fb::LocatorReplyArgs { locator, partition });
+    body_reply(fbb, fb::ReplyBody::LocatorReply, r.as_union_value())
+}
+
+/// `RenamePrepared`.
+pub fn rename_prepared(
+    token: u128,
+    locator: &[u8],
+    source_hlc: Hlc,
+    source_partition: u16,
+    target_partition: u16,
+) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(160 + locator.len());
+    let token = Some(fbb.create_vector(&token.to_le_bytes()));
+    let locator = Some(fbb.create_vector(locator));
+    let h = hlc(source_hlc);
+    let r = fb::RenamePrepared::create(
+        &mut fbb,
+        &fb::RenamePreparedArgs { token, locator, source_hlc: Some(&h), source_partition, target_partition },
+    );
+    body_reply(fbb, fb::ReplyBody::RenamePrepared, r.as_union_value())
+}
+
+/// `RenameCompleted`.
+pub fn rename_completed(outcome: fb::RenameOutcome) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let r = fb::RenameCompleted::create(&mut fbb, &fb::RenameCompletedArgs { outcome });
+    body_reply(fbb, fb::ReplyBody::RenameCompleted, r.as_union_value())
+}
+
+/// The facts of a topology reply.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Node id.
+    pub node_id: u16,
+    /// Each shard's own port.
+    pub ports: Vec<u16>,
+    /// The main port.
+    pub main_port: u16,
+}
+
+/// `TopologyReply`.
+pub fn topology(t: &Topology, shard: u16) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + 2 * t.ports.len());
+    let ports = Some(fbb.create_vector(&t.ports));
+    let placement = Some(fbb.create_string(crate::placement::PLACEMENT_NAME));
+    let r = fb::TopologyReply::create(
+        &mut fbb,
+        &fb::TopologyReplyArgs {
+            node_id: t.node_id,
+            shard_count: u16::try_from(t.ports.len()).unwrap_or(u16::MAX),
+            ports,
+            main_port: t.main_port,
+            placement,
+            shard,
+        },
+    );
+    body_reply(fbb, fb::ReplyBody::TopologyReply, r.as_union_value())
+}
+
+/// `StatsReply`: per shard, its counters by name.
+pub fn stats(shards: &[Vec<(&'static str, u64)>]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(4096);
+    let items: Vec<_> = shards
+        .iter()
+        .enumerate()
+        .map(|(s, counters)| {
+            let cs: Vec<_> = counters
+                .iter()
+                .map(|(name, value)| {
+                    let name = Some(fbb.create_string(name));
+                    fb::Counter::create(&mut fbb, &fb::CounterArgs { name, value: *value })
+                })
+                .collect();
+            let counters = Some(fbb.create_vector(&cs));
+            fb::ShardStats::create(&mut fbb, &fb::ShardStatsArgs { shard: s as u16, counters })
+        })
+        .collect();
+    let shards = Some(fbb.create_vector(&items));
+    let r = fb::StatsReply::create(&mut fbb, &fb::StatsReplyArgs { shards });
+    body_reply(fbb, fb::ReplyBody::StatsReply, r.as_union_value())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_codes_with_details() {
+        let f = error_fields(&NodeError::Engine(CoreError::Busy { reason: "x", retry_after_ms: 7 }));
+        assert_eq!((f.code, f.retry_after_ms), (fb::ErrorCode::Busy.0, 7));
+        let f = error_fields(&NodeError::invalid("box_name", "bad"));
+        assert_eq!((f.code, f.field), (fb::ErrorCode::InvalidArgument.0, Some("box_name")));
+        let f =
+            error_fields(&NodeError::Engine(CoreError::LimitExceeded { limit: "key length", value: 2000, max: 1024 }));
+        assert_eq!(f.limit, Some(("key length", 2000, 1024)));
+        let bytes = error_reply(&NodeError::UnknownRequest(99));
+        let r = candybox_wire::frame::verify_reply(&bytes, 1 << 20).unwrap();
+        assert_eq!(r.error().unwrap().code(), fb::ErrorCode::UnknownRequest);
+    }
+}

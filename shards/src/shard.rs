@@ -1,0 +1,752 @@
+//! A shard: one core's executor and everything it owns — its partition engines, its Box cache,
+//! its end of the cross-shard queues — in a plain `!Send` struct.
+//!
+//! Invariants:
+//! - A partition's engine is opened only by its owner, `placement::shard_for(box, p, n)`; every
+//!   other shard reaches it through [`Shard::invoke_on`].
+//! - Cross-shard messages go through one bounded queue per shard ([`NodeShared::peers`]); a full
+//!   queue is answered with `Busy` (never an unbounded buffer). Jobs carry owned values only
+//!   (commands, `Bytes`, body channels), so payloads move by ownership, never by copy.
+//! - No lock on the data path: the shard's state is `RefCell`s touched only by its own thread,
+//!   never borrowed across an `.await`; the only shared writes are the shard's own metric slot.
+//! - Errors reach the wire only through `reply::error_fields`.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+};
+
+use bytes::Bytes;
+use candybox_core::{
+    coord::{BoxMeta, RenameMarker},
+    engine::{Engine, ListOptions, PutReply},
+    error::Error as CoreError,
+    limits,
+    locator::CandyLocator,
+    manifest::RenameIntent,
+    runtime::{wall_ms, LocalMutex, SystemClock},
+    storage::uring::UringStorage,
+    types::{partition_for_key, BoxUid},
+};
+use candybox_wire::fb;
+
+use crate::{
+    command::{Command, KeyedOp, PartitionOp},
+    config::Config,
+    convert,
+    coord::CoordClient,
+    metrics::{NodeMetrics, ShardMetrics},
+    placement::shard_for,
+    reply::{self, BoxInfo, NodeError, Outcome, Topology},
+};
+
+/// A partition engine on the real file system.
+pub type PartitionEngine = Engine<UringStorage>;
+
+/// A job run on another shard: built there from the `Send` closure it was sent as.
+pub type ShardJob = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// What every shard shares (`Send + Sync`, read-only after start, apart from atomics).
+#[derive(Debug)]
+pub struct NodeShared {
+    /// The configuration.
+    pub config: Config,
+    /// Metric slots and the ready flag.
+    pub metrics: Arc<NodeMetrics>,
+    /// Ports and ids for the topology reply.
+    pub topology: Topology,
+    /// The control thread.
+    pub coord: CoordClient,
+    /// Each shard's queue, indexed by shard.
+    pub peers: Vec<async_channel::Sender<ShardJob>>,
+    /// Open client connections of the whole node.
+    pub connections: std::sync::atomic::AtomicU32,
+}
+
+/// One shard's state. `!Send`: it lives and dies on its thread.
+pub struct Shard {
+    /// This shard's index.
+    pub id: u16,
+    /// Shared facts.
+    pub shared: Arc<NodeShared>,
+    boxes: RefCell<HashMap<String, BoxMeta>>,
+    partitions: RefCell<HashMap<(String, u16), (BoxUid, PartitionEngine)>>,
+    open_lock: LocalMutex,
+    /// The referenced-Syrup set last published per partition (publication is skipped when
+    /// unchanged: each one is a durable coordination write).
+    published: RefCell<HashMap<(String, u16), std::collections::BTreeSet<candybox_core::types::SyrupId>>>,
+    /// Requests executing on this shard (its own connections' and forwarded ones).
+    pub in_flight: Cell<usize>,
+    /// Set when shutdown starts.
+    pub stopping: Cell<bool>,
+    /// Closed by the main thread at shutdown; every waiter wakes.
+    shutdown: async_channel::Receiver<()>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).finish()
+    }
+}
+
+/// Counts a request in flight while alive.
+pub struct InFlight {
+    shard: Rc<Shard>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shard.in_flight.set(self.shard.in_flight.get() - 1);
+        self.shard.metrics().in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Shard {
+    /// A shard with nothing open yet.
+    pub fn new(id: u16, shared: Arc<NodeShared>, shutdown: async_channel::Receiver<()>) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            shared,
+            boxes: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+            open_lock: LocalMutex::new(),
+            published: RefCell::new(HashMap::new()),
+            in_flight: Cell::new(0),
+            stopping: Cell::new(false),
+            shutdown,
+        })
+    }
+
+    /// A receiver that fails (wakes) once shutdown starts.
+    pub fn shutdown_signal(&self) -> async_channel::Receiver<()> {
+        self.shutdown.clone()
+    }
+
+    /// This shard's metric slot.
+    pub fn metrics(&self) -> &ShardMetrics {
+        let slot = self.shared.metrics.shards.get(usize::from(self.id));
+        #[expect(clippy::expect_used, reason = "one slot per shard is allocated at start")]
+        slot.expect("metric slot of this shard")
+    }
+
+    /// The shard count.
+    pub fn shard_count(&self) -> u16 {
+        self.shared.peers.len() as u16
+    }
+
+    /// The owner of a partition.
+    pub fn owner(&self, box_name: &str, partition: u16) -> u16 {
+        shard_for(box_name, partition, self.shard_count())
+    }
+
+    /// Marks a request in flight until the guard drops.
+    pub fn enter(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.metrics().in_flight.fetch_add(1, Relaxed);
+        InFlight { shard: self.clone() }
+    }
+
+    /// Runs `f` on shard `target` (here when it is this shard) and returns its result.
+    ///
+    /// # Errors
+    /// `Busy` when the target's queue is full; `ShuttingDown` when it is gone.
+    pub async fn invoke_on<T, F, Fut>(self: &Rc<Self>, target: u16, f: F) -> Result<T, NodeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let Some(peer) = self.shared.peers.get(usize::from(target)) else {
+            return Err(NodeError::Internal(format!("no shard {target}")));
+        };
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let job: ShardJob = Box::new(move |shard| {
+            Box::pin(async move {
+                let _guard = shard.enter();
+                shard.metrics().forwards_received.fetch_add(1, Relaxed);
+                let _ = tx.send(f(shard.clone()).await);
+            })
+        });
+        match peer.try_send(job) {
+            Ok(()) => {}
+            Err(async_channel::TrySendError::Full(_)) => {
+                self.metrics().busy_replies.fetch_add(1, Relaxed);
+                return Err(NodeError::Busy {
+                    reason: "cross-shard queue full",
+                    retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+                });
+            }
+            Err(async_channel::TrySendError::Closed(_)) => return Err(NodeError::ShuttingDown),
+        }
+        self.metrics().cross_shard_forwards.fetch_add(1, Relaxed);
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Receives and runs jobs from other shards until the queue closes.
+    pub async fn serve_queue(self: Rc<Self>, rx: async_channel::Receiver<ShardJob>) {
+        while let Ok(job) = rx.recv().await {
+            self.metrics().queue_depth.store(rx.len() as u64, Relaxed);
+            drop(monoio::spawn(job(self.clone())));
+        }
+    }
+
+    fn coord_error(&self, e: candybox_core::coord::CoordError) -> NodeError {
+        self.metrics().coord_errors.fetch_add(1, Relaxed);
+        tracing::warn!(shard = self.id, error = %e, "coordination call failed");
+        NodeError::Coord(e)
+    }
+
+    /// The descriptor of a Box: cached, else read from coordination (and cached).
+    ///
+    /// # Errors
+    /// `BoxNotFound`; coordination failures.
+    pub async fn box_meta(&self, name: &str) -> Result<BoxMeta, NodeError> {
+        if let Some(m) = self.boxes.borrow().get(name) {
+            return Ok(*m);
+        }
+        match self.shared.coord.get_box(name).await.map_err(|e| self.coord_error(e))? {
+            Some(m) => {
+                self.boxes.borrow_mut().insert(name.to_string(), m);
+                Ok(m)
+            }
+            None => Err(NodeError::BoxNotFound(name.to_string())),
+        }
+    }
+
+    /// The engine of a partition this shard owns, opened on first use.
+    ///
+    /// # Errors
+    /// What the open reports (corruption, I/O).
+    pub async fn engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<PartitionEngine, NodeError> {
+        assert_eq!(self.owner(box_name, partition), self.id, "a partition is opened only by its owner");
+        let key = (box_name.to_string(), partition);
+        if let Some((uid, e)) = self.partitions.borrow().get(&key) {
+            if *uid == meta.box_uid {
+                return Ok(e.clone());
+            }
+        }
+        let _open = self.open_lock.lock().await;
+        let stale = match self.partitions.borrow().get(&key) {
+            Some((uid, e)) if *uid == meta.box_uid => return Ok(e.clone()),
+            Some((_, e)) => Some(e.clone()),
+            None => None,
+        };
+        if let Some(old) = stale {
+            // A Box of the same name was deleted and created again: the old incarnation is gone.
+            self.partitions.borrow_mut().remove(&key);
+            old.close().await;
+        }
+        if self.stopping.get() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
+        // Shards open sibling partitions concurrently, and monoio's create_dir_all fails with
+        // EEXIST when another thread creates a parent first; std's tolerates that race.
+        let dir = config.partition_dir.clone();
+        match candybox_core::runtime::unblock(move || std::fs::create_dir_all(&dir)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                let path = config.partition_dir.clone();
+                return Err(NodeError::Engine(CoreError::Io(candybox_core::error::IoError::new("mkdir", path, e))));
+            }
+            None => return Err(NodeError::Internal("mkdir helper thread died".into())),
+        }
+        let (engine, report) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config).await?;
+        tracing::info!(
+            shard = self.id,
+            box_name,
+            partition,
+            created = report.created,
+            wal_records = report.wal_records,
+            torn_tails = report.torn_tails.len(),
+            "partition open"
+        );
+        self.partitions.borrow_mut().insert(key, (meta.box_uid, engine.clone()));
+        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        Ok(engine)
+    }
+
+    /// Every open partition: (box, partition, uid, engine).
+    pub fn open_partitions(&self) -> Vec<(String, u16, BoxUid, PartitionEngine)> {
+        self.partitions.borrow().iter().map(|((b, p), (u, e))| (b.clone(), *p, *u, e.clone())).collect()
+    }
+
+    /// Opens every partition of every Box that this shard owns (start-up recovery).
+    ///
+    /// # Errors
+    /// The first partition that fails to open, or coordination failures.
+    pub async fn recover(&self) -> Result<usize, NodeError> {
+        let boxes = self.shared.coord.list_boxes().await.map_err(|e| self.coord_error(e))?;
+        let mut opened = 0;
+        for (name, meta) in boxes {
+            self.boxes.borrow_mut().insert(name.clone(), meta);
+            for p in (0..meta.partitions).filter(|p| self.owner(&name, *p) == self.id) {
+                self.engine(&name, meta, p).await?;
+                opened += 1;
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Flushes and closes every engine (shutdown).
+    pub async fn close_all(&self) {
+        for (b, p, _, e) in self.open_partitions() {
+            if let Err(err) = e.flush().await {
+                tracing::warn!(shard = self.id, box_name = %b, partition = p, error = %err, "flush at shutdown failed");
+            }
+            e.close().await;
+        }
+        self.partitions.borrow_mut().clear();
+    }
+
+    /// Answers one request, forwarding it to the owning shard when needed.
+    pub async fn handle(self: &Rc<Self>, cmd: Command) -> Outcome {
+        match self.handle_inner(cmd).await {
+            Ok(o) => o,
+            Err(e) => Outcome::error(&e),
+        }
+    }
+
+    async fn handle_inner(self: &Rc<Self>, cmd: Command) -> Result<Outcome, NodeError> {
+        if self.stopping.get() {
+            return Err(NodeError::ShuttingDown);
+        }
+        match cmd {
+            Command::CreateBox { name, partitions } => self.create_box(name, partitions).await,
+            Command::DeleteBox { name, force } => self.delete_box(name, force).await,
+            Command::HeadBox { name } => {
+                let meta = self.shared.coord.get_box(&name).await.map_err(|e| self.coord_error(e))?;
+                let meta = meta.ok_or_else(|| NodeError::BoxNotFound(name.clone()))?;
+                Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
+            }
+            Command::ListBoxes => {
+                let boxes = self.shared.coord.list_boxes().await.map_err(|e| self.coord_error(e))?;
+                let infos: Vec<BoxInfo> = boxes.iter().map(|(n, m)| info(n, m)).collect();
+                Ok(Outcome::Reply(reply::box_list(&infos)))
+            }
+            Command::Topology => Ok(Outcome::Reply(reply::topology(&self.shared.topology, self.id))),
+            Command::Stats => {
+                let all: Vec<_> = self.shared.metrics.shards.iter().map(ShardMetrics::counters).collect();
+                Ok(Outcome::Reply(reply::stats(&all)))
+            }
+            Command::Keyed { box_name, key, mut op } => {
+                let meta = self.box_meta(&box_name).await?;
+                if let KeyedOp::ZeroCopyPut { rename_token: Some(token), source_partition: source @ None, .. } = &mut op
+                {
+                    // A client relay does not say where the rename started: the marker needs it.
+                    *source = self.find_intent(&box_name, meta, *token).await?;
+                }
+                let p = partition_for_key(&key, meta.partitions);
+                let owner = self.owner(&box_name, p);
+                self.invoke_on(owner, move |sh| async move {
+                    sh.keyed(&box_name, meta, p, key, op).await.unwrap_or_else(|e| Outcome::error(&e))
+                })
+                .await
+            }
+            Command::Partitioned { box_name, partition, op } => {
+                let meta = self.box_meta(&box_name).await?;
+                if partition >= meta.partitions {
+                    return Err(NodeError::invalid(
+                        "partition",
+                        format!("box {box_name} has {} partitions", meta.partitions),
+                    ));
+                }
+                let owner = self.owner(&box_name, partition);
+                self.invoke_on(owner, move |sh| async move {
+                    sh.partitioned(&box_name, meta, partition, op).await.unwrap_or_else(|e| Outcome::error(&e))
+                })
+                .await
+            }
+            Command::CopyOrRename { box_name, source_key, target_key, rename } => {
+                let meta = self.box_meta(&box_name).await?;
+                let put = self.copy_or_rename(box_name, meta, source_key, target_key, rename).await?;
+                Ok(Outcome::Reply(reply::put_done(&put)))
+            }
+        }
+    }
+
+    async fn create_box(self: &Rc<Self>, name: String, partitions: u16) -> Result<Outcome, NodeError> {
+        let partitions = if partitions == 0 { self.shared.config.default_partitions } else { partitions };
+        if partitions > limits::PARTITION_COUNT_MAX {
+            return Err(NodeError::Engine(CoreError::LimitExceeded {
+                limit: "partitions",
+                value: u64::from(partitions),
+                max: u64::from(limits::PARTITION_COUNT_MAX),
+            }));
+        }
+        let meta = BoxMeta { partitions, created_ms: wall_ms(), box_uid: BoxUid(rand::random::<u64>() | 1) };
+        match self.shared.coord.create_box(&name, meta).await {
+            Ok(()) => {}
+            Err(candybox_core::coord::CoordError::NodeExists(_)) => return Err(NodeError::BoxExists(name)),
+            Err(e) => return Err(self.coord_error(e)),
+        }
+        self.boxes.borrow_mut().insert(name.clone(), meta);
+        tracing::info!(box_name = %name, partitions, box_uid = meta.box_uid.0, "box created");
+        Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
+    }
+
+    async fn delete_box(self: &Rc<Self>, name: String, force: bool) -> Result<Outcome, NodeError> {
+        let meta = self.shared.coord.get_box(&name).await.map_err(|e| self.coord_error(e))?;
+        let meta = meta.ok_or_else(|| NodeError::BoxNotFound(name.clone()))?;
+        if !force {
+            for p in 0..meta.partitions {
+                let owner = self.owner(&name, p);
+                let n = name.clone();
+                let empty = self
+                    .invoke_on(owner, move |sh| async move {
+                        let e = sh.engine(&n, meta, p).await?;
+                        let page = e.list(&ListOptions { limit: 1, ..ListOptions::default() }).await?;
+                        Ok::<bool, NodeError>(page.entries.is_empty())
+                    })
+                    .await??;
+                if !empty {
+                    return Err(NodeError::BoxNotEmpty(name));
+                }
+            }
+        }
+        // The descriptor goes first: a crash after it leaves only unreferenced files of this
+        // incarnation (its directory is named by its uid, so a new Box of the name never sees them).
+        self.shared.coord.delete_box(&name).await.map_err(|e| self.coord_error(e))?;
+        for s in 0..self.shard_count() {
+            let n = name.clone();
+            self.invoke_on(s, move |sh| async move { sh.forget_box(&n, meta.box_uid).await }).await?;
+        }
+        let dir = self.shared.config.box_dir(&name, meta.box_uid);
+        let _ = candybox_core::runtime::unblock(move || std::fs::remove_dir_all(dir)).await;
+        tracing::info!(box_name = %name, force, "box deleted");
+        Ok(Outcome::Reply(reply::done()))
+    }
+
+    /// Drops a deleted Box: its cache entry, and its engines and their files on this shard.
+    pub async fn forget_box(&self, name: &str, uid: BoxUid) {
+        self.boxes.borrow_mut().remove(name);
+        self.published.borrow_mut().retain(|(b, _), _| b != name);
+        let doomed: Vec<(u16, PartitionEngine)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((b, _), (u, _))| b == name && *u == uid)
+            .map(|((_, p), (_, e))| (*p, e.clone()))
+            .collect();
+        for (p, engine) in doomed {
+            self.partitions.borrow_mut().remove(&(name.to_string(), p));
+            let syrups: Vec<_> = engine.own_syrups().into_iter().collect();
+            engine.close().await;
+            let syrup_dir = self.shared.config.syrup_dir();
+            let part_dir = self.shared.config.partition_dir(name, uid, p);
+            let _ = candybox_core::runtime::unblock(move || {
+                for s in syrups {
+                    let _ = std::fs::remove_file(syrup_dir.join(s.file_name()));
+                }
+                let _ = std::fs::remove_dir_all(part_dir);
+            })
+            .await;
+        }
+        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+    }
+
+    /// Runs a per-key operation on this shard, the partition's owner.
+    async fn keyed(
+        &self,
+        box_name: &str,
+        meta: BoxMeta,
+        p: u16,
+        key: Vec<u8>,
+        op: KeyedOp,
+    ) -> Result<Outcome, NodeError> {
+        let engine = self.engine(box_name, meta, p).await?;
+        let reply = match op {
+            KeyedOp::Put { opts, body } => reply::put_done(&engine.put(&key, opts, body).await?),
+            KeyedOp::Get { range } => {
+                let g = engine.get(&key, range).await?;
+                let reply = reply::get_done(&g.locator, g.first, g.len);
+                return Ok(Outcome::Get { reply, len: g.len, body: g.body });
+            }
+            KeyedOp::Head => reply::head(&engine.head(&key).await?),
+            KeyedOp::Delete => {
+                engine.delete(&key).await?;
+                reply::done()
+            }
+            KeyedOp::CreateUpload { opts } => reply::upload_created(engine.create_upload(&key, opts).await?),
+            KeyedOp::UploadPart { upload_id, part_number, size, body } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                let part = engine.upload_part(upload_id, part_number, size, body).await?;
+                reply::put_done(&PutReply { size: part.size, checksum: part.checksum, hlc: Default::default() })
+            }
+            KeyedOp::CompleteUpload { upload_id, parts } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                reply::put_done(&engine.complete_upload(upload_id, &parts).await?)
+            }
+            KeyedOp::AbortUpload { upload_id } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                engine.abort_upload(upload_id).await?;
+                reply::done()
+            }
+            KeyedOp::ListParts { upload_id } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                reply::part_list(&engine.list_parts(upload_id)?)
+            }
+            KeyedOp::GetLocator => {
+                let (l, _) = engine.get_locator(&key).await?;
+                reply::locator_reply(&convert::locator_to_wire(&l, meta.box_uid), p)
+            }
+            KeyedOp::PrepareRename { target_key } => {
+                let tp = partition_for_key(&target_key, meta.partitions);
+                let (intent, wire) = self.prepare_rename(&engine, meta, &key, &target_key, tp).await?;
+                reply::rename_prepared(intent.token, &wire, intent.source_hlc, p, tp)
+            }
+            KeyedOp::ZeroCopyPut { locator, rename_token, source_partition } => {
+                let put = self
+                    .zero_copy_put(&engine, box_name, meta, p, &key, &locator, rename_token, source_partition)
+                    .await?;
+                reply::put_done(&put)
+            }
+            KeyedOp::CompleteRename { token } => {
+                let intent = engine
+                    .rename_intents()
+                    .into_iter()
+                    .find(|i| i.token == token && i.source_key == key)
+                    .ok_or(NodeError::Engine(CoreError::NotFound))?;
+                let outcome = self.resolve_intent(&engine, box_name, &intent, false).await?;
+                reply::rename_completed(outcome.unwrap_or(fb::RenameOutcome::Pending))
+            }
+        };
+        Ok(Outcome::Reply(reply))
+    }
+
+    /// An upload is addressed by its key too: refuse an id that belongs to another key.
+    fn check_upload_key(&self, engine: &PartitionEngine, upload_id: u64, key: &[u8]) -> Result<(), NodeError> {
+        match engine.list_uploads().into_iter().find(|u| u.id == upload_id) {
+            Some(u) if u.key == key => Ok(()),
+            _ => Err(NodeError::Engine(CoreError::NotFound)),
+        }
+    }
+
+    async fn partitioned(&self, box_name: &str, meta: BoxMeta, p: u16, op: PartitionOp) -> Result<Outcome, NodeError> {
+        let engine = self.engine(box_name, meta, p).await?;
+        Ok(Outcome::Reply(match op {
+            PartitionOp::List(opts) => reply::list_page(&engine.list(&opts).await?),
+            PartitionOp::DeleteRange { start, end, prefix } => {
+                match prefix {
+                    Some(prefix) => engine.delete_prefix(&prefix).await?,
+                    None => engine.delete_range(&start, &end).await?,
+                };
+                reply::done()
+            }
+            PartitionOp::ListUploads => reply::upload_list(&engine.list_uploads()),
+        }))
+    }
+
+    async fn prepare_rename(
+        &self,
+        engine: &PartitionEngine,
+        meta: BoxMeta,
+        source_key: &[u8],
+        target_key: &[u8],
+        target_partition: u16,
+    ) -> Result<(RenameIntent, Bytes), NodeError> {
+        let (intent, bytes) = engine.prepare_rename(source_key, target_key, target_partition).await?;
+        let l = CandyLocator::decode(&bytes).map_err(|e| NodeError::Internal(format!("own locator: {e}")))?;
+        self.metrics().rename_intents_pending.fetch_add(1, Relaxed);
+        Ok((intent, convert::locator_to_wire(&l, meta.box_uid)))
+    }
+
+    /// The destination's half of a copy or rename: verify and write the relayed locator, publish
+    /// this partition's references, then (for a rename) write the rendezvous marker.
+    #[expect(clippy::too_many_arguments, reason = "every argument is one fact of the relay")]
+    async fn zero_copy_put(
+        &self,
+        engine: &PartitionEngine,
+        box_name: &str,
+        meta: BoxMeta,
+        p: u16,
+        key: &[u8],
+        wire: &[u8],
+        rename_token: Option<u128>,
+        source_partition: Option<u16>,
+    ) -> Result<PutReply, NodeError> {
+        let l = convert::locator_from_wire(wire, meta.box_uid, self.shared.config.frame_body_bytes_max)?;
+        let put = engine.zero_copy_put(key, &l.encode()).await?;
+        // Durable now; the references must be published before the marker lets the source go.
+        self.publish_refs(box_name, p, engine, true).await?;
+        if let (Some(token), None) = (rename_token, source_partition) {
+            // No partition holds the intent (abandoned, or finished): a marker would be an orphan.
+            // The destination stays written; both keys are live, which a rename may end in.
+            tracing::warn!(box_name, token = %format!("{token:032x}"), "zero-copy put with a rename token that no intent holds; no marker written");
+        }
+        if let (Some(token), Some(source_partition)) = (rename_token, source_partition) {
+            let marker =
+                RenameMarker { source_partition, target_partition: p, target_key: key.to_vec(), created_ms: wall_ms() };
+            self.shared.coord.put_marker(box_name, token, marker).await.map_err(|e| self.coord_error(e))?;
+        }
+        Ok(put)
+    }
+
+    /// Publishes a partition's referenced-Syrup set to `boxes/<box>/partitions/<p>/refs`;
+    /// unless `always`, only when it changed since this shard last published it.
+    ///
+    /// # Errors
+    /// Coordination failures.
+    pub async fn publish_refs(
+        &self,
+        box_name: &str,
+        p: u16,
+        engine: &PartitionEngine,
+        always: bool,
+    ) -> Result<(), NodeError> {
+        let refs = engine.published_refs();
+        let key = (box_name.to_string(), p);
+        if !always && self.published.borrow().get(&key) == Some(&refs) {
+            return Ok(());
+        }
+        self.shared.coord.put_refs(box_name, p, &refs).await.map_err(|e| self.coord_error(e))?;
+        self.published.borrow_mut().insert(key, refs);
+        Ok(())
+    }
+
+    /// The partition of the Box whose manifest holds the rename intent `token`, if any.
+    ///
+    /// # Errors
+    /// `Busy` or `ShuttingDown` from a forward; open failures.
+    async fn find_intent(
+        self: &Rc<Self>,
+        box_name: &str,
+        meta: BoxMeta,
+        token: u128,
+    ) -> Result<Option<u16>, NodeError> {
+        for p in 0..meta.partitions {
+            let b = box_name.to_string();
+            let held = self
+                .invoke_on(self.owner(box_name, p), move |sh| async move {
+                    let e = sh.engine(&b, meta, p).await?;
+                    Ok::<bool, NodeError>(e.rename_intents().iter().any(|i| i.token == token))
+                })
+                .await??;
+            if held {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Settles a rename intent at the source: marker present → delete the source if still the
+    /// same version, clear intent and marker; absent → pending, or (with `may_abandon`, past the
+    /// abandon window) drop the intent and keep the source.
+    ///
+    /// # Returns
+    /// The outcome, or `None` while pending.
+    pub async fn resolve_intent(
+        &self,
+        engine: &PartitionEngine,
+        box_name: &str,
+        intent: &RenameIntent,
+        may_abandon: bool,
+    ) -> Result<Option<fb::RenameOutcome>, NodeError> {
+        let marker = self.shared.coord.get_marker(box_name, intent.token).await.map_err(|e| self.coord_error(e))?;
+        let m = self.metrics();
+        if marker.is_some() {
+            let deleted = engine.delete_if_hlc_equals(&intent.source_key, intent.source_hlc).await?;
+            engine.clear_rename_intent(intent.token).await?;
+            self.shared.coord.delete_marker(box_name, intent.token).await.map_err(|e| self.coord_error(e))?;
+            m.rename_intents_finalized.fetch_add(1, Relaxed);
+            m.rename_intents_pending.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1))).ok();
+            return Ok(Some(if deleted { fb::RenameOutcome::Finalized } else { fb::RenameOutcome::SourceChanged }));
+        }
+        let age = wall_ms().saturating_sub(intent.created_ms);
+        if may_abandon && age > self.shared.config.rename_intent_abandon_ms {
+            engine.clear_rename_intent(intent.token).await?;
+            m.rename_intents_abandoned.fetch_add(1, Relaxed);
+            m.rename_intents_pending.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1))).ok();
+            tracing::info!(box_name, token = %format!("{:032x}", intent.token), "rename intent abandoned; source kept");
+        }
+        Ok(None)
+    }
+
+    /// Copy or rename run by the node: one engine call when both keys share a partition, else
+    /// the relay's durable steps (SPEC §7) across the two owners.
+    async fn copy_or_rename(
+        self: &Rc<Self>,
+        box_name: String,
+        meta: BoxMeta,
+        source_key: Vec<u8>,
+        target_key: Vec<u8>,
+        rename: bool,
+    ) -> Result<PutReply, NodeError> {
+        let sp = partition_for_key(&source_key, meta.partitions);
+        let tp = partition_for_key(&target_key, meta.partitions);
+        let (source_owner, target_owner) = (self.owner(&box_name, sp), self.owner(&box_name, tp));
+        if sp == tp {
+            let b = box_name.clone();
+            return self
+                .invoke_on(source_owner, move |sh| async move {
+                    let e = sh.engine(&b, meta, sp).await?;
+                    let r = if rename {
+                        e.rename(&source_key, &target_key).await
+                    } else {
+                        e.copy(&source_key, &target_key).await
+                    };
+                    r.map_err(NodeError::from)
+                })
+                .await?;
+        }
+        if !rename {
+            let (b, k) = (box_name.clone(), source_key.clone());
+            let wire = self
+                .invoke_on(source_owner, move |sh| async move {
+                    let e = sh.engine(&b, meta, sp).await?;
+                    let (l, _) = e.get_locator(&k).await?;
+                    Ok::<Bytes, NodeError>(convert::locator_to_wire(&l, meta.box_uid))
+                })
+                .await??;
+            let b = box_name.clone();
+            return self
+                .invoke_on(target_owner, move |sh| async move {
+                    let e = sh.engine(&b, meta, tp).await?;
+                    sh.zero_copy_put(&e, &b, meta, tp, &target_key, &wire, None, None).await
+                })
+                .await?;
+        }
+        let (b, s, t) = (box_name.clone(), source_key.clone(), target_key.clone());
+        let (token, wire) = self
+            .invoke_on(source_owner, move |sh| async move {
+                let e = sh.engine(&b, meta, sp).await?;
+                let (intent, wire) = sh.prepare_rename(&e, meta, &s, &t, tp).await?;
+                Ok::<(u128, Bytes), NodeError>((intent.token, wire))
+            })
+            .await??;
+        let b = box_name.clone();
+        let put = self
+            .invoke_on(target_owner, move |sh| async move {
+                let e = sh.engine(&b, meta, tp).await?;
+                sh.zero_copy_put(&e, &b, meta, tp, &target_key, &wire, Some(token), Some(sp)).await
+            })
+            .await??;
+        let b = box_name.clone();
+        let settled = self
+            .invoke_on(source_owner, move |sh| async move {
+                let e = sh.engine(&b, meta, sp).await?;
+                let Some(intent) = e.rename_intents().into_iter().find(|i| i.token == token) else {
+                    return Ok(None);
+                };
+                sh.resolve_intent(&e, &b, &intent, false).await
+            })
+            .await?;
+        if let Err(e) = settled {
+            // The destination is durable and the marker written: the maintenance sweep finishes
+            // the source later. The rename itself succeeded.
+            tracing::warn!(box_name = %box_name, error = %e, "rename: finalizing the source failed; the sweep will retry");
+        }
+        Ok(put)
+    }
+}
+
+fn info(name: &str, m: &BoxMeta) -> BoxInfo {
+    BoxInfo { name: name.to_string(), partitions: m.partitions, created_ms: m.created_ms, box_uid: m.box_uid.0 }
+}
