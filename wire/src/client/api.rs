@@ -62,7 +62,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Cap on a frame's body plus payload; must match the node's (default 16 MiB).
     pub frame_body_bytes_max: u32,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection (default 64, the node's default `requests_in_flight_max`:
+    /// past it the node stops reading the connection, or answers `Busy` while a body streams).
     pub requests_in_flight_max: usize,
     /// How long a Box's partition count is trusted before a listing asks again.
     pub partition_cache_ttl: Duration,
@@ -80,7 +81,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             frame_body_bytes_max: FRAME_BODY_BYTES_MAX_DEFAULT,
-            requests_in_flight_max: 256,
+            requests_in_flight_max: 64,
             partition_cache_ttl: Duration::from_secs(5),
         }
     }
