@@ -602,3 +602,21 @@ async fn a_bad_frame_closes_the_connection_and_the_next_request_reconnects() {
     assert_eq!(c.head("bad", b"k").await.unwrap().size, 1);
     assert_eq!(store.lock().unwrap().connections, before + 1, "one new connection");
 }
+
+#[tokio::test]
+async fn a_get_dropped_midway_leaves_its_connection_usable() {
+    let (addr, store) = start_node().await;
+    let c = client(&addr).await;
+    c.create_box("drops", Some(1)).await.unwrap();
+    let data = Bytes::from(vec![7u8; 50_000]);
+    c.put_bytes("drops", b"k", &PutOptions::default(), data.clone()).await.unwrap();
+    let connections = store.lock().unwrap().connections;
+    for _ in 0..5 {
+        let mut stream = c.get("drops", b"k", ByteRange::Whole).await.unwrap();
+        assert!(stream.next_piece().await.unwrap().is_some());
+        drop(stream);
+        let (_, got) = c.get_to_vec("drops", b"k", ByteRange::Whole).await.unwrap();
+        assert_eq!(got, data);
+    }
+    assert_eq!(store.lock().unwrap().connections, connections, "no reconnect");
+}
