@@ -196,6 +196,7 @@ pub fn refresh_gauges(shard: &Shard) {
     let mut tables = [0u64; LEVELS_MAX];
     let mut bytes = [0u64; LEVELS_MAX];
     let mut intents = 0u64;
+    let (mut mem, mut frozen) = (0u64, 0u64);
     let parts = shard.open_partitions();
     for (_, _, _, e) in &parts {
         let s = e.stats();
@@ -218,6 +219,9 @@ pub fn refresh_gauges(shard: &Shard) {
             }
         }
         intents += e.rename_intents().len() as u64;
+        let (live, imm) = e.memtable_bytes();
+        mem += live as u64;
+        frozen += imm as u64;
     }
     m.wal_syncs.store(wal, Relaxed);
     m.syrup_syncs.store(syrup, Relaxed);
@@ -234,6 +238,8 @@ pub fn refresh_gauges(shard: &Shard) {
         slot.store(v, Relaxed);
     }
     m.rename_intents_pending.store(intents, Relaxed);
+    m.memtable_bytes.store(mem, Relaxed);
+    m.memtable_frozen_bytes.store(frozen, Relaxed);
     if let Some(queue) = shard.shared.peers.get(usize::from(shard.id)) {
         m.queue_depth.store(queue.len() as u64, Relaxed);
     }

@@ -100,6 +100,10 @@ pub struct ShardMetrics {
     pub syrups_deleted: AtomicU64,
     /// Bytes of Syrups deleted by GC (engine sum).
     pub gc_reclaimed_bytes: AtomicU64,
+    /// Bytes in live memtables (engine sum).
+    pub memtable_bytes: AtomicU64,
+    /// Bytes in frozen memtables waiting for their flush (engine sum).
+    pub memtable_frozen_bytes: AtomicU64,
     /// Tables per level (engine sum).
     pub level_tables: [AtomicU64; LEVELS_MAX],
     /// Bytes per level (engine sum).
@@ -238,7 +242,7 @@ impl NodeMetrics {
             }
         }
         type Field = fn(&ShardMetrics) -> &AtomicU64;
-        let simple: [(&str, &str, &str, Field); 27] = [
+        let simple: [(&str, &str, &str, Field); 29] = [
             ("candybox_bytes_in_total", "counter", "Object bytes received.", |m| &m.bytes_in),
             ("candybox_bytes_out_total", "counter", "Object bytes sent.", |m| &m.bytes_out),
             ("candybox_cross_shard_forwards_total", "counter", "Requests forwarded to another shard.", |m| {
@@ -266,6 +270,10 @@ impl NodeMetrics {
                 |m| &m.commit_ops,
             ),
             ("candybox_flushes_total", "counter", "Memtable flushes.", |m| &m.flushes),
+            ("candybox_memtable_bytes", "gauge", "Bytes in live memtables.", |m| &m.memtable_bytes),
+            ("candybox_memtable_frozen_bytes", "gauge", "Bytes in frozen memtables waiting for a flush.", |m| {
+                &m.memtable_frozen_bytes
+            }),
             ("candybox_compactions_total", "counter", "Compactions.", |m| &m.compactions),
             ("candybox_gc_syrups_deleted_total", "counter", "Syrups deleted by GC.", |m| &m.syrups_deleted),
             ("candybox_gc_reclaimed_bytes_total", "counter", "Bytes reclaimed by Syrup GC.", |m| &m.gc_reclaimed_bytes),

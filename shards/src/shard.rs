@@ -177,7 +177,6 @@ impl Shard {
         match peer.try_send(job) {
             Ok(()) => {}
             Err(async_channel::TrySendError::Full(_)) => {
-                self.metrics().busy_replies.fetch_add(1, Relaxed);
                 return Err(NodeError::Busy {
                     reason: "cross-shard queue full",
                     retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,

@@ -322,6 +322,12 @@ impl<S: Storage> Engine<S> {
         self.inner.state.borrow().version.levels.iter().map(|l| l.iter().map(|t| t.rec.size).sum()).collect()
     }
 
+    /// Bytes of the live memtable and of the frozen one (0 when none), for metrics.
+    pub fn memtable_bytes(&self) -> (usize, usize) {
+        let st = self.inner.state.borrow();
+        (st.mem.bytes(), st.imm.as_ref().map_or(0, |m| m.bytes()))
+    }
+
     /// Syrups this partition created and has not deleted.
     pub fn own_syrups(&self) -> BTreeSet<SyrupId> {
         self.inner.state.borrow().manifest.syrups.clone()
