@@ -28,10 +28,6 @@ fn many_pipelined_requests_over_routed_connections() {
         let c = client(&node).await;
         assert!(c.is_routing(), "{:?}", c.routing_off_reason());
         c.create_box("pipes", Some(8)).await.unwrap();
-        // One write per partition first: the node opens a partition on its first request, and
-        // concurrent first requests race in that open (see
-        // `concurrent_first_writes_to_a_fresh_partition`).
-        warm_up(&c, "pipes", 8).await;
         let local = tokio::task::LocalSet::new();
         let c = Rc::new(c);
         local
@@ -65,28 +61,12 @@ fn many_pipelined_requests_over_routed_connections() {
     });
 }
 
-/// Writes and deletes one key in every partition of `box_name`.
-async fn warm_up(c: &TokioClient, box_name: &str, partitions: u16) {
-    let mut done = std::collections::BTreeSet::new();
-    for i in 0u32.. {
-        let key = format!("warm-up-{i}");
-        if done.insert(candybox_wire::client::placement::partition_of(key.as_bytes(), partitions)) {
-            c.put_bytes(box_name, key.as_bytes(), &PutOptions::default(), Bytes::from_static(b"w")).await.unwrap();
-            c.delete(box_name, key.as_bytes()).await.unwrap();
-        }
-        if done.len() == usize::from(partitions) {
-            break;
-        }
-    }
-}
-
-/// Found by `many_pipelined_requests_over_routed_connections` (about one run in six): pipelined
-/// first writes to the partitions of a new Box, spread over both shards, sometimes fail with
-/// `Internal: mkdir …/boxes/<box>-<uid>/pNN: File exists` (the partition directories are created
-/// by concurrent opens on different shards). Ignored until the node fixes it; ten fresh Boxes make
-/// it likely to show.
+/// Regression test, found by `many_pipelined_requests_over_routed_connections` (about one run in
+/// six): pipelined first writes to the partitions of a new Box, spread over both shards, failed
+/// with `Internal: mkdir …/boxes/<box>-<uid>/pNN: File exists` (two shards opening sibling
+/// partitions raced on the Box directory; fixed in the node by a race-tolerant create_dir_all).
+/// Ten fresh Boxes made it show reliably.
 #[test]
-#[ignore = "node bug: concurrent first opens of a new Box's partitions race in mkdir (EEXIST)"]
 fn concurrent_first_writes_to_a_fresh_box() {
     let node = common::Node::start(&[]);
     runtime().block_on(async {

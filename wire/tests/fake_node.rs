@@ -213,7 +213,11 @@ fn handle(
             }
             fb::RequestBody::Head => {
                 let h = req.body_as_head().unwrap();
-                if h.key().bytes() == b"busy" && st.busy_left > 0 {
+                if h.key().bytes() == b"garbage" {
+                    out.push(b"NOT A FRAME, NOT EVEN CLOSE......".to_vec());
+                } else if h.key().bytes() == b"silent" {
+                    // Never answered: the client's timeout must fire.
+                } else if h.key().bytes() == b"busy" && st.busy_left > 0 {
                     st.busy_left -= 1;
                     out.push(frame(FrameKind::Reply, id, true, &error(fb::ErrorCode::Busy, "slow down"), &[]));
                 } else {
@@ -567,4 +571,52 @@ fn the_monoio_driver_puts_gets_and_lists() {
         let all = c.list_all("uring", &ListOptions::default()).await.unwrap();
         assert_eq!(all.len(), 1);
     });
+}
+
+#[tokio::test]
+async fn a_request_the_node_never_answers_times_out_and_frees_its_slot() {
+    let (addr, _store) = start_node().await;
+    let mut config = ClientConfig::new(addr);
+    config.frame_body_bytes_max = CAP;
+    config.request_timeout = std::time::Duration::from_millis(200);
+    config.requests_in_flight_max = 1;
+    let c = TokioClient::connect(config).await.unwrap();
+    c.create_box("quiet", Some(1)).await.unwrap();
+    let err = c.head("quiet", b"silent").await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+    assert!(err.to_string().starts_with("timed out after 200 ms"), "{err}");
+    // With one slot per connection, this only works if the timed-out request released it.
+    c.put_bytes("quiet", b"k", &PutOptions::default(), Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(c.head("quiet", b"k").await.unwrap().size, 1);
+}
+
+#[tokio::test]
+async fn a_bad_frame_closes_the_connection_and_the_next_request_reconnects() {
+    let (addr, store) = start_node().await;
+    let c = client(&addr).await;
+    c.create_box("bad", Some(1)).await.unwrap();
+    let err = c.head("bad", b"garbage").await.unwrap_err();
+    assert!(matches!(&err, ClientError::Protocol { reason } if reason.contains("magic")), "{err}");
+    let before = store.lock().unwrap().connections;
+    c.put_bytes("bad", b"k", &PutOptions::default(), Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(c.head("bad", b"k").await.unwrap().size, 1);
+    assert_eq!(store.lock().unwrap().connections, before + 1, "one new connection");
+}
+
+#[tokio::test]
+async fn a_get_dropped_midway_leaves_its_connection_usable() {
+    let (addr, store) = start_node().await;
+    let c = client(&addr).await;
+    c.create_box("drops", Some(1)).await.unwrap();
+    let data = Bytes::from(vec![7u8; 50_000]);
+    c.put_bytes("drops", b"k", &PutOptions::default(), data.clone()).await.unwrap();
+    let connections = store.lock().unwrap().connections;
+    for _ in 0..5 {
+        let mut stream = c.get("drops", b"k", ByteRange::Whole).await.unwrap();
+        assert!(stream.next_piece().await.unwrap().is_some());
+        drop(stream);
+        let (_, got) = c.get_to_vec("drops", b"k", ByteRange::Whole).await.unwrap();
+        assert_eq!(got, data);
+    }
+    assert_eq!(store.lock().unwrap().connections, connections, "no reconnect");
 }

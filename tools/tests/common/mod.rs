@@ -57,7 +57,7 @@ impl Node {
         let mut child = Command::new(candyboxd())
             .args(["--data-dir", dir.path().to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0", "--shards", "2"])
-            .args(["--coordination", "memory", "--log", "warn", "--pin-cores", "false"])
+            .args(["--log", "warn", "--pin-cores", "false"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -62,7 +62,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Cap on a frame's body plus payload; must match the node's (default 16 MiB).
     pub frame_body_bytes_max: u32,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection (default 64, the node's default `requests_in_flight_max`:
+    /// past it the node stops reading the connection, or answers `Busy` while a body streams).
     pub requests_in_flight_max: usize,
     /// How long a Box's partition count is trusted before a listing asks again.
     pub partition_cache_ttl: Duration,
@@ -80,7 +81,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             frame_body_bytes_max: FRAME_BODY_BYTES_MAX_DEFAULT,
-            requests_in_flight_max: 256,
+            requests_in_flight_max: 64,
             partition_cache_ttl: Duration::from_secs(5),
         }
     }
@@ -977,5 +978,24 @@ async fn stream_body<D: Driver, S: BodySource>(
             continue;
         }
         return Ok((single_reply(exchange).await?, sent));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(placement: &str, shard_count: u16, ports: Vec<u16>) -> Topology {
+        Topology { node_id: 1, shard_count, ports, main_port: 7420, placement: placement.to_owned(), shard: 0 }
+    }
+
+    #[test]
+    fn routing_needs_the_known_placement_and_one_port_per_shard() {
+        let routes = routes_of(&topology(PLACEMENT_V1, 2, vec![7421, 7422])).expect("routes");
+        assert_eq!((routes.shard_count, routes.ports), (2, vec![7421, 7422]));
+        let why = routes_of(&topology("crc32-box-plus-partition-v2", 2, vec![1, 2])).expect_err("unknown");
+        assert!(why.contains("crc32-box-plus-partition-v2"), "{why}");
+        assert!(routes_of(&topology(PLACEMENT_V1, 3, vec![1, 2])).is_err());
+        assert!(routes_of(&topology(PLACEMENT_V1, 0, vec![])).is_err());
     }
 }
