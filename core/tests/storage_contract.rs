@@ -71,6 +71,7 @@ contract!(
     removed_file_handle_keeps_working,
     list_names_files_and_directories,
     create_dir_all_creates_parents_and_is_idempotent,
+    concurrent_create_dir_all_of_siblings_all_succeed,
     sync_dir_syncs_directories_and_refuses_missing_ones,
     map_of_synced_range_equals_written_bytes,
     removing_a_mapped_file_keeps_the_mapping_readable,
@@ -254,6 +255,23 @@ async fn create_dir_all_creates_parents_and_is_idempotent<S: Storage>(storage: S
     assert_eq!(sorted_list(&storage, &deep).await, vec!["f".to_owned()]);
     let err = storage.create_dir_all(&deep.join("f")).await.expect_err("mkdir over a file");
     assert_eq!(err.op, "mkdir");
+}
+
+/// Regression: two shards opening sibling partitions of a new Box created the shared Box
+/// directory at the same time, and one of them failed with EEXIST (monoio's `create_dir_all`
+/// checks, then creates).
+async fn concurrent_create_dir_all_of_siblings_all_succeed<S: Storage>(storage: S, root: PathBuf) {
+    let tasks: Vec<_> = (0..8)
+        .map(|p| {
+            let (storage, dir) = (storage.clone(), root.join("boxes").join("new-box").join(format!("p{p}")));
+            candybox_core::runtime::spawn(async move { storage.create_dir_all(&dir).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a concurrent mkdir -p of a sibling succeeds");
+    }
+    let want: Vec<String> = (0..8).map(|p| format!("p{p}")).collect();
+    assert_eq!(sorted_list(&storage, &root.join("boxes").join("new-box")).await, want);
 }
 
 async fn sync_dir_syncs_directories_and_refuses_missing_ones<S: Storage>(storage: S, root: PathBuf) {

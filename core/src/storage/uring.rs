@@ -88,7 +88,22 @@ impl Storage for UringStorage {
     }
 
     async fn create_dir_all(&self, dir: &Path) -> Result<(), IoError> {
-        monoio::fs::create_dir_all(dir).await.map_err(|e| IoError::new("mkdir", dir, e))
+        // monoio's `create_dir_all` checks for each ancestor and then creates it, so two shards
+        // creating sibling partitions raced on their shared parent (EEXIST). Create every
+        // ancestor, outermost first, and accept one that exists (made earlier or concurrently);
+        // an ancestor that exists as a file fails its child's mkdir with ENOTDIR.
+        for at in dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            if at.as_os_str().is_empty() {
+                continue;
+            }
+            match monoio::fs::create_dir(at).await {
+                Ok(()) => {}
+                // A stat only when mkdir found something there (rare: opening a partition).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && at.is_dir() => {}
+                Err(e) => return Err(IoError::new("mkdir", at, e)),
+            }
+        }
+        Ok(())
     }
 
     async fn sync_dir(&self, dir: &Path) -> Result<(), IoError> {
