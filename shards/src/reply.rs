@@ -277,27 +277,9 @@ pub fn put_done(p: &PutReply) -> Bytes {
     body_reply(fbb, fb::ReplyBody::PutDone, r.as_union_value())
 }
 
-fn key_values<'a>(
-    fbb: &mut FlatBufferBuilder<'a>,
-    meta: &[(String, String)],
-) -> Option<WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>> {
-    if meta.is_empty() {
-        return None;
-    }
-    let kvs: Vec<_> = meta
-        .iter()
-        .map(|(k, v)| {
-            let key = Some(fbb.create_string(k));
-            let value = Some(fbb.create_string(v));
-            fb::KeyValue::create(fbb, &fb::KeyValueArgs { key, value })
-        })
-        .collect();
-    Some(fbb.create_vector(&kvs))
-}
-
 fn candy_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, l: &CandyLocator) -> WIPOffset<fb::CandyMeta<'a>> {
     let content_type = Some(fbb.create_string(&l.content_type));
-    let user_meta = key_values(fbb, &l.user_meta);
+    let user_meta = candybox_wire::build::key_values(fbb, &l.user_meta);
     let h = hlc(l.hlc);
     fb::CandyMeta::create(
         fbb,

@@ -12,6 +12,7 @@
 #![deny(clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::indexing_slicing))]
 
+pub mod build;
 pub mod client;
 pub mod frame;
 

@@ -18,24 +18,6 @@ fn finish<T>(mut fbb: FlatBufferBuilder<'_>, kind: fb::RequestBody, body: WIPOff
     Bytes::from(vec).slice(head..)
 }
 
-fn user_meta<'a>(
-    fbb: &mut FlatBufferBuilder<'a>,
-    meta: &[(String, String)],
-) -> Option<WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>> {
-    if meta.is_empty() {
-        return None;
-    }
-    let kvs: Vec<_> = meta
-        .iter()
-        .map(|(k, v)| {
-            let key = fbb.create_string(k);
-            let value = fbb.create_string(v);
-            fb::KeyValue::create(fbb, &fb::KeyValueArgs { key: Some(key), value: Some(value) })
-        })
-        .collect();
-    Some(fbb.create_vector(&kvs))
-}
-
 fn size_field(size: Option<u64>) -> i64 {
     size.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1)
 }
@@ -80,7 +62,7 @@ pub fn put(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
-    let meta = user_meta(&mut fbb, &options.user_meta);
+    let meta = crate::build::key_values(&mut fbb, &options.user_meta);
     let body = fb::Put::create(
         &mut fbb,
         &fb::PutArgs {
@@ -197,7 +179,7 @@ pub fn create_upload(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes 
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
-    let meta = user_meta(&mut fbb, &options.user_meta);
+    let meta = crate::build::key_values(&mut fbb, &options.user_meta);
     let body = fb::CreateUpload::create(
         &mut fbb,
         &fb::CreateUploadArgs { box_name: Some(name), key: Some(key), content_type, user_meta: meta },
