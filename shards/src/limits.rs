@@ -27,3 +27,7 @@ pub const QUEUE_FULL_RETRY_AFTER_MS: u32 = 5;
 const _: () = assert!(BODY_PIECES_MAX > 0 && OUTGOING_FRAMES_MAX > 0 && COORD_QUEUE_MAX > 0);
 // A data frame of a get fits the smallest frame cap.
 const _: () = assert!(GET_FRAME_PAYLOAD_BYTES <= candybox_wire::frame::FRAME_BODY_BYTES_MAX_MIN as usize);
+
+/// How long a delete-box waits for operations already running on the Box's partitions (a
+/// streamed put holds its partition until its body ends) before it answers Busy.
+pub const BOX_DELETE_DRAIN_MS: u64 = 30_000;

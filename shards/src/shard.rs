@@ -83,6 +83,10 @@ pub struct Shard {
     resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
     /// Requests executing on this shard (its own connections' and forwarded ones).
     pub in_flight: Cell<usize>,
+    /// Boxes a delete-box is removing: their partitions refuse new operations on this shard.
+    deleting: RefCell<std::collections::HashSet<String>>,
+    /// Operations using a partition engine of each Box on this shard right now ([`EngineInUse`]).
+    box_ops: Rc<RefCell<HashMap<String, usize>>>,
     /// Set when shutdown starts.
     pub stopping: Cell<bool>,
     /// Closed by the main thread at shutdown; every waiter wakes.
@@ -92,6 +96,39 @@ pub struct Shard {
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shard").field("id", &self.id).finish()
+    }
+}
+
+/// A partition engine in use by one operation. While any is alive on a shard, a delete-box of
+/// its Box waits there, so that nothing is acknowledged into a Box after the delete checked it
+/// was empty.
+pub struct EngineInUse {
+    engine: PartitionEngine,
+    _op: BoxOp,
+}
+
+impl std::ops::Deref for EngineInUse {
+    type Target = PartitionEngine;
+    fn deref(&self) -> &PartitionEngine {
+        &self.engine
+    }
+}
+
+/// Counts one operation on a Box's partitions of this shard while alive.
+struct BoxOp {
+    box_name: String,
+    box_ops: Rc<RefCell<HashMap<String, usize>>>,
+}
+
+impl Drop for BoxOp {
+    fn drop(&mut self) {
+        let mut ops = self.box_ops.borrow_mut();
+        if let Some(n) = ops.get_mut(&self.box_name) {
+            *n -= 1;
+            if *n == 0 {
+                ops.remove(&self.box_name);
+            }
+        }
     }
 }
 
@@ -119,6 +156,8 @@ impl Shard {
             published: RefCell::new(HashMap::new()),
             resolved: RefCell::new(std::collections::VecDeque::new()),
             in_flight: Cell::new(0),
+            deleting: RefCell::new(std::collections::HashSet::new()),
+            box_ops: Rc::new(RefCell::new(HashMap::new())),
             stopping: Cell::new(false),
             shutdown,
         })
@@ -222,11 +261,31 @@ impl Shard {
         }
     }
 
-    /// The engine of a partition this shard owns, opened on first use.
+    /// The engine of a partition this shard owns, opened on first use, for one operation.
+    ///
+    /// # Errors
+    /// `Busy` while a delete-box is removing the Box; what the open reports (corruption, I/O).
+    pub async fn engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<EngineInUse, NodeError> {
+        if self.deleting.borrow().contains(box_name) {
+            // Retryable: the delete may yet be refused (the Box not empty), and then it is back.
+            return Err(NodeError::Busy {
+                reason: "the box is being deleted",
+                retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+            });
+        }
+        // Counted before the open awaits anything, so a delete-box that starts now waits for it.
+        *self.box_ops.borrow_mut().entry(box_name.to_string()).or_insert(0) += 1;
+        let op = BoxOp { box_name: box_name.to_string(), box_ops: self.box_ops.clone() };
+        let engine = self.open_engine(box_name, meta, partition).await?;
+        Ok(EngineInUse { engine, _op: op })
+    }
+
+    /// The engine of a partition this shard owns, opened on first use (no delete-box fence:
+    /// recovery and delete-box's own emptiness check).
     ///
     /// # Errors
     /// What the open reports (corruption, I/O).
-    pub async fn engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<PartitionEngine, NodeError> {
+    async fn open_engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<PartitionEngine, NodeError> {
         assert_eq!(self.owner(box_name, partition), self.id, "a partition is opened only by its owner");
         let key = (box_name.to_string(), partition);
         if let Some((uid, e)) = self.partitions.borrow().get(&key) {
@@ -290,7 +349,7 @@ impl Shard {
         for (name, meta) in boxes {
             self.boxes.borrow_mut().insert(name.clone(), meta);
             for p in (0..meta.partitions).filter(|p| self.owner(&name, *p) == self.id) {
-                self.engine(&name, meta, p).await?;
+                self.open_engine(&name, meta, p).await?;
                 opened += 1;
             }
         }
@@ -397,19 +456,23 @@ impl Shard {
     async fn delete_box(self: &Rc<Self>, name: String, force: bool) -> Result<Outcome, NodeError> {
         let meta = self.shared.coord.get_box(&name).await.map_err(|e| self.coord_error(e))?;
         let meta = meta.ok_or_else(|| NodeError::BoxNotFound(name.clone()))?;
+        // Fence: every shard refuses new operations on the Box and waits for those in flight,
+        // so no put is acknowledged into it after the emptiness check below.
+        let fenced = self.fence_box(&name).await;
+        if let Err(e) = fenced {
+            self.unfence_box(&name).await;
+            return Err(e);
+        }
         if !force {
-            for p in 0..meta.partitions {
-                let owner = self.owner(&name, p);
-                let n = name.clone();
-                let empty = self
-                    .invoke_on(owner, move |sh| async move {
-                        let e = sh.engine(&n, meta, p).await?;
-                        let page = e.list(&ListOptions { limit: 1, ..ListOptions::default() }).await?;
-                        Ok::<bool, NodeError>(page.entries.is_empty())
-                    })
-                    .await??;
-                if !empty {
+            match self.box_is_empty(&name, meta).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.unfence_box(&name).await;
                     return Err(NodeError::BoxNotEmpty(name));
+                }
+                Err(e) => {
+                    self.unfence_box(&name).await;
+                    return Err(e);
                 }
             }
         }
@@ -424,6 +487,63 @@ impl Shard {
         let _ = candybox_core::runtime::unblock(move || std::fs::remove_dir_all(dir)).await;
         tracing::info!(box_name = %name, force, "box deleted");
         Ok(Outcome::Reply(reply::done()))
+    }
+
+    /// Marks `name` as being deleted on every shard and waits (bounded) until no operation
+    /// uses its partitions anywhere.
+    ///
+    /// # Errors
+    /// `Busy` when operations are still running after `BOX_DELETE_DRAIN_MS`; queue errors.
+    async fn fence_box(self: &Rc<Self>, name: &str) -> Result<(), NodeError> {
+        for s in 0..self.shard_count() {
+            let n = name.to_string();
+            self.invoke_on(s, move |sh| async move {
+                sh.deleting.borrow_mut().insert(n.clone());
+                let deadline =
+                    std::time::Instant::now() + std::time::Duration::from_millis(crate::limits::BOX_DELETE_DRAIN_MS);
+                while sh.box_ops.borrow().contains_key(&n) {
+                    if std::time::Instant::now() > deadline {
+                        return Err(NodeError::Busy {
+                            reason: "operations on the box are still running",
+                            retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+                        });
+                    }
+                    candybox_core::runtime::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Ok(())
+            })
+            .await??;
+        }
+        Ok(())
+    }
+
+    /// Lifts the fence of [`Shard::fence_box`] on every shard (the delete did not happen).
+    async fn unfence_box(self: &Rc<Self>, name: &str) {
+        for s in 0..self.shard_count() {
+            let n = name.to_string();
+            if let Err(e) = self.invoke_on(s, move |sh| async move { sh.deleting.borrow_mut().remove(&n) }).await {
+                tracing::warn!(shard = s, box_name = name, error = %e, "could not lift a delete-box fence");
+            }
+        }
+    }
+
+    /// True when no partition of the Box holds a live Candy.
+    async fn box_is_empty(self: &Rc<Self>, name: &str, meta: BoxMeta) -> Result<bool, NodeError> {
+        for p in 0..meta.partitions {
+            let owner = self.owner(name, p);
+            let n = name.to_string();
+            let empty = self
+                .invoke_on(owner, move |sh| async move {
+                    let e = sh.open_engine(&n, meta, p).await?;
+                    let page = e.list(&ListOptions { limit: 1, ..ListOptions::default() }).await?;
+                    Ok::<bool, NodeError>(page.entries.is_empty())
+                })
+                .await??;
+            if !empty {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Drops a deleted Box: its cache entry, and its engines and their files on this shard.
@@ -452,6 +572,9 @@ impl Shard {
             .await;
         }
         self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        // The old incarnation is closed and its descriptor gone: a new Box of this name is a new
+        // incarnation, open to all.
+        self.deleting.borrow_mut().remove(name);
     }
 
     /// Runs a per-key operation on this shard, the partition's owner.
