@@ -484,7 +484,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 op: KeyedOp::ZeroCopyPut {
                     locator: slice_of(frame, r.locator().bytes()),
                     rename_token,
-                    source_partition: None,
+                    source_partition: u16::try_from(r.source_partition()).ok(),
                 },
             }
         }

@@ -399,10 +399,18 @@ impl Shard {
             }
             Command::Keyed { box_name, key, mut op } => {
                 let meta = self.box_meta(&box_name).await?;
-                if let KeyedOp::ZeroCopyPut { rename_token: Some(token), source_partition: source @ None, .. } = &mut op
-                {
-                    // A client relay does not say where the rename started: the marker needs it.
-                    *source = self.find_intent(&box_name, meta, *token).await?;
+                match &mut op {
+                    KeyedOp::ZeroCopyPut { rename_token: Some(token), source_partition: source @ None, .. } => {
+                        // An older client does not say where the rename started: the marker needs it.
+                        *source = self.find_intent(&box_name, meta, *token).await?;
+                    }
+                    KeyedOp::ZeroCopyPut { source_partition: Some(source), .. } if *source >= meta.partitions => {
+                        return Err(NodeError::invalid(
+                            "source_partition",
+                            format!("box {box_name} has {} partitions", meta.partitions),
+                        ));
+                    }
+                    _ => {}
                 }
                 let p = partition_for_key(&key, meta.partitions);
                 let owner = self.owner(&box_name, p);

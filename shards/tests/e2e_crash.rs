@@ -53,17 +53,17 @@ async fn rename_crash_windows_converge() {
 
     // 1. Prepare and zero-copy put, then SIGKILL before complete-rename.
     let prepared = c.prepare_rename("crash", &src, &dst).await.expect("prepare");
-    c.zero_copy_put("crash", &dst, &prepared.locator, Some(&prepared.token)).await.expect("zero-copy put");
+    c.zero_copy_put("crash", &dst, &prepared.locator, Some(&prepared)).await.expect("zero-copy put");
     // 2. Prepare only: the destination never comes.
     let lonely_prepared = c.prepare_rename("crash", &lonely, &nowhere).await.expect("prepare lonely");
     // 3. A re-put between prepare and complete, completed by the client.
     let p3 = c.prepare_rename("crash", &reput, &reput_dst).await.expect("prepare reput");
-    c.zero_copy_put("crash", &reput_dst, &p3.locator, Some(&p3.token)).await.expect("zero-copy put");
+    c.zero_copy_put("crash", &reput_dst, &p3.locator, Some(&p3)).await.expect("zero-copy put");
     c.put_bytes("crash", &reput, &PutOptions::default(), new.clone()).await.expect("re-put source");
     assert_eq!(c.complete_rename("crash", &reput, &p3.token).await.expect("complete"), RenameOutcome::SourceChanged);
     // 4. A re-put between prepare and finalize, then SIGKILL: the node's sweep must not delete it.
     let p4 = c.prepare_rename("crash", &reput2, &reput2_dst).await.expect("prepare reput2");
-    c.zero_copy_put("crash", &reput2_dst, &p4.locator, Some(&p4.token)).await.expect("zero-copy put");
+    c.zero_copy_put("crash", &reput2_dst, &p4.locator, Some(&p4)).await.expect("zero-copy put");
     c.put_bytes("crash", &reput2, &PutOptions::default(), new.clone()).await.expect("re-put source 2");
     drop(c);
     node.kill();

@@ -1,5 +1,5 @@
-//! Shard-aware routing: with the client's routing on, a mixed workload causes no cross-shard
-//! forward at the node; with it off, the same workload still succeeds (through the main port,
+//! Shard-aware routing: with the client's routing on, a mixed workload (including the client relay
+//! of a copy and a rename across partitions) causes no cross-shard forward at the node; with it off, the same workload still succeeds (through the main port,
 //! forwarded by whichever shard accepted the connection).
 
 mod harness;
@@ -25,6 +25,12 @@ async fn mixed_workload(c: &TokioClient, box_name: &str) {
     let p = candybox_wire::client::placement::partition_of(&src, 8);
     let (same, _) = key_in_partition("copy/", 8, |q| q == p);
     c.copy(box_name, &src, &same).await.expect("same-partition copy");
+    // The client relay across partitions: each step goes to its own partition's shard.
+    let (relayed, _) = key_in_partition("relayed/", 8, |q| q != p);
+    c.relay_copy(box_name, &src, &relayed).await.expect("relay copy");
+    let (moved, _) = key_in_partition("moved/", 8, |q| q != p);
+    c.relay_rename(box_name, &relayed, &moved).await.expect("relay rename");
+    assert!(c.get_to_vec(box_name, &moved, ByteRange::Whole).await.expect("get moved").1.len() == 997 % 20_000);
     let listed = c.list_all(box_name, &ListOptions { prefix: Some(b"mixed/".to_vec()), ..Default::default() }).await;
     assert_eq!(listed.expect("list").len(), 32);
     c.delete_range(box_name, &KeyRange::Prefix(b"mixed/01".to_vec())).await.expect("delete-range");

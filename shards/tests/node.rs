@@ -543,7 +543,10 @@ impl Client {
             let key = Some(fbb.create_vector(key));
             let locator = Some(fbb.create_vector(locator));
             let rename_token = token.map(|t| fbb.create_vector(t));
-            let b = fb::ZeroCopyPut::create(fbb, &fb::ZeroCopyPutArgs { box_name, key, locator, rename_token });
+            let b = fb::ZeroCopyPut::create(
+                fbb,
+                &fb::ZeroCopyPutArgs { box_name, key, locator, rename_token, source_partition: -1 },
+            );
             (fb::RequestBody::ZeroCopyPut, b.as_union_value())
         }))
     }

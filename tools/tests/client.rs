@@ -121,7 +121,7 @@ fn relay_steps_one_by_one() {
         // Rename, step by step.
         let prepared = c.prepare_rename("relay", b"copy", b"moved").await.unwrap();
         assert_eq!(prepared.token.len(), 16);
-        c.zero_copy_put("relay", b"moved", &prepared.locator, Some(&prepared.token)).await.unwrap();
+        c.zero_copy_put("relay", b"moved", &prepared.locator, Some(&prepared)).await.unwrap();
         // The crash window: both keys live until complete-rename.
         assert_eq!(c.head("relay", b"copy").await.unwrap().size, data.len() as u64);
         assert_eq!(c.head("relay", b"moved").await.unwrap().size, data.len() as u64);

@@ -719,8 +719,9 @@ impl<D: Driver> Client<D> {
         self.unary(target, body, reply::rename_prepared).await
     }
 
-    /// Relay step: writes `locator` (bytes exactly as received) under `key`; with a rename's
-    /// token, also writes the rendezvous marker.
+    /// Relay step: writes `locator` (bytes exactly as received) under `key`; for a rename (the
+    /// [`RenamePrepared`] of its prepare-rename), also writes the rendezvous marker. The token
+    /// and the source partition travel with it, so the node needs no search for the intent.
     ///
     /// # Errors
     /// `ForgedLocator`, `BoxNotFound`, or the connection's error.
@@ -729,10 +730,11 @@ impl<D: Driver> Client<D> {
         box_name: &str,
         key: &[u8],
         locator: &Bytes,
-        rename_token: Option<&[u8]>,
+        rename: Option<&RenamePrepared>,
     ) -> Result<Option<PutDone>, ClientError> {
         let target = self.target_of_key(box_name, key).await;
-        let body = request::zero_copy_put(box_name, key, locator, rename_token);
+        let rename = rename.map(|r| (&r.token[..], r.source_partition));
+        let body = request::zero_copy_put(box_name, key, locator, rename);
         self.unary(target, body, |b, cap| reply::put_done(b, cap)).await
     }
 
@@ -778,7 +780,7 @@ impl<D: Driver> Client<D> {
         target_key: &[u8],
     ) -> Result<RenameOutcome, ClientError> {
         let prepared = self.prepare_rename(box_name, source_key, target_key).await?;
-        self.zero_copy_put(box_name, target_key, &prepared.locator, Some(&prepared.token)).await?;
+        self.zero_copy_put(box_name, target_key, &prepared.locator, Some(&prepared)).await?;
         self.complete_rename(box_name, source_key, &prepared.token).await
     }
 

@@ -262,15 +262,22 @@ pub fn prepare_rename(box_name: &str, source_key: &[u8], target_key: &[u8]) -> B
 }
 
 /// `ZeroCopyPut`: `locator` goes into the body exactly as received.
-pub fn zero_copy_put(box_name: &str, key: &[u8], locator: &[u8], rename_token: Option<&[u8]>) -> Bytes {
+pub fn zero_copy_put(box_name: &str, key: &[u8], locator: &[u8], rename: Option<(&[u8], u16)>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let locator = fbb.create_vector(locator);
-    let rename_token = rename_token.map(|t| fbb.create_vector(t));
+    let rename_token = rename.map(|(t, _)| fbb.create_vector(t));
+    let source_partition = rename.map_or(-1, |(_, p)| i32::from(p));
     let body = fb::ZeroCopyPut::create(
         &mut fbb,
-        &fb::ZeroCopyPutArgs { box_name: Some(name), key: Some(key), locator: Some(locator), rename_token },
+        &fb::ZeroCopyPutArgs {
+            box_name: Some(name),
+            key: Some(key),
+            locator: Some(locator),
+            rename_token,
+            source_partition,
+        },
     );
     finish(fbb, fb::RequestBody::ZeroCopyPut, body)
 }

@@ -431,11 +431,17 @@ fn a_relayed_locator_travels_byte_for_byte() {
     let start = relayed.locator.as_ptr() as usize - body.as_ptr() as usize;
     assert!(start + relayed.locator.len() <= body.len());
 
-    let req = request::zero_copy_put("b", b"dst", &relayed.locator, Some(&[9u8; 16]));
+    let req = request::zero_copy_put("b", b"dst", &relayed.locator, Some((&[9u8; 16], 3)));
     let req = verify_request(&req, CAP).expect("verifies");
     let zc = req.body_as_zero_copy_put().expect("zero-copy put");
     assert_eq!(zc.locator().bytes(), &locator[..]);
     assert_eq!(zc.rename_token().map(|t| t.bytes().to_vec()), Some(vec![9u8; 16]));
+    assert_eq!(zc.source_partition(), 3);
+    let copy = request::zero_copy_put("b", b"dst", &relayed.locator, None);
+    assert_eq!(
+        verify_request(&copy, CAP).expect("verifies").body_as_zero_copy_put().map(|z| z.source_partition()),
+        Some(-1)
+    );
     let nested = crate::frame::verify_locator(zc.locator().bytes(), CAP).expect("still a locator");
     assert_eq!(nested.box_uid(), 77);
 }

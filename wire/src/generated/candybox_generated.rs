@@ -4317,6 +4317,7 @@ impl<'a> ZeroCopyPut<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_LOCATOR: ::flatbuffers::VOffsetT = 8;
   pub const VT_RENAME_TOKEN: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SOURCE_PARTITION: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4328,6 +4329,7 @@ impl<'a> ZeroCopyPut<'a> {
     args: &'args ZeroCopyPutArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ZeroCopyPut<'bldr>> {
     let mut builder = ZeroCopyPutBuilder::new(_fbb);
+    builder.add_source_partition(args.source_partition);
     if let Some(x) = args.rename_token { builder.add_rename_token(x); }
     if let Some(x) = args.locator { builder.add_locator(x); }
     if let Some(x) = args.key { builder.add_key(x); }
@@ -4374,6 +4376,15 @@ impl<'a> ZeroCopyPut<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ZeroCopyPut::VT_RENAME_TOKEN, None)}
   }
+  /// For a rename: the source key's partition, as prepare-rename returned it; -1 when unknown
+  /// (the node then asks every partition which one holds the intent).
+  #[inline]
+  pub fn source_partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ZeroCopyPut::VT_SOURCE_PARTITION, Some(-1)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ZeroCopyPut<'_> {
@@ -4386,6 +4397,7 @@ impl ::flatbuffers::Verifiable for ZeroCopyPut<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("locator", Self::VT_LOCATOR, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("rename_token", Self::VT_RENAME_TOKEN, false)?
+     .visit_field::<i32>("source_partition", Self::VT_SOURCE_PARTITION, false)?
      .finish();
     Ok(())
   }
@@ -4395,6 +4407,7 @@ pub struct ZeroCopyPutArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub locator: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub rename_token: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub source_partition: i32,
 }
 impl<'a> Default for ZeroCopyPutArgs<'a> {
   #[inline]
@@ -4404,6 +4417,7 @@ impl<'a> Default for ZeroCopyPutArgs<'a> {
       key: None, // required field
       locator: None, // required field
       rename_token: None,
+      source_partition: -1,
     }
   }
 }
@@ -4430,6 +4444,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ZeroCopyPutBuilder<'a, 'b, A>
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ZeroCopyPut::VT_RENAME_TOKEN, rename_token);
   }
   #[inline]
+  pub fn add_source_partition(&mut self, source_partition: i32) {
+    self.fbb_.push_slot::<i32>(ZeroCopyPut::VT_SOURCE_PARTITION, source_partition, -1);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ZeroCopyPutBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ZeroCopyPutBuilder {
@@ -4454,6 +4472,7 @@ impl ::core::fmt::Debug for ZeroCopyPut<'_> {
       ds.field("key", &self.key());
       ds.field("locator", &self.locator());
       ds.field("rename_token", &self.rename_token());
+      ds.field("source_partition", &self.source_partition());
       ds.finish()
   }
 }
