@@ -227,7 +227,7 @@ impl<S: Storage> Engine<S> {
             }
         };
         let mut added = None;
-        let built = build_from_memtable(&imm, self.table_options())?;
+        let built = build_from_memtable(&imm, self.table_options()).await?;
         let mut changes = Vec::new();
         if let Some((bytes, meta)) = built {
             let number = self.alloc_file_number();
@@ -588,15 +588,23 @@ impl<S: Storage> Engine<S> {
 }
 
 /// Builds a table from a frozen memtable, or `None` when it holds nothing.
-fn build_from_memtable(m: &Memtable, options: TableOptions) -> Result<Option<(Vec<u8>, crate::table::TableMeta)>> {
+/// Builds an L0 table of a frozen memtable, yielding every `COMPACTION_YIELD_ENTRIES` entries
+/// (the memtable is immutable once frozen, so it is safe to hold its iterator across a yield).
+async fn build_from_memtable(
+    m: &Memtable,
+    options: TableOptions,
+) -> Result<Option<(Vec<u8>, crate::table::TableMeta)>> {
     if m.is_empty() {
         return Ok(None);
     }
     let mut w = TableWriter::new(options);
-    for (k, e) in m.iter() {
+    for (i, (k, e)) in m.iter().enumerate() {
         let l = CandyLocator::decode(&e.value)
             .map_err(|e| Error::Corrupt(Corruption::new(FileKind::Locator, "<memtable>", e)))?;
         w.add(k, &e.value, e.hlc, l.syrups().collect::<Vec<_>>());
+        if (i + 1).is_multiple_of(limits::COMPACTION_YIELD_ENTRIES) {
+            crate::runtime::yield_now().await;
+        }
     }
     for rt in m.range_tombstones() {
         w.add_range_tombstone(rt.clone());

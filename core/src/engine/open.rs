@@ -220,7 +220,12 @@ impl<S: Storage> Engine<S> {
         }
 
         let next_file = manifest.next_file_number.max(max_seen + 1).max(1);
-        let seed = config.seed ^ clock.now_ms().rotate_left(17) ^ (u64::from(config.partition) << 48);
+        // The live upload ids and intent tokens are mixed in too: after a crash with a repeating
+        // clock (or the same configured seed), the generator must not replay the ids it already
+        // handed out and made durable.
+        let live = manifest.uploads.keys().fold(0u64, |h, id| h.rotate_left(7) ^ id)
+            ^ manifest.intents.keys().fold(0u64, |h, t| h.rotate_left(11) ^ (*t as u64) ^ ((*t >> 64) as u64));
+        let seed = config.seed ^ clock.now_ms().rotate_left(17) ^ (u64::from(config.partition) << 48) ^ live;
         let state = State {
             manifest,
             manifest_file: None,

@@ -78,7 +78,7 @@ impl<S: Storage> Engine<S> {
         validate_key(target_key)?;
         self.check_writable()?;
         let (bytes, l) = self.lookup(source_key)?.ok_or(Error::NotFound)?;
-        let token: u128 = self.inner.state.borrow_mut().rng.gen();
+        let token = self.fresh_token();
         let intent = RenameIntent {
             token,
             source_key: source_key.to_vec(),
@@ -89,6 +89,28 @@ impl<S: Storage> Engine<S> {
         };
         self.log_edit(vec![Change::Intent(intent.clone())]).await?;
         Ok((intent, bytes))
+    }
+
+    /// A rename token no live intent has (a repeat would make two renames share a marker).
+    fn fresh_token(&self) -> u128 {
+        let mut st = self.inner.state.borrow_mut();
+        loop {
+            let token: u128 = st.rng.gen();
+            if token != 0 && !st.manifest.intents.contains_key(&token) {
+                return token;
+            }
+        }
+    }
+
+    /// An upload id no live upload has (a repeat would replace that upload's key and parts).
+    fn fresh_upload_id(&self) -> u64 {
+        let mut st = self.inner.state.borrow_mut();
+        loop {
+            let id = st.rng.gen::<u64>() | 1;
+            if !st.manifest.uploads.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Pending rename intents.
@@ -224,7 +246,7 @@ impl<S: Storage> Engine<S> {
         validate_key(key)?;
         validate_meta(&opts)?;
         self.check_writable()?;
-        let id: u64 = self.inner.state.borrow_mut().rng.gen::<u64>() | 1;
+        let id = self.fresh_upload_id();
         self.log_edit(vec![Change::UploadCreated {
             id,
             key: key.to_vec(),
