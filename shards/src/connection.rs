@@ -34,13 +34,19 @@ use monoio::{
 
 use crate::{
     command::{self, BodyMsg, BodyTx},
-    limits::{GET_FRAME_PAYLOAD_BYTES, OUTGOING_FRAMES_MAX},
+    limits::{
+        GET_FRAME_PAYLOAD_BYTES, OUTGOING_FRAMES_MAX, READ_BUFFER_BYTES, WRITE_GATHER_BYTES,
+        WRITE_GATHER_PIECE_BYTES_MAX,
+    },
     reply::{self, NodeError, Outcome},
     shard::Shard,
 };
 
 /// The pieces of one frame, written in order.
 type Frame = Vec<Bytes>;
+
+/// A connection's read half behind its read buffer (`READ_BUFFER_BYTES`).
+type Reader = monoio::io::BufReader<OwnedReadHalf<TcpStream>>;
 
 struct Conn {
     shard: Rc<Shard>,
@@ -80,7 +86,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
         cap: shard.shared.config.frame_body_bytes_max,
         broken: Cell::new(false),
     });
-    let stop = read_loop(&conn, rd).await;
+    let stop = read_loop(&conn, monoio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd)).await;
     match &stop {
         Stop::Eof | Stop::Shutdown => {}
         Stop::Io(e) => tracing::debug!(%peer, error = %e, "connection read failed"),
@@ -105,24 +111,59 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
     writer.await;
 }
 
+/// Writes queued frames in order. Small pieces (headers, flatbuffer bodies, small payloads) are
+/// gathered into one reused buffer together with every frame already queued behind them, so a
+/// burst of replies leaves in one send instead of three sends (and three TCP segments) per reply;
+/// a large piece (a get payload, a slice of a Syrup mapping) is sent as it is, never copied.
 async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, rx: async_channel::Receiver<Frame>) {
-    while let Ok(frame) = rx.recv().await {
-        for piece in frame {
-            if piece.is_empty() {
-                continue;
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_GATHER_BYTES);
+    while let Ok(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            for piece in frame {
+                if piece.len() <= WRITE_GATHER_PIECE_BYTES_MAX && buf.len() + piece.len() <= WRITE_GATHER_BYTES {
+                    buf.extend_from_slice(&piece);
+                    continue;
+                }
+                let Some(emptied) = send(&mut wr, buf).await else {
+                    rx.close();
+                    return;
+                };
+                buf = emptied;
+                if piece.len() <= WRITE_GATHER_PIECE_BYTES_MAX {
+                    buf.extend_from_slice(&piece);
+                } else if wr.write_all(piece).await.0.is_err() {
+                    rx.close();
+                    return;
+                }
             }
-            let (res, _) = wr.write_all(piece).await;
-            if res.is_err() {
-                rx.close();
-                return;
+            // Replies that are ready leave together: take what is already queued, without waiting.
+            if buf.len() < WRITE_GATHER_BYTES / 2 {
+                next = rx.try_recv().ok();
             }
         }
+        let Some(emptied) = send(&mut wr, buf).await else {
+            rx.close();
+            return;
+        };
+        buf = emptied;
     }
     let _ = wr.shutdown().await;
 }
 
+/// Sends the gathered bytes; returns the emptied buffer, or `None` when the socket failed.
+async fn send(wr: &mut OwnedWriteHalf<TcpStream>, buf: Vec<u8>) -> Option<Vec<u8>> {
+    if buf.is_empty() {
+        return Some(buf);
+    }
+    let (res, mut buf) = wr.write_all(buf).await;
+    res.ok()?;
+    buf.clear();
+    Some(buf)
+}
+
 /// Reads exactly `n` bytes into a fresh buffer.
-async fn read_n(rd: &mut OwnedReadHalf<TcpStream>, n: usize) -> Result<Vec<u8>, std::io::Error> {
+async fn read_n(rd: &mut Reader, n: usize) -> Result<Vec<u8>, std::io::Error> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -136,7 +177,7 @@ async fn read_n(rd: &mut OwnedReadHalf<TcpStream>, n: usize) -> Result<Vec<u8>, 
     Ok(v)
 }
 
-async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
+async fn read_loop(conn: &Rc<Conn>, mut rd: Reader) -> Stop {
     let shutdown = conn.shard.shutdown_signal();
     loop {
         let header = monoio::select! {

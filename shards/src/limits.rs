@@ -31,3 +31,13 @@ const _: () = assert!(GET_FRAME_PAYLOAD_BYTES <= candybox_wire::frame::FRAME_BOD
 /// How long a delete-box waits for operations already running on the Box's partitions (a
 /// streamed put holds its partition until its body ends) before it answers Busy.
 pub const BOX_DELETE_DRAIN_MS: u64 = 30_000;
+
+/// Each connection's read buffer: many small frames arrive in one read instead of two reads per
+/// frame (header, then body); larger bodies bypass it.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Each connection's write buffer, where small pieces of queued replies are gathered into one send.
+pub const WRITE_GATHER_BYTES: usize = 64 * 1024;
+/// Pieces up to this size are copied into the write buffer; larger ones (get payloads from Syrup
+/// mappings) are sent from where they are.
+pub const WRITE_GATHER_PIECE_BYTES_MAX: usize = 16 * 1024;
+const _: () = assert!(WRITE_GATHER_PIECE_BYTES_MAX <= WRITE_GATHER_BYTES);
