@@ -61,6 +61,12 @@ macro_rules! settings {
             }
         }
 
+        /// Each key with a default, as its flag's id, and the default as the help text shows it.
+        fn defaults_shown() -> Vec<(&'static str, String)> {
+            let d = Layer::default().resolve();
+            vec![ $( (stringify!($name), ShowDefault::show(&d.$name)), )* ]
+        }
+
         /// Every key, as written in the TOML file.
         #[cfg(test)]
         pub const KEYS: &[&str] = &[ $( stringify!($name), )* $( stringify!($oname), )* ];
@@ -144,6 +150,40 @@ settings! {
         port_base, "CANDYBOX_PORT_BASE": u16;
         /// Shard count. Default: the cores this process may use.
         shards, "CANDYBOX_SHARDS": u16;
+    }
+}
+
+/// How a default value reads in `--help`.
+trait ShowDefault {
+    fn show(&self) -> String;
+}
+
+macro_rules! show_with_display {
+    ($($t:ty),*) => { $( impl ShowDefault for $t { fn show(&self) -> String { self.to_string() } } )* };
+}
+show_with_display!(u16, u32, u64, usize, bool, String, SocketAddr);
+
+impl ShowDefault for PathBuf {
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl Cli {
+    /// Parses the command line, with every flag's help ending in its default (the defaults are
+    /// computed, so clap cannot show them by itself: a flag that is left out must stay unset, so
+    /// that the file and the environment below it still apply).
+    pub fn parse_with_defaults() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        for (id, default) in defaults_shown() {
+            command = command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            });
+        }
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 }
 
@@ -286,6 +326,18 @@ pub fn parse_file(text: &str) -> Result<Layer, ConfigError> {
 #[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_shows_every_default_and_an_omitted_flag_stays_unset() {
+        let shown = defaults_shown();
+        assert_eq!(shown.len(), KEYS.len() - 2, "every key but the two derived ones has a default");
+        assert!(shown.contains(&("chunk_bytes", engine_defaults().chunk_bytes.to_string())));
+        assert!(shown.contains(&("listen", "127.0.0.1:7420".to_string())));
+        // The help text is only text: a flag left out must stay unset, so the file still applies.
+        let file = parse_file("chunk_bytes = 8192").unwrap();
+        let cli = <Cli as clap::Parser>::try_parse_from(["candyboxd"]).unwrap();
+        assert_eq!(cli.layer.over(file).resolve().chunk_bytes, 8192);
+    }
 
     const EXAMPLE: &str = include_str!("../../deploy/candyboxd.example.toml");
 

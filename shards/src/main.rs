@@ -31,7 +31,6 @@ use std::{
 };
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
 
 use crate::{
     config::{Cli, Config},
@@ -41,7 +40,7 @@ use crate::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_defaults();
     let config = match Config::load(cli) {
         Ok(c) => c,
         Err(e) => {
