@@ -110,3 +110,8 @@ const _: () = assert!(COORD_PATH_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(COORD_DATA_BYTES_MAX <= u32::MAX as usize);
 // Compaction must shrink the log it replaces (the snapshot is at most 1/ratio of it).
 const _: () = assert!(COORD_LOG_COMPACT_RATIO >= 2);
+
+/// Buckets of the group-commit size histogram: sizes up to 1, 2, 4, ..., 256 mutations, then
+/// more (`EngineStats::commit_sizes`).
+pub const GROUP_COMMIT_SIZE_BUCKETS: usize = 10;
+const _: () = assert!(GROUP_COMMIT_SIZE_BUCKETS >= 2 && GROUP_COMMIT_SIZE_BUCKETS <= 64);

@@ -428,3 +428,28 @@ fn maintenance_freezes_a_memtable_that_filled_during_a_flush() {
         assert_eq!(read(&e, "k00000").await, Some(data(200, 0)));
     });
 }
+
+#[test]
+fn group_commit_sizes_are_counted_by_power_of_two_bucket() {
+    use candybox_core::engine::commit_size_bucket;
+    let buckets: Vec<usize> = [1, 2, 3, 4, 5, 8, 9, 256, 257, 100_000].into_iter().map(commit_size_bucket).collect();
+    assert_eq!(buckets, vec![0, 1, 2, 2, 3, 3, 4, 8, 9, 9]);
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(T0));
+        let (e, _) = open_engine(sim, clock, cfg(0)).await.expect("open");
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let e = e.clone();
+                spawn(async move { put(&e, &format!("k{i}"), data(100, i as u8)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("put");
+        }
+        let s = e.stats();
+        assert_eq!(s.commit_sizes.iter().sum::<u64>(), s.commit_batches, "every group commit is in one bucket");
+        assert_eq!(s.commit_ops, 40);
+        assert!(s.commit_batches < 40, "concurrent puts shared group commits ({} batches)", s.commit_batches);
+    });
+}

@@ -194,6 +194,7 @@ pub fn refresh_gauges(shard: &Shard) {
     let (mut wal, mut syrup, mut batches, mut ops, mut flushes, mut compactions, mut deleted, mut reclaimed) =
         (0, 0, 0, 0, 0, 0, 0, 0);
     let mut tables = [0u64; LEVELS_MAX];
+    let mut sizes = [0u64; candybox_core::limits::GROUP_COMMIT_SIZE_BUCKETS];
     let mut bytes = [0u64; LEVELS_MAX];
     let mut intents = 0u64;
     let (mut mem, mut frozen) = (0u64, 0u64);
@@ -204,6 +205,9 @@ pub fn refresh_gauges(shard: &Shard) {
         syrup += s.syrup_syncs;
         batches += s.commit_batches;
         ops += s.commit_ops;
+        for (total, n) in sizes.iter_mut().zip(s.commit_sizes) {
+            *total += n;
+        }
         flushes += s.flushes;
         compactions += s.compactions;
         deleted += s.syrups_deleted;
@@ -232,6 +236,9 @@ pub fn refresh_gauges(shard: &Shard) {
     m.syrups_deleted.store(deleted, Relaxed);
     m.gc_reclaimed_bytes.store(reclaimed, Relaxed);
     for (slot, v) in m.level_tables.iter().zip(tables) {
+        slot.store(v, Relaxed);
+    }
+    for (slot, v) in m.commit_sizes.iter().zip(sizes) {
         slot.store(v, Relaxed);
     }
     for (slot, v) in m.level_bytes.iter().zip(bytes) {

@@ -12,7 +12,7 @@ use std::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
 };
 
-use candybox_core::limits::LEVELS_MAX;
+use candybox_core::limits::{GROUP_COMMIT_SIZE_BUCKETS, LEVELS_MAX};
 
 /// The operations counted, in wire order (`RequestBody` discriminant − 1), then "unknown".
 pub const OPS: [&str; 25] = [
@@ -104,6 +104,8 @@ pub struct ShardMetrics {
     pub memtable_bytes: AtomicU64,
     /// Bytes in frozen memtables waiting for their flush (engine sum).
     pub memtable_frozen_bytes: AtomicU64,
+    /// Group commits by size bucket (engine sum; `candybox_core::engine::commit_size_bucket`).
+    pub commit_sizes: [AtomicU64; GROUP_COMMIT_SIZE_BUCKETS],
     /// Tables per level (engine sum).
     pub level_tables: [AtomicU64; LEVELS_MAX],
     /// Bytes per level (engine sum).
@@ -298,6 +300,22 @@ impl NodeMetrics {
                 let _ = writeln!(out, "{name}{{shard=\"{s}\"}} {}", field(m).load(Relaxed));
             }
         }
+        header(
+            &mut out,
+            "candybox_group_commit_size",
+            "histogram",
+            "Mutations per group commit (one WAL write and fdatasync).",
+        );
+        for (s, m) in shards() {
+            let mut cumulative = 0;
+            for (i, c) in m.commit_sizes.iter().enumerate() {
+                cumulative += c.load(Relaxed);
+                let le = if i + 1 == GROUP_COMMIT_SIZE_BUCKETS { "+Inf".to_string() } else { (1u64 << i).to_string() };
+                let _ = writeln!(out, "candybox_group_commit_size_bucket{{shard=\"{s}\",le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "candybox_group_commit_size_sum{{shard=\"{s}\"}} {}", m.commit_ops.load(Relaxed));
+            let _ = writeln!(out, "candybox_group_commit_size_count{{shard=\"{s}\"}} {cumulative}");
+        }
         header(&mut out, "candybox_level_tables", "gauge", "SSTables per LSM level.");
         for (s, m) in shards() {
             for (l, c) in m.level_tables.iter().enumerate() {
@@ -339,5 +357,18 @@ mod tests {
         assert!(text.contains("candybox_requests_total{shard=\"1\",op=\"put\"} 1"));
         assert!(text.contains("candybox_request_latency_seconds_bucket{shard=\"1\",op=\"put\",le=\"0.001\"} 1"));
         assert!(text.contains("candybox_cross_shard_forwards_total{shard=\"1\"} 3"));
+        // Group commits: 2 of one mutation, 1 of three (bucket le=4), 1 of 1000 (+Inf).
+        for (bucket, n) in [(0, 2), (2, 1), (GROUP_COMMIT_SIZE_BUCKETS - 1, 1)] {
+            m.shards[0].commit_sizes[bucket].store(n, Relaxed);
+        }
+        m.shards[0].commit_ops.store(1005, Relaxed);
+        let text = m.render();
+        assert!(text.contains("candybox_group_commit_size_bucket{shard=\"0\",le=\"1\"} 2"));
+        assert!(text.contains("candybox_group_commit_size_bucket{shard=\"0\",le=\"2\"} 2"));
+        assert!(text.contains("candybox_group_commit_size_bucket{shard=\"0\",le=\"4\"} 3"));
+        assert!(text.contains("candybox_group_commit_size_bucket{shard=\"0\",le=\"256\"} 3"));
+        assert!(text.contains("candybox_group_commit_size_bucket{shard=\"0\",le=\"+Inf\"} 4"));
+        assert!(text.contains("candybox_group_commit_size_sum{shard=\"0\"} 1005"));
+        assert!(text.contains("candybox_group_commit_size_count{shard=\"0\"} 4"));
     }
 }

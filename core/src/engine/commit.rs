@@ -225,6 +225,9 @@ impl<S: Storage> Engine<S> {
                         let mut st = self.inner.state.borrow_mut();
                         st.stats.commit_batches += 1;
                         st.stats.commit_ops += ops.len() as u64;
+                        if let Some(b) = st.stats.commit_sizes.get_mut(super::commit_size_bucket(ops.len())) {
+                            *b += 1;
+                        }
                         for op in std::mem::take(&mut st.commit.inflight) {
                             match op {
                                 Op::Set { key, value, locator } => st.mem.set(key, value, &locator),

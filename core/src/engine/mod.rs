@@ -175,6 +175,12 @@ impl EngineConfig {
     }
 }
 
+/// The bucket of [`EngineStats::commit_sizes`] a group commit of `mutations` falls in.
+pub fn commit_size_bucket(mutations: usize) -> usize {
+    let bits = usize::BITS - mutations.max(1).saturating_sub(1).leading_zeros();
+    (bits as usize).min(crate::limits::GROUP_COMMIT_SIZE_BUCKETS - 1)
+}
+
 /// Counters of one engine, for metrics and tests.
 #[derive(Debug, Default, Clone)]
 pub struct EngineStats {
@@ -182,6 +188,9 @@ pub struct EngineStats {
     pub commit_batches: u64,
     /// Mutations committed.
     pub commit_ops: u64,
+    /// Group commits by size: bucket `i` counts commits of `(2^(i-1), 2^i]` mutations (bucket 0:
+    /// exactly one), the last bucket everything larger (see [`commit_size_bucket`]).
+    pub commit_sizes: [u64; crate::limits::GROUP_COMMIT_SIZE_BUCKETS],
     /// fdatasyncs of the WAL.
     pub wal_syncs: u64,
     /// fdatasyncs of Syrups.
