@@ -437,6 +437,9 @@ fn stats_delta(before: &EngineStats, after: &EngineStats) -> EngineStats {
     EngineStats {
         commit_batches: after.commit_batches - before.commit_batches,
         commit_ops: after.commit_ops - before.commit_ops,
+        commit_sizes: std::array::from_fn(|i| {
+            after.commit_sizes.get(i).copied().unwrap_or(0) - before.commit_sizes.get(i).copied().unwrap_or(0)
+        }),
         wal_syncs: after.wal_syncs - before.wal_syncs,
         syrup_syncs: after.syrup_syncs - before.syrup_syncs,
         flushes: after.flushes - before.flushes,
