@@ -84,9 +84,9 @@ pub struct Shard {
     /// Requests executing on this shard (its own connections' and forwarded ones).
     pub in_flight: Cell<usize>,
     /// Boxes a delete-box is removing: their partitions refuse new operations on this shard.
-    deleting: RefCell<std::collections::HashSet<String>>,
+    deleting: RefCell<std::collections::HashSet<BoxUid>>,
     /// Operations using a partition engine of each Box on this shard right now ([`EngineInUse`]).
-    box_ops: Rc<RefCell<HashMap<String, usize>>>,
+    box_ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
     /// Set when shutdown starts.
     pub stopping: Cell<bool>,
     /// Closed by the main thread at shutdown; every waiter wakes.
@@ -116,17 +116,17 @@ impl std::ops::Deref for EngineInUse {
 
 /// Counts one operation on a Box's partitions of this shard while alive.
 struct BoxOp {
-    box_name: String,
-    box_ops: Rc<RefCell<HashMap<String, usize>>>,
+    box_uid: BoxUid,
+    box_ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
 }
 
 impl Drop for BoxOp {
     fn drop(&mut self) {
         let mut ops = self.box_ops.borrow_mut();
-        if let Some(n) = ops.get_mut(&self.box_name) {
+        if let Some(n) = ops.get_mut(&self.box_uid) {
             *n -= 1;
             if *n == 0 {
-                ops.remove(&self.box_name);
+                ops.remove(&self.box_uid);
             }
         }
     }
@@ -266,7 +266,7 @@ impl Shard {
     /// # Errors
     /// `Busy` while a delete-box is removing the Box; what the open reports (corruption, I/O).
     pub async fn engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<EngineInUse, NodeError> {
-        if self.deleting.borrow().contains(box_name) {
+        if self.deleting.borrow().contains(&meta.box_uid) {
             // Retryable: the delete may yet be refused (the Box not empty), and then it is back.
             return Err(NodeError::Busy {
                 reason: "the box is being deleted",
@@ -274,8 +274,8 @@ impl Shard {
             });
         }
         // Counted before the open awaits anything, so a delete-box that starts now waits for it.
-        *self.box_ops.borrow_mut().entry(box_name.to_string()).or_insert(0) += 1;
-        let op = BoxOp { box_name: box_name.to_string(), box_ops: self.box_ops.clone() };
+        *self.box_ops.borrow_mut().entry(meta.box_uid).or_insert(0) += 1;
+        let op = BoxOp { box_uid: meta.box_uid, box_ops: self.box_ops.clone() };
         let engine = self.open_engine(box_name, meta, partition).await?;
         Ok(EngineInUse { engine, _op: op })
     }
@@ -308,17 +308,8 @@ impl Shard {
             return Err(NodeError::ShuttingDown);
         }
         let config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
-        // Shards open sibling partitions concurrently, and monoio's create_dir_all fails with
-        // EEXIST when another thread creates a parent first; std's tolerates that race.
-        let dir = config.partition_dir.clone();
-        match candybox_core::runtime::unblock(move || std::fs::create_dir_all(&dir)).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                let path = config.partition_dir.clone();
-                return Err(NodeError::Engine(CoreError::Io(candybox_core::error::IoError::new("mkdir", path, e))));
-            }
-            None => return Err(NodeError::Internal("mkdir helper thread died".into())),
-        }
+        // Engine::open creates the partition directory; the storage layer tolerates shards
+        // creating sibling partitions (and so their shared parents) at the same time.
         let (engine, report) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config).await?;
         tracing::info!(
             shard = self.id,
@@ -466,20 +457,20 @@ impl Shard {
         let meta = meta.ok_or_else(|| NodeError::BoxNotFound(name.clone()))?;
         // Fence: every shard refuses new operations on the Box and waits for those in flight,
         // so no put is acknowledged into it after the emptiness check below.
-        let fenced = self.fence_box(&name).await;
+        let fenced = self.fence_box(meta.box_uid).await;
         if let Err(e) = fenced {
-            self.unfence_box(&name).await;
+            self.unfence_box(meta.box_uid).await;
             return Err(e);
         }
         if !force {
             match self.box_is_empty(&name, meta).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.unfence_box(&name).await;
+                    self.unfence_box(meta.box_uid).await;
                     return Err(NodeError::BoxNotEmpty(name));
                 }
                 Err(e) => {
-                    self.unfence_box(&name).await;
+                    self.unfence_box(meta.box_uid).await;
                     return Err(e);
                 }
             }
@@ -497,19 +488,18 @@ impl Shard {
         Ok(Outcome::Reply(reply::done()))
     }
 
-    /// Marks `name` as being deleted on every shard and waits (bounded) until no operation
-    /// uses its partitions anywhere.
+    /// Marks the Box incarnation `uid` as being deleted on every shard and waits (bounded) until
+    /// no operation uses its partitions anywhere.
     ///
     /// # Errors
     /// `Busy` when operations are still running after `BOX_DELETE_DRAIN_MS`; queue errors.
-    async fn fence_box(self: &Rc<Self>, name: &str) -> Result<(), NodeError> {
+    async fn fence_box(self: &Rc<Self>, uid: BoxUid) -> Result<(), NodeError> {
         for s in 0..self.shard_count() {
-            let n = name.to_string();
             self.invoke_on(s, move |sh| async move {
-                sh.deleting.borrow_mut().insert(n.clone());
+                sh.deleting.borrow_mut().insert(uid);
                 let deadline =
                     std::time::Instant::now() + std::time::Duration::from_millis(crate::limits::BOX_DELETE_DRAIN_MS);
-                while sh.box_ops.borrow().contains_key(&n) {
+                while sh.box_ops.borrow().contains_key(&uid) {
                     if std::time::Instant::now() > deadline {
                         return Err(NodeError::Busy {
                             reason: "operations on the box are still running",
@@ -526,11 +516,10 @@ impl Shard {
     }
 
     /// Lifts the fence of [`Shard::fence_box`] on every shard (the delete did not happen).
-    async fn unfence_box(self: &Rc<Self>, name: &str) {
+    async fn unfence_box(self: &Rc<Self>, uid: BoxUid) {
         for s in 0..self.shard_count() {
-            let n = name.to_string();
-            if let Err(e) = self.invoke_on(s, move |sh| async move { sh.deleting.borrow_mut().remove(&n) }).await {
-                tracing::warn!(shard = s, box_name = name, error = %e, "could not lift a delete-box fence");
+            if let Err(e) = self.invoke_on(s, move |sh| async move { sh.deleting.borrow_mut().remove(&uid) }).await {
+                tracing::warn!(shard = s, box_uid = uid.0, error = %e, "could not lift a delete-box fence");
             }
         }
     }
@@ -582,7 +571,7 @@ impl Shard {
         self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
         // The old incarnation is closed and its descriptor gone: a new Box of this name is a new
         // incarnation, open to all.
-        self.deleting.borrow_mut().remove(name);
+        self.deleting.borrow_mut().remove(&uid);
     }
 
     /// Runs a per-key operation on this shard, the partition's owner.
