@@ -391,9 +391,12 @@ impl Shard {
             Command::Keyed { box_name, key, mut op } => {
                 let meta = self.box_meta(&box_name).await?;
                 match &mut op {
-                    KeyedOp::ZeroCopyPut { rename_token: Some(token), source_partition: source @ None, .. } => {
-                        // An older client does not say where the rename started: the marker needs it.
-                        *source = self.find_intent(&box_name, meta, *token).await?;
+                    KeyedOp::ZeroCopyPut { rename_token: Some(_), source_partition: None, .. } => {
+                        // The marker names the source partition, whose sweep finalizes the rename.
+                        return Err(NodeError::invalid(
+                            "source_partition",
+                            "a rename's zero-copy put names the source partition prepare-rename returned",
+                        ));
                     }
                     KeyedOp::ZeroCopyPut { source_partition: Some(source), .. } if *source >= meta.partitions => {
                         return Err(NodeError::invalid(
@@ -736,31 +739,6 @@ impl Shard {
     /// The outcome of an intent finalized here recently, if remembered.
     fn resolved_outcome(&self, token: u128) -> Option<fb::RenameOutcome> {
         self.resolved.borrow().iter().rev().find(|(t, _)| *t == token).map(|(_, o)| *o)
-    }
-
-    /// The partition of the Box whose manifest holds the rename intent `token`, if any.
-    ///
-    /// # Errors
-    /// `Busy` or `ShuttingDown` from a forward; open failures.
-    async fn find_intent(
-        self: &Rc<Self>,
-        box_name: &str,
-        meta: BoxMeta,
-        token: u128,
-    ) -> Result<Option<u16>, NodeError> {
-        for p in 0..meta.partitions {
-            let b = box_name.to_string();
-            let held = self
-                .invoke_on(self.owner(box_name, p), move |sh| async move {
-                    let e = sh.engine(&b, meta, p).await?;
-                    Ok::<bool, NodeError>(e.rename_intents().iter().any(|i| i.token == token))
-                })
-                .await??;
-            if held {
-                return Ok(Some(p));
-            }
-        }
-        Ok(None)
     }
 
     /// Settles a rename intent at the source: marker present → delete the source if still the

@@ -537,15 +537,16 @@ impl Client {
         }))
     }
 
-    fn zero_copy_put(&mut self, box_name: &str, key: &[u8], locator: &[u8], token: Option<&[u8]>) -> Reply {
+    fn zero_copy_put(&mut self, box_name: &str, key: &[u8], locator: &[u8], rename: Option<(&[u8], u16)>) -> Reply {
         self.call(request(|fbb| {
             let box_name = Some(fbb.create_string(box_name));
             let key = Some(fbb.create_vector(key));
             let locator = Some(fbb.create_vector(locator));
-            let rename_token = token.map(|t| fbb.create_vector(t));
+            let rename_token = rename.map(|(t, _)| fbb.create_vector(t));
+            let source_partition = rename.map_or(-1, |(_, p)| i32::from(p));
             let b = fb::ZeroCopyPut::create(
                 fbb,
-                &fb::ZeroCopyPutArgs { box_name, key, locator, rename_token, source_partition: -1 },
+                &fb::ZeroCopyPutArgs { box_name, key, locator, rename_token, source_partition },
             );
             (fb::RequestBody::ZeroCopyPut, b.as_union_value())
         }))
@@ -667,7 +668,11 @@ fn client_relay_copy_and_rename_with_forged_locators_refused() {
     assert_eq!(token.len(), 16);
     let r = c.complete_rename("relay", b"origin", &token);
     assert_eq!(r.ok().get().body_as_rename_completed().unwrap().outcome(), fb::RenameOutcome::Pending);
-    c.zero_copy_put("relay", &target, &locator, Some(&token)).ok();
+    let source_partition = prepared.source_partition();
+    // A source partition outside the Box: refused before anything is written.
+    let r = c.zero_copy_put("relay", &target, &locator, Some((&token, u16::MAX)));
+    assert_eq!(r.error_code(), Some(fb::ErrorCode::InvalidArgument));
+    c.zero_copy_put("relay", &target, &locator, Some((&token, source_partition))).ok();
     let r = c.complete_rename("relay", b"origin", &token);
     assert_eq!(r.ok().get().body_as_rename_completed().unwrap().outcome(), fb::RenameOutcome::Finalized);
     assert_eq!(c.head("relay", b"origin").error_code(), Some(fb::ErrorCode::NotFound));
@@ -892,7 +897,7 @@ fn complete_rename_after_the_sweep_finished_it_reports_the_outcome() {
     let r = c.prepare_rename("late", b"source", &target);
     let prepared = r.ok().get().body_as_rename_prepared().unwrap();
     let (token, locator) = (prepared.token().unwrap().bytes().to_vec(), prepared.locator().unwrap().bytes().to_vec());
-    c.zero_copy_put("late", &target, &locator, Some(&token)).ok();
+    c.zero_copy_put("late", &target, &locator, Some((&token, prepared.source_partition()))).ok();
     c.put("late", b"source", b"new", 1 << 20).ok();
     let deadline = Instant::now() + Duration::from_secs(20);
     while c.stats_counter("rename_intents_finalized") == 0 {

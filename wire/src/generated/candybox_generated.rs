@@ -4376,8 +4376,8 @@ impl<'a> ZeroCopyPut<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ZeroCopyPut::VT_RENAME_TOKEN, None)}
   }
-  /// For a rename: the source key's partition, as prepare-rename returned it; -1 when unknown
-  /// (the node then asks every partition which one holds the intent).
+  /// For a rename (required with `rename_token`): the source key's partition, as prepare-rename
+  /// returned it; the marker names it. -1: not a rename.
   #[inline]
   pub fn source_partition(&self) -> i32 {
     // Safety:
