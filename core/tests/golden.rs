@@ -29,6 +29,12 @@ fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
     shipped
 }
 
+/// A shipped file of a format version today's writer no longer produces.
+fn read_golden(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
 const HLC: Hlc = Hlc { physical_ms: 1_700_000_000_123, logical: 4, node: 2 };
 
 fn sample_part() -> Part {
@@ -156,7 +162,8 @@ fn coord_v1() {
         encode_refs, paths, BoxMeta, Coordination, CreateMode, RenameMarker,
     };
 
-    let meta = BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708) };
+    // Version 1 of the Box descriptor had no node; it is read as "not placed" (node 0).
+    let meta = BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708), node: 0 };
     let marker = RenameMarker {
         source_partition: 3,
         target_partition: 5,
@@ -165,8 +172,11 @@ fn coord_v1() {
     };
     let refs: BTreeSet<SyrupId> =
         [SyrupId(0x0002_0000_0000_1234), SyrupId(0x0002_0000_0000_1300), SyrupId(0x0003_0000_0000_0001)].into();
-    let shipped_meta = golden("coord-box-meta-v1.bin", &meta.encode());
-    assert_eq!(BoxMeta::decode(&shipped_meta).expect("box meta"), meta);
+    let shipped_meta = read_golden("coord-box-meta-v1.bin");
+    assert_eq!(BoxMeta::decode(&shipped_meta).expect("box meta v1"), meta);
+    let placed = BoxMeta { node: 2, ..meta };
+    let shipped_v2 = golden("coord-box-meta-v2.bin", &placed.encode());
+    assert_eq!(BoxMeta::decode(&shipped_v2).expect("box meta v2"), placed);
     let shipped_marker = golden("coord-rename-marker-v1.bin", &marker.encode());
     assert_eq!(RenameMarker::decode(&shipped_marker).expect("rename marker"), marker);
     let shipped_refs = golden("coord-refs-v1.bin", &encode_refs(&refs));
@@ -177,7 +187,7 @@ fn coord_v1() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let mut s = EmbeddedCoordination::open(dir.path()).expect("open");
-        s.create(&paths::box_meta("photos"), &meta.encode(), CreateMode::Persistent).expect("create meta");
+        s.create(&paths::box_meta("photos"), &shipped_meta, CreateMode::Persistent).expect("create meta");
         s.create(&paths::member(2), b"ephemeral: never in the log", CreateMode::Ephemeral).expect("member");
         s.put(&paths::partition_refs("photos", 3), &encode_refs(&BTreeSet::new())).expect("put refs");
         s.put(&paths::partition_refs("photos", 3), &encode_refs(&refs)).expect("put refs again");
@@ -194,7 +204,7 @@ fn coord_v1() {
     // meta (with its parents), `members` (the ephemeral's parent), refs created, refs set,
     // marker created, marker deleted.
     assert_eq!(s.open_report().records, 6);
-    assert_eq!(s.get(&paths::box_meta("photos")).expect("get"), Some((meta.encode(), 0)));
+    assert_eq!(s.get(&paths::box_meta("photos")).expect("get"), Some((shipped_meta.clone(), 0)));
     assert_eq!(s.get(&paths::partition_refs("photos", 3)).expect("get"), Some((encode_refs(&refs), 1)));
     assert_eq!(s.get(&paths::member(2)).expect("get"), None);
     assert_eq!(s.get("members").expect("get"), Some((Vec::new(), 0)));

@@ -284,9 +284,19 @@ pub mod codec {
 /// A coordination store in memory: `coordination = "memory"`. Not durable (everything is lost at
 /// exit); for tests and experiments. Ephemeral entries behave as persistent ones for the life of
 /// the process (its only session).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryCoordination {
     entries: BTreeMap<String, (Vec<u8>, Version)>,
+    watch: std::sync::Arc<candybox_core::coord::SessionWatch>,
+}
+
+impl Default for MemoryCoordination {
+    fn default() -> Self {
+        MemoryCoordination {
+            entries: BTreeMap::new(),
+            watch: candybox_core::coord::SessionWatch::new(rand::random::<u64>() | 1),
+        }
+    }
 }
 
 fn check_path(path: &str) -> Result<(), CoordError> {
@@ -304,6 +314,14 @@ impl MemoryCoordination {
 }
 
 impl Coordination for MemoryCoordination {
+    fn session_id(&mut self) -> Result<u64, CoordError> {
+        Ok(self.watch.session())
+    }
+
+    fn session_watch(&self) -> std::sync::Arc<candybox_core::coord::SessionWatch> {
+        self.watch.clone()
+    }
+
     fn get(&mut self, path: &str) -> Result<Option<(Vec<u8>, Version)>, CoordError> {
         check_path(path)?;
         Ok(self.entries.get(path).cloned())
@@ -390,7 +408,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let m = BoxMeta { partitions: 8, created_ms: 5, box_uid: BoxUid(77) };
+        let m = BoxMeta { partitions: 8, created_ms: 5, box_uid: BoxUid(77), node: 1 };
         assert_eq!(codec::decode_box_meta(&codec::encode_box_meta(&m)).unwrap(), m);
         let r = RenameMarker { source_partition: 1, target_partition: 2, target_key: b"k".to_vec(), created_ms: 9 };
         assert_eq!(codec::decode_marker(&codec::encode_marker(&r)).unwrap(), r);

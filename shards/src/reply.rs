@@ -60,6 +60,20 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// Another node serves the Box: the client should ask it.
+    #[error("box {box_name} is served by node {node} at {owner}")]
+    NotOwner {
+        /// The Box.
+        box_name: String,
+        /// The serving node's id.
+        node: u16,
+        /// `host:port` of its main port.
+        owner: String,
+    },
+    /// The partition cannot take mutations now: its lease is not held (the coordination
+    /// session is suspended or lost, or the lease is being re-acquired). Reads go on; retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),
@@ -90,6 +104,8 @@ pub struct ErrorFields {
     pub limit: Option<(&'static str, u64, u64)>,
     /// Busy: retry hint.
     pub retry_after_ms: u32,
+    /// NotOwner: the owner's address.
+    pub owner: Option<String>,
 }
 
 /// The one mapping from errors to the wire (`ErrorCode` and details).
@@ -126,7 +142,8 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
         NodeError::BoxExists(_) => fb::ErrorCode::BoxExists,
         NodeError::BoxNotEmpty(_) => fb::ErrorCode::BoxNotEmpty,
         NodeError::Coord(c) => match c {
-            CoordError::Unavailable(_) => fb::ErrorCode::Unavailable,
+            // A stale fencing token: the lease moved on; this node must not mutate.
+            CoordError::Unavailable(_) | CoordError::Fenced { .. } => fb::ErrorCode::Unavailable,
             CoordError::NoNode(_)
             | CoordError::NodeExists(_)
             | CoordError::BadVersion { .. }
@@ -145,6 +162,14 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
         NodeError::UnknownRequest(_) => fb::ErrorCode::UnknownRequest,
         NodeError::Forged(_) => fb::ErrorCode::ForgedLocator,
         NodeError::ShuttingDown => fb::ErrorCode::ShuttingDown,
+        NodeError::NotOwner { owner, .. } => {
+            f.owner = Some(owner.clone());
+            fb::ErrorCode::NotOwner
+        }
+        NodeError::Unavailable(_) => {
+            f.retry_after_ms = crate::limits::UNAVAILABLE_RETRY_AFTER_MS;
+            fb::ErrorCode::Unavailable
+        }
         NodeError::Internal(_) => fb::ErrorCode::Internal,
     };
     f.code = code.0;
@@ -201,6 +226,7 @@ pub fn error_reply(e: &NodeError) -> Bytes {
     let message = Some(fbb.create_string(&f.message));
     let field = f.field.map(|s| fbb.create_string(s));
     let limit_name = f.limit.map(|(n, _, _)| fbb.create_string(n));
+    let owner = f.owner.as_deref().map(|o| fbb.create_string(o));
     let err = fb::Error::create(
         &mut fbb,
         &fb::ErrorArgs {
@@ -211,7 +237,7 @@ pub fn error_reply(e: &NodeError) -> Bytes {
             limit_value: f.limit.map_or(0, |l| l.1),
             limit_max: f.limit.map_or(0, |l| l.2),
             retry_after_ms: f.retry_after_ms,
-            owner: None,
+            owner,
         },
     );
     let root =

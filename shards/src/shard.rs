@@ -444,7 +444,12 @@ impl Shard {
                 max: u64::from(limits::PARTITION_COUNT_MAX),
             }));
         }
-        let meta = BoxMeta { partitions, created_ms: wall_ms(), box_uid: BoxUid(rand::random::<u64>() | 1) };
+        let meta = BoxMeta {
+            partitions,
+            created_ms: wall_ms(),
+            box_uid: BoxUid(rand::random::<u64>() | 1),
+            node: self.shared.config.node_id,
+        };
         match self.shared.coord.create_box(&name, meta).await {
             Ok(()) => {}
             Err(candybox_core::coord::CoordError::NodeExists(_)) => return Err(NodeError::BoxExists(name)),

@@ -295,6 +295,8 @@ pub struct EmbeddedCoordination {
     /// A write or sync failed: the log's state is unknown, so no more mutations.
     stopped: bool,
     report: OpenReport,
+    /// This value's session: random per open, so a reopened store is a new session.
+    watch: std::sync::Arc<super::SessionWatch>,
     /// Held (flock'd) for as long as the value lives. Declared last so it is dropped (and the lock
     /// released) after the log is closed.
     _lock: File,
@@ -453,6 +455,7 @@ impl EmbeddedCoordination {
             config,
             stopped: false,
             report,
+            watch: super::SessionWatch::new(rand::random::<u64>() | 1),
             _lock: lock_file,
         };
         if store.compaction_due() {
@@ -579,6 +582,15 @@ impl EmbeddedCoordination {
 }
 
 impl Coordination for EmbeddedCoordination {
+    fn session_id(&mut self) -> Result<u64, CoordError> {
+        // The session lives as long as the value; it never expires.
+        Ok(self.watch.session())
+    }
+
+    fn session_watch(&self) -> std::sync::Arc<super::SessionWatch> {
+        self.watch.clone()
+    }
+
     fn get(&mut self, path: &str) -> Result<Option<(Vec<u8>, Version)>, CoordError> {
         validate_path(path)?;
         Ok(self.tree.nodes.get(path).map(|n| (n.data.clone(), n.version)))

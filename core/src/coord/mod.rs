@@ -75,6 +75,75 @@ pub enum CoordError {
     /// The store's own files failed or are damaged.
     #[error("coordination store: {0}")]
     Store(String),
+    /// A fenced write was refused: the fence entry is not at the version (the fencing token) the
+    /// writer holds, so another holder has taken the lease since.
+    #[error("coordination entry {path}: fencing token {token} refused (the lease is now at {found:?})")]
+    Fenced {
+        /// The fence entry.
+        path: String,
+        /// The token the writer presented.
+        token: Version,
+        /// The fence's version now (`None`: the fence entry is gone).
+        found: Option<Version>,
+    },
+}
+
+/// A fencing condition for a write: the entry at `path` must be at `version`, the fencing token
+/// of the writer's lease. Leases bump the version of their fence entry when they are taken, so a
+/// write by an old holder is refused once a new one holds the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The fence entry (for partition leases `boxes/<box>/partitions/<p>`).
+    pub path: String,
+    /// The fencing token: the fence entry's version when the lease was taken.
+    pub version: Version,
+}
+
+/// The state of a store's session, shared with the data path: shards read it (two atomic loads)
+/// before every mutation, and the store updates it as its session changes.
+#[derive(Debug)]
+pub struct SessionWatch {
+    /// The session is connected and live: its ephemeral entries and leases are held.
+    connected: std::sync::atomic::AtomicBool,
+    /// The live session's id (0 while none has been established).
+    session: std::sync::atomic::AtomicU64,
+}
+
+impl SessionWatch {
+    /// A watch of a connected session `session`.
+    pub fn new(session: u64) -> std::sync::Arc<SessionWatch> {
+        std::sync::Arc::new(SessionWatch {
+            connected: std::sync::atomic::AtomicBool::new(true),
+            session: std::sync::atomic::AtomicU64::new(session),
+        })
+    }
+
+    /// True while the session is connected and live.
+    pub fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The id of the current session.
+    pub fn session(&self) -> u64 {
+        self.session.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// True while `session` is the current, connected session: a lease taken in it still holds.
+    pub fn holds(&self, session: u64) -> bool {
+        self.connected() && self.session() == session
+    }
+
+    /// Records a change of the session (the store calls this).
+    pub fn set(&self, session: u64, connected: bool) {
+        // The id first: a reader that sees `connected` sees the id it belongs to.
+        self.session.store(session, std::sync::atomic::Ordering::Release);
+        self.connected.store(connected, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Records that the session is suspended or lost (the store calls this).
+    pub fn set_disconnected(&self) {
+        self.connected.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// The coordination store. See the module invariants.
@@ -125,6 +194,44 @@ pub trait Coordination: Send + 'static {
         }
     }
 
+    /// Creates the entry or replaces its data, only while `fence` holds (the fence entry is at
+    /// the fence's version), atomically with the check.
+    ///
+    /// The default checks and then writes: atomic for stores with one session at a time (the
+    /// embedded and memory stores, used from one control thread). Shared stores override it
+    /// (ZooKeeper: one multi-operation of a version check and the write).
+    ///
+    /// # Errors
+    /// `Fenced` when the fence does not hold (nothing is written); as [`Coordination::put`].
+    fn put_fenced(&mut self, fence: &Fence, path: &str, data: &[u8]) -> Result<Version, CoordError> {
+        check_fence(self, fence)?;
+        self.put(path, data)
+    }
+
+    /// Deletes an entry (an absent one is fine), only while `fence` holds. Atomicity as
+    /// [`Coordination::put_fenced`].
+    ///
+    /// # Errors
+    /// `Fenced` when the fence does not hold (nothing is deleted); `NotEmpty`; `BadPath`,
+    /// `Unavailable`, `Store`.
+    fn delete_fenced(&mut self, fence: &Fence, path: &str) -> Result<(), CoordError> {
+        check_fence(self, fence)?;
+        match self.delete(path, None) {
+            Err(CoordError::NoNode(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The id of the current session, establishing a new session first when the last one
+    /// expired (its ephemeral entries are then gone). Ids of successive sessions differ.
+    ///
+    /// # Errors
+    /// `Unavailable` when no session can be established now.
+    fn session_id(&mut self) -> Result<u64, CoordError>;
+
+    /// The shared view of the session's state, updated by the store as it changes.
+    fn session_watch(&self) -> std::sync::Arc<SessionWatch>;
+
     /// Deletes an entry and everything below it. Deleting an absent entry succeeds.
     ///
     /// # Errors
@@ -145,6 +252,17 @@ pub trait Coordination: Send + 'static {
     }
 }
 
+/// Refuses a write whose fence does not hold: the check of the default fenced writes.
+///
+/// # Errors
+/// `Fenced` naming the fence; what the store's `get` fails with.
+pub fn check_fence<C: Coordination + ?Sized>(store: &mut C, fence: &Fence) -> Result<(), CoordError> {
+    match store.get(&fence.path)? {
+        Some((_, v)) if v == fence.version => Ok(()),
+        other => Err(CoordError::Fenced { path: fence.path.clone(), token: fence.version, found: other.map(|(_, v)| v) }),
+    }
+}
+
 /// The paths of SPEC §8.
 pub mod paths {
     /// `members/<node>`: ephemeral; address, shard count, ports.
@@ -160,6 +278,11 @@ pub mod paths {
     /// `boxes/<box>/meta`: partition count, created-at, Box uid ([`super::BoxMeta`]).
     pub fn box_meta(box_name: &str) -> String {
         format!("boxes/{box_name}/meta")
+    }
+    /// `boxes/<box>/partitions/<p>`: persistent; its version is the partition's last fencing
+    /// token (each lease taken bumps it), its data the node that took it ([`super::LeaseRecord`]).
+    pub fn partition(box_name: &str, partition: u16) -> String {
+        format!("boxes/{box_name}/partitions/{partition}")
     }
     /// `boxes/<box>/partitions/<p>/owner`: ephemeral lease with a fencing token.
     pub fn partition_owner(box_name: &str, partition: u16) -> String {
@@ -188,6 +311,45 @@ pub struct BoxMeta {
     pub created_ms: u64,
     /// The Box incarnation (Syrup headers carry it; a re-created Box gets a new one).
     pub box_uid: crate::types::BoxUid,
+    /// The node that serves the Box (its data lives there), chosen among the live members at
+    /// creation. 0: not placed (a version 1 entry, written by a single node): the node that
+    /// reads it serves it.
+    pub node: u16,
+}
+
+/// `members/<node>`: a live node (ephemeral), so that others can name it in a not-owner reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEntry {
+    /// The node id.
+    pub node: u16,
+    /// The session that registered it (a restarted node replaces an entry of its old session).
+    pub session: u64,
+    /// `host:port` of its main port, as clients should dial it.
+    pub addr: String,
+    /// Each shard's own port, indexed by shard.
+    pub shard_ports: Vec<u16>,
+}
+
+/// `boxes/<box>/partitions/<p>/owner`: the lease of a partition (ephemeral).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseEntry {
+    /// The holding node.
+    pub node: u16,
+    /// The holder's session: the lease is the holder's only while this session lives.
+    pub session: u64,
+    /// The fencing token: the version of `boxes/<box>/partitions/<p>` when the lease was taken.
+    /// Fenced writes of the holder check it; every new lease has a larger one.
+    pub token: Version,
+}
+
+/// `boxes/<box>/partitions/<p>`: who took the partition's last lease. The entry's *version* is
+/// the last fencing token handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The node that took the last lease.
+    pub node: u16,
+    /// When (ms since the Unix epoch).
+    pub taken_ms: u64,
 }
 
 /// `boxes/<box>/renames/<token>`: written by the destination once its zero-copy put is durable.
@@ -203,10 +365,22 @@ pub struct RenameMarker {
     pub created_ms: u64,
 }
 
-/// Version byte of an encoded [`BoxMeta`].
-pub const BOX_META_VERSION: u8 = 1;
-/// Bytes of an encoded [`BoxMeta`]: version, partitions, created_ms, box_uid.
-pub const BOX_META_BYTES: usize = 1 + 2 + 8 + 8;
+/// Version byte of an encoded [`BoxMeta`] (version 1, without the node, is still read).
+pub const BOX_META_VERSION: u8 = 2;
+/// Bytes of an encoded [`BoxMeta`]: version, partitions, created_ms, box_uid, node.
+pub const BOX_META_BYTES: usize = 1 + 2 + 8 + 8 + 2;
+/// Bytes of a version 1 [`BoxMeta`]: version, partitions, created_ms, box_uid.
+pub const BOX_META_V1_BYTES: usize = 1 + 2 + 8 + 8;
+/// Version byte of an encoded [`MemberEntry`].
+pub const MEMBER_VERSION: u8 = 1;
+/// Version byte of an encoded [`LeaseEntry`].
+pub const LEASE_VERSION: u8 = 1;
+/// Bytes of an encoded [`LeaseEntry`]: version, node, session, token.
+pub const LEASE_BYTES: usize = 1 + 2 + 8 + 8;
+/// Version byte of an encoded [`LeaseRecord`].
+pub const LEASE_RECORD_VERSION: u8 = 1;
+/// Bytes of an encoded [`LeaseRecord`]: version, node, taken_ms.
+pub const LEASE_RECORD_BYTES: usize = 1 + 2 + 8;
 /// Version byte of an encoded [`RenameMarker`].
 pub const RENAME_MARKER_VERSION: u8 = 1;
 /// Bytes of an encoded [`RenameMarker`] before its target key: version, source and target
@@ -215,7 +389,8 @@ pub const RENAME_MARKER_FIXED_BYTES: usize = 1 + 2 + 2 + 8 + 2;
 /// Version byte of an encoded referenced-Syrup set ([`encode_refs`]).
 pub const REFS_VERSION: u8 = 1;
 
-const _: () = assert!(BOX_META_BYTES == 19);
+const _: () = assert!(BOX_META_BYTES == 21 && BOX_META_V1_BYTES == 19);
+const _: () = assert!(LEASE_BYTES == 19 && LEASE_RECORD_BYTES == 11);
 const _: () = assert!(RENAME_MARKER_FIXED_BYTES == 15);
 // The largest entries fit the coordination store's data bound.
 const _: () = assert!(RENAME_MARKER_FIXED_BYTES + crate::limits::KEY_BYTES_MAX <= crate::limits::COORD_DATA_BYTES_MAX);
@@ -251,7 +426,7 @@ fn check_partition(partition: u16, offset: u64) -> Result<(), DecodeError> {
 
 impl BoxMeta {
     /// Encodes the entry (format in docs/format.md, "Coordination store and entries"):
-    /// `version u8 = 1 | partitions u16 | created_ms u64 | box_uid u64`, 19 bytes.
+    /// `version u8 = 2 | partitions u16 | created_ms u64 | box_uid u64 | node u16`, 21 bytes.
     ///
     /// # Panics
     /// When `partitions` is outside 1..=`PARTITION_COUNT_MAX` (a Box is validated at creation).
@@ -263,25 +438,134 @@ impl BoxMeta {
         out.put_u16(self.partitions);
         out.put_u64(self.created_ms);
         out.put_u64(self.box_uid.0);
+        out.put_u16(self.node);
         assert!(out.len() == BOX_META_BYTES);
         out
     }
 
-    /// Decodes the entry.
+    /// Decodes the entry: version 2, or version 1 (19 bytes, no node: `node` is 0).
     ///
     /// # Errors
     /// A [`crate::error::DecodeError`] for bytes that are not a valid entry: an unknown version,
     /// a short input, a partition count outside 1..=`PARTITION_COUNT_MAX`, trailing bytes.
     pub fn decode(buf: &[u8]) -> Result<BoxMeta, crate::error::DecodeError> {
         let mut r = Reader::new(buf);
-        check_version(&mut r, BOX_META_VERSION)?;
+        let version = r.u8()?;
+        if version != 1 && version != BOX_META_VERSION {
+            return Err(DecodeError::UnsupportedVersion(u16::from(version)));
+        }
         let at = r.position() as u64;
         let partitions = r.u16()?;
         check_partition_count(partitions, at)?;
         let created_ms = r.u64()?;
         let box_uid = crate::types::BoxUid(r.u64()?);
+        let node = if version == 1 { 0 } else { r.u16()? };
         check_end(&r)?;
-        Ok(BoxMeta { partitions, created_ms, box_uid })
+        Ok(BoxMeta { partitions, created_ms, box_uid, node })
+    }
+}
+
+impl MemberEntry {
+    /// Encodes the entry: `version u8 = 1 | node u16 | session u64 | addr bytes16 |
+    /// shard count u16 | port u16 × count`.
+    ///
+    /// # Panics
+    /// When the address is longer than 255 bytes or there are more than `u16::MAX` ports.
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(self.addr.len() <= 255, "member address over 255 bytes");
+        assert!(self.shard_ports.len() <= usize::from(u16::MAX), "too many shard ports");
+        let mut out = Vec::with_capacity(1 + 2 + 8 + 2 + self.addr.len() + 2 + 2 * self.shard_ports.len());
+        out.put_u8(MEMBER_VERSION);
+        out.put_u16(self.node);
+        out.put_u64(self.session);
+        out.put_bytes16(self.addr.as_bytes());
+        out.put_u16(self.shard_ports.len() as u16);
+        for p in &self.shard_ports {
+            out.put_u16(*p);
+        }
+        out
+    }
+
+    /// Decodes the entry.
+    ///
+    /// # Errors
+    /// A [`crate::error::DecodeError`]: an unknown version, a short input, an address that is not
+    /// UTF-8 or longer than 255 bytes, trailing bytes.
+    pub fn decode(buf: &[u8]) -> Result<MemberEntry, DecodeError> {
+        let mut r = Reader::new(buf);
+        check_version(&mut r, MEMBER_VERSION)?;
+        let node = r.u16()?;
+        let session = r.u64()?;
+        let at = r.position() as u64;
+        let addr = r.bytes16()?;
+        if addr.len() > 255 {
+            return Err(DecodeError::Malformed { what: "member address length", offset: at });
+        }
+        let addr = std::str::from_utf8(addr)
+            .map_err(|_| DecodeError::Malformed { what: "member address", offset: at })?
+            .to_owned();
+        let count = r.u16()?;
+        let mut shard_ports = Vec::with_capacity(usize::from(count).min(r.remaining() / 2));
+        for _ in 0..count {
+            shard_ports.push(r.u16()?);
+        }
+        check_end(&r)?;
+        Ok(MemberEntry { node, session, addr, shard_ports })
+    }
+}
+
+impl LeaseEntry {
+    /// Encodes the entry: `version u8 = 1 | node u16 | session u64 | token u64`, 19 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(LEASE_BYTES);
+        out.put_u8(LEASE_VERSION);
+        out.put_u16(self.node);
+        out.put_u64(self.session);
+        out.put_u64(self.token);
+        assert!(out.len() == LEASE_BYTES);
+        out
+    }
+
+    /// Decodes the entry.
+    ///
+    /// # Errors
+    /// A [`crate::error::DecodeError`]: an unknown version, a short input, trailing bytes.
+    pub fn decode(buf: &[u8]) -> Result<LeaseEntry, DecodeError> {
+        let mut r = Reader::new(buf);
+        check_version(&mut r, LEASE_VERSION)?;
+        let node = r.u16()?;
+        let session = r.u64()?;
+        let token = r.u64()?;
+        check_end(&r)?;
+        Ok(LeaseEntry { node, session, token })
+    }
+}
+
+impl LeaseRecord {
+    /// Encodes the entry: `version u8 = 1 | node u16 | taken_ms u64`, 11 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(LEASE_RECORD_BYTES);
+        out.put_u8(LEASE_RECORD_VERSION);
+        out.put_u16(self.node);
+        out.put_u64(self.taken_ms);
+        assert!(out.len() == LEASE_RECORD_BYTES);
+        out
+    }
+
+    /// Decodes the entry; empty data (the entry created as a parent, before any lease) is `None`.
+    ///
+    /// # Errors
+    /// A [`crate::error::DecodeError`]: an unknown version, a short input, trailing bytes.
+    pub fn decode(buf: &[u8]) -> Result<Option<LeaseRecord>, DecodeError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut r = Reader::new(buf);
+        check_version(&mut r, LEASE_RECORD_VERSION)?;
+        let node = r.u16()?;
+        let taken_ms = r.u64()?;
+        check_end(&r)?;
+        Ok(Some(LeaseRecord { node, taken_ms }))
     }
 }
 
@@ -434,7 +718,7 @@ mod tests {
     use crate::types::{BoxUid, SyrupId};
 
     fn meta() -> BoxMeta {
-        BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708) }
+        BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708), node: 3 }
     }
 
     fn marker() -> RenameMarker {
@@ -466,19 +750,26 @@ mod tests {
         assert_eq!(b[0], BOX_META_VERSION);
         assert_eq!(&b[1..3], &8u16.to_le_bytes());
         assert_eq!(BoxMeta::decode(&b), Ok(m));
-        let one = BoxMeta { partitions: 1, created_ms: 0, box_uid: BoxUid(0) };
+        let one = BoxMeta { partitions: 1, created_ms: 0, box_uid: BoxUid(0), node: 0 };
         assert_eq!(BoxMeta::decode(&one.encode()), Ok(one));
         let most =
-            BoxMeta { partitions: crate::limits::PARTITION_COUNT_MAX, created_ms: u64::MAX, box_uid: BoxUid(u64::MAX) };
+            BoxMeta { partitions: crate::limits::PARTITION_COUNT_MAX, created_ms: u64::MAX, box_uid: BoxUid(u64::MAX), node: u16::MAX };
         assert_eq!(BoxMeta::decode(&most.encode()), Ok(most));
     }
 
     #[test]
     fn box_meta_refuses_bad_bytes() {
         let good = meta().encode();
-        let mut v2 = good.clone();
-        v2[0] = 2;
-        assert_eq!(BoxMeta::decode(&v2), Err(DecodeError::UnsupportedVersion(2)));
+        let mut v3 = good.clone();
+        v3[0] = 3;
+        assert_eq!(BoxMeta::decode(&v3), Err(DecodeError::UnsupportedVersion(3)));
+        // A version 1 entry has no node; a version 2 one cut there is short.
+        let mut v1 = good[..BOX_META_V1_BYTES].to_vec();
+        v1[0] = 1;
+        assert_eq!(BoxMeta::decode(&v1), Ok(BoxMeta { node: 0, ..meta() }));
+        let mut v1_long = good.clone();
+        v1_long[0] = 1;
+        assert!(matches!(BoxMeta::decode(&v1_long), Err(DecodeError::Malformed { what: "trailing bytes", .. })));
         let mut zero = good.clone();
         zero[1..3].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(BoxMeta::decode(&zero), Err(DecodeError::Malformed { what: "partition count", offset: 1 }));
@@ -487,10 +778,44 @@ mod tests {
         assert!(matches!(BoxMeta::decode(&huge), Err(DecodeError::Malformed { .. })));
         let mut long = good.clone();
         long.push(0);
-        assert_eq!(BoxMeta::decode(&long), Err(DecodeError::Malformed { what: "trailing bytes", offset: 19 }));
+        assert_eq!(BoxMeta::decode(&long), Err(DecodeError::Malformed { what: "trailing bytes", offset: 21 }));
         for cut in 0..good.len() {
             assert!(matches!(BoxMeta::decode(&good[..cut]), Err(DecodeError::Truncated(_))), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn member_and_lease_entries_round_trip_and_refuse_bad_bytes() {
+        let member = MemberEntry {
+            node: 2,
+            session: 0x1122_3344_5566_7788,
+            addr: "127.0.0.1:7420".into(),
+            shard_ports: vec![7421, 7422],
+        };
+        let lease = LeaseEntry { node: 2, session: 9, token: 41 };
+        let record = LeaseRecord { node: 2, taken_ms: 1_700_000_000_000 };
+        let (m, l, r) = (member.encode(), lease.encode(), record.encode());
+        assert_eq!((m[0], l[0], r[0]), (MEMBER_VERSION, LEASE_VERSION, LEASE_RECORD_VERSION));
+        assert_eq!((l.len(), r.len()), (LEASE_BYTES, LEASE_RECORD_BYTES));
+        assert_eq!(MemberEntry::decode(&m), Ok(member.clone()));
+        assert_eq!(LeaseEntry::decode(&l), Ok(lease));
+        assert_eq!(LeaseRecord::decode(&r), Ok(Some(record)));
+        assert_eq!(LeaseRecord::decode(&[]), Ok(None), "a partition entry created as a parent");
+        for cut in 1..m.len() {
+            assert!(matches!(MemberEntry::decode(&m[..cut]), Err(DecodeError::Truncated(_))), "member cut {cut}");
+        }
+        for cut in 1..l.len() {
+            assert!(matches!(LeaseEntry::decode(&l[..cut]), Err(DecodeError::Truncated(_))), "lease cut {cut}");
+        }
+        for cut in 1..r.len() {
+            assert!(matches!(LeaseRecord::decode(&r[..cut]), Err(DecodeError::Truncated(_))), "record cut {cut}");
+        }
+        let mut bad_utf8 = m.clone();
+        bad_utf8[13] = 0xff;
+        assert_eq!(MemberEntry::decode(&bad_utf8), Err(DecodeError::Malformed { what: "member address", offset: 11 }));
+        let mut v2 = l.clone();
+        v2[0] = 2;
+        assert_eq!(LeaseEntry::decode(&v2), Err(DecodeError::UnsupportedVersion(2)));
     }
 
     #[test]
@@ -584,13 +909,17 @@ mod tests {
     fn mutated_entries_never_panic() {
         let mut rng = SmallRng::seed_from_u64(42);
         let refs = encode_refs(&realistic_refs(&mut rng, 50));
-        let goods = [meta().encode(), marker().encode(), refs];
+        let member = MemberEntry { node: 1, session: 2, addr: "h:1".into(), shard_ports: vec![1, 2, 3] };
+        let goods = [meta().encode(), marker().encode(), refs, member.encode(), LeaseEntry { node: 1, session: 2, token: 3 }.encode()];
         for _ in 0..20_000 {
             for good in &goods {
                 let bad = crate::testing::mutate(&mut rng, good, 8);
                 let _ = BoxMeta::decode(&bad);
                 let _ = RenameMarker::decode(&bad);
                 let _ = decode_refs(&bad);
+                let _ = MemberEntry::decode(&bad);
+                let _ = LeaseEntry::decode(&bad);
+                let _ = LeaseRecord::decode(&bad);
             }
             let len = rng.gen_range(0..64);
             let noise: Vec<u8> = (0..len).map(|_| rng.gen()).collect();

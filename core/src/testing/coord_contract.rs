@@ -11,7 +11,7 @@
 //!   prints each check's name before it runs, so the failing one is named in the output.
 
 use crate::{
-    coord::{CoordError, Coordination, CreateMode, Version},
+    coord::{CoordError, Coordination, CreateMode, Fence, Version},
     limits,
 };
 
@@ -36,6 +36,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("persistent_entries_outlive_their_session", persistent_entries_outlive_their_session),
     ("bad_paths_are_refused", bad_paths_are_refused),
     ("data_is_bounded", data_is_bounded),
+    ("fenced_writes_need_the_current_token", fenced_writes_need_the_current_token),
+    ("sessions_have_distinct_ids", sessions_have_distinct_ids),
 ];
 
 /// Runs every check of [`CHECKS`] against the store that `make` opens sessions on.
@@ -354,4 +356,55 @@ pub fn data_is_bounded(make: &mut MakeSession<'_>) {
     assert!(s.set(&a, &over, None).is_err(), "set with data over the limit");
     assert!(s.put(&a, &over).is_err(), "put with data over the limit");
     assert_eq!(get(s, &a), Some((big, 0)), "a refused set changes nothing");
+}
+
+/// A fenced write happens only while the fence entry is at the writer's token, and a refused one
+/// changes nothing; creating through a fence adds missing parents; deleting an absent entry
+/// through a holding fence is fine.
+pub fn fenced_writes_need_the_current_token(make: &mut MakeSession<'_>) {
+    let (mut s, root) = fresh(make, "fenced_writes_need_the_current_token");
+    let s = s.as_mut();
+    let fence_path = format!("{root}/partition");
+    let target = format!("{root}/deep/refs");
+    let token = create(s, &fence_path, b"lease record", CreateMode::Persistent);
+    let held = Fence { path: fence_path.clone(), version: token };
+    assert_eq!(ok(s.put_fenced(&held, &target, b"one"), "fenced put that creates"), 0);
+    assert_eq!(ok(s.put_fenced(&held, &target, b"two"), "fenced put that replaces"), 1);
+    // Another holder takes the lease: the fence entry moves on.
+    let newer = ok(s.set(&fence_path, b"next holder", Some(token)), "bump the fence");
+    assert_eq!(newer, token + 1);
+    let refused = s.put_fenced(&held, &target, b"stale");
+    assert!(
+        matches!(&refused, Err(CoordError::Fenced { path, token: t, found: Some(f) }) if *path == fence_path && *t == token && *f == newer),
+        "a stale token writes: {refused:?}"
+    );
+    let refused = s.put_fenced(&held, &format!("{root}/new"), b"stale");
+    assert!(matches!(refused, Err(CoordError::Fenced { .. })), "a stale token creates: {refused:?}");
+    assert_eq!(get(s, &format!("{root}/new")), None, "a refused fenced create created nothing");
+    let refused = s.delete_fenced(&held, &target);
+    assert!(matches!(refused, Err(CoordError::Fenced { .. })), "a stale token deletes: {refused:?}");
+    assert_eq!(get(s, &target), Some((b"two".to_vec(), 1)), "refused fenced writes changed nothing");
+    let current = Fence { path: fence_path.clone(), version: newer };
+    ok(s.delete_fenced(&current, &target), "fenced delete with the current token");
+    assert_eq!(get(s, &target), None);
+    ok(s.delete_fenced(&current, &target), "fenced delete of an absent entry");
+    let gone = Fence { path: format!("{root}/absent-fence"), version: 0 };
+    let refused = s.put_fenced(&gone, &target, b"x");
+    assert!(matches!(refused, Err(CoordError::Fenced { found: None, .. })), "an absent fence holds: {refused:?}");
+}
+
+/// Every session has an id, successive sessions differ, and the session watch reports the live
+/// one as holding.
+pub fn sessions_have_distinct_ids(make: &mut MakeSession<'_>) {
+    let mut first = make();
+    let one = ok(first.session_id(), "session id");
+    assert_eq!(ok(first.session_id(), "session id again"), one, "a live session keeps its id");
+    let watch = first.session_watch();
+    assert!(watch.holds(one), "the watch holds the live session");
+    drop(first);
+    let mut second = make();
+    let two = ok(second.session_id(), "second session id");
+    assert_ne!(one, two, "a new session has a new id");
+    assert!(second.session_watch().holds(two));
+    assert!(!second.session_watch().holds(one), "the watch does not hold an ended session");
 }

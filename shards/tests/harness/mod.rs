@@ -19,6 +19,8 @@ use std::{
 
 use candybox_wire::client::{ClientConfig, TokioClient};
 
+pub mod zk;
+
 /// How long a node may take to recover and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 

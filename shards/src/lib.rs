@@ -1,0 +1,4 @@
+//! The parts of the node that its integration tests and tools use as a library: the ZooKeeper
+//! implementation of the coordination interface. The node itself is the `candyboxd` binary.
+
+pub mod zk;
