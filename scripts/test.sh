@@ -19,6 +19,18 @@ if ! flatc --version 2>/dev/null | grep -q '25.12.19'; then
   hash -r
 fi
 flatc --version
+# The ZooKeeper tests start a real standalone server from Debian's package (jars under
+# /usr/share/java; it brings a JRE).
+if [ ! -e /usr/share/java/zookeeper.jar ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ZooKeeper is missing and this is not root: run 'apt-get update && apt-get install -y zookeeper'" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+fi
+ls -l /usr/share/java/zookeeper.jar
+java -version 2>&1 | head -1
 
 step "format"
 cargo fmt --all -- --check
