@@ -136,6 +136,13 @@ pub enum KeyedOp {
     },
 }
 
+impl KeyedOp {
+    /// True when the operation changes the partition (it needs the partition's lease).
+    pub fn mutates(&self) -> bool {
+        !matches!(self, KeyedOp::Get { .. } | KeyedOp::Head | KeyedOp::ListParts { .. } | KeyedOp::GetLocator)
+    }
+}
+
 /// An operation on one named partition.
 #[derive(Debug)]
 pub enum PartitionOp {

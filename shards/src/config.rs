@@ -87,9 +87,17 @@ settings! {
         http, "CANDYBOX_HTTP": SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7419));
         /// The node id: high bits of Syrup ids, HLC tie-breaker. Unique in a cluster, stable.
         node_id, "CANDYBOX_NODE_ID": u16 = 1;
-        /// Coordination store: "embedded" (file-backed, in <data_dir>/coord) or "memory" (not
+        /// Coordination store: "embedded" (file-backed, in <data_dir>/coord; one node),
+        /// "zookeeper" (a ZooKeeper ensemble: zookeeper_connect; several nodes) or "memory" (not
         /// durable: for tests and experiments only).
         coordination, "CANDYBOX_COORDINATION": String = "embedded".to_string();
+        /// ZooKeeper ensemble (coordination = "zookeeper"): host:port[,host:port...].
+        zookeeper_connect, "CANDYBOX_ZOOKEEPER_CONNECT": String = "127.0.0.1:2181".to_string();
+        /// ZooKeeper path below which the node keeps its entries (created when missing).
+        zookeeper_chroot, "CANDYBOX_ZOOKEEPER_CHROOT": String = "/candybox".to_string();
+        /// ZooKeeper session timeout asked of the ensemble (it clamps it to 2-20 x its tickTime);
+        /// mutations stop while the session is suspended or lost.
+        zookeeper_session_timeout_ms, "CANDYBOX_ZOOKEEPER_SESSION_TIMEOUT_MS": u64 = 6_000;
         /// Partitions of a new Box when create-box does not say.
         default_partitions, "CANDYBOX_DEFAULT_PARTITIONS": u16 = limits::PARTITION_COUNT_DEFAULT;
         /// Cap on one frame's body plus payload, in bytes.
@@ -150,6 +158,9 @@ settings! {
         port_base, "CANDYBOX_PORT_BASE": u16;
         /// Shard count. Default: the cores this process may use.
         shards, "CANDYBOX_SHARDS": u16;
+        /// host:port that other nodes name when they redirect a client here (not-owner replies).
+        /// Default: the listen address with its bound port (127.0.0.1 when it listens on all).
+        advertise, "CANDYBOX_ADVERTISE": String;
     }
 }
 
@@ -225,8 +236,20 @@ impl Config {
     /// A one-line [`ConfigError`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| Err(ConfigError(format!("invalid {key}: {why}")));
-        if !matches!(self.coordination.as_str(), "embedded" | "memory") {
-            return bad("coordination", format!("{:?} is not \"embedded\" or \"memory\"", self.coordination));
+        if !matches!(self.coordination.as_str(), "embedded" | "memory" | "zookeeper") {
+            return bad(
+                "coordination",
+                format!("{:?} is not \"embedded\", \"zookeeper\" or \"memory\"", self.coordination),
+            );
+        }
+        if self.zookeeper_session_timeout_ms == 0 {
+            return bad("zookeeper_session_timeout_ms", "must be positive".into());
+        }
+        if !self.zookeeper_chroot.is_empty() && !self.zookeeper_chroot.starts_with('/') {
+            return bad("zookeeper_chroot", format!("{:?} is not an absolute path", self.zookeeper_chroot));
+        }
+        if self.node_id == 0 {
+            return bad("node_id", "must be positive (0 marks an unplaced Box)".into());
         }
         if self.default_partitions == 0 || self.default_partitions > limits::PARTITION_COUNT_MAX {
             return bad("default_partitions", format!("must lie in 1..={}", limits::PARTITION_COUNT_MAX));
@@ -330,7 +353,7 @@ mod tests {
     #[test]
     fn help_shows_every_default_and_an_omitted_flag_stays_unset() {
         let shown = defaults_shown();
-        assert_eq!(shown.len(), KEYS.len() - 2, "every key but the two derived ones has a default");
+        assert_eq!(shown.len(), KEYS.len() - 3, "every key but the three derived ones has a default");
         assert!(shown.contains(&("chunk_bytes", engine_defaults().chunk_bytes.to_string())));
         assert!(shown.contains(&("listen", "127.0.0.1:7420".to_string())));
         // The help text is only text: a flag left out must stay unset, so the file still applies.

@@ -10,15 +10,40 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
     thread::JoinHandle,
 };
 
 use candybox_core::{
-    coord::{paths, BoxMeta, CoordError, Coordination, CreateMode, RenameMarker, Version},
+    coord::{
+        paths, BoxMeta, CoordError, Coordination, CreateMode, Fence, LeaseEntry, LeaseRecord, MemberEntry,
+        RenameMarker, SessionWatch, Version,
+    },
     types::SyrupId,
 };
 
-use crate::limits::COORD_QUEUE_MAX;
+use crate::limits::{COORD_QUEUE_MAX, LEASE_ATTEMPTS_MAX};
+
+/// How often the control thread checks its session when idle (re-registers the member entry of
+/// a new session).
+const KEEPALIVE_MS: u64 = 250;
+
+/// The answer to taking a partition's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// This node holds it, in the current session, with this fencing token.
+    Held(LeaseEntry),
+    /// Another node holds it.
+    Other {
+        /// The holder.
+        node: u16,
+    },
+}
+
+/// The fence of a partition's lease: its persistent entry at the lease's token.
+pub fn partition_fence(box_name: &str, partition: u16, token: Version) -> Fence {
+    Fence { path: paths::partition(box_name, partition), version: token }
+}
 
 /// One call to run on the control thread.
 pub type CoordJob = Box<dyn FnOnce(&mut dyn Coordination) + Send>;
@@ -27,6 +52,10 @@ pub type CoordJob = Box<dyn FnOnce(&mut dyn Coordination) + Send>;
 #[derive(Clone, Debug)]
 pub struct CoordClient {
     tx: async_channel::Sender<CoordJob>,
+    /// This node's member entry, registered in every session (set once the ports are bound).
+    member: Arc<Mutex<Option<MemberEntry>>>,
+    /// The store's session, read by shards before every mutation.
+    watch: Arc<SessionWatch>,
 }
 
 /// Starts the control thread around `store`.
@@ -38,18 +67,194 @@ pub struct CoordClient {
 /// When the thread cannot be spawned.
 pub fn start(mut store: Box<dyn Coordination>) -> std::io::Result<(CoordClient, JoinHandle<()>)> {
     let (tx, rx) = async_channel::bounded::<CoordJob>(COORD_QUEUE_MAX);
+    let member: Arc<Mutex<Option<MemberEntry>>> = Arc::new(Mutex::new(None));
+    let watch = store.session_watch();
+    let registered = member.clone();
     let thread = std::thread::Builder::new().name("candybox-control".into()).spawn(move || {
+        let mut registered_session = 0u64;
         while let Ok(job) = rx.recv_blocking() {
             job(store.as_mut());
+            keep_registered(store.as_mut(), &registered, &mut registered_session);
         }
     })?;
-    Ok((CoordClient { tx }, thread))
+    // Wakes the control thread when idle, so a new session is noticed (and registered) without a
+    // request; ends once the queue is closed.
+    let ticker = tx.clone();
+    std::thread::Builder::new().name("candybox-control-tick".into()).spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(KEEPALIVE_MS));
+        let noop: CoordJob = Box::new(|_| {});
+        if let Err(async_channel::TrySendError::Closed(_)) = ticker.try_send(noop) {
+            return;
+        }
+    })?;
+    Ok((CoordClient { tx, member, watch }, thread))
+}
+
+fn lock_member(m: &Mutex<Option<MemberEntry>>) -> std::sync::MutexGuard<'_, Option<MemberEntry>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Registers `members/<node>` in the current session when it is not yet (a new node, or a new
+/// session after the last one expired).
+fn keep_registered(store: &mut dyn Coordination, member: &Mutex<Option<MemberEntry>>, registered: &mut u64) {
+    let Some(entry) = lock_member(member).clone() else { return };
+    let session = match store.session_id() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "coordination session unavailable");
+            return;
+        }
+    };
+    if session == *registered {
+        return;
+    }
+    match register_member(store, &MemberEntry { session, ..entry }) {
+        Ok(()) => {
+            tracing::info!(node = entry_node(member), session = %format!("{session:#x}"), "member registered");
+            *registered = session;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not register the member entry; retrying"),
+    }
+}
+
+fn entry_node(member: &Mutex<Option<MemberEntry>>) -> u16 {
+    lock_member(member).as_ref().map_or(0, |m| m.node)
+}
+
+/// Creates `members/<node>` (ephemeral) for `entry.session`, replacing an entry of this node's
+/// earlier session (a restarted node: its old session's entries linger until they expire).
+///
+/// # Errors
+/// Store failures.
+pub fn register_member(store: &mut dyn Coordination, entry: &MemberEntry) -> Result<(), CoordError> {
+    let path = paths::member(entry.node);
+    for _ in 0..LEASE_ATTEMPTS_MAX {
+        match store.create(&path, &entry.encode(), CreateMode::Ephemeral) {
+            Ok(_) => return Ok(()),
+            Err(CoordError::NodeExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some((data, v)) = store.get(&path)? {
+            if MemberEntry::decode(&data).is_ok_and(|m| m.session == entry.session) {
+                return Ok(());
+            }
+            tracing::warn!(node = entry.node, "replacing the member entry of an earlier session of this node id");
+            match store.delete(&path, Some(v)) {
+                Ok(()) | Err(CoordError::NoNode(_)) | Err(CoordError::BadVersion { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(CoordError::Unavailable(format!("{path}: contended")))
+}
+
+/// Takes (or confirms) the lease of a partition for `node` in the current session: the owner
+/// entry names this node and session, and the fencing token is the partition entry's version,
+/// bumped when the lease is taken. An owner entry of this node's earlier session is replaced.
+///
+/// # Errors
+/// Store failures; `Unavailable` when the lease stays contended.
+pub fn take_lease(
+    store: &mut dyn Coordination,
+    box_name: &str,
+    partition: u16,
+    node: u16,
+) -> Result<LeaseAnswer, CoordError> {
+    let session = store.session_id()?;
+    let owner = paths::partition_owner(box_name, partition);
+    let record = paths::partition(box_name, partition);
+    for _ in 0..LEASE_ATTEMPTS_MAX {
+        if let Some((data, v)) = store.get(&owner)? {
+            match LeaseEntry::decode(&data) {
+                Ok(l) if l.node == node && l.session == session => return Ok(LeaseAnswer::Held(l)),
+                Ok(l) if l.node != node => return Ok(LeaseAnswer::Other { node: l.node }),
+                // This node's lease of an earlier session (or damage): replace it.
+                _ => match store.delete(&owner, Some(v)) {
+                    Ok(()) | Err(CoordError::NoNode(_)) | Err(CoordError::BadVersion { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        let version = match store.get(&record)? {
+            Some((_, v)) => v,
+            None => match store.create(&record, &[], CreateMode::Persistent) {
+                Ok(v) => v,
+                Err(CoordError::NodeExists(_)) => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        let taken = LeaseRecord { node, taken_ms: candybox_core::runtime::wall_ms() };
+        let token = match store.set(&record, &taken.encode(), Some(version)) {
+            Ok(t) => t,
+            Err(CoordError::BadVersion { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let lease = LeaseEntry { node, session, token };
+        match store.create(&owner, &lease.encode(), CreateMode::Ephemeral) {
+            Ok(_) => return Ok(LeaseAnswer::Held(lease)),
+            Err(CoordError::NodeExists(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CoordError::Unavailable(format!("lease of {box_name}/{partition}: contended")))
 }
 
 impl CoordClient {
     /// Stops the control thread once the calls already queued have run (shutdown).
     pub fn close(&self) {
         self.tx.close();
+    }
+
+    /// The store's session state (atomics; cheap).
+    pub fn watch(&self) -> &SessionWatch {
+        &self.watch
+    }
+
+    /// Registers this node (`members/<node>`) now and in every later session.
+    ///
+    /// # Errors
+    /// Store failures of the first registration.
+    pub async fn register(&self, entry: MemberEntry) -> Result<(), CoordError> {
+        *lock_member(&self.member) = Some(entry.clone());
+        self.call(move |s| {
+            let session = s.session_id()?;
+            register_member(s, &MemberEntry { session, ..entry })
+        })
+        .await
+    }
+
+    /// Takes (or confirms) a partition's lease for `node` ([`take_lease`]).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn take_lease(&self, box_name: &str, partition: u16, node: u16) -> Result<LeaseAnswer, CoordError> {
+        let name = box_name.to_string();
+        self.call(move |s| take_lease(s, &name, partition, node)).await
+    }
+
+    /// Every live member, by node id (undecodable entries are skipped).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn members(&self) -> Result<Vec<MemberEntry>, CoordError> {
+        self.call(|s| {
+            let names = match s.children("members") {
+                Ok(n) => n,
+                Err(CoordError::NoNode(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                if let Some((bytes, _)) = s.get(&format!("members/{name}"))? {
+                    if let Ok(m) = MemberEntry::decode(&bytes) {
+                        out.push(m);
+                    }
+                }
+            }
+            out.sort_by_key(|m| m.node);
+            Ok(out)
+        })
+        .await
     }
 
     /// Runs `f` on the control thread and returns its result.
@@ -125,14 +330,21 @@ impl CoordClient {
         .await
     }
 
-    /// Publishes a partition's referenced-Syrup set.
+    /// Publishes a partition's referenced-Syrup set, fenced by the partition's lease `token`.
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn put_refs(&self, box_name: &str, partition: u16, refs: &BTreeSet<SyrupId>) -> Result<(), CoordError> {
+    /// `Fenced` when the lease moved on; store failures.
+    pub async fn put_refs(
+        &self,
+        box_name: &str,
+        partition: u16,
+        token: Version,
+        refs: &BTreeSet<SyrupId>,
+    ) -> Result<(), CoordError> {
         let path = paths::partition_refs(box_name, partition);
+        let fence = partition_fence(box_name, partition, token);
         let bytes = codec::encode_refs(refs);
-        self.call(move |s| s.put(&path, &bytes).map(|_| ())).await
+        self.call(move |s| s.put_fenced(&fence, &path, &bytes).map(|_| ())).await
     }
 
     /// The union of the published sets of every partition of the Box but `except`.
@@ -159,13 +371,20 @@ impl CoordClient {
         .await
     }
 
-    /// Writes the rendezvous marker of a rename.
+    /// Writes the rendezvous marker of a rename, fenced by the destination partition's lease.
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn put_marker(&self, box_name: &str, token: u128, marker: RenameMarker) -> Result<(), CoordError> {
+    /// `Fenced` when that lease moved on; store failures.
+    pub async fn put_marker(
+        &self,
+        box_name: &str,
+        token: u128,
+        marker: RenameMarker,
+        lease_token: Version,
+    ) -> Result<(), CoordError> {
         let path = paths::rename_marker(box_name, token);
-        self.call(move |s| s.put(&path, &codec::encode_marker(&marker)).map(|_| ())).await
+        let fence = partition_fence(box_name, marker.target_partition, lease_token);
+        self.call(move |s| s.put_fenced(&fence, &path, &codec::encode_marker(&marker)).map(|_| ())).await
     }
 
     /// The rendezvous marker of a rename, if written.
@@ -181,17 +400,21 @@ impl CoordClient {
         .await
     }
 
-    /// Deletes a rendezvous marker; an absent one is fine.
+    /// Deletes a rendezvous marker (an absent one is fine), fenced by the lease `lease_token` of
+    /// the partition `partition` that consumes it.
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn delete_marker(&self, box_name: &str, token: u128) -> Result<(), CoordError> {
+    /// `Fenced` when that lease moved on; store failures.
+    pub async fn delete_marker(
+        &self,
+        box_name: &str,
+        token: u128,
+        partition: u16,
+        lease_token: Version,
+    ) -> Result<(), CoordError> {
         let path = paths::rename_marker(box_name, token);
-        self.call(move |s| match s.delete(&path, None) {
-            Ok(()) | Err(CoordError::NoNode(_)) => Ok(()),
-            Err(e) => Err(e),
-        })
-        .await
+        let fence = partition_fence(box_name, partition, lease_token);
+        self.call(move |s| s.delete_fenced(&fence, &path)).await
     }
 
     /// Every rendezvous marker of a Box (undecodable ones are skipped with a warning).

@@ -85,6 +85,20 @@ fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!("coordination = \"memory\": Box descriptors are not durable (tests and experiments only)");
             Box::new(coord::MemoryCoordination::default())
         }
+        "zookeeper" => {
+            let zk = candybox_shards::zk::ZkConfig {
+                connect: config.zookeeper_connect.clone(),
+                chroot: config.zookeeper_chroot.clone(),
+                session_timeout: Duration::from_millis(config.zookeeper_session_timeout_ms),
+                call_timeout: Duration::from_millis(crate::limits::COORD_CALL_TIMEOUT_MS),
+            };
+            Box::new(candybox_shards::zk::ZooKeeperCoordination::connect(zk).with_context(|| {
+                format!(
+                    "connect to ZooKeeper at {} (chroot {}); is it running? (deploy/zookeeper-local.sh start)",
+                    config.zookeeper_connect, config.zookeeper_chroot
+                )
+            })?)
+        }
         _ => {
             let dir = config.data_dir.join("coord");
             Box::new(
@@ -98,6 +112,24 @@ fn run(config: Config) -> anyhow::Result<()> {
     let shard_count = config.shard_count();
     let bound =
         listener::bind(config.listen, |main| config.port_base_resolved(main), shard_count).map_err(|e| anyhow!(e))?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| {
+        let ip = if config.listen.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            config.listen.ip()
+        };
+        std::net::SocketAddr::new(ip, bound.main_port).to_string()
+    });
+    // Registered before the shards recover, so that Boxes created from now on may be placed here
+    // and other nodes can name this one in their not-owner replies.
+    let member = candybox_core::coord::MemberEntry {
+        node: config.node_id,
+        session: 0,
+        addr: advertise.clone(),
+        shard_ports: bound.ports.clone(),
+    };
+    monoio_free_block_on(coord_client.register(member))
+        .with_context(|| format!("register member {} ({advertise})", config.node_id))?;
     let http_server = http::bind(config.http).map_err(|e| anyhow!(e))?;
     let http_port = http::port(&http_server);
     let metrics = Arc::new(NodeMetrics::new(shard_count));
@@ -195,6 +227,12 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("candyboxd stopped cleanly");
     Ok(())
+}
+
+/// Runs one future to completion on this (non-shard) thread: the control thread's calls answer
+/// through channels that any executor can wait on.
+fn monoio_free_block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures_lite::future::block_on(f)
 }
 
 fn shard_thread(start: ShardStart) {

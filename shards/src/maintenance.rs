@@ -85,6 +85,13 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
     if meta.box_uid != uid {
         return;
     }
+    // Everything below changes the partition or its published facts: only under its lease.
+    // Without it (session suspended or lost, or another holder) the pass skips them, and so
+    // Syrup GC too (any doubt keeps the Syrup).
+    if let Err(e) = shard.lease(box_name, meta, p).await {
+        tracing::debug!(shard = shard.id, box_name, partition = p, error = %e, "maintenance: lease not held; skipping gc, expiry and the rename sweep");
+        return;
+    }
     let coord = &shard.shared.coord;
     match shard.publish_refs(box_name, p, engine, false).await {
         Ok(()) => match coord.foreign_refs(box_name, meta.partitions, p).await {
@@ -175,7 +182,15 @@ async fn reap_markers(shard: &Rc<Shard>, budget: &Budget) {
                 age > abandon_ms.saturating_mul(2)
             };
             if orphan {
-                match shard.shared.coord.delete_marker(&box_name, token).await {
+                // Partition 0's owner reaps, under partition 0's lease.
+                let lease = match shard.lease(&box_name, meta, 0).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        failed(shard, "reap marker", &box_name, 0, &e);
+                        continue;
+                    }
+                };
+                match shard.shared.coord.delete_marker(&box_name, token, 0, lease.token).await {
                     Ok(()) => {
                         shard.metrics().rename_markers_reaped.fetch_add(1, Relaxed);
                         tracing::info!(box_name = %box_name, token = %format!("{token:032x}"), "orphaned rename marker reaped");

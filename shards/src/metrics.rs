@@ -122,6 +122,10 @@ pub struct ShardMetrics {
     pub uploads_expired: AtomicU64,
     /// Failed coordination calls.
     pub coord_errors: AtomicU64,
+    /// Partition leases taken (each with a new fencing token).
+    pub leases_taken: AtomicU64,
+    /// Mutations (and maintenance steps) refused because the partition's lease is not held.
+    pub lease_refusals: AtomicU64,
     /// Maintenance passes run.
     pub maintenance_passes: AtomicU64,
     /// Maintenance steps that failed.
@@ -176,6 +180,8 @@ impl ShardMetrics {
             ("rename_intents_finalized", self.rename_intents_finalized.load(Relaxed)),
             ("rename_intents_abandoned", self.rename_intents_abandoned.load(Relaxed)),
             ("coord_errors", self.coord_errors.load(Relaxed)),
+            ("leases_taken", self.leases_taken.load(Relaxed)),
+            ("lease_refusals", self.lease_refusals.load(Relaxed)),
         ]
     }
 }
@@ -244,7 +250,7 @@ impl NodeMetrics {
             }
         }
         type Field = fn(&ShardMetrics) -> &AtomicU64;
-        let simple: [(&str, &str, &str, Field); 29] = [
+        let simple: [(&str, &str, &str, Field); 31] = [
             ("candybox_bytes_in_total", "counter", "Object bytes received.", |m| &m.bytes_in),
             ("candybox_bytes_out_total", "counter", "Object bytes sent.", |m| &m.bytes_out),
             ("candybox_cross_shard_forwards_total", "counter", "Requests forwarded to another shard.", |m| {
@@ -291,6 +297,15 @@ impl NodeMetrics {
             }),
             ("candybox_uploads_expired_total", "counter", "Multipart uploads expired.", |m| &m.uploads_expired),
             ("candybox_coordination_errors_total", "counter", "Failed coordination calls.", |m| &m.coord_errors),
+            ("candybox_leases_taken_total", "counter", "Partition leases taken (new fencing tokens).", |m| {
+                &m.leases_taken
+            }),
+            (
+                "candybox_lease_refusals_total",
+                "counter",
+                "Mutations refused because the partition lease is not held (session suspended or lost, or another holder).",
+                |m| &m.lease_refusals,
+            ),
             ("candybox_maintenance_passes_total", "counter", "Maintenance passes.", |m| &m.maintenance_passes),
             ("candybox_maintenance_errors_total", "counter", "Failed maintenance steps.", |m| &m.maintenance_errors),
         ];

@@ -24,9 +24,33 @@ pub fn shard_for(box_name: &str, partition: u16, shard_count: u16) -> u16 {
     (sum % u64::from(shard_count)) as u16
 }
 
+/// The node that serves a new Box among the live members `nodes` (any order), chosen when the
+/// Box is created and then kept in its descriptor: the node at `crc32(box) mod n` of the ids in
+/// increasing order. `None` when there is no live member.
+pub fn node_for(box_name: &str, nodes: &[u16]) -> Option<u16> {
+    let mut sorted = nodes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = u64::from(crc32fast::hash(box_name.as_bytes())) % sorted.len() as u64;
+    sorted.get(i as usize).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boxes_spread_over_the_live_nodes() {
+        assert_eq!(node_for("photos", &[]), None);
+        assert_eq!(node_for("photos", &[7]), Some(7));
+        let crc = u64::from(crc32fast::hash(b"photos"));
+        assert_eq!(node_for("photos", &[9, 2, 5, 2]), Some([2, 5, 9][(crc % 3) as usize]));
+        let on_two: Vec<u16> = (0..40).filter_map(|i| node_for(&format!("box-{i}"), &[1, 2])).collect();
+        assert!(on_two.contains(&1) && on_two.contains(&2), "forty boxes land on both of two nodes");
+    }
 
     #[test]
     fn placement_is_the_documented_function() {

@@ -22,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use candybox_core::{
-    coord::{BoxMeta, RenameMarker},
+    coord::{BoxMeta, LeaseEntry, RenameMarker},
     engine::{Engine, ListOptions, PutReply},
     error::Error as CoreError,
     limits,
@@ -38,7 +38,7 @@ use crate::{
     command::{Command, KeyedOp, PartitionOp},
     config::Config,
     convert,
-    coord::CoordClient,
+    coord::{CoordClient, LeaseAnswer},
     metrics::{NodeMetrics, ShardMetrics},
     placement::shard_for,
     reply::{self, BoxInfo, NodeError, Outcome, Topology},
@@ -79,6 +79,9 @@ pub struct Shard {
     /// The referenced-Syrup set last published per partition (publication is skipped when
     /// unchanged: each one is a durable coordination write).
     published: RefCell<HashMap<(String, u16), std::collections::BTreeSet<candybox_core::types::SyrupId>>>,
+    /// Leases of the partitions this shard serves, by Box incarnation and partition: valid while
+    /// their session is the store's current, connected one.
+    leases: RefCell<HashMap<(BoxUid, u16), LeaseEntry>>,
     /// Outcomes of intents finalized here, newest last (at most `RENAME_OUTCOMES_REMEMBERED`).
     resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
     /// Requests executing on this shard (its own connections' and forwarded ones).
@@ -154,6 +157,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             open_lock: LocalMutex::new(),
             published: RefCell::new(HashMap::new()),
+            leases: RefCell::new(HashMap::new()),
             resolved: RefCell::new(std::collections::VecDeque::new()),
             in_flight: Cell::new(0),
             deleting: RefCell::new(std::collections::HashSet::new()),
@@ -242,6 +246,92 @@ impl Shard {
         self.metrics().coord_errors.fetch_add(1, Relaxed);
         tracing::warn!(shard = self.id, error = %e, "coordination call failed");
         NodeError::Coord(e)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u16 {
+        self.shared.config.node_id
+    }
+
+    /// True when this node serves the Box (v1: a Box lives on one node; 0 is an unplaced,
+    /// single-node Box).
+    pub fn serves(&self, meta: &BoxMeta) -> bool {
+        meta.node == 0 || meta.node == self.node_id()
+    }
+
+    /// Refuses a request for a Box that another node serves, naming that node's address.
+    ///
+    /// # Errors
+    /// `NotOwner` with the serving node's address; `Unavailable` when that node is not a live
+    /// member (it is down: its Box waits for it); coordination failures.
+    pub async fn check_home(&self, box_name: &str, meta: &BoxMeta) -> Result<(), NodeError> {
+        if self.serves(meta) {
+            return Ok(());
+        }
+        let members = self.shared.coord.members().await.map_err(|e| self.coord_error(e))?;
+        match members.into_iter().find(|m| m.node == meta.node) {
+            Some(m) => Err(NodeError::NotOwner { box_name: box_name.to_string(), node: meta.node, owner: m.addr }),
+            None => Err(NodeError::Unavailable(format!(
+                "box {box_name} is served by node {}, which is not a live member",
+                meta.node
+            ))),
+        }
+    }
+
+    /// The lease of a partition this shard serves, taken (with a new fencing token) when not
+    /// held in the current session. Every mutation asks for it first.
+    ///
+    /// # Errors
+    /// `Unavailable` while the coordination session is suspended or lost, or the lease cannot be
+    /// taken now; `NotOwner` when another node holds it (this node then never mutates the
+    /// partition).
+    pub async fn lease(&self, box_name: &str, meta: BoxMeta, p: u16) -> Result<LeaseEntry, NodeError> {
+        let watch = self.shared.coord.watch();
+        if let Some(l) = self.leases.borrow().get(&(meta.box_uid, p)) {
+            if watch.holds(l.session) {
+                return Ok(*l);
+            }
+        }
+        if !watch.connected() {
+            self.metrics().lease_refusals.fetch_add(1, Relaxed);
+            return Err(NodeError::Unavailable(format!(
+                "partition {box_name}/{p}: the coordination session is suspended or lost; mutations wait for it"
+            )));
+        }
+        match self.shared.coord.take_lease(box_name, p, self.node_id()).await {
+            Ok(LeaseAnswer::Held(l)) => {
+                let renewed = self.leases.borrow_mut().insert((meta.box_uid, p), l);
+                if renewed.is_none_or(|old| old.token != l.token) {
+                    self.metrics().leases_taken.fetch_add(1, Relaxed);
+                    // A new token: the published set must be written again under it.
+                    self.published.borrow_mut().remove(&(box_name.to_string(), p));
+                    tracing::info!(shard = self.id, box_name, partition = p, token = l.token, session = %format!("{:#x}", l.session), "partition lease taken");
+                }
+                Ok(l)
+            }
+            Ok(LeaseAnswer::Other { node }) => {
+                self.leases.borrow_mut().remove(&(meta.box_uid, p));
+                self.metrics().lease_refusals.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    shard = self.id,
+                    box_name,
+                    partition = p,
+                    holder = node,
+                    "partition lease held by another node; not mutating it"
+                );
+                let members = self.shared.coord.members().await.map_err(|e| self.coord_error(e))?;
+                match members.into_iter().find(|m| m.node == node) {
+                    Some(m) => Err(NodeError::NotOwner { box_name: box_name.to_string(), node, owner: m.addr }),
+                    None => Err(NodeError::Unavailable(format!(
+                        "partition {box_name}/{p}: its lease is held by node {node}, which is not a live member"
+                    ))),
+                }
+            }
+            Err(e) => {
+                self.metrics().lease_refusals.fetch_add(1, Relaxed);
+                Err(self.coord_error(e))
+            }
+        }
     }
 
     /// The descriptor of a Box: cached, else read from coordination (and cached).
@@ -339,6 +429,9 @@ impl Shard {
         let mut opened = 0;
         for (name, meta) in boxes {
             self.boxes.borrow_mut().insert(name.clone(), meta);
+            if !self.serves(&meta) {
+                continue;
+            }
             for p in (0..meta.partitions).filter(|p| self.owner(&name, *p) == self.id) {
                 self.open_engine(&name, meta, p).await?;
                 opened += 1;
@@ -390,6 +483,7 @@ impl Shard {
             }
             Command::Keyed { box_name, key, mut op } => {
                 let meta = self.box_meta(&box_name).await?;
+                self.check_home(&box_name, &meta).await?;
                 match &mut op {
                     KeyedOp::ZeroCopyPut { rename_token: Some(_), source_partition: None, .. } => {
                         // The marker names the source partition, whose sweep finalizes the rename.
@@ -415,6 +509,7 @@ impl Shard {
             }
             Command::Partitioned { box_name, partition, op } => {
                 let meta = self.box_meta(&box_name).await?;
+                self.check_home(&box_name, &meta).await?;
                 if partition >= meta.partitions {
                     return Err(NodeError::invalid(
                         "partition",
@@ -429,6 +524,7 @@ impl Shard {
             }
             Command::CopyOrRename { box_name, source_key, target_key, rename } => {
                 let meta = self.box_meta(&box_name).await?;
+                self.check_home(&box_name, &meta).await?;
                 let put = self.copy_or_rename(box_name, meta, source_key, target_key, rename).await?;
                 Ok(Outcome::Reply(reply::put_done(&put)))
             }
@@ -444,25 +540,24 @@ impl Shard {
                 max: u64::from(limits::PARTITION_COUNT_MAX),
             }));
         }
-        let meta = BoxMeta {
-            partitions,
-            created_ms: wall_ms(),
-            box_uid: BoxUid(rand::random::<u64>() | 1),
-            node: self.shared.config.node_id,
-        };
+        let members = self.shared.coord.members().await.map_err(|e| self.coord_error(e))?;
+        let nodes: Vec<u16> = members.iter().map(|m| m.node).collect();
+        let node = crate::placement::node_for(&name, &nodes).unwrap_or(self.node_id());
+        let meta = BoxMeta { partitions, created_ms: wall_ms(), box_uid: BoxUid(rand::random::<u64>() | 1), node };
         match self.shared.coord.create_box(&name, meta).await {
             Ok(()) => {}
             Err(candybox_core::coord::CoordError::NodeExists(_)) => return Err(NodeError::BoxExists(name)),
             Err(e) => return Err(self.coord_error(e)),
         }
         self.boxes.borrow_mut().insert(name.clone(), meta);
-        tracing::info!(box_name = %name, partitions, box_uid = meta.box_uid.0, "box created");
+        tracing::info!(box_name = %name, partitions, box_uid = meta.box_uid.0, node, "box created");
         Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
     }
 
     async fn delete_box(self: &Rc<Self>, name: String, force: bool) -> Result<Outcome, NodeError> {
         let meta = self.shared.coord.get_box(&name).await.map_err(|e| self.coord_error(e))?;
         let meta = meta.ok_or_else(|| NodeError::BoxNotFound(name.clone()))?;
+        self.check_home(&name, &meta).await?;
         // Fence: every shard refuses new operations on the Box and waits for those in flight,
         // so no put is acknowledged into it after the emptiness check below.
         let fenced = self.fence_box(meta.box_uid).await;
@@ -591,6 +686,9 @@ impl Shard {
         key: Vec<u8>,
         op: KeyedOp,
     ) -> Result<Outcome, NodeError> {
+        if op.mutates() {
+            self.lease(box_name, meta, p).await?;
+        }
         let engine = self.engine(box_name, meta, p).await?;
         let reply = match op {
             KeyedOp::Put { opts, body } => reply::put_done(&engine.put(&key, opts, body).await?),
@@ -660,6 +758,9 @@ impl Shard {
     }
 
     async fn partitioned(&self, box_name: &str, meta: BoxMeta, p: u16, op: PartitionOp) -> Result<Outcome, NodeError> {
+        if matches!(op, PartitionOp::DeleteRange { .. }) {
+            self.lease(box_name, meta, p).await?;
+        }
         let engine = self.engine(box_name, meta, p).await?;
         Ok(Outcome::Reply(match op {
             PartitionOp::List(opts) => reply::list_page(&engine.list(&opts).await?),
@@ -703,6 +804,7 @@ impl Shard {
         source_partition: Option<u16>,
     ) -> Result<PutReply, NodeError> {
         let l = convert::locator_from_wire(wire, meta.box_uid, self.shared.config.frame_body_bytes_max)?;
+        let lease = self.lease(box_name, meta, p).await?;
         let put = engine.zero_copy_put(key, &l.encode()).await?;
         // Durable now; the references must be published before the marker lets the source go.
         self.publish_refs(box_name, p, engine, true).await?;
@@ -714,7 +816,11 @@ impl Shard {
         if let (Some(token), Some(source_partition)) = (rename_token, source_partition) {
             let marker =
                 RenameMarker { source_partition, target_partition: p, target_key: key.to_vec(), created_ms: wall_ms() };
-            self.shared.coord.put_marker(box_name, token, marker).await.map_err(|e| self.coord_error(e))?;
+            self.shared
+                .coord
+                .put_marker(box_name, token, marker, lease.token)
+                .await
+                .map_err(|e| self.coord_error(e))?;
         }
         Ok(put)
     }
@@ -731,12 +837,14 @@ impl Shard {
         engine: &PartitionEngine,
         always: bool,
     ) -> Result<(), NodeError> {
+        let meta = self.box_meta(box_name).await?;
+        let lease = self.lease(box_name, meta, p).await?;
         let refs = engine.published_refs();
         let key = (box_name.to_string(), p);
         if !always && self.published.borrow().get(&key) == Some(&refs) {
             return Ok(());
         }
-        self.shared.coord.put_refs(box_name, p, &refs).await.map_err(|e| self.coord_error(e))?;
+        self.shared.coord.put_refs(box_name, p, lease.token, &refs).await.map_err(|e| self.coord_error(e))?;
         self.published.borrow_mut().insert(key, refs);
         Ok(())
     }
@@ -759,12 +867,19 @@ impl Shard {
         intent: &RenameIntent,
         may_abandon: bool,
     ) -> Result<Option<fb::RenameOutcome>, NodeError> {
+        let meta = self.box_meta(box_name).await?;
+        let source = engine.partition();
+        let lease = self.lease(box_name, meta, source).await?;
         let marker = self.shared.coord.get_marker(box_name, intent.token).await.map_err(|e| self.coord_error(e))?;
         let m = self.metrics();
         if marker.is_some() {
             let deleted = engine.delete_if_hlc_equals(&intent.source_key, intent.source_hlc).await?;
             engine.clear_rename_intent(intent.token).await?;
-            self.shared.coord.delete_marker(box_name, intent.token).await.map_err(|e| self.coord_error(e))?;
+            self.shared
+                .coord
+                .delete_marker(box_name, intent.token, source, lease.token)
+                .await
+                .map_err(|e| self.coord_error(e))?;
             m.rename_intents_finalized.fetch_add(1, Relaxed);
             m.rename_intents_pending.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1))).ok();
             let outcome = if deleted { fb::RenameOutcome::Finalized } else { fb::RenameOutcome::SourceChanged };
@@ -802,6 +917,7 @@ impl Shard {
             let b = box_name.clone();
             return self
                 .invoke_on(source_owner, move |sh| async move {
+                    sh.lease(&b, meta, sp).await?;
                     let e = sh.engine(&b, meta, sp).await?;
                     let r = if rename {
                         e.rename(&source_key, &target_key).await
@@ -832,6 +948,7 @@ impl Shard {
         let (b, s, t) = (box_name.clone(), source_key.clone(), target_key.clone());
         let (token, wire) = self
             .invoke_on(source_owner, move |sh| async move {
+                sh.lease(&b, meta, sp).await?;
                 let e = sh.engine(&b, meta, sp).await?;
                 let (intent, wire) = sh.prepare_rename(&e, meta, &s, &t, tp).await?;
                 Ok::<(u128, Bytes), NodeError>((intent.token, wire))

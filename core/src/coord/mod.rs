@@ -259,7 +259,9 @@ pub trait Coordination: Send + 'static {
 pub fn check_fence<C: Coordination + ?Sized>(store: &mut C, fence: &Fence) -> Result<(), CoordError> {
     match store.get(&fence.path)? {
         Some((_, v)) if v == fence.version => Ok(()),
-        other => Err(CoordError::Fenced { path: fence.path.clone(), token: fence.version, found: other.map(|(_, v)| v) }),
+        other => {
+            Err(CoordError::Fenced { path: fence.path.clone(), token: fence.version, found: other.map(|(_, v)| v) })
+        }
     }
 }
 
@@ -752,8 +754,12 @@ mod tests {
         assert_eq!(BoxMeta::decode(&b), Ok(m));
         let one = BoxMeta { partitions: 1, created_ms: 0, box_uid: BoxUid(0), node: 0 };
         assert_eq!(BoxMeta::decode(&one.encode()), Ok(one));
-        let most =
-            BoxMeta { partitions: crate::limits::PARTITION_COUNT_MAX, created_ms: u64::MAX, box_uid: BoxUid(u64::MAX), node: u16::MAX };
+        let most = BoxMeta {
+            partitions: crate::limits::PARTITION_COUNT_MAX,
+            created_ms: u64::MAX,
+            box_uid: BoxUid(u64::MAX),
+            node: u16::MAX,
+        };
         assert_eq!(BoxMeta::decode(&most.encode()), Ok(most));
     }
 
@@ -910,7 +916,13 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(42);
         let refs = encode_refs(&realistic_refs(&mut rng, 50));
         let member = MemberEntry { node: 1, session: 2, addr: "h:1".into(), shard_ports: vec![1, 2, 3] };
-        let goods = [meta().encode(), marker().encode(), refs, member.encode(), LeaseEntry { node: 1, session: 2, token: 3 }.encode()];
+        let goods = [
+            meta().encode(),
+            marker().encode(),
+            refs,
+            member.encode(),
+            LeaseEntry { node: 1, session: 2, token: 3 }.encode(),
+        ];
         for _ in 0..20_000 {
             for good in &goods {
                 let bad = crate::testing::mutate(&mut rng, good, 8);

@@ -337,6 +337,11 @@ impl<S: Storage> Engine<S> {
         (st.mem.bytes(), st.imm.as_ref().map_or(0, |m| m.bytes()))
     }
 
+    /// This partition's index in its Box.
+    pub fn partition(&self) -> u16 {
+        self.inner.config.partition
+    }
+
     /// Syrups this partition created and has not deleted.
     pub fn own_syrups(&self) -> BTreeSet<SyrupId> {
         self.inner.state.borrow().manifest.syrups.clone()

@@ -124,7 +124,11 @@ impl ZkServer {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("zookeeper exited with {status} at start; log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "zookeeper did not answer ruok in {START_TIMEOUT:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "zookeeper did not answer ruok in {START_TIMEOUT:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
