@@ -72,8 +72,13 @@ pub fn start(mut store: Box<dyn Coordination>) -> std::io::Result<(CoordClient, 
     let registered = member.clone();
     let thread = std::thread::Builder::new().name("candybox-control".into()).spawn(move || {
         let mut registered_session = 0u64;
+        let mut last_keepalive = std::time::Instant::now();
         while let Ok(job) = rx.recv_blocking() {
             job(store.as_mut());
+            if last_keepalive.elapsed() >= std::time::Duration::from_millis(KEEPALIVE_MS) {
+                store.keepalive();
+                last_keepalive = std::time::Instant::now();
+            }
             keep_registered(store.as_mut(), &registered, &mut registered_session);
         }
     })?;

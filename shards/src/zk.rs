@@ -73,7 +73,10 @@ fn unavailable(what: impl std::fmt::Display) -> CoordError {
 macro_rules! zk_call {
     ($self:ident, $path:expr, $what:literal, |$c:ident| $e:expr) => {{
         let $c = $self.client()?;
-        run($self.config.call_timeout, &format!("{} {}", $what, $path), $e)
+        let started = candybox_core::coord::monotonic_ms();
+        let r = run($self.config.call_timeout, &format!("{} {}", $what, $path), $e);
+        $self.answered(started, &r);
+        r
     }};
 }
 
@@ -123,6 +126,7 @@ impl ZooKeeperCoordination {
         }
         let mut store = ZooKeeperCoordination { config, session: None, watch: SessionWatch::new(0) };
         store.watch.set_disconnected();
+        store.watch.set_valid_until(0);
         store.live()?;
         Ok(store)
     }
@@ -145,6 +149,8 @@ impl ZooKeeperCoordination {
             let session = self.establish()?;
             tracing::info!(session = %format!("{:#x}", session.id), connect = %self.config.connect, chroot = %self.config.chroot, "zookeeper session established");
             self.watch.set(session.id, true);
+            // Connecting was the server's answer; validity starts now.
+            self.watch.set_valid_until(candybox_core::coord::monotonic_ms() + self.valid_ms());
             self.session = Some(session);
         }
         match &self.session {
@@ -204,6 +210,33 @@ impl ZooKeeperCoordination {
             })
             .map_err(|e| CoordError::Store(format!("spawn the zookeeper session monitor: {e}")))?;
         Ok(Session { client, id, ended })
+    }
+
+    /// How long after the start of an answered call the session is known live: a third of the
+    /// session timeout, well inside the time the server would take to expire it.
+    fn valid_ms(&self) -> u64 {
+        u64::try_from(self.config.session_timeout.as_millis() / 3).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Renews the session's validity when the server answered (any answer but a lost
+    /// connection or session is one).
+    fn answered<T>(&self, started_ms: u64, r: &Result<Result<T, zk::Error>, CoordError>) {
+        let answered = match r {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => !matches!(
+                e,
+                zk::Error::ConnectionLoss
+                    | zk::Error::Timeout
+                    | zk::Error::SessionExpired
+                    | zk::Error::SessionMoved
+                    | zk::Error::ClientClosed
+                    | zk::Error::NoHosts
+            ),
+            Err(_) => false,
+        };
+        if answered {
+            self.watch.renew(started_ms, self.valid_ms());
+        }
     }
 
     /// A handle on the live session (a cheap clone).
@@ -305,8 +338,20 @@ impl ZooKeeperCoordination {
             async_io::Timer::after(timeout).await;
             None
         };
+        let started = candybox_core::coord::monotonic_ms();
         match async_io::block_on(futures_lite::future::or(async { Some(commit.await) }, timed)) {
-            Some(r) => Ok(r),
+            Some(r) => {
+                let lost = matches!(
+                    &r,
+                    Err(zk::MultiWriteError::RequestFailed {
+                        source: zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed
+                    })
+                );
+                if !lost {
+                    self.watch.renew(started, self.valid_ms());
+                }
+                Ok(r)
+            }
             None => Err(unavailable(format!("fenced write {path}: no answer within {} ms", timeout.as_millis()))),
         }
     }
@@ -452,6 +497,19 @@ impl Coordination for ZooKeeperCoordination {
 
     fn session_watch(&self) -> Arc<SessionWatch> {
         self.watch.clone()
+    }
+
+    fn keepalive(&mut self) {
+        // The chroot itself: always present once the session is established.
+        let mut probe = || -> Result<(), CoordError> {
+            match zk_call!(self, "/", "keepalive", |c| c.check_stat("/"))? {
+                Ok(_) => Ok(()),
+                Err(e) => Err(unavailable(e)),
+            }
+        };
+        if let Err(e) = probe() {
+            tracing::debug!(error = %e, "zookeeper keepalive failed");
+        }
     }
 }
 

@@ -107,6 +107,18 @@ pub struct SessionWatch {
     connected: std::sync::atomic::AtomicBool,
     /// The live session's id (0 while none has been established).
     session: std::sync::atomic::AtomicU64,
+    /// Until when (ms of [`monotonic_ms`]) the session is known live: the start of the last call
+    /// the server answered plus a safe fraction of the session timeout. A node paused longer (a
+    /// stop, a swap storm) must not act on leases the server may have expired meanwhile.
+    valid_until_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Milliseconds of a monotonic clock (it counts while the process is stopped), from the first
+/// call in this process.
+pub fn monotonic_ms() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(std::time::Instant::now);
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl SessionWatch {
@@ -115,7 +127,19 @@ impl SessionWatch {
         std::sync::Arc::new(SessionWatch {
             connected: std::sync::atomic::AtomicBool::new(true),
             session: std::sync::atomic::AtomicU64::new(session),
+            valid_until_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// Records that the server answered a call that started at `started_ms` (of
+    /// [`monotonic_ms`]): the session is known live until `started_ms + valid_ms`.
+    pub fn renew(&self, started_ms: u64, valid_ms: u64) {
+        self.valid_until_ms.fetch_max(started_ms.saturating_add(valid_ms), std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Resets the validity to `until_ms` (a new session; or 0: unknown until the server answers).
+    pub fn set_valid_until(&self, until_ms: u64) {
+        self.valid_until_ms.store(until_ms, std::sync::atomic::Ordering::Release);
     }
 
     /// True while the session is connected and live.
@@ -128,9 +152,12 @@ impl SessionWatch {
         self.session.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// True while `session` is the current, connected session: a lease taken in it still holds.
+    /// True while `session` is the current, connected session and known live: a lease taken in
+    /// it still holds.
     pub fn holds(&self, session: u64) -> bool {
-        self.connected() && self.session() == session
+        self.connected()
+            && self.session() == session
+            && monotonic_ms() < self.valid_until_ms.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Records a change of the session (the store calls this).
@@ -231,6 +258,11 @@ pub trait Coordination: Send + 'static {
 
     /// The shared view of the session's state, updated by the store as it changes.
     fn session_watch(&self) -> std::sync::Arc<SessionWatch>;
+
+    /// Proves the session live with one cheap round trip (renewing its [`SessionWatch`]); the
+    /// control thread calls it a few times a second. A store whose session cannot lapse does
+    /// nothing.
+    fn keepalive(&mut self) {}
 
     /// Deletes an entry and everything below it. Deleting an absent entry succeeds.
     ///

@@ -79,6 +79,14 @@ impl Node {
         }
     }
 
+    /// Sends `signal` to the running node (SIGSTOP / SIGCONT pause and resume it).
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("node is running");
+        // SAFETY: kill(2) with a pid this test owns and a valid signal number.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "send signal {signal}");
+    }
+
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node is running");

@@ -1,0 +1,365 @@
+//! The node on ZooKeeper, end to end: a real ZooKeeper server (Debian's package, started by the
+//! test on a free loopback port) and `candyboxd` children with `coordination = "zookeeper"`.
+//! ZooKeeper is read directly (a raw `zookeeper-client` session, not the node's store) to check
+//! the documented layout.
+//!
+//! - A cross-partition rename killed after its zero-copy put: the marker and the published refs
+//!   sit at their documented paths, and after restart the rename converges (source gone,
+//!   destination present, marker cleared, new leases with larger fencing tokens).
+//! - ZooKeeper stopped mid-workload: every acknowledged put survives, puts during the outage
+//!   fail with the typed Unavailable error, reads go on, and puts resume soon after ZooKeeper is
+//!   back (past the session timeout: a new session, new leases).
+//! - A session that expires while the node is paused (SIGSTOP): another holder takes one
+//!   partition's lease; the resumed node never mutates that partition again (not-owner), takes
+//!   new leases for the others, and a write fenced by the old token is refused by ZooKeeper.
+//! - Box-global GC: a Syrup shared by two partitions through a zero-copy copy is kept while the
+//!   copy's partition publishes it, across a restart.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use candybox_core::{
+    coord::{decode_refs, CoordError, Coordination, Fence, LeaseEntry, MemberEntry, RenameMarker},
+    types::SyrupId,
+};
+use candybox_shards::zk::{ZkConfig, ZooKeeperCoordination};
+use candybox_wire::client::{ByteRange, ClientError, PutOptions, TokioClient};
+use harness::{eventually, key_in_partition, pattern, zk::ZkServer, Node};
+use zookeeper_client as zk;
+
+const CHROOT: &str = "/candybox-e2e";
+
+fn zk_args(server: &ZkServer, session_ms: u64) -> Vec<String> {
+    vec![
+        "--coordination".into(),
+        "zookeeper".into(),
+        "--zookeeper-connect".into(),
+        server.connect_string(),
+        "--zookeeper-chroot".into(),
+        CHROOT.into(),
+        "--zookeeper-session-timeout-ms".into(),
+        session_ms.to_string(),
+        "--maintenance-interval-ms".into(),
+        "100".into(),
+    ]
+}
+
+fn start_node(root: &std::path::Path, server: &ZkServer, session_ms: u64, extra: &[&str]) -> Node {
+    let mut args = zk_args(server, session_ms);
+    if extra.contains(&"--maintenance-interval-ms") {
+        // The test's own interval replaces the default one (a flag may be given once).
+        let at = args.iter().position(|a| a == "--maintenance-interval-ms").unwrap_or(0);
+        args.drain(at..at + 2);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::start(root, &args, &[("CANDYBOX_RENAME_INTENT_ABANDON_MS", "60000")])
+}
+
+/// A raw ZooKeeper session below the node's chroot.
+async fn raw(server: &ZkServer) -> zk::Client {
+    zk::Client::connect(&format!("{}{CHROOT}", server.connect_string())).await.expect("raw zookeeper session")
+}
+
+async fn read(zk: &zk::Client, path: &str) -> Option<(Vec<u8>, i32)> {
+    match zk.get_data(path).await {
+        Ok((data, stat)) => Some((data, stat.version)),
+        Err(zk::Error::NoNode) => None,
+        Err(e) => panic!("read {path} from zookeeper: {e}"),
+    }
+}
+
+async fn lease_of(zk: &zk::Client, box_name: &str, p: u16) -> Option<LeaseEntry> {
+    let (data, _) = read(zk, &format!("/boxes/{box_name}/partitions/{p}/owner")).await?;
+    Some(LeaseEntry::decode(&data).expect("owner entry decodes"))
+}
+
+fn token_hex(token: &[u8]) -> String {
+    let mut t = [0u8; 16];
+    t.copy_from_slice(token);
+    format!("{:032x}", u128::from_le_bytes(t))
+}
+
+async fn absent(c: &TokioClient, box_name: &str, key: &[u8]) -> bool {
+    matches!(c.head(box_name, key).await, Err(ClientError::NotFound { .. }))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rename_crash_leaves_marker_and_refs_at_their_paths_and_converges() {
+    let server = ZkServer::start_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A slow sweep, so that the marker is still there to be read before the kill; the first
+    // pass after the restart finalizes the rename.
+    let mut node =
+        start_node(dir.path(), &server, 4000, &["--inline-bytes-max", "0", "--maintenance-interval-ms", "5000"]);
+    let c = node.client(true).await;
+    c.create_box("zkbox", Some(4)).await.expect("create box");
+    let (src, sp) = key_in_partition("src-", 4, |_| true);
+    let (dst, tp) = key_in_partition("dst-", 4, |q| q != sp);
+    let body = Bytes::from(pattern(7, 300_000));
+    c.put_bytes("zkbox", &src, &PutOptions::default(), body.clone()).await.expect("put");
+    let prepared = c.prepare_rename("zkbox", &src, &dst).await.expect("prepare");
+    c.zero_copy_put("zkbox", &dst, &prepared.locator, Some(&prepared)).await.expect("zero-copy put");
+
+    let zk = raw(&server).await;
+    let member = read(&zk, "/members/1").await.expect("the node's member entry");
+    let member = MemberEntry::decode(&member.0).expect("member entry decodes");
+    assert_eq!((member.node, member.addr.as_str()), (1, node.ports.listen.as_str()));
+    let marker_path = format!("/boxes/zkbox/renames/{}", token_hex(&prepared.token));
+    let (marker, _) = read(&zk, &marker_path).await.expect("the rendezvous marker at its documented path");
+    let marker = RenameMarker::decode(&marker).expect("marker decodes");
+    assert_eq!((marker.source_partition, marker.target_partition), (sp, tp));
+    assert_eq!(marker.target_key, dst);
+    let (refs, _) = read(&zk, &format!("/boxes/zkbox/partitions/{tp}/refs")).await.expect("published refs");
+    let refs = decode_refs(&refs).expect("refs decode");
+    assert!(!refs.is_empty(), "the destination publishes the Syrup its locator shares");
+    for id in &refs {
+        assert!(node.data_dir.join("syrups").join(id.file_name()).exists(), "published Syrup {id:?} exists");
+    }
+    let before = lease_of(&zk, "zkbox", sp).await.expect("the source partition's lease");
+    assert_eq!(before.node, 1);
+    drop(c);
+    node.kill();
+
+    node.restart();
+    let c = node.client(true).await;
+    eventually(Duration::from_secs(30), "the interrupted rename finalizes after restart", || async {
+        absent(&c, "zkbox", &src).await
+    })
+    .await;
+    let (_, got) = c.get_to_vec("zkbox", &dst, ByteRange::Whole).await.expect("destination");
+    assert_eq!(got, body, "destination has the source's bytes");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read(&zk, &marker_path).await.is_some() {
+        assert!(Instant::now() < deadline, "the marker was not cleared; node log:\n{}", node.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = lease_of(&zk, "zkbox", sp).await.expect("the source partition's lease after restart");
+    assert_eq!(after.node, 1);
+    assert!(after.token > before.token, "a restarted node holds a new lease: {} > {}", after.token, before.token);
+    assert_ne!(after.session, before.session);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn zookeeper_outage_refuses_mutations_keeps_acknowledged_ones_and_resumes() {
+    let mut server = ZkServer::start_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let session_ms = 3000;
+    let node = start_node(dir.path(), &server, session_ms, &[]);
+    let c = node.client(true).await;
+    c.create_box("outage", Some(4)).await.expect("create box");
+    let mut acked: Vec<(Vec<u8>, Bytes)> = Vec::new();
+    let mut refused = 0usize;
+    let put = |i: usize| {
+        let key = format!("k-{i:05}").into_bytes();
+        let body = Bytes::from(pattern(i as u64, 1000 + i % 3000));
+        (key, body)
+    };
+    let mut i = 0;
+    // Before: every put is acknowledged.
+    for _ in 0..50 {
+        let (key, body) = put(i);
+        c.put_bytes("outage", &key, &PutOptions::default(), body.clone()).await.expect("put before the outage");
+        acked.push((key, body));
+        i += 1;
+    }
+    server.stop();
+    let stopped = Instant::now();
+    // During: puts go on until the node refuses them with the typed error; acknowledged ones are
+    // kept for the check below.
+    let outage = Duration::from_millis(session_ms + 3000);
+    while stopped.elapsed() < outage {
+        let (key, body) = put(i);
+        match c.put_bytes("outage", &key, &PutOptions::default(), body.clone()).await {
+            Ok(_) => acked.push((key, body)),
+            Err(ClientError::Unavailable { .. }) => refused += 1,
+            Err(e) => panic!("a put during the outage failed with an untyped or wrong error: {e}"),
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused > 0, "no put was refused during a {outage:?} outage");
+    // Reads of durable data go on.
+    let (key, body) = &acked[0];
+    let (_, got) = c.get_to_vec("outage", key, ByteRange::Whole).await.expect("a read during the outage");
+    assert_eq!(&got, body);
+    server.start();
+    let back = Instant::now();
+    let bound = Duration::from_millis(session_ms) + Duration::from_secs(8);
+    loop {
+        let (key, body) = put(i);
+        i += 1;
+        match c.put_bytes("outage", &key, &PutOptions::default(), body.clone()).await {
+            Ok(_) => {
+                acked.push((key, body));
+                break;
+            }
+            Err(ClientError::Unavailable { .. }) if back.elapsed() < bound => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("puts did not resume within {bound:?} of ZooKeeper's restart: {e}"),
+        }
+    }
+    let resumed_after = back.elapsed();
+    eprintln!("outage: {refused} puts refused; resumed {resumed_after:?} after zookeeper restarted");
+    for (key, body) in &acked {
+        let (_, got) = c.get_to_vec("outage", key, ByteRange::Whole).await.expect("an acknowledged put");
+        assert_eq!(&got, body, "acknowledged put {:?} intact", String::from_utf8_lossy(key));
+    }
+    assert!(node.metric_sum("candybox_lease_refusals_total") > 0.0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn expired_session_loses_leases_and_the_old_token_is_refused() {
+    let server = ZkServer::start_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let session_ms = 2000;
+    let node = start_node(dir.path(), &server, session_ms, &[]);
+    let c = node.client(true).await;
+    c.create_box("fence", Some(4)).await.expect("create box");
+    let (taken_key, taken) = key_in_partition("taken-", 4, |_| true);
+    let (kept_key, kept) = key_in_partition("kept-", 4, |q| q != taken);
+    c.put_bytes("fence", &taken_key, &PutOptions::default(), Bytes::from_static(b"v1")).await.expect("put");
+    c.put_bytes("fence", &kept_key, &PutOptions::default(), Bytes::from_static(b"v1")).await.expect("put");
+    let zk = raw(&server).await;
+    let refs_path = format!("/boxes/fence/partitions/{taken}/refs");
+    eventually(Duration::from_secs(10), "maintenance publishes the partition's refs", || async {
+        read(&zk, &refs_path).await.is_some()
+    })
+    .await;
+    let old = lease_of(&zk, "fence", taken).await.expect("lease of the partition to take");
+    let kept_before = lease_of(&zk, "fence", kept).await.expect("lease of the other partition");
+
+    // Pause the node past its session timeout: ZooKeeper expires the session and drops its
+    // ephemeral entries (member and leases).
+    node.signal(libc::SIGSTOP);
+    let owner = format!("/boxes/fence/partitions/{taken}/owner");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read(&zk, &owner).await.is_some() {
+        assert!(Instant::now() < deadline, "the paused node's lease did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another holder (node 9) takes the lease the way a node does: bump the partition entry's
+    // version (the new fencing token), then create the ephemeral owner entry.
+    let record = format!("/boxes/fence/partitions/{taken}");
+    let (_, v) = read(&zk, &record).await.expect("partition entry");
+    let stat = zk.set_data(&record, &[], Some(v)).await.expect("bump the fencing token");
+    let new_token = stat.version as u64;
+    let lease = LeaseEntry { node: 9, session: zk.session_id().0 as u64, token: new_token };
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    zk.create(&owner, &lease.encode(), &ephemeral).await.expect("take the lease as node 9");
+    let nine = MemberEntry { node: 9, session: lease.session, addr: "127.0.0.1:9".into(), shard_ports: vec![] };
+    zk.create("/members/9", &nine.encode(), &ephemeral).await.expect("register node 9");
+    let (refs_before, refs_version) = read(&zk, &refs_path).await.expect("refs of the taken partition");
+    node.signal(libc::SIGCONT);
+
+    // The resumed node takes new leases for its other partitions and resumes there.
+    eventually(Duration::from_secs(20), "puts resume on the partition still ours", || async {
+        c.put_bytes("fence", &kept_key, &PutOptions::default(), Bytes::from_static(b"v2")).await.is_ok()
+    })
+    .await;
+    let kept_after = lease_of(&zk, "fence", kept).await.expect("new lease");
+    assert!(kept_after.token > kept_before.token, "a new session's lease has a larger token");
+    // It never mutates the partition another node holds: not-owner, naming that node.
+    for _ in 0..5 {
+        match c.put_bytes("fence", &taken_key, &PutOptions::default(), Bytes::from_static(b"v2")).await {
+            Err(ClientError::NotOwner { owner, .. }) => assert_eq!(owner, "127.0.0.1:9"),
+            other => panic!("a mutation of a partition held by another node: {other:?}"),
+        }
+    }
+    let (_, got) = c.get_to_vec("fence", &taken_key, ByteRange::Whole).await.expect("reads of durable data go on");
+    assert_eq!(got, b"v1");
+    // Several maintenance passes later its published set is untouched by the old holder.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let refs_after = read(&zk, &refs_path).await.expect("refs");
+    assert_eq!((refs_after.0, refs_after.1), (refs_before, refs_version), "the old holder wrote refs");
+    // The old lease's fencing token is refused by ZooKeeper itself.
+    let mut store = ZooKeeperCoordination::connect(ZkConfig {
+        connect: server.connect_string(),
+        chroot: CHROOT.into(),
+        session_timeout: Duration::from_secs(4),
+        call_timeout: Duration::from_secs(5),
+    })
+    .expect("store session");
+    let stale = Fence { path: format!("boxes/fence/partitions/{taken}"), version: old.token };
+    let refused = store.put_fenced(&stale, &format!("boxes/fence/partitions/{taken}/refs"), b"stale");
+    assert!(
+        matches!(refused, Err(CoordError::Fenced { token, found: Some(f), .. }) if token == old.token && f == new_token),
+        "a write fenced by the old token: {refused:?}"
+    );
+    let current = Fence { path: stale.path.clone(), version: new_token };
+    store.put_fenced(&current, "boxes/fence/partitions/probe", b"ok").expect("the current token is accepted");
+    assert!(node.metric_sum("candybox_lease_refusals_total") > 0.0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_syrup_shared_by_two_partitions_is_kept_while_either_publishes_it() {
+    let server = ZkServer::start_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gc = [
+        "--memtable-bytes",
+        "2048",
+        "--l0-compaction-trigger",
+        "2",
+        "--syrup-roll-bytes",
+        "65536",
+        "--chunk-bytes",
+        "4096",
+        "--inline-bytes-max",
+        "0",
+        "--gc-grace-ms",
+        "50",
+        "--tombstone-grace-ms",
+        "0",
+    ];
+    let mut node = start_node(dir.path(), &server, 4000, &gc);
+    let c = node.client(true).await;
+    c.create_box("shared", Some(4)).await.expect("create box");
+    let (src, sp) = key_in_partition("src-", 4, |_| true);
+    let (copy, cp) = key_in_partition("copy-", 4, |q| q != sp);
+    let body = Bytes::from(pattern(11, 40_000));
+    c.put_bytes("shared", &src, &PutOptions::default(), body.clone()).await.expect("put source");
+    c.copy("shared", &src, &copy).await.expect("zero-copy copy across partitions");
+    let zk = raw(&server).await;
+    let (refs, _) = read(&zk, &format!("/boxes/shared/partitions/{cp}/refs")).await.expect("copy's refs");
+    let shared: Vec<SyrupId> = decode_refs(&refs).expect("refs decode").into_iter().collect();
+    assert!(!shared.is_empty(), "the copy's partition publishes the shared Syrup");
+    c.delete("shared", &src).await.expect("delete the source");
+    // Churn in the source's partition: big puts then deletes roll Syrups and give GC work.
+    for i in 0..30 {
+        let (k, _) = key_in_partition(&format!("churn-{i}-"), 4, |q| q == sp);
+        c.put_bytes("shared", &k, &PutOptions::default(), Bytes::from(pattern(i, 30_000))).await.expect("churn");
+        c.delete("shared", &k).await.expect("churn delete");
+    }
+    for i in 0..200 {
+        c.put_bytes("shared", format!("filler-{i:03}").as_bytes(), &PutOptions::default(), Bytes::from_static(b"f"))
+            .await
+            .expect("filler");
+    }
+    eventually(Duration::from_secs(30), "Syrup GC reclaims the churn", || async {
+        node.metric_sum("candybox_gc_reclaimed_bytes_total") > 0.0
+    })
+    .await;
+    let check = |node: &Node| {
+        for id in &shared {
+            assert!(node.data_dir.join("syrups").join(id.file_name()).exists(), "shared Syrup {id:?} was deleted");
+        }
+    };
+    check(&node);
+    let (_, got) = c.get_to_vec("shared", &copy, ByteRange::Whole).await.expect("the copy");
+    assert_eq!(got, body);
+    drop(c);
+    assert!(node.terminate().success());
+    node.restart();
+    let c = node.client(true).await;
+    let passes = node.metric_sum("candybox_maintenance_passes_total");
+    eventually(Duration::from_secs(30), "maintenance runs after the restart", || async {
+        node.metric_sum("candybox_maintenance_passes_total") >= passes + 20.0
+    })
+    .await;
+    check(&node);
+    let (_, got) = c.get_to_vec("shared", &copy, ByteRange::Whole).await.expect("the copy after restart");
+    assert_eq!(got, body);
+}
