@@ -363,3 +363,73 @@ async fn a_syrup_shared_by_two_partitions_is_kept_while_either_publishes_it() {
     let (_, got) = c.get_to_vec("shared", &copy, ByteRange::Whole).await.expect("the copy after restart");
     assert_eq!(got, body);
 }
+
+/// The `candybox` CLI next to this test binary (`target/<profile>/candybox`), built (or brought
+/// up to date: another package's binary is not rebuilt for this test by itself) first.
+fn cli_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
+    let bin = dir.join("candybox");
+    {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "candybox-tools", "--bin", "candybox"])
+            .status()
+            .expect("run cargo build for the candybox CLI");
+        assert!(status.success(), "build the CLI: cargo build -p candybox-tools --bin candybox");
+    }
+    bin
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_nodes_on_one_zookeeper_serve_every_box_through_either() {
+    let server = ZkServer::start_default();
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
+    let a = start_node(dir_a.path(), &server, 4000, &["--node-id", "1"]);
+    let b = start_node(dir_b.path(), &server, 4000, &["--node-id", "2"]);
+    let (ca, cb) = (a.client(true).await, b.client(true).await);
+    let zk = raw(&server).await;
+    let names: Vec<String> = (0..12).map(|i| format!("multi-{i:02}")).collect();
+    let mut served_by = std::collections::BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        // Created through either node; placed on a live node by the documented function.
+        let creator = if i % 2 == 0 { &ca } else { &cb };
+        creator.create_box(name, Some(4)).await.expect("create box");
+        let (meta, _) = read(&zk, &format!("/boxes/{name}/meta")).await.expect("box meta");
+        let node = candybox_core::coord::BoxMeta::decode(&meta).expect("meta decodes").node;
+        served_by.insert(name.clone(), node);
+    }
+    assert!(served_by.values().any(|n| *n == 1), "no Box on node 1: {served_by:?}");
+    assert!(served_by.values().any(|n| *n == 2), "no Box on node 2: {served_by:?}");
+    // Every Box through either node: writes through one, reads through the other.
+    for (i, name) in names.iter().enumerate() {
+        let (writer, reader) = if i % 2 == 0 { (&ca, &cb) } else { (&cb, &ca) };
+        let body = Bytes::from(pattern(i as u64, 5000));
+        writer.put_bytes(name, b"hello", &PutOptions::default(), body.clone()).await.expect("put through either node");
+        let (_, got) = reader.get_to_vec(name, b"hello", ByteRange::Whole).await.expect("get through the other");
+        assert_eq!(got, body);
+        reader.copy(name, b"hello", b"hello-copy").await.expect("copy through the other");
+        let listed = writer.list_all(name, &Default::default()).await.expect("list");
+        assert_eq!(listed.len(), 2, "{name}: both keys listed");
+    }
+    // A request sent to the wrong node is answered not-owner, naming the serving node.
+    let (on_b, _) = served_by.iter().find(|(_, n)| **n == 2).expect("a Box on node 2");
+    let no_follow = a.client_with(|c| c.follow_redirects = false).await;
+    match no_follow.head(on_b, b"hello").await {
+        Err(ClientError::NotOwner { owner, .. }) => assert_eq!(owner, b.ports.listen),
+        other => panic!("a request for a Box of node 2 sent to node 1: {other:?}"),
+    }
+    // The CLI, pointed at node 1, reaches a Box of node 2.
+    let out = std::process::Command::new(cli_binary())
+        .args(["--server", &a.ports.listen, "get", on_b, "hello-copy"])
+        .output()
+        .expect("run the CLI");
+    assert!(out.status.success(), "CLI get through the other node: {}", String::from_utf8_lossy(&out.stderr));
+    let i = names.iter().position(|n| n == on_b).expect("index");
+    assert_eq!(out.stdout, pattern(i as u64, 5000));
+    // Both nodes are registered members.
+    for node in [1u16, 2] {
+        let (m, _) = read(&zk, &format!("/members/{node}")).await.expect("member entry");
+        let m = MemberEntry::decode(&m).expect("member decodes");
+        assert_eq!(m.addr, if node == 1 { a.ports.listen.clone() } else { b.ports.listen.clone() });
+    }
+}

@@ -65,8 +65,10 @@ pub struct ClientConfig {
     /// Requests in flight per connection (default 64, the node's default `requests_in_flight_max`:
     /// past it the node stops reading the connection, or answers `Busy` while a body streams).
     pub requests_in_flight_max: usize,
-    /// How long a Box's partition count is trusted before a listing asks again.
+    /// How long a Box's partition count (and the node serving it) is trusted before asking again.
     pub partition_cache_ttl: Duration,
+    /// Follow not-owner replies to the node that serves a Box (default on; at most `HOPS_MAX`).
+    pub follow_redirects: bool,
 }
 
 impl ClientConfig {
@@ -83,6 +85,7 @@ impl ClientConfig {
             frame_body_bytes_max: FRAME_BODY_BYTES_MAX_DEFAULT,
             requests_in_flight_max: 64,
             partition_cache_ttl: Duration::from_secs(5),
+            follow_redirects: true,
         }
     }
 
@@ -144,7 +147,17 @@ struct Inner<D: Driver> {
     routing_off_reason: Option<String>,
     shards: Vec<Slot<D>>,
     partitions: Mutex<HashMap<String, (u16, Instant)>>,
+    /// Where each Box is served: `None` here, else a client of the serving node (a cluster on
+    /// ZooKeeper places each Box on one node; others answer not-owner naming it).
+    homes: Mutex<HashMap<String, (Option<Client<D>>, Instant)>>,
+    /// Clients of other nodes, by address, shared by the Boxes they serve.
+    peers: Mutex<HashMap<String, Client<D>>>,
+    /// Not-owner redirects followed to reach this client's node (bounded by `HOPS_MAX`).
+    hops: u32,
 }
+
+/// Most not-owner redirects followed for one Box.
+pub const HOPS_MAX: u32 = 3;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -266,6 +279,9 @@ impl<D: Driver> Client<D> {
             routing_off_reason: None,
             shards: Vec::new(),
             partitions: Mutex::new(HashMap::new()),
+            homes: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+            hops: 0,
         };
         if !inner.config.routing {
             inner.routing_off_reason = Some("routing is turned off".to_owned());
@@ -308,6 +324,52 @@ impl<D: Driver> Client<D> {
 
     fn cap(&self) -> u32 {
         self.inner.config.frame_body_bytes_max
+    }
+
+    /// The client of the node that serves `box_name` when that is another node (learned once per
+    /// `partition_cache_ttl` with a one-entry listing of partition 0, which another node answers
+    /// with not-owner naming the serving node); `None` when it is this node or unknown (the
+    /// request then goes here and reports its own error).
+    async fn home_elsewhere(&self, box_name: &str) -> Option<Client<D>> {
+        if !self.inner.config.follow_redirects {
+            return None;
+        }
+        if let Some((home, at)) = lock(&self.inner.homes).get(box_name) {
+            if at.elapsed() <= self.inner.config.partition_cache_ttl {
+                return home.clone();
+            }
+        }
+        let probe = request::list(box_name, 0, &ListOptions { limit: 1, ..ListOptions::default() });
+        let home = match self.unary(Target::Main, probe, |b, cap| reply::list_page(b, cap)).await {
+            Ok(_) => None,
+            Err(ClientError::NotOwner { owner, .. }) if self.inner.hops < HOPS_MAX && !owner.is_empty() => {
+                self.peer(&owner).await
+            }
+            // Unknown (absent Box, unreachable node...): the request itself reports it.
+            Err(_) => return None,
+        };
+        lock(&self.inner.homes).insert(box_name.to_owned(), (home.clone(), Instant::now()));
+        home
+    }
+
+    /// A client of the node at `addr` (shared per address).
+    async fn peer(&self, addr: &str) -> Option<Client<D>> {
+        if let Some(p) = lock(&self.inner.peers).get(addr) {
+            return Some(p.clone());
+        }
+        let mut config = self.inner.config.clone();
+        config.server = addr.to_owned();
+        // Unreachable: the request goes here and reports the not-owner answer itself.
+        let peer = Box::pin(Client::<D>::connect(config)).await.ok()?;
+        let peer = match Arc::try_unwrap(peer.inner) {
+            Ok(mut inner) => {
+                inner.hops = self.inner.hops + 1;
+                Client { inner: Arc::new(inner) }
+            }
+            Err(shared) => Client { inner: shared },
+        };
+        lock(&self.inner.peers).insert(addr.to_owned(), peer.clone());
+        Some(peer)
     }
 
     async fn connection(&self, target: Target) -> Result<Arc<Connection<D>>, ClientError> {
@@ -472,6 +534,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, `BoxNotEmpty`, or the connection's error.
     pub async fn delete_box(&self, box_name: &str, force: bool) -> Result<(), ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.delete_box(box_name, force)).await;
+        }
         lock(&self.inner.partitions).remove(box_name);
         self.unary(Target::Main, request::delete_box(box_name, force), |b, cap| reply::done(b, cap)).await
     }
@@ -507,6 +572,9 @@ impl<D: Driver> Client<D> {
         options: &PutOptions,
         body: S,
     ) -> Result<PutDone, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.put(box_name, key, options, body)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         let conn = self.connection(target).await?;
         let mut exchange = conn.start(request::put(box_name, key, options)).await?;
@@ -544,6 +612,9 @@ impl<D: Driver> Client<D> {
     /// `NotFound`, `BoxNotFound`, `InvalidArgument` (an unsatisfiable range), or the
     /// connection's error.
     pub async fn get(&self, box_name: &str, key: &[u8], range: ByteRange) -> Result<GetStream<D>, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.get(box_name, key, range)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         let body = request::get(box_name, key, range);
         let mut attempt = 0;
@@ -594,6 +665,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, `BoxNotFound`, or the connection's error.
     pub async fn head(&self, box_name: &str, key: &[u8]) -> Result<CandyMeta, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.head(box_name, key)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         self.unary(target, request::head(box_name, key), |b, cap| reply::candy_meta_reply(b, cap)).await
     }
@@ -603,6 +677,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, or the connection's error.
     pub async fn delete(&self, box_name: &str, key: &[u8]) -> Result<(), ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.delete(box_name, key)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         self.unary(target, request::delete(box_name, key), |b, cap| reply::done(b, cap)).await
     }
@@ -613,6 +690,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
     pub async fn list(&self, box_name: &str, options: &ListOptions) -> Result<ListPage, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.list(box_name, options)).await;
+        }
         let partitions = self.partition_count(box_name, Some(self.inner.config.partition_cache_ttl)).await?;
         let mut options = options.clone();
         // A page may come back empty with a cursor when a partition stopped short; ask again
@@ -660,6 +740,9 @@ impl<D: Driver> Client<D> {
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error (some partitions may then
     /// have applied it: deleting again is harmless).
     pub async fn delete_range(&self, box_name: &str, range: &KeyRange) -> Result<(), ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.delete_range(box_name, range)).await;
+        }
         // Always fresh: a stale, smaller partition count would silently skip partitions.
         let partitions = self.head_box(box_name).await?.partitions;
         self.scatter(box_name, partitions, |p| request::delete_range(box_name, p, range), |b, cap| reply::done(b, cap))
@@ -677,6 +760,9 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.copy(box_name, source_key, target_key)).await;
+        }
         let target = self.target_of_key(box_name, source_key).await;
         self.unary(target, request::copy(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
     }
@@ -691,6 +777,9 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.rename(box_name, source_key, target_key)).await;
+        }
         let target = self.target_of_key(box_name, source_key).await;
         self.unary(target, request::rename(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
     }
@@ -700,6 +789,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, `BoxNotFound`, or the connection's error.
     pub async fn get_locator(&self, box_name: &str, key: &[u8]) -> Result<RelayedLocator, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.get_locator(box_name, key)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         self.unary(target, request::get_locator(box_name, key), reply::locator_reply).await
     }
@@ -714,6 +806,9 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<RenamePrepared, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.prepare_rename(box_name, source_key, target_key)).await;
+        }
         let target = self.target_of_key(box_name, source_key).await;
         let body = request::prepare_rename(box_name, source_key, target_key);
         self.unary(target, body, reply::rename_prepared).await
@@ -732,6 +827,9 @@ impl<D: Driver> Client<D> {
         locator: &Bytes,
         rename: Option<&RenamePrepared>,
     ) -> Result<Option<PutDone>, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.zero_copy_put(box_name, key, locator, rename)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         let rename = rename.map(|r| (&r.token[..], r.source_partition));
         let body = request::zero_copy_put(box_name, key, locator, rename);
@@ -748,6 +846,9 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         token: &[u8],
     ) -> Result<RenameOutcome, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.complete_rename(box_name, source_key, token)).await;
+        }
         let target = self.target_of_key(box_name, source_key).await;
         let body = request::complete_rename(box_name, source_key, token);
         self.unary(target, body, |b, cap| reply::rename_completed(b, cap)).await
@@ -789,6 +890,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
     pub async fn create_upload(&self, box_name: &str, key: &[u8], options: &PutOptions) -> Result<u64, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.create_upload(box_name, key, options)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         self.unary(target, request::create_upload(box_name, key, options), |b, cap| reply::upload_created(b, cap)).await
     }
@@ -807,6 +911,9 @@ impl<D: Driver> Client<D> {
         size: Option<u64>,
         body: S,
     ) -> Result<PartInfo, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.upload_part(box_name, key, upload_id, part_number, size, body)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         let conn = self.connection(target).await?;
         let mut exchange = conn.start(request::upload_part(box_name, key, upload_id, part_number, size)).await?;
@@ -827,6 +934,9 @@ impl<D: Driver> Client<D> {
         upload_id: u64,
         part_numbers: &[u32],
     ) -> Result<Option<PutDone>, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.complete_upload(box_name, key, upload_id, part_numbers)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         let body = request::complete_upload(box_name, key, upload_id, part_numbers);
         self.unary(target, body, |b, cap| reply::put_done(b, cap)).await
@@ -837,6 +947,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, or the connection's error.
     pub async fn abort_upload(&self, box_name: &str, key: &[u8], upload_id: u64) -> Result<(), ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.abort_upload(box_name, key, upload_id)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         self.unary(target, request::abort_upload(box_name, key, upload_id), |b, cap| reply::done(b, cap)).await
     }
@@ -846,6 +959,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, or the connection's error.
     pub async fn list_uploads(&self, box_name: &str) -> Result<Vec<UploadInfo>, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.list_uploads(box_name)).await;
+        }
         let partitions = self.partition_count(box_name, Some(self.inner.config.partition_cache_ttl)).await?;
         let lists = self
             .scatter(box_name, partitions, |p| request::list_uploads(box_name, p), |b, cap| reply::upload_list(b, cap))
@@ -860,6 +976,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, or the connection's error.
     pub async fn list_parts(&self, box_name: &str, key: &[u8], upload_id: u64) -> Result<Vec<PartInfo>, ClientError> {
+        if let Some(home) = self.home_elsewhere(box_name).await {
+            return Box::pin(home.list_parts(box_name, key, upload_id)).await;
+        }
         let target = self.target_of_key(box_name, key).await;
         self.unary(target, request::list_parts(box_name, key, upload_id), |b, cap| reply::part_list(b, cap)).await
     }
