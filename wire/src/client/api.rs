@@ -149,12 +149,15 @@ struct Inner<D: Driver> {
     partitions: Mutex<HashMap<String, (u16, Instant)>>,
     /// Where each Box is served: `None` here, else a client of the serving node (a cluster on
     /// ZooKeeper places each Box on one node; others answer not-owner naming it).
-    homes: Mutex<HashMap<String, (Option<Client<D>>, Instant)>>,
+    homes: Mutex<HashMap<String, Home<D>>>,
     /// Clients of other nodes, by address, shared by the Boxes they serve.
     peers: Mutex<HashMap<String, Client<D>>>,
     /// Not-owner redirects followed to reach this client's node (bounded by `HOPS_MAX`).
     hops: u32,
 }
+
+/// Where a Box is served (`None`: this client's node) and since when that is known.
+type Home<D> = (Option<Client<D>>, Instant);
 
 /// Most not-owner redirects followed for one Box.
 pub const HOPS_MAX: u32 = 3;
