@@ -81,11 +81,11 @@ macro_rules! zk_call {
 }
 
 /// Runs one client future on this thread, bounded by `timeout`.
-fn run<T>(
+fn run<T, E>(
     timeout: Duration,
     what: &str,
-    fut: impl std::future::Future<Output = Result<T, zk::Error>>,
-) -> Result<Result<T, zk::Error>, CoordError> {
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<Result<T, E>, CoordError> {
     let timed = async {
         async_io::Timer::after(timeout).await;
         None
@@ -333,27 +333,18 @@ impl ZooKeeperCoordination {
         if added.is_err() {
             return Err(CoordError::BadPath(path.to_owned()));
         }
-        let commit = writer.commit();
-        let timed = async {
-            async_io::Timer::after(timeout).await;
-            None
-        };
         let started = candybox_core::coord::monotonic_ms();
-        match async_io::block_on(futures_lite::future::or(async { Some(commit.await) }, timed)) {
-            Some(r) => {
-                let lost = matches!(
-                    &r,
-                    Err(zk::MultiWriteError::RequestFailed {
-                        source: zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed
-                    })
-                );
-                if !lost {
-                    self.watch.renew(started, self.valid_ms());
-                }
-                Ok(r)
-            }
-            None => Err(unavailable(format!("fenced write {path}: no answer within {} ms", timeout.as_millis()))),
+        let r = run(timeout, &format!("fenced write {path}"), writer.commit())?;
+        let lost = matches!(
+            &r,
+            Err(zk::MultiWriteError::RequestFailed {
+                source: zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed
+            })
+        );
+        if !lost {
+            self.watch.renew(started, self.valid_ms());
         }
+        Ok(r)
     }
 
     /// Maps the failure of a fenced multi-operation: index 0 is the fence check.
