@@ -52,8 +52,8 @@ pub type CoordJob = Box<dyn FnOnce(&mut dyn Coordination) + Send>;
 #[derive(Clone, Debug)]
 pub struct CoordClient {
     tx: async_channel::Sender<CoordJob>,
-    /// This node's member entry, registered in every session (set once the ports are bound).
-    member: Arc<Mutex<Option<MemberEntry>>>,
+    /// This node's registration, renewed in every session (set once the ports are bound).
+    member: Arc<Mutex<Option<Registration>>>,
     /// The store's session, read by shards before every mutation.
     watch: Arc<SessionWatch>,
 }
@@ -67,7 +67,7 @@ pub struct CoordClient {
 /// When the thread cannot be spawned.
 pub fn start(mut store: Box<dyn Coordination>) -> std::io::Result<(CoordClient, JoinHandle<()>)> {
     let (tx, rx) = async_channel::bounded::<CoordJob>(COORD_QUEUE_MAX);
-    let member: Arc<Mutex<Option<MemberEntry>>> = Arc::new(Mutex::new(None));
+    let member: Arc<Mutex<Option<Registration>>> = Arc::new(Mutex::new(None));
     let watch = store.session_watch();
     let registered = member.clone();
     let thread = std::thread::Builder::new().name("candybox-control".into()).spawn(move || {
@@ -95,14 +95,44 @@ pub fn start(mut store: Box<dyn Coordination>) -> std::io::Result<(CoordClient, 
     Ok((CoordClient { tx, member, watch }, thread))
 }
 
-fn lock_member(m: &Mutex<Option<MemberEntry>>) -> std::sync::MutexGuard<'_, Option<MemberEntry>> {
+/// This node's registration: its member entry, and the session it was last registered in.
+#[derive(Debug, Clone)]
+struct Registration {
+    entry: MemberEntry,
+    /// The session of this node's last registration (this process's, or read from
+    /// `session_file` at start): an entry of that session is this node's own and may be replaced;
+    /// any other is another live process with this node id, never taken over.
+    previous: Option<u64>,
+    /// Where the last registered session is remembered across restarts (in the data directory,
+    /// which one process at a time holds).
+    session_file: std::path::PathBuf,
+}
+
+fn lock_member(m: &Mutex<Option<Registration>>) -> std::sync::MutexGuard<'_, Option<Registration>> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Registers in the current session and remembers it (in memory and in the session file).
+fn register_now(store: &mut dyn Coordination, member: &Mutex<Option<Registration>>) -> Result<u64, CoordError> {
+    let Some(reg) = lock_member(member).clone() else { return Err(CoordError::Unavailable("not registered".into())) };
+    let session = store.session_id()?;
+    register_member(store, &MemberEntry { session, ..reg.entry.clone() }, reg.previous)?;
+    if let Some(r) = lock_member(member).as_mut() {
+        r.previous = Some(session);
+    }
+    if let Err(e) = std::fs::write(&reg.session_file, format!("{session:016x}\n")) {
+        tracing::warn!(file = %reg.session_file.display(), error = %e, "could not remember the coordination session");
+    }
+    tracing::info!(node = reg.entry.node, session = %format!("{session:#x}"), "member registered");
+    Ok(session)
 }
 
 /// Registers `members/<node>` in the current session when it is not yet (a new node, or a new
 /// session after the last one expired).
-fn keep_registered(store: &mut dyn Coordination, member: &Mutex<Option<MemberEntry>>, registered: &mut u64) {
-    let Some(entry) = lock_member(member).clone() else { return };
+fn keep_registered(store: &mut dyn Coordination, member: &Mutex<Option<Registration>>, registered: &mut u64) {
+    if lock_member(member).is_none() {
+        return;
+    }
     let session = match store.session_id() {
         Ok(s) => s,
         Err(e) => {
@@ -113,25 +143,24 @@ fn keep_registered(store: &mut dyn Coordination, member: &Mutex<Option<MemberEnt
     if session == *registered {
         return;
     }
-    match register_member(store, &MemberEntry { session, ..entry }) {
-        Ok(()) => {
-            tracing::info!(node = entry_node(member), session = %format!("{session:#x}"), "member registered");
-            *registered = session;
-        }
+    match register_now(store, member) {
+        Ok(s) => *registered = s,
         Err(e) => tracing::warn!(error = %e, "could not register the member entry; retrying"),
     }
 }
 
-fn entry_node(member: &Mutex<Option<MemberEntry>>) -> u16 {
-    lock_member(member).as_ref().map_or(0, |m| m.node)
-}
-
 /// Creates `members/<node>` (ephemeral) for `entry.session`, replacing an entry of this node's
-/// earlier session (a restarted node: its old session's entries linger until they expire).
+/// `previous` session (a restarted node: its old session's entries linger until they expire).
 ///
 /// # Errors
-/// Store failures.
-pub fn register_member(store: &mut dyn Coordination, entry: &MemberEntry) -> Result<(), CoordError> {
+/// `NodeExists` (naming the holder) when another session holds the entry: another live process
+/// uses this node id, or a process of this node that this data directory does not remember;
+/// store failures.
+pub fn register_member(
+    store: &mut dyn Coordination,
+    entry: &MemberEntry,
+    previous: Option<u64>,
+) -> Result<(), CoordError> {
     let path = paths::member(entry.node);
     for _ in 0..LEASE_ATTEMPTS_MAX {
         match store.create(&path, &entry.encode(), CreateMode::Ephemeral) {
@@ -140,10 +169,17 @@ pub fn register_member(store: &mut dyn Coordination, entry: &MemberEntry) -> Res
             Err(e) => return Err(e),
         }
         if let Some((data, v)) = store.get(&path)? {
-            if MemberEntry::decode(&data).is_ok_and(|m| m.session == entry.session) {
+            let holder = MemberEntry::decode(&data).ok();
+            let held_by = holder.as_ref().map(|m| m.session);
+            if held_by == Some(entry.session) {
                 return Ok(());
             }
-            tracing::warn!(node = entry.node, "replacing the member entry of an earlier session of this node id");
+            if held_by.is_none() || held_by != previous {
+                let who = holder
+                    .map_or("an undecodable entry".to_string(), |m| format!("session {:#x} at {}", m.session, m.addr));
+                return Err(CoordError::NodeExists(format!("{path} (held by {who})")));
+            }
+            tracing::info!(node = entry.node, "replacing the member entry of this node's earlier session");
             match store.delete(&path, Some(v)) {
                 Ok(()) | Err(CoordError::NoNode(_)) | Err(CoordError::BadVersion { .. }) => {}
                 Err(e) => return Err(e),
@@ -215,17 +251,21 @@ impl CoordClient {
         &self.watch
     }
 
-    /// Registers this node (`members/<node>`) now and in every later session.
+    /// A shared handle on the store's session state (for the metrics thread).
+    pub fn watch_handle(&self) -> Arc<SessionWatch> {
+        self.watch.clone()
+    }
+
+    /// Registers this node (`members/<node>`) now and in every later session; `session_file`
+    /// remembers the last registered session across restarts.
     ///
     /// # Errors
-    /// Store failures of the first registration.
-    pub async fn register(&self, entry: MemberEntry) -> Result<(), CoordError> {
-        *lock_member(&self.member) = Some(entry.clone());
-        self.call(move |s| {
-            let session = s.session_id()?;
-            register_member(s, &MemberEntry { session, ..entry })
-        })
-        .await
+    /// `NodeExists` when another session holds this node id; store failures.
+    pub async fn register(&self, entry: MemberEntry, session_file: std::path::PathBuf) -> Result<(), CoordError> {
+        let previous = std::fs::read_to_string(&session_file).ok().and_then(|t| u64::from_str_radix(t.trim(), 16).ok());
+        *lock_member(&self.member) = Some(Registration { entry, previous, session_file });
+        let member = self.member.clone();
+        self.call(move |s| register_now(s, &member).map(|_| ())).await
     }
 
     /// Takes (or confirms) a partition's lease for `node` ([`take_lease`]).

@@ -80,6 +80,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("install signal handlers")?;
     std::fs::create_dir_all(config.syrup_dir())
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
+    // One node process per data directory, whatever the coordination store: two would write the
+    // same partitions. Held until the process exits.
+    let _data_lock = lock_data_dir(&config.data_dir)?;
     let store: Box<dyn candybox_core::coord::Coordination> = match config.coordination.as_str() {
         "memory" => {
             tracing::warn!("coordination = \"memory\": Box descriptors are not durable (tests and experiments only)");
@@ -128,11 +131,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         addr: advertise.clone(),
         shard_ports: bound.ports.clone(),
     };
-    monoio_free_block_on(coord_client.register(member))
-        .with_context(|| format!("register member {} ({advertise})", config.node_id))?;
+    register(&coord_client, member, &config)?;
     let http_server = http::bind(config.http).map_err(|e| anyhow!(e))?;
     let http_port = http::port(&http_server);
     let metrics = Arc::new(NodeMetrics::new(shard_count));
+    let _ = metrics.session.set(coord_client.watch_handle());
     let http_thread = http::serve(http_server.clone(), metrics.clone()).context("start the http thread")?;
 
     let queues: Vec<_> =
@@ -227,6 +230,73 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("candyboxd stopped cleanly");
     Ok(())
+}
+
+/// Registers this node's member entry. An entry of another session is waited out for up to the
+/// session timeout (plus a margin): it may be a process of this node that died without this data
+/// directory remembering it; if it stays, another live process uses this node id.
+///
+/// # Errors
+/// When the entry stays held, or the store fails.
+fn register(
+    coord: &coord::CoordClient,
+    member: candybox_core::coord::MemberEntry,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let session_file = config.data_dir.join("coord-session");
+    let deadline = Instant::now() + Duration::from_millis(config.zookeeper_session_timeout_ms + 2_000);
+    let mut warned = false;
+    loop {
+        match monoio_free_block_on(coord.register(member.clone(), session_file.clone())) {
+            Ok(()) => return Ok(()),
+            Err(candybox_core::coord::CoordError::NodeExists(what)) if Instant::now() < deadline => {
+                if !warned {
+                    tracing::warn!(node = member.node, entry = %what, "node id registered by another session; waiting for it to expire");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| {
+                    format!(
+                        "register node {} ({}): is another node running with node_id {}?",
+                        member.node, member.addr, member.node
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Takes the exclusive flock of `<data_dir>/LOCK` without waiting.
+///
+/// # Errors
+/// When another process holds it (naming the file), or the file cannot be opened.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock takes a file descriptor and flags and touches no memory; the descriptor is
+    // valid for the call because `file` owns it.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(anyhow!(
+                "data directory {} is in use by another candyboxd ({} is locked)",
+                dir.display(),
+                path.display()
+            ));
+        }
+        return Err(anyhow!(e).context(format!("flock {}", path.display())));
+    }
+    Ok(file)
 }
 
 /// Runs one future to completion on this (non-shard) thread: the control thread's calls answer

@@ -193,6 +193,8 @@ pub struct NodeMetrics {
     pub shards: Box<[ShardMetrics]>,
     /// Set once every partition is recovered and the listeners accept.
     pub ready: AtomicBool,
+    /// The coordination store's session (set at start).
+    pub session: std::sync::OnceLock<std::sync::Arc<candybox_core::coord::SessionWatch>>,
 }
 
 impl NodeMetrics {
@@ -201,6 +203,7 @@ impl NodeMetrics {
         NodeMetrics {
             shards: (0..shard_count).map(|_| ShardMetrics::default()).collect(),
             ready: AtomicBool::new(false),
+            session: std::sync::OnceLock::new(),
         }
     }
 
@@ -345,6 +348,15 @@ impl NodeMetrics {
         }
         header(&mut out, "candybox_ready", "gauge", "1 once every partition is recovered.");
         let _ = writeln!(out, "candybox_ready {}", u8::from(self.ready.load(Relaxed)));
+        if let Some(w) = self.session.get() {
+            header(
+                &mut out,
+                "candybox_coordination_session_live",
+                "gauge",
+                "1 while the coordination session is connected and known live (leases hold, mutations proceed).",
+            );
+            let _ = writeln!(out, "candybox_coordination_session_live {}", u8::from(w.holds(w.session())));
+        }
         out
     }
 }

@@ -181,6 +181,18 @@ async fn zookeeper_outage_refuses_mutations_keeps_acknowledged_ones_and_resumes(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(refused > 0, "no put was refused during a {outage:?} outage");
+    assert_eq!(node.metric_sum("candybox_coordination_session_live"), 0.0, "the session gauge during the outage");
+    // Every kind of mutation is refused with the typed error, not only puts.
+    let (k0, _) = &acked[0];
+    assert!(matches!(c.delete("outage", k0).await, Err(ClientError::Unavailable { .. })), "delete during the outage");
+    assert!(
+        matches!(c.copy("outage", k0, b"copy-during-outage").await, Err(ClientError::Unavailable { .. })),
+        "copy during the outage"
+    );
+    assert!(
+        matches!(c.rename("outage", k0, b"renamed-during-outage").await, Err(ClientError::Unavailable { .. })),
+        "rename during the outage"
+    );
     // Reads of durable data go on.
     let (key, body) = &acked[0];
     let (_, got) = c.get_to_vec("outage", key, ByteRange::Whole).await.expect("a read during the outage");
@@ -209,6 +221,8 @@ async fn zookeeper_outage_refuses_mutations_keeps_acknowledged_ones_and_resumes(
         assert_eq!(&got, body, "acknowledged put {:?} intact", String::from_utf8_lossy(key));
     }
     assert!(node.metric_sum("candybox_lease_refusals_total") > 0.0);
+    assert_eq!(node.metric_sum("candybox_coordination_session_live"), 1.0, "the session gauge after the outage");
+    assert!(absent(&c, "outage", b"copy-during-outage").await, "a refused copy wrote nothing");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -432,4 +446,59 @@ async fn two_nodes_on_one_zookeeper_serve_every_box_through_either() {
         let m = MemberEntry::decode(&m).expect("member decodes");
         assert_eq!(m.addr, if node == 1 { a.ports.listen.clone() } else { b.ports.listen.clone() });
     }
+}
+
+/// Runs `candyboxd` with `args` expecting it to fail at start: its exit status and stderr.
+fn start_fails(args: &[String]) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_candyboxd"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0", "--shards", "1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start candyboxd");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("candyboxd did not exit within 30 s although it should refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    let _ = child.stderr.take().expect("stderr").read_to_string(&mut stderr);
+    (status, stderr)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn one_process_per_data_dir_and_per_node_id() {
+    let server = ZkServer::start_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start_node(dir.path(), &server, 2000, &[]);
+    // A second process on the same data directory is refused at once.
+    let mut same_dir = zk_args(&server, 2000);
+    same_dir.extend(["--data-dir".to_string(), node.data_dir.display().to_string()]);
+    let (status, stderr) = start_fails(&same_dir);
+    assert!(!status.success());
+    assert!(stderr.contains("in use by another candyboxd"), "stderr: {stderr}");
+    // A second process with the same node id (another data directory) does not steal the live
+    // node's registration: it waits out the session timeout, then refuses to start.
+    let other = tempfile::tempdir().expect("temp dir");
+    let mut same_id = zk_args(&server, 2000);
+    same_id.extend(["--data-dir".to_string(), other.path().display().to_string()]);
+    let started = Instant::now();
+    let (status, stderr) = start_fails(&same_id);
+    assert!(!status.success());
+    assert!(stderr.contains("is another node running with node_id 1"), "stderr: {stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited for a possibly stale entry first");
+    let zk = raw(&server).await;
+    let (m, _) = read(&zk, "/members/1").await.expect("member entry");
+    assert_eq!(MemberEntry::decode(&m).expect("decodes").addr, node.ports.listen, "the live node keeps its entry");
+    let c = node.client(true).await;
+    c.create_box("still", Some(2)).await.expect("the live node still serves");
 }
