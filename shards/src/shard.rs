@@ -259,6 +259,27 @@ impl Shard {
         meta.node == 0 || meta.node == self.node_id()
     }
 
+    /// The descriptor of a Box this node serves. A cached descriptor naming another node is read
+    /// again first (the Box may have been deleted and created again elsewhere), so a stale cache
+    /// never sends a client in circles.
+    ///
+    /// # Errors
+    /// `BoxNotFound`; as [`Shard::check_home`]; coordination failures.
+    pub async fn served_meta(&self, box_name: &str) -> Result<BoxMeta, NodeError> {
+        let meta = self.box_meta(box_name).await?;
+        if self.serves(&meta) {
+            return Ok(meta);
+        }
+        let fresh = self.shared.coord.get_box(box_name).await.map_err(|e| self.coord_error(e))?;
+        let Some(fresh) = fresh else {
+            self.boxes.borrow_mut().remove(box_name);
+            return Err(NodeError::BoxNotFound(box_name.to_string()));
+        };
+        self.boxes.borrow_mut().insert(box_name.to_string(), fresh);
+        self.check_home(box_name, &fresh).await?;
+        Ok(fresh)
+    }
+
     /// Refuses a request for a Box that another node serves, naming that node's address.
     ///
     /// # Errors
@@ -482,8 +503,7 @@ impl Shard {
                 Ok(Outcome::Reply(reply::stats(&all)))
             }
             Command::Keyed { box_name, key, mut op } => {
-                let meta = self.box_meta(&box_name).await?;
-                self.check_home(&box_name, &meta).await?;
+                let meta = self.served_meta(&box_name).await?;
                 match &mut op {
                     KeyedOp::ZeroCopyPut { rename_token: Some(_), source_partition: None, .. } => {
                         // The marker names the source partition, whose sweep finalizes the rename.
@@ -508,8 +528,7 @@ impl Shard {
                 .await
             }
             Command::Partitioned { box_name, partition, op } => {
-                let meta = self.box_meta(&box_name).await?;
-                self.check_home(&box_name, &meta).await?;
+                let meta = self.served_meta(&box_name).await?;
                 if partition >= meta.partitions {
                     return Err(NodeError::invalid(
                         "partition",
@@ -523,8 +542,7 @@ impl Shard {
                 .await
             }
             Command::CopyOrRename { box_name, source_key, target_key, rename } => {
-                let meta = self.box_meta(&box_name).await?;
-                self.check_home(&box_name, &meta).await?;
+                let meta = self.served_meta(&box_name).await?;
                 let put = self.copy_or_rename(box_name, meta, source_key, target_key, rename).await?;
                 Ok(Outcome::Reply(reply::put_done(&put)))
             }

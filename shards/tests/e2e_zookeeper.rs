@@ -399,7 +399,7 @@ async fn two_nodes_on_one_zookeeper_serve_every_box_through_either() {
     let server = ZkServer::start_default();
     let (dir_a, dir_b) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
     let a = start_node(dir_a.path(), &server, 4000, &["--node-id", "1"]);
-    let b = start_node(dir_b.path(), &server, 4000, &["--node-id", "2"]);
+    let mut b = start_node(dir_b.path(), &server, 4000, &["--node-id", "2"]);
     let (ca, cb) = (a.client(true).await, b.client(true).await);
     let zk = raw(&server).await;
     let names: Vec<String> = (0..12).map(|i| format!("multi-{i:02}")).collect();
@@ -446,6 +446,21 @@ async fn two_nodes_on_one_zookeeper_serve_every_box_through_either() {
         let m = MemberEntry::decode(&m).expect("member decodes");
         assert_eq!(m.addr, if node == 1 { a.ports.listen.clone() } else { b.ports.listen.clone() });
     }
+    // The Box is deleted, node 2 stops, and the Box is created again: now on node 1, the only
+    // live member. Node 1 cached the old placement; it must not redirect to the old home.
+    let on_b = on_b.clone();
+    cb.delete_box(&on_b, true).await.expect("delete the box on node 2");
+    drop(cb);
+    assert!(b.terminate().success());
+    assert!(read(&zk, "/members/2").await.is_none(), "a stopped node's member entry is gone at once");
+    let fresh = a.client(true).await;
+    let info = fresh.create_box(&on_b, Some(4)).await.expect("create the box again");
+    assert_eq!(info.partitions, 4);
+    let (meta, _) = read(&zk, &format!("/boxes/{on_b}/meta")).await.expect("box meta");
+    assert_eq!(candybox_core::coord::BoxMeta::decode(&meta).expect("meta").node, 1, "placed on the live node");
+    fresh.put_bytes(&on_b, b"again", &PutOptions::default(), Bytes::from_static(b"again")).await.expect("put");
+    let (_, got) = fresh.get_to_vec(&on_b, b"again", ByteRange::Whole).await.expect("get");
+    assert_eq!(got, b"again");
 }
 
 /// Runs `candyboxd` with `args` expecting it to fail at start: its exit status and stderr.
