@@ -46,5 +46,3 @@ const _: () = assert!(WRITE_GATHER_PIECE_BYTES_MAX <= WRITE_GATHER_BYTES);
 pub const UNAVAILABLE_RETRY_AFTER_MS: u32 = 200;
 /// Bound of one coordination call on the control thread (ZooKeeper); a longer one is Unavailable.
 pub const COORD_CALL_TIMEOUT_MS: u64 = 5_000;
-/// Attempts at taking a partition's lease when another taker races it.
-pub const LEASE_ATTEMPTS_MAX: u32 = 4;

@@ -83,3 +83,57 @@ fn unreachable_server_is_unavailable() {
     assert!(watch.connected(), "the watch says connected again");
     assert_eq!(s.get("boxes/x/meta").expect("get"), Some((b"back".to_vec(), 0)));
 }
+
+/// The lease and membership protocols (`candybox_shards::lease`) between two nodes' sessions on
+/// one ZooKeeper: one holder at a time, strictly increasing fencing tokens, a node's own entries
+/// of an earlier session replaced, another live session's never taken over.
+#[test]
+fn leases_and_membership_between_two_nodes() {
+    use candybox_core::coord::{paths, LeaseRecord, MemberEntry};
+    use candybox_shards::lease::{register_member, take_lease, LeaseAnswer};
+
+    let server = ZkServer::start_default();
+    let config = config(&server, "/candybox-leases");
+    let mut one = connect(&config);
+    let mut two = connect(&config);
+    let held = |a: LeaseAnswer| match a {
+        LeaseAnswer::Held(l) => l,
+        LeaseAnswer::Other { node } => panic!("expected to hold the lease, node {node} does"),
+    };
+    let first = held(take_lease(&mut one, "photos", 3, 1).expect("node 1 takes the lease"));
+    assert_eq!(first.node, 1);
+    assert_eq!(first.session, one.session_id().expect("session"));
+    let (record, version) = one.get(&paths::partition("photos", 3)).expect("get").expect("partition entry");
+    assert_eq!(version, first.token, "the token is the partition entry's version");
+    assert_eq!(LeaseRecord::decode(&record).expect("record").map(|r| r.node), Some(1));
+    assert_eq!(held(take_lease(&mut one, "photos", 3, 1).expect("again")), first, "a held lease is confirmed as is");
+    assert_eq!(take_lease(&mut two, "photos", 3, 2).expect("node 2 asks"), LeaseAnswer::Other { node: 1 });
+    // Node 1's session ends: node 2 takes the lease with a larger token.
+    drop(one);
+    let second = held(take_lease(&mut two, "photos", 3, 2).expect("node 2 takes the freed lease"));
+    assert!(second.token > first.token, "tokens increase: {} > {}", second.token, first.token);
+    let mut one = connect(&config);
+    assert_eq!(take_lease(&mut one, "photos", 3, 1).expect("node 1 asks again"), LeaseAnswer::Other { node: 2 });
+    // Node 2 restarted while its old session lingers: a new session of node 2 replaces its own
+    // earlier lease, with a new token.
+    let mut two_again = connect(&config);
+    let third = held(take_lease(&mut two_again, "photos", 3, 2).expect("node 2's new session"));
+    assert!(third.token > second.token);
+    assert_ne!(third.session, second.session);
+
+    // Membership: a live session's entry is never taken over; the node's own earlier one is.
+    let entry = |s: &mut ZooKeeperCoordination| MemberEntry {
+        node: 7,
+        session: s.session_id().expect("session"),
+        addr: "127.0.0.1:7420".into(),
+        shard_ports: vec![7421],
+    };
+    let first_entry = entry(&mut one);
+    register_member(&mut one, &first_entry, None).expect("register");
+    let other = entry(&mut two_again);
+    let stolen = register_member(&mut two_again, &other, None);
+    assert!(matches!(stolen, Err(CoordError::NodeExists(_))), "another live session's entry taken over: {stolen:?}");
+    register_member(&mut two_again, &other, Some(first_entry.session)).expect("replace this node's earlier entry");
+    let (data, _) = two_again.get(&paths::member(7)).expect("get").expect("member entry");
+    assert_eq!(MemberEntry::decode(&data).expect("decodes").session, other.session);
+}
