@@ -148,10 +148,11 @@ impl ZooKeeperCoordination {
             self.watch.set_disconnected();
             let session = self.establish()?;
             tracing::info!(session = %format!("{:#x}", session.id), connect = %self.config.connect, chroot = %self.config.chroot, "zookeeper session established");
-            self.watch.set(session.id, true);
-            // Connecting was the server's answer; validity starts now.
-            self.watch.set_valid_until(candybox_core::coord::monotonic_ms() + self.valid_ms());
+            let id = session.id;
             self.session = Some(session);
+            // Connecting was the server's answer; validity starts now (with the negotiated timeout).
+            self.watch.set_valid_until(candybox_core::coord::monotonic_ms() + self.valid_ms());
+            self.watch.set(id, true);
         }
         match &self.session {
             Some(s) => Ok(&s.client),
@@ -212,10 +213,14 @@ impl ZooKeeperCoordination {
         Ok(Session { client, id, ended })
     }
 
-    /// How long after the start of an answered call the session is known live: a third of the
-    /// session timeout, well inside the time the server would take to expire it.
+    /// How long after the start of an answered call the session is known live: two thirds of the
+    /// negotiated session timeout. The server restarts its expiry timer at every packet it gets
+    /// from this session, and it got the call after the call started, so it cannot expire the
+    /// session (and nobody else can take its leases) sooner than the full timeout after that
+    /// start; the last third is the margin for clock rates and scheduling.
     fn valid_ms(&self) -> u64 {
-        u64::try_from(self.config.session_timeout.as_millis() / 3).unwrap_or(u64::MAX).max(1)
+        let timeout = self.session.as_ref().map_or(self.config.session_timeout, |s| s.client.session_timeout());
+        u64::try_from(timeout.as_millis() * 2 / 3).unwrap_or(u64::MAX).max(1)
     }
 
     /// Renews the session's validity when the server answered (any answer but a lost
