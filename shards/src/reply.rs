@@ -268,13 +268,21 @@ pub struct BoxInfo {
     pub created_ms: u64,
     /// Incarnation.
     pub box_uid: u64,
+    /// The serving node.
+    pub node: u16,
 }
 
 fn box_info<'a>(fbb: &mut FlatBufferBuilder<'a>, b: &BoxInfo) -> WIPOffset<fb::BoxInfo<'a>> {
     let name = Some(fbb.create_string(&b.name));
     fb::BoxInfo::create(
         fbb,
-        &fb::BoxInfoArgs { box_name: name, partitions: b.partitions, created_ms: b.created_ms, box_uid: b.box_uid },
+        &fb::BoxInfoArgs {
+            box_name: name,
+            partitions: b.partitions,
+            created_ms: b.created_ms,
+            box_uid: b.box_uid,
+            node: b.node,
+        },
     )
 }
 

@@ -999,5 +999,11 @@ impl Shard {
 }
 
 fn info(name: &str, m: &BoxMeta) -> BoxInfo {
-    BoxInfo { name: name.to_string(), partitions: m.partitions, created_ms: m.created_ms, box_uid: m.box_uid.0 }
+    BoxInfo {
+        name: name.to_string(),
+        partitions: m.partitions,
+        created_ms: m.created_ms,
+        box_uid: m.box_uid.0,
+        node: m.node,
+    }
 }

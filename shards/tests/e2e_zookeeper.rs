@@ -412,6 +412,10 @@ async fn two_nodes_on_one_zookeeper_serve_every_box_through_either() {
         let node = candybox_core::coord::BoxMeta::decode(&meta).expect("meta decodes").node;
         served_by.insert(name.clone(), node);
     }
+    // head-box and list-boxes, on either node, name the serving node.
+    for b in cb.list_boxes().await.expect("list boxes through node 2") {
+        assert_eq!(Some(&b.node), served_by.get(&b.name), "{}: list-boxes names the serving node", b.name);
+    }
     assert!(served_by.values().any(|n| *n == 1), "no Box on node 1: {served_by:?}");
     assert!(served_by.values().any(|n| *n == 2), "no Box on node 2: {served_by:?}");
     // Every Box through either node: writes through one, reads through the other.

@@ -57,7 +57,13 @@ impl Out {
     }
 
     fn box_json(b: &BoxInfo) -> Value {
-        json!({ "name": b.name, "partitions": b.partitions, "created_ms": b.created_ms, "box_uid": b.box_uid })
+        json!({
+            "name": b.name,
+            "partitions": b.partitions,
+            "created_ms": b.created_ms,
+            "box_uid": b.box_uid,
+            "node": b.node,
+        })
     }
 
     /// One Box.
@@ -65,7 +71,10 @@ impl Out {
         if self.json {
             self.print(&Self::box_json(b));
         } else {
-            println!("{}\tpartitions {}\tcreated_ms {}\tuid {:#x}", b.name, b.partitions, b.created_ms, b.box_uid);
+            println!(
+                "{}\tpartitions {}\tcreated_ms {}\tuid {:#x}\tnode {}",
+                b.name, b.partitions, b.created_ms, b.box_uid, b.node
+            );
         }
     }
 

@@ -46,6 +46,7 @@ fn box_info(b: &fb::BoxInfo<'_>) -> BoxInfo {
         partitions: b.partitions(),
         created_ms: b.created_ms(),
         box_uid: b.box_uid(),
+        node: b.node(),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct BoxInfo {
     pub created_ms: u64,
     /// Its incarnation (a recreated Box has a new one).
     pub box_uid: u64,
+    /// The node that serves it (0: not placed, a single node's Box).
+    pub node: u16,
 }
 
 /// What a completed put (or multipart completion, or zero-copy put) reports.

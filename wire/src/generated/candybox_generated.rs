@@ -5679,6 +5679,7 @@ impl<'a> BoxInfo<'a> {
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
   pub const VT_CREATED_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_BOX_UID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5693,6 +5694,7 @@ impl<'a> BoxInfo<'a> {
     builder.add_box_uid(args.box_uid);
     builder.add_created_ms(args.created_ms);
     if let Some(x) = args.box_name { builder.add_box_name(x); }
+    builder.add_node(args.node);
     builder.add_partitions(args.partitions);
     builder.finish()
   }
@@ -5726,6 +5728,14 @@ impl<'a> BoxInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(BoxInfo::VT_BOX_UID, Some(0)).unwrap()}
   }
+  /// The node that serves the Box (0: not placed, a single node's Box). Appended in schema v1.
+  #[inline]
+  pub fn node(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(BoxInfo::VT_NODE, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BoxInfo<'_> {
@@ -5738,6 +5748,7 @@ impl ::flatbuffers::Verifiable for BoxInfo<'_> {
      .visit_field::<u16>("partitions", Self::VT_PARTITIONS, false)?
      .visit_field::<u64>("created_ms", Self::VT_CREATED_MS, false)?
      .visit_field::<u64>("box_uid", Self::VT_BOX_UID, false)?
+     .visit_field::<u16>("node", Self::VT_NODE, false)?
      .finish();
     Ok(())
   }
@@ -5747,6 +5758,7 @@ pub struct BoxInfoArgs<'a> {
     pub partitions: u16,
     pub created_ms: u64,
     pub box_uid: u64,
+    pub node: u16,
 }
 impl<'a> Default for BoxInfoArgs<'a> {
   #[inline]
@@ -5756,6 +5768,7 @@ impl<'a> Default for BoxInfoArgs<'a> {
       partitions: 0,
       created_ms: 0,
       box_uid: 0,
+      node: 0,
     }
   }
 }
@@ -5782,6 +5795,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BoxInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(BoxInfo::VT_BOX_UID, box_uid, 0);
   }
   #[inline]
+  pub fn add_node(&mut self, node: u16) {
+    self.fbb_.push_slot::<u16>(BoxInfo::VT_NODE, node, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BoxInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BoxInfoBuilder {
@@ -5803,6 +5820,7 @@ impl ::core::fmt::Debug for BoxInfo<'_> {
       ds.field("partitions", &self.partitions());
       ds.field("created_ms", &self.created_ms());
       ds.field("box_uid", &self.box_uid());
+      ds.field("node", &self.node());
       ds.finish()
   }
 }
