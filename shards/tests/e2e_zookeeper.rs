@@ -465,6 +465,24 @@ async fn two_nodes_on_one_zookeeper_serve_every_box_through_either() {
     fresh.put_bytes(&on_b, b"again", &PutOptions::default(), Bytes::from_static(b"again")).await.expect("put");
     let (_, got) = fresh.get_to_vec(&on_b, b"again", ByteRange::Whole).await.expect("get");
     assert_eq!(got, b"again");
+    // Node 2 is back and the Box moves to it (deleted, created again with both nodes live). The
+    // client had learned that node 1 serves it: one not-owner reply, then it follows the move.
+    b.restart();
+    fresh.delete_box(&on_b, true).await.expect("delete the box on node 1");
+    fresh.create_box(&on_b, Some(4)).await.expect("create it again");
+    let (meta, _) = read(&zk, &format!("/boxes/{on_b}/meta")).await.expect("box meta");
+    assert_eq!(candybox_core::coord::BoxMeta::decode(&meta).expect("meta").node, 2, "placed on node 2 again");
+    let first = fresh.head(&on_b, b"again").await;
+    assert!(
+        matches!(first, Err(ClientError::NotOwner { .. }) | Err(ClientError::NotFound { .. })),
+        "the first request after the move: {first:?}"
+    );
+    fresh
+        .put_bytes(&on_b, b"moved", &PutOptions::default(), Bytes::from_static(b"m"))
+        .await
+        .expect("put after the move");
+    let (_, got) = b.client(true).await.get_to_vec(&on_b, b"moved", ByteRange::Whole).await.expect("get on node 2");
+    assert_eq!(got, b"m");
 }
 
 /// Runs `candyboxd` with `args` expecting it to fail at start: its exit status and stderr.

@@ -343,7 +343,9 @@ impl<D: Driver> Client<D> {
             }
         }
         let probe = request::list(box_name, 0, &ListOptions { limit: 1, ..ListOptions::default() });
-        let home = match self.unary(Target::Main, probe, |b, cap| reply::list_page(b, cap)).await {
+        // Sent to partition 0's own shard, so that the probe is never forwarded between shards.
+        let target = self.target_of_partition(box_name, 0);
+        let home = match self.unary_with(target, probe, |b, cap| reply::list_page(b, cap), false).await {
             Ok(_) => None,
             Err(ClientError::NotOwner { owner, .. }) if self.inner.hops < HOPS_MAX && !owner.is_empty() => {
                 self.peer(&owner).await
@@ -463,12 +465,28 @@ impl<D: Driver> Client<D> {
         body: Bytes,
         parse: impl Fn(&Bytes, u32) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
+        self.unary_with(target, body, parse, true).await
+    }
+
+    /// [`Client::unary`]; with `forget_homes`, a not-owner reply (a Box moved since its home was
+    /// learned) makes the client learn every Box's home again at its next request. The home
+    /// probe itself expects not-owner replies and passes false.
+    async fn unary_with<T>(
+        &self,
+        target: Target,
+        body: Bytes,
+        parse: impl Fn(&Bytes, u32) -> Result<T, ClientError>,
+        forget_homes: bool,
+    ) -> Result<T, ClientError> {
         let mut attempt = 0;
         loop {
             let conn = self.connection(target).await?;
             let mut exchange = conn.start(body.clone()).await?;
             exchange.send(Bytes::new(), true).await?;
             let result = single_reply(&mut exchange).await.and_then(|b| parse(&b, self.cap()));
+            if forget_homes && matches!(result, Err(ClientError::NotOwner { .. })) {
+                lock(&self.inner.homes).clear();
+            }
             match result {
                 Err(e) if self.backoff(attempt, &e).await => attempt += 1,
                 other => return other,
