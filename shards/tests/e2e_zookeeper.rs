@@ -378,13 +378,17 @@ async fn a_syrup_shared_by_two_partitions_is_kept_while_either_publishes_it() {
     assert_eq!(got, body);
 }
 
-/// The `candybox` CLI next to this test binary (`target/<profile>/candybox`), built (or brought
-/// up to date: another package's binary is not rebuilt for this test by itself) first.
+/// The `candybox` CLI next to this test binary (`target/<profile>/candybox`): `cargo test
+/// --workspace` builds it with every other target; when it is missing (this package's tests run
+/// alone) it is built here. `CANDYBOX_CLI` names another binary.
 fn cli_binary() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("CANDYBOX_CLI") {
+        return bin.into();
+    }
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
     let bin = dir.join("candybox");
-    {
+    if !bin.exists() {
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "-p", "candybox-tools", "--bin", "candybox"])
             .status()
