@@ -96,6 +96,20 @@ fn run<T, E>(
     }
 }
 
+/// True for the errors that mean the server did not answer for this session: the connection or
+/// the session is gone (anything else is an answer, and proves the session live).
+fn session_lost(e: &zk::Error) -> bool {
+    matches!(
+        e,
+        zk::Error::ConnectionLoss
+            | zk::Error::Timeout
+            | zk::Error::SessionExpired
+            | zk::Error::SessionMoved
+            | zk::Error::ClientClosed
+            | zk::Error::NoHosts
+    )
+}
+
 fn acls() -> zk::CreateOptions<'static> {
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
@@ -228,15 +242,7 @@ impl ZooKeeperCoordination {
     fn answered<T>(&self, started_ms: u64, r: &Result<Result<T, zk::Error>, CoordError>) {
         let answered = match r {
             Ok(Ok(_)) => true,
-            Ok(Err(e)) => !matches!(
-                e,
-                zk::Error::ConnectionLoss
-                    | zk::Error::Timeout
-                    | zk::Error::SessionExpired
-                    | zk::Error::SessionMoved
-                    | zk::Error::ClientClosed
-                    | zk::Error::NoHosts
-            ),
+            Ok(Err(e)) => !session_lost(e),
             Err(_) => false,
         };
         if answered {
@@ -280,14 +286,8 @@ impl ZooKeeperCoordination {
             zk::Error::NodeExists => CoordError::NodeExists(path.to_owned()),
             zk::Error::NotEmpty => CoordError::NotEmpty(path.to_owned()),
             zk::Error::NoChildrenForEphemerals | zk::Error::BadArguments(_) => CoordError::BadPath(path.to_owned()),
-            zk::Error::ConnectionLoss
-            | zk::Error::Timeout
-            | zk::Error::SessionExpired
-            | zk::Error::SessionMoved
-            | zk::Error::ClientClosed
-            | zk::Error::NoHosts
-            | zk::Error::Throttled
-            | zk::Error::NotReadOnly => unavailable(format!("{path}: {e}")),
+            ref lost if session_lost(lost) => unavailable(format!("{path}: {e}")),
+            zk::Error::Throttled | zk::Error::NotReadOnly => unavailable(format!("{path}: {e}")),
             other => CoordError::Store(format!("zookeeper: {path}: {other}")),
         }
     }
@@ -340,12 +340,7 @@ impl ZooKeeperCoordination {
         }
         let started = candybox_core::coord::monotonic_ms();
         let r = run(timeout, &format!("fenced write {path}"), writer.commit())?;
-        let lost = matches!(
-            &r,
-            Err(zk::MultiWriteError::RequestFailed {
-                source: zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed
-            })
-        );
+        let lost = matches!(&r, Err(zk::MultiWriteError::RequestFailed { source }) if session_lost(source));
         if !lost {
             self.watch.renew(started, self.valid_ms());
         }
