@@ -289,13 +289,19 @@ impl Shard {
         if self.serves(meta) {
             return Ok(());
         }
-        let members = self.shared.coord.members().await.map_err(|e| self.coord_error(e))?;
-        match members.into_iter().find(|m| m.node == meta.node) {
-            Some(m) => Err(NodeError::NotOwner { box_name: box_name.to_string(), node: meta.node, owner: m.addr }),
-            None => Err(NodeError::Unavailable(format!(
-                "box {box_name} is served by node {}, which is not a live member",
-                meta.node
-            ))),
+        Err(self.not_owner(box_name, meta.node, &format!("box {box_name}")).await)
+    }
+
+    /// The answer for a Box or partition that node `node` serves: `NotOwner` naming its address,
+    /// or `Unavailable` when it is not a live member (it is down: what it serves waits for it).
+    async fn not_owner(&self, box_name: &str, node: u16, subject: &str) -> NodeError {
+        let members = match self.shared.coord.members().await {
+            Ok(m) => m,
+            Err(e) => return self.coord_error(e),
+        };
+        match members.into_iter().find(|m| m.node == node) {
+            Some(m) => NodeError::NotOwner { box_name: box_name.to_string(), node, owner: m.addr },
+            None => NodeError::Unavailable(format!("{subject} is served by node {node}, which is not a live member")),
         }
     }
 
@@ -340,13 +346,7 @@ impl Shard {
                     holder = node,
                     "partition lease held by another node; not mutating it"
                 );
-                let members = self.shared.coord.members().await.map_err(|e| self.coord_error(e))?;
-                match members.into_iter().find(|m| m.node == node) {
-                    Some(m) => Err(NodeError::NotOwner { box_name: box_name.to_string(), node, owner: m.addr }),
-                    None => Err(NodeError::Unavailable(format!(
-                        "partition {box_name}/{p}: its lease is held by node {node}, which is not a live member"
-                    ))),
-                }
+                Err(self.not_owner(box_name, node, &format!("partition {box_name}/{p}")).await)
             }
             Err(e) => {
                 self.metrics().lease_refusals.fetch_add(1, Relaxed);

@@ -20,9 +20,8 @@ use std::{
     time::Duration,
 };
 
-use candybox_core::{
-    coord::{validate_path, CoordError, Coordination, CreateMode, Fence, SessionWatch, Version},
-    limits,
+use candybox_core::coord::{
+    validate_data, validate_path, CoordError, Coordination, CreateMode, Fence, SessionWatch, Version,
 };
 use zookeeper_client as zk;
 
@@ -259,17 +258,6 @@ impl ZooKeeperCoordination {
         format!("/{path}")
     }
 
-    fn check_data(path: &str, data: &[u8]) -> Result<(), CoordError> {
-        if data.len() > limits::COORD_DATA_BYTES_MAX {
-            return Err(CoordError::Store(format!(
-                "entry {path}: {} bytes of data, over the {} byte limit",
-                data.len(),
-                limits::COORD_DATA_BYTES_MAX
-            )));
-        }
-        Ok(())
-    }
-
     /// The version of an entry now, for error reports (`None` when absent or unknown).
     fn version_now(&mut self, path: &str) -> Option<Version> {
         let zp = Self::zk_path(path);
@@ -392,7 +380,7 @@ impl Coordination for ZooKeeperCoordination {
 
     fn create(&mut self, path: &str, data: &[u8], mode: CreateMode) -> Result<Version, CoordError> {
         validate_path(path)?;
-        Self::check_data(path, data)?;
+        validate_data(path, data)?;
         let zp = Self::zk_path(path);
         let options = match mode {
             CreateMode::Persistent => acls(),
@@ -412,7 +400,7 @@ impl Coordination for ZooKeeperCoordination {
 
     fn set(&mut self, path: &str, data: &[u8], expected: Option<Version>) -> Result<Version, CoordError> {
         validate_path(path)?;
-        Self::check_data(path, data)?;
+        validate_data(path, data)?;
         let zp = Self::zk_path(path);
         let version = expected.map(|v| to_zk_version(path, v)).transpose()?;
         match zk_call!(self, path, "set", |c| c.set_data(&zp, data, version))? {
@@ -448,7 +436,7 @@ impl Coordination for ZooKeeperCoordination {
     fn put_fenced(&mut self, fence: &Fence, path: &str, data: &[u8]) -> Result<Version, CoordError> {
         validate_path(path)?;
         validate_path(&fence.path)?;
-        Self::check_data(path, data)?;
+        validate_data(path, data)?;
         for _ in 0..3 {
             match self.fenced_multi(fence, path, FencedOp::Set(data))? {
                 Ok(results) => return Ok(set_version(&results)),

@@ -312,23 +312,7 @@ async fn expired_session_loses_leases_and_the_old_token_is_refused() {
 async fn a_syrup_shared_by_two_partitions_is_kept_while_either_publishes_it() {
     let server = ZkServer::start_default();
     let dir = tempfile::tempdir().expect("temp dir");
-    let gc = [
-        "--memtable-bytes",
-        "2048",
-        "--l0-compaction-trigger",
-        "2",
-        "--syrup-roll-bytes",
-        "65536",
-        "--chunk-bytes",
-        "4096",
-        "--inline-bytes-max",
-        "0",
-        "--gc-grace-ms",
-        "50",
-        "--tombstone-grace-ms",
-        "0",
-    ];
-    let mut node = start_node(dir.path(), &server, 4000, &gc);
+    let mut node = start_node(dir.path(), &server, 4000, harness::EAGER_GC_ARGS);
     let c = node.client(true).await;
     c.create_box("shared", Some(4)).await.expect("create box");
     let (src, sp) = key_in_partition("src-", 4, |_| true);

@@ -808,24 +808,8 @@ fn a_request_over_the_in_flight_cap_while_a_body_streams_gets_busy_not_a_deadloc
 
 #[test]
 fn maintenance_compacts_publishes_refs_and_collects_deleted_syrups() {
-    let (_root, node) = start(&[
-        "--memtable-bytes",
-        "2048",
-        "--l0-compaction-trigger",
-        "2",
-        "--syrup-roll-bytes",
-        "65536",
-        "--chunk-bytes",
-        "4096",
-        "--inline-bytes-max",
-        "0",
-        "--gc-grace-ms",
-        "50",
-        "--tombstone-grace-ms",
-        "0",
-        "--maintenance-interval-ms",
-        "50",
-    ]);
+    let args = [harness::EAGER_GC_ARGS, &["--maintenance-interval-ms", "50"]].concat();
+    let (_root, node) = start(&args);
     let mut c = raw(&node);
     c.create_box("collect", 2).ok();
     for i in 0..20 {

@@ -539,17 +539,6 @@ impl EmbeddedCoordination {
         Ok(())
     }
 
-    fn check_data(path: &str, data: &[u8]) -> Result<(), CoordError> {
-        if data.len() > limits::COORD_DATA_BYTES_MAX {
-            return Err(CoordError::Store(format!(
-                "coordination entry {path}: data of {} bytes is over the limit of {} bytes",
-                data.len(),
-                limits::COORD_DATA_BYTES_MAX
-            )));
-        }
-        Ok(())
-    }
-
     /// Appends one record and syncs it. On failure the store stops.
     fn append(&mut self, changes: &[LogChange<'_>]) -> Result<(), CoordError> {
         self.check_running()?;
@@ -598,7 +587,7 @@ impl Coordination for EmbeddedCoordination {
 
     fn create(&mut self, path: &str, data: &[u8], mode: CreateMode) -> Result<Version, CoordError> {
         validate_path(path)?;
-        Self::check_data(path, data)?;
+        super::validate_data(path, data)?;
         self.check_running()?;
         if self.tree.nodes.contains_key(path) {
             return Err(CoordError::NodeExists(path.to_owned()));
@@ -633,7 +622,7 @@ impl Coordination for EmbeddedCoordination {
 
     fn set(&mut self, path: &str, data: &[u8], expected: Option<Version>) -> Result<Version, CoordError> {
         validate_path(path)?;
-        Self::check_data(path, data)?;
+        super::validate_data(path, data)?;
         self.check_running()?;
         let node = self.tree.nodes.get(path).ok_or_else(|| CoordError::NoNode(path.to_owned()))?;
         if let Some(expected) = expected.filter(|e| *e != node.version) {

@@ -742,6 +742,22 @@ pub fn validate_path(path: &str) -> Result<(), CoordError> {
     Ok(())
 }
 
+/// Checks an entry's data against `COORD_DATA_BYTES_MAX`: the bound every implementation applies
+/// before it writes.
+///
+/// # Errors
+/// [`CoordError::Store`] naming the entry, the size and the limit.
+pub fn validate_data(path: &str, data: &[u8]) -> Result<(), CoordError> {
+    if data.len() > crate::limits::COORD_DATA_BYTES_MAX {
+        return Err(CoordError::Store(format!(
+            "coordination entry {path}: data of {} bytes is over the limit of {} bytes",
+            data.len(),
+            crate::limits::COORD_DATA_BYTES_MAX
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -202,6 +202,25 @@ fn spawn(data_dir: &Path, args: &[String], envs: &[(String, String)], stderr_log
     (child, ports)
 }
 
+/// Flags that make maintenance flush, compact and collect Syrups within a test's seconds: tiny
+/// memtables and Syrups, no inline Candies, a 50 ms GC grace, no tombstone grace.
+pub const EAGER_GC_ARGS: &[&str] = &[
+    "--memtable-bytes",
+    "2048",
+    "--l0-compaction-trigger",
+    "2",
+    "--syrup-roll-bytes",
+    "65536",
+    "--chunk-bytes",
+    "4096",
+    "--inline-bytes-max",
+    "0",
+    "--gc-grace-ms",
+    "50",
+    "--tombstone-grace-ms",
+    "0",
+];
+
 /// Deterministic pseudo-random bytes (xorshift), so a test can regenerate what it wrote.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
