@@ -17,12 +17,12 @@ use std::{
     future::Future,
     path::{Path, PathBuf},
     pin::Pin,
-    process::Command,
     rc::Rc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _};
+use candybox_bench::{command_output, cpu_model, git_commit, utc_now};
 use bytes::Bytes;
 use candybox_core::{
     engine::{Engine, EngineConfig, EngineStats, ListOptions, PutOptions, SliceBody},
@@ -572,27 +572,11 @@ fn list_op(engine: &Engine<UringStorage>) -> impl Fn(usize) -> OpFuture + 'stati
 // ---- Machine context ----
 
 fn machine_context(data_dir: &Path) -> MachineContext {
-    let date_utc = utc_timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
-    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]).map(|c| {
-        let dirty =
-            command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-        if dirty {
-            format!("{c}-dirty")
-        } else {
-            c
-        }
-    });
+    let date_utc = utc_now();
+    let commit = git_commit();
     let kernel = command_output("uname", &["-r"]).unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu_model = cpu_model();
     let dir = data_dir.to_string_lossy().into_owned();
     let fs_type = command_output("df", &["--output=fstype", &dir])
         .and_then(|s| s.lines().nth(1).map(|l| l.trim().to_string()))
@@ -610,12 +594,6 @@ fn machine_context(data_dir: &Path) -> MachineContext {
     }
 }
 
-/// The trimmed standard output of a command, or `None` when it cannot run or fails.
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn clock_ticks_per_second() -> u64 {
     command_output("getconf", &["CLK_TCK"]).and_then(|s| s.parse().ok()).filter(|&t| t > 0).unwrap_or(100)
 }
@@ -628,27 +606,6 @@ fn proc_counters() -> ProcCounters {
     let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
     let field = |number: usize| fields.get(number - 3).copied().unwrap_or(0);
     ProcCounters { minor_faults: field(10), major_faults: field(12), user_ticks: field(14), system_ticks: field(15) }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (Howard Hinnant's days-to-civil algorithm).
-fn utc_timestamp(unix_seconds: u64) -> String {
-    let days = (unix_seconds / 86_400) as i64;
-    let second_of_day = unix_seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
-    )
 }
 
 // ---- Output ----

@@ -294,7 +294,7 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
     let parsed = command::parse(req, body_rx, &body);
     conn.active.borrow_mut().insert(id);
     let conn = conn.clone();
-    drop(monoio::spawn(async move {
+    let fut = async move {
         let _guard = conn.shard.enter();
         let outcome = match parsed {
             Ok(cmd) => conn.shard.handle(cmd).await,
@@ -305,7 +305,8 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
         conn.shard.metrics().record(command::op_index(kind), latency_us, failed);
         conn.active.borrow_mut().remove(&id);
         let _ = conn.slots.1.try_recv();
-    }));
+    };
+    drop(monoio::spawn(fut));
     Ok(())
 }
 

@@ -130,6 +130,9 @@ pub struct ShardMetrics {
     pub maintenance_passes: AtomicU64,
     /// Maintenance steps that failed.
     pub maintenance_errors: AtomicU64,
+    /// The shard thread's kernel thread id (0 until it starts): the HTTP thread reads the
+    /// thread's CPU time from `/proc/self/task/<tid>/schedstat`.
+    pub thread_id: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -346,6 +349,17 @@ impl NodeMetrics {
                 let _ = writeln!(out, "candybox_level_bytes{{shard=\"{s}\",level=\"{l}\"}} {}", c.load(Relaxed));
             }
         }
+        header(
+            &mut out,
+            "candybox_shard_cpu_seconds_total",
+            "counter",
+            "CPU time of the shard's thread (user + system, from the kernel's schedstat).",
+        );
+        for (s, m) in shards() {
+            if let Some(seconds) = thread_cpu_seconds(m.thread_id.load(Relaxed)) {
+                let _ = writeln!(out, "candybox_shard_cpu_seconds_total{{shard=\"{s}\"}} {seconds}");
+            }
+        }
         header(&mut out, "candybox_ready", "gauge", "1 once every partition is recovered.");
         let _ = writeln!(out, "candybox_ready {}", u8::from(self.ready.load(Relaxed)));
         if let Some(w) = self.session.get() {
@@ -359,6 +373,17 @@ impl NodeMetrics {
         }
         out
     }
+}
+
+/// CPU seconds the thread `tid` of this process has run (`None` before the thread starts or
+/// where schedstat is not available).
+fn thread_cpu_seconds(tid: u64) -> Option<f64> {
+    if tid == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

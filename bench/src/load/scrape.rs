@@ -1,0 +1,200 @@
+//! The node's own counters, read from its `/metrics` page (Prometheus text) before and after a
+//! run.
+//!
+//! Invariants:
+//! - A sample line is `name{labels} value` or `name value`; comments and lines that do not parse
+//!   are skipped, never a failure (an older node may lack a metric: it then reads as absent).
+//! - The HTTP exchange is bounded by a timeout on connect, read and write.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{TcpStream, ToSocketAddrs as _},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+/// One reading of `/metrics`: every series summed over its labels, plus the per-shard CPU time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scrape {
+    /// Metric name → sum over all its series.
+    pub totals: BTreeMap<String, f64>,
+    /// `candybox_shard_cpu_seconds_total` by shard index.
+    pub cpu_by_shard: BTreeMap<u32, f64>,
+}
+
+impl Scrape {
+    /// Parses the text exposition.
+    pub fn parse(text: &str) -> Scrape {
+        let mut out = Scrape::default();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            *out.totals.entry(name.to_string()).or_default() += value;
+            if name == "candybox_shard_cpu_seconds_total" {
+                if let Some(shard) = label(labels, "shard").and_then(|s| s.parse().ok()) {
+                    out.cpu_by_shard.insert(shard, value);
+                }
+            }
+        }
+        out
+    }
+
+    /// The sum of a metric, 0 when absent.
+    pub fn get(&self, name: &str) -> f64 {
+        self.totals.get(name).copied().unwrap_or(0.0)
+    }
+}
+
+fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// GETs `/metrics` from `addr` (`host:port`).
+///
+/// # Errors
+/// A message when the node cannot be reached in 5 s or answers other than 200.
+pub fn fetch(addr: &str) -> Result<Scrape, String> {
+    let timeout = Duration::from_secs(5);
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("metrics address {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("metrics address {addr} resolves to nothing"))?;
+    let mut stream = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| format!("read /metrics from {addr}: {e}"))?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| format!("{addr}: not an HTTP response"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if status != "200" {
+        return Err(format!("{addr}/metrics answered HTTP {status}"));
+    }
+    Ok(Scrape::parse(body))
+}
+
+/// Reads `/metrics` once the node's maintenance loop has refreshed its engine figures (they are
+/// sums the loop copies once per pass): waits for `candybox_maintenance_passes_total` to grow,
+/// at most `wait`. Returns the reading and whether a pass was seen.
+///
+/// # Errors
+/// As [`fetch`].
+pub fn fetch_after_pass(addr: &str, wait: Duration) -> Result<(Scrape, bool), String> {
+    let first = fetch(addr)?;
+    let passes = first.get("candybox_maintenance_passes_total");
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = fetch(addr)?;
+        if now.get("candybox_maintenance_passes_total") > passes {
+            return Ok((now, true));
+        }
+    }
+    Ok((fetch(addr)?, false))
+}
+
+/// What the node did during the run: the difference of two readings.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeDelta {
+    /// Requests answered.
+    pub requests: u64,
+    /// WAL fdatasyncs.
+    pub wal_fsyncs: u64,
+    /// Syrup fdatasyncs.
+    pub syrup_fsyncs: u64,
+    /// (WAL + Syrup) fdatasyncs per request.
+    pub fsyncs_per_op: f64,
+    /// Mutations per group commit.
+    pub ops_per_group_commit: f64,
+    /// Requests forwarded between shards.
+    pub cross_shard_forwards: u64,
+    /// Forwards per request.
+    pub forwards_per_op: f64,
+    /// Busy answers.
+    pub busy_replies: u64,
+    /// CPU seconds of each shard's thread.
+    pub cpu_s_by_shard: Vec<f64>,
+    /// CPU µs of all shards per request.
+    pub cpu_us_per_op: f64,
+    /// Whether both readings followed a maintenance pass (else the engine figures may lag).
+    pub engine_figures_fresh: bool,
+}
+
+impl NodeDelta {
+    /// `after − before`.
+    pub fn between(before: &Scrape, after: &Scrape, fresh: bool) -> NodeDelta {
+        let d = |name: &str| (after.get(name) - before.get(name)).max(0.0);
+        let requests = d("candybox_requests_total");
+        let per_op = |v: f64| if requests > 0.0 { v / requests } else { 0.0 };
+        let cpu: Vec<f64> = after
+            .cpu_by_shard
+            .iter()
+            .map(|(s, a)| (a - before.cpu_by_shard.get(s).copied().unwrap_or(0.0)).max(0.0))
+            .collect();
+        let commits = d("candybox_group_commits_total");
+        NodeDelta {
+            requests: requests as u64,
+            wal_fsyncs: d("candybox_wal_fsyncs_total") as u64,
+            syrup_fsyncs: d("candybox_syrup_fsyncs_total") as u64,
+            fsyncs_per_op: per_op(d("candybox_wal_fsyncs_total") + d("candybox_syrup_fsyncs_total")),
+            ops_per_group_commit: if commits > 0.0 { d("candybox_group_commit_ops_total") / commits } else { 0.0 },
+            cross_shard_forwards: d("candybox_cross_shard_forwards_total") as u64,
+            forwards_per_op: per_op(d("candybox_cross_shard_forwards_total")),
+            busy_replies: d("candybox_busy_replies_total") as u64,
+            cpu_us_per_op: per_op(cpu.iter().sum::<f64>() * 1e6),
+            cpu_s_by_shard: cpu,
+            engine_figures_fresh: fresh,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = "# HELP candybox_requests_total x\n# TYPE candybox_requests_total counter\n\
+        candybox_requests_total{shard=\"0\",op=\"get\"} 100\n\
+        candybox_requests_total{shard=\"1\",op=\"put\"} 50\n\
+        candybox_wal_fsyncs_total{shard=\"0\"} 10\n\
+        candybox_shard_cpu_seconds_total{shard=\"0\"} 1.5\n\
+        candybox_shard_cpu_seconds_total{shard=\"1\"} 0.5\n\
+        candybox_ready 1\n\
+        garbage line here\n";
+
+    #[test]
+    fn parses_sums_over_labels_and_cpu_by_shard() {
+        let s = Scrape::parse(BEFORE);
+        assert_eq!(s.get("candybox_requests_total"), 150.0);
+        assert_eq!(s.get("candybox_ready"), 1.0);
+        assert_eq!(s.get("absent"), 0.0);
+        assert_eq!(s.cpu_by_shard.get(&1), Some(&0.5));
+    }
+
+    #[test]
+    fn delta_divides_by_requests() {
+        let before = Scrape::parse(BEFORE);
+        let after = Scrape::parse(
+            "candybox_requests_total{shard=\"0\",op=\"get\"} 1100\ncandybox_requests_total{shard=\"1\",op=\"put\"} 50\n\
+             candybox_wal_fsyncs_total{shard=\"0\"} 60\ncandybox_shard_cpu_seconds_total{shard=\"0\"} 1.52\n\
+             candybox_shard_cpu_seconds_total{shard=\"1\"} 0.5\n",
+        );
+        let d = NodeDelta::between(&before, &after, true);
+        assert_eq!(d.requests, 1000);
+        assert_eq!(d.wal_fsyncs, 50);
+        assert!((d.fsyncs_per_op - 0.05).abs() < 1e-9);
+        assert!((d.cpu_us_per_op - 20.0).abs() < 1e-6, "{}", d.cpu_us_per_op);
+        assert_eq!(d.cpu_s_by_shard.len(), 2);
+    }
+}
