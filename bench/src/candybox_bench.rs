@@ -15,6 +15,9 @@
 //! - The node's counters are read when no load runs (after the pre-load and after the run), each
 //!   after a maintenance pass, so its engine figures cover the same requests.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     cell::RefCell,
     collections::BTreeMap,
@@ -233,6 +236,7 @@ fn main() -> anyhow::Result<()> {
     connected.wait();
     let start = Instant::now() + Duration::from_millis(20);
     let _ = t0.set(start);
+    let cpu_before = process_cpu_seconds();
     go.wait();
     let mut tally = Tally::new(&plan.mix)?;
     for th in threads {
@@ -245,12 +249,25 @@ fn main() -> anyhow::Result<()> {
         tally.lag.add(&part.lag).context("merge histograms")?;
         tally.gave_up.extend(part.gave_up);
     }
+    let generator_cpu_s = process_cpu_seconds() - cpu_before;
     let after = read_metrics(&plan.args, "after the run")?;
     let node = match (before, after) {
         (Some((b, fb)), Some((a, fa))) => Some(NodeDelta::between(&b, &a, fb && fa)),
         _ => None,
     };
-    report(&plan, &tally, node.as_ref())
+    report(&plan, &tally, node.as_ref(), generator_cpu_s)
+}
+
+/// CPU seconds (user + system) of this process so far, every thread included.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given, which is zeroed and lives here.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Reads the node's metrics after a maintenance pass, or `None` with `--no-metrics`.
@@ -617,7 +634,7 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
-fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>) -> anyhow::Result<()> {
+fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>, generator_cpu_s: f64) -> anyhow::Result<()> {
     let secs = plan.args.seconds;
     let mut table = String::new();
     let _ = writeln!(
@@ -692,6 +709,14 @@ fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>) -> anyhow::Resul
             (all.len() + all_errors) as f64 / secs
         );
     }
+    let requests = (all.len() + all_errors).max(1) as f64;
+    let warm_and_measured = plan.args.warmup + plan.args.seconds;
+    println!(
+        "generator: CPU {:.1} µs/op, {:.0} % of one core over warm-up and measured window (near {} % x threads, the generator, not the node, may be the limit)",
+        generator_cpu_s * 1e6 / (requests * warm_and_measured / secs),
+        generator_cpu_s * 100.0 / warm_and_measured,
+        100
+    );
     if let Some(n) = node {
         let cpu: Vec<String> = n.cpu_s_by_shard.iter().enumerate().map(|(s, c)| format!("shard {s} {c:.2} s")).collect();
         println!(
@@ -733,6 +758,8 @@ fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>) -> anyhow::Resul
                 "errors_total": all_errors,
             },
             "send_lag": plan.args.rate.map(|_| percentiles(&tally.lag)),
+            "generator_cpu_s": generator_cpu_s,
+            "generator_cpu_share": generator_cpu_s / warm_and_measured,
             "gave_up": tally.gave_up,
             "node": node,
         });
