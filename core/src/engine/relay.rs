@@ -165,9 +165,22 @@ impl<S: Storage> Engine<S> {
             return Err(ForgedLocator::NotLive.into());
         }
         if let CandyBody::Parts(parts) = &source.body {
+            // Each Syrup is opened, checked and made durable once, however many segments of the
+            // Candy it holds (a 1 GiB Candy has 16 or more): the cost grows with the Syrups
+            // named, not with the Candy's size.
+            let mut syrups: Vec<(SyrupId, S::File, u64)> = Vec::new();
             for p in parts {
                 for s in &p.segments {
-                    self.verify_segment(p, s).await?;
+                    let known = syrups.iter().find(|(id, ..)| *id == s.syrup).map(|(_, f, d)| (f.clone(), *d));
+                    let (file, durable) = match known {
+                        Some(k) => k,
+                        None => {
+                            let (f, d) = self.durable_syrup(s.syrup).await?;
+                            syrups.push((s.syrup, f.clone(), d));
+                            (f, d)
+                        }
+                    };
+                    verify_segment(&file, durable, p, s).await?;
                 }
             }
         }
@@ -176,8 +189,9 @@ impl<S: Storage> Engine<S> {
         Ok(PutReply { size, checksum, hlc })
     }
 
-    async fn verify_segment(&self, part: &Part, s: &SegmentRef) -> Result<()> {
-        let id = s.syrup;
+    /// Opens Syrup `id` of this Box by name, checks its header, makes it durable and returns it
+    /// with its durable length.
+    async fn durable_syrup(&self, id: SyrupId) -> Result<(S::File, u64)> {
         // Open by name every time: a cached handle would still read a Syrup that its creator has
         // deleted since, and the new locator would then dangle.
         let path = self.inner.config.syrup_dir.join(id.file_name());
@@ -206,31 +220,12 @@ impl<S: Storage> Engine<S> {
         if box_uid != self.inner.config.box_uid {
             return Err(ForgedLocator::OtherBox { syrup: id.0 }.into());
         }
-        if s.offset < SYRUP_HEADER_BYTES {
-            return Err(ForgedLocator::NotAChunk { syrup: id.0, offset: s.offset }.into());
-        }
         // Every byte written before this length was read becomes durable with the sync below.
         let durable = file.len().await?;
         if let Err(e) = file.sync_data().await {
             return self.fail(e);
         }
-        let end = s.offset.saturating_add(s.stored_len(part.chunk_size));
-        if end > durable {
-            return Err(ForgedLocator::BeyondDurable { syrup: id.0, end, durable }.into());
-        }
-        let cs = u64::from(part.chunk_size);
-        let chunks = s.length.div_ceil(cs);
-        for i in [0, chunks - 1] {
-            let at = s.offset + i * (cs + CHUNK_TRAILER_BYTES);
-            let len = cs.min(s.length - i * cs);
-            let bytes = file.read_at(at, (len + CHUNK_TRAILER_BYTES) as usize).await?;
-            let (payload, trailer) = bytes.split_at(len as usize);
-            let stored = Reader::new(trailer).u32().unwrap_or(0);
-            if chunk_crc(at, payload) != stored {
-                return Err(ForgedLocator::NotAChunk { syrup: id.0, offset: at }.into());
-            }
-        }
-        Ok(())
+        Ok((file, durable))
     }
 
     /// The Syrups this partition references, for publication (SPEC §7.4).
@@ -437,3 +432,30 @@ impl<S: Storage> Engine<S> {
         Ok(expired)
     }
 }
+
+/// Checks that segment `s` of `part` lies within the `durable` bytes of its Syrup `file`, on real
+/// chunk boundaries (its first and last chunks verify at their offsets).
+async fn verify_segment<F: StorageFile>(file: &F, durable: u64, part: &Part, s: &SegmentRef) -> Result<()> {
+    let id = s.syrup;
+    if s.offset < SYRUP_HEADER_BYTES {
+        return Err(ForgedLocator::NotAChunk { syrup: id.0, offset: s.offset }.into());
+    }
+    let end = s.offset.saturating_add(s.stored_len(part.chunk_size));
+    if end > durable {
+        return Err(ForgedLocator::BeyondDurable { syrup: id.0, end, durable }.into());
+    }
+    let cs = u64::from(part.chunk_size);
+    let chunks = s.length.div_ceil(cs);
+    for i in [0, chunks - 1] {
+        let at = s.offset + i * (cs + CHUNK_TRAILER_BYTES);
+        let len = cs.min(s.length - i * cs);
+        let bytes = file.read_at(at, (len + CHUNK_TRAILER_BYTES) as usize).await?;
+        let (payload, trailer) = bytes.split_at(len as usize);
+        let stored = Reader::new(trailer).u32().unwrap_or(0);
+        if chunk_crc(at, payload) != stored {
+            return Err(ForgedLocator::NotAChunk { syrup: id.0, offset: at }.into());
+        }
+    }
+    Ok(())
+}
+
