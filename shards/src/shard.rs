@@ -325,6 +325,11 @@ impl Shard {
                 "partition {box_name}/{p}: the coordination session is suspended or lost; mutations wait for it"
             )));
         }
+        // Boxed: taking a lease talks to coordination (a large future), once per session.
+        Box::pin(self.take_lease(box_name, meta, p)).await
+    }
+
+    async fn take_lease(&self, box_name: &str, meta: BoxMeta, p: u16) -> Result<LeaseEntry, NodeError> {
         match self.shared.coord.take_lease(box_name, p, self.node_id()).await {
             Ok(LeaseAnswer::Held(l)) => {
                 let renewed = self.leases.borrow_mut().insert((meta.box_uid, p), l);
@@ -404,6 +409,18 @@ impl Shard {
                 return Ok(e.clone());
             }
         }
+        // Boxed: opening (recovery) is a large future, and every request's future would
+        // otherwise carry its size for the open that happens once.
+        Box::pin(self.open_engine_slow(box_name, meta, partition, key)).await
+    }
+
+    async fn open_engine_slow(
+        &self,
+        box_name: &str,
+        meta: BoxMeta,
+        partition: u16,
+        key: (String, u16),
+    ) -> Result<PartitionEngine, NodeError> {
         let _open = self.open_lock.lock().await;
         let stale = match self.partitions.borrow().get(&key) {
             Some((uid, e)) if *uid == meta.box_uid => return Ok(e.clone()),
@@ -485,15 +502,17 @@ impl Shard {
             return Err(NodeError::ShuttingDown);
         }
         match cmd {
-            Command::CreateBox { name, partitions } => self.create_box(name, partitions).await,
-            Command::DeleteBox { name, force } => self.delete_box(name, force).await,
+            // Rare requests run boxed: their futures are large, and an unboxed arm would make
+            // every request's future (a get's too) as large as the largest, copied at each spawn.
+            Command::CreateBox { name, partitions } => Box::pin(self.create_box(name, partitions)).await,
+            Command::DeleteBox { name, force } => Box::pin(self.delete_box(name, force)).await,
             Command::HeadBox { name } => {
-                let meta = self.shared.coord.get_box(&name).await.map_err(|e| self.coord_error(e))?;
+                let meta = Box::pin(self.shared.coord.get_box(&name)).await.map_err(|e| self.coord_error(e))?;
                 let meta = meta.ok_or_else(|| NodeError::BoxNotFound(name.clone()))?;
                 Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
             }
             Command::ListBoxes => {
-                let boxes = self.shared.coord.list_boxes().await.map_err(|e| self.coord_error(e))?;
+                let boxes = Box::pin(self.shared.coord.list_boxes()).await.map_err(|e| self.coord_error(e))?;
                 let infos: Vec<BoxInfo> = boxes.iter().map(|(n, m)| info(n, m)).collect();
                 Ok(Outcome::Reply(reply::box_list(&infos)))
             }
@@ -536,14 +555,14 @@ impl Shard {
                     ));
                 }
                 let owner = self.owner(&box_name, partition);
-                self.invoke_on(owner, move |sh| async move {
+                Box::pin(self.invoke_on(owner, move |sh| async move {
                     sh.partitioned(&box_name, meta, partition, op).await.unwrap_or_else(|e| Outcome::error(&e))
-                })
+                }))
                 .await
             }
             Command::CopyOrRename { box_name, source_key, target_key, rename } => {
                 let meta = self.served_meta(&box_name).await?;
-                let put = self.copy_or_rename(box_name, meta, source_key, target_key, rename).await?;
+                let put = Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename)).await?;
                 Ok(Outcome::Reply(reply::put_done(&put)))
             }
         }
@@ -709,7 +728,9 @@ impl Shard {
         }
         let engine = self.engine(box_name, meta, p).await?;
         let reply = match op {
-            KeyedOp::Put { opts, body } => reply::put_done(&engine.put(&key, opts, body).await?),
+            // Boxed: a put's future (its body stream) is twice a get's, and every request's future
+            // would otherwise be as large (moved at each spawn).
+            KeyedOp::Put { opts, body } => reply::put_done(&Box::pin(engine.put(&key, opts, body)).await?),
             KeyedOp::Get { range } => {
                 let g = engine.get(&key, range).await?;
                 let reply = reply::get_done(&g.locator, g.first, g.len);
@@ -720,19 +741,19 @@ impl Shard {
                 engine.delete(&key).await?;
                 reply::done()
             }
-            KeyedOp::CreateUpload { opts } => reply::upload_created(engine.create_upload(&key, opts).await?),
+            KeyedOp::CreateUpload { opts } => reply::upload_created(Box::pin(engine.create_upload(&key, opts)).await?),
             KeyedOp::UploadPart { upload_id, part_number, size, body } => {
                 self.check_upload_key(&engine, upload_id, &key)?;
-                let part = engine.upload_part(upload_id, part_number, size, body).await?;
+                let part = Box::pin(engine.upload_part(upload_id, part_number, size, body)).await?;
                 reply::put_done(&PutReply { size: part.size, checksum: part.checksum, hlc: Default::default() })
             }
             KeyedOp::CompleteUpload { upload_id, parts } => {
                 self.check_upload_key(&engine, upload_id, &key)?;
-                reply::put_done(&engine.complete_upload(upload_id, &parts).await?)
+                reply::put_done(&Box::pin(engine.complete_upload(upload_id, &parts)).await?)
             }
             KeyedOp::AbortUpload { upload_id } => {
                 self.check_upload_key(&engine, upload_id, &key)?;
-                engine.abort_upload(upload_id).await?;
+                Box::pin(engine.abort_upload(upload_id)).await?;
                 reply::done()
             }
             KeyedOp::ListParts { upload_id } => {
@@ -745,19 +766,27 @@ impl Shard {
             }
             KeyedOp::PrepareRename { target_key } => {
                 let tp = partition_for_key(&target_key, meta.partitions);
-                let (intent, wire) = self.prepare_rename(&engine, meta, &key, &target_key, tp).await?;
+                let (intent, wire) = Box::pin(self.prepare_rename(&engine, meta, &key, &target_key, tp)).await?;
                 reply::rename_prepared(intent.token, &wire, intent.source_hlc, p, tp)
             }
             KeyedOp::ZeroCopyPut { locator, rename_token, source_partition } => {
-                let put = self
-                    .zero_copy_put(&engine, box_name, meta, p, &key, &locator, rename_token, source_partition)
-                    .await?;
+                let put = Box::pin(self.zero_copy_put(
+                    &engine,
+                    box_name,
+                    meta,
+                    p,
+                    &key,
+                    &locator,
+                    rename_token,
+                    source_partition,
+                ))
+                .await?;
                 reply::put_done(&put)
             }
             KeyedOp::CompleteRename { token } => {
                 let intent = engine.rename_intents().into_iter().find(|i| i.token == token && i.source_key == key);
                 let outcome = match intent {
-                    Some(intent) => self.resolve_intent(&engine, box_name, &intent, false).await?,
+                    Some(intent) => Box::pin(self.resolve_intent(&engine, box_name, &intent, false)).await?,
                     // Already finished, maybe by the maintenance sweep: answer what it decided.
                     None => Some(self.resolved_outcome(token).ok_or(NodeError::Engine(CoreError::NotFound))?),
                 };
