@@ -114,6 +114,14 @@ pub fn chunk_crc(offset: u64, payload: &[u8]) -> u32 {
 /// # Errors
 /// `(expected, found)` checksums on a mismatch; `(0, 0)` when the chunk lies outside `map`.
 pub fn verify_chunk(map: &Bytes, offset: u64, len: usize) -> Result<Bytes, (u32, u32)> {
+    verify_chunk_crc(map, offset, len).map(|(payload, _)| payload)
+}
+
+/// [`verify_chunk`], also returning the chunk's checksum (for [`payload_crc`]).
+///
+/// # Errors
+/// As [`verify_chunk`].
+pub fn verify_chunk_crc(map: &Bytes, offset: u64, len: usize) -> Result<(Bytes, u32), (u32, u32)> {
     let start = usize::try_from(offset).map_err(|_| (0, 0))?;
     let end = start.checked_add(len).ok_or((0, 0))?;
     let trailer_end = end.checked_add(CHUNK_TRAILER_BYTES as usize).ok_or((0, 0))?;
@@ -127,7 +135,17 @@ pub fn verify_chunk(map: &Bytes, offset: u64, len: usize) -> Result<Bytes, (u32,
     if found != expected {
         return Err((expected, found));
     }
-    Ok(payload)
+    Ok((payload, found))
+}
+
+/// The CRC-32 of a chunk's payload alone, from the chunk's checksum (which covers the offset,
+/// then the payload), without a second pass over the bytes: CRC-32 is linear,
+/// `crc(A ‖ B) = crc(A)·x^(8|B|) ⊕ crc(B)`, so `crc(B)` is the chunk checksum minus the offset's
+/// term shifted past `len` payload bytes.
+pub fn payload_crc(offset: u64, chunk_crc: u32, len: u64) -> u32 {
+    let mut offset_term = crc32fast::Hasher::new_with_initial_len(crc32(&[&offset.to_le_bytes()]), 8);
+    offset_term.combine(&crc32fast::Hasher::new_with_initial_len(0, len));
+    chunk_crc ^ offset_term.finalize()
 }
 
 /// Cuts a stream of payload bytes into chunks laid out from a segment's start offset, appending
@@ -251,5 +269,14 @@ mod tests {
         assert_eq!(enc.push(&[1; 10], 600, &mut out), 0);
         enc.finish(&mut out);
         assert_eq!(out.len() as u64, stored_len(600, 512));
+    }
+
+    #[test]
+    fn payload_crc_from_the_chunk_checksum_equals_a_second_pass() {
+        for (offset, len) in [(64u64, 0usize), (4096, 1), (1 << 33, 1000), (12_345, 65_536), (7, 300_001)] {
+            let payload: Vec<u8> = (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2]).collect();
+            let chunk = chunk_crc(offset, &payload);
+            assert_eq!(payload_crc(offset, chunk, len as u64), crc32fast::hash(&payload), "offset {offset}, {len} bytes");
+        }
     }
 }

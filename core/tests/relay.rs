@@ -199,3 +199,35 @@ fn a_locator_into_a_deleted_syrup_is_refused_even_after_an_earlier_relay() {
         assert!(matches!(r, Err(Error::Forged(ForgedLocator::UnknownSyrup { .. }))), "{r:?}");
     });
 }
+
+#[test]
+fn genuine_chunks_spliced_into_another_candys_locator_fail_its_part_checksum_on_read() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let (a, b) = two_partitions(&sim, &clock).await;
+        let other: Vec<u8> = data(3000).into_iter().rev().collect();
+        a.put(b"src", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
+        a.put(b"other", PutOptions::default(), SliceBody::new(other.clone())).await.expect("put");
+        let (src, _) = a.get_locator(b"src").await.expect("locator");
+        let (oth, _) = a.get_locator(b"other").await.expect("locator");
+        let (CandyBody::Parts(src_parts), CandyBody::Parts(other_parts)) = (&src.body, &oth.body) else {
+            panic!("3000 bytes are not inline")
+        };
+        // src's Part (with src's checksum) over other's chunks: every chunk is genuine and on its
+        // boundary, so the zero-copy put accepts it; only the Part checksum can tell.
+        let mut spliced = src.clone();
+        if let CandyBody::Parts(parts) = &mut spliced.body {
+            parts[0].segments = other_parts[0].segments.clone();
+        }
+        assert_eq!(src_parts[0].segments.len(), other_parts[0].segments.len());
+        b.zero_copy_put(b"spliced", &spliced.encode()).await.expect("chunks verify at their boundaries");
+        let read = b.get(b"spliced", None).await.expect("get").body.read_to_vec();
+        assert!(matches!(read, Err(Error::ChecksumMismatch { .. })), "{read:?}");
+        // A range inside one chunk checks that chunk only, and serves the bytes it holds.
+        let ranged = b.get(b"spliced", Some(candybox_core::engine::ByteRange::FromTo(0, 9))).await.expect("get");
+        assert_eq!(ranged.body.read_to_vec().expect("a range skips the Part check"), other[..10].to_vec());
+        // The genuine locators still read whole.
+        assert_eq!(a.get(b"other", None).await.expect("get").body.read_to_vec().expect("read"), other);
+    });
+}

@@ -19,7 +19,7 @@ use crate::{
     locator::{CandyBody, CandyLocator, Kind, Part, CHUNK_TRAILER_BYTES},
     memtable::Memtable,
     storage::{Storage, StorageFile},
-    syrup::verify_chunk,
+    syrup::{payload_crc, verify_chunk_crc},
     types::{prefix_end, validate_key, RangeTombstone, SyrupId},
 };
 
@@ -523,8 +523,15 @@ impl CandyReader {
                 self.left = 0;
                 return Some(Err(Error::invalid("segment", format!("syrup {} was not mapped", seg.syrup))));
             };
-            let payload = match verify_chunk(map, chunk_file, chunk_len as usize) {
-                Ok(p) => p,
+            let payload = match verify_chunk_crc(map, chunk_file, chunk_len as usize) {
+                Ok((p, crc)) => {
+                    if self.verify_parts {
+                        // The Part's checksum from the chunk's, not from a second pass.
+                        let chunk = crc32fast::Hasher::new_with_initial_len(payload_crc(chunk_file, crc, chunk_len), chunk_len);
+                        self.part_hasher.combine(&chunk);
+                    }
+                    p
+                }
                 Err((expected, found)) => {
                     self.left = 0;
                     return Some(Err(Error::ChecksumMismatch {
@@ -535,9 +542,6 @@ impl CandyReader {
                     }));
                 }
             };
-            if self.verify_parts {
-                self.part_hasher.update(&payload);
-            }
             let skip = (within - chunk_payload_at) as usize;
             let take = (chunk_len - skip as u64).min(self.left) as usize;
             self.pos += take as u64;
