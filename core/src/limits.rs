@@ -49,6 +49,10 @@ pub const LEVELS_MAX: usize = 7;
 /// Most entries one list page may hold.
 pub const LIST_PAGE_ENTRIES_MAX: usize = 10_000;
 
+/// A large put starts the writeback of its Syrup after each this many bytes (an fdatasync run in
+/// the background while the body keeps streaming), so the device works while the bytes arrive
+/// and the put's own sync at the end has only the tail left.
+pub const EARLY_SYNC_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest write the put path submits at once (one write buffer).
 pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Write buffers kept for reuse (about one per concurrent large put).

@@ -9,6 +9,8 @@
 //!   `WRITE_BUFFER_BYTES`; nothing buffers a whole Candy unless it is inline-sized.
 //! - While a put writes to a Syrup, the Syrup counts as referenced (GC keeps it).
 
+use std::{cell::Cell, rc::Rc};
+
 use bytes::Bytes;
 
 use super::{commit::Op, ActiveSyrup, Engine};
@@ -293,6 +295,8 @@ impl<S: Storage> Engine<S> {
         let mut after_carry = pending;
         let mut ended = false;
         let mut guards: Vec<WriterGuard<S>> = Vec::new();
+        let mut unsynced = 0u64;
+        let early_sync = Rc::new(Cell::new(false));
         while !ended {
             let want = match size {
                 Some(s) => {
@@ -346,6 +350,11 @@ impl<S: Storage> Engine<S> {
                     buf = self.write_syrup(&file, syrup, buf, buf_at).await?;
                     buf.clear();
                     buf_at += n;
+                    unsynced += n;
+                    if unsynced >= limits::EARLY_SYNC_BYTES && !early_sync.get() {
+                        unsynced = 0;
+                        self.start_early_sync(&file, &early_sync);
+                    }
                 }
                 if enc.payload_bytes == want {
                     break;
@@ -379,6 +388,21 @@ impl<S: Storage> Engine<S> {
         let parts =
             if total == 0 { Vec::new() } else { vec![Part { length: total, chunk_size: chunk, checksum, segments }] };
         Ok(StoredBody { body: CandyBody::Parts(parts), size: total, checksum, writers: guards })
+    }
+
+    /// Starts an fdatasync of `file` in the background (at most one per put at a time, `running`):
+    /// the device writes back what this put has written so far while the body keeps arriving.
+    /// A failure fails the engine like any Syrup sync failure (it must not be lost: a later
+    /// fdatasync would not report it again).
+    fn start_early_sync(&self, file: &S::File, running: &Rc<Cell<bool>>) {
+        running.set(true);
+        let (engine, file, running) = (self.clone(), file.clone(), running.clone());
+        drop(crate::runtime::spawn(async move {
+            if let Err(e) = file.sync_data().await {
+                let _: Result<()> = engine.fail(e);
+            }
+            running.set(false);
+        }));
     }
 
     /// A cleared write buffer from the pool (or a new one): large puts reuse the same few buffers
