@@ -275,6 +275,7 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
     }
     let id = header.request_id;
     let started = Instant::now();
+    conn.shard.note_request();
     let body_rx = if streamed {
         let (tx, rx) = command::body_channel();
         conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);

@@ -371,6 +371,7 @@ async fn run_shard(start: ShardStart) {
     drop(monoio::spawn(listener::accept_loop(shard.clone(), main)));
     drop(monoio::spawn(listener::accept_loop(shard.clone(), own)));
     drop(monoio::spawn(maintenance::run(shard.clone())));
+    drop(monoio::spawn(shard.clone().poll_while_busy()));
     let _ = ready.send(Ok(opened));
     // Closed (never sent on) by the main thread at shutdown.
     let _ = stop.recv().await;

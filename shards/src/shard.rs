@@ -94,6 +94,9 @@ pub struct Shard {
     pub stopping: Cell<bool>,
     /// Closed by the main thread at shutdown; every waiter wakes.
     shutdown: async_channel::Receiver<()>,
+    /// When the last request arrived, and the parked poller to wake ([`Shard::poll_while_busy`]).
+    last_request: Cell<std::time::Instant>,
+    poller: RefCell<Option<std::task::Waker>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -164,7 +167,39 @@ impl Shard {
             box_ops: Rc::new(RefCell::new(HashMap::new())),
             stopping: Cell::new(false),
             shutdown,
+            last_request: Cell::new(std::time::Instant::now()),
+            poller: RefCell::new(None),
         })
+    }
+
+    /// Notes a request's arrival for the spin-before-park poller, waking it when parked.
+    pub fn note_request(&self) {
+        self.last_request.set(std::time::Instant::now());
+        if let Some(w) = self.poller.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Spin-before-park. monoio parks the executor in `io_uring_enter` as soon as no task is
+    /// ready, and every request that arrives next costs a wake-up. While requests arrived within
+    /// the last `SPIN_BEFORE_PARK`, this task stays ready (yielding behind every other task), so
+    /// the executor keeps reaping completions without parking; once quiet, it waits for the next
+    /// request without spinning. Ends at shutdown.
+    pub async fn poll_while_busy(self: Rc<Self>) {
+        while !self.stopping.get() {
+            if self.last_request.get().elapsed() < crate::limits::SPIN_BEFORE_PARK {
+                candybox_core::runtime::yield_now().await;
+                continue;
+            }
+            std::future::poll_fn(|cx| {
+                if self.stopping.get() || self.last_request.get().elapsed() < crate::limits::SPIN_BEFORE_PARK {
+                    return std::task::Poll::Ready(());
+                }
+                *self.poller.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            })
+            .await;
+        }
     }
 
     /// A receiver that fails (wakes) once shutdown starts.
