@@ -128,6 +128,9 @@ struct Args {
     /// The Box to use (created when missing).
     #[arg(long = "box", default_value = "bench")]
     box_name: String,
+    /// Partitions of the Box when this run creates it (absent: the node's default).
+    #[arg(long)]
+    partitions: Option<u16>,
     /// Also write every figure as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -212,7 +215,9 @@ fn main() -> anyhow::Result<()> {
         ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests per second");
     }
     let body_len = usize::try_from(sizes.max()).context("--size does not fit in memory")?;
-    let body = Bytes::from((0..body_len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect::<Vec<u8>>());
+    let body = Bytes::from(
+        (0..body_len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect::<Vec<u8>>(),
+    );
     let plan = Arc::new(Plan { args, mix, sizes, keys, body });
     print_header(&plan);
 
@@ -298,7 +303,7 @@ fn key_name(i: u64) -> String {
 async fn prepare(plan: &Plan) -> anyhow::Result<()> {
     let args = &plan.args;
     let admin = MonoioClient::connect(config(args)).await.with_context(|| format!("connect to {}", args.server))?;
-    match admin.create_box(&args.box_name, None).await {
+    match admin.create_box(&args.box_name, args.partitions).await {
         Ok(_) | Err(ClientError::BoxExists { .. }) => {}
         Err(e) => bail!("create box {}: {e}", args.box_name),
     }
@@ -307,7 +312,7 @@ async fn prepare(plan: &Plan) -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let loaders = args.connections.min(64).max(1) as u64;
+    let loaders = args.connections.clamp(1, 64) as u64;
     let next = Rc::new(std::cell::Cell::new(0u64));
     let mut tasks = Vec::new();
     for l in 0..loaders {
@@ -421,7 +426,14 @@ fn client_thread(
             let client = Rc::new(client);
             for d in 0..args.depth {
                 let w = c * args.depth + d;
-                let job = Worker { w, client: client.clone(), plan: plan.clone(), tally: tally.clone(), start, tokens: tokens.clone() };
+                let job = Worker {
+                    w,
+                    client: client.clone(),
+                    plan: plan.clone(),
+                    tally: tally.clone(),
+                    start,
+                    tokens: tokens.clone(),
+                };
                 tasks.push(runtime::spawn(job.run()));
             }
         }
@@ -512,9 +524,10 @@ impl Worker {
                 Err(e) => {
                     errors_in_a_row += 1;
                     if errors_in_a_row >= ERRORS_IN_A_ROW_MAX {
-                        tally.borrow_mut().gave_up.push(format!(
-                            "worker {w} stopped after {errors_in_a_row} errors in a row, the last: {e}"
-                        ));
+                        tally
+                            .borrow_mut()
+                            .gave_up
+                            .push(format!("worker {w} stopped after {errors_in_a_row} errors in a row, the last: {e}"));
                         break;
                     }
                 }
@@ -653,8 +666,11 @@ fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>, generator_cpu_s:
         all.add(h).context("merge histograms")?;
         all_bytes += o.bytes;
         all_errors += errors;
-        let errors_text =
-            if o.errors.is_empty() { "0".to_string() } else { o.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") };
+        let errors_text = if o.errors.is_empty() {
+            "0".to_string()
+        } else {
+            o.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        };
         let _ = writeln!(
             table,
             "{:<8} {:>10} {:>11.0} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>9}  {}",
@@ -718,7 +734,8 @@ fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>, generator_cpu_s:
         100
     );
     if let Some(n) = node {
-        let cpu: Vec<String> = n.cpu_s_by_shard.iter().enumerate().map(|(s, c)| format!("shard {s} {c:.2} s")).collect();
+        let cpu: Vec<String> =
+            n.cpu_s_by_shard.iter().enumerate().map(|(s, c)| format!("shard {s} {c:.2} s")).collect();
         println!(
             "node: {} requests, {:.3} fsyncs/op ({} WAL, {} Syrup), {:.1} ops/group commit, {:.3} forwards/op, {} busy, CPU {:.1} µs/op ({}){}",
             n.requests,
@@ -763,7 +780,8 @@ fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>, generator_cpu_s:
             "gave_up": tally.gave_up,
             "node": node,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("write {}", path.display()))?;
     }
     if !tally.gave_up.is_empty() {
         bail!("{} worker(s) gave up on errors", tally.gave_up.len());

@@ -22,8 +22,8 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _};
-use candybox_bench::{command_output, cpu_model, git_commit, utc_now};
 use bytes::Bytes;
+use candybox_bench::{command_output, cpu_model, git_commit, utc_now};
 use candybox_core::{
     engine::{Engine, EngineConfig, EngineStats, ListOptions, PutOptions, SliceBody},
     error::Error,

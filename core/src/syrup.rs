@@ -276,7 +276,11 @@ mod tests {
         for (offset, len) in [(64u64, 0usize), (4096, 1), (1 << 33, 1000), (12_345, 65_536), (7, 300_001)] {
             let payload: Vec<u8> = (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2]).collect();
             let chunk = chunk_crc(offset, &payload);
-            assert_eq!(payload_crc(offset, chunk, len as u64), crc32fast::hash(&payload), "offset {offset}, {len} bytes");
+            assert_eq!(
+                payload_crc(offset, chunk, len as u64),
+                crc32fast::hash(&payload),
+                "offset {offset}, {len} bytes"
+            );
         }
     }
 }

@@ -68,10 +68,9 @@ impl OpKind {
 impl FromStr for OpKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        OpKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown operation `{s}` (expected one of put, get, head, list, delete, copy, rename)"))
+        OpKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            format!("unknown operation `{s}` (expected one of put, get, head, list, delete, copy, rename)")
+        })
     }
 }
 
@@ -158,7 +157,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// A size in the units a person reads: `1 KiB`, `64 MiB`, `1000 B`.
 pub fn show_bytes(n: u64) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{} {unit}", n >> shift);
         }
     }
@@ -433,7 +432,11 @@ mod tests {
         assert_eq!(s.at(0), Duration::from_micros(500));
         assert_eq!(s.at(10), Duration::from_micros(20_500));
         // Over one second the 64 workers send the rate, within one request each.
-        let sent: u64 = (0..64).map(|i| (0..).take_while(|&k| Schedule::new(32_000.0, 64, i).at(k) < Duration::from_secs(1)).count() as u64).sum();
+        let sent: u64 = (0..64)
+            .map(|i| {
+                (0..).take_while(|&k| Schedule::new(32_000.0, 64, i).at(k) < Duration::from_secs(1)).count() as u64
+            })
+            .sum();
         assert!((31_936..=32_064).contains(&sent), "{sent} requests scheduled in 1 s at 32000/s");
     }
 

@@ -527,7 +527,8 @@ impl CandyReader {
                 Ok((p, crc)) => {
                     if self.verify_parts {
                         // The Part's checksum from the chunk's, not from a second pass.
-                        let chunk = crc32fast::Hasher::new_with_initial_len(payload_crc(chunk_file, crc, chunk_len), chunk_len);
+                        let chunk =
+                            crc32fast::Hasher::new_with_initial_len(payload_crc(chunk_file, crc, chunk_len), chunk_len);
                         self.part_hasher.combine(&chunk);
                     }
                     p

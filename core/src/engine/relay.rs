@@ -458,4 +458,3 @@ async fn verify_segment<F: StorageFile>(file: &F, durable: u64, part: &Part, s: 
     }
     Ok(())
 }
-
