@@ -280,8 +280,8 @@ PHASES = [
     ("build", 1, 1),
     ("machine limits (fio, iperf3)", 2, 4),
     ("Redis peer", 5, 7),
-    ("node, 1 shard (incl. latency sweep)", 8, 17),
-    ("node, 2 shards", 18, 21),
+    ("node, 1 shard (incl. latency sweep)", 8, 19),
+    ("node, 2 shards", 20, 23),
 ]
 TWO_SHARD = [
     ("shards2-get-1k", "1 KiB get, routing", "node-get-1k"),
@@ -417,7 +417,13 @@ def report(work, out):
         "baseline_text": "- (absolute)",
     })
     ol = node["node-get-1k-open50"]
-    ol_p99 = opt(ol, "total.p99_us")
+    runs = [ol] + [load(w(f"node-get-1k-open50-r{r}.json")) for r in (2, 3)
+                   if os.path.exists(w(f"node-get-1k-open50-r{r}.json"))]
+    run_p99s = [opt(r, "total.p99_us") for r in runs]
+    run_lags = [opt(r, "send_lag.p99_us") for r in runs]
+    known = sorted(v for v in run_p99s if v is not None)
+    # The median of the runs: one run's p99 can be set by a stall of this shared machine.
+    ol_p99 = known[len(known) // 2] if known else None
     rows = read_tsv(w("open50.tsv"))
     ol_rate = float(rows[0][0]) if rows else opt(ol, "config.rate")
     targets.append({
@@ -426,7 +432,10 @@ def report(work, out):
         "achieved_ops_per_s": opt(ol, "total.ops_per_s"),
         "baseline": None, "baseline_what": "none (absolute target)", "ratio": None,
         "target": "p99 <= 1000 µs", "target_us": 1000, "met": ol_p99 is not None and ol_p99 <= 1000,
-        "node_text": f"p99 {us(ol_p99)} at {n0(ol_rate)} ops/s offered",
+        "runs_p99_us": run_p99s, "runs_send_lag_p99_us": run_lags,
+        "node_text": f"median p99 {us(ol_p99)} at {n0(ol_rate)} ops/s offered (runs: "
+                     + ", ".join(us(v) for v in run_p99s) + "; generator send lag p99: "
+                     + ", ".join(us(v) for v in run_lags) + ")",
         "baseline_text": "- (absolute)",
     })
     res["targets"] = targets
