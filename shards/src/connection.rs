@@ -527,3 +527,52 @@ async fn send_plain(conn: &Rc<Conn>, id: u64, body: Bytes) -> bool {
     one.extend_from_slice(&body);
     conn.out.send(vec![Bytes::from(one)]).await.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use monoio::buf::IoVecBuf as _;
+
+    use super::*;
+
+    /// The bytes the iovecs still describe, in order.
+    fn remaining(g: &Gather) -> Vec<u8> {
+        let (ptr, len) = (g.read_iovec_ptr(), g.read_iovec_len());
+        let mut out = Vec::new();
+        for i in 0..len {
+            // SAFETY: `Gather` hands out `len` valid iovecs into buffers it owns, alive here.
+            let v = unsafe { *ptr.add(i) };
+            // SAFETY: each iovec describes `iov_len` initialised bytes of a live buffer.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) });
+        }
+        out
+    }
+
+    #[test]
+    fn a_gather_advanced_by_short_writes_describes_exactly_the_unsent_bytes() {
+        let head = b"HEADER".to_vec();
+        let pieces: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![b'a' + i; 100 + usize::from(i)])).collect();
+        let mut all = head.clone();
+        for p in &pieces {
+            all.extend_from_slice(p);
+        }
+        // Short writes that end inside the head, inside a piece, exactly at a boundary, and
+        // across several iovecs at once.
+        for steps in [vec![3, 50, 53, 101, 203, 1000], vec![6, 100, 0, 1, 400], vec![all.len()]] {
+            let mut g = Gather::new(head.clone(), pieces.clone());
+            let mut sent = 0;
+            for n in steps {
+                let n = n.min(all.len() - sent);
+                let done = g.consume(n);
+                sent += n;
+                assert_eq!(remaining(&g), all[sent..], "after {sent} bytes sent");
+                assert_eq!(done, sent == all.len());
+                if done {
+                    break;
+                }
+            }
+        }
+        // No head: the iovecs start at the first piece.
+        let g = Gather::new(Vec::new(), pieces.clone());
+        assert_eq!(remaining(&g), all[head.len()..]);
+    }
+}
