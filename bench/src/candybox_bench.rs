@@ -30,7 +30,7 @@ use std::{
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use candybox_bench::{
-    cpu_model, git_commit,
+    cpu_model, git_commit, latency_histogram,
     load::{
         error_kind,
         scrape::{self, NodeDelta, Scrape},
@@ -198,7 +198,7 @@ impl Tally {
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).context("histogram bounds")
+    latency_histogram(LATENCY_MAX_US)
 }
 
 fn main() -> anyhow::Result<()> {

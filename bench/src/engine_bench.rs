@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
-use candybox_bench::{command_output, cpu_model, git_commit, utc_now};
+use candybox_bench::{command_output, cpu_model, git_commit, latency_histogram, utc_now};
 use candybox_core::{
     engine::{Engine, EngineConfig, EngineStats, ListOptions, PutOptions, SliceBody},
     error::Error,
@@ -49,8 +49,6 @@ const TOUCH_STRIDE_BYTES: usize = 4096;
 const BUSY_RETRIES_MAX: u32 = 1000;
 /// Largest latency the histograms hold; a slower op is recorded as this value.
 const LATENCY_US_MAX: u64 = 60 * 60 * 1_000_000;
-/// Significant figures of the histograms.
-const LATENCY_SIGFIG: u8 = 3;
 /// Shortest workload whose CPU share is printed: CPU time is counted in clock ticks (10 ms), so a
 /// shorter one would show mostly rounding.
 const CPU_MEASURED_SECONDS_MIN: f64 = 0.5;
@@ -429,7 +427,7 @@ impl Meter {
 }
 
 fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGFIG).context("create a histogram")
+    latency_histogram(LATENCY_US_MAX)
 }
 
 /// What `after` counted since `before`.

@@ -8,6 +8,16 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+/// A latency histogram in µs from 1 to `max_us`, 3 significant figures (what every benchmark here
+/// records).
+///
+/// # Errors
+/// When `max_us` is below 2.
+pub fn latency_histogram(max_us: u64) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    use anyhow::Context as _;
+    hdrhistogram::Histogram::new_with_bounds(1, max_us, 3).context("create a latency histogram")
+}
+
 /// The trimmed standard output of a command, or `None` when it cannot run or fails.
 pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;

@@ -124,28 +124,28 @@ async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, rx: async_channel::Receiv
         let mut next = Some(first);
         while let Some(frame) = next.take() {
             for piece in frame {
-                let small = piece.len() <= WRITE_GATHER_PIECE_BYTES_MAX;
-                if small && large.is_empty() && buf.len() + piece.len() <= WRITE_GATHER_BYTES {
-                    buf.extend_from_slice(&piece);
-                    continue;
-                }
-                if small {
-                    // Order: what is gathered and the large pieces behind it go first.
-                    let Some(emptied) = send(&mut wr, buf, &mut large).await else {
-                        rx.close();
-                        return;
-                    };
-                    buf = emptied;
-                    buf.extend_from_slice(&piece);
+                // A small piece that does not fit behind what is pending waits for the flush.
+                let after_flush = if piece.len() <= WRITE_GATHER_PIECE_BYTES_MAX {
+                    if large.is_empty() && buf.len() + piece.len() <= WRITE_GATHER_BYTES {
+                        buf.extend_from_slice(&piece);
+                        continue;
+                    }
+                    Some(piece)
                 } else {
                     large.push(piece);
-                    if large.len() >= GATHER_IOVECS_MAX {
-                        let Some(emptied) = send(&mut wr, buf, &mut large).await else {
-                            rx.close();
-                            return;
-                        };
-                        buf = emptied;
+                    if large.len() < GATHER_IOVECS_MAX {
+                        continue;
                     }
+                    None
+                };
+                // Order: what is gathered and the large pieces behind it go first.
+                let Some(emptied) = send(&mut wr, buf, &mut large).await else {
+                    rx.close();
+                    return;
+                };
+                buf = emptied;
+                if let Some(p) = after_flush {
+                    buf.extend_from_slice(&p);
                 }
             }
             // Replies that are ready leave together: take what is already queued, without waiting.
@@ -367,7 +367,7 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
     }
     let id = header.request_id;
     let started = Instant::now();
-    conn.shard.note_request();
+    conn.shard.note_request(started);
     let body_rx = if streamed {
         let (tx, rx) = command::body_channel();
         conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
@@ -387,7 +387,7 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
     let parsed = command::parse(req, body_rx, &body);
     conn.active.borrow_mut().insert(id);
     let conn = conn.clone();
-    let fut = async move {
+    drop(monoio::spawn(async move {
         let _guard = conn.shard.enter();
         let outcome = match parsed {
             Ok(cmd) => conn.shard.handle(cmd).await,
@@ -398,8 +398,7 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
         conn.shard.metrics().record(command::op_index(kind), latency_us, failed);
         conn.active.borrow_mut().remove(&id);
         let _ = conn.slots.1.try_recv();
-    };
-    drop(monoio::spawn(fut));
+    }));
     Ok(())
 }
 

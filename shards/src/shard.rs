@@ -172,9 +172,9 @@ impl Shard {
         })
     }
 
-    /// Notes a request's arrival for the spin-before-park poller, waking it when parked.
-    pub fn note_request(&self) {
-        self.last_request.set(std::time::Instant::now());
+    /// Notes a request's arrival (at `at`) for the spin-before-park poller, waking it when parked.
+    pub fn note_request(&self, at: std::time::Instant) {
+        self.last_request.set(at);
         if let Some(w) = self.poller.borrow_mut().take() {
             w.wake();
         }
