@@ -228,6 +228,14 @@ pub enum Error {
     /// The engine was closed.
     #[error("partition is closed")]
     Closed,
+    /// Another request holds what this one needs exclusively: the source of a rename that
+    /// another rename has already claimed. Not retryable as such: the other request decides.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The file system has no room for new data. Writes are refused until space is freed;
+    /// reads, deletes and garbage collection go on.
+    #[error("no space left for new data on the node; reads and deletes still work")]
+    NoSpace,
 }
 
 /// The engine's result type.

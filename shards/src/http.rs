@@ -12,8 +12,12 @@ use crate::metrics::NodeMetrics;
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub fn bind(addr: std::net::SocketAddr) -> Result<Arc<tiny_http::Server>, String> {
-    tiny_http::Server::http(addr).map(Arc::new).map_err(|e| format!("bind http {addr}: {e}"))
+pub fn bind(addr: std::net::SocketAddr) -> Result<Arc<tiny_http::Server>, crate::listener::BindError> {
+    let fail = |source| crate::listener::BindError { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
+    tiny_http::Server::from_listener(listener, None)
+        .map(Arc::new)
+        .map_err(|e| fail(std::io::Error::other(e.to_string())))
 }
 
 /// The bound port.

@@ -26,6 +26,11 @@ pub const RENAME_OUTCOMES_REMEMBERED: usize = 4096;
 /// inter-processor interrupt and a context switch, which cost more CPU than the request itself
 /// at moderate load on loopback).
 pub const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(100);
+/// How long start-up retries a bind whose address is still in use (a restart right after
+/// `kill -9`: the dead process's listeners close when the kernel has torn down its rings).
+pub const BIND_RETRY_MS: u64 = 10_000;
+/// Pause between two tries of such a bind.
+pub const BIND_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Retry hint of a Busy answer for a full cross-shard queue.
 pub const QUEUE_FULL_RETRY_AFTER_MS: u32 = 5;
 

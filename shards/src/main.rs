@@ -119,8 +119,10 @@ fn run(config: Config) -> anyhow::Result<()> {
     let (coord_client, coord_thread) = coord::start(store).context("start the control thread")?;
 
     let shard_count = config.shard_count();
-    let bound =
-        listener::bind(config.listen, |main| config.port_base_resolved(main), shard_count).map_err(|e| anyhow!(e))?;
+    let bind_within = Duration::from_millis(crate::limits::BIND_RETRY_MS);
+    let bound = listener::bind_retrying(bind_within, || {
+        listener::bind(config.listen, |main| config.port_base_resolved(main), shard_count)
+    })?;
     let advertise = config.advertise.clone().unwrap_or_else(|| {
         let ip = if config.listen.ip().is_unspecified() {
             std::net::IpAddr::from([127, 0, 0, 1])
@@ -138,7 +140,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         shard_ports: bound.ports.clone(),
     };
     register(&coord_client, member, &config)?;
-    let http_server = http::bind(config.http).map_err(|e| anyhow!(e))?;
+    let http_server = listener::bind_retrying(bind_within, || http::bind(config.http)).context("bind the http port")?;
     let http_port = http::port(&http_server);
     let metrics = Arc::new(NodeMetrics::new(shard_count));
     let _ = metrics.session.set(coord_client.watch_handle());

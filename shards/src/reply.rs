@@ -24,13 +24,13 @@ pub enum NodeError {
     #[error(transparent)]
     Engine(#[from] CoreError),
     /// No Box of that name.
-    #[error("box {0} does not exist")]
+    #[error("box not found: {0}")]
     BoxNotFound(String),
     /// create-box of an existing Box.
-    #[error("box {0} already exists")]
+    #[error("box already exists: {0}")]
     BoxExists(String),
     /// delete-box of a Box that holds Candies, without force.
-    #[error("box {0} is not empty")]
+    #[error("box is not empty: {0}")]
     BoxNotEmpty(String),
     /// The coordination store failed.
     #[error(transparent)]
@@ -137,6 +137,8 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
                 fb::ErrorCode::InvalidArgument
             }
             CoreError::Closed => fb::ErrorCode::ShuttingDown,
+            CoreError::Conflict(_) => fb::ErrorCode::Conflict,
+            CoreError::NoSpace => fb::ErrorCode::NoSpace,
         },
         NodeError::BoxNotFound(_) => fb::ErrorCode::BoxNotFound,
         NodeError::BoxExists(_) => fb::ErrorCode::BoxExists,

@@ -267,6 +267,9 @@ pub(crate) struct State<S: Storage> {
     pub(crate) compact_cursor: Vec<Vec<u8>>,
     pub(crate) rng: rand::rngs::SmallRng,
     pub(crate) stats: EngineStats,
+    /// Source keys whose prepare-rename is between its checks and its durable intent: together
+    /// with the manifest's intents they make a rename's claim on its source exclusive.
+    pub(crate) rename_claims: BTreeSet<Vec<u8>>,
 }
 
 pub(crate) struct Inner<S: Storage> {

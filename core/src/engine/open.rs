@@ -255,6 +255,7 @@ impl<S: Storage> Engine<S> {
             obsolete: Vec::new(),
             compact_cursor: vec![Vec::new(); limits::LEVELS_MAX],
             rng: rand::rngs::SmallRng::seed_from_u64(seed),
+            rename_claims: Default::default(),
             stats: EngineStats { torn_tails_discarded: report.torn_tails.len() as u64, ..Default::default() },
         };
         let engine = Engine {

@@ -78,6 +78,13 @@ impl<S: Storage> Engine<S> {
         validate_key(target_key)?;
         self.check_writable()?;
         let (bytes, l) = self.lookup(source_key)?.ok_or(Error::NotFound)?;
+        // The claim is taken in the same synchronous step as the checks below, and held until
+        // the intent is durable (or the edit failed): two renames of one source can never both
+        // pass, whichever of this path or a same-partition rename comes first.
+        if self.current_locator(source_key)?.map(|c| c.hlc) != Some(l.hlc) {
+            return Err(Error::Conflict("the source is being changed by another request; retry".into()));
+        }
+        let _claim = RenameClaim::take(self, source_key)?;
         let token = self.fresh_token();
         let intent = RenameIntent {
             token,
@@ -89,6 +96,20 @@ impl<S: Storage> Engine<S> {
         };
         self.log_edit(vec![Change::Intent(intent.clone())]).await?;
         Ok((intent, bytes))
+    }
+
+    /// Refuses a rename of `source_key` while another rename of it is pending (a durable
+    /// intent, or a prepare-rename that has claimed it and is writing its intent).
+    ///
+    /// # Errors
+    /// `Conflict`.
+    pub(crate) fn check_rename_unclaimed(&self, source_key: &[u8]) -> Result<()> {
+        let st = self.inner.state.borrow();
+        if st.rename_claims.contains(source_key) || st.manifest.intents.values().any(|i| i.source_key == source_key)
+        {
+            return Err(Error::Conflict("another rename of this source is in progress".into()));
+        }
+        Ok(())
     }
 
     /// A rename token no live intent has (a repeat would make two renames share a marker).
@@ -430,6 +451,27 @@ impl<S: Storage> Engine<S> {
             self.log_edit(expired.iter().copied().map(Change::UploadEnded).collect()).await?;
         }
         Ok(expired)
+    }
+}
+
+/// A prepare-rename's claim on its source key, released when dropped (also when the request's
+/// future is dropped midway); by then the durable intent, if written, holds the source.
+struct RenameClaim<S: Storage> {
+    engine: Engine<S>,
+    key: Vec<u8>,
+}
+
+impl<S: Storage> RenameClaim<S> {
+    fn take(engine: &Engine<S>, key: &[u8]) -> Result<Self> {
+        engine.check_rename_unclaimed(key)?;
+        engine.inner.state.borrow_mut().rename_claims.insert(key.to_vec());
+        Ok(Self { engine: engine.clone(), key: key.to_vec() })
+    }
+}
+
+impl<S: Storage> Drop for RenameClaim<S> {
+    fn drop(&mut self) {
+        self.engine.inner.state.borrow_mut().rename_claims.remove(&self.key);
     }
 }
 

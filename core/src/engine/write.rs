@@ -227,6 +227,9 @@ impl<S: Storage> Engine<S> {
         }
         let ((size, checksum), hlc) = self
             .commit_with(|e| {
+                if rename {
+                    e.check_rename_unclaimed(source_key)?;
+                }
                 let source = e.current_locator(source_key)?.ok_or(Error::NotFound)?;
                 let reply = (source.size, source.checksum);
                 let mut ops = vec![Op::set(target_key, source)];

@@ -113,6 +113,18 @@ pub enum ClientError {
         /// The node's explanation.
         message: String,
     },
+    /// Another request holds what this one needs exclusively (another rename of the source).
+    #[error("conflict{}", detail("conflict", .message))]
+    Conflict {
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node's disk is full: writes are refused until space is freed; reads and deletes work.
+    #[error("no space left on the node{}", detail("no space left on the node", .message))]
+    NoSpace {
+        /// The node's explanation.
+        message: String,
+    },
     /// The node failed internally.
     #[error("internal error on the node{}", detail("internal error on the node", .message))]
     Internal {
@@ -178,6 +190,8 @@ impl ClientError {
             fb::ErrorCode::Corrupt => ClientError::Corrupt { message },
             fb::ErrorCode::ShuttingDown => ClientError::ShuttingDown { message },
             fb::ErrorCode::Internal => ClientError::Internal { message },
+            fb::ErrorCode::Conflict => ClientError::Conflict { message },
+            fb::ErrorCode::NoSpace => ClientError::NoSpace { message },
             other => ClientError::Internal { message: format!("unknown error code {}: {message}", other.0) },
         }
     }
@@ -200,6 +214,8 @@ impl ClientError {
             ClientError::Corrupt { .. } => fb::ErrorCode::Corrupt,
             ClientError::ShuttingDown { .. } => fb::ErrorCode::ShuttingDown,
             ClientError::Internal { .. } => fb::ErrorCode::Internal,
+            ClientError::Conflict { .. } => fb::ErrorCode::Conflict,
+            ClientError::NoSpace { .. } => fb::ErrorCode::NoSpace,
             ClientError::Io { .. } | ClientError::Protocol { .. } | ClientError::Closed { .. } => return None,
             ClientError::Timeout { .. } => return None,
         })
@@ -231,13 +247,15 @@ impl ClientError {
     }
 }
 
-/// `": message"`, or nothing when the message only repeats `what` (the node's `not found` after
-/// our `not found`).
+/// `": message"`, without what the message only repeats of `what`: nothing for the node's
+/// `not found` after our `not found`, `": photos"` for its `box already exists: photos`.
 fn detail(what: &str, message: &str) -> String {
-    if message.trim().eq_ignore_ascii_case(what) {
-        String::new()
+    let m = message.trim();
+    let repeated = m.len() >= what.len() && m.is_char_boundary(what.len()) && m[..what.len()].eq_ignore_ascii_case(what);
+    if repeated {
+        colon(m[what.len()..].trim_start_matches([':', ' ']))
     } else {
-        colon(message)
+        colon(m)
     }
 }
 

@@ -468,4 +468,9 @@ fn a_message_that_repeats_the_error_is_not_printed_twice() {
     assert_eq!(e.to_string(), "not found: key `a` in box `b`");
     let e = ClientError::BoxNotEmpty { message: String::new() };
     assert_eq!(e.to_string(), "box is not empty");
+    // Story: `create-box photos` twice said `box already exists: box photos already exists`.
+    let e = ClientError::BoxExists { message: "box already exists: photos".into() };
+    assert_eq!(e.to_string(), "box already exists: photos");
+    let e = ClientError::Conflict { message: "conflict: another rename of this source is in progress".into() };
+    assert_eq!(e.to_string(), "conflict: another rename of this source is in progress");
 }

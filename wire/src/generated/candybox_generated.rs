@@ -367,10 +367,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 14;
+pub const ENUM_MAX_ERROR_CODE: u16 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 15] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::Internal,
   ErrorCode::NotFound,
   ErrorCode::BoxNotFound,
@@ -386,6 +386,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 15] = [
   ErrorCode::Unavailable,
   ErrorCode::Corrupt,
   ErrorCode::ShuttingDown,
+  ErrorCode::Conflict,
+  ErrorCode::NoSpace,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -408,9 +410,13 @@ impl ErrorCode {
   pub const Unavailable: Self = Self(12);
   pub const Corrupt: Self = Self(13);
   pub const ShuttingDown: Self = Self(14);
+  /// Another request holds what this one needs exclusively (a rename of the same source).
+  pub const Conflict: Self = Self(15);
+  /// The node's disk is full: writes are refused until space is freed; reads and deletes work.
+  pub const NoSpace: Self = Self(16);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 14;
+  pub const ENUM_MAX: u16 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Internal,
     Self::NotFound,
@@ -427,6 +433,8 @@ impl ErrorCode {
     Self::Unavailable,
     Self::Corrupt,
     Self::ShuttingDown,
+    Self::Conflict,
+    Self::NoSpace,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -446,6 +454,8 @@ impl ErrorCode {
       Self::Unavailable => Some("Unavailable"),
       Self::Corrupt => Some("Corrupt"),
       Self::ShuttingDown => Some("ShuttingDown"),
+      Self::Conflict => Some("Conflict"),
+      Self::NoSpace => Some("NoSpace"),
       _ => None,
     }
   }
