@@ -150,6 +150,16 @@ pub enum Change {
     Intent(RenameIntent),
     /// A rename intent was finalized or abandoned.
     IntentCleared(u128),
+    /// WAL `number` was replayed at an open and ends, as far as it holds acknowledged records,
+    /// at `length`: the bytes behind are a discarded torn tail. Recovery reads it up to there and
+    /// requires every byte before to be whole records; a WAL that is neither sealed nor the newest
+    /// must be whole to its end, so damage there is corruption, never a tear.
+    WalSealed {
+        /// The WAL's number.
+        number: u64,
+        /// Bytes of the WAL (header included) that hold whole records.
+        length: u64,
+    },
 }
 
 /// The state a manifest describes.
@@ -169,6 +179,8 @@ pub struct ManifestState {
     pub uploads: BTreeMap<u64, Upload>,
     /// Pending rename intents.
     pub intents: BTreeMap<u128, RenameIntent>,
+    /// Replayed WALs at or after the log number, by number: the length of their whole records.
+    pub wal_seals: BTreeMap<u64, u64>,
 }
 
 impl ManifestState {
@@ -185,7 +197,11 @@ impl ManifestState {
             Change::RemoveTable(n) => {
                 self.tables.remove(n);
             }
-            Change::LogNumber(n) => self.log_number = self.log_number.max(*n),
+            Change::LogNumber(n) => {
+                self.log_number = self.log_number.max(*n);
+                let keep = self.wal_seals.split_off(&self.log_number);
+                self.wal_seals = keep;
+            }
             Change::NextFileNumber(n) => self.next_file_number = self.next_file_number.max(*n),
             Change::SyrupCreated(s) => {
                 self.syrups.insert(*s);
@@ -223,6 +239,11 @@ impl ManifestState {
             Change::IntentCleared(t) => {
                 self.intents.remove(t);
             }
+            Change::WalSealed { number, length } => {
+                if *number >= self.log_number {
+                    self.wal_seals.insert(*number, *length);
+                }
+            }
         }
         Ok(())
     }
@@ -249,6 +270,7 @@ impl ManifestState {
             }
         }
         out.extend(self.intents.values().cloned().map(Change::Intent));
+        out.extend(self.wal_seals.iter().map(|(n, l)| Change::WalSealed { number: *n, length: *l }));
         out
     }
 }
@@ -410,6 +432,11 @@ pub fn encode_edit(changes: &[Change]) -> Vec<u8> {
                 out.put_u8(12);
                 out.extend_from_slice(&t.to_le_bytes());
             }
+            Change::WalSealed { number, length } => {
+                out.put_u8(13);
+                out.put_u64(*number);
+                out.put_u64(*length);
+            }
         }
     }
     out
@@ -482,6 +509,7 @@ pub fn decode_edit(buf: &[u8]) -> Result<Vec<Change>, DecodeError> {
                 created_ms: r.u64()?,
             }),
             12 => Change::IntentCleared(u128::from_le_bytes(r.array()?)),
+            13 => Change::WalSealed { number: r.u64()?, length: r.u64()? },
             _ => return Err(DecodeError::Malformed { what: "change tag", offset: at }),
         };
         out.push(c);
@@ -537,7 +565,26 @@ mod tests {
                 created_ms: 9,
             }),
             Change::IntentCleared(77),
+            Change::WalSealed { number: 6, length: 4096 },
         ]
+    }
+
+    #[test]
+    fn seals_below_the_log_number_are_dropped() {
+        let mut s = ManifestState::default();
+        for n in [3, 5, 8] {
+            s.apply(&Change::WalSealed { number: n, length: 100 + n }).expect("seal");
+        }
+        s.apply(&Change::LogNumber(5)).expect("log number");
+        assert_eq!(s.wal_seals.keys().copied().collect::<Vec<_>>(), vec![5, 8]);
+        // A seal for a log already flushed is not taken.
+        s.apply(&Change::WalSealed { number: 4, length: 1 }).expect("seal");
+        assert!(!s.wal_seals.contains_key(&4));
+        let mut t = ManifestState::default();
+        for c in s.snapshot() {
+            t.apply(&c).expect("apply");
+        }
+        assert_eq!(s, t);
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //! copied to the wrong place fails its check.
 //!
 //! Invariants:
-//! - A record that runs past the end of the file, or whose checksum fails while nothing follows
-//!   it, is a torn tail: it was being written when the process stopped, so it was never
-//!   acknowledged; it and everything after it are discarded.
-//! - A record whose checksum fails while more bytes follow it is corruption, not a tear: the scan
-//!   stops with an error rather than silently dropping acknowledged records behind it.
+//! - Only damage that a crash of the writer explains is a torn tail (see [`scan_records`]): a
+//!   record cut short with nothing valid behind it, or whose unwritten last sectors read as
+//!   zeros. It was being written when the process stopped, so it was never acknowledged; it and
+//!   everything after it are discarded.
+//! - Any other bad record is corruption, not a tear: a flipped bit in the last record, or a bad
+//!   record with more records behind it. The scan stops with an error rather than silently
+//!   dropping acknowledged records.
 
 use crate::{
     codec::{crc32, Put, Reader},
@@ -126,21 +128,47 @@ pub enum ScanEnd {
 /// Record bodies with their file offsets, borrowed from the scanned buffer.
 pub type Records<'a> = Vec<(u64, &'a [u8])>;
 
+/// The granularity at which a crash can leave a record half-written: a sector of the file that
+/// never reached the disk reads back as zeros, one that did holds the whole of its new bytes.
+pub const TEAR_SECTOR_BYTES: u64 = 512;
+
+/// Most bytes of checksumming spent looking for a valid record behind a record that runs past
+/// the end of the file (a tear has none behind it; a damaged length field does): past this
+/// budget the damage is called corruption, since a tear is never proven.
+pub const TEAR_PROBE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
 /// Splits `buf` (the bytes of a log file from `base` on) into record bodies.
+///
+/// Only a record that the crash of its writer can explain is a torn tail, because the records
+/// before it were acknowledged and nothing was written after it:
+/// - every byte from the record to the end of the file is zero (space allocated, never written);
+/// - the file ends inside the record's header, or inside its body while no valid record starts
+///   anywhere behind it (a damaged length field that makes a record run past the end would
+///   otherwise drop the records behind it);
+/// - the record is complete but fails its checksum, and every byte from some sector boundary
+///   inside its body to the end of the file is zero (its last sectors never reached the disk).
+///
+/// A complete record that fails its checksum with non-zero bytes to its end (a flipped bit in
+/// the last, acknowledged record) is corruption, as is any bad record with data behind it.
 ///
 /// # Returns
 /// The bodies with their file offsets, and how the scan ended.
 ///
 /// # Errors
-/// [`DecodeError::ChecksumMismatch`] for a bad record in the middle of the log, or
-/// [`DecodeError::Malformed`] for a length beyond `body_max` that is followed by more data.
+/// [`DecodeError::ChecksumMismatch`] for a bad record that is not a tear, or
+/// [`DecodeError::Malformed`] for a length beyond `body_max` or one that a valid record behind it
+/// shows to be damaged.
 pub fn scan_records(buf: &[u8], base: u64, body_max: usize) -> Result<(Records<'_>, ScanEnd), DecodeError> {
     let mut out = Vec::new();
     let mut r = Reader::new(buf);
     while r.remaining() > 0 {
         let at = r.position();
         let offset = base + at as u64;
-        let torn = ScanEnd::Torn { offset, discarded: (buf.len() - at) as u64 };
+        let rest = buf.get(at..).unwrap_or_default();
+        let torn = ScanEnd::Torn { offset, discarded: rest.len() as u64 };
+        if rest.iter().all(|b| *b == 0) {
+            return Ok((out, torn));
+        }
         let (Ok(len), Ok(crc)) = (r.u32(), r.u32()) else {
             return Ok((out, torn));
         };
@@ -150,11 +178,14 @@ pub fn scan_records(buf: &[u8], base: u64, body_max: usize) -> Result<(Records<'
             return Err(DecodeError::Malformed { what: "record length", offset });
         }
         let Ok(body) = r.bytes(len as usize) else {
+            if valid_record_behind(buf, base, at, body_max) {
+                return Err(DecodeError::Malformed { what: "record length", offset });
+            }
             return Ok((out, torn));
         };
         let found = crc32(&[&offset.to_le_bytes(), &len.to_le_bytes(), body]);
         if found != crc {
-            if r.remaining() == 0 {
+            if r.remaining() == 0 && zero_from_a_sector_inside(buf, base, at + RECORD_HEADER_BYTES) {
                 return Ok((out, torn));
             }
             return Err(DecodeError::ChecksumMismatch { offset, expected: crc, found });
@@ -162,6 +193,39 @@ pub fn scan_records(buf: &[u8], base: u64, body_max: usize) -> Result<(Records<'
         out.push((offset, body));
     }
     Ok((out, ScanEnd::Clean))
+}
+
+/// True when every byte of `buf` from some sector boundary (of the file, `base` being the file
+/// offset of `buf[0]`) at or after `body_at` to the end is zero, and that boundary lies before
+/// the end.
+fn zero_from_a_sector_inside(buf: &[u8], base: u64, body_at: usize) -> bool {
+    let last_nonzero = buf.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let from = last_nonzero.max(body_at) as u64 + base;
+    let boundary = from.div_ceil(TEAR_SECTOR_BYTES) * TEAR_SECTOR_BYTES;
+    boundary < base + buf.len() as u64
+}
+
+/// True when a record that passes its checksum starts anywhere in `buf` after `at`.
+fn valid_record_behind(buf: &[u8], base: u64, at: usize, body_max: usize) -> bool {
+    let mut spent = 0u64;
+    for p in at + 1..buf.len() {
+        let mut r = Reader::new(buf.get(p..).unwrap_or_default());
+        let (Ok(len), Ok(crc)) = (r.u32(), r.u32()) else { return false };
+        if len as usize > body_max {
+            continue;
+        }
+        let Ok(body) = r.bytes(len as usize) else { continue };
+        spent += u64::from(len) + RECORD_HEADER_BYTES as u64;
+        if spent > TEAR_PROBE_BYTES_MAX {
+            // Not proven a tear: call it damage.
+            return true;
+        }
+        let offset = base + p as u64;
+        if crc32(&[&offset.to_le_bytes(), &len.to_le_bytes(), body]) == crc {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -195,12 +259,59 @@ mod tests {
         let mut mid = full.clone();
         mid[9] ^= 1;
         assert!(matches!(scan_records(&mid, 0, 1024), Err(DecodeError::ChecksumMismatch { offset: 0, .. })));
-        let mut last = full.clone();
-        let n = last.len();
-        last[n - 1] ^= 1;
-        let (recs, end) = scan_records(&last, 0, 1024).expect("tail");
+        // A torn write cuts the last record short: only that record is discarded.
+        let (recs, end) = scan_records(&full[..full.len() - 1], 0, 1024).expect("tail");
         assert_eq!(recs.len(), 1);
-        assert_eq!(end, ScanEnd::Torn { offset: 11, discarded: 11 });
+        assert_eq!(end, ScanEnd::Torn { offset: 11, discarded: 10 });
+    }
+
+    /// Story: a flipped byte inside the last WAL record was taken for a torn tail, and the
+    /// acknowledged writes in it were dropped with only a warning. A complete last record that
+    /// fails its checksum is a tear only when its unwritten sectors read as zeros.
+    #[test]
+    fn a_flipped_bit_in_the_last_complete_record_is_corruption() {
+        let body = vec![7u8; 2000];
+        let full = log(&[b"one", &body], 0);
+        let n = full.len();
+        let mut flipped = full.clone();
+        flipped[n - 1] ^= 1;
+        assert!(matches!(scan_records(&flipped, 0, 1 << 20), Err(DecodeError::ChecksumMismatch { offset: 11, .. })));
+        let mut flipped_early = full.clone();
+        flipped_early[30] ^= 0x40;
+        assert!(scan_records(&flipped_early, 0, 1 << 20).is_err());
+        // Its last sectors never reached the disk: zeros from a sector boundary on.
+        let mut unwritten = full.clone();
+        for b in &mut unwritten[1024..] {
+            *b = 0;
+        }
+        let (recs, end) = scan_records(&unwritten, 0, 1 << 20).expect("a tear");
+        assert_eq!(recs.len(), 1);
+        assert_eq!(end, ScanEnd::Torn { offset: 11, discarded: (n - 11) as u64 });
+        // Zeros that start inside the last sector only do not prove a tear.
+        let mut short_zeros = full.clone();
+        for b in &mut short_zeros[n - 10..] {
+            *b = 0;
+        }
+        assert_eq!(n, 2019, "the zeros below start at 2009, and the next sector boundary (2048) is past the end");
+        assert!(scan_records(&short_zeros, 0, 1 << 20).is_err());
+        // Space allocated and never written after the last good record is a tear.
+        let mut zero_tail = log(&[b"one"], 0);
+        zero_tail.extend_from_slice(&[0; 100]);
+        let (recs, end) = scan_records(&zero_tail, 0, 1024).expect("zeros");
+        assert_eq!((recs.len(), end), (1, ScanEnd::Torn { offset: 11, discarded: 100 }));
+    }
+
+    /// A damaged length that makes a record run past the end of the file must not hide the
+    /// valid records behind it.
+    #[test]
+    fn a_length_that_runs_past_the_end_with_records_behind_it_is_corruption() {
+        let full = log(&[b"one", b"two-two", b"three"], 0);
+        let mut damaged = full.clone();
+        damaged[11] = 200; // the second record's length, now past the end
+        assert!(matches!(
+            scan_records(&damaged, 0, 1024),
+            Err(DecodeError::Malformed { what: "record length", offset: 11 })
+        ));
     }
 
     #[test]

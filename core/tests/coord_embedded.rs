@@ -198,10 +198,18 @@ fn torn_tail_is_discarded_and_appending_continues() {
     let dir = tempfile::tempdir().expect("tempdir");
     let [_, end2, end3] = three_records(dir.path());
     let full = std::fs::read(log_path(dir.path())).expect("read log");
-    // Every cut inside the last record, and damage to its last byte (a tear that kept the length).
+    // Damage to the last byte of a complete record is no tear (a crash cuts a write short or
+    // leaves its unwritten sectors zero): the record was acknowledged, so the open refuses.
     let mut damaged = full.clone();
     *damaged.last_mut().expect("bytes") ^= 0x40;
-    let tears = (end2 + 1..end3).map(|cut| full[..cut as usize].to_vec()).chain([damaged]);
+    std::fs::write(log_path(dir.path()), &damaged).expect("write damaged log");
+    let err = match EmbeddedCoordination::open(dir.path()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a flipped last byte is corruption, not a tear"),
+    };
+    assert!(err.contains(&log_path(dir.path()).display().to_string()), "{err}");
+    // Every cut inside the last record is a tear.
+    let tears = (end2 + 1..end3).map(|cut| full[..cut as usize].to_vec());
     for torn in tears {
         let len = torn.len() as u64;
         std::fs::write(log_path(dir.path()), &torn).expect("write torn log");

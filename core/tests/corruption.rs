@@ -114,6 +114,74 @@ fn a_torn_wal_tail_is_discarded_and_everything_before_it_recovers() {
     });
 }
 
+/// Story: a flipped byte inside the last WAL record was taken for a torn tail, and the
+/// acknowledged put in it vanished at the next start with only a warning. A complete record that
+/// fails its checksum is damage, not a tear: the open refuses, naming the file and offset.
+#[test]
+fn a_flipped_byte_in_the_last_wal_record_is_corruption_not_a_tear() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let e = open(&sim).await.expect("open");
+        for i in 0..3 {
+            e.put(format!("k{i}").as_bytes(), PutOptions::default(), SliceBody::new(data(10 + i))).await.expect("put");
+        }
+        drop(e);
+        let wal = files(&sim, PART, "WAL-").await.pop().expect("a wal");
+        let path = Path::new(PART).join(&wal);
+        let len = sim.read_durable(&path).expect("wal").len() as u64;
+        sim.flip_byte(&path, len - 3);
+        match open(&sim).await {
+            Err(Error::Corrupt(c)) => {
+                assert_eq!(c.kind, FileKind::Wal);
+                assert_eq!(c.path, path);
+                assert!(c.to_string().contains("checksum mismatch at offset"), "{c}");
+            }
+            Err(e) => panic!("expected corruption, got {e}"),
+            Ok(_) => panic!("an acknowledged record was dropped as a torn tail"),
+        }
+    });
+}
+
+/// Story: a truncated older WAL whose records were not yet flushed lost them silently: every
+/// WAL was allowed a torn tail. Only the newest log can end in a tear; an older one (here sealed
+/// at the open that replayed it) must be whole, and a log the manifest needs must exist.
+#[test]
+fn a_truncated_or_missing_older_wal_is_corruption() {
+    for damage in ["truncate", "remove"] {
+        block_on(async {
+            let sim = SimStorage::new();
+            let e = open(&sim).await.expect("open");
+            for i in 0..3 {
+                e.put(format!("k{i}").as_bytes(), PutOptions::default(), SliceBody::new(data(10 + i)))
+                    .await
+                    .expect("put");
+            }
+            drop(e);
+            // The reopen replays the first WAL (nothing was flushed) and starts a second one.
+            let e = open(&sim).await.expect("reopen");
+            e.put(b"k3", PutOptions::default(), SliceBody::new(data(13))).await.expect("put");
+            drop(e);
+            let wals = files(&sim, PART, "WAL-").await;
+            assert!(wals.len() >= 2, "{wals:?}");
+            let older = Path::new(PART).join(&wals[0]);
+            let len = sim.read_durable(&older).expect("wal").len() as u64;
+            if damage == "truncate" {
+                sim.set_len(&older, len - 5);
+            } else {
+                sim.remove(&older).await.expect("remove");
+                sim.sync_dir(Path::new(PART)).await.expect("sync");
+            }
+            match open(&sim).await {
+                Err(Error::Corrupt(c)) => {
+                    assert_eq!((c.kind, &c.path), (FileKind::Wal, &older), "{damage}: {c}");
+                }
+                Err(e) => panic!("{damage}: expected corruption, got {e}"),
+                Ok(_) => panic!("{damage}: acknowledged records of an older WAL were dropped"),
+            }
+        });
+    }
+}
+
 #[test]
 fn a_garbled_manifest_edit_is_refused_at_open_naming_the_file() {
     block_on(async {

@@ -191,7 +191,9 @@ fn ids_are_not_replayed_after_a_crash_with_the_clock_standing_still() {
         let mut want = vec![(first, b"first".to_vec()), (second, b"second".to_vec())];
         want.sort();
         assert_eq!(keys, want);
-        let (again, _) = e.prepare_rename(b"source", b"elsewhere", 1).await.expect("prepare again");
+        // Another source: the first intent still claims `source`.
+        put(&e, "source-2", data(10, 2)).await.expect("put");
+        let (again, _) = e.prepare_rename(b"source-2", b"elsewhere", 1).await.expect("prepare again");
         assert_ne!(again.token, intent.token, "a live rename token was handed out again");
         assert_eq!(e.rename_intents().len(), 2);
     });

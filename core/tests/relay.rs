@@ -199,7 +199,9 @@ fn concurrent_renames_of_one_source_let_exactly_one_through() {
                     if same_partition {
                         e.rename(key.as_bytes(), target.as_bytes()).await.map(|_| None)
                     } else {
-                        e.prepare_rename(key.as_bytes(), target.as_bytes(), 1).await.map(|(intent, l)| Some((intent, l)))
+                        e.prepare_rename(key.as_bytes(), target.as_bytes(), 1)
+                            .await
+                            .map(|(intent, l)| Some((intent, l)))
                     }
                 }));
             }

@@ -59,7 +59,6 @@ pub fn start(mut store: Box<dyn Coordination>) -> std::io::Result<(CoordClient, 
     let watch = store.session_watch();
     let registered = member.clone();
     let thread = std::thread::Builder::new().name("candybox-control".into()).spawn(move || {
-        let mut registered_session = 0u64;
         let mut last_keepalive = std::time::Instant::now();
         while let Ok(job) = rx.recv_blocking() {
             job(store.as_mut());
@@ -67,7 +66,7 @@ pub fn start(mut store: Box<dyn Coordination>) -> std::io::Result<(CoordClient, 
                 store.keepalive();
                 last_keepalive = std::time::Instant::now();
             }
-            keep_registered(store.as_mut(), &registered, &mut registered_session);
+            keep_registered(store.as_mut(), &registered);
         }
     })?;
     // Wakes the control thread when idle, so a new session is noticed (and registered) without a
@@ -94,6 +93,10 @@ struct Registration {
     /// Where the last registered session is remembered across restarts (in the data directory,
     /// which one process at a time holds).
     session_file: std::path::PathBuf,
+    /// The session this process registered in, once it has: the control loop registers again
+    /// only when the store's session differs (the start-up registration counts, so the entry is
+    /// written, and `member registered` logged, once per session).
+    registered_in: Option<u64>,
 }
 
 fn lock_member(m: &Mutex<Option<Registration>>) -> std::sync::MutexGuard<'_, Option<Registration>> {
@@ -107,6 +110,7 @@ fn register_now(store: &mut dyn Coordination, member: &Mutex<Option<Registration
     register_member(store, &MemberEntry { session, ..reg.entry.clone() }, reg.previous)?;
     if let Some(r) = lock_member(member).as_mut() {
         r.previous = Some(session);
+        r.registered_in = Some(session);
     }
     if let Err(e) = std::fs::write(&reg.session_file, format!("{session:016x}\n")) {
         tracing::warn!(file = %reg.session_file.display(), error = %e, "could not remember the coordination session");
@@ -117,10 +121,11 @@ fn register_now(store: &mut dyn Coordination, member: &Mutex<Option<Registration
 
 /// Registers `members/<node>` in the current session when it is not yet (a new node, or a new
 /// session after the last one expired).
-fn keep_registered(store: &mut dyn Coordination, member: &Mutex<Option<Registration>>, registered: &mut u64) {
-    if lock_member(member).is_none() {
-        return;
-    }
+fn keep_registered(store: &mut dyn Coordination, member: &Mutex<Option<Registration>>) {
+    let registered_in = match lock_member(member).as_ref() {
+        None => return,
+        Some(r) => r.registered_in,
+    };
     let session = match store.session_id() {
         Ok(s) => s,
         Err(e) => {
@@ -128,12 +133,11 @@ fn keep_registered(store: &mut dyn Coordination, member: &Mutex<Option<Registrat
             return;
         }
     };
-    if session == *registered {
+    if registered_in == Some(session) {
         return;
     }
-    match register_now(store, member) {
-        Ok(s) => *registered = s,
-        Err(e) => tracing::warn!(error = %e, "could not register the member entry; retrying"),
+    if let Err(e) = register_now(store, member) {
+        tracing::warn!(error = %e, "could not register the member entry; retrying");
     }
 }
 
@@ -160,7 +164,7 @@ impl CoordClient {
     /// `NodeExists` when another session holds this node id; store failures.
     pub async fn register(&self, entry: MemberEntry, session_file: std::path::PathBuf) -> Result<(), CoordError> {
         let previous = std::fs::read_to_string(&session_file).ok().and_then(|t| u64::from_str_radix(t.trim(), 16).ok());
-        *lock_member(&self.member) = Some(Registration { entry, previous, session_file });
+        *lock_member(&self.member) = Some(Registration { entry, previous, session_file, registered_in: None });
         let member = self.member.clone();
         self.call(move |s| register_now(s, &member).map(|_| ())).await
     }

@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! - The thread only reads atomics ([`crate::metrics::NodeMetrics`]); it never touches a shard.
-//! - `/readyz` answers 200 only after every partition was recovered and every listener bound.
+//! - `/readyz` answers 200 only after every partition was recovered and every listener bound,
+//!   and only while nothing is degraded (a quarantined partition); otherwise 503 with the
+//!   reasons, one per line.
 
 use std::{sync::Arc, thread::JoinHandle};
 
@@ -25,6 +27,25 @@ pub fn port(server: &tiny_http::Server) -> u16 {
     server.server_addr().to_ip().map_or(0, |a| a.port())
 }
 
+/// `/readyz`: 200 `ready` when the node serves everything it owns; 503 with one line per reason
+/// otherwise (still recovering or shutting down; a quarantined partition), so that an operator
+/// or an orchestrator sees why.
+fn readiness(metrics: &NodeMetrics) -> (u16, String, &'static str) {
+    if !metrics.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        return (503, "not ready\n".to_string(), "text/plain");
+    }
+    let degraded = metrics.degraded();
+    if degraded.is_empty() {
+        return (200, "ready\n".to_string(), "text/plain");
+    }
+    let mut body = String::from("degraded\n");
+    for line in degraded {
+        body.push_str(&line);
+        body.push('\n');
+    }
+    (503, body, "text/plain")
+}
+
 /// Serves requests on a thread of its own until the server is unblocked.
 ///
 /// # Errors
@@ -35,10 +56,7 @@ pub fn serve(server: Arc<tiny_http::Server>, metrics: Arc<NodeMetrics>) -> std::
             let path = request.url().split('?').next().unwrap_or_default().to_string();
             let (status, body, content_type) = match path.as_str() {
                 "/healthz" => (200, "ok\n".to_string(), "text/plain"),
-                "/readyz" if metrics.ready.load(std::sync::atomic::Ordering::Relaxed) => {
-                    (200, "ready\n".to_string(), "text/plain")
-                }
-                "/readyz" => (503, "not ready\n".to_string(), "text/plain"),
+                "/readyz" => readiness(&metrics),
                 "/metrics" => (200, metrics.render(), "text/plain; version=0.0.4"),
                 _ => (404, "not found\n".to_string(), "text/plain"),
             };

@@ -198,6 +198,9 @@ pub struct NodeMetrics {
     pub ready: AtomicBool,
     /// The coordination store's session (set at start).
     pub session: std::sync::OnceLock<std::sync::Arc<candybox_core::coord::SessionWatch>>,
+    /// Quarantined partitions, by (box, partition): the evidence. Written when a partition's
+    /// open finds damage (rare), read by `/readyz` and `/metrics`; never on the data path.
+    pub quarantined: std::sync::Mutex<std::collections::BTreeMap<(String, u16), String>>,
 }
 
 impl NodeMetrics {
@@ -207,7 +210,28 @@ impl NodeMetrics {
             shards: (0..shard_count).map(|_| ShardMetrics::default()).collect(),
             ready: AtomicBool::new(false),
             session: std::sync::OnceLock::new(),
+            quarantined: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// Records a quarantined partition and its evidence.
+    pub fn quarantine(&self, box_name: &str, partition: u16, evidence: &str) {
+        if let Ok(mut q) = self.quarantined.lock() {
+            q.insert((box_name.to_string(), partition), evidence.to_string());
+        }
+    }
+
+    /// Forgets the quarantine of a partition (its Box was deleted, or it opened cleanly).
+    pub fn unquarantine(&self, box_name: &str, partition: u16) {
+        if let Ok(mut q) = self.quarantined.lock() {
+            q.remove(&(box_name.to_string(), partition));
+        }
+    }
+
+    /// What keeps the node from serving everything it owns, one line each (empty when nothing).
+    pub fn degraded(&self) -> Vec<String> {
+        let Ok(q) = self.quarantined.lock() else { return vec!["quarantine list unreadable".into()] };
+        q.iter().map(|((b, p), why)| format!("partition {b}/{p} quarantined: {why}")).collect()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -320,6 +344,18 @@ impl NodeMetrics {
             for (s, m) in shards() {
                 let _ = writeln!(out, "{name}{{shard=\"{s}\"}} {}", field(m).load(Relaxed));
             }
+        }
+        header(
+            &mut out,
+            "candybox_partition_quarantined",
+            "gauge",
+            "1 for each partition whose files are damaged: its requests are answered Corrupt (see /readyz).",
+        );
+        if let Ok(q) = self.quarantined.lock() {
+            for (b, p) in q.keys() {
+                let _ = writeln!(out, "candybox_partition_quarantined{{box=\"{b}\",partition=\"{p}\"}} 1");
+            }
+            let _ = writeln!(out, "candybox_partitions_quarantined {}", q.len());
         }
         header(
             &mut out,

@@ -77,6 +77,18 @@ pub enum NodeError {
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The partition's files are damaged: it was not opened, and every request for it gets this
+    /// answer until an operator repairs it (see `candybox-inspect`) and restarts the node. The
+    /// node serves every other partition.
+    #[error("partition {box_name}/{partition} is quarantined: {evidence}")]
+    Quarantined {
+        /// The Box.
+        box_name: String,
+        /// The partition.
+        partition: u16,
+        /// What is damaged: the file (relative to the data directory) and the offset.
+        evidence: String,
+    },
 }
 
 impl NodeError {
@@ -88,6 +100,39 @@ impl NodeError {
     /// True for Busy answers (counted apart).
     pub fn is_busy(&self) -> bool {
         matches!(self, NodeError::Busy { .. } | NodeError::Engine(CoreError::Busy { .. }))
+    }
+}
+
+/// A node file as a client may see it: from the data directory's `boxes` or `syrups` folder on,
+/// never the server's own path.
+pub fn node_file(path: &std::path::Path) -> String {
+    let parts: Vec<_> = path.components().collect();
+    let from = parts
+        .iter()
+        .rposition(|c| matches!(c.as_os_str().to_str(), Some("boxes" | "syrups" | "coord")))
+        .unwrap_or(parts.len().saturating_sub(1));
+    parts.get(from..).unwrap_or_default().iter().collect::<std::path::PathBuf>().display().to_string()
+}
+
+/// The evidence of a corruption as a client may see it: the kind of file, the file (see
+/// [`node_file`]) and what is wrong, with offsets and checksums.
+pub fn evidence(c: &candybox_core::error::Corruption) -> String {
+    format!("corrupt {} {}: {}", c.kind, node_file(&c.path), c.error)
+}
+
+/// The one-line message a client gets for `e`: I/O errors and corruption name the operation and
+/// the file inside the data directory, never a server path (the node logs the whole error).
+fn client_message(e: &NodeError) -> String {
+    match e {
+        NodeError::Engine(CoreError::Io(io)) => {
+            tracing::error!(error = %io, "request failed with an I/O error");
+            format!("I/O error on the node: {} {}: {}", io.op, node_file(&io.path), io.source)
+        }
+        NodeError::Engine(CoreError::Corrupt(c)) => {
+            tracing::error!(error = %c, "request found corrupt data");
+            evidence(c)
+        }
+        other => other.to_string(),
     }
 }
 
@@ -110,7 +155,7 @@ pub struct ErrorFields {
 
 /// The one mapping from errors to the wire (`ErrorCode` and details).
 pub fn error_fields(e: &NodeError) -> ErrorFields {
-    let message = e.to_string();
+    let message = client_message(e);
     let mut f = ErrorFields { message, ..ErrorFields::default() };
     let code = match e {
         NodeError::Engine(core) => match core {
@@ -173,6 +218,7 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
             fb::ErrorCode::Unavailable
         }
         NodeError::Internal(_) => fb::ErrorCode::Internal,
+        NodeError::Quarantined { .. } => fb::ErrorCode::Corrupt,
     };
     f.code = code.0;
     f
@@ -519,6 +565,16 @@ mod tests {
         assert_eq!((f.code, f.retry_after_ms), (fb::ErrorCode::Busy.0, 7));
         let f = error_fields(&NodeError::invalid("box_name", "bad"));
         assert_eq!((f.code, f.field), (fb::ErrorCode::InvalidArgument.0, Some("box_name")));
+        // Story: a full disk answered `internal error on the node: write /srv/candybox/syrups/...:
+        // No space left on device`, the server's path in a client's message.
+        let io = candybox_core::error::IoError::new(
+            "write",
+            "/srv/secret/candybox-data/syrups/0001.syrup",
+            std::io::Error::from_raw_os_error(5),
+        );
+        let f = error_fields(&NodeError::Engine(CoreError::Io(io)));
+        assert!(f.message.contains("write syrups/0001.syrup"), "{}", f.message);
+        assert!(!f.message.contains("/srv/secret"), "{}", f.message);
         let f =
             error_fields(&NodeError::Engine(CoreError::LimitExceeded { limit: "key length", value: 2000, max: 1024 }));
         assert_eq!(f.limit, Some(("key length", 2000, 1024)));

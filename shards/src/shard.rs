@@ -75,6 +75,9 @@ pub struct Shard {
     pub shared: Arc<NodeShared>,
     boxes: RefCell<HashMap<String, BoxMeta>>,
     partitions: RefCell<HashMap<(String, u16), (BoxUid, PartitionEngine)>>,
+    /// Partitions whose open found damaged files, with the evidence: their requests are answered
+    /// `Quarantined` without opening them again (until a restart).
+    quarantined: RefCell<HashMap<(String, u16), (BoxUid, String)>>,
     open_lock: LocalMutex,
     /// The referenced-Syrup set last published per partition (publication is skipped when
     /// unchanged: each one is a durable coordination write).
@@ -158,6 +161,7 @@ impl Shard {
             shared,
             boxes: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
+            quarantined: RefCell::new(HashMap::new()),
             open_lock: LocalMutex::new(),
             published: RefCell::new(HashMap::new()),
             leases: RefCell::new(HashMap::new()),
@@ -470,10 +474,27 @@ impl Shard {
         if self.stopping.get() {
             return Err(NodeError::ShuttingDown);
         }
+        let quarantined =
+            |evidence: String| NodeError::Quarantined { box_name: box_name.to_string(), partition, evidence };
+        match self.quarantined.borrow().get(&key) {
+            Some((uid, evidence)) if *uid == meta.box_uid => return Err(quarantined(evidence.clone())),
+            _ => {}
+        }
         let config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
         // Engine::open creates the partition directory; the storage layer tolerates shards
         // creating sibling partitions (and so their shared parents) at the same time.
-        let (engine, report) = Engine::open(UringStorage::new(), Rc::new(SystemClock), config).await?;
+        let (engine, report) = match Engine::open(UringStorage::new(), Rc::new(SystemClock), config).await {
+            Ok(opened) => opened,
+            Err(CoreError::Corrupt(c)) => {
+                // One damaged file takes its partition out of service, never the node.
+                let evidence = crate::reply::evidence(&c);
+                tracing::error!(shard = self.id, box_name, partition, error = %c, "partition quarantined: its files are damaged; every other partition is served (see candybox-inspect --verify)");
+                self.quarantined.borrow_mut().insert(key, (meta.box_uid, evidence.clone()));
+                self.shared.metrics.quarantine(box_name, partition, &evidence);
+                return Err(quarantined(evidence));
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(
             shard = self.id,
             box_name,
@@ -506,8 +527,17 @@ impl Shard {
                 continue;
             }
             for p in (0..meta.partitions).filter(|p| self.owner(&name, *p) == self.id) {
-                self.open_engine(&name, meta, p).await?;
-                opened += 1;
+                match self.open_engine(&name, meta, p).await {
+                    Ok(_) => opened += 1,
+                    // Logged and listed in /readyz; the node serves every other partition.
+                    Err(NodeError::Quarantined { .. }) => {}
+                    // Not the data's fault (a full disk, a failing device): this partition is
+                    // opened again by its next request.
+                    Err(NodeError::Engine(CoreError::Io(e))) => {
+                        tracing::error!(shard = self.id, box_name = %name, partition = p, error = %e, "partition could not be opened at start-up; its next request tries again");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(opened)
@@ -742,6 +772,19 @@ impl Shard {
                 let _ = std::fs::remove_dir_all(part_dir);
             })
             .await;
+        }
+        // A quarantined partition of the Box goes with it (its directory is removed with the
+        // Box's; the Syrups it created stay behind as unreferenced files, which is safe).
+        let lifted: Vec<u16> = self
+            .quarantined
+            .borrow()
+            .iter()
+            .filter(|((b, _), (u, _))| b == name && *u == uid)
+            .map(|((_, p), _)| *p)
+            .collect();
+        for p in lifted {
+            self.quarantined.borrow_mut().remove(&(name.to_string(), p));
+            self.shared.metrics.unquarantine(name, p);
         }
         self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
         // The old incarnation is closed and its descriptor gone: a new Box of this name is a new

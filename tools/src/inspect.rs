@@ -13,7 +13,7 @@
 //! - No byte read from disk is trusted: the core decoders return typed errors, the tool itself
 //!   indexes nothing and unwraps nothing, and every length is checked before it is used.
 //! - Exit codes: 0 when everything is consistent, 1 when problems were found, 2 for a usage
-//!   error or a data directory that does not exist, cannot be read, or has neither `partitions/`
+//!   error or a data directory that does not exist, cannot be read, or has neither `boxes/`
 //!   nor `syrups/`.
 //! - The verdicts follow the engine's recovery rules (`core/src/engine/open.rs`): a torn log tail
 //!   is reported but is not a problem, because the engine discards it as never acknowledged.
@@ -51,17 +51,17 @@ use serde::Serialize;
 
 /// Offline, read-only inspection of a Candybox node data directory.
 ///
-/// Prints, for every partition under DATA_DIR/partitions/<box>/<partition>/, the manifest state,
+/// Prints, for every partition under DATA_DIR/boxes/<box>-<uid>/p<NN>/, the manifest state,
 /// the tables per level, the live WALs, the Syrups the partition created, in-flight multipart
 /// uploads and pending rename intents; then the node-global Syrups under DATA_DIR/syrups/.
 /// Every problem found is printed as one line naming the file and offset.
 ///
 /// Exit codes: 0 everything consistent; 1 problems found (corruption, missing files); 2 usage
-/// error, or DATA_DIR does not exist, cannot be read, or has neither partitions/ nor syrups/.
+/// error, or DATA_DIR does not exist, cannot be read, or has neither boxes/ nor syrups/.
 #[derive(Debug, Parser)]
 #[command(name = "candybox-inspect", version)]
 struct Args {
-    /// The node's data directory: the one holding `syrups/` and `partitions/`.
+    /// The node's data directory: the one holding `syrups/` and `boxes/`.
     #[arg(value_name = "DATA_DIR")]
     data_dir: PathBuf,
 
@@ -85,16 +85,17 @@ struct Args {
 #[derive(Debug, Clone)]
 struct PartitionArg {
     box_name: String,
-    partition: String,
+    partition: u16,
 }
 
 fn parse_partition_arg(s: &str) -> Result<PartitionArg, String> {
     let (box_name, partition) = s.split_once('/').ok_or("expected BOX/PARTITION, for example photos/3")?;
     let component = |c: &str| !c.is_empty() && c != "." && c != ".." && !c.contains('/');
-    if !component(box_name) || !component(partition) {
-        return Err("expected BOX/PARTITION: two non-empty path components".into());
+    if !component(box_name) {
+        return Err("expected BOX/PARTITION: a Box name, then a partition number".into());
     }
-    Ok(PartitionArg { box_name: box_name.into(), partition: partition.into() })
+    let partition = partition.parse().map_err(|_| format!("partition `{partition}` is not a number"))?;
+    Ok(PartitionArg { box_name: box_name.into(), partition })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,7 +433,7 @@ fn inspect_partition(
 
     let mut referrers = SyrupReferrers::new();
     inspect_tables(ctx, &mut rep, dir, &state, &mut referrers, refs, verify);
-    inspect_wals(ctx, &mut rep, dir, &files, state.log_number, &mut referrers, refs, verify);
+    inspect_wals(ctx, &mut rep, dir, &files, &state, &mut referrers, refs, verify);
 
     for id in &state.syrups {
         let path = ctx.syrup_dir.join(id.file_name());
@@ -702,12 +703,29 @@ fn inspect_wals(
     rep: &mut PartitionReport,
     dir: &Path,
     files: &PartitionFiles,
-    log_number: u64,
+    state: &ManifestState,
     referrers: &mut SyrupReferrers,
     refs: &mut SegmentRefs,
     verify: &mut VerifyReport,
 ) {
-    for &number in files.wals.iter().filter(|n| **n >= log_number) {
+    // The engine's rules (core/src/engine/open.rs): the log number's WAL and every sealed WAL
+    // must exist; a sealed WAL is read up to its seal; only the newest unsealed WAL may end in a
+    // torn tail.
+    let live: Vec<u64> = files.wals.iter().copied().filter(|n| *n >= state.log_number).collect();
+    for needed in std::iter::once(state.log_number).chain(state.wal_seals.keys().copied()) {
+        if !live.contains(&needed) {
+            let path = dir.join(wal::file_name(needed));
+            rep.problems.push(corrupt(
+                FileKind::Wal,
+                &path,
+                DecodeError::Malformed { what: "missing log that the manifest needs", offset: 0 },
+            ));
+        }
+    }
+    let newest = live.last().copied();
+    for &number in &live {
+        let seal = state.wal_seals.get(&number).copied();
+        let may_tear = seal.is_none() && Some(number) == newest;
         let path = dir.join(wal::file_name(number));
         let bytes = match read_file(&path) {
             Ok(b) => b,
@@ -726,8 +744,13 @@ fn inspect_wals(
         };
         let problem = |e| corrupt(FileKind::Wal, &path, e);
         let Some(header) = bytes.get(..wal::WAL_HEADER_BYTES) else {
-            // Created but its header never became durable: nothing was acknowledged in it.
-            w.torn_tail = Some(TornTail { offset: 0, bytes: bytes.len() as u64 });
+            if may_tear {
+                // Created but its header never became durable: nothing was acknowledged in it.
+                w.torn_tail = Some(TornTail { offset: 0, bytes: bytes.len() as u64 });
+            } else {
+                rep.problems
+                    .push(problem(DecodeError::Truncated(Short { at: bytes.len(), needed: wal::WAL_HEADER_BYTES })));
+            }
             rep.wals.push(w);
             continue;
         };
@@ -744,7 +767,19 @@ fn inspect_wals(
                 continue;
             }
         }
-        let body = bytes.get(wal::WAL_HEADER_BYTES..).unwrap_or_default();
+        let whole = match seal {
+            None => &bytes[..],
+            Some(length) => match usize::try_from(length).ok().and_then(|l| bytes.get(..l)) {
+                Some(b) => b,
+                None => {
+                    rep.problems
+                        .push(problem(DecodeError::Truncated(Short { at: bytes.len(), needed: length as usize })));
+                    rep.wals.push(w);
+                    continue;
+                }
+            },
+        };
+        let body = whole.get(wal::WAL_HEADER_BYTES..).unwrap_or_default();
         let (records, end) =
             match record::scan_records(body, wal::WAL_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX) {
                 Ok(r) => r,
@@ -755,6 +790,12 @@ fn inspect_wals(
                 }
             };
         w.torn_tail = torn(&end);
+        if let (Some(t), false) = (&w.torn_tail, may_tear) {
+            rep.problems.push(problem(DecodeError::Malformed {
+                what: "damaged record in a log that is not the newest",
+                offset: t.offset,
+            }));
+        }
         'records: for (offset, rec) in &records {
             let ops = match wal::decode_body(rec) {
                 Ok(ops) => ops,
@@ -945,45 +986,61 @@ fn verify_segment(
 // Running and printing.
 // ---------------------------------------------------------------------------------------------
 
-/// The partition directories to inspect, as (`<box>/<partition>`, path), sorted by box and then
-/// by partition number where the names are numbers.
+/// The partition directories to inspect, as (`<box>/<partition>`, path), sorted by Box and then
+/// by partition. The node's layout (`shards/src/config.rs`): `boxes/<box>-<uid as 16 hex>/pNN`;
+/// a Box deleted and created again may leave an older incarnation, named with its uid.
 fn find_partitions(data_dir: &Path, only: Option<&PartitionArg>, problems: &mut Vec<String>) -> Vec<(String, PathBuf)> {
-    let root = data_dir.join("partitions");
-    if let Some(p) = only {
-        return vec![(format!("{}/{}", p.box_name, p.partition), root.join(&p.box_name).join(&p.partition))];
-    }
+    let root = data_dir.join("boxes");
     let mut out = Vec::new();
     if !root.exists() {
         return out;
     }
-    let boxes = match list_dir(&root) {
-        Ok(b) => b,
+    let mut boxes: Vec<(String, String, PathBuf)> = match list_dir(&root) {
+        Ok(b) => b
+            .into_iter()
+            .filter_map(|dir| {
+                let (name, uid) = split_box_dir(&dir)?;
+                Some((name.to_string(), uid.to_string(), root.join(&dir)))
+            })
+            .filter(|(_, _, path)| path.is_dir())
+            .collect(),
         Err(p) => {
             problems.push(p);
             return out;
         }
     };
-    for b in boxes {
-        let box_dir = root.join(&b);
-        if !box_dir.is_dir() {
+    boxes.sort();
+    for (name, uid, box_dir) in &boxes {
+        if only.is_some_and(|o| o.box_name != *name) {
             continue;
         }
-        let mut parts = match list_dir(&box_dir) {
-            Ok(p) => p,
+        let incarnations = boxes.iter().filter(|(n, ..)| n == name).count();
+        let shown = if incarnations > 1 { format!("{name}-{uid}") } else { name.clone() };
+        let mut parts: Vec<(u16, String)> = match list_dir(box_dir) {
+            Ok(p) => p.into_iter().filter_map(|d| Some((d.strip_prefix('p')?.parse().ok()?, d))).collect(),
             Err(p) => {
                 problems.push(p);
                 continue;
             }
         };
-        parts.sort_by_key(|p| (p.parse::<u64>().unwrap_or(u64::MAX), p.clone()));
-        for p in parts {
-            let dir = box_dir.join(&p);
+        parts.sort();
+        for (p, dir_name) in parts {
+            if only.is_some_and(|o| o.partition != p) {
+                continue;
+            }
+            let dir = box_dir.join(&dir_name);
             if dir.is_dir() {
-                out.push((format!("{b}/{p}"), dir));
+                out.push((format!("{shown}/{p}"), dir));
             }
         }
     }
     out
+}
+
+/// `<box>-<16 hex>` → (box, uid hex).
+fn split_box_dir(dir: &str) -> Option<(&str, &str)> {
+    let (name, uid) = dir.rsplit_once('-')?;
+    (uid.len() == 16 && uid.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty()).then_some((name, uid))
 }
 
 fn run(args: &Args) -> Report {
@@ -1031,7 +1088,7 @@ fn run(args: &Args) -> Report {
 fn print_text(r: &Report) {
     println!("data directory {}", r.data_dir);
     if r.partitions.is_empty() {
-        println!("\nno partitions found under {}", Path::new(&r.data_dir).join("partitions").display());
+        println!("\nno partitions found under {}", Path::new(&r.data_dir).join("boxes").display());
     }
     for p in &r.partitions {
         print_partition(p);
@@ -1165,23 +1222,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if !args.data_dir.join("partitions").is_dir() && !args.data_dir.join("syrups").is_dir() {
+    if !args.data_dir.join("boxes").is_dir() && !args.data_dir.join("syrups").is_dir() {
         // A node creates both on first use: this is most likely a wrong path, and calling it
         // consistent would hide that.
         eprintln!(
-            "candybox-inspect: {} is not a data directory: it has neither partitions/ nor syrups/",
+            "candybox-inspect: {} is not a data directory: it has neither boxes/ nor syrups/",
             args.data_dir.display()
         );
         return ExitCode::from(2);
     }
     if let Some(p) = &args.partition {
-        let dir = args.data_dir.join("partitions").join(&p.box_name).join(&p.partition);
-        if !dir.is_dir() {
+        let mut listing = Vec::new();
+        if find_partitions(&args.data_dir, Some(p), &mut listing).is_empty() {
             eprintln!(
-                "candybox-inspect: no partition {}/{} ({} is not a directory)",
+                "candybox-inspect: no partition {}/{} under {}",
                 p.box_name,
                 p.partition,
-                dir.display()
+                args.data_dir.join("boxes").display()
             );
             return ExitCode::from(2);
         }

@@ -163,6 +163,11 @@ fn multipart_uploads_whole_and_step_by_step() {
     assert_eq!(put["size"], data.len());
     assert_eq!(node.ok(&["get", "parts", "big"]).stdout, data);
     assert_eq!(node.json(&["head", "parts", "big"])["content_type"], "x/y");
+    // Story: the CLI warned that parts under 5 MiB are refused, then succeeded. An object that
+    // fits in one part has no part but the last: no warning.
+    let small = write_file(tmp.path(), "small", &data[..3000]);
+    let out = node.ok(&["put", "parts", "small", &small, "--multipart", "--part-size", "4KiB"]);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let created = node.json(&["multipart", "create", "parts", "stepwise"]);
     let id = created["upload_id"].as_u64().unwrap().to_string();
@@ -275,5 +280,30 @@ fn concurrent_renames_of_one_key_let_exactly_one_succeed() {
             assert_eq!(live, 1, "{box_name} trial {trial}: one destination holds the item");
             assert_eq!(node.run(&["head", box_name, &src], b"").status.code(), Some(1), "the source is gone");
         }
+    }
+}
+
+/// Story: `candybox list … | head` printed `candybox: write to stdout: Broken pipe` and exited 1.
+/// A reader that goes away ends the command quietly with exit 0.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let node = Node::start(&[]);
+    node.ok(&["create-box", "piped"]);
+    for i in 0..20 {
+        node.ok_in(&["put", "piped", &format!("k{i:02}"), "-"], b"x");
+    }
+    for args in [&["list", "piped", "--all"][..], &["--json", "list", "piped", "--all"][..], &["list-boxes"][..]] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_candybox"))
+            .args(["--server", &node.listen])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command has connected, let alone written.
+        drop(child.stdout.take());
+        let out = common::wait_with_timeout(child, std::time::Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -9,6 +9,8 @@ use std::{
     rc::Rc,
 };
 
+mod common;
+
 use candybox_core::{
     engine::{Engine, PutOptions, SliceBody},
     runtime::{block_on, SystemClock},
@@ -29,6 +31,8 @@ fn sized(n: usize) -> PutOptions {
 /// one part; one rename intent. Closes the engine.
 fn build_data_dir(root: &Path) {
     let mut config = small_config(root, 0);
+    // The node's layout: boxes/<box>-<uid as 16 hex>/p<NN>.
+    config.partition_dir = partition_dir(root);
     // Deterministic files: no background flush or compaction.
     config.auto_maintenance = false;
     block_on(async move {
@@ -87,7 +91,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
 }
 
 fn partition_dir(root: &Path) -> PathBuf {
-    root.join("partitions/test/0")
+    root.join("boxes/test-0000000000000001/p00")
 }
 
 fn find(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
@@ -270,4 +274,42 @@ fn mutated_files_never_make_it_panic() {
     }
     // Most mutations hit checked bytes (a few land in a leftover WAL or a torn-tail position).
     assert!(found >= 24, "only {found} of 48 mutations were reported");
+}
+
+/// Story: on a node's data directory with a corrupt Syrup, `candybox-inspect --verify` said
+/// `OK: no problems found` (exit 0) and called every Syrup an unreferenced leftover: it read
+/// `partitions/<box>/<p>`, a layout the node never writes (`boxes/<box>-<uid>/pNN`).
+#[test]
+fn a_nodes_data_directory_is_read_and_its_damage_found() {
+    let mut node = common::Node::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    node.run(&["create-box", "photos", "--partitions", "3"], b"");
+    for i in 0..4u8 {
+        let file = common::write_file(tmp.path(), &format!("f{i}"), &common::pattern(200_000, i));
+        let out = node.run(&["put", "photos", &format!("cat-{i}.jpg"), &file], b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    node.kill();
+    let data = node.data_dir().to_path_buf();
+    let root = data.to_str().unwrap();
+    let (code, out) = inspect(&["--verify", root]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("partition photos/0"), "{out}");
+    assert!(out.contains("OK: no problems found"), "{out}");
+    assert!(!out.contains("not created by any partition"), "every Syrup has its creator: {out}");
+    let (code, out) = inspect(&["--partition", "photos/1", root]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("partition photos/1") && !out.contains("partition photos/0"), "{out}");
+
+    // Damage one chunk in the middle of a Syrup holding a Candy.
+    let syrups = find(&data.join("syrups"), |n| n.ends_with(".syrup"));
+    let syrup = syrups.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let mut bytes = std::fs::read(syrup).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(syrup, &bytes).unwrap();
+    let (code, out) = inspect(&["--verify", root]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("checksum mismatch"), "{out}");
+    assert!(out.contains("cat-"), "names the Candy that references the bad bytes: {out}");
 }

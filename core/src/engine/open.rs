@@ -3,8 +3,10 @@
 //! Recovery order:
 //! 1. `CURRENT` names the manifest; its edits rebuild the state (a torn last edit is dropped).
 //! 2. Every live table is opened through a mapping and checked (size, footer, block checksums).
-//! 3. Every WAL at or after the log number is replayed into the memtable, oldest first; a torn
-//!    tail is discarded (it was never acknowledged).
+//! 3. Every WAL at or after the log number is replayed into the memtable, oldest first. Only
+//!    the newest unsealed WAL may end in a torn tail (discarded: it was never acknowledged); a
+//!    missing log the manifest needs, or damage anywhere else, is corruption. Each replayed WAL
+//!    is sealed at the end of its whole records in the checkpoint of step 5.
 //! 4. The clock is advanced past every durable stamp: manifest floor, tables, WAL, intents.
 //! 5. A new WAL is started (a replayed WAL is never appended to, so nothing lands behind a
 //!    torn tail), and the manifest is checkpointed into a new file (likewise).
@@ -173,10 +175,33 @@ impl<S: Storage> Engine<S> {
             .max()
             .unwrap_or(0);
         if has_current {
+            // Every log the manifest needs must be there: the one named by the log number (its
+            // header was durable before the manifest named it), and every sealed one.
+            let needed = std::iter::once(manifest.log_number).chain(manifest.wal_seals.keys().copied());
+            for number in needed {
+                if !wals.contains(&number) {
+                    return Err(corrupt(FileKind::Wal, dir.join(wal::file_name(number)))(DecodeError::Malformed {
+                        what: "missing log that the manifest needs",
+                        offset: 0,
+                    }));
+                }
+            }
+            // Only the newest unsealed WAL can end in a tear: every older one was whole when the
+            // next was started, and a sealed one is read up to its seal.
+            let newest = wals.last().copied();
+            let mut seals = Vec::with_capacity(wals.len());
             for &number in &wals {
                 let path = dir.join(wal::file_name(number));
+                let seal = manifest.wal_seals.get(&number).copied();
+                let may_tear = seal.is_none() && Some(number) == newest;
                 let bytes = read_whole(&storage, &path).await?;
                 if bytes.len() < wal::WAL_HEADER_BYTES {
+                    if !may_tear {
+                        return Err(corrupt(FileKind::Wal, path)(DecodeError::Truncated(crate::codec::Short {
+                            at: bytes.len(),
+                            needed: wal::WAL_HEADER_BYTES,
+                        })));
+                    }
                     // Created but its header never became durable: nothing was acknowledged in it.
                     report.torn_tails.push((number, 0, bytes.len() as u64));
                     continue;
@@ -189,10 +214,35 @@ impl<S: Storage> Engine<S> {
                         offset: 16,
                     }));
                 }
-                let body = bytes.get(wal::WAL_HEADER_BYTES..).unwrap_or_default();
+                let whole = match seal {
+                    Some(length) => usize::try_from(length).ok().and_then(|l| bytes.get(..l)).ok_or_else(|| {
+                        corrupt(FileKind::Wal, path.clone())(DecodeError::Truncated(crate::codec::Short {
+                            at: bytes.len(),
+                            needed: length as usize,
+                        }))
+                    })?,
+                    None => &bytes[..],
+                };
+                let body = whole.get(wal::WAL_HEADER_BYTES..).unwrap_or_default();
                 let (records, end) =
                     record::scan_records(body, wal::WAL_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX)
                         .map_err(corrupt(FileKind::Wal, path.clone()))?;
+                let valid_end = match end {
+                    ScanEnd::Clean => whole.len() as u64,
+                    ScanEnd::Torn { offset, .. } if !may_tear => {
+                        // A tear cannot happen here: whatever cut this log short or damaged its
+                        // end took acknowledged records with it.
+                        return Err(corrupt(FileKind::Wal, path)(DecodeError::Malformed {
+                            what: "damaged record in a log that is not the newest",
+                            offset,
+                        }));
+                    }
+                    ScanEnd::Torn { offset, discarded } => {
+                        tracing::warn!(file = %path.display(), offset, discarded, "discarding torn WAL tail (a write cut short by the crash, never acknowledged)");
+                        report.torn_tails.push((number, offset, discarded));
+                        offset
+                    }
+                };
                 for (offset, rec) in records {
                     let ops = wal::decode_body(rec)
                         .map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
@@ -212,10 +262,12 @@ impl<S: Storage> Engine<S> {
                     }
                     report.wal_records += 1;
                 }
-                if let ScanEnd::Torn { offset, discarded } = end {
-                    tracing::warn!(file = %path.display(), offset, discarded, "discarding torn WAL tail");
-                    report.torn_tails.push((number, offset, discarded));
-                }
+                seals.push((number, valid_end));
+            }
+            // The checkpoint below records where each replayed log's whole records end, so a
+            // tear discarded now is not mistaken for damage once a newer log exists.
+            for (number, length) in seals {
+                manifest.wal_seals.insert(number, length);
             }
         }
 

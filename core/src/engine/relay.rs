@@ -105,8 +105,7 @@ impl<S: Storage> Engine<S> {
     /// `Conflict`.
     pub(crate) fn check_rename_unclaimed(&self, source_key: &[u8]) -> Result<()> {
         let st = self.inner.state.borrow();
-        if st.rename_claims.contains(source_key) || st.manifest.intents.values().any(|i| i.source_key == source_key)
-        {
+        if st.rename_claims.contains(source_key) || st.manifest.intents.values().any(|i| i.source_key == source_key) {
             return Err(Error::Conflict("another rename of this source is in progress".into()));
         }
         Ok(())

@@ -315,6 +315,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `candybox list … | head`: the reader has what it wanted.
+        Err(e) if output::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("candybox: {e:#}");
             ExitCode::from(1)
@@ -356,8 +358,13 @@ async fn run(cli: Cli) -> Result<()> {
             let options = PutOptions { content_type: meta.content_type, user_meta: meta.meta, size };
             let progress = Progress::new(size, &what);
             if multipart {
-                if part_size < MULTIPART_PART_BYTES_MIN {
-                    eprintln!("candybox: note: parts under 5 MiB are refused by a node with the default minimum");
+                // Only a part that is not the last must meet the node's minimum: warn only when
+                // the size is known to need more than one part (the node has the last word; its
+                // minimum is a setting).
+                if part_size < MULTIPART_PART_BYTES_MIN && size.is_some_and(|s| s > part_size) {
+                    eprintln!(
+                        "candybox: note: this upload has parts under 5 MiB before its last; a node with the default minimum refuses it at completion"
+                    );
                 }
                 let source = ReaderSource::new(reader);
                 let done = client

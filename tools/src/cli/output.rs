@@ -4,8 +4,35 @@
 //! - With `--json`, stdout holds exactly one JSON document per command (`list --all` streams
 //!   one document page by page), and nothing else.
 //! - Keys are printed as text (lossy for keys that are not UTF-8).
+//! - A reader that goes away (`candybox list … | head`) ends the command quietly with exit 0, as
+//!   any Unix tool does; no `Broken pipe` message.
 
 use std::io::Write;
+
+/// Prints one line on stdout like `println!`, but a closed stdout ends the process quietly
+/// ([`stdout_closed`]) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            crate::output::stdout_failed(&e);
+        }
+    };
+}
+
+/// True when `e` (anywhere in its chain) says the reader of stdout went away.
+pub fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// A failed write to stdout: quiet exit 0 when the reader went away, else the usual one-line
+/// error and exit 1.
+pub fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("candybox: write to stdout: {e}");
+    std::process::exit(1);
+}
 
 use anyhow::{Context, Result};
 use candybox_wire::client::{
@@ -44,7 +71,7 @@ impl Out {
     }
 
     fn print(&self, value: &Value) {
-        println!("{value}");
+        say!("{value}");
     }
 
     /// A mutation that reports nothing but success.
@@ -52,7 +79,7 @@ impl Out {
         if self.json {
             self.print(&json!({ "ok": true }));
         } else {
-            println!("{message}");
+            say!("{message}");
         }
     }
 
@@ -71,9 +98,13 @@ impl Out {
         if self.json {
             self.print(&Self::box_json(b));
         } else {
-            println!(
+            say!(
                 "{}\tpartitions {}\tcreated_ms {}\tuid {:#x}\tnode {}",
-                b.name, b.partitions, b.created_ms, b.box_uid, b.node
+                b.name,
+                b.partitions,
+                b.created_ms,
+                b.box_uid,
+                b.node
             );
         }
     }
@@ -100,8 +131,8 @@ impl Out {
             }
         } else {
             match done {
-                Some(d) => println!("stored {box_name}/{key}: {} bytes, crc32 {:#010x}", d.size, d.checksum),
-                None => println!("stored {box_name}/{key}"),
+                Some(d) => say!("stored {box_name}/{key}: {} bytes, crc32 {:#010x}", d.size, d.checksum),
+                None => say!("stored {box_name}/{key}"),
             }
         }
     }
@@ -121,14 +152,14 @@ impl Out {
                 "created_ms": m.created_ms,
             }));
         } else {
-            println!("key: {key}");
-            println!("size: {}", m.size);
-            println!("checksum: {:#010x}", m.checksum);
-            println!("content-type: {}", m.content_type);
-            println!("created_ms: {}", m.created_ms);
-            println!("hlc: {}.{}@{}", m.hlc.physical_ms, m.hlc.logical, m.hlc.node);
+            say!("key: {key}");
+            say!("size: {}", m.size);
+            say!("checksum: {:#010x}", m.checksum);
+            say!("content-type: {}", m.content_type);
+            say!("created_ms: {}", m.created_ms);
+            say!("hlc: {}.{}@{}", m.hlc.physical_ms, m.hlc.logical, m.hlc.node);
             for (k, v) in &m.user_meta {
-                println!("meta {k}: {v}");
+                say!("meta {k}: {v}");
             }
         }
     }
@@ -148,8 +179,8 @@ impl Out {
             self.print(&v);
         } else {
             match outcome {
-                Some(o) => println!("{verb} {source} to {target} ({o})"),
-                None => println!("{verb} {source} to {target}"),
+                Some(o) => say!("{verb} {source} to {target} ({o})"),
+                None => say!("{verb} {source} to {target}"),
             }
         }
     }
@@ -159,7 +190,7 @@ impl Out {
         if self.json {
             self.print(&json!({ "key": key, "upload_id": upload_id }));
         } else {
-            println!("{upload_id}");
+            say!("{upload_id}");
         }
     }
 
@@ -168,7 +199,7 @@ impl Out {
         if self.json {
             self.print(&json!({ "part_number": p.part_number, "size": p.size, "checksum": p.checksum }));
         } else {
-            println!("part {}: {} bytes, crc32 {:#010x}", p.part_number, p.size, p.checksum);
+            say!("part {}: {} bytes, crc32 {:#010x}", p.part_number, p.size, p.checksum);
         }
     }
 
@@ -197,7 +228,7 @@ impl Out {
             self.print(&json!({ "uploads": v }));
         } else {
             for u in uploads {
-                println!("{}\t{}\tparts {}\tcreated_ms {}", text(&u.key), u.upload_id, u.parts, u.created_ms);
+                say!("{}\t{}\tparts {}\tcreated_ms {}", text(&u.key), u.upload_id, u.parts, u.created_ms);
             }
         }
     }
@@ -217,7 +248,7 @@ impl Out {
         } else {
             for s in stats {
                 for (name, value) in &s.counters {
-                    println!("shard {}\t{name}\t{value}", s.shard);
+                    say!("shard {}\t{name}\t{value}", s.shard);
                 }
             }
         }
@@ -236,16 +267,16 @@ impl Out {
                 "routing": routing_off.is_none(),
             }));
         } else {
-            println!("node {}", t.node_id);
-            println!("shards {}", t.shard_count);
-            println!("main port {}", t.main_port);
+            say!("node {}", t.node_id);
+            say!("shards {}", t.shard_count);
+            say!("main port {}", t.main_port);
             for (s, p) in t.ports.iter().enumerate() {
-                println!("shard {s} port {p}");
+                say!("shard {s} port {p}");
             }
-            println!("placement {}", t.placement);
+            say!("placement {}", t.placement);
             match routing_off {
-                None => println!("routing on"),
-                Some(why) => println!("routing off: {why}"),
+                None => say!("routing on"),
+                Some(why) => say!("routing off: {why}"),
             }
         }
     }

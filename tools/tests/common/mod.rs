@@ -151,6 +151,19 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// SIGKILL, and waits for the process to be gone (the data directory stays).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -251,7 +251,8 @@ impl ClientError {
 /// `not found` after our `not found`, `": photos"` for its `box already exists: photos`.
 fn detail(what: &str, message: &str) -> String {
     let m = message.trim();
-    let repeated = m.len() >= what.len() && m.is_char_boundary(what.len()) && m[..what.len()].eq_ignore_ascii_case(what);
+    let repeated =
+        m.len() >= what.len() && m.is_char_boundary(what.len()) && m[..what.len()].eq_ignore_ascii_case(what);
     if repeated {
         colon(m[what.len()..].trim_start_matches([':', ' ']))
     } else {
