@@ -1,7 +1,8 @@
 //! The memtable: the newest mutations of a partition, in memory, sorted by key.
 //!
 //! Invariants:
-//! - One entry per key: the version with the greatest HLC (last writer wins).
+//! - One entry per key: the version with the greatest HLC (last writer wins); of two entries
+//!   with the same HLC (a version and its relocation) the later inserted.
 //! - `syrups` holds every Syrup referenced by any locator ever inserted, including overwritten
 //!   ones; a superset is safe for GC (a leak at worst, never a dangling reference).
 //! - `bytes` approximates the memory held; a flush is triggered past the configured size.
@@ -49,7 +50,9 @@ impl Memtable {
         self.max_hlc = self.max_hlc.max(locator.hlc);
         let add = key.len() + value.len() + ENTRY_OVERHEAD_BYTES;
         match self.map.get_mut(&key) {
-            Some(old) if old.hlc >= locator.hlc => {}
+            // An equal stamp is the same version moved to new Syrup bytes by space reclamation
+            // (it keeps the stamp): the later one replaces it.
+            Some(old) if old.hlc > locator.hlc => {}
             Some(old) => {
                 self.bytes = self.bytes + value.len() - old.value.len().min(self.bytes);
                 *old = MemEntry { hlc: locator.hlc, value };

@@ -191,6 +191,8 @@ struct Harness {
     ops: u64,
     crashes: u64,
     manifest_crashes: u64,
+    /// Candies space reclamation moved.
+    relocated: u64,
     seed: u64,
 }
 
@@ -735,6 +737,9 @@ impl Harness {
                 self.e().compact().await.expect("compact");
             }
             90..=93 => {
+                // Space reclamation moves live Parts out of mostly dead Syrups; GC then deletes
+                // what no live locator uses: every later read checks nothing live was lost.
+                self.relocated += self.e().reclaim(&BTreeSet::new(), true).await.expect("reclaim").relocated;
                 self.e().gc(&BTreeSet::new()).await.expect("gc");
             }
             94 => self.manifest_crash().await,
@@ -759,7 +764,7 @@ impl Harness {
     }
 }
 
-fn run_seed(seed: u64, ops: u64) -> (u64, u64, u64) {
+fn run_seed(seed: u64, ops: u64) -> (u64, u64, u64, u64) {
     block_on(async move {
         let sim = SimStorage::new();
         let clock = Rc::new(ManualClock::new(1_700_000_000_000));
@@ -773,6 +778,7 @@ fn run_seed(seed: u64, ops: u64) -> (u64, u64, u64) {
             ops: 0,
             crashes: 0,
             manifest_crashes: 0,
+            relocated: 0,
             seed,
         };
         h.reopen().await;
@@ -782,7 +788,7 @@ fn run_seed(seed: u64, ops: u64) -> (u64, u64, u64) {
         h.sim.crash(CrashMode::DropUnsynced);
         h.reopen().await;
         h.check_all().await;
-        (h.ops, h.crashes, h.manifest_crashes)
+        (h.ops, h.crashes, h.manifest_crashes, h.relocated)
     })
 }
 
@@ -801,18 +807,20 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn engine_matches_model_across_crashes() {
     let ops: u64 = std::env::var("CANDYBOX_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
-    let total = RefCell::new((0u64, 0u64, 0u64));
+    let total = RefCell::new((0u64, 0u64, 0u64, 0u64));
     for seed in seeds() {
-        let (o, c, m) = run_seed(seed, ops);
+        let (o, c, m, r) = run_seed(seed, ops);
         let mut t = total.borrow_mut();
         t.0 += o;
         t.1 += c;
         t.2 += m;
+        t.3 += r;
     }
-    let (o, c, m) = *total.borrow();
-    println!("model test: {o} operations, {c} crash-and-reopen points ({m} during manifest edits)");
+    let (o, c, m, r) = *total.borrow();
+    println!("model test: {o} operations, {c} crash-and-reopen points ({m} during manifest edits), {r} candies moved by space reclamation");
     assert!(c > 0, "the run must crash at least once");
     assert!(m > 0, "the run must crash during a manifest edit at least once");
+    assert!(r > 0, "space reclamation must move candies at least once");
     if std::env::var("CANDYBOX_MODEL_SEEDS").is_err() {
         assert!(o >= 20_000, "CI runs at least 20,000 operations, ran {o}");
     }

@@ -142,6 +142,16 @@ settings! {
         multipart_part_bytes_min, "CANDYBOX_MULTIPART_PART_BYTES_MIN": u64 = engine_defaults().multipart_part_bytes_min;
         /// The manifest is checkpointed past this size.
         manifest_checkpoint_bytes, "CANDYBOX_MANIFEST_CHECKPOINT_BYTES": u64 = engine_defaults().manifest_checkpoint_bytes;
+        /// A Syrup whose live bytes fall under this fraction of its size is compacted (its live
+        /// Parts moved, then it is deleted): space amplification stays under 1 / this.
+        syrup_live_ratio_min, "CANDYBOX_SYRUP_LIVE_RATIO_MIN": f64 = engine_defaults().syrup_live_ratio_min;
+        /// The active Syrup is compacted like the others once it is at least this large (and as
+        /// dead), or at any size once wholly dead.
+        syrup_compact_bytes_min, "CANDYBOX_SYRUP_COMPACT_BYTES_MIN": u64 = engine_defaults().syrup_compact_bytes_min;
+        /// A changed partition's live Candies are scanned for reclamation at most this often.
+        reclaim_scan_interval_ms, "CANDYBOX_RECLAIM_SCAN_INTERVAL_MS": u64 = engine_defaults().reclaim_scan_interval_ms;
+        /// Bytes moved out of dead Syrups per partition and maintenance pass, at most.
+        relocate_bytes_per_pass, "CANDYBOX_RELOCATE_BYTES_PER_PASS": u64 = engine_defaults().relocate_bytes_per_pass;
         /// A rename intent whose marker is still absent after this long is dropped (source stays);
         /// an orphaned marker this old is reaped.
         rename_intent_abandon_ms, "CANDYBOX_RENAME_INTENT_ABANDON_MS": u64 = 60_000;
@@ -172,7 +182,7 @@ trait ShowDefault {
 macro_rules! show_with_display {
     ($($t:ty),*) => { $( impl ShowDefault for $t { fn show(&self) -> String { self.to_string() } } )* };
 }
-show_with_display!(u16, u32, u64, usize, bool, String, SocketAddr);
+show_with_display!(u16, u32, u64, usize, bool, f64, String, SocketAddr);
 
 impl ShowDefault for PathBuf {
     fn show(&self) -> String {
@@ -331,6 +341,10 @@ impl Config {
         c.upload_ttl_ms = self.upload_ttl_ms;
         c.multipart_part_bytes_min = self.multipart_part_bytes_min;
         c.manifest_checkpoint_bytes = self.manifest_checkpoint_bytes;
+        c.syrup_live_ratio_min = self.syrup_live_ratio_min;
+        c.syrup_compact_bytes_min = self.syrup_compact_bytes_min;
+        c.reclaim_scan_interval_ms = self.reclaim_scan_interval_ms;
+        c.relocate_bytes_per_pass = self.relocate_bytes_per_pass;
         c.auto_maintenance = true;
         c.seed = rand::random();
         c

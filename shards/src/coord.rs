@@ -276,7 +276,8 @@ impl CoordClient {
         .await
     }
 
-    /// Publishes a partition's referenced-Syrup set, fenced by the partition's lease `token`.
+    /// Publishes a partition's referenced-Syrup set and the Syrups it condemned, fenced by the
+    /// partition's lease `token`.
     ///
     /// # Errors
     /// `Fenced` when the lease moved on; store failures.
@@ -286,14 +287,21 @@ impl CoordClient {
         partition: u16,
         token: Version,
         refs: &BTreeSet<SyrupId>,
+        condemned: &BTreeSet<SyrupId>,
     ) -> Result<(), CoordError> {
-        let path = paths::partition_refs(box_name, partition);
+        let refs_path = paths::partition_refs(box_name, partition);
+        let condemned_path = paths::partition_condemned(box_name, partition);
         let fence = partition_fence(box_name, partition, token);
-        let bytes = codec::encode_refs(refs);
-        self.call(move |s| s.put_fenced(&fence, &path, &bytes).map(|_| ())).await
+        let (refs, condemned) = (codec::encode_refs(refs), codec::encode_refs(condemned));
+        self.call(move |s| {
+            s.put_fenced(&fence, &refs_path, &refs)?;
+            s.put_fenced(&fence, &condemned_path, &condemned).map(|_| ())
+        })
+        .await
     }
 
-    /// The union of the published sets of every partition of the Box but `except`.
+    /// The union of the published reference sets, and of the condemned sets, of every partition
+    /// of the Box but `except`.
     ///
     /// # Errors
     /// Store failures; `Store` for an undecodable set (the caller then skips Syrup GC: any doubt
@@ -303,16 +311,19 @@ impl CoordClient {
         box_name: &str,
         partitions: u16,
         except: u16,
-    ) -> Result<BTreeSet<SyrupId>, CoordError> {
+    ) -> Result<(BTreeSet<SyrupId>, BTreeSet<SyrupId>), CoordError> {
         let name = box_name.to_string();
         self.call(move |s| {
-            let mut all = BTreeSet::new();
+            let (mut refs, mut condemned) = (BTreeSet::new(), BTreeSet::new());
             for p in (0..partitions).filter(|p| *p != except) {
                 if let Some((bytes, _)) = s.get(&paths::partition_refs(&name, p))? {
-                    all.extend(codec::decode_refs(&bytes)?);
+                    refs.extend(codec::decode_refs(&bytes)?);
+                }
+                if let Some((bytes, _)) = s.get(&paths::partition_condemned(&name, p))? {
+                    condemned.extend(codec::decode_refs(&bytes)?);
                 }
             }
-            Ok(all)
+            Ok((refs, condemned))
         })
         .await
     }

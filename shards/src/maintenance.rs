@@ -92,22 +92,29 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
         tracing::debug!(shard = shard.id, box_name, partition = p, error = %e, "maintenance: lease not held; skipping gc, expiry and the rename sweep");
         return;
     }
+    // Publish first (this partition's references and condemned Syrups, as the last pass left
+    // them), then read the others' and collect with them at once: the shortest window between
+    // reading the foreign references and deleting a Syrup.
     let coord = &shard.shared.coord;
+    let mut foreign_condemned = None;
     match shard.publish_refs(box_name, p, engine, false).await {
         Ok(()) => match coord.foreign_refs(box_name, meta.partitions, p).await {
-            Ok(foreign) => match engine.gc(&foreign).await {
-                Ok(report) if !report.syrups_deleted.is_empty() => {
-                    tracing::info!(
-                        shard = shard.id,
-                        box_name,
-                        partition = p,
-                        syrups = report.syrups_deleted.len(),
-                        "gc deleted syrups"
-                    );
+            Ok((foreign, condemned)) => {
+                foreign_condemned = Some(condemned);
+                match engine.gc(&foreign).await {
+                    Ok(report) if !report.syrups_deleted.is_empty() => {
+                        tracing::info!(
+                            shard = shard.id,
+                            box_name,
+                            partition = p,
+                            syrups = report.syrups_deleted.len(),
+                            "gc deleted syrups"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => failed(shard, "gc", box_name, p, &e),
                 }
-                Ok(_) => {}
-                Err(e) => failed(shard, "gc", box_name, p, &e),
-            },
+            }
             Err(e) => {
                 shard.metrics().coord_errors.fetch_add(1, Relaxed);
                 failed(shard, "read foreign refs", box_name, p, &e);
@@ -116,6 +123,31 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
         Err(e) => failed(shard, "publish refs", box_name, p, &e),
     }
     budget.step(t, "gc", shard.id).await;
+
+    // Space reclamation: a live scan when due, then moving live Parts out of mostly dead Syrups
+    // (this partition's, and those the other partitions condemned).
+    let t = Instant::now();
+    if let Some(condemned) = &foreign_condemned {
+        match engine.reclaim(condemned, false).await {
+            Ok(r) if r.relocated > 0 || r.condemned > 0 => {
+                let m = shard.metrics();
+                m.relocated_candies.fetch_add(r.relocated, Relaxed);
+                m.relocated_bytes.fetch_add(r.relocated_bytes, Relaxed);
+                tracing::info!(
+                    shard = shard.id,
+                    box_name,
+                    partition = p,
+                    condemned = r.condemned,
+                    relocated = r.relocated,
+                    relocated_bytes = r.relocated_bytes,
+                    "space reclamation moved live candies out of mostly dead syrups"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => failed(shard, "reclaim", box_name, p, &e),
+        }
+    }
+    budget.step(t, "reclaim", shard.id).await;
 
     let t = Instant::now();
     match engine.expire_uploads().await {

@@ -118,6 +118,10 @@ pub struct ShardMetrics {
     pub rename_intents_abandoned: AtomicU64,
     /// Orphaned rename markers reaped.
     pub rename_markers_reaped: AtomicU64,
+    /// Candies whose Parts space reclamation moved out of mostly dead Syrups.
+    pub relocated_candies: AtomicU64,
+    /// Bytes space reclamation wrote moving them.
+    pub relocated_bytes: AtomicU64,
     /// Multipart uploads expired.
     pub uploads_expired: AtomicU64,
     /// Failed coordination calls.
@@ -280,7 +284,7 @@ impl NodeMetrics {
             }
         }
         type Field = fn(&ShardMetrics) -> &AtomicU64;
-        let simple: [(&str, &str, &str, Field); 31] = [
+        let simple: [(&str, &str, &str, Field); 33] = [
             ("candybox_bytes_in_total", "counter", "Object bytes received.", |m| &m.bytes_in),
             ("candybox_bytes_out_total", "counter", "Object bytes sent.", |m| &m.bytes_out),
             ("candybox_cross_shard_forwards_total", "counter", "Requests forwarded to another shard.", |m| {
@@ -315,6 +319,13 @@ impl NodeMetrics {
             ("candybox_compactions_total", "counter", "Compactions.", |m| &m.compactions),
             ("candybox_gc_syrups_deleted_total", "counter", "Syrups deleted by GC.", |m| &m.syrups_deleted),
             ("candybox_gc_reclaimed_bytes_total", "counter", "Bytes reclaimed by Syrup GC.", |m| &m.gc_reclaimed_bytes),
+            (
+                "candybox_reclaim_relocated_total",
+                "counter",
+                "Candies moved out of mostly dead Syrups (space reclamation).",
+                |m| &m.relocated_candies,
+            ),
+            ("candybox_reclaim_relocated_bytes_total", "counter", "Bytes written moving them.", |m| &m.relocated_bytes),
             ("candybox_rename_intents_pending", "gauge", "Rename intents pending.", |m| &m.rename_intents_pending),
             ("candybox_rename_intents_finalized_total", "counter", "Rename intents finalized.", |m| {
                 &m.rename_intents_finalized

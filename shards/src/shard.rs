@@ -67,6 +67,9 @@ pub struct NodeShared {
     pub connections: std::sync::atomic::AtomicU32,
 }
 
+/// A set of Syrups, as a partition publishes them (referenced, condemned).
+type SyrupSet = std::collections::BTreeSet<candybox_core::types::SyrupId>;
+
 /// One shard's state. `!Send`: it lives and dies on its thread.
 pub struct Shard {
     /// This shard's index.
@@ -79,9 +82,9 @@ pub struct Shard {
     /// `Quarantined` without opening them again (until a restart).
     quarantined: RefCell<HashMap<(String, u16), (BoxUid, String)>>,
     open_lock: LocalMutex,
-    /// The referenced-Syrup set last published per partition (publication is skipped when
-    /// unchanged: each one is a durable coordination write).
-    published: RefCell<HashMap<(String, u16), std::collections::BTreeSet<candybox_core::types::SyrupId>>>,
+    /// The referenced and condemned Syrup sets last published per partition (publication is
+    /// skipped when unchanged: each one is a durable coordination write).
+    published: RefCell<HashMap<(String, u16), (SyrupSet, SyrupSet)>>,
     /// Leases of the partitions this shard serves, by Box incarnation and partition: valid while
     /// their session is the store's current, connected one.
     leases: RefCell<HashMap<(BoxUid, u16), LeaseEntry>>,
@@ -964,13 +967,14 @@ impl Shard {
     ) -> Result<(), NodeError> {
         let meta = self.box_meta(box_name).await?;
         let lease = self.lease(box_name, meta, p).await?;
-        let refs = engine.published_refs();
+        let published = (engine.published_refs(), engine.condemned_syrups());
         let key = (box_name.to_string(), p);
-        if !always && self.published.borrow().get(&key) == Some(&refs) {
+        if !always && self.published.borrow().get(&key) == Some(&published) {
             return Ok(());
         }
-        self.shared.coord.put_refs(box_name, p, lease.token, &refs).await.map_err(|e| self.coord_error(e))?;
-        self.published.borrow_mut().insert(key, refs);
+        let (refs, condemned) = &published;
+        self.shared.coord.put_refs(box_name, p, lease.token, refs, condemned).await.map_err(|e| self.coord_error(e))?;
+        self.published.borrow_mut().insert(key, published);
         Ok(())
     }
 

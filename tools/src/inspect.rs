@@ -396,6 +396,36 @@ fn classify(names: &[String]) -> PartitionFiles {
 /// one referrer: each must exist.
 type SyrupReferrers = BTreeMap<SyrupId, String>;
 
+/// The newest version of every key of a partition, as the engine resolves them: the greatest
+/// stamp wins; of equal stamps (a version and its move by space reclamation) the one read later,
+/// tables being read in file-number order and then the WALs in order. Only the newest live
+/// versions reference Syrups that must exist: older versions may point into Syrups that space
+/// reclamation has deleted since (tables keep them until compaction).
+#[derive(Default)]
+struct Versions {
+    newest: BTreeMap<Vec<u8>, (Hlc, CandyLocator, String)>,
+    range_tombstones: Vec<candybox_core::types::RangeTombstone>,
+}
+
+impl Versions {
+    fn add(&mut self, key: &[u8], locator: CandyLocator, referrer: impl FnOnce() -> String) {
+        match self.newest.get(key) {
+            Some((hlc, ..)) if *hlc > locator.hlc => {}
+            _ => {
+                self.newest.insert(key.to_vec(), (locator.hlc, locator, referrer()));
+            }
+        }
+    }
+
+    /// The live newest versions: not tombstones, not deleted by a newer range tombstone.
+    fn live(&self) -> impl Iterator<Item = (&Vec<u8>, &CandyLocator, &String)> {
+        self.newest.iter().filter_map(|(k, (hlc, l, r))| {
+            let deleted = self.range_tombstones.iter().any(|rt| rt.deletes(k, *hlc));
+            (l.is_live() && !deleted).then_some((k, l, r))
+        })
+    }
+}
+
 /// A partition's report plus what the node-wide checks need from it.
 #[derive(Debug, Default)]
 struct PartitionOutcome {
@@ -431,9 +461,19 @@ fn inspect_partition(
         return PartitionOutcome { report: rep, ..Default::default() };
     };
 
+    let mut versions = Versions::default();
+    inspect_tables(ctx, &mut rep, dir, &state, &mut versions, verify);
+    inspect_wals(&mut rep, dir, &files, &state, &mut versions);
     let mut referrers = SyrupReferrers::new();
-    inspect_tables(ctx, &mut rep, dir, &state, &mut referrers, refs, verify);
-    inspect_wals(ctx, &mut rep, dir, &files, &state, &mut referrers, refs, verify);
+    for (_, l, referrer) in versions.live() {
+        for id in l.syrups() {
+            referrers.entry(id).or_insert_with(|| referrer.clone());
+        }
+        if ctx.verify {
+            verify.live_locators += 1;
+            refs.add_parts(l.parts(), &|| referrer.clone());
+        }
+    }
 
     for id in &state.syrups {
         let path = ctx.syrup_dir.join(id.file_name());
@@ -582,8 +622,7 @@ fn inspect_tables(
     rep: &mut PartitionReport,
     dir: &Path,
     state: &ManifestState,
-    referrers: &mut SyrupReferrers,
-    refs: &mut SegmentRefs,
+    versions: &mut Versions,
     verify: &mut VerifyReport,
 ) {
     let mut levels: BTreeMap<u8, Vec<TableReport>> = BTreeMap::new();
@@ -616,12 +655,7 @@ fn inspect_tables(
                     show_path(&path)
                 ));
             }
-            for id in &meta.syrups {
-                referrers.entry(*id).or_insert_with(|| show_path(&path));
-            }
-            if ctx.verify {
-                verify_table(&table, &path, refs, verify);
-            }
+            read_table(&table, &path, ctx.verify, versions, verify, &mut rep.problems);
         }
         levels.entry(rec.level).or_default().push(t);
     }
@@ -660,53 +694,59 @@ fn open_table(rep: &mut PartitionReport, path: &Path, size: u64) -> Option<Table
     Table::open(Bytes::from(bytes)).map_err(|e| rep.problems.push(corrupt(FileKind::Table, path, e))).ok()
 }
 
-/// Reads every data block of `table` and decodes every value as a CandyLocator.
-fn verify_table(table: &Table, path: &Path, refs: &mut SegmentRefs, verify: &mut VerifyReport) {
-    verify.tables += 1;
+/// Reads every data block of `table`, decodes every value as a CandyLocator and records each as
+/// a version of its key (and the table's range tombstones); with `check`, also counts what it
+/// read and checks the meta block lists every Syrup a value references.
+fn read_table(
+    table: &Table,
+    path: &Path,
+    check: bool,
+    versions: &mut Versions,
+    verify: &mut VerifyReport,
+    problems: &mut Vec<String>,
+) {
+    if check {
+        verify.tables += 1;
+    }
+    versions.range_tombstones.extend(table.range_tombstones().iter().cloned());
     let listed: BTreeSet<SyrupId> = table.meta().syrups.iter().copied().collect();
     for item in table.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false) {
         let (key, value) = match item {
             Ok(kv) => kv,
             Err(e) => {
-                verify.problems.push(corrupt(FileKind::Table, path, e));
+                problems.push(corrupt(FileKind::Table, path, e));
                 return;
             }
         };
-        verify.table_entries += 1;
+        if check {
+            verify.table_entries += 1;
+        }
         let locator = match CandyLocator::decode(&value) {
             Ok(l) => l,
             Err(e) => {
-                verify.problems.push(format!("{} (key \"{}\")", corrupt(FileKind::Locator, path, e), show_key(&key)));
+                problems.push(format!("{} (key \"{}\")", corrupt(FileKind::Locator, path, e), show_key(&key)));
                 continue;
             }
         };
-        if !locator.is_live() {
-            continue;
-        }
-        verify.live_locators += 1;
-        // Syrup GC trusts the meta's list: a Syrup missing from it could be deleted under the key.
-        for id in locator.syrups().filter(|id| !listed.contains(id)) {
-            verify.problems.push(format!(
+        // Syrup GC trusted the meta's list before live scans: a Syrup missing from it is damage.
+        for id in locator.syrups().filter(|id| check && !listed.contains(id)) {
+            problems.push(format!(
                 "corrupt sstable {}: the value of key \"{}\" references syrup {id}, which the meta block does \
                  not list",
                 show_path(path),
                 show_key(&key)
             ));
         }
-        refs.add_parts(locator.parts(), &|| format!("key \"{}\" in {}", show_key(&key), show_path(path)));
+        versions.add(&key, locator, || format!("key \"{}\" in {}", show_key(&key), show_path(path)));
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are the partition's state")]
 fn inspect_wals(
-    ctx: &Context<'_>,
     rep: &mut PartitionReport,
     dir: &Path,
     files: &PartitionFiles,
     state: &ManifestState,
-    referrers: &mut SyrupReferrers,
-    refs: &mut SegmentRefs,
-    verify: &mut VerifyReport,
+    versions: &mut Versions,
 ) {
     // The engine's rules (core/src/engine/open.rs): the log number's WAL and every sealed WAL
     // must exist; a sealed WAL is read up to its seal; only the newest unsealed WAL may end in a
@@ -807,7 +847,13 @@ fn inspect_wals(
             w.records += 1;
             w.ops += ops.len() as u64;
             for op in ops {
-                let WalOp::Set { key, locator } = op else { continue };
+                let (key, locator) = match op {
+                    WalOp::Set { key, locator } => (key, locator),
+                    WalOp::DeleteRange(rt) => {
+                        versions.range_tombstones.push(rt);
+                        continue;
+                    }
+                };
                 let l = match CandyLocator::decode(&locator) {
                     Ok(l) => l,
                     Err(e) => {
@@ -816,17 +862,8 @@ fn inspect_wals(
                         continue;
                     }
                 };
-                if !l.is_live() {
-                    continue;
-                }
-                let referrer = || format!("key \"{}\" in {} at offset {offset}", show_key(&key), show_path(&path));
-                for id in l.syrups() {
-                    referrers.entry(id).or_insert_with(referrer);
-                }
-                if ctx.verify {
-                    verify.live_locators += 1;
-                    refs.add_parts(l.parts(), &referrer);
-                }
+                versions
+                    .add(&key, l, || format!("key \"{}\" in {} at offset {offset}", show_key(&key), show_path(&path)));
             }
         }
         rep.wals.push(w);

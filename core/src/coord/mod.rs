@@ -326,6 +326,11 @@ pub mod paths {
     pub fn partition_refs(box_name: &str, partition: u16) -> String {
         format!("boxes/{box_name}/partitions/{partition}/refs")
     }
+    /// `boxes/<box>/partitions/<p>/condemned`: the Syrups the partition created and condemned
+    /// (mostly dead): every partition moves its live Parts out of them. Same encoding as `refs`.
+    pub fn partition_condemned(box_name: &str, partition: u16) -> String {
+        format!("boxes/{box_name}/partitions/{partition}/condemned")
+    }
     /// `boxes/<box>/renames`: parent of the rename markers.
     pub fn renames(box_name: &str) -> String {
         format!("boxes/{box_name}/renames")

@@ -29,8 +29,18 @@ use crate::{
 /// One mutation.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Set { key: Bytes, value: Bytes, locator: CandyLocator },
+    Set {
+        key: Bytes,
+        value: Bytes,
+        locator: CandyLocator,
+    },
     DeleteRange(RangeTombstone),
+    /// The same version of a Candy with its Parts moved to other Syrup bytes (space
+    /// reclamation): it keeps its stamp, so it stays the version renames and readers know.
+    Relocate {
+        key: Bytes,
+        locator: CandyLocator,
+    },
 }
 
 impl Op {
@@ -43,6 +53,7 @@ impl Op {
         match self {
             Op::Set { key, value, .. } => WalOpRef::Set { key, locator: value },
             Op::DeleteRange(rt) => WalOpRef::DeleteRange(rt),
+            Op::Relocate { .. } => unreachable!("a relocation is turned into a Set when it joins the queue"),
         }
     }
 
@@ -50,6 +61,7 @@ impl Op {
         match self {
             Op::Set { key, value, .. } => key.len() + value.len() + 8,
             Op::DeleteRange(rt) => rt.start.len() + rt.end.len() + 32,
+            Op::Relocate { key, .. } => key.len() + 8,
         }
     }
 }
@@ -89,7 +101,7 @@ impl CommitQueue {
         let queued = self.pending.iter().flat_map(|w| w.ops.iter()).chain(self.inflight.iter());
         queued
             .filter_map(|op| match op {
-                Op::Set { locator, .. } => Some(locator.syrups().collect::<Vec<_>>()),
+                Op::Set { locator, .. } | Op::Relocate { locator, .. } => Some(locator.syrups().collect::<Vec<_>>()),
                 Op::DeleteRange(_) => None,
             })
             .flatten()
@@ -148,7 +160,10 @@ impl<S: Storage> Engine<S> {
             let wall = self.inner.clock.now_ms();
             let mut stamped = Vec::with_capacity(ops.len());
             for op in ops {
-                let hlc = st.clock.now(wall);
+                let hlc = match &op {
+                    Op::Relocate { locator, .. } => locator.hlc,
+                    _ => st.clock.now(wall),
+                };
                 first.get_or_insert(hlc);
                 stamped.push(match op {
                     Op::Set { key, mut locator, .. } => {
@@ -159,6 +174,10 @@ impl<S: Storage> Engine<S> {
                     Op::DeleteRange(mut rt) => {
                         rt.hlc = hlc;
                         Op::DeleteRange(rt)
+                    }
+                    Op::Relocate { key, locator } => {
+                        let value = Bytes::from(locator.encode());
+                        Op::Set { key, value, locator }
                     }
                 });
             }
@@ -230,8 +249,12 @@ impl<S: Storage> Engine<S> {
                         }
                         for op in std::mem::take(&mut st.commit.inflight) {
                             match op {
-                                Op::Set { key, value, locator } => st.mem.set(key, value, &locator),
+                                Op::Set { key, value, locator } => {
+                                    st.reclaim.committed(&locator);
+                                    st.mem.set(key, value, &locator);
+                                }
                                 Op::DeleteRange(rt) => st.mem.delete_range(rt),
+                                Op::Relocate { .. } => unreachable!("stamped into a Set"),
                             }
                         }
                     }

@@ -492,15 +492,25 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
-    /// Every Syrup this partition references: tables, memtables, uploads, queued commits, open
-    /// writers and the active Syrup.
+    /// Every Syrup this partition references: its live locators (by the last live scan and
+    /// every locator committed since it started; before the first scan, every table and
+    /// memtable, overwritten versions included), uploads, queued commits, open writers and the
+    /// active Syrup.
     pub fn referenced_syrups(&self) -> BTreeSet<SyrupId> {
+        let live = self.live_syrups();
         let st = self.inner.state.borrow();
-        let mut out: BTreeSet<SyrupId> = st.version.all().flat_map(|t| t.table.meta().syrups.iter().copied()).collect();
-        out.extend(st.mem.syrups().iter().copied());
-        if let Some(m) = &st.imm {
-            out.extend(m.syrups().iter().copied());
-        }
+        let mut out: BTreeSet<SyrupId> = match live {
+            Some(live) => live,
+            None => {
+                let mut all: BTreeSet<SyrupId> =
+                    st.version.all().flat_map(|t| t.table.meta().syrups.iter().copied()).collect();
+                all.extend(st.mem.syrups().iter().copied());
+                if let Some(m) = &st.imm {
+                    all.extend(m.syrups().iter().copied());
+                }
+                all
+            }
+        };
         for u in st.manifest.uploads.values() {
             out.extend(u.parts.values().flat_map(|p| p.part.segments.iter().map(|s| s.syrup)));
         }

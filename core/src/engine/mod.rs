@@ -9,18 +9,21 @@
 //!   durable stamp (WAL, SSTables, manifest floor, intents) before stamping anything.
 //! - After a failed write or fdatasync the engine answers [`Error::PreviousIo`] until reopened.
 //! - No `RefCell` borrow of the state is held across an `.await`.
-//! - A Syrup is deleted only when no table, memtable, upload, pending commit or open writer of
-//!   this partition references it, it is absent from the caller's foreign set, and it has been
-//!   unreferenced for the GC grace period.
+//! - A Syrup is deleted only when no live locator (by the last live scan, plus every locator
+//!   committed since it started; before the first scan: no table or memtable), upload, pending
+//!   commit or open writer of this partition references it, it is absent from the caller's
+//!   foreign set, and it has been unreferenced for the GC grace period.
 
 mod commit;
 mod lsm;
 mod open;
 mod read;
+mod reclaim;
 mod relay;
 /// Table file names (`T-<number>.sst`), for offline tools that list a partition's files.
 pub use lsm::{parse_table_file_name, table_file_name};
 pub use open::RecoveryReport;
+pub use reclaim::{LiveScan, ReclaimReport};
 pub use relay::{PartInfo, UploadInfo};
 mod write;
 
@@ -97,6 +100,16 @@ pub struct EngineConfig {
     pub auto_maintenance: bool,
     /// Seed of the generator of upload ids and rename tokens (mixed with the clock).
     pub seed: u64,
+    /// A Syrup whose live bytes are under this fraction of its size is compacted: its live
+    /// Parts are moved out and it is deleted (space amplification stays under 1 / this).
+    pub syrup_live_ratio_min: f64,
+    /// The active Syrup is retired and compacted like the others once it is at least this large
+    /// and as dead (smaller ones wait for their roll).
+    pub syrup_compact_bytes_min: u64,
+    /// A changed partition's live Candies are scanned at most this often for reclamation.
+    pub reclaim_scan_interval_ms: u64,
+    /// Bytes moved out of dead Syrups per reclamation pass, at most (about: one Candy may pass).
+    pub relocate_bytes_per_pass: u64,
 }
 
 impl EngineConfig {
@@ -131,6 +144,10 @@ impl EngineConfig {
             manifest_checkpoint_bytes: 4 * 1024 * 1024,
             auto_maintenance: true,
             seed: 0,
+            syrup_live_ratio_min: 0.5,
+            syrup_compact_bytes_min: 64 * 1024 * 1024,
+            reclaim_scan_interval_ms: 10_000,
+            relocate_bytes_per_pass: 64 * 1024 * 1024,
         }
     }
 
@@ -164,6 +181,9 @@ impl EngineConfig {
         }
         if !(512..=TABLE_BLOCK_BYTES_MAX).contains(&self.table_block_bytes) {
             return Err(Error::invalid("table_block_bytes", format!("must lie in 512..={TABLE_BLOCK_BYTES_MAX}")));
+        }
+        if !(self.syrup_live_ratio_min >= 0.0 && self.syrup_live_ratio_min < 1.0) {
+            return Err(Error::invalid("syrup_live_ratio_min", "must lie in [0, 1)"));
         }
         if self.bloom_bits_per_key > crate::table::BLOOM_BITS_PER_KEY_MAX {
             return Err(Error::invalid(
@@ -270,6 +290,8 @@ pub(crate) struct State<S: Storage> {
     /// Source keys whose prepare-rename is between its checks and its durable intent: together
     /// with the manifest's intents they make a rename's claim on its source exclusive.
     pub(crate) rename_claims: BTreeSet<Vec<u8>>,
+    /// Space reclamation: live scans, condemned Syrups.
+    pub(crate) reclaim: reclaim::ReclaimState,
 }
 
 pub(crate) struct Inner<S: Storage> {

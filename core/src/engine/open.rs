@@ -308,6 +308,7 @@ impl<S: Storage> Engine<S> {
             compact_cursor: vec![Vec::new(); limits::LEVELS_MAX],
             rng: rand::rngs::SmallRng::seed_from_u64(seed),
             rename_claims: Default::default(),
+            reclaim: Default::default(),
             stats: EngineStats { torn_tails_discarded: report.torn_tails.len() as u64, ..Default::default() },
         };
         let engine = Engine {

@@ -85,6 +85,9 @@ pub struct ListOptions {
     pub limit: usize,
 }
 
+/// Live Candies of a window with their locators, and the cursor of the next page when more follow.
+pub(crate) type LivePage = (Vec<(Vec<u8>, CandyLocator)>, Option<Vec<u8>>);
+
 /// One listed Candy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
@@ -322,12 +325,32 @@ impl<S: Storage> Engine<S> {
                 max: limits::LIST_PAGE_ENTRIES_MAX as u64,
             });
         }
+        let (live, next_start_after) = self.live_page(opts, limit)?;
+        let entries = live
+            .into_iter()
+            .map(|(key, l)| ListEntry {
+                key,
+                size: l.size,
+                checksum: l.checksum,
+                hlc: l.hlc,
+                content_type: l.content_type,
+                created_ms: l.created_ms,
+            })
+            .collect();
+        Ok(ListPage { entries, next_start_after })
+    }
+
+    /// Up to `limit` live Candies of the window `opts` describes (its own limit is ignored),
+    /// each the newest version of its key, with the cursor of the next page when more follow.
+    /// Computed in one synchronous step from the committed state (listing, and the live scans of
+    /// space reclamation).
+    pub(crate) fn live_page(&self, opts: &ListOptions, limit: usize) -> Result<LivePage> {
         let (lo, hi) = window(opts);
         let st = self.inner.state.borrow();
         let dir = &self.inner.config.partition_dir;
         if let (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) = (&lo, &hi) {
             if l >= h {
-                return Ok(ListPage::default());
+                return Ok((Vec::new(), None));
             }
         }
         let lo_ref = bound_ref(&lo);
@@ -349,26 +372,19 @@ impl<S: Storage> Engine<S> {
             .chain(st.imm.iter().flat_map(|m| m.range_tombstones().iter()))
             .chain(st.version.all().flat_map(|t| t.table.range_tombstones().iter()))
             .collect();
-        let mut page = ListPage::default();
+        let mut out = Vec::new();
         while let Some(Newest { key, hlc, kind, value }) = next_newest(&mut sources, opts.reverse)? {
             if kind != Kind::Put || rts.iter().any(|rt| rt.deletes(&key, hlc)) {
                 continue;
             }
-            if page.entries.len() == limit {
-                page.next_start_after = page.entries.last().map(|e| e.key.clone());
-                break;
+            if out.len() == limit {
+                let next = out.last().map(|(k, _): &(Vec<u8>, CandyLocator)| k.clone());
+                return Ok((out, next));
             }
             let l = CandyLocator::decode(&value).map_err(locator_error)?;
-            page.entries.push(ListEntry {
-                key: key.to_vec(),
-                size: l.size,
-                checksum: l.checksum,
-                hlc: l.hlc,
-                content_type: l.content_type,
-                created_ms: l.created_ms,
-            });
+            out.push((key.to_vec(), l));
         }
-        Ok(page)
+        Ok((out, None))
     }
 }
 

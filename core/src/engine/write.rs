@@ -88,11 +88,11 @@ pub(crate) struct StoredBody<S: Storage> {
     pub(crate) body: CandyBody,
     pub(crate) size: u64,
     pub(crate) checksum: u32,
-    writers: Vec<WriterGuard<S>>,
+    pub(crate) writers: Vec<WriterGuard<S>>,
 }
 
 /// Keeps a Syrup referenced while a put writes to it.
-struct WriterGuard<S: Storage> {
+pub(crate) struct WriterGuard<S: Storage> {
     engine: Engine<S>,
     syrup: SyrupId,
 }

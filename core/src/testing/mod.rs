@@ -34,6 +34,8 @@ pub fn small_config(root: &Path, partition: u16) -> EngineConfig {
     c.upload_ttl_ms = 60_000;
     c.multipart_part_bytes_min = 1024;
     c.manifest_checkpoint_bytes = 8 * 1024;
+    c.syrup_compact_bytes_min = 16 * 1024;
+    c.reclaim_scan_interval_ms = 0;
     c
 }
 
