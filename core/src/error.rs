@@ -37,6 +37,12 @@ impl IoError {
     pub fn is_not_found(&self) -> bool {
         self.source.kind() == io::ErrorKind::NotFound
     }
+
+    /// True when the file system (or the user's quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self.source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            || self.source.kind() == io::ErrorKind::StorageFull
+    }
 }
 
 /// Which on-disk structure a corruption was found in.
@@ -234,7 +240,7 @@ pub enum Error {
     Conflict(String),
     /// The file system has no room for new data. Writes are refused until space is freed;
     /// reads, deletes and garbage collection go on.
-    #[error("no space left for new data on the node; reads and deletes still work")]
+    #[error("no space left on the node: new data is refused until space is freed; reads and deletes still work")]
     NoSpace,
 }
 

@@ -141,6 +141,12 @@ impl KeyedOp {
     pub fn mutates(&self) -> bool {
         !matches!(self, KeyedOp::Get { .. } | KeyedOp::Head | KeyedOp::ListParts { .. } | KeyedOp::GetLocator)
     }
+
+    /// True when the operation stores new object bytes: refused while the disk is full (deletes,
+    /// copies and renames only write a few bytes of log, which the free-space reserve keeps).
+    pub fn adds_data(&self) -> bool {
+        matches!(self, KeyedOp::Put { .. } | KeyedOp::CreateUpload { .. } | KeyedOp::UploadPart { .. })
+    }
 }
 
 /// An operation on one named partition.

@@ -152,6 +152,12 @@ settings! {
         reclaim_scan_interval_ms, "CANDYBOX_RECLAIM_SCAN_INTERVAL_MS": u64 = engine_defaults().reclaim_scan_interval_ms;
         /// Bytes moved out of dead Syrups per partition and maintenance pass, at most.
         relocate_bytes_per_pass, "CANDYBOX_RELOCATE_BYTES_PER_PASS": u64 = engine_defaults().relocate_bytes_per_pass;
+        /// Below this many free bytes on the data directory's file system the node is full: puts
+        /// and uploads get NoSpace, reads, deletes and GC go on in the reserve this keeps.
+        disk_free_min_bytes, "CANDYBOX_DISK_FREE_MIN_BYTES": u64 = 256 * 1024 * 1024;
+        /// Size of the ballast file (<data_dir>/BALLAST), a second reserve released when the disk
+        /// is nearly full (and at a start on a full disk). 0: none.
+        disk_ballast_bytes, "CANDYBOX_DISK_BALLAST_BYTES": u64 = 64 * 1024 * 1024;
         /// A rename intent whose marker is still absent after this long is dropped (source stays);
         /// an orphaned marker this old is reaped.
         rename_intent_abandon_ms, "CANDYBOX_RENAME_INTENT_ABANDON_MS": u64 = 60_000;

@@ -19,6 +19,7 @@ mod config;
 mod connection;
 mod convert;
 mod coord;
+mod disk;
 mod http;
 mod limits;
 mod listener;
@@ -89,6 +90,15 @@ fn run(config: Config) -> anyhow::Result<()> {
     // One node process per data directory, whatever the coordination store: two would write the
     // same partitions. Held until the process exits.
     let _data_lock = lock_data_dir(&config.data_dir)?;
+    // Free space first: on a full disk the ballast is released now, so that the coordination
+    // store and recovery can write their few bytes.
+    let disk_config = disk::DiskConfig {
+        data_dir: config.data_dir.clone(),
+        free_min_bytes: config.disk_free_min_bytes,
+        ballast_bytes: config.disk_ballast_bytes,
+    };
+    let disk_state = Arc::new(disk::DiskState::default());
+    disk::check(&disk_config, &disk_state, true);
     let store: Box<dyn candybox_core::coord::Coordination> = match config.coordination.as_str() {
         "memory" => {
             tracing::warn!("coordination = \"memory\": Box descriptors are not durable (tests and experiments only)");
@@ -142,7 +152,8 @@ fn run(config: Config) -> anyhow::Result<()> {
     register(&coord_client, member, &config)?;
     let http_server = listener::bind_retrying(bind_within, || http::bind(config.http)).context("bind the http port")?;
     let http_port = http::port(&http_server);
-    let metrics = Arc::new(NodeMetrics::new(shard_count));
+    let metrics = Arc::new(NodeMetrics::new(shard_count, disk_state.clone()));
+    disk::watch(disk_config, disk_state).context("start the disk watcher")?;
     let _ = metrics.session.set(coord_client.watch_handle());
     let http_thread = http::serve(http_server.clone(), metrics.clone()).context("start the http thread")?;
 

@@ -73,10 +73,27 @@ fn failed(shard: &Shard, what: &str, box_name: &str, p: u16, e: &dyn std::fmt::D
     tracing::warn!(shard = shard.id, box_name, partition = p, step = what, error = %e, "maintenance step failed");
 }
 
+/// As [`failed`], but a full disk is a state the disk watcher reports once: a step it refused is
+/// retried next pass without a warning per partition and pass.
+fn engine_failed(shard: &Shard, what: &str, box_name: &str, p: u16, e: &candybox_core::error::Error) {
+    if matches!(e, candybox_core::error::Error::NoSpace) {
+        shard.metrics().maintenance_errors.fetch_add(1, Relaxed);
+        tracing::debug!(shard = shard.id, box_name, partition = p, step = what, "maintenance step refused: disk full");
+    } else {
+        failed(shard, what, box_name, p, e);
+    }
+}
+
 async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, uid: BoxUid, engine: &PartitionEngine) {
+    if engine.is_failed() {
+        // Stopped after an I/O failure (a sync on a full disk, a failing device): reopen it, as
+        // after a crash, so it serves again once the cause is gone.
+        shard.reopen_failed(box_name, p, uid).await;
+        return;
+    }
     let t = Instant::now();
     if let Err(e) = engine.maintain().await {
-        failed(shard, "maintain", box_name, p, &e);
+        engine_failed(shard, "maintain", box_name, p, &e);
     }
     budget.step(t, "maintain", shard.id).await;
 
@@ -112,7 +129,7 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
                         );
                     }
                     Ok(_) => {}
-                    Err(e) => failed(shard, "gc", box_name, p, &e),
+                    Err(e) => engine_failed(shard, "gc", box_name, p, &e),
                 }
             }
             Err(e) => {
@@ -144,7 +161,7 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
                 );
             }
             Ok(_) => {}
-            Err(e) => failed(shard, "reclaim", box_name, p, &e),
+            Err(e) => engine_failed(shard, "reclaim", box_name, p, &e),
         }
     }
     budget.step(t, "reclaim", shard.id).await;

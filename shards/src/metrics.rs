@@ -205,16 +205,19 @@ pub struct NodeMetrics {
     /// Quarantined partitions, by (box, partition): the evidence. Written when a partition's
     /// open finds damage (rare), read by `/readyz` and `/metrics`; never on the data path.
     pub quarantined: std::sync::Mutex<std::collections::BTreeMap<(String, u16), String>>,
+    /// The data directory's free space (written by the disk watcher).
+    pub disk: std::sync::Arc<crate::disk::DiskState>,
 }
 
 impl NodeMetrics {
     /// Zeroed slots for `shard_count` shards.
-    pub fn new(shard_count: u16) -> Self {
+    pub fn new(shard_count: u16, disk: std::sync::Arc<crate::disk::DiskState>) -> Self {
         NodeMetrics {
             shards: (0..shard_count).map(|_| ShardMetrics::default()).collect(),
             ready: AtomicBool::new(false),
             session: std::sync::OnceLock::new(),
             quarantined: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            disk,
         }
     }
 
@@ -234,8 +237,13 @@ impl NodeMetrics {
 
     /// What keeps the node from serving everything it owns, one line each (empty when nothing).
     pub fn degraded(&self) -> Vec<String> {
-        let Ok(q) = self.quarantined.lock() else { return vec!["quarantine list unreadable".into()] };
-        q.iter().map(|((b, p), why)| format!("partition {b}/{p} quarantined: {why}")).collect()
+        let mut out: Vec<String> = self.disk.degraded().into_iter().collect();
+        let Ok(q) = self.quarantined.lock() else {
+            out.push("quarantine list unreadable".into());
+            return out;
+        };
+        out.extend(q.iter().map(|((b, p), why)| format!("partition {b}/{p} quarantined: {why}")));
+        out
     }
 
     /// The Prometheus text exposition of every metric.
@@ -368,6 +376,18 @@ impl NodeMetrics {
             }
             let _ = writeln!(out, "candybox_partitions_quarantined {}", q.len());
         }
+        let d = &self.disk;
+        header(&mut out, "candybox_disk_free_bytes", "gauge", "Bytes free on the data directory's file system.");
+        let _ = writeln!(out, "candybox_disk_free_bytes {}", d.free_bytes.load(Relaxed));
+        header(
+            &mut out,
+            "candybox_disk_full",
+            "gauge",
+            "1 while free space is under disk_free_min_bytes (puts and uploads refused).",
+        );
+        let _ = writeln!(out, "candybox_disk_full {}", u8::from(d.is_full()));
+        header(&mut out, "candybox_nospace_refusals_total", "counter", "Writes refused with NoSpace.");
+        let _ = writeln!(out, "candybox_nospace_refusals_total {}", d.refusals.load(Relaxed));
         header(
             &mut out,
             "candybox_group_commit_size",
@@ -449,7 +469,7 @@ mod tests {
 
     #[test]
     fn render_shows_counts_and_histograms() {
-        let m = NodeMetrics::new(2);
+        let m = NodeMetrics::new(2, Default::default());
         m.shards[1].record(4, 700, false);
         m.shards[1].cross_shard_forwards.fetch_add(3, Relaxed);
         let text = m.render();

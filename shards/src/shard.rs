@@ -512,6 +512,29 @@ impl Shard {
         Ok(engine)
     }
 
+    /// Closes a partition that stopped after an I/O failure and opens it again (recovery replays
+    /// its WAL, as after a crash): once the cause is gone (space freed) it serves again without a
+    /// restart. An open that fails is logged; the partition's next request tries again.
+    pub async fn reopen_failed(&self, box_name: &str, p: u16, uid: BoxUid) {
+        let key = (box_name.to_string(), p);
+        let engine = match self.partitions.borrow().get(&key) {
+            Some((u, e)) if *u == uid && e.is_failed() => e.clone(),
+            _ => return,
+        };
+        self.partitions.borrow_mut().remove(&key);
+        engine.close().await;
+        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        let Ok(meta) = self.box_meta(box_name).await else { return };
+        match self.open_engine(box_name, meta, p).await {
+            Ok(_) => {
+                tracing::info!(shard = self.id, box_name, partition = p, "partition reopened after an I/O failure")
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.id, box_name, partition = p, error = %e, "partition stopped after an I/O failure could not be reopened yet; its next request tries again")
+            }
+        }
+    }
+
     /// Every open partition: (box, partition, uid, engine).
     pub fn open_partitions(&self) -> Vec<(String, u16, BoxUid, PartitionEngine)> {
         self.partitions.borrow().iter().map(|((b, p), (u, e))| (b.clone(), *p, *u, e.clone())).collect()
@@ -804,6 +827,24 @@ impl Shard {
         key: Vec<u8>,
         op: KeyedOp,
     ) -> Result<Outcome, NodeError> {
+        let r = self.keyed_on_owner(box_name, meta, p, key, op).await;
+        if matches!(r, Err(NodeError::Engine(CoreError::NoSpace))) {
+            self.shared.metrics.disk.refusals.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    async fn keyed_on_owner(
+        &self,
+        box_name: &str,
+        meta: BoxMeta,
+        p: u16,
+        key: Vec<u8>,
+        op: KeyedOp,
+    ) -> Result<Outcome, NodeError> {
+        if op.adds_data() && self.shared.metrics.disk.is_full() {
+            return Err(NodeError::Engine(CoreError::NoSpace));
+        }
         if op.mutates() {
             self.lease(box_name, meta, p).await?;
         }

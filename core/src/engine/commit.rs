@@ -112,6 +112,7 @@ impl CommitQueue {
 /// Copies an error for the other waiters of a failed batch.
 fn share(e: &Error) -> Error {
     match e {
+        Error::NoSpace => Error::NoSpace,
         Error::Io(io) => {
             let source = match io.source.raw_os_error() {
                 Some(errno) => std::io::Error::from_raw_os_error(errno),
@@ -272,7 +273,11 @@ impl<S: Storage> Engine<S> {
                     for w in waiters {
                         let _ = w.send(Err(share(&e)));
                     }
-                    let _: Result<()> = self.fail(e);
+                    // A full disk refused this batch and nothing of it is in the WAL: the next
+                    // batch may go through (a delete, once space is freed).
+                    if !matches!(e, Error::NoSpace) {
+                        let _: Result<()> = self.fail(e);
+                    }
                 }
             }
         }
@@ -297,7 +302,17 @@ impl<S: Storage> Engine<S> {
         rec.clear();
         record::encode_record_with(offset, &mut rec, |out| wal::encode_body_into(ops.iter().map(Op::wal_op), out));
         let n = rec.len() as u64;
-        let rec = file.write_at(rec, offset).await?;
+        let rec = match file.write_at(rec, offset).await {
+            Ok(r) => r,
+            Err(e) if e.is_no_space() => {
+                // Part of the record may be in the file: zero it, so the next record (written at
+                // the same offset) has nothing but zeros behind it, which recovery reads as an
+                // unwritten tail, never as a damaged record.
+                self.clear_tail(&file, offset).await?;
+                return Err(Error::NoSpace);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if rec.capacity() <= crate::limits::WAL_BUFFER_KEEP_BYTES {
             self.inner.state.borrow_mut().wal_buffer = rec;
         }
@@ -357,14 +372,35 @@ impl<S: Storage> Engine<S> {
         Ok(true)
     }
 
-    /// Creates WAL `number` with its header, durably.
+    /// Creates WAL `number` with its header, durably. On a full disk the file is removed again.
     pub(crate) async fn create_wal(&self, number: u64) -> Result<S::File> {
         let dir = &self.inner.config.partition_dir;
         let path = dir.join(wal::file_name(number));
         let file = self.inner.storage.create(&path).await?;
-        file.write_at(wal::encode_header(number), 0).await?;
+        if let Err(e) = file.write_at(wal::encode_header(number), 0).await {
+            if e.is_no_space() {
+                let _ = self.inner.storage.remove(&path).await;
+            }
+            return Err(e.into());
+        }
         file.sync_data().await?;
         self.inner.storage.sync_dir(dir).await?;
         Ok(file)
+    }
+
+    /// Overwrites whatever lies in `file` from `from` to its end with zeros and makes that
+    /// durable: what a failed append left behind reads as an unwritten tail. Overwriting bytes
+    /// already allocated needs no new space.
+    ///
+    /// # Errors
+    /// I/O failures (the caller stops the partition).
+    pub(crate) async fn clear_tail(&self, file: &S::File, from: u64) -> Result<()> {
+        let len = file.len().await?;
+        if len > from {
+            let zeros = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX)];
+            file.write_at(zeros, from).await?;
+            file.sync_data().await?;
+        }
+        Ok(())
     }
 }

@@ -81,6 +81,13 @@ impl<S: Storage> Engine<S> {
         record::encode_record(offset, &manifest::encode_edit(&changes), &mut rec);
         let n = rec.len() as u64;
         if let Err(e) = file.write_at(rec, offset).await {
+            if e.is_no_space() {
+                // As for the WAL: zero what the failed append left, and refuse the edit.
+                if let Err(e) = self.clear_tail(&file, offset).await {
+                    return self.fail(e);
+                }
+                return Err(Error::NoSpace);
+            }
             return self.fail(e);
         }
         if let Err(e) = file.sync_data().await {
@@ -148,6 +155,12 @@ impl<S: Storage> Engine<S> {
         .await;
         let file = match r {
             Ok(f) => f,
+            Err(Error::Io(e)) if e.is_no_space() && matches!(e.op, "write" | "create") => {
+                // CURRENT still names the old manifest, which stays live: drop the new one.
+                let _ = self.inner.storage.remove(&path).await;
+                let _ = self.inner.storage.remove(&dir.join("CURRENT.tmp")).await;
+                return Err(Error::NoSpace);
+            }
             Err(e) => return self.fail(e),
         };
         {
@@ -195,7 +208,13 @@ impl<S: Storage> Engine<S> {
         let path = self.inner.config.partition_dir.join(table_file_name(number));
         let len = bytes.len();
         let file = self.inner.storage.create(&path).await?;
-        file.write_at(bytes, 0).await?;
+        if let Err(e) = file.write_at(bytes, 0).await {
+            if e.is_no_space() {
+                // Not named by the manifest: give its blocks back now.
+                let _ = self.inner.storage.remove(&path).await;
+            }
+            return Err(e.into());
+        }
         file.sync_data().await?;
         let map = file.map(0, len)?;
         Table::open(map).map_err(|e| Error::Corrupt(Corruption::new(FileKind::Table, path, e)))
@@ -446,7 +465,15 @@ impl<S: Storage> Engine<S> {
             let size = bytes.len() as u64;
             let table = match self.write_table(number, bytes).await {
                 Ok(t) => t,
-                Err(e) => return self.fail(e),
+                Err(e) => {
+                    // The outputs already written are named by nothing: on a full disk, give
+                    // their space back now (the compaction is retried later).
+                    for t in &added {
+                        let t: &Rc<TableHandle> = t;
+                        let _ = self.inner.storage.remove(&dir.join(table_file_name(t.rec.number))).await;
+                    }
+                    return self.fail(e);
+                }
             };
             let rec = TableRecord {
                 number,

@@ -388,9 +388,26 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
-    /// Marks the engine failed after an I/O error, and passes the error on.
+    /// True when the partition stopped after an I/O failure (it answers `PreviousIo` until it is
+    /// reopened; the node reopens it).
+    pub fn is_failed(&self) -> bool {
+        self.inner.state.borrow().failed
+    }
+
+    /// Marks the engine failed after an I/O error, and passes the error on — except a full disk
+    /// met by a write or a create: then the bytes written so far belong to nothing durable (a
+    /// reserved Syrup extent, a table, WAL or manifest not yet named; the WAL and manifest appends
+    /// clear their tails before they get here), so the write is refused with `NoSpace` and the
+    /// partition goes on. A full disk met by a sync still stops it: what reached the disk is then
+    /// unknown.
     pub(crate) fn fail<T>(&self, e: impl Into<Error>) -> Result<T> {
         let e = e.into();
+        if let Error::Io(io) = &e {
+            if io.is_no_space() && matches!(io.op, "write" | "create") {
+                tracing::debug!(partition_dir = %self.inner.config.partition_dir.display(), error = %e, "write refused: no space left");
+                return Err(Error::NoSpace);
+            }
+        }
         if matches!(e, Error::Io(_)) {
             tracing::error!(partition_dir = %self.inner.config.partition_dir.display(), error = %e, "partition stopped after I/O failure");
             self.inner.state.borrow_mut().failed = true;

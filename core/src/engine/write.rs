@@ -492,8 +492,15 @@ impl<S: Storage> Engine<S> {
             }
         };
         let header = SyrupHeader { id, box_uid: cfg.box_uid, created_ms: now, partition: cfg.partition };
+        let path = cfg.syrup_dir.join(id.file_name());
+        if let Err(e) = file.write_at(header.encode(), 0).await {
+            if e.is_no_space() {
+                // Named by nothing yet: give it back.
+                let _ = self.inner.storage.remove(&path).await;
+            }
+            return self.fail(e);
+        }
         let r = async {
-            file.write_at(header.encode(), 0).await?;
             file.sync_data().await?;
             self.inner.storage.sync_dir(&cfg.syrup_dir).await
         }
