@@ -106,6 +106,14 @@ settings! {
         connections_max, "CANDYBOX_CONNECTIONS_MAX": u32 = 4096;
         /// Requests in flight per connection; the node stops reading a connection at this count.
         requests_in_flight_max, "CANDYBOX_REQUESTS_IN_FLIGHT_MAX": u32 = 64;
+        /// Bytes of request frames (bodies and put data) the whole node holds in memory at once;
+        /// a frame that would go over waits before any byte of it is read. At least the frame cap.
+        frame_memory_bytes_max, "CANDYBOX_FRAME_MEMORY_BYTES_MAX": u64 = 1024 * 1024 * 1024;
+        /// A connection with no request in flight that sends nothing for this long is closed.
+        idle_timeout_ms, "CANDYBOX_IDLE_TIMEOUT_MS": u64 = 300_000;
+        /// Once a frame's header has arrived, its body must arrive within this long, or the
+        /// connection is closed (a client that stalls mid-frame holds memory and a slot).
+        frame_timeout_ms, "CANDYBOX_FRAME_TIMEOUT_MS": u64 = 60_000;
         /// Depth of each shard's cross-shard queue; a full queue answers Busy.
         shard_queue_max, "CANDYBOX_SHARD_QUEUE_MAX": u32 = 1024;
         /// Pin each shard's thread to its own core.
@@ -275,6 +283,15 @@ impl Config {
                 "frame_body_bytes_max",
                 format!("must be at least {}", candybox_wire::frame::FRAME_BODY_BYTES_MAX_MIN),
             );
+        }
+        if self.frame_memory_bytes_max < u64::from(self.frame_body_bytes_max) {
+            return bad(
+                "frame_memory_bytes_max",
+                format!("must be at least frame_body_bytes_max ({})", self.frame_body_bytes_max),
+            );
+        }
+        if self.idle_timeout_ms == 0 || self.frame_timeout_ms == 0 {
+            return bad("idle_timeout_ms / frame_timeout_ms", "must be positive".into());
         }
         if self.shards == Some(0) || self.shards.is_some_and(|s| s > crate::limits::SHARDS_MAX) {
             return bad("shards", format!("must lie in 1..={}", crate::limits::SHARDS_MAX));

@@ -11,6 +11,11 @@
 //!   and answered `Busy` instead of waited for (waiting could deadlock the connection).
 //! - Put bodies flow through a bounded channel ([`crate::command::body_channel`]); when it is
 //!   full the reader waits, so a connection pins at most a few frames per streaming request.
+//! - Every frame body is reserved in the node-wide frame memory budget before it is read (waiting
+//!   while the node is over it) and read into a buffer that grows as bytes arrive: a header that
+//!   claims 16 MiB costs nothing until the bytes come.
+//! - A connection with nothing in flight that completes no frame within `idle_timeout_ms`, or
+//!   whose frame body stalls past `frame_timeout_ms`, is closed.
 //! - Get payloads are written straight from the Syrup mappings (`Bytes` slices of the mmap are
 //!   monoio `IoBuf`s): no intermediate copy. Data frames never exceed the frame cap.
 //! - One writer task owns the socket's write half; replies reach it through a bounded queue, one
@@ -68,6 +73,10 @@ enum Stop {
     Shutdown,
     Io(std::io::Error),
     Malformed(FrameError),
+    /// Nothing in flight and no frame for `idle_timeout_ms`.
+    Idle,
+    /// A frame's body did not arrive within `frame_timeout_ms`.
+    Stalled,
 }
 
 /// Serves one connection until the peer closes it, it sends a malformed frame, or shutdown.
@@ -94,10 +103,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
             shard.metrics().frames_malformed.fetch_add(1, Relaxed);
             tracing::warn!(%peer, reason = %e, "closing connection after a malformed frame");
         }
+        Stop::Idle => {
+            shard.metrics().connections_timed_out.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "closing an idle connection");
+        }
+        Stop::Stalled => {
+            shard.metrics().connections_timed_out.fetch_add(1, Relaxed);
+            tracing::info!(%peer, frame_timeout_ms = shard.shared.config.frame_timeout_ms, "closing a connection whose frame stalled");
+        }
     }
     // Bodies still streaming will never end: fail their puts instead of letting them wait.
     conn.streams.borrow_mut().clear();
-    if matches!(stop, Stop::Malformed(_) | Stop::Io(_)) {
+    if matches!(stop, Stop::Malformed(_) | Stop::Io(_) | Stop::Stalled) {
         conn.broken.set(true);
         conn.out.close();
     } else {
@@ -254,7 +271,7 @@ async fn send(wr: &mut OwnedWriteHalf<TcpStream>, mut buf: Vec<u8>, large: &mut 
     Some(head)
 }
 
-/// Reads exactly `n` bytes into a fresh buffer.
+/// Reads exactly `n` bytes into a fresh buffer (headers: a few bytes).
 async fn read_n(rd: &mut Reader, n: usize) -> Result<Vec<u8>, std::io::Error> {
     if n == 0 {
         return Ok(Vec::new());
@@ -269,12 +286,74 @@ async fn read_n(rd: &mut Reader, n: usize) -> Result<Vec<u8>, std::io::Error> {
     Ok(v)
 }
 
+/// Reads a frame body of `n` bytes under `reservation`: the buffer grows as bytes arrive (at most
+/// doubling, never past `n`), so a header that claims 16 MiB costs nothing until the bytes come.
+async fn read_body(
+    rd: &mut Reader,
+    n: usize,
+    reservation: crate::frame_memory::Reservation,
+) -> Result<Bytes, std::io::Error> {
+    let mut v: Vec<u8> = Vec::new();
+    while v.len() < n {
+        let len = v.len();
+        let want = (n - len).min(FRAME_READ_CHUNK_BYTES);
+        let target = len.saturating_mul(2).max(len + want).min(n);
+        v.reserve_exact(target - len);
+        let (res, slice) = rd.read_exact(v.slice_mut(len..len + want)).await;
+        res?;
+        v = slice.into_inner();
+        if v.len() != len + want {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"));
+        }
+    }
+    Ok(crate::frame_memory::into_bytes(v, reservation))
+}
+
+/// Bytes read into a growing frame body at a time.
+const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Resolves once the connection has had nothing in flight for `idle`: checked a few times per
+/// period, so a connection idle since its last request closes between one and 1.25 periods later.
+async fn idle_for(conn: &Conn, idle: std::time::Duration) {
+    let step = (idle / 4).max(std::time::Duration::from_millis(10));
+    let mut since: Option<Instant> = None;
+    loop {
+        candybox_core::runtime::sleep(step).await;
+        if !conn.active.borrow().is_empty() || !conn.streams.borrow().is_empty() {
+            since = None;
+            continue;
+        }
+        let start = *since.get_or_insert_with(Instant::now);
+        if start.elapsed() + step >= idle {
+            return;
+        }
+    }
+}
+
+/// Reserves the frame's memory (waiting while the node is over its budget), then reads its body
+/// within the frame timeout.
+async fn frame_body(conn: &Conn, rd: &mut Reader, n: usize) -> Result<Bytes, Stop> {
+    let shutdown = conn.shard.shutdown_signal();
+    let reservation = monoio::select! {
+        r = crate::frame_memory::reserve(&conn.shard.shared.metrics.frame_memory, n as u64) => r,
+        _ = shutdown.recv() => return Err(Stop::Shutdown),
+    };
+    let timeout = std::time::Duration::from_millis(conn.shard.shared.config.frame_timeout_ms);
+    monoio::select! {
+        b = read_body(rd, n, reservation) => b.map_err(Stop::Io),
+        _ = candybox_core::runtime::sleep(timeout) => Err(Stop::Stalled),
+        _ = shutdown.recv() => Err(Stop::Shutdown),
+    }
+}
+
 async fn read_loop(conn: &Rc<Conn>, mut rd: Reader) -> Stop {
     let shutdown = conn.shard.shutdown_signal();
+    let idle = std::time::Duration::from_millis(conn.shard.shared.config.idle_timeout_ms);
     loop {
         let header = monoio::select! {
             h = read_n(&mut rd, FRAME_HEADER_BYTES) => h,
             _ = shutdown.recv() => return Stop::Shutdown,
+            _ = idle_for(conn, idle) => return Stop::Idle,
         };
         let header = match header {
             Ok(h) => h,
@@ -290,9 +369,9 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: Reader) -> Stop {
         match header.kind {
             FrameKind::Reply => return Stop::Malformed(FrameError::Kind(FrameKind::Reply as u8)),
             FrameKind::Data => {
-                let payload = match read_n(&mut rd, header.frame_len()).await {
-                    Ok(p) => Bytes::from(p),
-                    Err(e) => return Stop::Io(e),
+                let payload = match frame_body(conn, &mut rd, header.frame_len()).await {
+                    Ok(p) => p,
+                    Err(stop) => return stop,
                 };
                 if let Err(e) = data_frame(conn, &header, payload).await {
                     return Stop::Malformed(e);
@@ -313,9 +392,9 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: Reader) -> Stop {
                 } else {
                     conn.slots.0.try_send(()).is_ok()
                 };
-                let frame = match read_n(&mut rd, header.frame_len()).await {
-                    Ok(p) => Bytes::from(p),
-                    Err(e) => return Stop::Io(e),
+                let frame = match frame_body(conn, &mut rd, header.frame_len()).await {
+                    Ok(p) => p,
+                    Err(stop) => return stop,
                 };
                 let handled =
                     if slot { request_frame(conn, &header, frame) } else { refuse_over_cap(conn, &header, frame) };
@@ -424,6 +503,30 @@ fn refuse_over_cap(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Resul
         conn.active.borrow_mut().remove(&id);
     }));
     Ok(())
+}
+
+/// Turns away a connection over `connections_max`: its first request is answered `Busy` (so the
+/// client learns why, not just "connection closed"), then it is closed. Waits at most
+/// `REFUSAL_WAIT` for that request.
+pub async fn refuse(stream: TcpStream, connections_max: u32) {
+    let (mut rd, mut wr) = stream.into_split();
+    let header = monoio::select! {
+        h = rd.read_exact(vec![0u8; FRAME_HEADER_BYTES]) => h,
+        _ = candybox_core::runtime::sleep(crate::limits::REFUSAL_WAIT) => return,
+    };
+    let (Ok(_), h) = header else { return };
+    let Ok(h) = <[u8; FRAME_HEADER_BYTES]>::try_from(h.as_slice()) else { return };
+    let Ok(header) = FrameHeader::decode(&h, candybox_wire::FRAME_BODY_BYTES_MAX_DEFAULT) else { return };
+    let busy = NodeError::Busy {
+        reason: "too many connections: the node is at connections_max; retry later",
+        retry_after_ms: crate::limits::REFUSED_RETRY_AFTER_MS,
+    };
+    let body = reply::error_reply(&busy);
+    let mut frame = frame_header(FrameKind::Reply, header.request_id, true, &body, 0).to_vec();
+    frame.extend_from_slice(&body);
+    let _ = wr.write_all(frame).await;
+    let _ = wr.shutdown().await;
+    tracing::debug!(connections_max, "refused a connection over the limit with Busy");
 }
 
 fn frame_header(kind: FrameKind, id: u64, end: bool, body: &[u8], payload_len: usize) -> Bytes {

@@ -3,7 +3,9 @@
 //! Memory a connection may pin, term by term (frame cap F, in-flight cap R):
 //! `F` (the frame being read) `+ R × BODY_PIECES_MAX × F` (put bodies queued towards engines)
 //! `+ OUTGOING_FRAMES_MAX × F` (replies queued for the writer; get payloads are mapped Syrup
-//! slices, not copies).
+//! slices, not copies). Every received frame (the first two terms) also counts against the
+//! node-wide `frame_memory_bytes_max` budget, reserved before its body is read and released when
+//! its bytes are dropped; its buffer grows only as bytes arrive.
 
 /// Most shards of one node.
 pub const SHARDS_MAX: u16 = 256;
@@ -31,6 +33,13 @@ pub const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micr
 pub const BIND_RETRY_MS: u64 = 10_000;
 /// Pause between two tries of such a bind.
 pub const BIND_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a connection turned away over `connections_max` has to send its first request,
+/// which is answered Busy before the connection is closed.
+pub const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Connections being turned away at once per shard (more are closed without an answer).
+pub const REFUSALS_IN_FLIGHT_MAX: usize = 64;
+/// Retry hint of the Busy answer to a connection over `connections_max`.
+pub const REFUSED_RETRY_AFTER_MS: u32 = 1_000;
 /// Retry hint of a Busy answer for a full cross-shard queue.
 pub const QUEUE_FULL_RETRY_AFTER_MS: u32 = 5;
 

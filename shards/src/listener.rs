@@ -4,7 +4,8 @@
 //! Invariants:
 //! - Every socket is bound by the main thread before any shard starts, so the ready line names
 //!   ports that already accept (the kernel queues connections until a shard takes them).
-//! - The node-wide connection cap is enforced at accept: one over the cap is closed at once.
+//! - The node-wide connection cap is enforced at accept: one over the cap gets its first request
+//!   answered Busy ("too many connections") and is closed, never served.
 
 use std::{
     net::SocketAddr,
@@ -145,8 +146,19 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener) {
                 let open = shard.shared.connections.fetch_add(1, AcqRel);
                 if open >= max {
                     shard.shared.connections.fetch_sub(1, AcqRel);
-                    tracing::warn!(%peer, connections_max = max, "connection refused: too many connections");
-                    drop(stream);
+                    let m = shard.metrics();
+                    if m.connections_refused.fetch_add(1, Relaxed).is_multiple_of(1000) {
+                        tracing::warn!(%peer, connections_max = max, "connection refused: too many connections (logged once per 1,000)");
+                    }
+                    // Answered Busy on its first request, then closed; a bounded number at once.
+                    if shard.refusing.get() < crate::limits::REFUSALS_IN_FLIGHT_MAX {
+                        shard.refusing.set(shard.refusing.get() + 1);
+                        let shard = shard.clone();
+                        drop(monoio::spawn(async move {
+                            connection::refuse(stream, max).await;
+                            shard.refusing.set(shard.refusing.get() - 1);
+                        }));
+                    }
                     continue;
                 }
                 let m = shard.metrics();

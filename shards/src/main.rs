@@ -20,6 +20,7 @@ mod connection;
 mod convert;
 mod coord;
 mod disk;
+mod frame_memory;
 mod http;
 mod limits;
 mod listener;
@@ -152,7 +153,11 @@ fn run(config: Config) -> anyhow::Result<()> {
     register(&coord_client, member, &config)?;
     let http_server = listener::bind_retrying(bind_within, || http::bind(config.http)).context("bind the http port")?;
     let http_port = http::port(&http_server);
-    let metrics = Arc::new(NodeMetrics::new(shard_count, disk_state.clone()));
+    let metrics = Arc::new(NodeMetrics::new(
+        shard_count,
+        disk_state.clone(),
+        frame_memory::FrameMemory::new(config.frame_memory_bytes_max),
+    ));
     disk::watch(disk_config, disk_state).context("start the disk watcher")?;
     let _ = metrics.session.set(coord_client.watch_handle());
     let http_thread = http::serve(http_server.clone(), metrics.clone()).context("start the http thread")?;

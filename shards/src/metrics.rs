@@ -118,6 +118,10 @@ pub struct ShardMetrics {
     pub rename_intents_abandoned: AtomicU64,
     /// Orphaned rename markers reaped.
     pub rename_markers_reaped: AtomicU64,
+    /// Connections closed for idling or for a stalled frame.
+    pub connections_timed_out: AtomicU64,
+    /// Connections turned away at accept (over `connections_max`).
+    pub connections_refused: AtomicU64,
     /// Candies whose Parts space reclamation moved out of mostly dead Syrups.
     pub relocated_candies: AtomicU64,
     /// Bytes space reclamation wrote moving them.
@@ -207,17 +211,24 @@ pub struct NodeMetrics {
     pub quarantined: std::sync::Mutex<std::collections::BTreeMap<(String, u16), String>>,
     /// The data directory's free space (written by the disk watcher).
     pub disk: std::sync::Arc<crate::disk::DiskState>,
+    /// The node-wide budget of request frame memory.
+    pub frame_memory: std::sync::Arc<crate::frame_memory::FrameMemory>,
 }
 
 impl NodeMetrics {
     /// Zeroed slots for `shard_count` shards.
-    pub fn new(shard_count: u16, disk: std::sync::Arc<crate::disk::DiskState>) -> Self {
+    pub fn new(
+        shard_count: u16,
+        disk: std::sync::Arc<crate::disk::DiskState>,
+        frame_memory: std::sync::Arc<crate::frame_memory::FrameMemory>,
+    ) -> Self {
         NodeMetrics {
             shards: (0..shard_count).map(|_| ShardMetrics::default()).collect(),
             ready: AtomicBool::new(false),
             session: std::sync::OnceLock::new(),
             quarantined: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             disk,
+            frame_memory,
         }
     }
 
@@ -292,7 +303,7 @@ impl NodeMetrics {
             }
         }
         type Field = fn(&ShardMetrics) -> &AtomicU64;
-        let simple: [(&str, &str, &str, Field); 33] = [
+        let simple: [(&str, &str, &str, Field); 35] = [
             ("candybox_bytes_in_total", "counter", "Object bytes received.", |m| &m.bytes_in),
             ("candybox_bytes_out_total", "counter", "Object bytes sent.", |m| &m.bytes_out),
             ("candybox_cross_shard_forwards_total", "counter", "Requests forwarded to another shard.", |m| {
@@ -306,6 +317,18 @@ impl NodeMetrics {
             ("candybox_requests_in_flight", "gauge", "Requests executing or waiting.", |m| &m.in_flight),
             ("candybox_connections_open", "gauge", "Open client connections.", |m| &m.connections_open),
             ("candybox_connections_total", "counter", "Connections accepted.", |m| &m.connections_total),
+            (
+                "candybox_connections_timed_out_total",
+                "counter",
+                "Connections closed for idling (idle_timeout_ms) or a stalled frame (frame_timeout_ms).",
+                |m| &m.connections_timed_out,
+            ),
+            (
+                "candybox_connections_refused_total",
+                "counter",
+                "Connections turned away over connections_max (answered Busy).",
+                |m| &m.connections_refused,
+            ),
             ("candybox_frames_malformed_total", "counter", "Connections closed for a malformed frame.", |m| {
                 &m.frames_malformed
             }),
@@ -386,6 +409,13 @@ impl NodeMetrics {
             "1 while free space is under disk_free_min_bytes (puts and uploads refused).",
         );
         let _ = writeln!(out, "candybox_disk_full {}", u8::from(d.is_full()));
+        header(
+            &mut out,
+            "candybox_frame_memory_bytes",
+            "gauge",
+            "Bytes of request frames held in memory by the whole node (bounded by frame_memory_bytes_max).",
+        );
+        let _ = writeln!(out, "candybox_frame_memory_bytes {}", self.frame_memory.used());
         header(&mut out, "candybox_nospace_refusals_total", "counter", "Writes refused with NoSpace.");
         let _ = writeln!(out, "candybox_nospace_refusals_total {}", d.refusals.load(Relaxed));
         header(
@@ -469,7 +499,7 @@ mod tests {
 
     #[test]
     fn render_shows_counts_and_histograms() {
-        let m = NodeMetrics::new(2, Default::default());
+        let m = NodeMetrics::new(2, Default::default(), crate::frame_memory::FrameMemory::new(1 << 30));
         m.shards[1].record(4, 700, false);
         m.shards[1].cross_shard_forwards.fetch_add(3, Relaxed);
         let text = m.render();

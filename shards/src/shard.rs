@@ -92,6 +92,8 @@ pub struct Shard {
     resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
     /// Requests executing on this shard (its own connections' and forwarded ones).
     pub in_flight: Cell<usize>,
+    /// Connections over `connections_max` being answered Busy right now.
+    pub refusing: Cell<usize>,
     /// Boxes a delete-box is removing: their partitions refuse new operations on this shard.
     deleting: RefCell<std::collections::HashSet<BoxUid>>,
     /// Operations using a partition engine of each Box on this shard right now ([`EngineInUse`]).
@@ -170,6 +172,7 @@ impl Shard {
             leases: RefCell::new(HashMap::new()),
             resolved: RefCell::new(std::collections::VecDeque::new()),
             in_flight: Cell::new(0),
+            refusing: Cell::new(0),
             deleting: RefCell::new(std::collections::HashSet::new()),
             box_ops: Rc::new(RefCell::new(HashMap::new())),
             stopping: Cell::new(false),

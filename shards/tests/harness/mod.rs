@@ -71,6 +71,22 @@ impl Node {
         TokioClient::connect(config).await.expect("connect to the node")
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
+    }
+
+    /// The node's resident memory, from `/proc/<pid>/status` (bytes).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kb * 1024
+    }
+
     /// SIGKILL: the node gets no chance to flush or sync anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -163,6 +179,10 @@ fn spawn(data_dir: &Path, args: &[String], envs: &[(String, String)], stderr_log
         .args(if args.iter().any(|a| a == "--shards") { &[][..] } else { &["--shards", "2"][..] })
         .args(args)
         .env("CANDYBOX_LOG", "info")
+        // A machine with little free disk must not turn every test into a disk-full test: a
+        // small reserve and no ballast, unless the test's flags or environment say otherwise.
+        .env("CANDYBOX_DISK_FREE_MIN_BYTES", "16777216")
+        .env("CANDYBOX_DISK_BALLAST_BYTES", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);

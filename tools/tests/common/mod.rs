@@ -58,6 +58,9 @@ impl Node {
             .args(["--data-dir", dir.path().to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--port-base", "0", "--shards", "2"])
             .args(["--log", "warn", "--pin-cores", "false"])
+            // Not a disk-full test on a machine with little free disk: a small reserve, no ballast.
+            .env("CANDYBOX_DISK_FREE_MIN_BYTES", "16777216")
+            .env("CANDYBOX_DISK_BALLAST_BYTES", "0")
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
