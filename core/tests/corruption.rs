@@ -32,6 +32,19 @@ async fn files(sim: &SimStorage, dir: &str, prefix: &str) -> Vec<String> {
 
 const PART: &str = "/c/partitions/test/0";
 
+/// Three puts (`k0`..`k2`), all in the partition's one WAL: its path and length.
+async fn three_puts_in_a_wal(sim: &SimStorage) -> (std::path::PathBuf, u64) {
+    let e = open(sim).await.expect("open");
+    for i in 0..3 {
+        e.put(format!("k{i}").as_bytes(), PutOptions::default(), SliceBody::new(data(10 + i))).await.expect("put");
+    }
+    drop(e);
+    let wal = files(sim, PART, "WAL-").await.pop().expect("a wal");
+    let path = Path::new(PART).join(&wal);
+    let len = sim.read_durable(&path).expect("wal").len() as u64;
+    (path, len)
+}
+
 #[test]
 fn a_flipped_byte_in_a_syrup_chunk_fails_that_read_with_evidence() {
     block_on(async {
@@ -85,14 +98,7 @@ fn a_truncated_sstable_is_refused_at_open_naming_the_file() {
 fn a_torn_wal_tail_is_discarded_and_everything_before_it_recovers() {
     block_on(async {
         let sim = SimStorage::new();
-        let e = open(&sim).await.expect("open");
-        for i in 0..3 {
-            e.put(format!("k{i}").as_bytes(), PutOptions::default(), SliceBody::new(data(10 + i))).await.expect("put");
-        }
-        drop(e);
-        let wal = files(&sim, PART, "WAL-").await.pop().expect("a wal");
-        let path = Path::new(PART).join(&wal);
-        let len = sim.read_durable(&path).expect("wal").len() as u64;
+        let (path, len) = three_puts_in_a_wal(&sim).await;
         // Cut the last record in half, as a crash during its write would.
         sim.set_len(&path, len - 5);
         let mut cfg = small_config(Path::new(ROOT), 0);
@@ -121,14 +127,7 @@ fn a_torn_wal_tail_is_discarded_and_everything_before_it_recovers() {
 fn a_flipped_byte_in_the_last_wal_record_is_corruption_not_a_tear() {
     block_on(async {
         let sim = SimStorage::new();
-        let e = open(&sim).await.expect("open");
-        for i in 0..3 {
-            e.put(format!("k{i}").as_bytes(), PutOptions::default(), SliceBody::new(data(10 + i))).await.expect("put");
-        }
-        drop(e);
-        let wal = files(&sim, PART, "WAL-").await.pop().expect("a wal");
-        let path = Path::new(PART).join(&wal);
-        let len = sim.read_durable(&path).expect("wal").len() as u64;
+        let (path, len) = three_puts_in_a_wal(&sim).await;
         sim.flip_byte(&path, len - 3);
         match open(&sim).await {
             Err(Error::Corrupt(c)) => {

@@ -823,7 +823,7 @@ impl Shard {
 
     /// Runs a per-key operation on this shard, the partition's owner.
     async fn keyed(
-        &self,
+        self: &Rc<Self>,
         box_name: &str,
         meta: BoxMeta,
         p: u16,
@@ -838,7 +838,7 @@ impl Shard {
     }
 
     async fn keyed_on_owner(
-        &self,
+        self: &Rc<Self>,
         box_name: &str,
         meta: BoxMeta,
         p: u16,
@@ -965,7 +965,7 @@ impl Shard {
     /// this partition's references, then (for a rename) write the rendezvous marker.
     #[expect(clippy::too_many_arguments, reason = "every argument is one fact of the relay")]
     async fn zero_copy_put(
-        &self,
+        self: &Rc<Self>,
         engine: &PartitionEngine,
         box_name: &str,
         meta: BoxMeta,
@@ -977,6 +977,26 @@ impl Shard {
     ) -> Result<PutReply, NodeError> {
         let l = convert::locator_from_wire(wire, meta.box_uid, self.shared.config.frame_body_bytes_max)?;
         let lease = self.lease(box_name, meta, p).await?;
+        if let (Some(token), Some(sp)) = (rename_token, source_partition) {
+            // A rename's destination is written only while its intent still claims the source:
+            // once abandoned (or finished), another rename of the source may have won, and a late
+            // destination would be a second copy.
+            let b = box_name.to_string();
+            let held = self
+                .invoke_on(self.owner(box_name, sp), move |sh| async move {
+                    match sh.engine(&b, meta, sp).await {
+                        Ok(e) => Ok(e.rename_intents().iter().any(|i| i.token == token)),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await??;
+            if !held {
+                return Err(NodeError::Engine(CoreError::Conflict(
+                    "this rename was abandoned (it took longer than rename_intent_abandon_ms) or has finished; nothing was written"
+                        .into(),
+                )));
+            }
+        }
         let put = engine.zero_copy_put(key, &l.encode()).await?;
         // Durable now; the references must be published before the marker lets the source go.
         self.publish_refs(box_name, p, engine, true).await?;
@@ -1127,30 +1147,61 @@ impl Shard {
                 Ok::<(u128, Bytes), NodeError>((intent.token, wire))
             })
             .await??;
-        let b = box_name.clone();
+        let (b, t) = (box_name.clone(), target_key.clone());
         let put = self
             .invoke_on(target_owner, move |sh| async move {
                 let e = sh.engine(&b, meta, tp).await?;
-                sh.zero_copy_put(&e, &b, meta, tp, &target_key, &wire, Some(token), Some(sp)).await
+                sh.zero_copy_put(&e, &b, meta, tp, &t, &wire, Some(token), Some(sp)).await
             })
             .await??;
         let b = box_name.clone();
         let settled = self
             .invoke_on(source_owner, move |sh| async move {
                 let e = sh.engine(&b, meta, sp).await?;
-                let Some(intent) = e.rename_intents().into_iter().find(|i| i.token == token) else {
-                    return Ok(None);
-                };
-                sh.resolve_intent(&e, &b, &intent, false).await
+                match e.rename_intents().into_iter().find(|i| i.token == token) {
+                    Some(intent) => sh.resolve_intent(&e, &b, &intent, false).await.map(|_| Settled::Done),
+                    // Finished by the maintenance sweep (its outcome is remembered), or abandoned:
+                    // the destination came later than rename_intent_abandon_ms.
+                    None if sh.resolved_outcome(token).is_some() => Ok(Settled::Done),
+                    None => Ok(Settled::Abandoned),
+                }
             })
             .await?;
-        if let Err(e) = settled {
-            // The destination is durable and the marker written: the maintenance sweep finishes
-            // the source later. The rename itself succeeded.
-            tracing::warn!(box_name = %box_name, error = %e, "rename: finalizing the source failed; the sweep will retry");
+        match settled {
+            Ok(Settled::Done) => {}
+            Ok(Settled::Abandoned) => {
+                // The source's claim lapsed, so another rename of it may have won since: this one
+                // must not leave a second copy. Its destination goes again (only the exact version
+                // written here), and the caller learns the rename did not happen.
+                let (b, h) = (box_name.clone(), put.hlc);
+                let undone = self
+                    .invoke_on(target_owner, move |sh| async move {
+                        let e = sh.engine(&b, meta, tp).await?;
+                        e.delete_if_hlc_equals(&target_key, h).await.map_err(NodeError::from)
+                    })
+                    .await;
+                tracing::warn!(box_name = %box_name, undone = ?undone.map(|r| r.is_ok()), "rename abandoned before its destination was written; the destination was removed again");
+                return Err(NodeError::Engine(CoreError::Conflict(
+                    "the rename took longer than rename_intent_abandon_ms and was abandoned; the source is unchanged"
+                        .into(),
+                )));
+            }
+            Err(e) => {
+                // The destination is durable and the marker written: the maintenance sweep finishes
+                // the source later. The rename itself succeeded.
+                tracing::warn!(box_name = %box_name, error = %e, "rename: finalizing the source failed; the sweep will retry");
+            }
         }
         Ok(put)
     }
+}
+
+/// How the source of a node-run rename ended.
+enum Settled {
+    /// Finalized (or found changed) now or by the sweep.
+    Done,
+    /// The intent was abandoned before the destination was written.
+    Abandoned,
 }
 
 fn info(name: &str, m: &BoxMeta) -> BoxInfo {

@@ -17,22 +17,9 @@ use candybox_wire::{
     fb,
     frame::{FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES},
 };
-use harness::Node;
+use harness::{head_box_body, Node};
 
 const CAP: u32 = 1024 * 1024;
-
-/// A valid `HeadBox` request body.
-fn head_box_body(name: &str) -> Vec<u8> {
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let name = fbb.create_string(name);
-    let head = fb::HeadBox::create(&mut fbb, &fb::HeadBoxArgs { box_name: Some(name) });
-    let root = fb::Request::create(
-        &mut fbb,
-        &fb::RequestArgs { body_type: fb::RequestBody::HeadBox, body: Some(head.as_union_value()) },
-    );
-    fbb.finish(root, None);
-    fbb.finished_data().to_vec()
-}
 
 /// Sends `bytes` (then, with `half_close`, ends the write side) and checks the node closes the
 /// connection without answering.

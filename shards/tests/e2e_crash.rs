@@ -159,3 +159,34 @@ async fn acknowledged_puts_survive_sigkill_during_a_storm() {
         assert!(got == pattern(*seed, len), "{} reads back different bytes", String::from_utf8_lossy(key));
     }
 }
+
+/// Story: a relayed rename whose client stalled between prepare-rename and its zero-copy put past
+/// the abandon window still wrote its destination, although the source had been released and
+/// renamed elsewhere meanwhile: two copies, two renames "succeeded". A rename's destination is now
+/// written only while its intent still holds the source.
+#[tokio::test(flavor = "current_thread")]
+async fn a_rename_abandoned_before_its_destination_writes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(dir.path(), &[], ENVS);
+    let c = node.client(true).await;
+    c.create_box("crash", Some(8)).await.expect("create box");
+    let (src, p) = key_in_partition("claimed-", 8, |_| true);
+    let (late_dst, _) = key_in_partition("late-", 8, |q| q != p);
+    let (winner_dst, _) = key_in_partition("winner-", 8, |q| q != p);
+    let body = Bytes::from(pattern(9, 50_000));
+    c.put_bytes("crash", &src, &PutOptions::default(), body.clone()).await.expect("put");
+    let stalled = c.prepare_rename("crash", &src, &late_dst).await.expect("prepare");
+    // While the intent holds the source, another rename is refused.
+    assert!(matches!(c.rename("crash", &src, &winner_dst).await, Err(ClientError::Conflict { .. })));
+    eventually(Duration::from_secs(30), "the stalled rename's intent is abandoned", || async {
+        node.metric_sum("candybox_rename_intents_abandoned_total") >= 1.0
+    })
+    .await;
+    c.rename("crash", &src, &winner_dst).await.expect("the source is free again: this rename wins");
+    let late = c.zero_copy_put("crash", &late_dst, &stalled.locator, Some(&stalled)).await;
+    assert!(matches!(late, Err(ClientError::Conflict { .. })), "{late:?}");
+    assert!(absent(&c, &late_dst).await, "the abandoned rename wrote nothing");
+    assert!(absent(&c, &src).await);
+    assert_eq!(bytes_of(&c, &winner_dst).await.as_deref(), Some(&body[..]));
+    assert!(c.complete_rename("crash", &src, &stalled.token).await.is_err());
+}

@@ -19,25 +19,11 @@ use std::{
 use bytes::Bytes;
 use candybox_wire::{
     client::{ByteRange, ClientError, PutOptions},
-    fb,
     frame::{FrameHeader, FrameKind, FLAG_END},
 };
-use harness::Node;
+use harness::{head_box_body, Node};
 
 const MIB: u64 = 1024 * 1024;
-
-/// A valid `HeadBox` request body.
-fn head_box_body(name: &str) -> Vec<u8> {
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let name = fbb.create_string(name);
-    let head = fb::HeadBox::create(&mut fbb, &fb::HeadBoxArgs { box_name: Some(name) });
-    let root = fb::Request::create(
-        &mut fbb,
-        &fb::RequestArgs { body_type: fb::RequestBody::HeadBox, body: Some(head.as_union_value()) },
-    );
-    fbb.finish(root, None);
-    fbb.finished_data().to_vec()
-}
 
 /// The 32-byte header of a request frame whose payload claims `payload` bytes.
 fn claiming_header(id: u64, payload: u32) -> [u8; 32] {

@@ -1,5 +1,6 @@
 //! Shard-aware routing: with the client's routing on, a mixed workload (including the client relay
-//! of a copy and a rename across partitions) causes no cross-shard forward at the node; with it off, the same workload still succeeds (through the main port,
+//! of a copy and a rename across partitions) causes no cross-shard forward at the node but the
+//! relayed rename's check of its intent; with it off, the same workload still succeeds (through the main port,
 //! forwarded by whichever shard accepted the connection).
 
 mod harness;
@@ -47,7 +48,10 @@ async fn routed_clients_cause_no_cross_shard_forwards() {
     assert!(routed.is_routing(), "routing is on: {:?}", routed.routing_off_reason());
     routed.create_box("routed", Some(8)).await.expect("create box");
     mixed_workload(&routed, "routed").await;
-    assert_eq!(node.metric_sum(FORWARDS), 0.0, "a routed workload was forwarded between shards");
+    // The one exception: a relayed rename's destination asks the source partition's shard
+    // whether the rename's intent still holds the source (else a rename abandoned meanwhile
+    // would leave a second copy), one hop when the two partitions live on different shards.
+    assert!(node.metric_sum(FORWARDS) <= 1.0, "a routed workload was forwarded between shards");
 
     let unrouted = node.client(false).await;
     unrouted.create_box("unrouted", Some(8)).await.expect("create box");

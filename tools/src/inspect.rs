@@ -79,6 +79,11 @@ struct Args {
     /// Print the report as JSON on stdout instead of text.
     #[arg(long)]
     json: bool,
+
+    /// Also list every version of this key found in each partition's tables and WALs (stamp,
+    /// kind, size, checksum, file): where did an object go?
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
 }
 
 /// A `--partition` argument: `<box>/<partition>`, each one path component.
@@ -131,6 +136,8 @@ struct PartitionReport {
     leftovers: Vec<String>,
     /// Facts worth knowing that are not problems.
     notes: Vec<String>,
+    /// With `--key`: every version of the key found here, oldest file first.
+    key_versions: Vec<String>,
     problems: Vec<String>,
 }
 
@@ -357,6 +364,7 @@ struct Context<'a> {
     syrup_dir: &'a Path,
     verify: bool,
     now_ms: u64,
+    key: Option<&'a [u8]>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,10 +413,31 @@ type SyrupReferrers = BTreeMap<SyrupId, String>;
 struct Versions {
     newest: BTreeMap<Vec<u8>, (Hlc, CandyLocator, String)>,
     range_tombstones: Vec<candybox_core::types::RangeTombstone>,
+    /// `--key`: the key whose versions are listed, and the list.
+    traced: Option<Vec<u8>>,
+    history: Vec<String>,
 }
 
 impl Versions {
     fn add(&mut self, key: &[u8], locator: CandyLocator, referrer: impl FnOnce() -> String) {
+        if self.traced.as_deref() == Some(key) {
+            let kind = if locator.is_live() { "put" } else { "tombstone" };
+            self.history.push(format!(
+                "{} {kind} size {} crc32 {:#010x} in {}",
+                locator.hlc,
+                locator.size,
+                locator.checksum,
+                referrer()
+            ));
+            let r = self.history.last().cloned().unwrap_or_default();
+            match self.newest.get(key) {
+                Some((hlc, ..)) if *hlc > locator.hlc => {}
+                _ => {
+                    self.newest.insert(key.to_vec(), (locator.hlc, locator, r));
+                }
+            }
+            return;
+        }
         match self.newest.get(key) {
             Some((hlc, ..)) if *hlc > locator.hlc => {}
             _ => {
@@ -461,9 +490,17 @@ fn inspect_partition(
         return PartitionOutcome { report: rep, ..Default::default() };
     };
 
-    let mut versions = Versions::default();
+    let mut versions = Versions { traced: ctx.key.map(<[u8]>::to_vec), ..Versions::default() };
     inspect_tables(ctx, &mut rep, dir, &state, &mut versions, verify);
     inspect_wals(&mut rep, dir, &files, &state, &mut versions);
+    if let Some(k) = ctx.key {
+        rep.key_versions = std::mem::take(&mut versions.history);
+        let deleted =
+            versions.newest.get(k).map(|(hlc, ..)| versions.range_tombstones.iter().any(|rt| rt.deletes(k, *hlc)));
+        if deleted == Some(true) {
+            rep.key_versions.push("(the newest version is deleted by a range tombstone)".into());
+        }
+    }
     let mut referrers = SyrupReferrers::new();
     for (_, l, referrer) in versions.live() {
         for id in l.syrups() {
@@ -1082,7 +1119,12 @@ fn split_box_dir(dir: &str) -> Option<(&str, &str)> {
 
 fn run(args: &Args) -> Report {
     let syrup_dir = args.data_dir.join("syrups");
-    let ctx = Context { syrup_dir: &syrup_dir, verify: args.verify, now_ms: wall_ms() };
+    let ctx = Context {
+        syrup_dir: &syrup_dir,
+        verify: args.verify,
+        now_ms: wall_ms(),
+        key: args.key.as_deref().map(str::as_bytes),
+    };
     let mut listing_problems = Vec::new();
     let partitions = find_partitions(&args.data_dir, args.partition.as_ref(), &mut listing_problems);
     let mut refs = SegmentRefs::default();
@@ -1169,6 +1211,9 @@ fn print_text(r: &Report) {
 
 fn print_partition(p: &PartitionReport) {
     println!("\npartition {} ({})", p.name, p.path);
+    for v in &p.key_versions {
+        println!("  version    {v}");
+    }
     if let Some(m) = &p.manifest {
         let tail = match m.torn_tail {
             None => "clean".to_string(),

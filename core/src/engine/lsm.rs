@@ -315,6 +315,20 @@ impl<S: Storage> Engine<S> {
         let _m = self.inner.maintenance_lock.lock().await;
         self.check_usable()?;
         self.flush_imm().await?;
+        if std::mem::take(&mut self.inner.state.borrow_mut().flush_after_open) {
+            // What the open replayed goes into a table, so its WALs become obsolete.
+            let flushed = async {
+                if self.freeze_memtable(true).await? {
+                    self.flush_imm().await?;
+                }
+                Ok::<(), Error>(())
+            }
+            .await;
+            if let Err(e) = flushed {
+                self.inner.state.borrow_mut().flush_after_open = true;
+                return Err(e);
+            }
+        }
         // Commits that landed while the frozen memtable was flushing may have filled the live one;
         // freezing it is only ever attempted after a commit, and a full memtable refuses commits
         // with Busy, so nothing else would freeze it.

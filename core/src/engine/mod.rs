@@ -292,6 +292,9 @@ pub(crate) struct State<S: Storage> {
     pub(crate) rename_claims: BTreeSet<Vec<u8>>,
     /// Space reclamation: live scans, condemned Syrups.
     pub(crate) reclaim: reclaim::ReclaimState,
+    /// The open replayed WAL records: the next maintenance flushes them, so that the replayed
+    /// WALs become obsolete (otherwise every restart adds a WAL that every later open replays).
+    pub(crate) flush_after_open: bool,
 }
 
 pub(crate) struct Inner<S: Storage> {

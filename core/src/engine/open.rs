@@ -309,6 +309,7 @@ impl<S: Storage> Engine<S> {
             rng: rand::rngs::SmallRng::seed_from_u64(seed),
             rename_claims: Default::default(),
             reclaim: Default::default(),
+            flush_after_open: report.wal_records > 0,
             stats: EngineStats { torn_tails_discarded: report.torn_tails.len() as u64, ..Default::default() },
         };
         let engine = Engine {

@@ -241,6 +241,20 @@ pub const EAGER_GC_ARGS: &[&str] = &[
     "0",
 ];
 
+/// A valid `HeadBox` request body (for tests that write frames by hand).
+pub fn head_box_body(name: &str) -> Vec<u8> {
+    use candybox_wire::fb;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let name = fbb.create_string(name);
+    let head = fb::HeadBox::create(&mut fbb, &fb::HeadBoxArgs { box_name: Some(name) });
+    let root = fb::Request::create(
+        &mut fbb,
+        &fb::RequestArgs { body_type: fb::RequestBody::HeadBox, body: Some(head.as_union_value()) },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data().to_vec()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so a test can regenerate what it wrote.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
