@@ -214,3 +214,27 @@ fn a_damaged_current_pointer_is_refused_at_open() {
         assert!(matches!(open(&sim).await, Err(Error::Corrupt(c)) if c.kind == FileKind::Pointer && c.path == path));
     });
 }
+
+/// Story: a copy of a corrupt object succeeded silently, multiplying the damage under a new key.
+/// A copy (and get-locator, the first step of a relayed copy) of a Candy up to
+/// `copy_verify_bytes_max` reads and checks its bytes first, and refuses damaged ones.
+#[test]
+fn a_copy_of_a_damaged_candy_is_refused() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let e = open(&sim).await.expect("open");
+        e.put(b"k", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
+        e.put(b"intact", PutOptions::default(), SliceBody::new(data(2000))).await.expect("put");
+        let syrup = files(&sim, "/c/syrups", "").await.pop().expect("a syrup");
+        // Byte 64 + 600 lies in the second chunk of `k` (chunks are 512 B + 4 B checksum).
+        sim.flip_byte(&Path::new("/c/syrups").join(&syrup), 64 + 600);
+        e.copy(b"intact", b"intact-copy").await.expect("an intact Candy copies");
+        assert!(matches!(e.copy(b"k", b"k-copy").await, Err(Error::ChecksumMismatch { .. })));
+        assert!(matches!(e.head(b"k-copy").await, Err(Error::NotFound)), "nothing was copied");
+        assert!(matches!(e.get_locator(b"k").await, Err(Error::ChecksumMismatch { .. })));
+        // Renaming moves the same bytes (no new copy): allowed; the damage stays visible on reads.
+        e.rename(b"k", b"k-moved").await.expect("rename");
+        let g = e.get(b"k-moved", None).await.expect("get");
+        assert!(matches!(g.body.read_to_vec(), Err(Error::ChecksumMismatch { .. })));
+    });
+}

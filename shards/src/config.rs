@@ -166,6 +166,9 @@ settings! {
         /// Size of the ballast file (<data_dir>/BALLAST), a second reserve released when the disk
         /// is nearly full (and at a start on a full disk). 0: none.
         disk_ballast_bytes, "CANDYBOX_DISK_BALLAST_BYTES": u64 = 64 * 1024 * 1024;
+        /// A copy reads and checks the source's bytes first (refusing damage instead of
+        /// multiplying it) when the Candy is at most this large; larger ones copy without reading.
+        copy_verify_bytes_max, "CANDYBOX_COPY_VERIFY_BYTES_MAX": u64 = engine_defaults().copy_verify_bytes_max;
         /// A rename intent whose marker is still absent after this long is dropped (source stays);
         /// an orphaned marker this old is reaped.
         rename_intent_abandon_ms, "CANDYBOX_RENAME_INTENT_ABANDON_MS": u64 = 60_000;
@@ -368,6 +371,7 @@ impl Config {
         c.syrup_compact_bytes_min = self.syrup_compact_bytes_min;
         c.reclaim_scan_interval_ms = self.reclaim_scan_interval_ms;
         c.relocate_bytes_per_pass = self.relocate_bytes_per_pass;
+        c.copy_verify_bytes_max = self.copy_verify_bytes_max;
         c.auto_maintenance = true;
         c.seed = rand::random();
         c

@@ -110,6 +110,10 @@ pub struct EngineConfig {
     pub reclaim_scan_interval_ms: u64,
     /// Bytes moved out of dead Syrups per reclamation pass, at most (about: one Candy may pass).
     pub relocate_bytes_per_pass: u64,
+    /// A copy (and get-locator, the first step of a relayed copy) reads and checks the source's
+    /// bytes when the Candy is at most this large, so that damage is refused, not multiplied;
+    /// larger Candies are copied without reading them (zero-copy), and damage shows on reads.
+    pub copy_verify_bytes_max: u64,
 }
 
 impl EngineConfig {
@@ -148,6 +152,7 @@ impl EngineConfig {
             syrup_compact_bytes_min: 64 * 1024 * 1024,
             reclaim_scan_interval_ms: 10_000,
             relocate_bytes_per_pass: 64 * 1024 * 1024,
+            copy_verify_bytes_max: 16 * 1024 * 1024,
         }
     }
 

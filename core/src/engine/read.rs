@@ -237,6 +237,23 @@ impl<S: Storage> Engine<S> {
         self.inner.state.borrow().resolve(key, &self.inner.config.partition_dir)
     }
 
+    /// Reads and checks every chunk and Part checksum of `l`'s bytes when the Candy is at most
+    /// `copy_verify_bytes_max` bytes (larger ones are not read: a copy stays O(1) in their size,
+    /// and damage shows when either copy is read).
+    ///
+    /// # Errors
+    /// `ChecksumMismatch` (or `Corrupt`) for damaged bytes; read failures.
+    pub(crate) async fn verify_candy(&self, l: &CandyLocator) -> Result<()> {
+        if l.size > self.inner.config.copy_verify_bytes_max || !l.is_live() {
+            return Ok(());
+        }
+        let read = self.read_locator(l.clone(), None).await?;
+        for piece in read.body {
+            piece?;
+        }
+        Ok(())
+    }
+
     /// Metadata of `key`.
     ///
     /// # Errors

@@ -53,13 +53,16 @@ pub struct UploadInfo {
 }
 
 impl<S: Storage> Engine<S> {
-    /// The live locator of `key` and its exact encoded bytes (what a client relays).
+    /// The live locator of `key` and its exact encoded bytes (what a client relays), after
+    /// checking the Candy's bytes when it is at most `copy_verify_bytes_max` large.
     ///
     /// # Errors
-    /// `NotFound` when absent.
+    /// `NotFound` when absent; `ChecksumMismatch` for damaged bytes.
     pub async fn get_locator(&self, key: &[u8]) -> Result<(CandyLocator, Bytes)> {
         validate_key(key)?;
         let (bytes, l) = self.lookup(key)?.ok_or(Error::NotFound)?;
+        // The first step of a copy across partitions: damaged bytes are not handed on.
+        self.verify_candy(&l).await?;
         Ok((l, bytes))
     }
 

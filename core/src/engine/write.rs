@@ -225,6 +225,13 @@ impl<S: Storage> Engine<S> {
         if rename && source_key == target_key {
             return Err(Error::invalid("target_key", "equals the source key"));
         }
+        if !rename {
+            // A copy must not multiply damage silently: the source's bytes are checked first
+            // (within `copy_verify_bytes_max`; a rename moves the same bytes, no new copy).
+            if let Some((_, l)) = self.lookup(source_key)? {
+                self.verify_candy(&l).await?;
+            }
+        }
         let ((size, checksum), hlc) = self
             .commit_with(|e| {
                 if rename {
