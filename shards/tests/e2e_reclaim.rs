@@ -14,6 +14,9 @@ use candybox_wire::client::{ByteRange, KeyRange, PutOptions};
 use harness::{dir_bytes, eventually, pattern, Node};
 
 /// Eager reclamation: short grace, frequent maintenance, scans whenever changed, small Syrups.
+/// With one live Candy of 300 KB, the bound under test (2x) needs the active Syrup compacted once
+/// a quarter MiB and under two thirds live: a Syrup may otherwise keep `syrup_compact_bytes_min`
+/// of dead bytes (or half its size, at the 0.5 default) next to the live one.
 const ARGS: &[&str] = &[
     "--gc-grace-ms",
     "200",
@@ -23,8 +26,10 @@ const ARGS: &[&str] = &[
     "0",
     "--syrup-roll-bytes",
     "4194304",
+    "--syrup-live-ratio-min",
+    "0.67",
     "--syrup-compact-bytes-min",
-    "1048576",
+    "262144",
     "--memtable-bytes",
     "65536",
 ];
@@ -44,7 +49,8 @@ async fn overwritten_and_deleted_bytes_leave_the_disk() {
         last = Bytes::from(pattern(i, size));
         c.put_bytes("reclaim", b"hot", &PutOptions::default(), last.clone()).await.expect("overwrite");
     }
-    assert!(dir_bytes(&syrups) > 10 * size as u64, "the overwrites are on disk first");
+    // (Reclamation runs while the puts go on, so how much is on disk at this point depends on
+    // the machine's pace; the bound below is what must hold.)
     eventually(Duration::from_secs(60), "overwritten bytes are given back (under 2x the live bytes)", || async {
         dir_bytes(&syrups) < 2 * size as u64
     })
