@@ -54,24 +54,9 @@ impl Drop for Tmpfs {
     }
 }
 
-const ARGS: &[&str] = &[
-    "--disk-free-min-bytes",
-    "8388608",
-    "--disk-ballast-bytes",
-    "2097152",
-    "--gc-grace-ms",
-    "200",
-    "--maintenance-interval-ms",
-    "100",
-    "--reclaim-scan-interval-ms",
-    "0",
-    "--syrup-roll-bytes",
-    "4194304",
-    "--syrup-compact-bytes-min",
-    "1048576",
-    "--memtable-bytes",
-    "65536",
-];
+/// The disk settings under test, on top of eager reclamation.
+const ARGS: &[&str] =
+    &["--disk-free-min-bytes", "8388608", "--disk-ballast-bytes", "2097152", "--syrup-compact-bytes-min", "1048576"];
 
 /// Puts 1 MiB objects until the node refuses one; returns the acknowledged ones.
 async fn fill(c: &TokioClient, prefix: &str) -> Vec<(String, Bytes)> {
@@ -103,7 +88,7 @@ async fn all_read_back(c: &TokioClient, acked: &[(String, Bytes)]) {
 async fn a_full_disk_refuses_writes_keeps_reads_and_deletes_and_recovers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let _fs = Tmpfs::mount(&dir.path().join("data"), 48 * MIB);
-    let mut node = Node::start(dir.path(), ARGS, &[]);
+    let mut node = Node::start(dir.path(), &harness::args_with(harness::EAGER_RECLAIM_ARGS, ARGS), &[]);
     let c = node.client(true).await;
     c.create_box("full", Some(4)).await.expect("create box");
 

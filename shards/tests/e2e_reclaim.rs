@@ -13,31 +13,15 @@ use bytes::Bytes;
 use candybox_wire::client::{ByteRange, KeyRange, PutOptions};
 use harness::{dir_bytes, eventually, pattern, Node};
 
-/// Eager reclamation: short grace, frequent maintenance, scans whenever changed, small Syrups.
-/// With one live Candy of 300 KB, the bound under test (2x) needs the active Syrup compacted once
+/// On top of eager reclamation ([`harness::EAGER_RECLAIM_ARGS`]). With one live Candy of 300 KB, the bound under test (2x) needs the active Syrup compacted once
 /// a quarter MiB and under two thirds live: a Syrup may otherwise keep `syrup_compact_bytes_min`
 /// of dead bytes (or half its size, at the 0.5 default) next to the live one.
-const ARGS: &[&str] = &[
-    "--gc-grace-ms",
-    "200",
-    "--maintenance-interval-ms",
-    "100",
-    "--reclaim-scan-interval-ms",
-    "0",
-    "--syrup-roll-bytes",
-    "4194304",
-    "--syrup-live-ratio-min",
-    "0.67",
-    "--syrup-compact-bytes-min",
-    "262144",
-    "--memtable-bytes",
-    "65536",
-];
+const ARGS: &[&str] = &["--syrup-live-ratio-min", "0.67", "--syrup-compact-bytes-min", "262144"];
 
 #[tokio::test(flavor = "current_thread")]
 async fn overwritten_and_deleted_bytes_leave_the_disk() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut node = Node::start(dir.path(), ARGS, &[]);
+    let mut node = Node::start(dir.path(), &harness::args_with(harness::EAGER_RECLAIM_ARGS, ARGS), &[]);
     let syrups = node.data_dir.join("syrups");
     let c = node.client(true).await;
     c.create_box("reclaim", Some(4)).await.expect("create box");

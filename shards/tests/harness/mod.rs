@@ -255,6 +255,27 @@ pub fn head_box_body(name: &str) -> Vec<u8> {
     fbb.finished_data().to_vec()
 }
 
+/// Flags that make space reclamation and GC give bytes back within a test's seconds: a 200 ms
+/// grace, a maintenance pass every 100 ms, a live scan at every pass that follows a change, 4 MiB
+/// Syrups and small memtables (tests add their own Syrup compaction thresholds).
+pub const EAGER_RECLAIM_ARGS: &[&str] = &[
+    "--gc-grace-ms",
+    "200",
+    "--maintenance-interval-ms",
+    "100",
+    "--reclaim-scan-interval-ms",
+    "0",
+    "--syrup-roll-bytes",
+    "4194304",
+    "--memtable-bytes",
+    "65536",
+];
+
+/// `base` followed by `more`, as one argument list.
+pub fn args_with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(more).copied().collect()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so a test can regenerate what it wrote.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
