@@ -542,9 +542,12 @@ async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
             send_plain(conn, id, body).await;
             false
         }
-        Outcome::Failed { reply, busy } => {
+        Outcome::Failed { reply, busy, no_space } => {
             if busy {
                 conn.shard.metrics().busy_replies.fetch_add(1, Relaxed);
+            }
+            if no_space {
+                conn.shard.shared.metrics.disk.refusals.fetch_add(1, Relaxed);
             }
             send_plain(conn, id, reply).await;
             true

@@ -237,6 +237,8 @@ pub enum Outcome {
         reply: Bytes,
         /// True for Busy (counted apart).
         busy: bool,
+        /// True for NoSpace (counted apart: `candybox_nospace_refusals_total`).
+        no_space: bool,
     },
     /// A get: the `Reply` with `GetDone`, then exactly `len` bytes from `body`.
     Get {
@@ -252,7 +254,11 @@ pub enum Outcome {
 impl Outcome {
     /// The reply of an error.
     pub fn error(e: &NodeError) -> Outcome {
-        Outcome::Failed { reply: error_reply(e), busy: e.is_busy() }
+        Outcome::Failed {
+            reply: error_reply(e),
+            busy: e.is_busy(),
+            no_space: matches!(e, NodeError::Engine(CoreError::NoSpace)),
+        }
     }
 }
 

@@ -830,21 +830,6 @@ impl Shard {
         key: Vec<u8>,
         op: KeyedOp,
     ) -> Result<Outcome, NodeError> {
-        let r = self.keyed_on_owner(box_name, meta, p, key, op).await;
-        if matches!(r, Err(NodeError::Engine(CoreError::NoSpace))) {
-            self.shared.metrics.disk.refusals.fetch_add(1, Relaxed);
-        }
-        r
-    }
-
-    async fn keyed_on_owner(
-        self: &Rc<Self>,
-        box_name: &str,
-        meta: BoxMeta,
-        p: u16,
-        key: Vec<u8>,
-        op: KeyedOp,
-    ) -> Result<Outcome, NodeError> {
         if op.adds_data() && self.shared.metrics.disk.is_full() {
             return Err(NodeError::Engine(CoreError::NoSpace));
         }
