@@ -331,15 +331,18 @@ async fn idle_for(conn: &Conn, idle: std::time::Duration) {
 }
 
 /// Reserves the frame's memory (waiting while the node is over its budget), then reads its body
-/// within the frame timeout.
+/// within the frame timeout. Every frame is reserved, small ones too: small data frames queue
+/// behind streaming puts like large ones, and only the budget bounds them node-wide.
 async fn frame_body(conn: &Conn, rd: &mut Reader, n: usize) -> Result<Bytes, Stop> {
     let shutdown = conn.shard.shutdown_signal();
+    let timeout = std::time::Duration::from_millis(conn.shard.shared.config.frame_timeout_ms);
     let reservation = monoio::select! {
+        biased;
         r = crate::frame_memory::reserve(&conn.shard.shared.metrics.frame_memory, n as u64) => r,
         _ = shutdown.recv() => return Err(Stop::Shutdown),
     };
-    let timeout = std::time::Duration::from_millis(conn.shard.shared.config.frame_timeout_ms);
     monoio::select! {
+        biased;
         b = read_body(rd, n, reservation) => b.map_err(Stop::Io),
         _ = candybox_core::runtime::sleep(timeout) => Err(Stop::Stalled),
         _ = shutdown.recv() => Err(Stop::Shutdown),
@@ -351,6 +354,9 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: Reader) -> Stop {
     let idle = std::time::Duration::from_millis(conn.shard.shared.config.idle_timeout_ms);
     loop {
         let header = monoio::select! {
+            // The read first: while requests arrive back to back their headers are buffered, and
+            // the idle timer is never registered.
+            biased;
             h = read_n(&mut rd, FRAME_HEADER_BYTES) => h,
             _ = shutdown.recv() => return Stop::Shutdown,
             _ = idle_for(conn, idle) => return Stop::Idle,

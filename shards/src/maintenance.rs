@@ -157,7 +157,7 @@ async fn partition(shard: &Rc<Shard>, budget: &Budget, box_name: &str, p: u16, u
                     condemned = r.condemned,
                     relocated = r.relocated,
                     relocated_bytes = r.relocated_bytes,
-                    "space reclamation moved live candies out of mostly dead syrups"
+                    "space reclamation: mostly dead syrups condemned, live candies moved out"
                 );
             }
             Ok(_) => {}

@@ -393,31 +393,43 @@ impl NodeMetrics {
             "gauge",
             "1 for each partition whose files are damaged: its requests are answered Corrupt (see /readyz).",
         );
-        if let Ok(q) = self.quarantined.lock() {
-            for (b, p) in q.keys() {
-                let _ = writeln!(out, "candybox_partition_quarantined{{box=\"{b}\",partition=\"{p}\"}} 1");
+        let quarantined = match self.quarantined.lock() {
+            Ok(q) => {
+                for (b, p) in q.keys() {
+                    let _ = writeln!(out, "candybox_partition_quarantined{{box=\"{b}\",partition=\"{p}\"}} 1");
+                }
+                q.len() as u64
             }
-            let _ = writeln!(out, "candybox_partitions_quarantined {}", q.len());
-        }
+            Err(_) => 0,
+        };
+        // Node-wide values, no shard label.
         let d = &self.disk;
-        header(&mut out, "candybox_disk_free_bytes", "gauge", "Bytes free on the data directory's file system.");
-        let _ = writeln!(out, "candybox_disk_free_bytes {}", d.free_bytes.load(Relaxed));
-        header(
-            &mut out,
-            "candybox_disk_full",
-            "gauge",
-            "1 while free space is under disk_free_min_bytes (puts and uploads refused).",
-        );
-        let _ = writeln!(out, "candybox_disk_full {}", u8::from(d.is_full()));
-        header(
-            &mut out,
-            "candybox_frame_memory_bytes",
-            "gauge",
-            "Bytes of request frames held in memory by the whole node (bounded by frame_memory_bytes_max).",
-        );
-        let _ = writeln!(out, "candybox_frame_memory_bytes {}", self.frame_memory.used());
-        header(&mut out, "candybox_nospace_refusals_total", "counter", "Writes refused with NoSpace.");
-        let _ = writeln!(out, "candybox_nospace_refusals_total {}", d.refusals.load(Relaxed));
+        let node_wide: [(&str, &str, &str, u64); 5] = [
+            ("candybox_partitions_quarantined", "gauge", "Quarantined partitions of the node.", quarantined),
+            (
+                "candybox_disk_free_bytes",
+                "gauge",
+                "Bytes free on the data directory's file system.",
+                d.free_bytes.load(Relaxed),
+            ),
+            (
+                "candybox_disk_full",
+                "gauge",
+                "1 while free space is under disk_free_min_bytes (puts and uploads refused).",
+                u64::from(d.is_full()),
+            ),
+            (
+                "candybox_frame_memory_bytes",
+                "gauge",
+                "Bytes of request frames held in memory by the whole node (bounded by frame_memory_bytes_max).",
+                self.frame_memory.used(),
+            ),
+            ("candybox_nospace_refusals_total", "counter", "Writes refused with NoSpace.", d.refusals.load(Relaxed)),
+        ];
+        for (name, kind, help, value) in node_wide {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
         header(
             &mut out,
             "candybox_group_commit_size",

@@ -85,6 +85,10 @@ pub struct ListOptions {
     pub limit: usize,
 }
 
+/// Pieces of a Candy checked by [`Engine::verify_candy`] between two yields (a piece is at most a
+/// chunk, 64 KiB by default).
+const VERIFY_YIELD_PIECES: usize = 16;
+
 /// Live Candies of a window with their locators, and the cursor of the next page when more follow.
 pub(crate) type LivePage = (Vec<(Vec<u8>, CandyLocator)>, Option<Vec<u8>>);
 
@@ -248,8 +252,13 @@ impl<S: Storage> Engine<S> {
             return Ok(());
         }
         let read = self.read_locator(l.clone(), None).await?;
-        for piece in read.body {
+        // Checking runs on the shard (mapped pages, CRCs): it yields every few pieces so that
+        // other requests are not held up behind a 16 MiB copy.
+        for (i, piece) in read.body.enumerate() {
             piece?;
+            if (i + 1) % VERIFY_YIELD_PIECES == 0 {
+                crate::runtime::yield_now().await;
+            }
         }
         Ok(())
     }
