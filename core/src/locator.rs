@@ -173,50 +173,15 @@ impl CandyLocator {
     /// # Errors
     /// [`DecodeError`] naming the first field that is wrong.
     pub fn decode(buf: &[u8]) -> Result<CandyLocator, DecodeError> {
-        let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
-        if buf.len() > limits::LOCATOR_BYTES_MAX {
-            return Err(DecodeError::Malformed { what: "locator length", offset: 0 });
-        }
-        let mut r = Reader::new(buf);
-        let version = r.u8()?;
-        if version != LOCATOR_VERSION {
-            return Err(DecodeError::UnsupportedVersion(u16::from(version)));
-        }
-        let kind = match r.u8()? {
-            1 => Kind::Put,
-            2 => Kind::Tombstone,
-            _ => return Err(malformed("locator kind", &r)),
+        let (head, mut r) = match Head::decode(buf)? {
+            Decoded::Tombstone(hlc) => return Ok(CandyLocator::tombstone(hlc)),
+            Decoded::Put(head, r) => (head, r),
         };
-        let hlc = Hlc::decode(&mut r)?;
-        if kind == Kind::Tombstone {
-            if r.remaining() != 0 {
-                return Err(malformed("trailing bytes", &r));
-            }
-            return Ok(CandyLocator::tombstone(hlc));
-        }
-        let created_ms = r.u64()?;
-        let size = r.u64()?;
-        let checksum = r.u32()?;
-        let content_type = utf8(r.bytes16()?).ok_or_else(|| malformed("content type", &r))?;
-        if content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
-            return Err(malformed("content type length", &r));
-        }
-        let meta_count = r.u16()?;
-        let mut user_meta = Vec::with_capacity(usize::from(meta_count).min(256));
-        let mut meta_bytes = 0usize;
-        for _ in 0..meta_count {
-            let k = utf8(r.bytes16()?).ok_or_else(|| malformed("metadata key", &r))?;
-            let v = utf8(r.bytes16()?).ok_or_else(|| malformed("metadata value", &r))?;
-            meta_bytes += k.len() + v.len();
-            user_meta.push((k, v));
-        }
-        if meta_bytes > limits::USER_META_BYTES_MAX {
-            return Err(malformed("user metadata size", &r));
-        }
+        let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
         let body = match r.u8()? {
             1 => {
                 let data = r.bytes32()?.to_vec();
-                if data.len() as u64 != size {
+                if data.len() as u64 != head.size {
                     return Err(malformed("inline length", &r));
                 }
                 CandyBody::Inline(data)
@@ -224,7 +189,7 @@ impl CandyLocator {
             0 => {
                 let parts = decode_parts(&mut r)?;
                 let total = parts.iter().try_fold(0u64, |acc, p| acc.checked_add(p.length));
-                if total != Some(size) {
+                if total != Some(head.size) {
                     return Err(malformed("candy size", &r));
                 }
                 CandyBody::Parts(parts)
@@ -234,7 +199,17 @@ impl CandyLocator {
         if r.remaining() != 0 {
             return Err(malformed("trailing bytes", &r));
         }
-        Ok(CandyLocator { hlc, kind, content_type, user_meta, created_ms, size, checksum, body })
+        let user_meta = head.user_meta().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Ok(CandyLocator {
+            hlc: head.hlc,
+            kind: Kind::Put,
+            content_type: head.content_type.to_owned(),
+            user_meta,
+            created_ms: head.created_ms,
+            size: head.size,
+            checksum: head.checksum,
+            body,
+        })
     }
 
     /// Reads only the version, kind and HLC of an encoded locator: what merging and tombstone
@@ -254,6 +229,144 @@ impl CandyLocator {
             _ => return Err(DecodeError::Malformed { what: "locator kind", offset: 1 }),
         };
         Ok((kind, Hlc::decode(&mut r)?))
+    }
+}
+
+/// The fields of a live locator before its body, borrowed from the encoded bytes and checked as
+/// [`CandyLocator::decode`] checks them.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// Last writer wins by this stamp.
+    pub hlc: Hlc,
+    /// Wall-clock milliseconds of the original put.
+    pub created_ms: u64,
+    /// Payload bytes of the Candy.
+    pub size: u64,
+    /// CRC-32 of the whole Candy.
+    pub checksum: u32,
+    /// MIME type given at put.
+    pub content_type: &'a str,
+    meta_count: u16,
+    /// The encoded metadata pairs (checked UTF-8 and within the limits).
+    meta: &'a [u8],
+}
+
+enum Decoded<'a> {
+    Tombstone(Hlc),
+    Put(Head<'a>, Reader<'a>),
+}
+
+impl<'a> Head<'a> {
+    fn decode(buf: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
+        let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
+        if buf.len() > limits::LOCATOR_BYTES_MAX {
+            return Err(DecodeError::Malformed { what: "locator length", offset: 0 });
+        }
+        let mut r = Reader::new(buf);
+        let version = r.u8()?;
+        if version != LOCATOR_VERSION {
+            return Err(DecodeError::UnsupportedVersion(u16::from(version)));
+        }
+        let kind = match r.u8()? {
+            1 => Kind::Put,
+            2 => Kind::Tombstone,
+            _ => return Err(malformed("locator kind", &r)),
+        };
+        let hlc = Hlc::decode(&mut r)?;
+        if kind == Kind::Tombstone {
+            if r.remaining() != 0 {
+                return Err(malformed("trailing bytes", &r));
+            }
+            return Ok(Decoded::Tombstone(hlc));
+        }
+        let created_ms = r.u64()?;
+        let size = r.u64()?;
+        let checksum = r.u32()?;
+        let content_type = std::str::from_utf8(r.bytes16()?).map_err(|_| malformed("content type", &r))?;
+        if content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
+            return Err(malformed("content type length", &r));
+        }
+        let meta_count = r.u16()?;
+        let meta_start = r.position();
+        let mut meta_bytes = 0usize;
+        for _ in 0..meta_count {
+            let k = r.bytes16()?;
+            std::str::from_utf8(k).map_err(|_| malformed("metadata key", &r))?;
+            let v = r.bytes16()?;
+            std::str::from_utf8(v).map_err(|_| malformed("metadata value", &r))?;
+            meta_bytes += k.len() + v.len();
+        }
+        if meta_bytes > limits::USER_META_BYTES_MAX {
+            return Err(malformed("user metadata size", &r));
+        }
+        let meta = buf.get(meta_start..r.position()).unwrap_or_default();
+        Ok(Decoded::Put(Head { hlc, created_ms, size, checksum, content_type, meta_count, meta }, r))
+    }
+
+    /// Views the head of an encoded locator in place: `Ok(None)` for a tombstone. The body is not
+    /// read (a Candy in Syrups costs no Part decoding).
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the head is malformed.
+    pub fn view(buf: &'a [u8]) -> Result<Option<Head<'a>>, DecodeError> {
+        Ok(match Head::decode(buf)? {
+            Decoded::Tombstone(_) => None,
+            Decoded::Put(head, _) => Some(head),
+        })
+    }
+
+    /// The user metadata pairs, in the order given at put.
+    pub fn user_meta(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let mut r = Reader::new(self.meta);
+        // Checked when the head was decoded: every pair is there and is UTF-8.
+        (0..self.meta_count).map_while(move |_| {
+            let k = std::str::from_utf8(r.bytes16().ok()?).ok()?;
+            let v = std::str::from_utf8(r.bytes16().ok()?).ok()?;
+            Some((k, v))
+        })
+    }
+
+    /// True when there is user metadata.
+    pub fn has_user_meta(&self) -> bool {
+        self.meta_count > 0
+    }
+}
+
+/// A live Candy stored in its locator, viewed in place: the metadata and the bytes borrowed
+/// from the encoded value (a memtable entry or a table block), nothing copied.
+#[derive(Debug, Clone, Copy)]
+pub struct InlineView<'a> {
+    /// Everything before the body.
+    pub head: Head<'a>,
+    /// The Candy's bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> InlineView<'a> {
+    /// Views an encoded locator: `Ok(None)` for a tombstone or a Candy in Syrups.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for what [`CandyLocator::decode`] would refuse in the same bytes.
+    pub fn decode(buf: &'a [u8]) -> Result<Option<InlineView<'a>>, DecodeError> {
+        let (head, mut r) = match Head::decode(buf)? {
+            Decoded::Tombstone(_) => return Ok(None),
+            Decoded::Put(head, r) => (head, r),
+        };
+        let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
+        match r.u8()? {
+            1 => {
+                let data = r.bytes32()?;
+                if data.len() as u64 != head.size {
+                    return Err(malformed("inline length", &r));
+                }
+                if r.remaining() != 0 {
+                    return Err(malformed("trailing bytes", &r));
+                }
+                Ok(Some(InlineView { head, data }))
+            }
+            0 => Ok(None),
+            _ => Err(malformed("body kind", &r)),
+        }
     }
 }
 
@@ -323,10 +436,6 @@ pub fn decode_parts(r: &mut Reader<'_>) -> Result<Vec<Part>, DecodeError> {
         parts.push(Part { length, chunk_size, checksum, segments });
     }
     Ok(parts)
-}
-
-fn utf8(b: &[u8]) -> Option<String> {
-    std::str::from_utf8(b).ok().map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -428,5 +537,28 @@ mod tests {
         assert_eq!(stored_len(1, 1024), 5);
         assert_eq!(stored_len(1024, 1024), 1028);
         assert_eq!(stored_len(1025, 1024), 1033);
+    }
+
+    #[test]
+    fn an_inline_view_shows_what_decode_shows_and_only_for_live_inline_candies() {
+        let mut l = sample();
+        l.user_meta = vec![("a".into(), "b".into()), ("colour".into(), "blau".into())];
+        l.size = 5;
+        l.body = CandyBody::Inline(b"hello".to_vec());
+        let enc = l.encode();
+        let v = InlineView::decode(&enc).unwrap().expect("an inline candy has a view");
+        assert_eq!(v.data, b"hello");
+        assert_eq!((v.head.hlc, v.head.created_ms, v.head.size, v.head.checksum), (l.hlc, 9, 5, 77));
+        assert_eq!(v.head.content_type, "text/plain");
+        let meta: Vec<(String, String)> = v.head.user_meta().map(|(k, v)| (k.into(), v.into())).collect();
+        assert_eq!(meta, l.user_meta);
+        assert!(InlineView::decode(&sample().encode()).unwrap().is_none(), "a candy in Syrups has no inline view");
+        let t = CandyLocator::tombstone(l.hlc).encode();
+        assert!(InlineView::decode(&t).unwrap().is_none());
+        // What decode refuses, the view refuses: every truncation of the encoding.
+        for n in 0..enc.len() {
+            assert!(InlineView::decode(&enc[..n]).is_err(), "a locator cut at {n} bytes was accepted");
+            assert!(CandyLocator::decode(&enc[..n]).is_err());
+        }
     }
 }

@@ -7,6 +7,9 @@
 //!   polled at the *front* of the run queue (`Harness::poll` → `LocalScheduler::yield_now` →
 //!   `push_front`), so a plain self-wake (as in `futures_lite::yield_now`) runs the caller again
 //!   at once; the wake is therefore handed to a helper task queued at the back.
+//! - [`Bouncer::yield_now`] yields the same way without a spawn per turn: a partner task, spawned
+//!   once, is woken (queued at the back, as it is not the task being polled) and wakes the caller
+//!   in turn. For loops that yield at every turn (the spin-before-park poller).
 //! - [`unblock`] runs a closure on a fresh helper thread; it is only for rare work that has no
 //!   io_uring operation (directory listing), never for the data path.
 
@@ -66,6 +69,76 @@ impl Future for YieldNow {
         let waker = cx.waker().clone();
         drop(monoio::spawn(async move { waker.wake() }));
         Poll::Pending
+    }
+}
+
+/// A yield that really yields (like [`yield_now`]) without spawning a task per turn: the caller's
+/// wake goes through a partner task spawned once by [`Bouncer::new`]. The partner ends when the
+/// `Bouncer` is dropped.
+#[derive(Debug)]
+pub struct Bouncer {
+    state: std::rc::Rc<BounceState>,
+}
+
+#[derive(Debug, Default)]
+struct BounceState {
+    /// The yielding task's waker, handed to the partner.
+    caller: std::cell::RefCell<Option<std::task::Waker>>,
+    /// The partner's waker, once it has parked.
+    partner: std::cell::RefCell<Option<std::task::Waker>>,
+    closed: std::cell::Cell<bool>,
+}
+
+impl Bouncer {
+    /// Spawns the partner task on the current executor.
+    pub fn new() -> Bouncer {
+        let state = std::rc::Rc::new(BounceState::default());
+        let partner = state.clone();
+        drop(monoio::spawn(std::future::poll_fn(move |cx| {
+            if let Some(w) = partner.caller.borrow_mut().take() {
+                w.wake();
+            }
+            if partner.closed.get() {
+                return Poll::Ready(());
+            }
+            *partner.partner.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })));
+        Bouncer { state }
+    }
+
+    /// Returns after every task that was ready when it was called has run.
+    pub async fn yield_now(&self) {
+        let Some(partner) = self.state.partner.borrow_mut().take() else {
+            // The partner has not run yet (it was just spawned): the spawning yield works too.
+            return yield_now().await;
+        };
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            *self.state.caller.borrow_mut() = Some(cx.waker().clone());
+            partner.wake_by_ref();
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+impl Default for Bouncer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        self.state.closed.set(true);
+        if let Some(w) = self.state.partner.borrow_mut().take() {
+            w.wake();
+        }
     }
 }
 
@@ -222,5 +295,41 @@ mod tests {
             log.take()
         });
         assert_eq!(log, "ababab");
+    }
+
+    #[test]
+    fn a_bouncer_yields_behind_its_siblings_at_every_turn_and_its_partner_ends_with_it() {
+        let (log, partner_done) = block_on(async {
+            let log = Rc::new(RefCell::new(String::new()));
+            let bouncing = {
+                let log = Rc::clone(&log);
+                spawn(async move {
+                    let bouncer = Bouncer::new();
+                    for _ in 0..4 {
+                        log.borrow_mut().push('a');
+                        bouncer.yield_now().await;
+                    }
+                    Rc::downgrade(&bouncer.state)
+                })
+            };
+            let sibling = {
+                let log = Rc::clone(&log);
+                spawn(async move {
+                    for _ in 0..4 {
+                        log.borrow_mut().push('b');
+                        yield_now().await;
+                    }
+                })
+            };
+            let state = bouncing.await;
+            sibling.await;
+            // The partner held the last other reference; it ends once the Bouncer is dropped.
+            for _ in 0..4 {
+                yield_now().await;
+            }
+            (log.take(), state.upgrade().is_none())
+        });
+        assert_eq!(log, "abababab");
+        assert!(partner_done, "the partner task still holds the bouncer's state");
     }
 }

@@ -116,6 +116,10 @@ settings! {
         frame_timeout_ms, "CANDYBOX_FRAME_TIMEOUT_MS": u64 = 60_000;
         /// Depth of each shard's cross-shard queue; a full queue answers Busy.
         shard_queue_max, "CANDYBOX_SHARD_QUEUE_MAX": u32 = 1024;
+        /// Spin-before-park: after a request arrives, a shard keeps polling its ring this long
+        /// (µs) before it parks in the kernel, while spinning pays (adaptive); 0 turns it off.
+        /// Spinning is also off when the shards outnumber the cores the node may run on.
+        spin_before_park_us, "CANDYBOX_SPIN_BEFORE_PARK_US": u64 = 100;
         /// Pin each shard's thread to its own core.
         pin_cores, "CANDYBOX_PIN_CORES": bool = true;
         /// Chunk payload bytes of new writes.

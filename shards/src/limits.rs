@@ -23,11 +23,6 @@ pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 /// after the maintenance sweep already finished the rename still learns the outcome (not
 /// durable: after a restart such a late complete-rename gets NotFound).
 pub const RENAME_OUTCOMES_REMEMBERED: usize = 4096;
-/// Spin-before-park: after a request arrives, a shard keeps polling its ring this long before
-/// it parks in the kernel, so the next request is picked up without a wake-up (an
-/// inter-processor interrupt and a context switch, which cost more CPU than the request itself
-/// at moderate load on loopback).
-pub const SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_micros(100);
 /// How long start-up retries a bind whose address is still in use (a restart right after
 /// `kill -9`: the dead process's listeners close when the kernel has torn down its rings).
 pub const BIND_RETRY_MS: u64 = 10_000;

@@ -12,7 +12,7 @@ use candybox_core::{
     engine::{CandyReader, ListPage, PartInfo, PutReply, UploadInfo},
     error::Error as CoreError,
     hlc::Hlc,
-    locator::CandyLocator,
+    locator::{CandyLocator, Head},
 };
 use candybox_wire::fb;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
@@ -366,20 +366,71 @@ pub fn put_done(p: &PutReply) -> Bytes {
 }
 
 fn candy_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, l: &CandyLocator) -> WIPOffset<fb::CandyMeta<'a>> {
-    let content_type = Some(fbb.create_string(&l.content_type));
-    let user_meta = candybox_wire::build::key_values(fbb, &l.user_meta);
-    let h = hlc(l.hlc);
+    let head = MetaOf { size: l.size, checksum: l.checksum, hlc: l.hlc, content_type: &l.content_type, created_ms: l.created_ms };
+    meta_table(fbb, &head, l.user_meta.iter().map(|(k, v)| (k, v)))
+}
+
+/// The fields of a `CandyMeta` other than the user metadata.
+struct MetaOf<'s> {
+    size: u64,
+    checksum: u32,
+    hlc: Hlc,
+    content_type: &'s str,
+    created_ms: u64,
+}
+
+fn meta_table<'a, K: AsRef<str>, V: AsRef<str>>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    m: &MetaOf<'_>,
+    user_meta: impl IntoIterator<Item = (K, V)>,
+) -> WIPOffset<fb::CandyMeta<'a>> {
+    let content_type = Some(fbb.create_string(m.content_type));
+    let user_meta = candybox_wire::build::key_values(fbb, user_meta);
+    let h = hlc(m.hlc);
     fb::CandyMeta::create(
         fbb,
         &fb::CandyMetaArgs {
-            size: l.size,
-            checksum: l.checksum,
+            size: m.size,
+            checksum: m.checksum,
             hlc: Some(&h),
             content_type,
             user_meta,
-            created_ms: l.created_ms,
+            created_ms: m.created_ms,
         },
     )
+}
+
+/// The `CandyMeta` of a locator head viewed in place.
+fn view_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, h: &Head<'_>) -> WIPOffset<fb::CandyMeta<'a>> {
+    let m = MetaOf { size: h.size, checksum: h.checksum, hlc: h.hlc, content_type: h.content_type, created_ms: h.created_ms };
+    meta_table(fbb, &m, h.user_meta())
+}
+
+/// Builds a reply in `fbb` (reset first, so one builder serves a connection's requests without
+/// allocating) and returns its bytes.
+fn reply_in<'f>(
+    fbb: &'f mut FlatBufferBuilder<'static>,
+    body_type: fb::ReplyBody,
+    body: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+) -> &'f [u8] {
+    fbb.reset();
+    let body = Some(body(fbb));
+    let root = fb::Reply::create(fbb, &fb::ReplyArgs { error: None, body_type, body });
+    fbb.finish_minimal(root);
+    fbb.finished_data()
+}
+
+/// `GetDone` of a Candy whose locator head is viewed in place, built in `fbb`.
+pub fn get_done_in<'f>(fbb: &'f mut FlatBufferBuilder<'static>, h: &Head<'_>, first: u64, length: u64) -> &'f [u8] {
+    reply_in(fbb, fb::ReplyBody::GetDone, |fbb| {
+        let meta = Some(view_meta(fbb, h));
+        fb::GetDone::create(fbb, &fb::GetDoneArgs { meta, first, length }).as_union_value()
+    })
+}
+
+/// `CandyMeta` (head) of a locator head viewed in place, built in `fbb`.
+pub fn head_in<'f>(fbb: &'f mut FlatBufferBuilder<'static>, h: &Head<'_>) -> &'f [u8] {
+    reply_in(fbb, fb::ReplyBody::CandyMeta, |fbb| view_meta(fbb, h).as_union_value())
 }
 
 /// `CandyMeta` (head).

@@ -44,6 +44,9 @@ use crate::{
     reply::{self, BoxInfo, NodeError, Outcome, Topology},
 };
 
+/// Most spins skipped after fruitless ones (see [`Shard::poll_while_busy`]).
+const SPIN_SKIP_MAX: u32 = 64;
+
 /// A partition engine on the real file system.
 pub type PartitionEngine = Engine<UringStorage>;
 
@@ -104,6 +107,8 @@ pub struct Shard {
     shutdown: async_channel::Receiver<()>,
     /// When the last request arrived, and the parked poller to wake ([`Shard::poll_while_busy`]).
     last_request: Cell<std::time::Instant>,
+    /// Requests noted so far (wrapping): the poller tells a spin that caught one from one that did not.
+    arrivals: Cell<u64>,
     poller: RefCell<Option<std::task::Waker>>,
 }
 
@@ -178,6 +183,7 @@ impl Shard {
             stopping: Cell::new(false),
             shutdown,
             last_request: Cell::new(std::time::Instant::now()),
+            arrivals: Cell::new(0),
             poller: RefCell::new(None),
         })
     }
@@ -185,6 +191,7 @@ impl Shard {
     /// Notes a request's arrival (at `at`) for the spin-before-park poller, waking it when parked.
     pub fn note_request(&self, at: std::time::Instant) {
         self.last_request.set(at);
+        self.arrivals.set(self.arrivals.get().wrapping_add(1));
         if let Some(w) = self.poller.borrow_mut().take() {
             w.wake();
         }
@@ -192,23 +199,44 @@ impl Shard {
 
     /// Spin-before-park. monoio parks the executor in `io_uring_enter` as soon as no task is
     /// ready, and every request that arrives next costs a wake-up. While requests arrived within
-    /// the last `SPIN_BEFORE_PARK`, this task stays ready (yielding behind every other task), so
-    /// the executor keeps reaping completions without parking; once quiet, it waits for the next
-    /// request without spinning. Ends at shutdown.
-    pub async fn poll_while_busy(self: Rc<Self>) {
+    /// the last `window`, this task stays ready (bouncing behind every other task through a
+    /// partner task spawned once: no spawn per turn), so the executor keeps reaping completions
+    /// without parking; once quiet, it waits for the next request without spinning.
+    ///
+    /// Adaptive: a spin that catches no request before it gives up cost a whole window for
+    /// nothing, so the spins after it are skipped (parking at once), doubling the skip after
+    /// every fruitless spin up to [`SPIN_SKIP_MAX`]; one that catches a request ends the skipping.
+    /// Under steady load every spin pays; under sparse load spinning costs about nothing. Ends at
+    /// shutdown; returns at once when `window` is zero (switched off).
+    pub async fn poll_while_busy(self: Rc<Self>, window: std::time::Duration) {
+        if window.is_zero() {
+            return;
+        }
+        let bouncer = candybox_core::runtime::Bouncer::new();
+        let mut skip = 0u32;
+        let mut skipped = 0u32;
         while !self.stopping.get() {
-            if self.last_request.get().elapsed() < crate::limits::SPIN_BEFORE_PARK {
-                candybox_core::runtime::yield_now().await;
-                continue;
-            }
+            // Parked: wait for the next request.
+            let arrivals = self.arrivals.get();
             std::future::poll_fn(|cx| {
-                if self.stopping.get() || self.last_request.get().elapsed() < crate::limits::SPIN_BEFORE_PARK {
+                if self.stopping.get() || self.arrivals.get() != arrivals {
                     return std::task::Poll::Ready(());
                 }
                 *self.poller.borrow_mut() = Some(cx.waker().clone());
                 std::task::Poll::Pending
             })
             .await;
+            if skipped < skip {
+                skipped += 1;
+                continue;
+            }
+            skipped = 0;
+            // Spinning: until no request arrived for `window`.
+            let first = self.arrivals.get();
+            while !self.stopping.get() && self.last_request.get().elapsed() < window {
+                bouncer.yield_now().await;
+            }
+            skip = if self.arrivals.get() != first { 0 } else { (skip * 2).clamp(1, SPIN_SKIP_MAX) };
         }
     }
 

@@ -187,6 +187,13 @@ fn tombstone_over(mem: &Memtable, imm: Option<&Rc<Memtable>>, version: &Version,
 impl<S: Storage> State<S> {
     /// The newest version of `key` in the committed state (ignores the commit queue).
     pub(crate) fn resolve(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<(Bytes, CandyLocator)>> {
+        let Some(value) = self.resolve_encoded(key, dir)? else { return Ok(None) };
+        let locator = CandyLocator::decode(&value).map_err(locator_error)?;
+        Ok(Some((value, locator)))
+    }
+
+    /// [`State::resolve`] without decoding: the encoded locator of the newest live version.
+    fn resolve_encoded(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<Bytes>> {
         let mut found: Option<Bytes> = self.mem.get(key).map(|e| e.value.clone());
         if found.is_none() {
             found = self.imm.as_ref().and_then(|m| m.get(key).map(|e| e.value.clone()));
@@ -214,14 +221,14 @@ impl<S: Storage> State<S> {
             }
         }
         let Some(value) = found else { return Ok(None) };
-        let locator = CandyLocator::decode(&value).map_err(locator_error)?;
-        if tombstone_over(&self.mem, self.imm.as_ref(), &self.version, key).is_some_and(|rt| rt > locator.hlc) {
+        let (kind, hlc) = CandyLocator::peek(&value).map_err(locator_error)?;
+        if kind != crate::locator::Kind::Put {
             return Ok(None);
         }
-        if !locator.is_live() {
+        if tombstone_over(&self.mem, self.imm.as_ref(), &self.version, key).is_some_and(|rt| rt > hlc) {
             return Ok(None);
         }
-        Ok(Some((value, locator)))
+        Ok(Some(value))
     }
 }
 
@@ -233,6 +240,19 @@ impl<S: Storage> Engine<S> {
             return Ok(queued);
         }
         Ok(st.resolve(key, &self.inner.config.partition_dir)?.map(|(_, l)| l))
+    }
+
+    /// The encoded locator of `key`'s committed live version, not decoded (a memtable entry or a
+    /// slice of a table block): for readers that view it in place
+    /// ([`crate::locator::InlineView`]) and need no waiting.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad key; `Corrupt` when a table fails its checks; the engine's
+    /// failure when it stopped.
+    pub fn lookup_encoded(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        validate_key(key)?;
+        self.check_usable()?;
+        self.inner.state.borrow().resolve_encoded(key, &self.inner.config.partition_dir)
     }
 
     /// The committed live locator of `key` and its encoding.

@@ -62,7 +62,7 @@ pub fn put(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
-    let meta = crate::build::key_values(&mut fbb, &options.user_meta);
+    let meta = crate::build::key_values(&mut fbb, options.user_meta.iter().map(|(k, v)| (k, v)));
     let body = fb::Put::create(
         &mut fbb,
         &fb::PutArgs {
@@ -179,7 +179,7 @@ pub fn create_upload(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes 
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
-    let meta = crate::build::key_values(&mut fbb, &options.user_meta);
+    let meta = crate::build::key_values(&mut fbb, options.user_meta.iter().map(|(k, v)| (k, v)));
     let body = fb::CreateUpload::create(
         &mut fbb,
         &fb::CreateUploadArgs { box_name: Some(name), key: Some(key), content_type, user_meta: meta },
