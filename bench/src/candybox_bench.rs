@@ -20,7 +20,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::{
     cell::RefCell,
-    collections::BTreeMap,
     fmt::Write as _,
     rc::Rc,
     sync::{Arc, Barrier, OnceLock},
@@ -30,10 +29,12 @@ use std::{
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use candybox_bench::{
-    cpu_model, git_commit, latency_histogram,
+    cpu_model, git_commit,
     load::{
-        error_kind,
-        scrape::{self, NodeDelta, Scrape},
+        error_kind, key_name,
+        lean::{self, LeanConfig, LeanPlan},
+        scrape::{self, NodeDelta, NodeWindow, Scrape},
+        tally::{histogram, micros, Tally},
         KeyChooser, Mix, OpKind, Schedule, SizeSpec, LIST_PAGE,
     },
     utc_now,
@@ -45,14 +46,24 @@ use hdrhistogram::Histogram;
 use rand::{rngs::SmallRng, SeedableRng as _};
 use serde_json::json;
 
-/// Largest latency recorded (µs); a slower request is recorded as this.
-const LATENCY_MAX_US: u64 = 120_000_000;
 /// Errors in a row after which a worker gives up.
 const ERRORS_IN_A_ROW_MAX: u32 = 1000;
 /// How long to wait for a maintenance pass before reading the node's counters.
 const PASS_WAIT: Duration = Duration::from_secs(5);
 /// Target keys of one worker's copies (overwritten in turn, so the key count stays bounded).
 const COPY_TARGETS: u64 = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ClientPath {
+    /// Lean when the mix and size allow it, else library.
+    Auto,
+    /// The client library (`candybox_wire::client`): every operation and size.
+    Library,
+    /// Raw sockets, requests encoded once, replies checked in place: get, head and put of one
+    /// size up to 1 MiB.
+    Lean,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +136,11 @@ struct Args {
     /// Send every request to the main port (no shard-aware routing).
     #[arg(long)]
     no_routing: bool,
+    /// Load path: `lean` (raw sockets, requests encoded once, replies checked in place; get,
+    /// head and put of one size up to 1 MiB) or `library` (the client library; every op and
+    /// size). `auto`: lean when the mix and size allow it.
+    #[arg(long, value_enum, default_value = "auto")]
+    client: ClientPath,
     /// The Box to use (created when missing).
     #[arg(long = "box", default_value = "bench")]
     box_name: String,
@@ -142,63 +158,13 @@ struct Args {
 /// Everything a worker needs, shared read-only.
 struct Plan {
     args: Args,
+    /// The load path this run takes.
+    lean: bool,
     mix: Mix,
     sizes: SizeSpec,
     keys: KeyChooser,
     /// One buffer of the largest size; bodies are slices of it (no copy per request).
     body: Bytes,
-}
-
-/// Histograms and counts of one operation (per thread, merged at the end).
-struct OpTally {
-    /// From intended send (open loop) or send (closed loop) to the complete reply.
-    latency: Histogram<u64>,
-    /// From the actual send to the complete reply.
-    service: Histogram<u64>,
-    bytes: u64,
-    errors: BTreeMap<String, u64>,
-}
-
-impl OpTally {
-    fn new() -> anyhow::Result<OpTally> {
-        Ok(OpTally { latency: histogram()?, service: histogram()?, bytes: 0, errors: BTreeMap::new() })
-    }
-
-    fn merge(&mut self, other: &OpTally) -> anyhow::Result<()> {
-        self.latency.add(&other.latency).context("merge histograms")?;
-        self.service.add(&other.service).context("merge histograms")?;
-        self.bytes += other.bytes;
-        for (k, v) in &other.errors {
-            *self.errors.entry(k.clone()).or_default() += v;
-        }
-        Ok(())
-    }
-}
-
-/// One thread's results.
-struct Tally {
-    ops: Vec<Option<OpTally>>,
-    /// Open loop: how late each request was sent against its schedule.
-    lag: Histogram<u64>,
-    gave_up: Vec<String>,
-}
-
-impl Tally {
-    fn new(mix: &Mix) -> anyhow::Result<Tally> {
-        let mut ops = Vec::new();
-        for op in OpKind::ALL {
-            ops.push(if mix.has(op) { Some(OpTally::new()?) } else { None });
-        }
-        Ok(Tally { ops, lag: histogram()?, gave_up: Vec::new() })
-    }
-
-    fn op(&mut self, op: OpKind) -> Option<&mut OpTally> {
-        self.ops.get_mut(op.index()).and_then(Option::as_mut)
-    }
-}
-
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    latency_histogram(LATENCY_MAX_US)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -214,14 +180,52 @@ fn main() -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests per second");
     }
+    let unsupported = lean::unsupported(&mix, &sizes, args.keys);
+    let lean = match (args.client, &unsupported) {
+        (ClientPath::Library, _) | (ClientPath::Auto, Some(_)) => false,
+        (ClientPath::Auto | ClientPath::Lean, None) => true,
+        (ClientPath::Lean, Some(why)) => bail!("--client lean: {why}; use --client library"),
+    };
+    if lean {
+        ensure!(
+            args.depth <= candybox_bench::load::pipeline::DEPTH_MAX,
+            "--depth above {} is not supported by the lean path",
+            candybox_bench::load::pipeline::DEPTH_MAX
+        );
+    }
     let body_len = usize::try_from(sizes.max()).context("--size does not fit in memory")?;
     let body = Bytes::from(
         (0..body_len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect::<Vec<u8>>(),
     );
-    let plan = Arc::new(Plan { args, mix, sizes, keys, body });
-    print_header(&plan);
+    let plan = Arc::new(Plan { args, lean, mix, sizes, keys, body });
+    print_header(&plan, unsupported.as_deref());
 
     runtime::block_on(prepare(&plan))?;
+    let lean_plan = if plan.lean {
+        let a = &plan.args;
+        let config = LeanConfig {
+            server: a.server.clone(),
+            box_name: a.box_name.clone(),
+            routing: !a.no_routing,
+            connections: a.connections,
+            depth: a.depth,
+            threads: a.threads,
+            rate: a.rate,
+            warmup: Duration::from_secs_f64(a.warmup),
+            seconds: Duration::from_secs_f64(a.seconds),
+            mix: plan.mix.clone(),
+            keys: plan.keys.clone(),
+            key_count: a.keys,
+            size: plan.sizes.max(),
+            payload: plan.body.to_vec(),
+            cap: candybox_wire::FRAME_BODY_BYTES_MAX_DEFAULT,
+        };
+        let lp = runtime::block_on(LeanPlan::build(config)).context("prepare the lean path")?;
+        println!("lean path: {}", lp.routing_note);
+        Some(Arc::new(lp))
+    } else {
+        None
+    };
     let before = read_metrics(&plan.args, "before the run")?;
 
     let t0 = Arc::new(OnceLock::new());
@@ -230,37 +234,82 @@ fn main() -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for t in 0..plan.args.threads {
         let (plan, t0, connected, go) = (plan.clone(), t0.clone(), connected.clone(), go.clone());
+        let lean_plan = lean_plan.clone();
         let cpu = (!plan.args.pin.is_empty()).then(|| plan.args.pin.get(t % plan.args.pin.len()).copied()).flatten();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("bench-{t}"))
-                .spawn(move || client_thread(t, cpu, &plan, &t0, &connected, &go))
+                .spawn(move || match lean_plan {
+                    Some(lp) => lean_thread(t, cpu, lp, &t0, &connected, &go),
+                    None => client_thread(t, cpu, &plan, &t0, &connected, &go),
+                })
                 .context("spawn a client thread")?,
         );
     }
     connected.wait();
     let start = Instant::now() + Duration::from_millis(20);
     let _ = t0.set(start);
-    let cpu_before = process_cpu_seconds();
     go.wait();
+    let window = measure_window(&plan.args, start);
     let mut tally = Tally::new(&plan.mix)?;
     for th in threads {
         let part = th.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
-        for (mine, theirs) in tally.ops.iter_mut().zip(&part.ops) {
-            if let (Some(m), Some(t)) = (mine.as_mut(), theirs.as_ref()) {
-                m.merge(t)?;
-            }
-        }
-        tally.lag.add(&part.lag).context("merge histograms")?;
-        tally.gave_up.extend(part.gave_up);
+        tally.merge(&part)?;
     }
-    let generator_cpu_s = process_cpu_seconds() - cpu_before;
     let after = read_metrics(&plan.args, "after the run")?;
     let node = match (before, after) {
         (Some((b, fb)), Some((a, fa))) => Some(NodeDelta::between(&b, &a, fb && fa)),
         _ => None,
     };
-    report(&plan, &tally, node.as_ref(), generator_cpu_s)
+    report(&plan, lean_plan.as_deref(), &tally, node.as_ref(), &window)
+}
+
+/// The measured window as this process and the node saw it: the generator's CPU (every thread,
+/// getrusage) and the node's requests and shard CPU (two quick reads of `/metrics`, no wait for a
+/// maintenance pass: both counters are live), from the start of the window to its end.
+struct Window {
+    /// Wall-clock seconds between the two CPU readings.
+    wall_s: f64,
+    /// CPU seconds of this process in them.
+    generator_cpu_s: f64,
+    /// The node's counters over (nearly) the same interval.
+    node: Option<NodeWindow>,
+}
+
+/// Sleeps through the run on the main thread (which does nothing else, so the process's CPU is
+/// the client threads'), reading the CPU and the node's counters at the window's edges. The node
+/// is read outside the generator's CPU readings, so the reads are not counted as the generator's.
+fn measure_window(args: &Args, start: Instant) -> Window {
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.seconds);
+    std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
+    let node_before = read_window_metrics(args, "at the start of the measured window");
+    let (cpu_before, wall_before) = (process_cpu_seconds(), Instant::now());
+    std::thread::sleep(end.saturating_duration_since(Instant::now()));
+    let (cpu_after, wall_after) = (process_cpu_seconds(), Instant::now());
+    let node_after = read_window_metrics(args, "at the end of the measured window");
+    Window {
+        wall_s: (wall_after - wall_before).as_secs_f64(),
+        generator_cpu_s: (cpu_after - cpu_before).max(0.0),
+        node: match (node_before, node_after) {
+            (Some(b), Some(a)) => Some(NodeWindow::between(&b, &a)),
+            _ => None,
+        },
+    }
+}
+
+/// One quick read of the node's `/metrics` (none with `--no-metrics`; a failure is a warning).
+fn read_window_metrics(args: &Args, when: &str) -> Option<Scrape> {
+    if args.no_metrics {
+        return None;
+    }
+    match scrape::fetch(&args.metrics) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("warning: cannot read the node's metrics {when}: {e}");
+            None
+        }
+    }
 }
 
 /// CPU seconds (user + system) of this process so far, every thread included.
@@ -292,10 +341,6 @@ fn config(args: &Args) -> ClientConfig {
     let mut config = ClientConfig::new(args.server.clone());
     config.routing = !args.no_routing;
     config
-}
-
-fn key_name(i: u64) -> String {
-    format!("k/{i:010}")
 }
 
 /// Creates the Box and, unless `--no-preload` or a put-only mix, stores every key once (with
@@ -356,6 +401,44 @@ async fn prepare(plan: &Plan) -> anyhow::Result<()> {
     progress.await;
     println!("pre-load: {} keys of {} in {:.1} s", args.keys, plan.sizes, started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A client thread of the lean path: pinned like the library's, on an io_uring executor (the
+/// precise open-loop timer reads its timerfd through the ring).
+fn lean_thread(
+    t: usize,
+    cpu: Option<usize>,
+    plan: Arc<LeanPlan>,
+    t0: &OnceLock<Instant>,
+    connected: &Barrier,
+    go: &Barrier,
+) -> anyhow::Result<Tally> {
+    if let Some(id) = cpu {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+            eprintln!("warning: could not pin client thread {t} to CPU {id}");
+        }
+    }
+    // The node's ring flags (shards/src/main.rs): completions are handed over when the thread next
+    // enters the kernel, not by an interrupt per completion, so the generator pays no more per
+    // reply than the node pays per request. Kernels without them get the plain ring.
+    let mut ring = io_uring::IoUring::builder();
+    ring.setup_coop_taskrun().setup_taskrun_flag().setup_single_issuer();
+    let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .uring_builder(ring)
+        .build()
+        .or_else(|_| monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().with_entries(1024).build());
+    let mut rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            // The other threads and the main thread wait at both barriers: meet them, then fail.
+            connected.wait();
+            go.wait();
+            bail!("the lean path needs io_uring, which this kernel refused ({e}); use --client library");
+        }
+    };
+    rt.block_on(lean::thread_main(plan, t, t0, connected, go))
 }
 
 fn client_thread(
@@ -536,10 +619,6 @@ impl Worker {
     }
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// Waits until `at`: on the timer while far off (its granularity is a millisecond), then by
 /// yielding to the other tasks, so the send is not late by the timer's rounding.
 async fn wait_until(at: Instant) {
@@ -608,7 +687,7 @@ async fn run_op(
     }
 }
 
-fn print_header(plan: &Plan) {
+fn print_header(plan: &Plan, lean_unsupported: Option<&str>) {
     let a = &plan.args;
     let lp = match a.rate {
         Some(r) => format!("open loop at {r:.0} req/s (latency from the intended send time)"),
@@ -634,6 +713,11 @@ fn print_header(plan: &Plan) {
         a.seconds,
     );
     println!("durability: the node's (default: acknowledged after fdatasync); server {}", a.server);
+    match (plan.lean, lean_unsupported) {
+        (true, _) => println!("load path: lean (raw sockets, requests encoded once, replies checked in place)"),
+        (false, Some(why)) => println!("load path: library ({why})"),
+        (false, None) => println!("load path: library (--client library)"),
+    }
 }
 
 fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
@@ -647,7 +731,13 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
-fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>, generator_cpu_s: f64) -> anyhow::Result<()> {
+fn report(
+    plan: &Plan,
+    lean_plan: Option<&LeanPlan>,
+    tally: &Tally,
+    node: Option<&NodeDelta>,
+    window: &Window,
+) -> anyhow::Result<()> {
     let secs = plan.args.seconds;
     let mut table = String::new();
     let _ = writeln!(
@@ -726,13 +816,30 @@ fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>, generator_cpu_s:
         );
     }
     let requests = (all.len() + all_errors).max(1) as f64;
-    let warm_and_measured = plan.args.warmup + plan.args.seconds;
+    // CPU per second of the window over requests per second of the window: the two intervals
+    // differ only by the few milliseconds of reading the node's metrics at its start.
+    let generator_cpu_share = if window.wall_s > 0.0 { window.generator_cpu_s / window.wall_s } else { 0.0 };
+    let generator_cpu_us_per_op = generator_cpu_share * 1e6 / (requests / secs);
+    let path = if plan.lean { "lean" } else { "library" };
     println!(
-        "generator: CPU {:.1} µs/op, {:.0} % of one core over warm-up and measured window (near {} % x threads, the generator, not the node, may be the limit)",
-        generator_cpu_s * 1e6 / (requests * warm_and_measured / secs),
-        generator_cpu_s * 100.0 / warm_and_measured,
-        100
+        "generator ({path} path): CPU {generator_cpu_us_per_op:.2} µs/op, {:.0} % of one core ({} thread(s)), over the measured window only",
+        generator_cpu_share * 100.0,
+        plan.args.threads
     );
+    if let Some(w) = &window.node {
+        println!(
+            "node over the measured window: {} requests, CPU {:.2} µs/op ({:.2} s); generator/node CPU per op {:.2}{}",
+            w.requests,
+            w.cpu_us_per_op,
+            w.cpu_s,
+            if w.cpu_us_per_op > 0.0 { generator_cpu_us_per_op / w.cpu_us_per_op } else { f64::NAN },
+            if w.cpu_us_per_op > 0.0 && generator_cpu_us_per_op > 0.5 * w.cpu_us_per_op {
+                "  [above 0.5: the figures may measure the generator]"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(n) = node {
         let cpu: Vec<String> =
             n.cpu_s_by_shard.iter().enumerate().map(|(s, c)| format!("shard {s} {c:.2} s")).collect();
@@ -775,8 +882,20 @@ fn report(plan: &Plan, tally: &Tally, node: Option<&NodeDelta>, generator_cpu_s:
                 "errors_total": all_errors,
             },
             "send_lag": plan.args.rate.map(|_| percentiles(&tally.lag)),
-            "generator_cpu_s": generator_cpu_s,
-            "generator_cpu_share": generator_cpu_s / warm_and_measured,
+            "generator_cpu_s": window.generator_cpu_s,
+            "generator_cpu_share": generator_cpu_share,
+            "generator": {
+                "path": path,
+                "cpu_s": window.generator_cpu_s,
+                "wall_s": window.wall_s,
+                "cpu_share": generator_cpu_share,
+                "cpu_us_per_op": generator_cpu_us_per_op,
+                "threads": plan.args.threads,
+                "routing": lean_plan.map(|l| l.routing_note.clone()),
+                "covers": "the whole process's CPU (getrusage: every thread, user + system) over the measured window \
+                           only; the main thread sleeps through it. Per op: CPU per second / requests per second",
+            },
+            "node_window": window.node,
             "gave_up": tally.gave_up,
             "node": node,
         });

@@ -1,5 +1,6 @@
-//! The load generator's pure parts, kept apart from sockets so they can be tested: the operation
-//! mix, object sizes, key choice, the open-loop schedule, and the node's `/metrics` scrape.
+//! The load generator's parts: the operation mix, object sizes, key choice, the open-loop
+//! schedule, the node's `/metrics` scrape and the per-thread tally, all pure and tested; and the
+//! lean load path (`lean`) with its pure wire pieces (`frames`, `pipeline`) and its timer.
 //!
 //! Invariants:
 //! - Every choice is drawn from a seeded generator: a run is repeatable given its seeds.
@@ -7,7 +8,12 @@
 //! - The open-loop schedule is fixed before the run: a request's intended send time never depends
 //!   on when earlier replies came back (that dependence is coordinated omission).
 
+pub mod frames;
+pub mod lean;
+pub mod pipeline;
 pub mod scrape;
+pub mod tally;
+pub mod timer;
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -337,6 +343,11 @@ impl Schedule {
     pub fn at(&self, k: u64) -> Duration {
         self.offset + self.interval.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX))
     }
+}
+
+/// The name of key `i` of the key space: `k/0000000000` ...
+pub fn key_name(i: u64) -> String {
+    format!("k/{i:010}")
 }
 
 /// The name of an error's kind for the "errors by kind" count: the variant's name.

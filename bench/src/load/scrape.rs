@@ -160,6 +160,42 @@ impl NodeDelta {
     }
 }
 
+/// The node's live counters over the measured window: two reads of `/metrics` without waiting
+/// for a maintenance pass (requests and shard CPU are counted as they happen; the engine figures
+/// of [`NodeDelta`] are not, so they are left out here).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeWindow {
+    /// Requests answered between the two reads.
+    pub requests: u64,
+    /// Busy answers between them.
+    pub busy_replies: u64,
+    /// CPU seconds of each shard's thread between them.
+    pub cpu_s_by_shard: Vec<f64>,
+    /// CPU seconds of all shards.
+    pub cpu_s: f64,
+    /// CPU µs of all shards per request.
+    pub cpu_us_per_op: f64,
+    /// What the figures cover.
+    pub covers: &'static str,
+}
+
+impl NodeWindow {
+    /// `after − before`.
+    pub fn between(before: &Scrape, after: &Scrape) -> NodeWindow {
+        let d = NodeDelta::between(before, after, false);
+        let cpu_s: f64 = d.cpu_s_by_shard.iter().sum();
+        NodeWindow {
+            requests: d.requests,
+            busy_replies: d.busy_replies,
+            cpu_us_per_op: d.cpu_us_per_op,
+            cpu_s_by_shard: d.cpu_s_by_shard,
+            cpu_s,
+            covers: "the measured window only: shard threads' CPU (candybox_shard_cpu_seconds_total) and \
+                     requests (candybox_requests_total) read at its start and end",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,363 @@
+//! The requests in flight on one lean connection: a fixed table of slots, one per request the
+//! connection may carry at once (`--depth`), and the state machine that matches the node's
+//! frames to them. No I/O and no allocation after [`Pipeline::new`].
+//!
+//! Invariants:
+//! - A request id is `sequence << SLOT_BITS | slot`: the slot is found from the id in O(1), and
+//!   the sequence makes every id of a connection unique, so a stale or foreign id is caught.
+//! - A request completes exactly once: on its Reply frame when that carries END, else on the
+//!   Data frame with END; the payload bytes of all its frames add up to the length its reply
+//!   announced, which is the object's size.
+//! - Every complete frame in a buffer is handled before the caller reads again
+//!   ([`Pipeline::on_bytes`]); a partial frame stays in the buffer untouched.
+
+use std::time::Instant;
+
+use candybox_wire::{fb, frame::FrameKind};
+
+use super::{
+    frames::{check_reply, next_frame, FrameRef, ReplyError, Scan, Verdict},
+    OpKind,
+};
+
+/// Low bits of a request id that name its slot.
+pub const SLOT_BITS: u32 = 16;
+/// Most requests in flight on one connection (the node's own default cap is 64).
+pub const DEPTH_MAX: usize = 4096;
+const _: () = assert!(DEPTH_MAX <= 1 << SLOT_BITS);
+
+/// One request slot.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// The request id in flight, 0 when the slot is free (sequences start at 1).
+    id: u64,
+    op: OpKind,
+    /// When the request was meant to go out (open loop: its schedule; closed loop: `sent`).
+    intended: Instant,
+    /// When its write was issued.
+    sent: Instant,
+    /// The object's size: what the reply must report.
+    size: u64,
+    /// Payload bytes the reply announced (a get's object bytes).
+    payload_expected: u64,
+    /// Payload bytes received so far.
+    received: u64,
+    /// True once the Reply frame came and Data frames follow.
+    streaming: bool,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered as asked; `bytes` of object data moved (a get's payload, a put's body).
+    Ok {
+        /// Object bytes.
+        bytes: u64,
+    },
+    /// The node answered with this error.
+    Failed(fb::ErrorCode),
+}
+
+/// A finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// Its operation.
+    pub op: OpKind,
+    /// When it was meant to go out.
+    pub intended: Instant,
+    /// When it went out.
+    pub sent: Instant,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The slots of one connection.
+#[derive(Debug)]
+pub struct Pipeline {
+    slots: Vec<Slot>,
+    /// Indexes of the free slots (a stack).
+    free: Vec<u16>,
+    /// The sequence of the next request id.
+    sequence: u64,
+}
+
+impl Pipeline {
+    /// A connection carrying up to `depth` requests at once; `now` fills the free slots' times.
+    ///
+    /// # Panics
+    /// When `depth` is 0 or above [`DEPTH_MAX`] (the caller checks `--depth` first).
+    pub fn new(depth: usize, now: Instant) -> Pipeline {
+        assert!((1..=DEPTH_MAX).contains(&depth), "depth {depth} outside 1..={DEPTH_MAX}");
+        let free_slot = Slot {
+            id: 0,
+            op: OpKind::Get,
+            intended: now,
+            sent: now,
+            size: 0,
+            payload_expected: 0,
+            received: 0,
+            streaming: false,
+        };
+        // Popped from the end: slot 0 first.
+        let free = (0..depth).rev().map(|s| u16::try_from(s).unwrap_or(u16::MAX)).collect();
+        Pipeline { slots: vec![free_slot; depth], free, sequence: 1 }
+    }
+
+    /// True when another request can start.
+    pub fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Takes a free slot for an `op` request on an object of `size` bytes; its request id, or
+    /// `None` when every slot is taken.
+    pub fn start(&mut self, op: OpKind, size: u64, intended: Instant, sent: Instant) -> Option<u64> {
+        let s = self.free.pop()?;
+        let id = (self.sequence << SLOT_BITS) | u64::from(s);
+        self.sequence += 1;
+        let slot = self.slots.get_mut(usize::from(s))?;
+        *slot = Slot { id, op, intended, sent, size, payload_expected: 0, received: 0, streaming: false };
+        Some(id)
+    }
+
+    /// Handles one frame; the request it finished, if any.
+    ///
+    /// # Errors
+    /// A [`ReplyError`] when the frame does not fit a request in flight; the connection must
+    /// close.
+    pub fn on_frame(&mut self, frame: &FrameRef<'_>, cap: u32) -> Result<Option<Completion>, ReplyError> {
+        let h = frame.header;
+        let id = h.request_id;
+        let index = usize::try_from(id & ((1 << SLOT_BITS) - 1)).unwrap_or(usize::MAX);
+        let slot = match self.slots.get_mut(index) {
+            Some(s) if s.id == id && id != 0 => s,
+            _ => return Err(ReplyError::UnknownRequestId(id)),
+        };
+        let payload = frame.payload.len() as u64;
+        match h.kind {
+            FrameKind::Reply if !slot.streaming => match check_reply(slot.op, frame.body, cap, slot.size, id)? {
+                Verdict::Failed(code) => {
+                    if !h.is_end() || payload != 0 {
+                        return Err(ReplyError::ErrorNotFinal(id));
+                    }
+                    Ok(Some(self.finish(index, Outcome::Failed(code))))
+                }
+                Verdict::Done { payload_len } => {
+                    slot.payload_expected = payload_len;
+                    slot.received = payload;
+                    slot.streaming = true;
+                    self.advance(index, h.is_end())
+                }
+            },
+            FrameKind::Data if slot.streaming => {
+                slot.received += payload;
+                self.advance(index, h.is_end())
+            }
+            kind => Err(ReplyError::OutOfSequence { request_id: id, kind: kind_name(kind) }),
+        }
+    }
+
+    /// After payload arrived for the request in `index`: checks the count, finishes it on END.
+    fn advance(&mut self, index: usize, end: bool) -> Result<Option<Completion>, ReplyError> {
+        let Some(slot) = self.slots.get(index) else { return Ok(None) };
+        let wrong =
+            ReplyError::WrongLength { request_id: slot.id, expected: slot.payload_expected, got: slot.received };
+        if slot.received > slot.payload_expected || (end && slot.received != slot.payload_expected) {
+            return Err(wrong);
+        }
+        if !end {
+            return Ok(None);
+        }
+        let bytes = match slot.op {
+            OpKind::Get => slot.received,
+            OpKind::Put => slot.size,
+            _ => 0,
+        };
+        Ok(Some(self.finish(index, Outcome::Ok { bytes })))
+    }
+
+    fn finish(&mut self, index: usize, outcome: Outcome) -> Completion {
+        let done = match self.slots.get_mut(index) {
+            Some(slot) => {
+                slot.id = 0;
+                slot.streaming = false;
+                Completion { op: slot.op, intended: slot.intended, sent: slot.sent, outcome }
+            }
+            // Unreachable: `index` came from a slot found above.
+            None => return Completion { op: OpKind::Get, intended: Instant::now(), sent: Instant::now(), outcome },
+        };
+        self.free.push(u16::try_from(index).unwrap_or(u16::MAX));
+        done
+    }
+
+    /// Handles every complete frame at the start of `buf`, handing each finished request to
+    /// `done`. Returns the bytes consumed and, when a partial frame follows them, how many bytes
+    /// that frame needs in all (0 when the buffer ended exactly at a frame boundary).
+    ///
+    /// # Errors
+    /// As [`next_frame`] and [`Pipeline::on_frame`].
+    pub fn on_bytes(
+        &mut self,
+        buf: &[u8],
+        cap: u32,
+        mut done: impl FnMut(Completion),
+    ) -> Result<(usize, usize), ReplyError> {
+        let mut at = 0;
+        loop {
+            let rest = buf.get(at..).unwrap_or_default();
+            if rest.is_empty() {
+                return Ok((at, 0));
+            }
+            match next_frame(rest, cap)? {
+                Scan::Frame { frame, len } => {
+                    if let Some(c) = self.on_frame(&frame, cap)? {
+                        done(c);
+                    }
+                    at += len;
+                }
+                Scan::Partial { needed } => return Ok((at, needed)),
+            }
+        }
+    }
+
+    /// Frees every slot still in flight (the connection is gone); their operations, for the
+    /// caller to count as lost.
+    pub fn abandon(&mut self, mut lost: impl FnMut(OpKind, Instant)) {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.id != 0 {
+                slot.id = 0;
+                slot.streaming = false;
+                lost(slot.op, slot.intended);
+                self.free.push(u16::try_from(i).unwrap_or(u16::MAX));
+            }
+        }
+    }
+}
+
+fn kind_name(kind: FrameKind) -> &'static str {
+    match kind {
+        FrameKind::Request => "Request",
+        FrameKind::Reply => "Reply",
+        FrameKind::Data => "Data",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::frames::tests::{candy_meta, data_frame, error, get_done, reply_frame, CAP};
+
+    fn run(p: &mut Pipeline, buf: &[u8]) -> Result<(usize, usize, Vec<Completion>), ReplyError> {
+        let mut out = Vec::new();
+        let (used, needed) = p.on_bytes(buf, CAP, |c| out.push(c))?;
+        Ok((used, needed, out))
+    }
+
+    #[test]
+    fn several_frames_in_one_buffer_complete_in_any_order() {
+        let t = Instant::now();
+        let mut p = Pipeline::new(4, t);
+        let a = p.start(OpKind::Get, 4, t, t).unwrap();
+        let b = p.start(OpKind::Head, 4, t, t).unwrap();
+        let c = p.start(OpKind::Get, 4, t, t).unwrap();
+        assert_eq!(p.in_flight(), 3);
+        assert_ne!(a >> SLOT_BITS, b >> SLOT_BITS, "ids are unique");
+        let mut buf = reply_frame(c, true, &get_done(4), b"wxyz");
+        buf.extend(reply_frame(a, true, &error(fb::ErrorCode::NotFound), &[]));
+        buf.extend(reply_frame(b, true, &candy_meta(4), &[]));
+        let (used, needed, done) = run(&mut p, &buf).unwrap();
+        assert_eq!((used, needed), (buf.len(), 0));
+        let outcomes: Vec<Outcome> = done.iter().map(|c| c.outcome).collect();
+        assert_eq!(
+            outcomes,
+            vec![Outcome::Ok { bytes: 4 }, Outcome::Failed(fb::ErrorCode::NotFound), Outcome::Ok { bytes: 0 }]
+        );
+        assert_eq!(done[2].op, OpKind::Head);
+        assert_eq!(p.in_flight(), 0);
+        // A finished id is not in flight any more.
+        assert_eq!(
+            run(&mut p, &reply_frame(c, true, &get_done(4), b"wxyz")).unwrap_err(),
+            ReplyError::UnknownRequestId(c)
+        );
+    }
+
+    #[test]
+    fn a_partial_frame_waits_for_its_bytes() {
+        let t = Instant::now();
+        let mut p = Pipeline::new(2, t);
+        let a = p.start(OpKind::Get, 1024, t, t).unwrap();
+        let b = p.start(OpKind::Get, 1024, t, t).unwrap();
+        let mut buf = reply_frame(a, true, &get_done(1024), &[7u8; 1024]);
+        let first = buf.len();
+        buf.extend(reply_frame(b, true, &get_done(1024), &[8u8; 1024]));
+        // Fed in pieces, as reads deliver them: whatever was consumed is dropped, the rest kept.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut done = Vec::new();
+        for piece in buf.chunks(300) {
+            pending.extend_from_slice(piece);
+            let (used, needed, mut d) = run(&mut p, &pending).unwrap();
+            assert!(needed == 0 || needed > pending.len() - used);
+            pending.drain(..used);
+            done.append(&mut d);
+            if done.len() == 1 {
+                assert!(pending.len() < buf.len() - first + 1);
+            }
+        }
+        assert!(pending.is_empty());
+        assert_eq!(done.len(), 2);
+        assert!(done.iter().all(|c| c.outcome == Outcome::Ok { bytes: 1024 }));
+    }
+
+    #[test]
+    fn a_streamed_get_completes_on_its_last_data_frame() {
+        let t = Instant::now();
+        let mut p = Pipeline::new(2, t);
+        let a = p.start(OpKind::Get, 10, t, t).unwrap();
+        let b = p.start(OpKind::Head, 10, t, t).unwrap();
+        let mut buf = reply_frame(a, false, &get_done(10), b"0123");
+        // Another reply may come between a get's frames.
+        buf.extend(reply_frame(b, true, &candy_meta(10), &[]));
+        buf.extend(data_frame(a, false, b"456"));
+        buf.extend(data_frame(a, true, b"789"));
+        let (_, _, done) = run(&mut p, &buf).unwrap();
+        assert_eq!(done.len(), 2);
+        assert_eq!((done[0].op, done[1].op), (OpKind::Head, OpKind::Get));
+        assert_eq!(done[1].outcome, Outcome::Ok { bytes: 10 });
+    }
+
+    #[test]
+    fn protocol_breaches_are_errors() {
+        let t = Instant::now();
+        let mut p = Pipeline::new(1, t);
+        let a = p.start(OpKind::Get, 4, t, t).unwrap();
+        assert!(p.start(OpKind::Get, 4, t, t).is_none(), "one slot only");
+        // Data before the Reply.
+        assert!(matches!(run(&mut p, &data_frame(a, true, b"abcd")), Err(ReplyError::OutOfSequence { .. })));
+        // Fewer payload bytes than announced, at END.
+        assert!(matches!(
+            run(&mut p, &reply_frame(a, true, &get_done(4), b"abc")),
+            Err(ReplyError::WrongLength { expected: 4, got: 3, .. })
+        ));
+        let mut p = Pipeline::new(1, t);
+        let a = p.start(OpKind::Get, 4, t, t).unwrap();
+        // More payload than announced.
+        let mut buf = reply_frame(a, false, &get_done(4), b"abc");
+        buf.extend(data_frame(a, true, b"de"));
+        assert!(matches!(run(&mut p, &buf), Err(ReplyError::WrongLength { expected: 4, got: 5, .. })));
+        // An id never sent.
+        let mut p = Pipeline::new(1, t);
+        assert_eq!(
+            run(&mut p, &reply_frame(1 << SLOT_BITS, true, &candy_meta(4), &[])).unwrap_err(),
+            ReplyError::UnknownRequestId(1 << SLOT_BITS)
+        );
+        // Lost requests are handed back when the connection goes.
+        let _ = p.start(OpKind::Put, 4, t, t).unwrap();
+        let mut lost = Vec::new();
+        p.abandon(|op, _| lost.push(op));
+        assert_eq!((lost, p.in_flight()), (vec![OpKind::Put], 0));
+    }
+}
