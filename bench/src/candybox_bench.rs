@@ -61,7 +61,7 @@ enum ClientPath {
     /// The client library (`candybox_wire::client`): every operation and size.
     Library,
     /// Raw sockets, requests encoded once, replies checked in place: get, head and put of one
-    /// size up to 1 MiB.
+    /// size (puts up to 1 MiB).
     Lean,
 }
 
@@ -137,8 +137,8 @@ struct Args {
     #[arg(long)]
     no_routing: bool,
     /// Load path: `lean` (raw sockets, requests encoded once, replies checked in place; get,
-    /// head and put of one size up to 1 MiB) or `library` (the client library; every op and
-    /// size). `auto`: lean when the mix and size allow it.
+    /// head and put of one size, puts up to 1 MiB) or `library` (the client library; every op
+    /// and size). `auto`: lean when the mix and size allow it.
     #[arg(long, value_enum, default_value = "auto")]
     client: ClientPath,
     /// The Box to use (created when missing).
@@ -217,7 +217,7 @@ fn main() -> anyhow::Result<()> {
             keys: plan.keys.clone(),
             key_count: a.keys,
             size: plan.sizes.max(),
-            payload: plan.body.to_vec(),
+            payload: if plan.mix.has(OpKind::Put) { plan.body.to_vec() } else { Vec::new() },
             cap: candybox_wire::FRAME_BODY_BYTES_MAX_DEFAULT,
         };
         let lp = runtime::block_on(LeanPlan::build(config)).context("prepare the lean path")?;
@@ -820,9 +820,9 @@ fn report(
     // differ only by the few milliseconds of reading the node's metrics at its start.
     let generator_cpu_share = if window.wall_s > 0.0 { window.generator_cpu_s / window.wall_s } else { 0.0 };
     let generator_cpu_us_per_op = generator_cpu_share * 1e6 / (requests / secs);
-    let path = if plan.lean { "lean" } else { "library" };
+    let load_path = if plan.lean { "lean" } else { "library" };
     println!(
-        "generator ({path} path): CPU {generator_cpu_us_per_op:.2} µs/op, {:.0} % of one core ({} thread(s)), over the measured window only",
+        "generator ({load_path} path): CPU {generator_cpu_us_per_op:.2} µs/op, {:.0} % of one core ({} thread(s)), over the measured window only",
         generator_cpu_share * 100.0,
         plan.args.threads
     );
@@ -885,7 +885,7 @@ fn report(
             "generator_cpu_s": window.generator_cpu_s,
             "generator_cpu_share": generator_cpu_share,
             "generator": {
-                "path": path,
+                "path": load_path,
                 "cpu_s": window.generator_cpu_s,
                 "wall_s": window.wall_s,
                 "cpu_share": generator_cpu_share,

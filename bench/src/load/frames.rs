@@ -84,38 +84,49 @@ impl RequestTable {
     }
 }
 
-/// A complete, checked frame from the node, as slices of the receive buffer.
+/// A frame from the node whose header and body are in the buffer and checked, as slices of
+/// the receive buffer; its payload may be only partly there.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRef<'a> {
     /// The decoded header.
     pub header: FrameHeader,
     /// The flatbuffer body, its CRC checked (empty for Data frames).
     pub body: &'a [u8],
-    /// The raw payload.
+    /// The part of the payload in the buffer: all of it when its length is the header's
+    /// `payload_len`, else a prefix (the rest arrives in later reads).
     pub payload: &'a [u8],
+}
+
+impl FrameRef<'_> {
+    /// Payload bytes still to come after those in the buffer.
+    pub fn payload_missing(&self) -> u64 {
+        u64::from(self.header.payload_len).saturating_sub(self.payload.len() as u64)
+    }
 }
 
 /// What the start of a buffer holds.
 #[derive(Debug, Clone, Copy)]
 pub enum Scan<'a> {
-    /// A complete frame of `len` bytes (header, body, payload).
+    /// A frame whose header and body are complete, with as much of its payload as the buffer
+    /// holds; `len` bytes of the buffer are its.
     Frame {
         /// The frame.
         frame: FrameRef<'a>,
-        /// Bytes it takes in the buffer.
+        /// Bytes it takes in the buffer (header, body, the payload present).
         len: usize,
     },
-    /// Not a whole frame yet: `needed` bytes in all make the next frame whole (a header's
-    /// worth when even the header is incomplete).
+    /// Not a whole header and body yet: `needed` bytes in all make them whole (a header's worth
+    /// when even the header is incomplete).
     Partial {
-        /// Bytes the buffer must hold, from its start, for the frame to be complete.
+        /// Bytes the buffer must hold, from its start, for the header and body to be complete.
         needed: usize,
     },
 }
 
 /// Looks at the frame at the start of `buf`: its header is checked as soon as 32 bytes are
-/// there (so a bad or oversized header fails before its body arrives), its body CRC once it is
-/// complete.
+/// there (so a bad or oversized header fails before its body arrives), its body CRC once the
+/// body is complete. The payload need not be: object bytes are counted as they arrive, never
+/// gathered, so the receive buffer only ever holds a header and a body whole.
 ///
 /// # Errors
 /// [`ReplyError::Frame`] for a refused header or body CRC, [`ReplyError::RequestFromNode`] for
@@ -129,11 +140,12 @@ pub fn next_frame(buf: &[u8], cap: u32) -> Result<Scan<'_>, ReplyError> {
         return Err(ReplyError::RequestFromNode(header.request_id));
     }
     let body_end = FRAME_HEADER_BYTES + header.body_len as usize;
-    let len = body_end + header.payload_len as usize;
-    let (Some(body), Some(payload)) = (buf.get(FRAME_HEADER_BYTES..body_end), buf.get(body_end..len)) else {
-        return Ok(Scan::Partial { needed: len });
+    let Some(body) = buf.get(FRAME_HEADER_BYTES..body_end) else {
+        return Ok(Scan::Partial { needed: body_end });
     };
     header.check_body(body)?;
+    let len = (body_end + header.payload_len as usize).min(buf.len());
+    let payload = buf.get(body_end..len).unwrap_or_default();
     Ok(Scan::Frame { frame: FrameRef { header, body, payload }, len })
 }
 
@@ -380,11 +392,22 @@ pub(crate) mod tests {
         assert_eq!((frame.header.request_id, len, frame.payload), (7, whole, &b"abcd"[..]));
         let Scan::Frame { frame, .. } = next_frame(&buf[len..], CAP).unwrap() else { panic!("partial") };
         assert_eq!(frame.header.request_id, 8);
-        // Every prefix of a frame is partial, and says how much makes it whole.
+        // A prefix without the whole header and body is partial and says how much makes them
+        // whole; with them, the frame is handed out with the payload present so far.
+        let head = whole - 4;
         for cut in 0..whole {
             match next_frame(&buf[..cut], CAP).unwrap() {
-                Scan::Partial { needed } => assert_eq!(needed, if cut < 32 { 32 } else { whole }),
-                Scan::Frame { .. } => panic!("a frame from {cut} of {whole} bytes"),
+                Scan::Partial { needed } => {
+                    assert!(cut < head, "partial at {cut} of {whole}");
+                    assert_eq!(needed, if cut < 32 { 32 } else { head });
+                }
+                Scan::Frame { frame, len } => {
+                    assert!(cut >= head, "a frame from {cut} bytes");
+                    assert_eq!(
+                        (len, frame.payload.len() as u64, frame.payload_missing()),
+                        (cut, (cut - head) as u64, (whole - cut) as u64)
+                    );
+                }
             }
         }
         // A damaged body is refused once it is complete, a damaged header at once.

@@ -1,6 +1,6 @@
-//! The lean load path of `candybox-bench`: gets, heads and puts of small objects over raw
-//! monoio sockets, so that the generator spends far less CPU per request than the node and the
-//! figures measure the node, not the client.
+//! The lean load path of `candybox-bench`: gets and heads of one size (any) and puts of small
+//! objects over raw monoio sockets, so that the generator spends far less CPU per request than
+//! the node and the figures measure the node, not the client.
 //!
 //! How it differs from the library path (the same requests on the wire, byte for byte):
 //! - Every key's request frame is encoded once ([`RequestTable`]); a send copies it into the
@@ -58,8 +58,11 @@ use super::{
     KeyChooser, Mix, OpKind, Schedule, SizeSpec,
 };
 
-/// Largest object the lean path runs (a get's reply must fit the receive buffer).
-pub const LEAN_OBJECT_BYTES_MAX: u64 = 1 << 20;
+/// Largest object the lean path puts: the request and its bytes go in one frame, as the library
+/// sends a put that fits one (larger ones continue in Data frames, which this path does not send).
+pub const LEAN_PUT_BYTES_MAX: u64 = 1 << 20;
+/// Largest object the lean path gets (its payload streams through the receive buffer).
+pub const LEAN_GET_BYTES_MAX: u64 = 1 << 32;
 /// Most keys the lean path encodes requests for (about 100 bytes of frame per key and op).
 pub const LEAN_KEYS_MAX: u64 = 4_000_000;
 /// How long replies in flight at the end of the run are waited for.
@@ -68,8 +71,9 @@ pub const DRAIN_MAX: Duration = Duration::from_secs(10);
 pub const ERRORS_IN_A_ROW_MAX: u32 = 1000;
 /// Smallest receive buffer of a connection.
 const RECEIVE_BUFFER_BYTES_MIN: usize = 64 * 1024;
-/// Largest receive buffer sized up front (a larger frame grows it when it comes).
-const RECEIVE_BUFFER_BYTES_MAX: usize = 8 << 20;
+/// Largest receive buffer: payloads stream through it, so it bounds only the size of one read
+/// (a frame's header and body, which must be whole in it, are under a few KiB).
+const RECEIVE_BUFFER_BYTES_MAX: usize = 1 << 20;
 /// Least free room for one read.
 const READ_BYTES_MIN: usize = 16 * 1024;
 /// A reply's header and flatbuffer body are under this (a `GetDone` with its metadata).
@@ -86,8 +90,11 @@ pub fn unsupported(mix: &Mix, sizes: &SizeSpec, keys: u64) -> Option<String> {
     let SizeSpec::Fixed(size) = sizes else {
         return Some(format!("the size {sizes} is not one fixed size (the lean path checks each reply's size)"));
     };
-    if *size > LEAN_OBJECT_BYTES_MAX {
-        return Some(format!("objects of {size} bytes are larger than the lean path's {LEAN_OBJECT_BYTES_MAX}"));
+    if mix.has(OpKind::Put) && *size > LEAN_PUT_BYTES_MAX {
+        return Some(format!("puts of {size} bytes are larger than the lean path's {LEAN_PUT_BYTES_MAX}"));
+    }
+    if *size > LEAN_GET_BYTES_MAX {
+        return Some(format!("objects of {size} bytes are larger than the lean path's {LEAN_GET_BYTES_MAX}"));
     }
     if keys > LEAN_KEYS_MAX {
         return Some(format!("{keys} keys are more than the lean path encodes ({LEAN_KEYS_MAX})"));
@@ -124,7 +131,7 @@ pub struct LeanConfig {
     pub key_count: u64,
     /// Every object's size.
     pub size: u64,
-    /// The bytes of a put (`size` of them).
+    /// The bytes of a put (`size` of them; empty without puts).
     pub payload: Vec<u8>,
     /// The frame cap (the node's `frame_body_bytes_max`).
     pub cap: u32,

@@ -8,8 +8,10 @@
 //! - A request completes exactly once: on its Reply frame when that carries END, else on the
 //!   Data frame with END; the payload bytes of all its frames add up to the length its reply
 //!   announced, which is the object's size.
-//! - Every complete frame in a buffer is handled before the caller reads again
-//!   ([`Pipeline::on_bytes`]); a partial frame stays in the buffer untouched.
+//! - Every frame in a buffer is handled before the caller reads again ([`Pipeline::on_bytes`]):
+//!   a frame whose header and body are whole is handled at once and its payload counted as it
+//!   arrives (the part in this buffer now, the rest from later reads, never gathered); a frame
+//!   whose header or body is incomplete stays in the buffer untouched.
 
 use std::time::Instant;
 
@@ -71,6 +73,17 @@ pub struct Completion {
     pub outcome: Outcome,
 }
 
+/// The rest of a frame's payload, still to arrive.
+#[derive(Debug, Clone, Copy)]
+struct PayloadDue {
+    /// The slot of the request it belongs to.
+    index: usize,
+    /// Bytes still to come.
+    missing: u64,
+    /// Whether the frame carries END (the request completes after its last byte).
+    end: bool,
+}
+
 /// The slots of one connection.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -79,6 +92,8 @@ pub struct Pipeline {
     free: Vec<u16>,
     /// The sequence of the next request id.
     sequence: u64,
+    /// A frame whose payload is partly received: the next bytes on the connection are its.
+    due: Option<PayloadDue>,
 }
 
 impl Pipeline {
@@ -100,7 +115,7 @@ impl Pipeline {
         };
         // Popped from the end: slot 0 first.
         let free = (0..depth).rev().map(|s| u16::try_from(s).unwrap_or(u16::MAX)).collect();
-        Pipeline { slots: vec![free_slot; depth], free, sequence: 1 }
+        Pipeline { slots: vec![free_slot; depth], free, sequence: 1, due: None }
     }
 
     /// True when another request can start.
@@ -124,12 +139,48 @@ impl Pipeline {
         Some(id)
     }
 
-    /// Handles one frame; the request it finished, if any.
+    /// Handles one frame (its header, body and the payload present; when part of the payload is
+    /// still missing, the next bytes of the connection are counted as its); the request it
+    /// finished, if any.
     ///
     /// # Errors
     /// A [`ReplyError`] when the frame does not fit a request in flight; the connection must
     /// close.
     pub fn on_frame(&mut self, frame: &FrameRef<'_>, cap: u32) -> Result<Option<Completion>, ReplyError> {
+        let missing = frame.payload_missing();
+        if missing == 0 {
+            return self.on_whole_frame(frame, cap);
+        }
+        // Handled as a frame without END whose payload is what arrived; the rest is due.
+        let mut head = *frame;
+        head.header.flags &= !candybox_wire::FLAG_END;
+        let index = usize::try_from(frame.header.request_id & ((1 << SLOT_BITS) - 1)).unwrap_or(usize::MAX);
+        let done = self.on_whole_frame(&head, cap)?;
+        if let Some(c) = done {
+            // Only an error reply completes without END, and it carries no payload.
+            return Ok(Some(c));
+        }
+        self.due = Some(PayloadDue { index, missing, end: frame.header.is_end() });
+        Ok(None)
+    }
+
+    /// Counts `n` payload bytes of the frame due; the request it finished, if any.
+    fn on_due_payload(&mut self, n: u64) -> Result<Option<Completion>, ReplyError> {
+        let Some(mut due) = self.due.take() else { return Ok(None) };
+        let n = n.min(due.missing);
+        due.missing -= n;
+        if let Some(slot) = self.slots.get_mut(due.index) {
+            slot.received += n;
+        }
+        let end = due.missing == 0 && due.end;
+        if due.missing > 0 {
+            self.due = Some(due);
+        }
+        self.advance(due.index, end)
+    }
+
+    /// Handles a frame whose payload is all in `frame` (or treated so: END cleared).
+    fn on_whole_frame(&mut self, frame: &FrameRef<'_>, cap: u32) -> Result<Option<Completion>, ReplyError> {
         let h = frame.header;
         let id = h.request_id;
         let index = usize::try_from(id & ((1 << SLOT_BITS) - 1)).unwrap_or(usize::MAX);
@@ -194,9 +245,10 @@ impl Pipeline {
         done
     }
 
-    /// Handles every complete frame at the start of `buf`, handing each finished request to
-    /// `done`. Returns the bytes consumed and, when a partial frame follows them, how many bytes
-    /// that frame needs in all (0 when the buffer ended exactly at a frame boundary).
+    /// Handles every frame in `buf` (after the rest of a payload due from the last call),
+    /// handing each finished request to `done`. Returns the bytes consumed and, when a frame
+    /// whose header or body is incomplete follows them, how many bytes it needs in all (0 when
+    /// everything was consumed).
     ///
     /// # Errors
     /// As [`next_frame`] and [`Pipeline::on_frame`].
@@ -209,6 +261,18 @@ impl Pipeline {
         let mut at = 0;
         loop {
             let rest = buf.get(at..).unwrap_or_default();
+            if let Some(due) = self.due {
+                let n = usize::try_from(due.missing).unwrap_or(usize::MAX).min(rest.len());
+                if let Some(c) = self.on_due_payload(n as u64)? {
+                    done(c);
+                }
+                at += n;
+                if self.due.is_some() {
+                    // The buffer is used up and the payload still runs on.
+                    return Ok((at, 0));
+                }
+                continue;
+            }
             if rest.is_empty() {
                 return Ok((at, 0));
             }
@@ -227,6 +291,7 @@ impl Pipeline {
     /// Frees every slot still in flight (the connection is gone); their operations, for the
     /// caller to count as lost.
     pub fn abandon(&mut self, mut lost: impl FnMut(OpKind, Instant)) {
+        self.due = None;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.id != 0 {
                 slot.id = 0;
@@ -327,6 +392,46 @@ mod tests {
         assert_eq!(done.len(), 2);
         assert_eq!((done[0].op, done[1].op), (OpKind::Head, OpKind::Get));
         assert_eq!(done[1].outcome, Outcome::Ok { bytes: 10 });
+    }
+
+    #[test]
+    fn payloads_stream_through_small_reads() {
+        // A 3 MiB get in three frames (Reply with 1 MiB, two Data frames), read 4 KiB at a time
+        // into a buffer that keeps only what was not consumed: it never holds more than a header
+        // and body plus one read.
+        let t = Instant::now();
+        let mut p = Pipeline::new(2, t);
+        let size = 3u64 << 20;
+        let a = p.start(OpKind::Get, size, t, t).unwrap();
+        let b = p.start(OpKind::Head, size, t, t).unwrap();
+        let piece = vec![5u8; 1 << 20];
+        let mut wire = reply_frame(a, false, &get_done(size), &piece);
+        wire.extend(data_frame(a, false, &piece));
+        wire.extend(reply_frame(b, true, &candy_meta(size), &[]));
+        wire.extend(data_frame(a, true, &piece));
+        let mut pending: Vec<u8> = Vec::new();
+        let mut done = Vec::new();
+        let mut held_max = 0;
+        for chunk in wire.chunks(4096) {
+            pending.extend_from_slice(chunk);
+            held_max = held_max.max(pending.len());
+            let (used, _, mut d) = run(&mut p, &pending).unwrap();
+            pending.drain(..used);
+            done.append(&mut d);
+        }
+        assert!(pending.is_empty());
+        assert!(held_max < 8192, "the buffer held {held_max} bytes");
+        assert_eq!(done.len(), 2);
+        assert_eq!((done[0].op, done[1].op), (OpKind::Head, OpKind::Get));
+        assert_eq!(done[1].outcome, Outcome::Ok { bytes: size });
+        // A streamed payload that runs past what its reply announced is caught mid-stream.
+        let mut p = Pipeline::new(1, t);
+        let a = p.start(OpKind::Get, 8, t, t).unwrap();
+        let mut wire = reply_frame(a, false, &get_done(8), b"");
+        wire.extend(data_frame(a, true, &[1u8; 12]));
+        let (used, _, d) = run(&mut p, &wire[..wire.len() - 6]).unwrap();
+        assert!(d.is_empty());
+        assert!(matches!(run(&mut p, &wire[used..]), Err(ReplyError::WrongLength { expected: 8, .. })));
     }
 
     #[test]
