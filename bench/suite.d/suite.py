@@ -6,7 +6,8 @@ Subcommands:
   get FILE PATH                      print one figure of a JSON file; PATH is dotted, a list element
                                      is picked by a field: "ops[op=copy].p99_us", "jobs[0].write.iops"
   redis-rps CSV                      print the mean requests/s of the tests in a redis-benchmark CSV
-  redis-brief CSV                    one line per test: "SET 90,334 ops/s p99 0.743 ms"
+  redis-brief CSV [WORKDIR NAME]     one line per test: "SET 90,334 ops/s p99 0.743 ms", with
+                                     redis-server's CPU per request when WORKDIR and NAME are given
   fio-brief FILE seq|4k              one line of figures of a fio JSON
   iperf-brief FILE                   one line of figures of an iperf3 JSON
   bench-brief FILE                   one line of figures of a candybox-bench JSON
@@ -256,8 +257,12 @@ def bench_brief(doc):
     node = doc.get("node") or {}
     if node.get("fsyncs_per_op") is not None:
         parts.append(f"fsyncs/op {node['fsyncs_per_op']:.3f}")
-    if node.get("cpu_us_per_op") is not None:
-        parts.append(f"node CPU {node['cpu_us_per_op']:,.1f} µs/op")
+    ncpu = node_cpu(doc)
+    if ncpu is not None:
+        parts.append(f"node CPU {ncpu:,.2f} µs/op")
+    g = gen_cpu(doc)
+    if g is not None:
+        parts.append(f"generator ({opt(doc, 'generator.path', '?')}) {g:,.2f} µs/op")
     errs = t.get("errors_total") or 0
     parts.append(f"errors {errs}")
     return ", ".join(parts)
@@ -280,8 +285,9 @@ PHASES = [
     ("build", 1, 1),
     ("machine limits (fio, iperf3)", 2, 4),
     ("Redis peer", 5, 7),
-    ("node, 1 shard (incl. latency sweep)", 8, 19),
-    ("node, 2 shards", 20, 23),
+    ("node, 1 shard, default configuration (incl. open loop and sweep)", 8, 17),
+    ("node, 1 shard, spin-before-park off (CPU per request)", 18, 25),
+    ("node, 2 shards", 26, 29),
 ]
 TWO_SHARD = [
     ("shards2-get-1k", "1 KiB get, routing", "node-get-1k"),
@@ -289,6 +295,14 @@ TWO_SHARD = [
     ("shards2-put-1k", "1 KiB durable put, routing", "node-put-1k"),
     ("shards2-put-1k-norouting", "1 KiB durable put, --no-routing", "node-put-1k"),
 ]
+# A generator above this share of the node's CPU per request measures itself as much as the node.
+GENERATOR_SHARE_MAX = 0.5
+# An open-loop run is valid only when the generator kept its schedule.
+OPEN_LOOP_LAG_P99_MAX_US = 100
+SPIN_NOTE = ("Throughput and latency: the node's default configuration (spin-before-park on, 100 µs). "
+             "CPU per request: the run of the same shape with spin-before-park off (a spinning shard's "
+             "CPU time includes its spin). Redis CPU per request: redis-server's utime + stime "
+             "(/proc/<pid>/stat) over its own redis-benchmark run of that test alone, / requests.")
 
 
 def read_tsv(path):
@@ -302,6 +316,39 @@ def read_tsv(path):
     return rows
 
 
+def node_cpu(doc):
+    """The node's CPU µs per request over the measured window (the whole run when absent)."""
+    v = opt(doc, "node_window.cpu_us_per_op") or opt(doc, "node.cpu_us_per_op")
+    return v if v else None
+
+
+def gen_cpu(doc):
+    v = opt(doc, "generator.cpu_us_per_op")
+    return v if v else None
+
+
+def cpu_s(x):
+    return "n/a" if x is None else f"{x:,.2f}"
+
+
+def redis_cpu(work):
+    """redis-cpu.tsv -> {name: {TEST: {...}}} with CPU per request."""
+    try:
+        with open(os.path.join(work, "clk-tck"), encoding="utf-8") as f:
+            clk = float(f.read().strip())
+    except (OSError, ValueError):
+        clk = None
+    out = {}
+    for name, test, n, ticks in read_tsv(os.path.join(work, "redis-cpu.tsv")):
+        n, ticks = int(n), int(ticks)
+        secs = ticks / clk if clk else None
+        out.setdefault(name, {})[test.upper()] = {
+            "requests": n, "cpu_ticks": ticks, "clk_tck": clk, "cpu_s": secs,
+            "cpu_us_per_op": None if secs is None or n == 0 else secs * 1e6 / n,
+        }
+    return out
+
+
 def report(work, out):
     w = lambda name: os.path.join(work, name)  # noqa: E731
     ctx = load(w("context.json"))
@@ -313,6 +360,7 @@ def report(work, out):
             "redis_durable_peer": "appendonly yes, appendfsync always",
             "redis_peer": "no persistence (save '', appendonly no)",
         },
+        "runs": SPIN_NOTE,
     }
 
     machine = {
@@ -329,21 +377,39 @@ def report(work, out):
     res["machine"] = machine
 
     redis_n = {r[0]: int(r[1]) for r in read_tsv(w("redis-n.tsv"))}
+    rcpu = redis_cpu(work)
     rv = ctx.get("tools", {}).get("redis_server") or ""
     rv = next((x[2:] for x in rv.split() if x.startswith("v=")), rv)
     redis = {
         "version": rv or None,
-        "args": "taskset -c 1 redis-benchmark -c 64 -d 1024 -r 10000 --csv; server taskset -c 0",
-        "plain": {"requests": redis_n.get("plain"), "tests": redis_rows(w("redis-plain.csv"))},
-        "pipelined16": {"requests": redis_n.get("pipelined16"), "tests": redis_rows(w("redis-pipelined16.csv"))},
-        "aof_always": {"requests": redis_n.get("aof_always"), "tests": redis_rows(w("redis-aof_always.csv"))},
+        "args": "taskset -c 1 redis-benchmark -c 64 -d 1024 -r 10000 --csv -t TEST (one run per test); "
+                "server taskset -c 0",
+        "cpu_method": "redis-server utime + stime from /proc/<pid>/stat (clock ticks, getconf CLK_TCK) "
+                      "read before and after each test's own redis-benchmark run, divided by its requests",
     }
+    for key in ("plain", "pipelined16", "aof_always"):
+        redis[key] = {"requests": redis_n.get(key), "tests": redis_rows(w(f"redis-{key}.csv")),
+                      "cpu": rcpu.get(key, {})}
     res["redis"] = redis
 
+    # ---- the node: default configuration (spin on), and the same shapes with spin off
+    tries = []
+    for t, stem, p99, lag, valid in read_tsv(w("open50-tries.tsv")):
+        tries.append({"try": int(t), "stem": stem, "p99_us": float(p99), "send_lag_p99_us": float(lag),
+                      "valid": valid == "1"})
+    chosen = next((t for t in tries if t["valid"]), tries[-1] if tries else None)
     node = {}
     for stem, _label in NODE_SHAPES:
-        node[stem] = load(w(stem + ".json"))
+        if stem == "node-get-1k-open50":
+            if chosen is None:
+                die("no open-loop run (open50-tries.tsv is empty)")
+            node[stem] = load(w(chosen["stem"] + ".json"))
+        else:
+            node[stem] = load(w(stem + ".json"))
     res["node"] = node
+    off = {stem: load(w("off-" + stem + ".json")) for stem, _ in NODE_SHAPES}
+    res["node_spin_off"] = off
+    res["open_loop_tries"] = [dict(t, raw=load(w(t["stem"] + ".json"))) for t in tries]
 
     sweep = {"get": [], "put": []}
     for kind, frac, rate, stem in read_tsv(w("sweep.tsv")):
@@ -356,6 +422,7 @@ def report(work, out):
             "p50_us": t.get("p50_us"), "p90_us": t.get("p90_us"), "p99_us": t.get("p99_us"),
             "p999_us": t.get("p999_us"), "max_us": t.get("max_us"),
             "errors_total": t.get("errors_total"),
+            "send_lag_p99_us": opt(d, "send_lag.p99_us"),
             "raw": d,
         })
     res["sweep"] = sweep
@@ -370,6 +437,29 @@ def report(work, out):
                      "forwards_per_op": opt(d, "node.forwards_per_op"), "raw": d}
     res["two_shards"] = two
 
+    # ---- per shape: throughput on / off, CPU per request (spin off), the generator's share
+    shapes = []
+    for stem, label in NODE_SHAPES:
+        on_d, off_d = node[stem], off[stem]
+        g, n = gen_cpu(off_d), node_cpu(off_d)
+        share = div(g, n)
+        shapes.append({
+            "stem": stem, "shape": label,
+            "ops_per_s_spin_on": opt(on_d, "total.ops_per_s"),
+            "ops_per_s_spin_off": opt(off_d, "total.ops_per_s"),
+            "off_vs_on": div(opt(off_d, "total.ops_per_s"), opt(on_d, "total.ops_per_s")),
+            "bytes_per_s_spin_on": opt(on_d, "total.bytes_per_s"),
+            "bytes_per_s_spin_off": opt(off_d, "total.bytes_per_s"),
+            "node_cpu_us_per_op_spin_off": n,
+            "node_cpu_us_per_op_spin_on": node_cpu(on_d),
+            "generator_path": opt(off_d, "generator.path", "library"),
+            "generator_cpu_us_per_op": g,
+            "generator_vs_node_cpu": share,
+            "generator_bound": share is not None and share > GENERATOR_SHARE_MAX,
+        })
+    res["shapes"] = shapes
+    by_stem = {x["stem"]: x for x in shapes}
+
     # ---- targets
     def total(stem, f):
         return opt(node[stem], "total." + f)
@@ -377,70 +467,140 @@ def report(work, out):
     def op_p99(stem, op):
         return opt(node[stem], f"ops[op={op}].p99_us")
 
+    def rcpu_of(key, test):
+        return opt(redis[key]["cpu"], f"{test}.cpu_us_per_op")
+
     r_get = opt(redis["plain"]["tests"], "GET.rps")
     r_get16 = opt(redis["pipelined16"]["tests"], "GET.rps")
     r_aof = opt(redis["aof_always"]["tests"], "SET.rps")
     ip = machine["iperf3_loopback"]["bytes_per_s"]
     fseq = machine["fio_seq_write"]["bw_bytes_per_s"]
-    targets = []
 
-    def ratio_target(tid, shape, node_v, unit, base_v, base_what, want):
+    def gen_note(stem):
+        x = by_stem.get(stem) or {}
+        share = x.get("generator_vs_node_cpu")
+        if share is None:
+            return "generator/node CPU n/a"
+        flag = " CLIENT-BOUND" if x.get("generator_bound") else ""
+        return f"generator/node CPU {share:.2f} ({x.get('generator_path')}){flag}"
+
+    def headline(tid, stem, shape, base_v, base_what, tp_want, redis_key, redis_test, cpu_want, unit="ops/s"):
+        node_v = total(stem, "ops_per_s" if unit == "ops/s" else "bytes_per_s")
+        tp_ratio = div(node_v, base_v)
+        fmt = mbs if unit == "bytes/s" else (lambda x: f"{n0(x)} ops/s")
+        t = {"id": tid, "shape": shape, "node": node_v, "unit": unit, "baseline": base_v,
+             "baseline_what": base_what, "ratio": tp_ratio, "target_ratio": tp_want,
+             "throughput_met": tp_ratio is not None and tp_ratio >= tp_want,
+             "node_text": fmt(node_v), "baseline_text": f"{fmt(base_v)} {base_what}",
+             "generator": gen_note(stem), "generator_bound": (by_stem.get(stem) or {}).get("generator_bound"),
+             "throughput_from": "default configuration (spin-before-park on)"}
+        target = f">= {tp_want}x"
+        met = t["throughput_met"]
+        if redis_key:
+            ncpu = (by_stem.get(stem) or {}).get("node_cpu_us_per_op_spin_off")
+            rc = rcpu_of(redis_key, redis_test)
+            cpu_ratio = div(rc, ncpu)  # Redis ÷ node: >= 1 means the node spends less per request
+            t.update({"node_cpu_us_per_op": ncpu, "redis_cpu_us_per_op": rc,
+                      "redis_over_node_cpu": cpu_ratio, "cpu_target_redis_over_node": cpu_want,
+                      "cpu_met": cpu_ratio is not None and cpu_ratio >= cpu_want,
+                      "cpu_from": "the run with spin-before-park off"})
+            target += f", Redis÷node CPU >= {cpu_want:.2f}"
+            met = met and t["cpu_met"]
+        t["target"] = target
+        t["met"] = met
+        return t
+
+    targets = [
+        headline("get_1k_depth16", "node-get-1k-p16", "1 KiB get, 64 conns, depth 16", r_get16,
+                 "Redis GET -c 64 -P 16", 1.0, "pipelined16", "GET", 1.0),
+        # node CPU/op <= 0.7 x Redis's  <=>  Redis / node >= 1 / 0.7
+        headline("get_1k_depth1", "node-get-1k", "1 KiB get, 64 conns, depth 1", r_get,
+                 "Redis GET -c 64", 1.5, "plain", "GET", 1 / 0.7),
+        headline("get_64m_iperf", "node-get-64m", "64 MiB get, 1 conn", ip, "iperf3 loopback, 1 stream", 0.9,
+                 None, None, None, unit="bytes/s"),
+    ]
+    valid = [t for t in tries if t["valid"]]
+    ol_p99 = valid[0]["p99_us"] if valid else None
+    rows = read_tsv(w("open50.tsv"))
+    ol_rate = float(rows[0][0]) if rows else None
+    tries_text = "; ".join(f"run {t['try']}: p99 {us(t['p99_us'])}, lag p99 {us(t['send_lag_p99_us'])}"
+                           f"{'' if t['valid'] else ' INVALID'}" for t in tries)
+    lags_text = ", ".join(n0(t["send_lag_p99_us"]) for t in tries)
+    targets.append({
+        "id": "get_1k_open_loop_50pct_p99", "shape": "1 KiB get, open loop at 50% of peak",
+        "node": ol_p99, "unit": "µs", "offered_ops_per_s": ol_rate,
+        "achieved_ops_per_s": opt(node["node-get-1k-open50"], "total.ops_per_s"),
+        "baseline": None, "baseline_what": "none (absolute target)", "ratio": None,
+        "target": f"p99 <= 1000 µs in a run with send lag p99 <= {OPEN_LOOP_LAG_P99_MAX_US} µs",
+        "target_us": 1000, "met": ol_p99 is not None and ol_p99 <= 1000,
+        "valid_run": valid[0]["try"] if valid else None, "tries": len(tries),
+        "generator": gen_note("node-get-1k-open50"),
+        "generator_bound": by_stem["node-get-1k-open50"]["generator_bound"],
+        "tries_text": tries_text,
+        "node_text": (f"p99 {us(ol_p99)} at {n0(ol_rate)} ops/s offered (run {valid[0]['try']} of {len(tries)})"
+                      if valid else f"no valid run in {len(tries)} (send lag p99 {lags_text} µs)"),
+        "baseline_text": "- (absolute)",
+    })
+    bound = [x["shape"] for x in shapes if x["generator_bound"]]
+    unknown = [x["shape"] for x in shapes if x["generator_vs_node_cpu"] is None]
+    targets.append({
+        "id": "generator_cpu_half_of_node", "shape": "every shape",
+        "node": None, "unit": "ratio", "baseline": None, "baseline_what": "the node's CPU per request",
+        "ratio": max((x["generator_vs_node_cpu"] for x in shapes if x["generator_vs_node_cpu"] is not None),
+                     default=None),
+        "target": f"generator CPU/op <= {GENERATOR_SHARE_MAX}x node CPU/op",
+        "met": not bound and not unknown,
+        "client_bound_shapes": bound, "unknown_shapes": unknown,
+        "node_text": ("within in every shape" if not bound
+                      else f"CLIENT-BOUND in {len(bound)} of {len(shapes)} shapes (table below)")
+                     + (f"; unknown in {len(unknown)}" if unknown else ""),
+        "baseline_text": "the node's CPU/op (spin-off runs)", "generator": "", "generator_bound": bool(bound),
+    })
+    res["targets"] = targets
+    res["targets_met"] = sum(1 for t in targets if t["met"])
+    res["targets_total"] = len(targets)
+
+    # ---- the earlier targets, kept for comparison with earlier runs
+    others = []
+
+    def ratio_target(tid, shape, node_v, unit, base_v, base_what, want, stem, redis_cpu_v=None):
         r = div(node_v, base_v)
         fmt = mbs if unit == "bytes/s" else (lambda x: f"{n0(x)} ops/s")
-        targets.append({
+        ncpu = (by_stem.get(stem) or {}).get("node_cpu_us_per_op_spin_off")
+        others.append({
             "id": tid, "shape": shape, "node": node_v, "unit": unit,
             "baseline": base_v, "baseline_what": base_what, "ratio": r,
             "target": f">= {want}x", "target_ratio": want, "met": r is not None and r >= want,
             "node_text": fmt(node_v), "baseline_text": f"{fmt(base_v)} {base_what}",
+            "node_cpu_us_per_op": ncpu, "redis_cpu_us_per_op": redis_cpu_v,
+            "redis_over_node_cpu": div(redis_cpu_v, ncpu),
+            "generator": gen_note(stem), "generator_bound": (by_stem.get(stem) or {}).get("generator_bound"),
         })
 
     ratio_target("get_1k_unpipelined", "1 KiB get, 64 conns, depth 1", total("node-get-1k", "ops_per_s"),
-                 "ops/s", r_get, "Redis GET -c 64", 1.5)
+                 "ops/s", r_get, "Redis GET -c 64", 1.5, "node-get-1k", rcpu_of("plain", "GET"))
     ratio_target("get_1k_pipelined16", "1 KiB get, 64 conns, depth 16", total("node-get-1k-p16", "ops_per_s"),
-                 "ops/s", r_get16, "Redis GET -c 64 -P 16", 1.0)
+                 "ops/s", r_get16, "Redis GET -c 64 -P 16", 1.0, "node-get-1k-p16", rcpu_of("pipelined16", "GET"))
     ratio_target("put_1k_durable", "1 KiB durable put, 64 conns", total("node-put-1k", "ops_per_s"),
-                 "ops/s", r_aof, "Redis SET appendfsync always", 2.0)
+                 "ops/s", r_aof, "Redis SET appendfsync always", 2.0, "node-put-1k", rcpu_of("aof_always", "SET"))
     ratio_target("get_64m", "64 MiB get, 1 conn", total("node-get-64m", "bytes_per_s"),
-                 "bytes/s", ip, "iperf3 loopback, 1 stream", 0.8)
+                 "bytes/s", ip, "iperf3 loopback, 1 stream", 0.8, "node-get-64m")
     ratio_target("put_64m_durable", "64 MiB durable put, 1 conn", total("node-put-64m", "bytes_per_s"),
-                 "bytes/s", fseq, "fio seq write, fdatasync/64 MiB", 0.8)
-
+                 "bytes/s", fseq, "fio seq write, fdatasync/64 MiB", 0.8, "node-put-64m")
     cp, rn = op_p99("node-copy-rename-1g", "copy"), op_p99("node-copy-rename-1g", "rename")
     cp1k, rn1k = op_p99("node-copy-rename-1k", "copy"), op_p99("node-copy-rename-1k", "rename")
-    targets.append({
+    others.append({
         "id": "copy_rename_1g_p99", "shape": "copy + rename of a 1 GiB object",
         "node": {"copy_p99_us": cp, "rename_p99_us": rn, "copy_1k_p99_us": cp1k, "rename_1k_p99_us": rn1k},
         "unit": "µs", "baseline": None, "baseline_what": "none (absolute target)", "ratio": None,
         "target": "p99 <= 1000 µs (copy and rename)", "target_us": 1000,
         "met": cp is not None and rn is not None and cp <= 1000 and rn <= 1000,
         "node_text": f"copy p99 {us(cp)}, rename p99 {us(rn)} (1 KiB: {us(cp1k)}, {us(rn1k)})",
-        "baseline_text": "- (absolute)",
+        "baseline_text": "- (absolute)", "generator": gen_note("node-copy-rename-1g"),
+        "generator_bound": by_stem["node-copy-rename-1g"]["generator_bound"],
     })
-    ol = node["node-get-1k-open50"]
-    runs = [ol] + [load(w(f"node-get-1k-open50-r{r}.json")) for r in (2, 3)
-                   if os.path.exists(w(f"node-get-1k-open50-r{r}.json"))]
-    run_p99s = [opt(r, "total.p99_us") for r in runs]
-    run_lags = [opt(r, "send_lag.p99_us") for r in runs]
-    known = sorted(v for v in run_p99s if v is not None)
-    # The median of the runs: one run's p99 can be set by a stall of this shared machine.
-    ol_p99 = known[len(known) // 2] if known else None
-    rows = read_tsv(w("open50.tsv"))
-    ol_rate = float(rows[0][0]) if rows else opt(ol, "config.rate")
-    targets.append({
-        "id": "get_1k_open_loop_50pct_p99", "shape": "1 KiB get, open loop at 50% of peak",
-        "node": ol_p99, "unit": "µs", "offered_ops_per_s": ol_rate,
-        "achieved_ops_per_s": opt(ol, "total.ops_per_s"),
-        "baseline": None, "baseline_what": "none (absolute target)", "ratio": None,
-        "target": "p99 <= 1000 µs", "target_us": 1000, "met": ol_p99 is not None and ol_p99 <= 1000,
-        "runs_p99_us": run_p99s, "runs_send_lag_p99_us": run_lags,
-        "node_text": f"median p99 {us(ol_p99)} at {n0(ol_rate)} ops/s offered (runs: "
-                     + ", ".join(us(v) for v in run_p99s) + "; generator send lag p99: "
-                     + ", ".join(us(v) for v in run_lags) + ")",
-        "baseline_text": "- (absolute)",
-    })
-    res["targets"] = targets
-    res["targets_met"] = sum(1 for t in targets if t["met"])
-    res["targets_total"] = len(targets)
+    res["other_targets"] = others
+    res["other_targets_met"] = sum(1 for t in others if t["met"])
 
     timings = [{"step": int(s), "label": lab, "seconds": float(sec)} for s, lab, sec in read_tsv(w("timings.tsv"))]
     res["timings"] = timings
@@ -468,9 +628,54 @@ def report(work, out):
     L.append(f"Targets ({res['targets_met']} of {res['targets_total']} met)")
     rows = []
     for t in targets:
-        rows.append([t["shape"], t["node_text"], t["baseline_text"], ratio_s(t["ratio"]) if t["ratio"] is not None
-                     else "-", t["target"], "met" if t["met"] else "NOT MET"])
-    L += table(["shape", "node", "baseline", "ratio", "target", "result"], rows, "llllll")
+        cpu_text = "-"
+        if t.get("redis_cpu_us_per_op") is not None or t.get("node_cpu_us_per_op") is not None:
+            cpu_text = (f"{cpu_s(t.get('node_cpu_us_per_op'))} / {cpu_s(t.get('redis_cpu_us_per_op'))}"
+                        f" = {ratio_s(t.get('redis_over_node_cpu'))}")
+        rows.append([t["shape"], t["node_text"], t["baseline_text"],
+                     ratio_s(t["ratio"]) if t["ratio"] is not None else "-", cpu_text, t["target"],
+                     "met" if t["met"] else "NOT MET"])
+    L += table(["shape", "node", "baseline", "ratio", "CPU µs/op node / Redis = Redis÷node", "target", "result"],
+               rows, "lllllll")
+    for t in targets:
+        if t.get("generator"):
+            L.append(f"  {t['shape']}: {t['generator']}")
+    L.append("")
+    L += wrap("  " + SPIN_NOTE)
+    L.append(f"  A generator above {GENERATOR_SHARE_MAX}x the node's CPU per request is flagged CLIENT-BOUND: "
+             "that figure measures the client as much as the node.")
+
+    L.append("")
+    L.append(f"Earlier targets ({res['other_targets_met']} of {len(others)} met; same runs)")
+    rows = []
+    for t in others:
+        cpu_text = "-"
+        if t.get("redis_cpu_us_per_op") is not None:
+            cpu_text = (f"{cpu_s(t.get('node_cpu_us_per_op'))} / {cpu_s(t.get('redis_cpu_us_per_op'))}"
+                        f" = {ratio_s(t.get('redis_over_node_cpu'))}")
+        rows.append([t["shape"], t["node_text"], t["baseline_text"],
+                     ratio_s(t["ratio"]) if t["ratio"] is not None else "-", cpu_text, t["target"],
+                     "met" if t["met"] else "NOT MET"])
+    L += table(["shape", "node", "baseline", "ratio", "CPU µs/op node / Redis = Redis÷node", "target", "result"],
+               rows, "lllllll")
+
+    L.append("")
+    L.append("Spin-before-park on (default) vs off: throughput of each shape in both runs, CPU per request "
+             "of the node and of the generator (spin-off run)")
+    rows = []
+    for x in shapes:
+        if x["bytes_per_s_spin_on"] and x["bytes_per_s_spin_on"] >= 1e8:
+            on, offv = mbs(x["bytes_per_s_spin_on"]), mbs(x["bytes_per_s_spin_off"])
+        else:
+            on, offv = n0(x["ops_per_s_spin_on"]), n0(x["ops_per_s_spin_off"])
+        share = x["generator_vs_node_cpu"]
+        rows.append([x["shape"], on, offv, ratio_s(x["off_vs_on"]), cpu_s(x["node_cpu_us_per_op_spin_off"]),
+                     cpu_s(x["node_cpu_us_per_op_spin_on"]), x["generator_path"],
+                     cpu_s(x["generator_cpu_us_per_op"]),
+                     "n/a" if share is None else f"{share:.2f}" + (" CLIENT-BOUND" if x["generator_bound"] else "")])
+    L += ["  " + x for x in table(["shape", "spin on", "spin off", "off/on", "node CPU µs/op (off)",
+                                   "node CPU µs/op (on, incl. spin)", "generator", "gen CPU µs/op (off)",
+                                   "gen/node CPU"], rows, "lrrrrrlrl")]
 
     L.append("")
     L.append("Machine limits")
@@ -484,36 +689,41 @@ def report(work, out):
 
     L.append("")
     L.append(f"Redis peer (redis-server {redis['version'] or '?'} on core 0, redis-benchmark -c 64 -d 1024 -r 10000 "
-             "on core 1; requests per test sized for about 3.5 s)")
+             "on core 1, one run per test sized for about 3.5 s; server CPU from /proc/<pid>/stat)")
     rrows = []
     for key, what in (("plain", "unpipelined, no persistence"), ("pipelined16", "-P 16, no persistence"),
                       ("aof_always", "unpipelined, appendfsync always")):
         for test, r in redis[key]["tests"].items():
+            c = redis[key]["cpu"].get(test) or {}
             rrows.append([f"{test} {what}", n0(r.get("rps")), f"{r.get('p50_latency_ms', 0) * 1000:,.0f}",
-                          f"{r.get('p99_latency_ms', 0) * 1000:,.0f}", n0(redis[key]["requests"])])
-    L += ["  " + x for x in table(["test", "ops/s", "p50 µs", "p99 µs", "requests"], rrows, "lrrrr")]
+                          f"{r.get('p99_latency_ms', 0) * 1000:,.0f}", n0(redis[key]["requests"]),
+                          cpu_s(c.get("cpu_us_per_op"))])
+    L += ["  " + x for x in table(["test", "ops/s", "p50 µs", "p99 µs", "requests", "server CPU µs/op"], rrows,
+                                  "lrrrrr")]
 
     L.append("")
-    L.append("Node, 1 shard on core 0 (candybox-bench on core 1)")
+    L.append("Node, 1 shard on core 0, default configuration (candybox-bench on core 1)")
     nrows = []
     for stem, label in NODE_SHAPES:
         d = node[stem]
         t = d.get("total") or {}
         nd = d.get("node") or {}
         fs = nd.get("fsyncs_per_op")
-        cpu = nd.get("cpu_us_per_op")
         gc = nd.get("ops_per_group_commit")
         nrows.append([label, n0(t.get("ops_per_s")), f"{(t.get('bytes_per_s') or 0) / 1e6:,.1f}",
                       n0(t.get("p50_us")), n0(t.get("p99_us")), n0(t.get("p999_us")), n0(t.get("errors_total")),
                       "n/a" if fs is None else f"{fs:.3f}", "-" if not gc else f"{gc:.1f}",
-                      "n/a" if cpu is None else f"{cpu:,.1f}"])
+                      cpu_s(by_stem[stem]["node_cpu_us_per_op_spin_off"])])
         for o in d.get("ops") or []:
             if len(d.get("ops")) > 1:
                 nrows.append([f"  {o.get('op')}", n0(o.get("ops_per_s")), f"{(o.get('bytes_per_s') or 0) / 1e6:,.1f}",
                               n0(o.get("p50_us")), n0(o.get("p99_us")), n0(o.get("p999_us")),
                               n0(sum((o.get("errors") or {}).values())), "", "", ""])
     L += ["  " + x for x in table(["shape", "ops/s", "MB/s", "p50 µs", "p99 µs", "p99.9 µs", "errors",
-                                   "fsyncs/op", "ops/commit", "node CPU µs/op"], nrows, "lrrrrrrrrr")]
+                                   "fsyncs/op", "ops/commit", "node CPU µs/op (spin off)"], nrows, "lrrrrrrrrr")]
+    L += wrap(f"  Open loop at {n0(ol_rate)} ops/s: {tries_text} (valid: send lag p99 <= "
+              f"{OPEN_LOOP_LAG_P99_MAX_US} µs; the first valid run is the target's; the table's row is that run, "
+              "or the last when none is valid)")
 
     L.append("")
     L.append("Latency vs offered load, open loop, 3 s per point (plot: bench/results/latency-vs-load.png)")
@@ -521,9 +731,10 @@ def report(work, out):
     for kind, label in (("get", "1 KiB get"), ("put", "1 KiB durable put")):
         for p in sweep[kind]:
             srows.append([label, f"{p['fraction_pct']}%", n0(p["offered_ops_per_s"]), n0(p["achieved_ops_per_s"]),
-                          n0(p["p50_us"]), n0(p["p90_us"]), n0(p["p99_us"]), n0(p["p999_us"]), n0(p["errors_total"])])
+                          n0(p["p50_us"]), n0(p["p90_us"]), n0(p["p99_us"]), n0(p["p999_us"]),
+                          n0(p["send_lag_p99_us"]), n0(p["errors_total"])])
     L += ["  " + x for x in table(["shape", "load", "offered ops/s", "achieved", "p50 µs", "p90 µs", "p99 µs",
-                                   "p99.9 µs", "errors"], srows, "lrrrrrrrr")]
+                                   "p99.9 µs", "send lag p99 µs", "errors"], srows, "lrrrrrrrrr")]
 
     L.append("")
     L.append("Node, 2 shards sharing core 0 (candybox-bench on core 1)")
@@ -540,7 +751,6 @@ def report(work, out):
     L.append("")
     L.append("Phase times")
     total_s = sum(t["seconds"] for t in timings)
-    groups = res["phases"]
     L += ["  " + x for x in table(["steps", "phase", "seconds"],
                                   [[g["steps"], g["phase"], f"{g['seconds']:.1f}"] for g in groups]
                                   + [["", "sum of the steps", f"{total_s:.1f}"],
@@ -548,8 +758,23 @@ def report(work, out):
                                       "n/a" if res["wall_seconds_before_report"] is None
                                       else f"{res['wall_seconds_before_report']:.1f}"]], "rlr")]
     L.append("")
-    L.append(f"{res['targets_met']} of {res['targets_total']} targets met.")
+    L.append(f"{res['targets_met']} of {res['targets_total']} targets met "
+             f"({res['other_targets_met']} of {len(others)} earlier targets).")
     print("\n".join(L))
+
+
+def wrap(text, width=110):
+    """Plain word wrap, keeping the first line's indent on the following lines."""
+    indent = text[:len(text) - len(text.lstrip())]
+    lines, cur = [], indent
+    for word in text.split():
+        if len(cur) + len(word) + 1 > width and cur.strip():
+            lines.append(cur.rstrip())
+            cur = indent
+        cur += word + " "
+    if cur.strip():
+        lines.append(cur.rstrip())
+    return lines
 
 
 def main(argv):
@@ -569,9 +794,15 @@ def main(argv):
     elif cmd == "redis-rps" and len(args) == 1:
         rows = redis_rows(args[0])
         print(sum(r["rps"] for r in rows.values()) / len(rows))
-    elif cmd == "redis-brief" and len(args) == 1:
+    elif cmd == "redis-brief" and len(args) in (1, 3):
         rows = redis_rows(args[0])
-        print(", ".join(f"{k} {n0(r['rps'])} ops/s p99 {r.get('p99_latency_ms', 0):.3f} ms" for k, r in rows.items()))
+        cpu = redis_cpu(args[1]).get(args[2], {}) if len(args) == 3 else {}
+
+        def one(k, r):
+            c = (cpu.get(k) or {}).get("cpu_us_per_op")
+            extra = "" if c is None else f", server CPU {c:.2f} µs/op"
+            return f"{k} {n0(r['rps'])} ops/s p99 {r.get('p99_latency_ms', 0):.3f} ms{extra}"
+        print(", ".join(one(k, r) for k, r in rows.items()))
     elif cmd == "fio-brief" and len(args) == 2:
         d = load(args[0])
         if args[1] == "seq":
