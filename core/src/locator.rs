@@ -546,15 +546,18 @@ mod tests {
         l.size = 5;
         l.body = CandyBody::Inline(b"hello".to_vec());
         let enc = l.encode();
-        let v = InlineView::decode(&enc).unwrap().expect("an inline candy has a view");
+        let v = InlineView::decode(&enc).expect("decodes").expect("an inline candy has a view");
         assert_eq!(v.data, b"hello");
         assert_eq!((v.head.hlc, v.head.created_ms, v.head.size, v.head.checksum), (l.hlc, 9, 5, 77));
         assert_eq!(v.head.content_type, "text/plain");
         let meta: Vec<(String, String)> = v.head.user_meta().map(|(k, v)| (k.into(), v.into())).collect();
         assert_eq!(meta, l.user_meta);
-        assert!(InlineView::decode(&sample().encode()).unwrap().is_none(), "a candy in Syrups has no inline view");
+        assert!(
+            InlineView::decode(&sample().encode()).expect("decodes").is_none(),
+            "a candy in Syrups has no inline view"
+        );
         let t = CandyLocator::tombstone(l.hlc).encode();
-        assert!(InlineView::decode(&t).unwrap().is_none());
+        assert!(InlineView::decode(&t).expect("decodes").is_none());
         // What decode refuses, the view refuses: every truncation of the encoding.
         for n in 0..enc.len() {
             assert!(InlineView::decode(&enc[..n]).is_err(), "a locator cut at {n} bytes was accepted");

@@ -304,6 +304,20 @@ fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
     }
 }
 
+/// The byte range a get asks for (`None`: the whole Candy).
+///
+/// # Errors
+/// `InvalidArgument` for an unknown range kind.
+pub fn get_range(r: &fb::Get<'_>) -> Result<Option<ByteRange>, NodeError> {
+    Ok(match r.range_kind() {
+        fb::RangeKind::Whole => None,
+        fb::RangeKind::FromTo => Some(ByteRange::FromTo(r.first(), r.last())),
+        fb::RangeKind::From => Some(ByteRange::From(r.first())),
+        fb::RangeKind::Suffix => Some(ByteRange::Suffix(r.first())),
+        other => return Err(NodeError::invalid("range_kind", format!("unknown range kind {}", other.0))),
+    })
+}
+
 /// Turns a verified request into a command. `body` is the body channel of a streamed request
 /// (put, upload-part); it is `None` for the others.
 ///
@@ -343,13 +357,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
         }
         fb::RequestBody::Get => {
             let r = req.body_as_get().ok_or_else(missing)?;
-            let range = match r.range_kind() {
-                fb::RangeKind::Whole => None,
-                fb::RangeKind::FromTo => Some(ByteRange::FromTo(r.first(), r.last())),
-                fb::RangeKind::From => Some(ByteRange::From(r.first())),
-                fb::RangeKind::Suffix => Some(ByteRange::Suffix(r.first())),
-                other => return Err(NodeError::invalid("range_kind", format!("unknown range kind {}", other.0))),
-            };
+            let range = get_range(&r)?;
             Command::Keyed {
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,

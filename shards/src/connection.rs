@@ -1,70 +1,123 @@
-//! One client connection: read frames, run requests concurrently, write replies in any order.
+//! One client connection: read frames, run requests, write replies in any order.
+//!
+//! Request path (run to completion): the read loop reads as many bytes as the socket has into
+//! the connection's read buffer and handles every complete frame in it in place. A get or head
+//! whose partition is open on this shard, and whose answer needs no waiting (the Candy stored in
+//! its locator, or only its metadata asked for), runs right there: no task, no channel, no copy of
+//! the request; its reply is built in the connection's reused flatbuffer builder and appended to
+//! the connection's output, with the Candy's bytes copied once, from the memtable entry or table
+//! block, into the output. Every other request (a Candy in Syrups, a streamed body, a cross-shard
+//! hop, coordination, a group commit) gets its own task, with its frame copied out of the read
+//! buffer. Once the batch of frames that one read brought is handled, the output is flushed: the
+//! writer task sends everything queued in one send.
 //!
 //! Invariants:
 //! - A frame header is decoded and checked (magic, CRC, lengths against the frame cap) before any
-//!   byte of its body is buffered; the body CRC is checked and the flatbuffer verified with
-//!   explicit limits before a field is read. A malformed frame closes this connection only, with
-//!   a logged reason.
-//! - At most `requests_in_flight_max` requests run per connection: at the cap the reader stops
-//!   reading new requests (backpressure by not reading). While some body is still streaming, its
-//!   data frames may be queued behind the next request, so then a request over the cap is read
-//!   and answered `Busy` instead of waited for (waiting could deadlock the connection).
+//!   byte of its body is used; the body CRC is checked and the flatbuffer verified with explicit
+//!   limits before a field is read. A malformed frame closes this connection only, with a logged
+//!   reason.
+//! - At most `requests_in_flight_max` requests run in their own tasks per connection: at the cap
+//!   the reader stops reading (backpressure by not reading). While some body is still streaming,
+//!   its data frames may be queued behind the next request, so then a request over the cap is
+//!   read and answered `Busy` instead of waited for (waiting could deadlock the connection).
+//! - Output is bounded: the read loop reads no more while the output holds `OUTPUT_HIGH_BYTES`,
+//!   and a streaming get waits for room before each frame.
 //! - Put bodies flow through a bounded channel ([`crate::command::body_channel`]); when it is
 //!   full the reader waits, so a connection pins at most a few frames per streaming request.
-//! - Every frame body is reserved in the node-wide frame memory budget before it is read (waiting
-//!   while the node is over it) and read into a buffer that grows as bytes arrive: a header that
-//!   claims 16 MiB costs nothing until the bytes come.
+//! - Every frame that leaves the read buffer (a request run in a task, a data frame) is reserved
+//!   in the node-wide frame memory budget first; frames larger than the read buffer are read
+//!   into a buffer that grows as bytes arrive.
 //! - A connection with nothing in flight that completes no frame within `idle_timeout_ms`, or
-//!   whose frame body stalls past `frame_timeout_ms`, is closed.
-//! - Get payloads are written straight from the Syrup mappings (`Bytes` slices of the mmap are
-//!   monoio `IoBuf`s): no intermediate copy. Data frames never exceed the frame cap.
-//! - One writer task owns the socket's write half; replies reach it through a bounded queue, one
-//!   whole frame per message, so frames never interleave inside each other.
+//!   whose frame stalls past `frame_timeout_ms`, is closed by the shard's watchdog
+//!   ([`watchdog`]); shutdown closes the read side of every connection the same way, so the read
+//!   loop waits on its socket alone (no timer or signal per read).
+//! - Frames are appended to the output whole (no `.await` inside one), so they never interleave.
+//!   Get payloads from Syrup mappings are sent from the mapping (`Bytes` slices), never copied.
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{HashMap, HashSet},
     rc::Rc,
     sync::atomic::Ordering::Relaxed,
+    task::{Poll, Waker},
     time::Instant,
 };
 
 use bytes::Bytes;
-use candybox_wire::frame::{self, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES};
+use candybox_wire::{
+    fb,
+    frame::{self, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES},
+};
+use flatbuffers::FlatBufferBuilder;
 use monoio::{
     buf::IoBufMut,
-    io::{AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable},
+    io::{
+        AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+    },
     net::TcpStream,
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     command::{self, BodyMsg, BodyTx},
     limits::{
-        GET_FRAME_PAYLOAD_BYTES, OUTGOING_FRAMES_MAX, READ_BUFFER_BYTES, WRITE_GATHER_BYTES,
-        WRITE_GATHER_PIECE_BYTES_MAX,
+        GET_FRAME_PAYLOAD_BYTES, OUTPUT_HIGH_BYTES, READ_BUFFER_BYTES, WRITE_GATHER_BYTES, WRITE_GATHER_PIECE_BYTES_MAX,
     },
     reply::{self, NodeError, Outcome},
     shard::Shard,
 };
 
-/// The pieces of one frame, written in order.
-type Frame = Vec<Bytes>;
-
-/// A connection's read half behind its read buffer (`READ_BUFFER_BYTES`).
-type Reader = monoio::io::BufReader<OwnedReadHalf<TcpStream>>;
-
 struct Conn {
     shard: Rc<Shard>,
-    out: async_channel::Sender<Frame>,
+    out: Output,
     /// Bodies still receiving data frames; `None` once the request failed (its frames are
     /// dropped until END).
-    streams: RefCell<HashMap<u64, Option<BodyTx>>>,
-    /// Request ids whose reply has not ended.
-    active: RefCell<HashSet<u64>>,
-    /// A semaphore of in-flight request slots: send takes a slot, receive frees one.
-    slots: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    streams: RefCell<FxHashMap<u64, Option<BodyTx>>>,
+    /// Request ids running in their own tasks whose reply has not ended.
+    active: RefCell<FxHashSet<u64>>,
+    /// Requests holding an in-flight slot, and the read loop waiting for one.
+    slots: Cell<usize>,
+    slot_waiter: RefCell<Option<Waker>>,
+    in_flight_max: usize,
     cap: u32,
     broken: Cell<bool>,
+    watch: Rc<Watched>,
+}
+
+impl Conn {
+    fn release_slot(&self) {
+        self.slots.set(self.slots.get().saturating_sub(1));
+        if let Some(w) = self.slot_waiter.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for a free in-flight slot and takes it.
+    async fn take_slot(&self) {
+        std::future::poll_fn(|cx| {
+            if self.slots.get() < self.in_flight_max {
+                self.slots.set(self.slots.get() + 1);
+                return Poll::Ready(());
+            }
+            *self.slot_waiter.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    fn try_take_slot(&self) -> bool {
+        if self.slots.get() < self.in_flight_max {
+            self.slots.set(self.slots.get() + 1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Closes the connection without waiting for the requests in flight.
+    fn break_off(&self) {
+        self.broken.set(true);
+        self.out.close();
+    }
 }
 
 /// Why the reader stopped.
@@ -79,127 +132,261 @@ enum Stop {
     Stalled,
 }
 
-/// Serves one connection until the peer closes it, it sends a malformed frame, or shutdown.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let (out_tx, out_rx) = async_channel::bounded::<Frame>(OUTGOING_FRAMES_MAX);
-    let writer = monoio::spawn(write_loop(wr, out_rx));
-    let in_flight_max = shard.shared.config.requests_in_flight_max as usize;
-    let conn = Rc::new(Conn {
-        shard: shard.clone(),
-        out: out_tx,
-        streams: RefCell::new(HashMap::new()),
-        active: RefCell::new(HashSet::new()),
-        slots: async_channel::bounded(in_flight_max),
-        cap: shard.shared.config.frame_body_bytes_max,
-        broken: Cell::new(false),
-    });
-    let stop = read_loop(&conn, monoio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd)).await;
-    match &stop {
-        Stop::Eof | Stop::Shutdown => {}
-        Stop::Io(e) => tracing::debug!(%peer, error = %e, "connection read failed"),
-        Stop::Malformed(e) => {
-            shard.metrics().frames_malformed.fetch_add(1, Relaxed);
-            tracing::warn!(%peer, reason = %e, "closing connection after a malformed frame");
-        }
-        Stop::Idle => {
-            shard.metrics().connections_timed_out.fetch_add(1, Relaxed);
-            tracing::debug!(%peer, "closing an idle connection");
-        }
-        Stop::Stalled => {
-            shard.metrics().connections_timed_out.fetch_add(1, Relaxed);
-            tracing::info!(%peer, frame_timeout_ms = shard.shared.config.frame_timeout_ms, "closing a connection whose frame stalled");
-        }
-    }
-    // Bodies still streaming will never end: fail their puts instead of letting them wait.
-    conn.streams.borrow_mut().clear();
-    if matches!(stop, Stop::Malformed(_) | Stop::Io(_) | Stop::Stalled) {
-        conn.broken.set(true);
-        conn.out.close();
-    } else {
-        // Let in-flight requests finish and their replies go out, then close.
-        while !conn.active.borrow().is_empty() && !conn.broken.get() {
-            candybox_core::runtime::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        conn.out.close();
-    }
-    drop(conn);
-    writer.await;
+// ------------------------------------------------------------------ watchdog
+
+/// What the shard's watchdog knows of one connection.
+#[derive(Debug)]
+pub struct Watched {
+    fd: std::os::fd::RawFd,
+    /// When the read loop last completed a frame (or started).
+    last_frame: Cell<Instant>,
+    /// Since when a frame has been partly read, if one is.
+    frame_since: Cell<Option<Instant>>,
+    /// Requests running in tasks or bodies streaming: the connection is not idle.
+    busy: Cell<bool>,
+    /// Why the watchdog closed the read side, when it did.
+    closed_for: Cell<Option<WatchReason>>,
 }
 
-/// Writes queued frames in order. Small pieces (headers, flatbuffer bodies, small payloads) are
-/// gathered into one reused buffer together with every frame already queued behind them, so a
-/// burst of replies leaves in one send instead of three sends (and three TCP segments) per reply.
-/// Large pieces (a get payload, slices of a Syrup mapping) are never copied: the gathered bytes
-/// and the large pieces that follow them leave in one vectored send (`writev`), so a 1 MiB data
-/// frame of 64 KiB chunks costs one send, not sixteen.
-async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, rx: async_channel::Receiver<Frame>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_GATHER_BYTES);
-    let mut large: Vec<Bytes> = Vec::new();
-    while let Ok(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            for piece in frame {
-                // A small piece that does not fit behind what is pending waits for the flush.
-                let after_flush = if piece.len() <= WRITE_GATHER_PIECE_BYTES_MAX {
-                    if large.is_empty() && buf.len() + piece.len() <= WRITE_GATHER_BYTES {
-                        buf.extend_from_slice(&piece);
-                        continue;
-                    }
-                    Some(piece)
-                } else {
-                    large.push(piece);
-                    if large.len() < GATHER_IOVECS_MAX {
-                        continue;
-                    }
-                    None
-                };
-                // Order: what is gathered and the large pieces behind it go first.
-                let Some(emptied) = send(&mut wr, buf, &mut large).await else {
-                    rx.close();
-                    return;
-                };
-                buf = emptied;
-                if let Some(p) = after_flush {
-                    buf.extend_from_slice(&p);
-                }
-            }
-            // Replies that are ready leave together: take what is already queued, without waiting.
-            if buf.len() < WRITE_GATHER_BYTES / 2 {
-                next = rx.try_recv().ok();
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchReason {
+    Idle,
+    Stalled,
+    Shutdown,
+}
+
+impl Watched {
+    /// Ends the read loop: its pending read returns end-of-file.
+    fn close_read(&self, why: WatchReason) {
+        if self.closed_for.get().is_some() {
+            return;
+        }
+        self.closed_for.set(Some(why));
+        // SAFETY: `fd` is the connection's socket, open while its `Watched` is registered (the
+        // connection deregisters before its socket halves are dropped); shutdown(2) only changes
+        // the socket's state.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RD);
+        }
+    }
+}
+
+/// The connections of one shard, for its watchdog.
+#[derive(Debug, Default)]
+pub struct Registry {
+    next: Cell<u64>,
+    open: RefCell<FxHashMap<u64, Rc<Watched>>>,
+}
+
+impl Registry {
+    fn add(&self, w: Rc<Watched>) -> u64 {
+        let id = self.next.get();
+        self.next.set(id + 1);
+        self.open.borrow_mut().insert(id, w);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.borrow_mut().remove(&id);
+    }
+
+    /// Closes the read side of every connection (shutdown): each finishes what is in flight and
+    /// closes.
+    pub fn close_reads(&self) {
+        for w in self.open.borrow().values() {
+            w.close_read(WatchReason::Shutdown);
+        }
+    }
+}
+
+/// The shard's watchdog: closes connections idle past `idle_timeout_ms` and those whose frame
+/// stalls past `frame_timeout_ms`, looking a few times per period. Ends at shutdown.
+pub async fn watchdog(shard: Rc<Shard>) {
+    let idle = std::time::Duration::from_millis(shard.shared.config.idle_timeout_ms);
+    let stall = std::time::Duration::from_millis(shard.shared.config.frame_timeout_ms);
+    let tick = (idle.min(stall) / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
+    while !shard.stopping.get() {
+        candybox_core::runtime::sleep(tick).await;
+        let now = Instant::now();
+        for w in shard.connections.open.borrow().values() {
+            if w.frame_since.get().is_some_and(|t| now.duration_since(t) >= stall) {
+                w.close_read(WatchReason::Stalled);
+            } else if !w.busy.get() && w.frame_since.get().is_none() && now.duration_since(w.last_frame.get()) >= idle {
+                w.close_read(WatchReason::Idle);
             }
         }
-        let Some(emptied) = send(&mut wr, buf, &mut large).await else {
-            rx.close();
+    }
+}
+
+// ------------------------------------------------------------------ output
+
+/// The connection's output: small bytes gathered in one buffer, large pieces (get payloads from
+/// Syrup mappings) kept as `Bytes` with the position in the buffer they follow.
+#[derive(Default)]
+struct Output {
+    buf: RefCell<Vec<u8>>,
+    large: RefCell<Vec<(usize, Bytes)>>,
+    /// Bytes queued and not yet handed to the socket, and those in the send under way.
+    queued: Cell<usize>,
+    sending: Cell<usize>,
+    writer: RefCell<Option<Waker>>,
+    room: RefCell<Vec<Waker>>,
+    closed: Cell<bool>,
+}
+
+/// A frame's payload as it is appended.
+enum Payload<'a> {
+    None,
+    /// Copied into the output (small).
+    Slice(&'a [u8]),
+    /// Kept by reference unless small.
+    Pieces(Vec<Bytes>),
+}
+
+impl Output {
+    /// Appends one whole frame.
+    fn frame(&self, kind: FrameKind, id: u64, end: bool, body: &[u8], payload: Payload<'_>) {
+        if self.closed.get() {
+            return;
+        }
+        let payload_len = match &payload {
+            Payload::None => 0,
+            Payload::Slice(s) => s.len(),
+            Payload::Pieces(p) => p.iter().map(Bytes::len).sum(),
+        };
+        let flags = if end { FLAG_END } else { 0 };
+        let h = FrameHeader::for_body(kind, id, flags, body, payload_len as u32).encode();
+        let mut buf = self.buf.borrow_mut();
+        buf.extend_from_slice(&h);
+        buf.extend_from_slice(body);
+        match payload {
+            Payload::None => {}
+            Payload::Slice(s) => buf.extend_from_slice(s),
+            Payload::Pieces(pieces) => {
+                let mut large = self.large.borrow_mut();
+                for p in pieces {
+                    if p.len() <= WRITE_GATHER_PIECE_BYTES_MAX {
+                        buf.extend_from_slice(&p);
+                    } else {
+                        large.push((buf.len(), p));
+                    }
+                }
+            }
+        }
+        self.queued.set(self.queued.get() + FRAME_HEADER_BYTES + body.len() + payload_len);
+    }
+
+    /// Hands what is queued to the writer.
+    fn flush(&self) {
+        if self.queued.get() > 0 {
+            if let Some(w) = self.writer.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        if let Some(w) = self.writer.borrow_mut().take() {
+            w.wake();
+        }
+        self.wake_room();
+    }
+
+    fn wake_room(&self) {
+        for w in self.room.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.queued.get() + self.sending.get() >= OUTPUT_HIGH_BYTES
+    }
+
+    /// Waits until the output has room (or is closed).
+    async fn room(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closed.get() || !self.full() {
+                return Poll::Ready(());
+            }
+            self.room.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// Sends what the output queues, in order, until it is closed and empty or the socket fails.
+/// Everything queued when the writer wakes leaves in one send: one `write` of the gathered
+/// bytes, or one vectored `writev` when large pieces are among them.
+async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, conn: Rc<Conn>) {
+    let out = &conn.out;
+    let mut spare: Vec<u8> = Vec::with_capacity(WRITE_GATHER_BYTES);
+    let mut spare_large: Vec<(usize, Bytes)> = Vec::new();
+    let mut iovecs: Vec<libc::iovec> = Vec::new();
+    loop {
+        let more = std::future::poll_fn(|cx| {
+            if out.queued.get() > 0 {
+                return Poll::Ready(true);
+            }
+            if out.closed.get() {
+                return Poll::Ready(false);
+            }
+            *out.writer.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if !more {
+            break;
+        }
+        let buf = std::mem::replace(&mut *out.buf.borrow_mut(), std::mem::take(&mut spare));
+        let large = std::mem::replace(&mut *out.large.borrow_mut(), std::mem::take(&mut spare_large));
+        out.sending.set(out.queued.replace(0));
+        let sent = send(&mut wr, buf, large, std::mem::take(&mut iovecs)).await;
+        out.sending.set(0);
+        out.wake_room();
+        let Some((buf, large, iov)) = sent else {
+            out.closed.set(true);
+            conn.broken.set(true);
+            out.wake_room();
             return;
         };
-        buf = emptied;
+        spare = buf;
+        spare_large = large;
+        iovecs = iov;
     }
     let _ = wr.shutdown().await;
 }
 
-/// Most iovecs of one vectored send (well below the kernel's `IOV_MAX` of 1024).
-const GATHER_IOVECS_MAX: usize = 64;
+/// Most iovecs handed to one `writev` (the kernel's `IOV_MAX` is 1024).
+const IOVECS_PER_SEND_MAX: usize = 512;
 
-/// The gathered small bytes followed by large pieces, as one iovec array for `writev`.
+/// The gathered small bytes interleaved with the large pieces, as an iovec array for `writev`.
 struct Gather {
     head: Vec<u8>,
-    pieces: Vec<Bytes>,
+    pieces: Vec<(usize, Bytes)>,
     iovecs: Vec<libc::iovec>,
     /// The first iovec not yet sent whole (`iovecs[first]` is advanced past what was sent).
     first: usize,
 }
 
 impl Gather {
-    fn new(head: Vec<u8>, pieces: Vec<Bytes>) -> Gather {
-        let mut iovecs = Vec::with_capacity(pieces.len() + 1);
-        if !head.is_empty() {
-            iovecs.push(libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() });
-        }
-        for p in &pieces {
+    fn new(head: Vec<u8>, pieces: Vec<(usize, Bytes)>, mut iovecs: Vec<libc::iovec>) -> Gather {
+        iovecs.clear();
+        let mut at = 0usize;
+        let mut small = |iovecs: &mut Vec<libc::iovec>, to: usize| {
+            if to > at {
+                if let Some(s) = head.get(at..to) {
+                    iovecs.push(libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() });
+                }
+                at = to;
+            }
+        };
+        for (pos, p) in &pieces {
+            small(&mut iovecs, *pos);
             iovecs.push(libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() });
         }
+        small(&mut iovecs, head.len());
         Gather { head, pieces, iovecs, first: 0 }
     }
 
@@ -233,23 +420,27 @@ unsafe impl monoio::buf::IoVecBuf for Gather {
         self.iovecs.get(self.first..).unwrap_or_default().as_ptr()
     }
     fn read_iovec_len(&self) -> usize {
-        self.iovecs.len().saturating_sub(self.first)
+        self.iovecs.len().saturating_sub(self.first).min(IOVECS_PER_SEND_MAX)
     }
 }
 
-/// Sends the gathered bytes and then the large pieces (vectored sends, or one `write` when there
-/// are no large pieces); returns the emptied buffer, or `None` when the socket failed.
-async fn send(wr: &mut OwnedWriteHalf<TcpStream>, mut buf: Vec<u8>, large: &mut Vec<Bytes>) -> Option<Vec<u8>> {
+type Sent = (Vec<u8>, Vec<(usize, Bytes)>, Vec<libc::iovec>);
+
+/// Sends the gathered bytes with the large pieces in their places; returns the emptied buffers,
+/// or `None` when the socket failed.
+async fn send(
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    buf: Vec<u8>,
+    large: Vec<(usize, Bytes)>,
+    iovecs: Vec<libc::iovec>,
+) -> Option<Sent> {
     if large.is_empty() {
-        if buf.is_empty() {
-            return Some(buf);
-        }
         let (res, mut buf) = wr.write_all(buf).await;
         res.ok()?;
         buf.clear();
-        return Some(buf);
+        return Some((buf, large, iovecs));
     }
-    let mut gather = Gather::new(std::mem::take(&mut buf), std::mem::take(large));
+    let mut gather = Gather::new(buf, large, iovecs);
     loop {
         let (res, g) = wr.writev(gather).await;
         gather = g;
@@ -264,152 +455,371 @@ async fn send(wr: &mut OwnedWriteHalf<TcpStream>, mut buf: Vec<u8>, large: &mut 
             Err(_) => return None,
         }
     }
-    let Gather { mut head, mut pieces, .. } = gather;
+    let Gather { mut head, mut pieces, mut iovecs, .. } = gather;
     head.clear();
     pieces.clear();
-    *large = pieces;
-    Some(head)
+    iovecs.clear();
+    Some((head, pieces, iovecs))
 }
 
-/// Reads exactly `n` bytes into a fresh buffer (headers: a few bytes).
-async fn read_n(rd: &mut Reader, n: usize) -> Result<Vec<u8>, std::io::Error> {
-    if n == 0 {
-        return Ok(Vec::new());
+// ------------------------------------------------------------------ serving
+
+/// Serves one connection until the peer closes it, it sends a malformed frame, or shutdown.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let watch = Rc::new(Watched {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+        last_frame: Cell::new(Instant::now()),
+        frame_since: Cell::new(None),
+        busy: Cell::new(false),
+        closed_for: Cell::new(None),
+    });
+    if shard.stopping.get() {
+        return;
     }
-    let buf = Vec::with_capacity(n).slice_mut(0..n);
-    let (res, buf) = rd.read_exact(buf).await;
-    res?;
-    let v = buf.into_inner();
-    if v.len() != n {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"));
+    let registered = shard.connections.add(watch.clone());
+    let (rd, wr) = stream.into_split();
+    let conn = Rc::new(Conn {
+        shard: shard.clone(),
+        out: Output::default(),
+        streams: RefCell::new(FxHashMap::default()),
+        active: RefCell::new(FxHashSet::default()),
+        slots: Cell::new(0),
+        slot_waiter: RefCell::new(None),
+        in_flight_max: shard.shared.config.requests_in_flight_max as usize,
+        cap: shard.shared.config.frame_body_bytes_max,
+        broken: Cell::new(false),
+        watch,
+    });
+    let writer = monoio::spawn(write_loop(wr, conn.clone()));
+    let stop = read_loop(&conn, rd).await;
+    match &stop {
+        Stop::Eof | Stop::Shutdown => {}
+        Stop::Io(e) => tracing::debug!(%peer, error = %e, "connection read failed"),
+        Stop::Malformed(e) => {
+            shard.metrics().frames_malformed.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, reason = %e, "closing connection after a malformed frame");
+        }
+        Stop::Idle => {
+            shard.metrics().connections_timed_out.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "closing an idle connection");
+        }
+        Stop::Stalled => {
+            shard.metrics().connections_timed_out.fetch_add(1, Relaxed);
+            tracing::info!(%peer, frame_timeout_ms = shard.shared.config.frame_timeout_ms, "closing a connection whose frame stalled");
+        }
     }
-    Ok(v)
+    // Bodies still streaming will never end: fail their puts instead of letting them wait.
+    conn.streams.borrow_mut().clear();
+    conn.out.flush();
+    if matches!(stop, Stop::Malformed(_) | Stop::Io(_) | Stop::Stalled) {
+        conn.break_off();
+    } else {
+        // Let in-flight requests finish and their replies go out, then close.
+        while !conn.active.borrow().is_empty() && !conn.broken.get() {
+            candybox_core::runtime::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        conn.out.close();
+    }
+    writer.await;
+    shard.connections.remove(registered);
 }
 
-/// Reads a frame body of `n` bytes under `reservation`: the buffer grows as bytes arrive (at most
-/// doubling, never past `n`), so a header that claims 16 MiB costs nothing until the bytes come.
-async fn read_body(
-    rd: &mut Reader,
-    n: usize,
-    reservation: crate::frame_memory::Reservation,
-) -> Result<Bytes, std::io::Error> {
-    let mut v: Vec<u8> = Vec::new();
+/// What the frame at the front of the read buffer needs.
+enum Next {
+    /// Fewer bytes than its header and body are buffered.
+    More,
+    /// A whole frame of `n` bytes after its header.
+    Frame(FrameHeader),
+}
+
+async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut fbb = FlatBufferBuilder::with_capacity(1024);
+    let stopped = |conn: &Conn| match conn.watch.closed_for.get() {
+        Some(WatchReason::Idle) => Stop::Idle,
+        Some(WatchReason::Stalled) => Stop::Stalled,
+        Some(WatchReason::Shutdown) => Stop::Shutdown,
+        None => Stop::Eof,
+    };
+    // When the bytes being handled arrived: the start of their requests' latency.
+    let mut arrived = Instant::now();
+    loop {
+        // Handle every whole frame buffered.
+        let mut at = 0usize;
+        let mut handled = false;
+        loop {
+            let next = match next_frame(buf.get(at..).unwrap_or_default(), conn.cap) {
+                Ok(n) => n,
+                Err(e) => return Stop::Malformed(e),
+            };
+            let header = match next {
+                Next::More => break,
+                Next::Frame(h) => h,
+            };
+            let end = at + FRAME_HEADER_BYTES + header.frame_len();
+            let frame = buf.get(at + FRAME_HEADER_BYTES..end).unwrap_or_default();
+            if let Err(stop) = on_frame(conn, &header, frame, &mut fbb, arrived).await {
+                return stop;
+            }
+            at = end;
+            handled = true;
+        }
+        if handled {
+            conn.out.flush();
+            conn.watch.last_frame.set(arrived);
+            conn.watch.frame_since.set(None);
+        }
+        buf.drain(..at);
+        // A frame too large for the read buffer is read on its own.
+        if let Some(h) = buf.first_chunk::<FRAME_HEADER_BYTES>() {
+            let header = match FrameHeader::decode(h, conn.cap) {
+                Ok(h) => h,
+                Err(e) => return Stop::Malformed(e),
+            };
+            if FRAME_HEADER_BYTES + header.frame_len() > READ_BUFFER_BYTES {
+                conn.watch.frame_since.set(Some(Instant::now()));
+                let have = buf.get(FRAME_HEADER_BYTES..).unwrap_or_default();
+                let frame = match large_frame(conn, &mut rd, &header, have).await {
+                    Ok(f) => f,
+                    Err(stop) => return stop,
+                };
+                buf.clear();
+                conn.watch.frame_since.set(None);
+                arrived = Instant::now();
+                if let Err(stop) = on_frame(conn, &header, &frame, &mut fbb, arrived).await {
+                    return stop;
+                }
+                conn.out.flush();
+                conn.watch.last_frame.set(arrived);
+                continue;
+            }
+        }
+        // Backpressure: while the peer does not take its replies, take no more requests.
+        if conn.out.full() {
+            conn.out.room().await;
+            if conn.out.closed.get() {
+                return Stop::Eof;
+            }
+        }
+        // A frame partly read since the last one completed: it has frame_timeout_ms to finish.
+        if buf.is_empty() {
+            conn.watch.frame_since.set(None);
+        } else if conn.watch.frame_since.get().is_none() {
+            conn.watch.frame_since.set(Some(arrived));
+        }
+        conn.watch.busy.set(!conn.active.borrow().is_empty() || !conn.streams.borrow().is_empty());
+        let len = buf.len();
+        let (res, b) = rd.read(buf.slice_mut(len..READ_BUFFER_BYTES)).await;
+        buf = b.into_inner();
+        match res {
+            Ok(0) => {
+                if !buf.is_empty() && conn.watch.closed_for.get().is_none() {
+                    // The peer closed in the middle of a frame.
+                    return Stop::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed inside a frame"));
+                }
+                return stopped(conn);
+            }
+            Ok(_) => {
+                arrived = Instant::now();
+                conn.shard.note_request(arrived);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Stop::Io(e),
+        }
+    }
+}
+
+/// Looks at the front of `buf`: a whole frame, or more bytes needed (a frame larger than the
+/// read buffer also answers `More`: the read loop reads it on its own).
+fn next_frame(buf: &[u8], cap: u32) -> Result<Next, FrameError> {
+    let Some(h) = buf.first_chunk::<FRAME_HEADER_BYTES>() else { return Ok(Next::More) };
+    let header = FrameHeader::decode(h, cap)?;
+    if buf.len() < FRAME_HEADER_BYTES + header.frame_len() {
+        return Ok(Next::More);
+    }
+    Ok(Next::Frame(header))
+}
+
+/// Reads a frame larger than the read buffer: reserves it in the frame memory budget (waiting
+/// while the node is over it), starts with the `have` bytes already buffered, and reads the rest
+/// into a buffer that grows as bytes arrive.
+async fn large_frame(
+    conn: &Conn,
+    rd: &mut OwnedReadHalf<TcpStream>,
+    header: &FrameHeader,
+    have: &[u8],
+) -> Result<Bytes, Stop> {
+    let n = header.frame_len();
+    let reservation = reserve(conn, n).await?;
+    let mut v: Vec<u8> = Vec::with_capacity(have.len().max(FRAME_READ_CHUNK_BYTES).min(n));
+    v.extend_from_slice(have.get(..n.min(have.len())).unwrap_or_default());
     while v.len() < n {
         let len = v.len();
         let want = (n - len).min(FRAME_READ_CHUNK_BYTES);
         let target = len.saturating_mul(2).max(len + want).min(n);
         v.reserve_exact(target - len);
         let (res, slice) = rd.read_exact(v.slice_mut(len..len + want)).await;
-        res?;
         v = slice.into_inner();
-        if v.len() != len + want {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"));
+        match res {
+            Ok(_) if v.len() == len + want => {}
+            Ok(_) => return Err(Stop::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(match conn.watch.closed_for.get() {
+                    Some(WatchReason::Stalled) => Stop::Stalled,
+                    Some(WatchReason::Shutdown) => Stop::Shutdown,
+                    _ => Stop::Io(e),
+                })
+            }
+            Err(e) => return Err(Stop::Io(e)),
         }
     }
     Ok(crate::frame_memory::into_bytes(v, reservation))
 }
 
-/// Bytes read into a growing frame body at a time.
+/// Bytes read into a growing large frame at a time.
 const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Resolves once the connection has had nothing in flight for `idle`: checked a few times per
-/// period, so a connection idle since its last request closes between one and 1.25 periods later.
-async fn idle_for(conn: &Conn, idle: std::time::Duration) {
-    let step = (idle / 4).max(std::time::Duration::from_millis(10));
-    let mut since: Option<Instant> = None;
-    loop {
-        candybox_core::runtime::sleep(step).await;
-        if !conn.active.borrow().is_empty() || !conn.streams.borrow().is_empty() {
-            since = None;
-            continue;
-        }
-        let start = *since.get_or_insert_with(Instant::now);
-        if start.elapsed() + step >= idle {
-            return;
-        }
+/// Reserves `n` bytes of the frame memory budget, waiting while the node is over it.
+async fn reserve(conn: &Conn, n: usize) -> Result<crate::frame_memory::Reservation, Stop> {
+    let memory = &conn.shard.shared.metrics.frame_memory;
+    if let Some(r) = crate::frame_memory::try_reserve(memory, n as u64) {
+        return Ok(r);
     }
-}
-
-/// Reserves the frame's memory (waiting while the node is over its budget), then reads its body
-/// within the frame timeout. Every frame is reserved, small ones too: small data frames queue
-/// behind streaming puts like large ones, and only the budget bounds them node-wide.
-async fn frame_body(conn: &Conn, rd: &mut Reader, n: usize) -> Result<Bytes, Stop> {
     let shutdown = conn.shard.shutdown_signal();
-    let timeout = std::time::Duration::from_millis(conn.shard.shared.config.frame_timeout_ms);
-    let reservation = monoio::select! {
-        biased;
-        r = crate::frame_memory::reserve(&conn.shard.shared.metrics.frame_memory, n as u64) => r,
-        _ = shutdown.recv() => return Err(Stop::Shutdown),
-    };
     monoio::select! {
         biased;
-        b = read_body(rd, n, reservation) => b.map_err(Stop::Io),
-        _ = candybox_core::runtime::sleep(timeout) => Err(Stop::Stalled),
+        r = crate::frame_memory::reserve(memory, n as u64) => Ok(r),
         _ = shutdown.recv() => Err(Stop::Shutdown),
     }
 }
 
-async fn read_loop(conn: &Rc<Conn>, mut rd: Reader) -> Stop {
-    let shutdown = conn.shard.shutdown_signal();
-    let idle = std::time::Duration::from_millis(conn.shard.shared.config.idle_timeout_ms);
-    loop {
-        let header = monoio::select! {
-            // The read first: while requests arrive back to back their headers are buffered, and
-            // the idle timer is never registered.
-            biased;
-            h = read_n(&mut rd, FRAME_HEADER_BYTES) => h,
-            _ = shutdown.recv() => return Stop::Shutdown,
-            _ = idle_for(conn, idle) => return Stop::Idle,
-        };
-        let header = match header {
-            Ok(h) => h,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Stop::Eof,
-            Err(e) => return Stop::Io(e),
-        };
-        let mut h = [0u8; FRAME_HEADER_BYTES];
-        h.copy_from_slice(&header);
-        let header = match FrameHeader::decode(&h, conn.cap) {
-            Ok(h) => h,
-            Err(e) => return Stop::Malformed(e),
-        };
-        match header.kind {
-            FrameKind::Reply => return Stop::Malformed(FrameError::Kind(FrameKind::Reply as u8)),
-            FrameKind::Data => {
-                let payload = match frame_body(conn, &mut rd, header.frame_len()).await {
-                    Ok(p) => p,
-                    Err(stop) => return stop,
-                };
-                if let Err(e) = data_frame(conn, &header, payload).await {
-                    return Stop::Malformed(e);
-                }
+/// A frame's bytes out of the read buffer, reserved in the budget (a task keeps them).
+async fn owned(conn: &Conn, frame: &[u8]) -> Result<Bytes, Stop> {
+    let reservation = reserve(conn, frame.len()).await?;
+    Ok(crate::frame_memory::into_bytes(frame.to_vec(), reservation))
+}
+
+/// Handles one whole frame (header checked; `frame` is its body and payload).
+async fn on_frame(
+    conn: &Rc<Conn>,
+    header: &FrameHeader,
+    frame: &[u8],
+    fbb: &mut FlatBufferBuilder<'static>,
+    arrived: Instant,
+) -> Result<(), Stop> {
+    match header.kind {
+        FrameKind::Reply => Err(Stop::Malformed(FrameError::Kind(FrameKind::Reply as u8))),
+        FrameKind::Data => {
+            let payload = if frame.is_empty() { Bytes::new() } else { owned(conn, frame).await? };
+            data_frame(conn, header, payload).await.map_err(Stop::Malformed)
+        }
+        FrameKind::Request => {
+            let id = header.request_id;
+            if conn.active.borrow().contains(&id) {
+                return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
             }
-            FrameKind::Request => {
-                if conn.active.borrow().contains(&header.request_id) {
-                    return Stop::Malformed(FrameError::OutOfSequence(header.request_id));
-                }
-                // Backpressure: wait for a slot before buffering the body. But while bodies are
-                // still streaming, their data frames may sit behind this request: waiting could
-                // deadlock, so a request over the cap is then answered Busy instead.
-                let slot = if conn.streams.borrow().is_empty() {
-                    if conn.slots.0.send(()).await.is_err() {
-                        return Stop::Shutdown;
-                    }
-                    true
-                } else {
-                    conn.slots.0.try_send(()).is_ok()
-                };
-                let frame = match frame_body(conn, &mut rd, header.frame_len()).await {
-                    Ok(p) => p,
-                    Err(stop) => return stop,
-                };
-                let handled =
-                    if slot { request_frame(conn, &header, frame) } else { refuse_over_cap(conn, &header, frame) };
-                if let Err(e) = handled {
-                    return Stop::Malformed(e);
-                }
+            let body_len = header.body_len as usize;
+            let body = frame.get(..body_len).unwrap_or_default();
+            header.check_body(body).map_err(Stop::Malformed)?;
+            let req = frame::verify_request(body, conn.cap).map_err(Stop::Malformed)?;
+            let kind = req.body_type();
+            if !command::is_streamed(kind) && !header.is_end() {
+                return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
+            }
+            if header.is_end() && run_now(conn, id, req, fbb, arrived) {
+                return Ok(());
+            }
+            // Backpressure: wait for a slot before taking the frame. But while bodies are still
+            // streaming, their data frames may sit behind this request: waiting could deadlock,
+            // so a request over the cap is then answered Busy instead.
+            let slot = if conn.streams.borrow().is_empty() {
+                conn.take_slot().await;
+                true
+            } else {
+                conn.try_take_slot()
+            };
+            let frame = owned(conn, frame).await?;
+            if slot {
+                spawn_request(conn, header, frame).map_err(Stop::Malformed)
+            } else {
+                refuse_over_cap(conn, header, kind);
+                Ok(())
             }
         }
     }
+}
+
+/// Runs a get or head right here when it needs no waiting, its reply appended to the output.
+/// False when it must run as a task (the partition not open here, a Candy in Syrups, ...).
+fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuilder<'static>, started: Instant) -> bool {
+    let kind = req.body_type();
+    let (box_name, key, range) = match kind {
+        fb::RequestBody::Get => {
+            let Some(g) = req.body_as_get() else { return false };
+            let Ok(range) = command::get_range(&g) else { return false };
+            (g.box_name(), g.key().bytes(), range)
+        }
+        fb::RequestBody::Head => {
+            let Some(h) = req.body_as_head() else { return false };
+            (h.box_name(), h.key().bytes(), None)
+        }
+        _ => return false,
+    };
+    if candybox_core::types::validate_key(key).is_err() {
+        return false;
+    }
+    let Some(engine) = conn.shard.engine_now(box_name, key) else { return false };
+    let value = match engine.lookup_encoded(key) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            answer_error(conn, id, kind, &NodeError::Engine(candybox_core::error::Error::NotFound), started);
+            return true;
+        }
+        Err(e) => {
+            answer_error(conn, id, kind, &NodeError::Engine(e), started);
+            return true;
+        }
+    };
+    if kind == fb::RequestBody::Head {
+        let head = match candybox_core::locator::Head::view(&value) {
+            Ok(Some(h)) => h,
+            _ => return false,
+        };
+        conn.out.frame(FrameKind::Reply, id, true, reply::head_in(fbb, &head), Payload::None);
+    } else {
+        let view = match candybox_core::locator::InlineView::decode(&value) {
+            Ok(Some(v)) => v,
+            _ => return false,
+        };
+        let (first, len) = match range.map(|r| r.resolve(view.head.size)) {
+            None => (0, view.head.size),
+            Some(Ok(fl)) => fl,
+            Some(Err(e)) => {
+                answer_error(conn, id, kind, &NodeError::Engine(e), started);
+                return true;
+            }
+        };
+        let data = view.data.get(first as usize..(first + len) as usize).unwrap_or_default();
+        conn.out.frame(
+            FrameKind::Reply,
+            id,
+            true,
+            reply::get_done_in(fbb, &view.head, first, len),
+            Payload::Slice(data),
+        );
+        conn.shard.metrics().bytes_out.fetch_add(len, Relaxed);
+    }
+    conn.shard.metrics().record(command::op_index(kind), started.elapsed().as_micros() as u64, false);
+    true
+}
+
+fn answer_error(conn: &Conn, id: u64, kind: fb::RequestBody, e: &NodeError, started: Instant) {
+    let failed = Outcome::error(e);
+    if let Outcome::Failed { reply, .. } = &failed {
+        conn.out.frame(FrameKind::Reply, id, true, reply, Payload::None);
+    }
+    conn.shard.metrics().record(command::op_index(kind), started.elapsed().as_micros() as u64, true);
 }
 
 async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Result<(), FrameError> {
@@ -439,20 +849,16 @@ async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Re
     Ok(())
 }
 
-fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<(), FrameError> {
+/// Runs a request in its own task (it holds an in-flight slot).
+fn spawn_request(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<(), FrameError> {
     let body_len = header.body_len as usize;
     let body = frame.slice(..body_len);
     let payload = frame.slice(body_len..);
-    header.check_body(&body)?;
     let req = frame::verify_request(&body, conn.cap)?;
     let kind = req.body_type();
     let streamed = command::is_streamed(kind);
-    if !streamed && !header.is_end() {
-        return Err(FrameError::OutOfSequence(header.request_id));
-    }
     let id = header.request_id;
     let started = Instant::now();
-    conn.shard.note_request(started);
     let body_rx = if streamed {
         let (tx, rx) = command::body_channel();
         conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
@@ -471,6 +877,7 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
     };
     let parsed = command::parse(req, body_rx, &body);
     conn.active.borrow_mut().insert(id);
+    conn.watch.busy.set(true);
     let conn = conn.clone();
     drop(monoio::spawn(async move {
         let _guard = conn.shard.enter();
@@ -482,33 +889,24 @@ fn request_frame(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
         let latency_us = started.elapsed().as_micros() as u64;
         conn.shard.metrics().record(command::op_index(kind), latency_us, failed);
         conn.active.borrow_mut().remove(&id);
-        let _ = conn.slots.1.try_recv();
+        conn.release_slot();
     }));
     Ok(())
 }
 
 /// Answers a well-formed request over the in-flight cap with Busy (its data frames are dropped).
-fn refuse_over_cap(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<(), FrameError> {
-    let body = frame.slice(..header.body_len as usize);
-    header.check_body(&body)?;
-    let req = frame::verify_request(&body, conn.cap)?;
-    let kind = req.body_type();
+fn refuse_over_cap(conn: &Rc<Conn>, header: &FrameHeader, kind: fb::RequestBody) {
     let id = header.request_id;
     if command::is_streamed(kind) && !header.is_end() {
         conn.streams.borrow_mut().insert(id, None);
     }
-    conn.active.borrow_mut().insert(id);
-    let conn = conn.clone();
-    drop(monoio::spawn(async move {
-        let busy = NodeError::Busy {
-            reason: "requests in flight on this connection",
-            retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
-        };
-        send_outcome(&conn, id, Outcome::error(&busy)).await;
-        conn.shard.metrics().record(command::op_index(kind), 0, true);
-        conn.active.borrow_mut().remove(&id);
-    }));
-    Ok(())
+    let busy = NodeError::Busy {
+        reason: "requests in flight on this connection",
+        retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+    };
+    conn.shard.metrics().busy_replies.fetch_add(1, Relaxed);
+    conn.out.frame(FrameKind::Reply, id, true, &reply::error_reply(&busy), Payload::None);
+    conn.shard.metrics().record(command::op_index(kind), 0, true);
 }
 
 /// Turns away a connection over `connections_max`: its first request is answered `Busy` (so the
@@ -528,24 +926,19 @@ pub async fn refuse(stream: TcpStream, connections_max: u32) {
         retry_after_ms: crate::limits::REFUSED_RETRY_AFTER_MS,
     };
     let body = reply::error_reply(&busy);
-    let mut frame = frame_header(FrameKind::Reply, header.request_id, true, &body, 0).to_vec();
+    let mut frame = FrameHeader::for_body(FrameKind::Reply, header.request_id, FLAG_END, &body, 0).encode().to_vec();
     frame.extend_from_slice(&body);
     let _ = wr.write_all(frame).await;
     let _ = wr.shutdown().await;
     tracing::debug!(connections_max, "refused a connection over the limit with Busy");
 }
 
-fn frame_header(kind: FrameKind, id: u64, end: bool, body: &[u8], payload_len: usize) -> Bytes {
-    let flags = if end { FLAG_END } else { 0 };
-    let h = FrameHeader::for_body(kind, id, flags, body, payload_len as u32);
-    Bytes::copy_from_slice(&h.encode())
-}
-
 /// Writes a request's reply (and a get's payload). Returns true when the reply was an error.
 async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
     match outcome {
         Outcome::Reply(body) => {
-            send_plain(conn, id, body).await;
+            conn.out.frame(FrameKind::Reply, id, true, &body, Payload::None);
+            conn.out.flush();
             false
         }
         Outcome::Failed { reply, busy, no_space } => {
@@ -555,7 +948,8 @@ async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
             if no_space {
                 conn.shard.shared.metrics.disk.refusals.fetch_add(1, Relaxed);
             }
-            send_plain(conn, id, reply).await;
+            conn.out.frame(FrameKind::Reply, id, true, &reply, Payload::None);
+            conn.out.flush();
             true
         }
         Outcome::Get { reply, len, body } => {
@@ -566,13 +960,18 @@ async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
 }
 
 /// Streams a get: the reply frame with the first payload piece, then data frames, each at most
-/// the frame cap, built from slices of the Syrup mappings.
+/// the frame cap, built from slices of the Syrup mappings. Waits for room in the output before
+/// each frame, so a get whose reader is slow holds at most about `OUTPUT_HIGH_BYTES` queued.
 async fn send_get(conn: &Rc<Conn>, id: u64, reply: Bytes, len: u64, mut body: candybox_core::engine::CandyReader) {
     let frame_max = (conn.cap as usize).min(GET_FRAME_PAYLOAD_BYTES);
     let mut left = len;
     let mut pending: Option<Bytes> = None;
     let mut first = true;
     loop {
+        conn.out.room().await;
+        if conn.out.closed.get() {
+            return;
+        }
         let budget = if first { frame_max.saturating_sub(reply.len()) } else { frame_max };
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut gathered = 0usize;
@@ -585,12 +984,12 @@ async fn send_get(conn: &Rc<Conn>, id: u64, reply: Bytes, len: u64, mut body: ca
                         tracing::warn!(request_id = id, error = %e, "get failed while streaming");
                         if first {
                             let err = reply::error_reply(&NodeError::Engine(e));
-                            let _ = send_plain(conn, id, err).await;
+                            conn.out.frame(FrameKind::Reply, id, true, &err, Payload::None);
+                            conn.out.flush();
                         } else {
                             // The reply promised bytes it cannot deliver: the stream cannot be
                             // resynchronised, so the connection closes.
-                            conn.broken.set(true);
-                            conn.out.close();
+                            conn.break_off();
                         }
                         return;
                     }
@@ -605,18 +1004,13 @@ async fn send_get(conn: &Rc<Conn>, id: u64, reply: Bytes, len: u64, mut body: ca
             pieces.push(piece);
         }
         let end = left == 0;
-        let mut frame = Vec::with_capacity(pieces.len() + 2);
         if first {
-            frame.push(frame_header(FrameKind::Reply, id, end, &reply, gathered));
-            frame.push(reply.clone());
+            conn.out.frame(FrameKind::Reply, id, end, &reply, Payload::Pieces(pieces));
         } else {
-            frame.push(frame_header(FrameKind::Data, id, end, &[], gathered));
+            conn.out.frame(FrameKind::Data, id, end, &[], Payload::Pieces(pieces));
         }
-        frame.extend(pieces);
+        conn.out.flush();
         conn.shard.metrics().bytes_out.fetch_add(gathered as u64, Relaxed);
-        if conn.out.send(frame).await.is_err() {
-            return;
-        }
         first = false;
         if end {
             return;
@@ -624,19 +1018,10 @@ async fn send_get(conn: &Rc<Conn>, id: u64, reply: Bytes, len: u64, mut body: ca
         if gathered == 0 {
             // The reader ended before `len` bytes: a bug in the engine's accounting.
             tracing::error!(request_id = id, left, "get body ended early; closing the connection");
-            conn.broken.set(true);
-            conn.out.close();
+            conn.break_off();
             return;
         }
     }
-}
-
-/// Sends a reply without payload as one buffer (one write for header and body).
-async fn send_plain(conn: &Rc<Conn>, id: u64, body: Bytes) -> bool {
-    let mut one = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
-    one.extend_from_slice(&frame_header(FrameKind::Reply, id, true, &body, 0));
-    one.extend_from_slice(&body);
-    conn.out.send(vec![Bytes::from(one)]).await.is_ok()
 }
 
 #[cfg(test)]
@@ -647,10 +1032,10 @@ mod tests {
 
     /// The bytes the iovecs still describe, in order.
     fn remaining(g: &Gather) -> Vec<u8> {
-        let (ptr, len) = (g.read_iovec_ptr(), g.read_iovec_len());
+        let (ptr, len) = (g.read_iovec_ptr(), g.iovecs.len() - g.first);
         let mut out = Vec::new();
         for i in 0..len {
-            // SAFETY: `Gather` hands out `len` valid iovecs into buffers it owns, alive here.
+            // SAFETY: `Gather` holds `len` valid iovecs from `first` into buffers it owns, alive here.
             let v = unsafe { *ptr.add(i) };
             // SAFETY: each iovec describes `iov_len` initialised bytes of a live buffer.
             out.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) });
@@ -659,17 +1044,21 @@ mod tests {
     }
 
     #[test]
-    fn a_gather_advanced_by_short_writes_describes_exactly_the_unsent_bytes() {
-        let head = b"HEADER".to_vec();
-        let pieces: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![b'a' + i; 100 + usize::from(i)])).collect();
-        let mut all = head.clone();
-        for p in &pieces {
-            all.extend_from_slice(p);
-        }
+    fn a_gather_interleaves_large_pieces_in_place_and_short_writes_advance_it_exactly() {
+        // Small bytes "HEAD" then piece a, "MID" then pieces b and c, then "TAIL".
+        let head = b"HEADMIDTAIL".to_vec();
+        let pieces: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![b'a' + i; 100 + usize::from(i)])).collect();
+        let placed = vec![(4usize, pieces[0].clone()), (7, pieces[1].clone()), (7, pieces[2].clone())];
+        let mut all = b"HEAD".to_vec();
+        all.extend_from_slice(&pieces[0]);
+        all.extend_from_slice(b"MID");
+        all.extend_from_slice(&pieces[1]);
+        all.extend_from_slice(&pieces[2]);
+        all.extend_from_slice(b"TAIL");
         // Short writes that end inside the head, inside a piece, exactly at a boundary, and
         // across several iovecs at once.
-        for steps in [vec![3, 50, 53, 101, 203, 1000], vec![6, 100, 0, 1, 400], vec![all.len()]] {
-            let mut g = Gather::new(head.clone(), pieces.clone());
+        for steps in [vec![3, 50, 53, 101, 203, 1000], vec![4, 100, 0, 1, 400], vec![all.len()]] {
+            let mut g = Gather::new(head.clone(), placed.clone(), Vec::new());
             let mut sent = 0;
             for n in steps {
                 let n = n.min(all.len() - sent);
@@ -682,8 +1071,25 @@ mod tests {
                 }
             }
         }
-        // No head: the iovecs start at the first piece.
-        let g = Gather::new(Vec::new(), pieces.clone());
-        assert_eq!(remaining(&g), all[head.len()..]);
+        // No small bytes: the iovecs are the pieces alone.
+        let g = Gather::new(Vec::new(), vec![(0, pieces[0].clone())], Vec::new());
+        assert_eq!(remaining(&g), pieces[0][..]);
+    }
+
+    #[test]
+    fn the_front_of_a_buffer_is_a_whole_frame_or_asks_for_more() {
+        let body = b"0123456789";
+        let h = FrameHeader::for_body(FrameKind::Data, 7, FLAG_END, &[], body.len() as u32).encode();
+        let mut buf = h.to_vec();
+        buf.extend_from_slice(body);
+        for cut in 0..buf.len() {
+            assert!(matches!(next_frame(&buf[..cut], 1 << 20), Ok(Next::More)), "cut at {cut}");
+        }
+        match next_frame(&buf, 1 << 20) {
+            Ok(Next::Frame(f)) => assert_eq!((f.request_id, f.frame_len()), (7, body.len())),
+            _ => panic!("a whole frame was not seen"),
+        }
+        buf[0] ^= 1;
+        assert!(next_frame(&buf, 1 << 20).is_err(), "a bad header is refused before its body is waited for");
     }
 }

@@ -66,6 +66,11 @@ impl Drop for Reservation {
     }
 }
 
+/// Reserves `n` bytes when the budget has them now.
+pub fn try_reserve(memory: &Arc<FrameMemory>, n: u64) -> Option<Reservation> {
+    memory.try_reserve(n).then(|| Reservation { memory: memory.clone(), n })
+}
+
 /// Reserves `n` bytes, waiting while the node is over its budget.
 pub async fn reserve(memory: &Arc<FrameMemory>, n: u64) -> Reservation {
     while !memory.try_reserve(n) {

@@ -11,8 +11,10 @@
 pub const SHARDS_MAX: u16 = 256;
 /// Pieces of one streamed put body queued between the connection and the engine.
 pub const BODY_PIECES_MAX: usize = 2;
-/// Reply frames queued per connection for its writer task.
-pub const OUTGOING_FRAMES_MAX: usize = 32;
+/// Reply bytes queued per connection for its writer (get payloads from Syrup mappings count,
+/// though they are not copied): at this much the connection reads no more requests and its
+/// streaming gets wait.
+pub const OUTPUT_HIGH_BYTES: usize = 4 * 1024 * 1024;
 /// Requests queued for the control thread (coordination).
 pub const COORD_QUEUE_MAX: usize = 1024;
 /// Payload bytes gathered into one data frame of a get (also capped by the frame cap).
@@ -38,7 +40,7 @@ pub const REFUSED_RETRY_AFTER_MS: u32 = 1_000;
 /// Retry hint of a Busy answer for a full cross-shard queue.
 pub const QUEUE_FULL_RETRY_AFTER_MS: u32 = 5;
 
-const _: () = assert!(BODY_PIECES_MAX > 0 && OUTGOING_FRAMES_MAX > 0 && COORD_QUEUE_MAX > 0);
+const _: () = assert!(BODY_PIECES_MAX > 0 && OUTPUT_HIGH_BYTES > 0 && COORD_QUEUE_MAX > 0);
 // A data frame of a get fits the smallest frame cap.
 const _: () = assert!(GET_FRAME_PAYLOAD_BYTES <= candybox_wire::frame::FRAME_BODY_BYTES_MAX_MIN as usize);
 

@@ -408,6 +408,7 @@ async fn run_shard(start: ShardStart) {
     drop(monoio::spawn(listener::accept_loop(shard.clone(), own)));
     drop(monoio::spawn(maintenance::run(shard.clone())));
     drop(monoio::spawn(shard.clone().poll_while_busy(spin)));
+    drop(monoio::spawn(connection::watchdog(shard.clone())));
     let _ = ready.send(Ok(opened));
     // Closed (never sent on) by the main thread at shutdown.
     let _ = stop.recv().await;
@@ -416,6 +417,8 @@ async fn run_shard(start: ShardStart) {
 
 async fn drain(shard: &Rc<Shard>) {
     shard.stopping.set(true);
+    // Connections stop reading; each finishes what is in flight and closes.
+    shard.connections.close_reads();
     let deadline = Instant::now() + Duration::from_millis(crate::limits::SHUTDOWN_DRAIN_MS);
     while shard.in_flight.get() > 0 && Instant::now() < deadline {
         candybox_core::runtime::sleep(Duration::from_millis(2)).await;

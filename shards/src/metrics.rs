@@ -145,23 +145,23 @@ pub struct ShardMetrics {
 
 impl ShardMetrics {
     /// Counts one answered request.
+    ///
+    /// Only the shard's own thread writes its slot, so each counter is bumped with a plain load
+    /// and store (no locked read-modify-write on the request path); readers see whole values.
     pub fn record(&self, op: usize, latency_us: u64, failed: bool) {
-        let op = op.min(OP_UNKNOWN);
-        if let Some(c) = self.requests.get(op) {
-            c.fetch_add(1, Relaxed);
-        }
-        if failed {
-            if let Some(c) = self.errors.get(op) {
-                c.fetch_add(1, Relaxed);
+        let bump = |c: Option<&AtomicU64>, n: u64| {
+            if let Some(c) = c {
+                c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
             }
+        };
+        let op = op.min(OP_UNKNOWN);
+        bump(self.requests.get(op), 1);
+        if failed {
+            bump(self.errors.get(op), 1);
         }
         let bucket = LATENCY_BUCKETS_US.iter().position(|b| latency_us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
-        if let Some(c) = self.latency.get(op).and_then(|row| row.get(bucket)) {
-            c.fetch_add(1, Relaxed);
-        }
-        if let Some(c) = self.latency_sum_us.get(op) {
-            c.fetch_add(latency_us, Relaxed);
-        }
+        bump(self.latency.get(op).and_then(|row| row.get(bucket)), 1);
+        bump(self.latency_sum_us.get(op), latency_us);
     }
 
     /// The counters of the stats reply, by name.

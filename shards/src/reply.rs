@@ -366,7 +366,13 @@ pub fn put_done(p: &PutReply) -> Bytes {
 }
 
 fn candy_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, l: &CandyLocator) -> WIPOffset<fb::CandyMeta<'a>> {
-    let head = MetaOf { size: l.size, checksum: l.checksum, hlc: l.hlc, content_type: &l.content_type, created_ms: l.created_ms };
+    let head = MetaOf {
+        size: l.size,
+        checksum: l.checksum,
+        hlc: l.hlc,
+        content_type: &l.content_type,
+        created_ms: l.created_ms,
+    };
     meta_table(fbb, &head, l.user_meta.iter().map(|(k, v)| (k, v)))
 }
 
@@ -402,7 +408,13 @@ fn meta_table<'a, K: AsRef<str>, V: AsRef<str>>(
 
 /// The `CandyMeta` of a locator head viewed in place.
 fn view_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, h: &Head<'_>) -> WIPOffset<fb::CandyMeta<'a>> {
-    let m = MetaOf { size: h.size, checksum: h.checksum, hlc: h.hlc, content_type: h.content_type, created_ms: h.created_ms };
+    let m = MetaOf {
+        size: h.size,
+        checksum: h.checksum,
+        hlc: h.hlc,
+        content_type: h.content_type,
+        created_ms: h.created_ms,
+    };
     meta_table(fbb, &m, h.user_meta())
 }
 

@@ -80,7 +80,9 @@ pub struct Shard {
     /// Shared facts.
     pub shared: Arc<NodeShared>,
     boxes: RefCell<HashMap<String, BoxMeta>>,
-    partitions: RefCell<HashMap<(String, u16), (BoxUid, PartitionEngine)>>,
+    /// Open engines by Box incarnation and partition (looked up without building a name), with
+    /// the Box's name.
+    partitions: RefCell<HashMap<(BoxUid, u16), (String, PartitionEngine)>>,
     /// Partitions whose open found damaged files, with the evidence: their requests are answered
     /// `Quarantined` without opening them again (until a restart).
     quarantined: RefCell<HashMap<(String, u16), (BoxUid, String)>>,
@@ -93,6 +95,8 @@ pub struct Shard {
     leases: RefCell<HashMap<(BoxUid, u16), LeaseEntry>>,
     /// Outcomes of intents finalized here, newest last (at most `RENAME_OUTCOMES_REMEMBERED`).
     resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
+    /// This shard's client connections, for the watchdog and shutdown.
+    pub connections: crate::connection::Registry,
     /// Requests executing on this shard (its own connections' and forwarded ones).
     pub in_flight: Cell<usize>,
     /// Connections over `connections_max` being answered Busy right now.
@@ -176,6 +180,7 @@ impl Shard {
             published: RefCell::new(HashMap::new()),
             leases: RefCell::new(HashMap::new()),
             resolved: RefCell::new(std::collections::VecDeque::new()),
+            connections: crate::connection::Registry::default(),
             in_flight: Cell::new(0),
             refusing: Cell::new(0),
             deleting: RefCell::new(std::collections::HashSet::new()),
@@ -450,6 +455,25 @@ impl Shard {
         }
     }
 
+    /// The engine of `key`'s partition when a request can run on it right now, without waiting:
+    /// the Box cached and served by this node, the partition this shard's and open, no delete of
+    /// the Box under way, not shutting down. `None` sends the request down the ordinary path
+    /// (which answers every refusal properly).
+    pub fn engine_now(&self, box_name: &str, key: &[u8]) -> Option<PartitionEngine> {
+        if self.stopping.get() {
+            return None;
+        }
+        let meta = *self.boxes.borrow().get(box_name)?;
+        if !self.serves(&meta) || self.deleting.borrow().contains(&meta.box_uid) {
+            return None;
+        }
+        let p = partition_for_key(key, meta.partitions);
+        if self.owner(box_name, p) != self.id {
+            return None;
+        }
+        self.partitions.borrow().get(&(meta.box_uid, p)).map(|(_, e)| e.clone())
+    }
+
     /// The engine of a partition this shard owns, opened on first use, for one operation.
     ///
     /// # Errors
@@ -476,15 +500,12 @@ impl Shard {
     /// What the open reports (corruption, I/O).
     async fn open_engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<PartitionEngine, NodeError> {
         assert_eq!(self.owner(box_name, partition), self.id, "a partition is opened only by its owner");
-        let key = (box_name.to_string(), partition);
-        if let Some((uid, e)) = self.partitions.borrow().get(&key) {
-            if *uid == meta.box_uid {
-                return Ok(e.clone());
-            }
+        if let Some((_, e)) = self.partitions.borrow().get(&(meta.box_uid, partition)) {
+            return Ok(e.clone());
         }
         // Boxed: opening (recovery) is a large future, and every request's future would
         // otherwise carry its size for the open that happens once.
-        Box::pin(self.open_engine_slow(box_name, meta, partition, key)).await
+        Box::pin(self.open_engine_slow(box_name, meta, partition)).await
     }
 
     async fn open_engine_slow(
@@ -492,19 +513,26 @@ impl Shard {
         box_name: &str,
         meta: BoxMeta,
         partition: u16,
-        key: (String, u16),
     ) -> Result<PartitionEngine, NodeError> {
         let _open = self.open_lock.lock().await;
-        let stale = match self.partitions.borrow().get(&key) {
-            Some((uid, e)) if *uid == meta.box_uid => return Ok(e.clone()),
-            Some((_, e)) => Some(e.clone()),
-            None => None,
-        };
-        if let Some(old) = stale {
-            // A Box of the same name was deleted and created again: the old incarnation is gone.
-            self.partitions.borrow_mut().remove(&key);
-            old.close().await;
+        if let Some((_, e)) = self.partitions.borrow().get(&(meta.box_uid, partition)) {
+            return Ok(e.clone());
         }
+        let stale: Vec<(BoxUid, u16)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((_, p), (b, _))| *p == partition && b == box_name)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            // A Box of the same name was deleted and created again: the old incarnation is gone.
+            let old = self.partitions.borrow_mut().remove(&k);
+            if let Some((_, old)) = old {
+                old.close().await;
+            }
+        }
+        let key = (box_name.to_string(), partition);
         if self.stopping.get() {
             return Err(NodeError::ShuttingDown);
         }
@@ -538,7 +566,7 @@ impl Shard {
             torn_tails = report.torn_tails.len(),
             "partition open"
         );
-        self.partitions.borrow_mut().insert(key, (meta.box_uid, engine.clone()));
+        self.partitions.borrow_mut().insert((meta.box_uid, partition), (box_name.to_string(), engine.clone()));
         self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
         Ok(engine)
     }
@@ -547,9 +575,9 @@ impl Shard {
     /// its WAL, as after a crash): once the cause is gone (space freed) it serves again without a
     /// restart. An open that fails is logged; the partition's next request tries again.
     pub async fn reopen_failed(&self, box_name: &str, p: u16, uid: BoxUid) {
-        let key = (box_name.to_string(), p);
+        let key = (uid, p);
         let engine = match self.partitions.borrow().get(&key) {
-            Some((u, e)) if *u == uid && e.is_failed() => e.clone(),
+            Some((_, e)) if e.is_failed() => e.clone(),
             _ => return,
         };
         self.partitions.borrow_mut().remove(&key);
@@ -568,7 +596,7 @@ impl Shard {
 
     /// Every open partition: (box, partition, uid, engine).
     pub fn open_partitions(&self) -> Vec<(String, u16, BoxUid, PartitionEngine)> {
-        self.partitions.borrow().iter().map(|((b, p), (u, e))| (b.clone(), *p, *u, e.clone())).collect()
+        self.partitions.borrow().iter().map(|((u, p), (b, e))| (b.clone(), *p, *u, e.clone())).collect()
     }
 
     /// Opens every partition of every Box that this shard owns (start-up recovery).
@@ -813,11 +841,11 @@ impl Shard {
             .partitions
             .borrow()
             .iter()
-            .filter(|((b, _), (u, _))| b == name && *u == uid)
+            .filter(|((u, _), _)| *u == uid)
             .map(|((_, p), (_, e))| (*p, e.clone()))
             .collect();
         for (p, engine) in doomed {
-            self.partitions.borrow_mut().remove(&(name.to_string(), p));
+            self.partitions.borrow_mut().remove(&(uid, p));
             let syrups: Vec<_> = engine.own_syrups().into_iter().collect();
             engine.close().await;
             let syrup_dir = self.shared.config.syrup_dir();
