@@ -230,12 +230,13 @@ pub enum ReplyError {
     RequestFromNode(u64),
     /// A frame for a request id that is not in flight on this connection.
     UnknownRequestId(u64),
-    /// A Data frame before its Reply, or a second Reply for one request.
+    /// A Data frame before its Reply, a second Reply for one request, or a frame of a kind this
+    /// path does not take (it sends no flow-control credit and no cancel, so it expects none).
     OutOfSequence {
         /// The frame's request id.
         request_id: u64,
         /// The frame's kind.
-        kind: &'static str,
+        kind: FrameKind,
     },
     /// A reply of another kind than the request's.
     WrongBody {
@@ -274,7 +275,7 @@ impl fmt::Display for ReplyError {
             ReplyError::RequestFromNode(id) => write!(f, "the node sent a Request frame (request id {id})"),
             ReplyError::UnknownRequestId(id) => write!(f, "a frame for request id {id}, which is not in flight"),
             ReplyError::OutOfSequence { request_id, kind } => {
-                write!(f, "a {kind} frame out of sequence for request id {request_id}")
+                write!(f, "a {kind:?} frame out of sequence for request id {request_id}")
             }
             ReplyError::WrongBody { request_id, expected, got } => {
                 write!(f, "request id {request_id}: expected a {expected} reply, got {got}")

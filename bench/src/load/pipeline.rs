@@ -208,7 +208,7 @@ impl Pipeline {
                 slot.received += payload;
                 self.advance(index, h.is_end())
             }
-            kind => Err(ReplyError::OutOfSequence { request_id: id, kind: kind_name(kind) }),
+            kind => Err(ReplyError::OutOfSequence { request_id: id, kind }),
         }
     }
 
@@ -300,14 +300,6 @@ impl Pipeline {
                 self.free.push(u16::try_from(i).unwrap_or(u16::MAX));
             }
         }
-    }
-}
-
-fn kind_name(kind: FrameKind) -> &'static str {
-    match kind {
-        FrameKind::Request => "Request",
-        FrameKind::Reply => "Reply",
-        FrameKind::Data => "Data",
     }
 }
 

@@ -4,17 +4,26 @@
 //! make every open-loop send up to a millisecond late (or force a spin that burns the
 //! generator's core and makes its CPU per operation meaningless).
 //!
+//! A wake-up from the kernel arrives some tens of µs after the timer expires on this virtual
+//! machine (the interrupt, the wake of the thread, the ring's completion, the executor's turn).
+//! The timer learns that delay (a moving average of how late it woke) and is armed that much
+//! early; whatever is left when it wakes is waited out by yielding to the other tasks.
+//!
 //! Invariants:
 //! - The timer is armed with an absolute time, derived from one `(Instant, CLOCK_MONOTONIC)`
 //!   pair taken at creation: `Instant` is that clock on Linux, so no drift accumulates.
 //! - One read is in flight at a time and is always awaited to completion (never dropped), so the
 //!   read buffer is reused and no byte of it is lost to a cancelled operation.
+//! - The early margin stays within [`EARLY_MAX`], so the yielding wait is bounded by it.
 
 use std::{
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    time::Instant,
+    time::{Duration, Instant},
 };
+
+/// Largest early margin: the most a wake-up waits out by yielding.
+pub const EARLY_MAX: Duration = Duration::from_micros(200);
 
 /// A timerfd and the buffer its expiry count is read into.
 pub struct PreciseTimer {
@@ -23,6 +32,8 @@ pub struct PreciseTimer {
     buf: Option<Vec<u8>>,
     base_instant: Instant,
     base_ns: u128,
+    /// How much earlier than asked the timer is armed: the moving average of its lateness.
+    early: Duration,
 }
 
 fn monotonic_ns() -> io::Result<u128> {
@@ -54,17 +65,30 @@ impl PreciseTimer {
         // The clock pair: the base Instant and the monotonic nanoseconds at (nearly) the same moment.
         let base_instant = Instant::now();
         let base_ns = monotonic_ns()?;
-        Ok(PreciseTimer { file, fd, buf: Some(Vec::with_capacity(8)), base_instant, base_ns })
+        Ok(PreciseTimer { file, fd, buf: Some(Vec::with_capacity(8)), base_instant, base_ns, early: Duration::ZERO })
     }
 
-    /// Sleeps until `at` (returns at once when it is past).
+    /// Sleeps until `at` (returns at once when it is past): in the kernel until the learnt
+    /// wake-up delay before `at`, then by yielding to the executor's other tasks.
     ///
     /// # Errors
     /// When arming or reading the timer fails; the caller may fall back to a coarser wait.
     pub async fn sleep_until(&mut self, at: Instant) -> io::Result<()> {
-        if Instant::now() >= at {
-            return Ok(());
+        let arm = at.checked_sub(self.early).unwrap_or(at);
+        if Instant::now() < arm {
+            self.sleep_in_kernel(arm).await?;
+            let late = Instant::now().saturating_duration_since(arm);
+            // Moving average over about 8 wake-ups: steady enough to ignore one stall.
+            self.early = (self.early * 7 + late.min(EARLY_MAX)) / 8;
         }
+        while Instant::now() < at {
+            candybox_core::runtime::yield_now().await;
+        }
+        Ok(())
+    }
+
+    /// Blocks in the ring until the timerfd expires at `at`.
+    async fn sleep_in_kernel(&mut self, at: Instant) -> io::Result<()> {
         let target_ns = match at.checked_duration_since(self.base_instant) {
             Some(d) => self.base_ns + d.as_nanos(),
             None => self.base_ns.saturating_sub((self.base_instant - at).as_nanos()),
