@@ -298,7 +298,7 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let locator = wire_locator();
     let (name, key, loc) = (fbb.create_string("photos"), fbb.create_vector(b"dog.jpg"), fbb.create_vector(&locator));
     let token = fbb.create_vector(&[5u8; 16]);
-    let zcp = fb::ZeroCopyPut::create(&mut fbb, &fb::ZeroCopyPutArgs { box_name: Some(name), key: Some(key), locator: Some(loc), rename_token: Some(token) });
+    let zcp = fb::ZeroCopyPut::create(&mut fbb, &fb::ZeroCopyPutArgs { box_name: Some(name), key: Some(key), locator: Some(loc), rename_token: Some(token), source_partition: 1 });
     let body = request(&mut fbb, fb::RequestBody::ZeroCopyPut, zcp.as_union_value());
     seeds.push(("zero-copy-put", frame(FrameKind::Request, 3, FLAG_END, &body, &[])));
     seeds.push(("locator-bare", locator));
@@ -324,6 +324,14 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
     fbb.finish(reply, None);
     let body = fbb.finished_data().to_vec();
     seeds.push(("error-reply", frame(FrameKind::Reply, 9, FLAG_END, &body, &[])));
+
+    // Version 2 flow control: a get, a grant of 1 MiB for its reply, then a cancel of it.
+    let (credit, grant) = FrameHeader::credit(2, 1 << 20);
+    let mut control = seeds[1].1.clone();
+    control.extend_from_slice(&credit);
+    control.extend_from_slice(&grant);
+    control.extend_from_slice(&FrameHeader::cancel(2));
+    seeds.push(("credit-cancel", control));
 
     for (name, bytes) in &seeds {
         assert!(!bytes.is_empty(), "empty seed {name}");

@@ -10,11 +10,16 @@
 //! Checked, besides "returns a typed error, never panics":
 //! - an accepted header re-encodes to exactly its 32 bytes;
 //! - an accepted header's body plus payload never exceed the cap it was decoded with;
-//! - a data frame never has a body, a request or reply frame always has one.
+//! - a data frame never has a body, a request or reply frame always has one;
+//! - a `Credit` frame (version 2) has exactly an 8-byte body and no payload, a `Cancel` frame
+//!   neither, and neither exists in a version-1 frame.
 #![no_main]
 
 use candybox_wire::{
-    frame::{verify_locator, verify_reply, verify_request, FrameHeader, FrameKind, FRAME_HEADER_BYTES},
+    frame::{
+        credit_grant, verify_locator, verify_reply, verify_request, FrameHeader, FrameKind, CREDIT_BODY_BYTES,
+        FRAME_HEADER_BYTES,
+    },
     FRAME_MAGIC,
 };
 use libfuzzer_sys::fuzz_target;
@@ -38,6 +43,18 @@ fn read_stream(mut data: &[u8]) {
         match header.kind {
             FrameKind::Data => assert_eq!(header.body_len, 0, "a data frame with a body was accepted"),
             FrameKind::Request | FrameKind::Reply => assert!(header.body_len > 0, "an empty body was accepted"),
+            FrameKind::Credit => {
+                assert!(header.version >= 2, "a credit frame in version 1 was accepted");
+                assert_eq!(
+                    (header.body_len as usize, header.payload_len),
+                    (CREDIT_BODY_BYTES, 0),
+                    "a misshapen credit"
+                );
+            }
+            FrameKind::Cancel => {
+                assert!(header.version >= 2, "a cancel frame in version 1 was accepted");
+                assert_eq!((header.body_len, header.payload_len), (0, 0), "a cancel frame with bytes was accepted");
+            }
         }
         if rest.len() < header.frame_len() {
             return; // A partial frame: the reader waits for more bytes.
@@ -69,7 +86,10 @@ fn walk_body(kind: FrameKind, body: &[u8]) {
                 std::hint::black_box(format!("{reply:?}"));
             }
         }
-        FrameKind::Data => {}
+        FrameKind::Credit => {
+            std::hint::black_box(credit_grant(body));
+        }
+        FrameKind::Data | FrameKind::Cancel => {}
     }
     // Whatever the frame said, the body bytes are also tried as a bare relayed locator.
     if let Ok(locator) = verify_locator(body, CAP) {

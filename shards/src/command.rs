@@ -25,6 +25,19 @@ pub enum BodyMsg {
     Piece(Bytes),
     /// The client sent the frame with END: the body is complete.
     End,
+    /// The body will not complete (the client cancelled it, or broke its flow control): the put
+    /// fails with this reason and stores nothing.
+    Abort(String),
+}
+
+/// Where a flow-controlled body (protocol version 2) reports the bytes it took, so that its
+/// connection grants the client that much credit again: (request id, credit).
+#[derive(Debug, Clone)]
+pub struct Grants {
+    /// The connection's grant queue.
+    pub tx: async_channel::Sender<(u64, u64)>,
+    /// The request whose body this is.
+    pub request_id: u64,
 }
 
 /// The sending side of a streamed body (held by the connection).
@@ -36,12 +49,25 @@ pub type BodyTx = async_channel::Sender<BodyMsg>;
 pub struct BodyRx {
     rx: async_channel::Receiver<BodyMsg>,
     ended: bool,
+    grants: Option<Grants>,
 }
 
-/// A bounded body channel.
+/// A bounded body channel of a version-1 connection (no flow control: its reader waits while
+/// the channel is full).
 pub fn body_channel() -> (BodyTx, BodyRx) {
     let (tx, rx) = async_channel::bounded(BODY_PIECES_MAX);
-    (tx, BodyRx { rx, ended: false })
+    (tx, BodyRx { rx, ended: false, grants: None })
+}
+
+/// Pieces a flow-controlled body channel holds: every frame a stream's credit allows, its END and
+/// an abort, so the connection's reader never waits on it.
+pub const FLOW_BODY_PIECES_MAX: usize =
+    (candybox_wire::frame::STREAM_WINDOW_BYTES / candybox_wire::frame::CREDIT_FRAME_COST_MIN) as usize + 2;
+
+/// The body channel of a version-2 (flow-controlled) stream: each piece taken is granted back.
+pub fn flow_body_channel(grants: Grants) -> (BodyTx, BodyRx) {
+    let (tx, rx) = async_channel::bounded(FLOW_BODY_PIECES_MAX);
+    (tx, BodyRx { rx, ended: false, grants: Some(grants) })
 }
 
 impl BodyStream for BodyRx {
@@ -50,10 +76,23 @@ impl BodyStream for BodyRx {
             return Ok(None);
         }
         match self.rx.recv().await {
-            Ok(BodyMsg::Piece(b)) => Ok(Some(b)),
+            Ok(BodyMsg::Piece(b)) => {
+                if let Some(g) = &self.grants {
+                    let grant = (g.request_id, candybox_wire::frame::credit_cost(b.len()));
+                    if let Err(async_channel::TrySendError::Full(grant)) = g.tx.try_send(grant) {
+                        // The connection drains the queue on its own; a closed one needs no grant.
+                        let _ = g.tx.send(grant).await;
+                    }
+                }
+                Ok(Some(b))
+            }
             Ok(BodyMsg::End) => {
                 self.ended = true;
                 Ok(None)
+            }
+            Ok(BodyMsg::Abort(reason)) => {
+                self.ended = true;
+                Err(CoreError::Body(reason))
             }
             Err(_) => Err(CoreError::Body("the connection closed before the body ended".into())),
         }

@@ -45,7 +45,7 @@ use std::{
 use bytes::Bytes;
 use candybox_wire::{
     fb,
-    frame::{self, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES},
+    frame::{self, credit_cost, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES, STREAM_WINDOW_BYTES},
 };
 use flatbuffers::FlatBufferBuilder;
 use monoio::{
@@ -55,10 +55,10 @@ use monoio::{
     },
     net::TcpStream,
 };
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::{
-    command::{self, BodyMsg, BodyTx},
+    command::{self, BodyMsg, BodyTx, Grants},
     limits::{
         GET_FRAME_PAYLOAD_BYTES, OUTPUT_HIGH_BYTES, READ_BUFFER_BYTES, WRITE_GATHER_BYTES, WRITE_GATHER_PIECE_BYTES_MAX,
     },
@@ -69,11 +69,15 @@ use crate::{
 struct Conn {
     shard: Rc<Shard>,
     out: Output,
-    /// Bodies still receiving data frames; `None` once the request failed (its frames are
-    /// dropped until END).
-    streams: RefCell<FxHashMap<u64, Option<BodyTx>>>,
-    /// Request ids running in their own tasks whose reply has not ended.
-    active: RefCell<FxHashSet<u64>>,
+    /// The protocol version the peer speaks (0 until its first frame): replies are written in
+    /// it, and version 2 brings flow control and cancellation.
+    version: Cell<u8>,
+    /// Bodies still receiving data frames.
+    streams: RefCell<FxHashMap<u64, StreamIn>>,
+    /// Requests running in their own tasks whose reply has not ended.
+    active: RefCell<FxHashMap<u64, Rc<ReqCtl>>>,
+    /// Version 2: the queue of credit that flow-controlled bodies took (see [`grant_loop`]).
+    grants: RefCell<Option<async_channel::Sender<(u64, u64)>>>,
     /// Requests holding an in-flight slot, and the read loop waiting for one.
     slots: Cell<usize>,
     slot_waiter: RefCell<Option<Waker>>,
@@ -104,6 +108,10 @@ impl Conn {
         .await;
     }
 
+    fn flow_controlled(&self) -> bool {
+        self.version.get() >= 2
+    }
+
     fn try_take_slot(&self) -> bool {
         if self.slots.get() < self.in_flight_max {
             self.slots.set(self.slots.get() + 1);
@@ -117,6 +125,34 @@ impl Conn {
     fn break_off(&self) {
         self.broken.set(true);
         self.out.close();
+    }
+}
+
+/// A request body still receiving data frames.
+struct StreamIn {
+    /// `None` once the request failed or was cancelled: its frames are dropped until END.
+    tx: Option<BodyTx>,
+    /// Version 2: payload credit the client has left on this stream.
+    credit: u64,
+}
+
+/// What the connection knows of a request running in its own task.
+struct ReqCtl {
+    /// A get: its reply stream can be cancelled at any frame.
+    get: bool,
+    /// Version 2: the client cancelled the request; it ends with a `Cancel` frame.
+    cancelled: Cell<bool>,
+    /// Version 2: payload credit the client granted for the reply stream (unbounded in v1).
+    credit: Cell<u64>,
+    /// The reply stream waiting for credit.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ReqCtl {
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 }
 
@@ -224,6 +260,8 @@ pub async fn watchdog(shard: Rc<Shard>) {
 /// Syrup mappings) kept as `Bytes` with the position in the buffer they follow.
 #[derive(Default)]
 struct Output {
+    /// The version frames are written in (the peer's).
+    version: Cell<u8>,
     buf: RefCell<Vec<u8>>,
     large: RefCell<Vec<(usize, Bytes)>>,
     /// Bytes queued and not yet handed to the socket, and those in the send under way.
@@ -255,7 +293,8 @@ impl Output {
             Payload::Pieces(p) => p.iter().map(Bytes::len).sum(),
         };
         let flags = if end { FLAG_END } else { 0 };
-        let h = FrameHeader::for_body(kind, id, flags, body, payload_len as u32).encode();
+        let h =
+            FrameHeader::for_body(kind, id, flags, body, payload_len as u32).in_version(self.version.get()).encode();
         let mut buf = self.buf.borrow_mut();
         buf.extend_from_slice(&h);
         buf.extend_from_slice(body);
@@ -274,6 +313,17 @@ impl Output {
             }
         }
         self.queued.set(self.queued.get() + FRAME_HEADER_BYTES + body.len() + payload_len);
+    }
+
+    /// Appends a control frame (version 2: `Credit`, `Cancel`), written whole.
+    fn control(&self, header: &[u8; FRAME_HEADER_BYTES], body: &[u8]) {
+        if self.closed.get() {
+            return;
+        }
+        let mut buf = self.buf.borrow_mut();
+        buf.extend_from_slice(header);
+        buf.extend_from_slice(body);
+        self.queued.set(self.queued.get() + FRAME_HEADER_BYTES + body.len());
     }
 
     /// Hands what is queued to the writer.
@@ -482,8 +532,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
     let conn = Rc::new(Conn {
         shard: shard.clone(),
         out: Output::default(),
+        version: Cell::new(0),
         streams: RefCell::new(FxHashMap::default()),
-        active: RefCell::new(FxHashSet::default()),
+        active: RefCell::new(FxHashMap::default()),
+        grants: RefCell::new(None),
         slots: Cell::new(0),
         slot_waiter: RefCell::new(None),
         in_flight_max: shard.shared.config.requests_in_flight_max as usize,
@@ -511,6 +563,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
     }
     // Bodies still streaming will never end: fail their puts instead of letting them wait.
     conn.streams.borrow_mut().clear();
+    // The grant loop ends once the bodies holding its queue are gone.
+    conn.grants.borrow_mut().take();
     conn.out.flush();
     if matches!(stop, Stop::Malformed(_) | Stop::Io(_) | Stop::Stalled) {
         conn.break_off();
@@ -708,15 +762,37 @@ async fn on_frame(
     fbb: &mut FlatBufferBuilder<'static>,
     arrived: Instant,
 ) -> Result<(), Stop> {
+    // The first frame says which version the peer speaks; it may not change.
+    match conn.version.get() {
+        0 => {
+            conn.version.set(header.version);
+            conn.out.version.set(header.version);
+        }
+        v if v != header.version => return Err(Stop::Malformed(FrameError::Version(header.version))),
+        _ => {}
+    }
     match header.kind {
         FrameKind::Reply => Err(Stop::Malformed(FrameError::Kind(FrameKind::Reply as u8))),
+        FrameKind::Credit => {
+            header.check_body(frame).map_err(Stop::Malformed)?;
+            // A grant for a reply that already ended is no error: the client could not know.
+            if let Some(ctl) = conn.active.borrow().get(&header.request_id) {
+                ctl.credit.set(ctl.credit.get().saturating_add(frame::credit_grant(frame)));
+                ctl.wake();
+            }
+            Ok(())
+        }
+        FrameKind::Cancel => {
+            cancel(conn, header.request_id);
+            Ok(())
+        }
         FrameKind::Data => {
             let payload = if frame.is_empty() { Bytes::new() } else { owned(conn, frame).await? };
             data_frame(conn, header, payload).await.map_err(Stop::Malformed)
         }
         FrameKind::Request => {
             let id = header.request_id;
-            if conn.active.borrow().contains(&id) {
+            if conn.active.borrow().contains_key(&id) || conn.streams.borrow().contains_key(&id) {
                 return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
             }
             let body_len = header.body_len as usize;
@@ -746,6 +822,29 @@ async fn on_frame(
                 refuse_over_cap(conn, header, kind);
                 Ok(())
             }
+        }
+    }
+}
+
+/// Version 2: the client abandons request `id`. A body still streaming is aborted (the put fails
+/// and stores nothing) and the request ends with a `Cancel` frame; a get's reply stream stops at
+/// its next frame with one. A request whose body is complete is past cancelling (it may be
+/// committing): its reply comes as usual. An unknown id is ignored (its reply may have ended).
+fn cancel(conn: &Conn, id: u64) {
+    let aborted = match conn.streams.borrow_mut().get_mut(&id) {
+        Some(stream) => {
+            if let Some(tx) = stream.tx.take() {
+                // Room is certain: credit bounds the pieces queued below FLOW_BODY_PIECES_MAX.
+                let _ = tx.try_send(BodyMsg::Abort("cancelled by the client".into()));
+            }
+            true
+        }
+        None => false,
+    };
+    if let Some(ctl) = conn.active.borrow().get(&id) {
+        if aborted || ctl.get {
+            ctl.cancelled.set(true);
+            ctl.wake();
         }
     }
 }
@@ -823,30 +922,91 @@ fn answer_error(conn: &Conn, id: u64, kind: fb::RequestBody, e: &NodeError, star
 }
 
 async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Result<(), FrameError> {
-    let tx = match conn.streams.borrow().get(&header.request_id) {
-        None => return Err(FrameError::OutOfSequence(header.request_id)),
-        Some(tx) => tx.clone(),
+    let id = header.request_id;
+    let flow = conn.flow_controlled();
+    let tx = match conn.streams.borrow_mut().get_mut(&id) {
+        None => return Err(FrameError::OutOfSequence(id)),
+        Some(stream) => {
+            let cost = credit_cost(payload.len());
+            if flow && stream.tx.is_some() && cost > stream.credit {
+                // The client ignores its credit: its put is refused, the connection goes on.
+                if let Some(tx) = stream.tx.take() {
+                    let _ = tx.try_send(BodyMsg::Abort(format!(
+                        "the client sent a frame of {} bytes with {} bytes of flow-control credit left \
+                         (protocol version 2: wait for Credit frames)",
+                        payload.len(),
+                        stream.credit
+                    )));
+                }
+            }
+            stream.credit = stream.credit.saturating_sub(cost);
+            stream.tx.clone()
+        }
     };
     conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
     if let Some(tx) = tx {
         let mut ok = true;
-        if !payload.is_empty() {
-            ok = tx.send(BodyMsg::Piece(payload)).await.is_ok();
-        }
-        if ok && header.is_end() {
-            ok = tx.send(BodyMsg::End).await.is_ok();
+        if flow {
+            // Credit keeps the channel from filling: never wait here (one stalled body must not
+            // stall the connection).
+            if !payload.is_empty() {
+                ok = tx.try_send(BodyMsg::Piece(payload)).is_ok();
+            }
+            if ok && header.is_end() {
+                ok = tx.try_send(BodyMsg::End).is_ok();
+            }
+        } else {
+            if !payload.is_empty() {
+                ok = tx.send(BodyMsg::Piece(payload)).await.is_ok();
+            }
+            if ok && header.is_end() {
+                ok = tx.send(BodyMsg::End).await.is_ok();
+            }
         }
         if !ok {
             // The request failed early; drop the rest of its frames.
-            if let Some(slot) = conn.streams.borrow_mut().get_mut(&header.request_id) {
-                *slot = None;
+            if let Some(stream) = conn.streams.borrow_mut().get_mut(&id) {
+                stream.tx = None;
             }
         }
     }
     if header.is_end() {
-        conn.streams.borrow_mut().remove(&header.request_id);
+        conn.streams.borrow_mut().remove(&id);
     }
     Ok(())
+}
+
+/// The grant queue of a flow-controlled connection (made with its loop on first use).
+fn grants(conn: &Rc<Conn>, request_id: u64) -> Grants {
+    let mut g = conn.grants.borrow_mut();
+    let tx = g.get_or_insert_with(|| {
+        let (tx, rx) = async_channel::bounded(GRANTS_QUEUED_MAX);
+        drop(monoio::spawn(grant_loop(conn.clone(), rx)));
+        tx
+    });
+    Grants { tx: tx.clone(), request_id }
+}
+
+/// Grants queued between the bodies' consumers and a connection's grant loop.
+const GRANTS_QUEUED_MAX: usize = 256;
+
+/// Turns the credit that flow-controlled bodies took into `Credit` frames: each piece an engine
+/// took is granted back to the client, and the stream's credit grows by as much.
+async fn grant_loop(conn: Rc<Conn>, rx: async_channel::Receiver<(u64, u64)>) {
+    while let Ok(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some((id, n)) = next.take() {
+            if let Some(stream) = conn.streams.borrow_mut().get_mut(&id) {
+                if stream.tx.is_some() {
+                    stream.credit = stream.credit.saturating_add(n);
+                    let (h, body) = FrameHeader::credit(id, n);
+                    conn.out.control(&h, &body);
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        conn.out.flush();
+    }
 }
 
 /// Runs a request in its own task (it holds an in-flight slot).
@@ -859,24 +1019,41 @@ fn spawn_request(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
     let streamed = command::is_streamed(kind);
     let id = header.request_id;
     let started = Instant::now();
+    let flow = conn.flow_controlled();
     let body_rx = if streamed {
-        let (tx, rx) = command::body_channel();
+        let (tx, rx) = if flow { command::flow_body_channel(grants(conn, id)) } else { command::body_channel() };
         conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
-        // A fresh channel holds BODY_PIECES_MAX ≥ 2 messages: the first piece and END fit.
-        if !payload.is_empty() {
+        // A fresh channel holds at least 2 messages: the first piece and END fit (the first
+        // piece's cost is within the initial window: a frame is at most the cap, 16 MiB, so a
+        // larger one is refused below).
+        let first_cost = credit_cost(payload.len());
+        if flow && first_cost > STREAM_WINDOW_BYTES {
+            let _ = tx.try_send(BodyMsg::Abort(format!(
+                "the request frame carries {} bytes of body, more than the {STREAM_WINDOW_BYTES} bytes of initial \
+                 flow-control credit",
+                payload.len()
+            )));
+        } else if !payload.is_empty() {
             let _ = tx.try_send(BodyMsg::Piece(payload));
         }
         if header.is_end() {
             let _ = tx.try_send(BodyMsg::End);
         } else {
-            conn.streams.borrow_mut().insert(id, Some(tx));
+            let credit = STREAM_WINDOW_BYTES.saturating_sub(first_cost);
+            conn.streams.borrow_mut().insert(id, StreamIn { tx: Some(tx), credit });
         }
         Some(rx)
     } else {
         None
     };
     let parsed = command::parse(req, body_rx, &body);
-    conn.active.borrow_mut().insert(id);
+    let ctl = Rc::new(ReqCtl {
+        get: kind == fb::RequestBody::Get,
+        cancelled: Cell::new(false),
+        credit: Cell::new(if flow { STREAM_WINDOW_BYTES } else { u64::MAX }),
+        waker: RefCell::new(None),
+    });
+    conn.active.borrow_mut().insert(id, ctl.clone());
     conn.watch.busy.set(true);
     let conn = conn.clone();
     drop(monoio::spawn(async move {
@@ -885,7 +1062,7 @@ fn spawn_request(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
             Ok(cmd) => conn.shard.handle(cmd).await,
             Err(e) => Outcome::error(&e),
         };
-        let failed = send_outcome(&conn, id, outcome).await;
+        let failed = send_outcome(&conn, id, outcome, &ctl).await;
         let latency_us = started.elapsed().as_micros() as u64;
         conn.shard.metrics().record(command::op_index(kind), latency_us, failed);
         conn.active.borrow_mut().remove(&id);
@@ -898,7 +1075,7 @@ fn spawn_request(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
 fn refuse_over_cap(conn: &Rc<Conn>, header: &FrameHeader, kind: fb::RequestBody) {
     let id = header.request_id;
     if command::is_streamed(kind) && !header.is_end() {
-        conn.streams.borrow_mut().insert(id, None);
+        conn.streams.borrow_mut().insert(id, StreamIn { tx: None, credit: 0 });
     }
     let busy = NodeError::Busy {
         reason: "requests in flight on this connection",
@@ -933,8 +1110,14 @@ pub async fn refuse(stream: TcpStream, connections_max: u32) {
     tracing::debug!(connections_max, "refused a connection over the limit with Busy");
 }
 
-/// Writes a request's reply (and a get's payload). Returns true when the reply was an error.
-async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
+/// Writes a request's reply (and a get's payload), or, for a request the client cancelled, the
+/// `Cancel` frame that ends it. Returns true when the reply was an error.
+async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome, ctl: &ReqCtl) -> bool {
+    if ctl.cancelled.get() {
+        conn.out.control(&FrameHeader::cancel(id), &[]);
+        conn.out.flush();
+        return true;
+    }
     match outcome {
         Outcome::Reply(body) => {
             conn.out.frame(FrameKind::Reply, id, true, &body, Payload::None);
@@ -953,7 +1136,7 @@ async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
             true
         }
         Outcome::Get { reply, len, body } => {
-            send_get(conn, id, reply, len, body).await;
+            send_get(conn, id, reply, len, body, ctl).await;
             false
         }
     }
@@ -961,18 +1144,42 @@ async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome) -> bool {
 
 /// Streams a get: the reply frame with the first payload piece, then data frames, each at most
 /// the frame cap, built from slices of the Syrup mappings. Waits for room in the output before
-/// each frame, so a get whose reader is slow holds at most about `OUTPUT_HIGH_BYTES` queued.
-async fn send_get(conn: &Rc<Conn>, id: u64, reply: Bytes, len: u64, mut body: candybox_core::engine::CandyReader) {
+/// each frame, so a get whose reader is slow holds at most about `OUTPUT_HIGH_BYTES` queued; in
+/// version 2 also for the stream's credit, so a reader that stops reading stalls only its own
+/// stream. A cancelled stream ends with a `Cancel` frame at its next frame.
+async fn send_get(
+    conn: &Rc<Conn>,
+    id: u64,
+    reply: Bytes,
+    len: u64,
+    mut body: candybox_core::engine::CandyReader,
+    ctl: &ReqCtl,
+) {
     let frame_max = (conn.cap as usize).min(GET_FRAME_PAYLOAD_BYTES);
     let mut left = len;
     let mut pending: Option<Bytes> = None;
     let mut first = true;
     loop {
+        let budget = if first { frame_max.saturating_sub(reply.len()) } else { frame_max };
+        let cost = credit_cost((budget as u64).min(left) as usize);
+        std::future::poll_fn(|cx| {
+            if ctl.cancelled.get() || conn.out.closed.get() || ctl.credit.get() >= cost {
+                return Poll::Ready(());
+            }
+            *ctl.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
         conn.out.room().await;
+        if ctl.cancelled.get() {
+            conn.out.control(&FrameHeader::cancel(id), &[]);
+            conn.out.flush();
+            return;
+        }
         if conn.out.closed.get() {
             return;
         }
-        let budget = if first { frame_max.saturating_sub(reply.len()) } else { frame_max };
+        ctl.credit.set(ctl.credit.get().saturating_sub(cost));
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut gathered = 0usize;
         while gathered < budget && left > 0 {

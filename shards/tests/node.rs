@@ -115,20 +115,44 @@ impl Client {
         Ok((header, body, payload))
     }
 
+    /// The next frame that is not a credit grant (a streamed put's grants are not needed here:
+    /// these bodies fit the initial window).
+    fn read_message_frame(&mut self) -> std::io::Result<(FrameHeader, Vec<u8>, Vec<u8>)> {
+        loop {
+            let f = self.read_frame()?;
+            if f.0.kind != FrameKind::Credit {
+                return Ok(f);
+            }
+        }
+    }
+
+    /// Grants the node the credit a received frame used (protocol version 2), so a reply
+    /// larger than the window keeps coming.
+    fn grant(&mut self, id: u64, payload_len: usize) {
+        let (h, body) = FrameHeader::credit(id, candybox_wire::frame::credit_cost(payload_len));
+        self.stream.write_all(&[&h[..], &body[..]].concat()).unwrap();
+    }
+
     /// Reads frames until the message of `id` ended (replies of other ids are not expected).
     fn read_reply(&mut self, id: u64) -> Reply {
-        let (h, body, mut payload) = self.read_frame().unwrap();
+        let (h, body, mut payload) = self.read_message_frame().unwrap();
         assert_eq!(h.kind, FrameKind::Reply);
         assert_eq!(h.request_id, id);
         let mut end = h.is_end();
+        if !end {
+            self.grant(id, payload.len());
+        }
         let deadline = Instant::now() + IO_TIMEOUT;
         while !end {
             assert!(Instant::now() < deadline, "reply did not end in time");
-            let (d, dbody, more) = self.read_frame().unwrap();
+            let (d, dbody, more) = self.read_message_frame().unwrap();
             assert_eq!((d.kind, d.request_id), (FrameKind::Data, id));
             assert!(dbody.is_empty());
             payload.extend_from_slice(&more);
             end = d.is_end();
+            if !end {
+                self.grant(id, more.len());
+            }
         }
         Reply { body, payload }
     }
@@ -320,13 +344,13 @@ fn bodies_larger_than_the_frame_cap_stream_both_ways() {
         (fb::RequestBody::Get, b.as_union_value())
     });
     c.send_frame(FrameKind::Request, id, &req, &[], true);
-    let (h, _, mut got) = c.read_frame().unwrap();
+    let (h, _, mut got) = c.read_message_frame().unwrap();
     assert!(!h.is_end(), "a body over the cap needs data frames");
     assert!(h.frame_len() <= cap);
     let mut frames = 1;
     let mut end = false;
     while !end {
-        let (d, _, more) = c.read_frame().unwrap();
+        let (d, _, more) = c.read_message_frame().unwrap();
         assert!(d.frame_len() <= cap, "every data frame fits the cap");
         got.extend_from_slice(&more);
         end = d.is_end();
@@ -885,8 +909,11 @@ fn complete_rename_after_the_sweep_finished_it_reports_the_outcome() {
     let r = c.prepare_rename("late", b"source", &target);
     let prepared = r.ok().get().body_as_rename_prepared().unwrap();
     let (token, locator) = (prepared.token().unwrap().bytes().to_vec(), prepared.locator().unwrap().bytes().to_vec());
-    c.zero_copy_put("late", &target, &locator, Some((&token, prepared.source_partition()))).ok();
+    // The source changes before the destination is written: had it changed after, a sweep
+    // running between the two (every 20 ms) could finalize the rename first (seen once the node
+    // answered small requests faster).
     c.put("late", b"source", b"new", 1 << 20).ok();
+    c.zero_copy_put("late", &target, &locator, Some((&token, prepared.source_partition()))).ok();
     let deadline = Instant::now() + Duration::from_secs(20);
     while c.stats_counter("rename_intents_finalized") == 0 {
         assert!(Instant::now() < deadline, "the sweep never finalized the intent");

@@ -15,13 +15,28 @@
 //! - A streamed message is one `Request`/`Reply` frame without [`FLAG_END`], then `Data` frames
 //!   with the same request id, the last of which carries [`FLAG_END`]. A message in one frame
 //!   carries [`FLAG_END`] on its `Request`/`Reply` frame.
+//! - Version 2 (this one) adds per-stream flow control and cancellation: `Credit` frames (an
+//!   8-byte grant as the body) and `Cancel` frames (no body), see [`FrameKind`]. A peer speaking
+//!   version 1 never sees them: the node answers each connection in the version it speaks, and
+//!   refuses `Credit`/`Cancel` in a version-1 frame.
 
 use crate::generated::candybox::wire as fb;
 
 /// Magic bytes at the start of every frame header.
 pub const FRAME_MAGIC: [u8; 4] = *b"CBX1";
-/// Version of the frame header and of the schema it carries.
-pub const FRAME_VERSION: u8 = 1;
+/// Version of the frame header and of the schema it carries (what this crate sends).
+pub const FRAME_VERSION: u8 = 2;
+/// The oldest version still accepted: version 1 has no flow control and no cancellation.
+pub const FRAME_VERSION_MIN: u8 = 1;
+/// Payload credit each streamed message starts with, in each direction (version 2): the sender
+/// may have this many bytes of a stream's Data frames (counted by [`credit_cost`]) unacknowledged
+/// by `Credit` frames.
+pub const STREAM_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+/// A frame's payload counts at least this much against a stream's credit, so a window holds a
+/// bounded number of frames however small they are.
+pub const CREDIT_FRAME_COST_MIN: u64 = 64 * 1024;
+/// Bytes of a `Credit` frame's body: the grant, a little-endian `u64`.
+pub const CREDIT_BODY_BYTES: usize = 8;
 /// Bytes of the fixed header.
 pub const FRAME_HEADER_BYTES: usize = 32;
 /// Default cap on a frame's body plus payload (SPEC §10; configurable per connection).
@@ -55,6 +70,14 @@ pub enum FrameKind {
     Reply = 2,
     /// A continuation of a streamed message: payload only, no flatbuffer body.
     Data = 3,
+    /// Version 2: the receiver of a stream grants its sender more credit (body: the grant in
+    /// bytes, a little-endian `u64`; no payload). Client → node for a get's reply stream, node →
+    /// client for a put's body.
+    Credit = 4,
+    /// Version 2: client → node, abandon this request (a put is not committed, a get stops);
+    /// node → client, the request ended abandoned: no more frames carry its id. No body, no
+    /// payload.
+    Cancel = 5,
 }
 
 impl FrameKind {
@@ -63,6 +86,8 @@ impl FrameKind {
             1 => Some(FrameKind::Request),
             2 => Some(FrameKind::Reply),
             3 => Some(FrameKind::Data),
+            4 => Some(FrameKind::Credit),
+            5 => Some(FrameKind::Cancel),
             _ => None,
         }
     }
@@ -71,6 +96,8 @@ impl FrameKind {
 /// A decoded, checked frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// The protocol version the frame is written in.
+    pub version: u8,
     /// What the frame carries.
     pub kind: FrameKind,
     /// [`FLAG_END`] and friends.
@@ -100,7 +127,7 @@ impl FrameHeader {
     pub fn encode(&self) -> [u8; FRAME_HEADER_BYTES] {
         let mut h = [0u8; FRAME_HEADER_BYTES];
         put(&mut h, MAGIC_OFFSET, &FRAME_MAGIC);
-        put(&mut h, VERSION_OFFSET, &[FRAME_VERSION]);
+        put(&mut h, VERSION_OFFSET, &[self.version]);
         put(&mut h, KIND_OFFSET, &[self.kind as u8]);
         put(&mut h, FLAGS_OFFSET, &self.flags.to_le_bytes());
         put(&mut h, REQUEST_ID_OFFSET, &self.request_id.to_le_bytes());
@@ -115,6 +142,7 @@ impl FrameHeader {
     /// Builds the header of a frame with this body (its CRC computed here).
     pub fn for_body(kind: FrameKind, request_id: u64, flags: u16, body: &[u8], payload_len: u32) -> FrameHeader {
         FrameHeader {
+            version: FRAME_VERSION,
             kind,
             flags,
             request_id,
@@ -138,16 +166,20 @@ impl FrameHeader {
             return Err(FrameError::HeaderChecksum { expected: stored, found });
         }
         let version = get::<1>(h, VERSION_OFFSET)[0];
-        if version != FRAME_VERSION {
+        if !(FRAME_VERSION_MIN..=FRAME_VERSION).contains(&version) {
             return Err(FrameError::Version(version));
         }
         let kind_byte = get::<1>(h, KIND_OFFSET)[0];
         let kind = FrameKind::from_u8(kind_byte).ok_or(FrameError::Kind(kind_byte))?;
+        if version < 2 && matches!(kind, FrameKind::Credit | FrameKind::Cancel) {
+            return Err(FrameError::Kind(kind_byte));
+        }
         let flags = u16::from_le_bytes(get::<2>(h, FLAGS_OFFSET));
         if flags & !FLAGS_KNOWN != 0 {
             return Err(FrameError::Flags(flags));
         }
         let header = FrameHeader {
+            version,
             kind,
             flags,
             request_id: u64::from_le_bytes(get::<8>(h, REQUEST_ID_OFFSET)),
@@ -162,9 +194,32 @@ impl FrameHeader {
         match kind {
             FrameKind::Data if header.body_len != 0 => return Err(FrameError::DataWithBody),
             FrameKind::Request | FrameKind::Reply if header.body_len == 0 => return Err(FrameError::EmptyBody),
+            FrameKind::Credit if header.body_len as usize != CREDIT_BODY_BYTES || header.payload_len != 0 => {
+                return Err(FrameError::ControlShape(kind_byte))
+            }
+            FrameKind::Cancel if header.body_len != 0 || header.payload_len != 0 => {
+                return Err(FrameError::ControlShape(kind_byte))
+            }
             _ => {}
         }
         Ok(header)
+    }
+
+    /// The same header written in `version` (a node answers each peer in the version it speaks).
+    pub fn in_version(mut self, version: u8) -> FrameHeader {
+        self.version = version;
+        self
+    }
+
+    /// A `Credit` frame granting `grant` more bytes to stream `request_id`: header and body.
+    pub fn credit(request_id: u64, grant: u64) -> ([u8; FRAME_HEADER_BYTES], [u8; CREDIT_BODY_BYTES]) {
+        let body = grant.to_le_bytes();
+        (FrameHeader::for_body(FrameKind::Credit, request_id, 0, &body, 0).encode(), body)
+    }
+
+    /// A `Cancel` frame for `request_id`.
+    pub fn cancel(request_id: u64) -> [u8; FRAME_HEADER_BYTES] {
+        FrameHeader::for_body(FrameKind::Cancel, request_id, 0, &[], 0).encode()
     }
 
     /// Checks the body against the header's CRC.
@@ -247,6 +302,23 @@ pub enum FrameError {
     /// A data frame for a request id with no streamed message open, or a request id reused.
     #[error("frame for request id {0} out of sequence")]
     OutOfSequence(u64),
+    /// A `Credit` frame whose body is not 8 bytes, or a `Cancel` frame with a body or payload.
+    #[error("control frame of kind {0} with the wrong shape")]
+    ControlShape(u8),
+}
+
+/// The grant a checked `Credit` frame body carries.
+pub fn credit_grant(body: &[u8]) -> u64 {
+    body.first_chunk::<CREDIT_BODY_BYTES>().map_or(0, |b| u64::from_le_bytes(*b))
+}
+
+/// What a frame carrying `payload_len` bytes of a stream costs against the stream's credit: its
+/// length, but at least [`CREDIT_FRAME_COST_MIN`]; nothing when it carries none (a bare END).
+pub fn credit_cost(payload_len: usize) -> u64 {
+    if payload_len == 0 {
+        return 0;
+    }
+    (payload_len as u64).max(CREDIT_FRAME_COST_MIN)
 }
 
 /// The verifier limits used for every flatbuffer read from the network.
@@ -302,5 +374,27 @@ mod tests {
         assert!(matches!(FrameHeader::decode(&enc, 12), Err(FrameError::TooLarge { len: 13, max: 12 })));
         assert_eq!(h.check_body(b"abc"), Ok(()));
         assert!(matches!(h.check_body(b"abd"), Err(FrameError::BodyChecksum { .. })));
+    }
+
+    #[test]
+    fn version_one_frames_are_read_and_control_frames_need_version_two() {
+        let h = FrameHeader::for_body(FrameKind::Request, 7, FLAG_END, b"abc", 0).in_version(1);
+        assert_eq!(FrameHeader::decode(&h.encode(), 1 << 20).map(|d| d.version), Ok(1));
+        let (credit, body) = FrameHeader::credit(9, 1 << 20);
+        let decoded = FrameHeader::decode(&credit, 1 << 20).expect("a credit frame");
+        assert_eq!((decoded.kind, decoded.request_id, decoded.version), (FrameKind::Credit, 9, FRAME_VERSION));
+        assert_eq!(decoded.check_body(&body), Ok(()));
+        assert_eq!(credit_grant(&body), 1 << 20);
+        let old = FrameHeader::decode(&credit, 1 << 20).expect("decodes").in_version(1).encode();
+        assert_eq!(FrameHeader::decode(&old, 1 << 20), Err(FrameError::Kind(4)));
+        let cancel = FrameHeader::cancel(3);
+        assert_eq!(FrameHeader::decode(&cancel, 1 << 20).map(|d| d.kind), Ok(FrameKind::Cancel));
+        let bad_cancel = FrameHeader::for_body(FrameKind::Cancel, 3, 0, b"x", 0).encode();
+        assert_eq!(FrameHeader::decode(&bad_cancel, 1 << 20), Err(FrameError::ControlShape(5)));
+        let bad_credit = FrameHeader::for_body(FrameKind::Credit, 3, 0, b"1234", 0).encode();
+        assert_eq!(FrameHeader::decode(&bad_credit, 1 << 20), Err(FrameError::ControlShape(4)));
+        let future = FrameHeader::for_body(FrameKind::Request, 7, FLAG_END, b"abc", 0).in_version(3).encode();
+        assert_eq!(FrameHeader::decode(&future, 1 << 20), Err(FrameError::Version(3)));
+        assert_eq!((credit_cost(0), credit_cost(10), credit_cost(1 << 20)), (0, CREDIT_FRAME_COST_MIN, 1 << 20));
     }
 }

@@ -132,6 +132,17 @@ async fn serve(mut sock: TcpStream, store: Shared, port: u16) {
         let (body, payload) = rest.split_at(header.body_len as usize);
         header.check_body(body).unwrap();
         let id = header.request_id;
+        if header.kind == FrameKind::Credit {
+            // The fake sends every reply whole at once; it needs no credit.
+            continue;
+        }
+        if header.kind == FrameKind::Cancel {
+            // A put abandoned mid-body ends with a Cancel frame; a get was sent whole already.
+            if puts.remove(&id).is_some() {
+                sock.write_all(&FrameHeader::cancel(id)).await.unwrap();
+            }
+            continue;
+        }
         if header.kind == FrameKind::Data {
             let p = puts.get_mut(&id).expect("data for a streamed put");
             p.data.extend_from_slice(payload);

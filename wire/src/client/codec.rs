@@ -45,8 +45,13 @@ impl OutFrame {
     }
 }
 
+/// Most payload bytes of one frame of a request's body (version 2 flow control: a quarter of a
+/// stream's credit window, so four frames are in flight).
+pub const DATA_FRAME_PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
+
 /// Splits one request message into frames: the Request frame first (body plus as much payload
-/// as fits), then Data frames of at most `cap` payload bytes.
+/// as fits), then Data frames of at most [`DATA_FRAME_PAYLOAD_BYTES_MAX`] (and the cap) payload
+/// bytes.
 #[derive(Debug)]
 pub struct RequestEncoder {
     request_id: u64,
@@ -94,10 +99,11 @@ impl RequestEncoder {
     /// When called again after a piece with `end`: a message has one end.
     pub fn frames(&mut self, mut piece: Bytes, end: bool) -> Vec<OutFrame> {
         assert!(!self.ended, "request {} already ended", self.request_id);
-        let cap = self.cap as usize;
+        // Payload pieces stay well inside a stream's credit window.
+        let cap = (self.cap as usize).min(DATA_FRAME_PAYLOAD_BYTES_MAX);
         let mut out = Vec::with_capacity(1 + piece.len() / cap.max(1));
         if let Some(body) = self.body.take() {
-            let room = cap - body.len();
+            let room = (self.cap as usize - body.len()).min(cap);
             let first = piece.split_to(room.min(piece.len()));
             let last = end && piece.is_empty();
             out.push(frame(FrameKind::Request, self.request_id, last, &body, first));

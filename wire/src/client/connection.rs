@@ -6,8 +6,14 @@
 //! - Memory per connection is bounded: at most `requests_in_flight_max` live requests, each with
 //!   an inbox of [`INBOX_PIECES_MAX`] frames; a write queue of [`WRITE_QUEUE_FRAMES_MAX`] frames
 //!   (plus one per request that holds a sender); a receive buffer of one frame (≤ the cap) plus
-//!   read-ahead. A slow consumer of a streamed get stalls the reader (and so the connection)
-//!   instead of growing a buffer.
+//!   read-ahead.
+//! - Flow control (protocol version 2): a streamed get's reply arrives within the stream's credit
+//!   ([`STREAM_WINDOW_BYTES`], granted back as the caller takes pieces), which the inbox always
+//!   holds, so a slow consumer of one get stalls only that get; a put's body is sent within the
+//!   credit the node grants back as its engine takes pieces.
+//! - Dropping a request in the middle (a `GetStream`, a put whose body source failed or whose
+//!   future was dropped) sends a `Cancel` frame: the node stops that request only (a put is not
+//!   committed) and the connection goes on.
 //! - Once closed (node EOF, I/O error, protocol violation, a request abandoned in the middle of
 //!   its body), a connection stays closed: every waiting request receives the reason, new ones
 //!   fail with it, and the client opens a new connection.
@@ -27,9 +33,11 @@ use super::codec::{FrameDecoder, OutFrame, RequestEncoder};
 use super::demux::{Demux, Inbound, Routed};
 use super::driver::{timeout, Driver};
 use super::error::ClientError;
+use crate::frame::{credit_cost, FrameHeader, STREAM_WINDOW_BYTES};
 
-/// Frames one request's inbox holds before the reader waits for its consumer.
-pub const INBOX_PIECES_MAX: usize = 4;
+/// Frames one request's inbox holds before the reader waits for its consumer: a get's reply
+/// frame and the data frames its credit allows (each at least 1 MiB but the last), with room.
+pub const INBOX_PIECES_MAX: usize = 8;
 /// Frames waiting to be written on one connection.
 pub const WRITE_QUEUE_FRAMES_MAX: usize = 64;
 /// Abandoned requests whose replies are still awaited before the connection is closed.
@@ -59,6 +67,8 @@ struct State {
     demux: Demux<InboxSender>,
     closed: Option<ClientError>,
     slot_waiters: Vec<Waker>,
+    /// Send credit of each live request's body, and the sender waiting for more.
+    credits: std::collections::HashMap<u64, (u64, Option<Waker>)>,
 }
 
 /// The state a connection's handle, its requests and its two loops share.
@@ -82,6 +92,11 @@ impl Shared {
         for inbox in s.demux.drain() {
             inbox.push_final(Err(why.clone()));
         }
+        for (_, (_, waker)) in s.credits.drain() {
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
         for w in s.slot_waiters.drain(..) {
             w.wake();
         }
@@ -93,6 +108,14 @@ impl Shared {
 
     fn release(s: &mut State) {
         for w in s.slot_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// A request's reply ended (or it was given up): its body needs no more credit, and a
+    /// sender waiting for some goes on (the node drops what it still sends).
+    fn end_credit(s: &mut State, id: u64) {
+        if let Some((_, Some(w))) = s.credits.remove(&id) {
             w.wake();
         }
     }
@@ -133,11 +156,26 @@ impl<D: Driver> ReaderLoop<D> {
         loop {
             loop {
                 match decoder.decode() {
+                    Ok(Some(frame)) if frame.header.kind == crate::frame::FrameKind::Credit => {
+                        let mut s = self.shared.lock();
+                        // Credit for a body that already ended is no error.
+                        if let Some((credit, waker)) = s.credits.get_mut(&frame.header.request_id) {
+                            *credit = credit.saturating_add(crate::frame::credit_grant(&frame.body));
+                            if let Some(w) = waker.take() {
+                                w.wake();
+                            }
+                        }
+                    }
                     Ok(Some(frame)) => {
                         let routed = {
                             let mut s = self.shared.lock();
                             let routed = s.demux.route(frame);
-                            if let Ok(Routed::Deliver { finished: true, .. }) = &routed {
+                            if let Ok(
+                                Routed::Deliver { finished: true, request_id, .. }
+                                | Routed::Cancelled { request_id, .. },
+                            ) = &routed
+                            {
+                                Shared::end_credit(&mut s, *request_id);
                                 Shared::release(&mut s);
                             }
                             routed
@@ -146,6 +184,11 @@ impl<D: Driver> ReaderLoop<D> {
                             Ok(Routed::Deliver { to, inbound, .. }) => {
                                 // A receiver that went away was abandoned; its frames are dropped.
                                 let _ = to.send(Ok(inbound)).await;
+                            }
+                            Ok(Routed::Cancelled { request_id, to }) => {
+                                to.push_final(Err(ClientError::Closed {
+                                    reason: format!("the node cancelled request {request_id}"),
+                                }));
                             }
                             Ok(Routed::Dropped { .. }) => {}
                             Err(e) => {
@@ -252,7 +295,12 @@ impl<D: Driver> Connection<D> {
             .await?
             .map_err(|e| ClientError::io(format!("connect to {addr}"), e))?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { demux: Demux::new(), closed: None, slot_waiters: Vec::new() }),
+            state: Mutex::new(State {
+                demux: Demux::new(),
+                closed: None,
+                slot_waiters: Vec::new(),
+                credits: std::collections::HashMap::new(),
+            }),
             requests_in_flight_max: config.requests_in_flight_max.max(1),
         });
         let (outbound, outbound_rx) = queue(WRITE_QUEUE_FRAMES_MAX);
@@ -294,7 +342,9 @@ impl<D: Driver> Connection<D> {
             }
             if s.demux.live() < self.shared.requests_in_flight_max {
                 let Some(tx) = inbox_tx.take() else { unreachable!("registered once") };
-                return Poll::Ready(Ok(s.demux.register(tx)));
+                let id = s.demux.register(tx);
+                s.credits.insert(id, (STREAM_WINDOW_BYTES, None));
+                return Poll::Ready(Ok(id));
             }
             s.slot_waiters.push(cx.waker().clone());
             Poll::Pending
@@ -308,6 +358,7 @@ impl<D: Driver> Connection<D> {
             outbound: self.outbound.clone(),
             request_timeout: self.config.request_timeout,
             reply_ended: false,
+            ungranted: 0,
             _driver: PhantomData,
         };
         exchange.encoder = Some(RequestEncoder::new(id, body, cap)?);
@@ -324,6 +375,8 @@ pub struct Exchange<D: Driver> {
     outbound: QueueSender<OutFrame>,
     request_timeout: Duration,
     reply_ended: bool,
+    /// Credit of reply pieces already handed to the caller, granted back at the next receive.
+    ungranted: u64,
     _driver: PhantomData<fn() -> D>,
 }
 
@@ -346,11 +399,38 @@ impl<D: Driver> Exchange<D> {
             return Ok(());
         }
         for frame in encoder.frames(piece, end) {
+            self.credit_for(credit_cost(frame.payload.len())).await?;
             if self.outbound.send(frame).await.is_err() {
                 return Err(self.closed_reason());
             }
         }
         Ok(())
+    }
+
+    /// Waits until the body has `cost` bytes of credit and takes them. A request whose reply
+    /// already ended needs none (the node drops the rest of its body).
+    async fn credit_for(&self, cost: u64) -> Result<(), ClientError> {
+        if cost == 0 {
+            return Ok(());
+        }
+        poll_fn(|cx| {
+            let mut s = self.shared.lock();
+            if let Some(why) = &s.closed {
+                return Poll::Ready(Err(why.clone()));
+            }
+            match s.credits.get_mut(&self.id) {
+                None => Poll::Ready(Ok(())),
+                Some((credit, _)) if *credit >= cost => {
+                    *credit -= cost;
+                    Poll::Ready(Ok(()))
+                }
+                Some((_, waker)) => {
+                    *waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     fn closed_reason(&self) -> ClientError {
@@ -371,6 +451,15 @@ impl<D: Driver> Exchange<D> {
         if self.reply_ended {
             return Err(ClientError::protocol("read past the end of a reply"));
         }
+        if self.ungranted > 0 {
+            // The caller took the pieces received so far: the node may send as much again.
+            let (head, body) = FrameHeader::credit(self.id, std::mem::take(&mut self.ungranted));
+            let frame =
+                OutFrame { head: Bytes::copy_from_slice(&[&head[..], &body[..]].concat()), payload: Bytes::new() };
+            if self.outbound.send(frame).await.is_err() {
+                return Err(self.closed_reason());
+            }
+        }
         let item = timeout::<D, _>(self.request_timeout, "the node's reply", self.inbox.recv()).await?;
         self.accept(item)
     }
@@ -387,8 +476,11 @@ impl<D: Driver> Exchange<D> {
     fn accept(&mut self, item: Option<Result<Inbound, ClientError>>) -> Result<Inbound, ClientError> {
         match item {
             Some(Ok(inbound)) => {
-                if matches!(inbound, Inbound::Reply { end: true, .. } | Inbound::Data { end: true, .. }) {
-                    self.reply_ended = true;
+                match &inbound {
+                    Inbound::Reply { end: true, .. } | Inbound::Data { end: true, .. } => self.reply_ended = true,
+                    Inbound::Reply { payload, .. } | Inbound::Data { payload, .. } => {
+                        self.ungranted += credit_cost(payload.len());
+                    }
                 }
                 Ok(inbound)
             }
@@ -408,17 +500,23 @@ impl<D: Driver> Drop for Exchange<D> {
     fn drop(&mut self) {
         let started = self.encoder.as_ref().is_some_and(RequestEncoder::is_started);
         let sent = self.is_sent();
-        if started && !sent {
-            // Ending the message here would store a truncated body; only closing the connection
-            // tells the node that this body will never be complete.
-            self.shared.close(ClientError::Closed {
-                reason: format!("request {} was abandoned in the middle of its body", self.id),
-            });
-            return;
-        }
         if self.reply_ended {
             return;
         }
+        if started {
+            // Ending the message here would store a truncated body, and a reply stream the
+            // caller no longer reads would hold the node's request: cancel the request alone.
+            let cancel =
+                OutFrame { head: Bytes::copy_from_slice(&FrameHeader::cancel(self.id)), payload: Bytes::new() };
+            if self.outbound.try_send(cancel).is_err() {
+                // No room to say so: only closing the connection tells the node.
+                self.shared.close(ClientError::Closed {
+                    reason: format!("request {} was abandoned and its cancel could not be queued", self.id),
+                });
+                return;
+            }
+        }
+        let _ = sent;
         let too_many = {
             let mut s = self.shared.lock();
             if s.closed.is_some() {
@@ -430,6 +528,7 @@ impl<D: Driver> Drop for Exchange<D> {
             } else {
                 s.demux.abandon(self.id);
             }
+            Shared::end_credit(&mut s, self.id);
             Shared::release(&mut s);
             s.demux.abandoned() > ABANDONED_REQUESTS_MAX
         };

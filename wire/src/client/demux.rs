@@ -65,6 +65,13 @@ pub enum Routed<T> {
         /// The request id.
         request_id: u64,
     },
+    /// The node ended a live request abandoned (a `Cancel` frame): its caller gets an error.
+    Cancelled {
+        /// The request id.
+        request_id: u64,
+        /// The request's attachment (its inbox).
+        to: T,
+    },
 }
 
 /// The request ids of one connection and where each one stands.
@@ -134,6 +141,16 @@ impl<T: Clone> Demux<T> {
     /// [`ClientError::Protocol`] when the frame is out of sequence.
     pub fn route(&mut self, frame: Frame) -> Result<Routed<T>, ClientError> {
         let id = frame.header.request_id;
+        if frame.header.kind == FrameKind::Cancel {
+            // The last frame of a cancelled request.
+            if self.abandoned.remove(&id).is_some() {
+                return Ok(Routed::Dropped { request_id: id });
+            }
+            return match self.live.remove(&id) {
+                Some((_, to)) => Ok(Routed::Cancelled { request_id: id, to }),
+                None => Err(out_of_sequence(id, "no request with this id is waiting")),
+            };
+        }
         let end = frame.header.is_end();
         let phase = match (self.live.get(&id), self.abandoned.get(&id)) {
             (Some((phase, _)), _) => *phase,
@@ -150,6 +167,7 @@ impl<T: Clone> Demux<T> {
                 return Err(out_of_sequence(id, "a Data frame before the Reply"))
             }
             (FrameKind::Request, _) => return Err(out_of_sequence(id, "a Request frame")),
+            (FrameKind::Credit | FrameKind::Cancel, _) => return Err(out_of_sequence(id, "a control frame")),
         };
         if let Some(phase) = self.abandoned.get_mut(&id) {
             if end {

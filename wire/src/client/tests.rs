@@ -278,7 +278,7 @@ fn the_demux_routes_out_of_order_replies_and_interleaved_data() {
                 };
                 got.push((to, String::from_utf8(piece.to_vec()).expect("utf8"), finished));
             }
-            Routed::Dropped { .. } => panic!("nothing was abandoned"),
+            Routed::Dropped { .. } | Routed::Cancelled { .. } => panic!("nothing was abandoned or cancelled"),
         }
     }
     assert_eq!(
