@@ -60,7 +60,8 @@ use rustc_hash::FxHashMap;
 use crate::{
     command::{self, BodyMsg, BodyTx, Grants},
     limits::{
-        GET_FRAME_PAYLOAD_BYTES, OUTPUT_HIGH_BYTES, READ_BUFFER_BYTES, WRITE_GATHER_BYTES, WRITE_GATHER_PIECE_BYTES_MAX,
+        GET_FRAME_PAYLOAD_BYTES, GET_READ_AHEAD_BYTES, OUTPUT_HIGH_BYTES, READ_BUFFER_BYTES, WRITE_GATHER_BYTES,
+        WRITE_GATHER_PIECE_BYTES_MAX,
     },
     reply::{self, NodeError, Outcome},
     shard::Shard,
@@ -355,8 +356,13 @@ impl Output {
 
     /// Waits until the output has room (or is closed).
     async fn room(&self) {
+        self.at_most(OUTPUT_HIGH_BYTES - 1).await;
+    }
+
+    /// Waits until at most `limit` bytes are queued or being sent (or the output is closed).
+    async fn at_most(&self, limit: usize) {
         std::future::poll_fn(|cx| {
-            if self.closed.get() || !self.full() {
+            if self.closed.get() || self.queued.get() + self.sending.get() <= limit {
                 return Poll::Ready(());
             }
             self.room.borrow_mut().push(cx.waker().clone());
@@ -1170,7 +1176,10 @@ async fn send_get(
             Poll::Pending
         })
         .await;
-        conn.out.room().await;
+        // Each chunk is verified as it is gathered: gathering only once the socket has taken
+        // all but GET_READ_AHEAD_BYTES keeps the verified bytes just ahead of the socket (and a
+        // damaged chunk is found before the bytes ahead of it are long gone).
+        conn.out.at_most(GET_READ_AHEAD_BYTES).await;
         if ctl.cancelled.get() {
             conn.out.control(&FrameHeader::cancel(id), &[]);
             conn.out.flush();

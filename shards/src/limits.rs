@@ -19,6 +19,10 @@ pub const OUTPUT_HIGH_BYTES: usize = 4 * 1024 * 1024;
 pub const COORD_QUEUE_MAX: usize = 1024;
 /// Payload bytes gathered into one data frame of a get (also capped by the frame cap).
 pub const GET_FRAME_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// A streaming get gathers (and so verifies) its next frame only once the connection's output
+/// holds at most this much: the verified bytes stay within about two frames of the socket, and
+/// one frame is always ready behind the one being sent.
+pub const GET_READ_AHEAD_BYTES: usize = GET_FRAME_PAYLOAD_BYTES;
 /// How long shutdown waits for in-flight requests before closing the engines anyway.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 /// Rename outcomes a shard remembers after finalizing an intent, so a complete-rename that comes
