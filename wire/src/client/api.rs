@@ -494,6 +494,31 @@ impl<D: Driver> Client<D> {
         }
     }
 
+    /// The client of the node that serves `box_name`: this one, or the home node's client when
+    /// another node serves the Box (following at most `HOPS_MAX` redirects).
+    async fn serving(&self, box_name: &str) -> Client<D> {
+        let mut client = self.clone();
+        while let Some(home) = client.home_elsewhere(box_name).await {
+            client = home;
+        }
+        client
+    }
+
+    /// A request about one key of `box_name`, with its reply parsed by `parse`: sent to the
+    /// serving node ([`Client::serving`]), to the shard of the key's partition, retried as
+    /// [`Client::unary`] retries.
+    async fn keyed<T>(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        body: Bytes,
+        parse: impl Fn(&Bytes, u32) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let client = self.serving(box_name).await;
+        let target = client.target_of_key(box_name, key).await;
+        client.unary(target, body, parse).await
+    }
+
     /// Sends one request per partition at once and parses each reply.
     async fn scatter<T>(
         &self,
@@ -555,11 +580,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, `BoxNotEmpty`, or the connection's error.
     pub async fn delete_box(&self, box_name: &str, force: bool) -> Result<(), ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.delete_box(box_name, force)).await;
-        }
-        lock(&self.inner.partitions).remove(box_name);
-        self.unary(Target::Main, request::delete_box(box_name, force), |b, cap| reply::done(b, cap)).await
+        let this = self.serving(box_name).await;
+        lock(&this.inner.partitions).remove(box_name);
+        this.unary(Target::Main, request::delete_box(box_name, force), |b, cap| reply::done(b, cap)).await
     }
 
     /// A Box's description (and refreshes the cached partition count).
@@ -593,14 +616,12 @@ impl<D: Driver> Client<D> {
         options: &PutOptions,
         body: S,
     ) -> Result<PutDone, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.put(box_name, key, options, body)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        let conn = self.connection(target).await?;
+        let this = self.serving(box_name).await;
+        let target = this.target_of_key(box_name, key).await;
+        let conn = this.connection(target).await?;
         let mut exchange = conn.start(request::put(box_name, key, options)).await?;
         let (reply_body, sent) = stream_body(&mut exchange, body).await?;
-        Ok(reply::put_done(&reply_body, self.cap())?.unwrap_or(PutDone { size: sent, ..PutDone::default() }))
+        Ok(reply::put_done(&reply_body, this.cap())?.unwrap_or(PutDone { size: sent, ..PutDone::default() }))
     }
 
     /// Puts a Candy held in one buffer (retrying `Busy`).
@@ -633,20 +654,18 @@ impl<D: Driver> Client<D> {
     /// `NotFound`, `BoxNotFound`, `InvalidArgument` (an unsatisfiable range), or the
     /// connection's error.
     pub async fn get(&self, box_name: &str, key: &[u8], range: ByteRange) -> Result<GetStream<D>, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.get(box_name, key, range)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
+        let this = self.serving(box_name).await;
+        let target = this.target_of_key(box_name, key).await;
         let body = request::get(box_name, key, range);
         let mut attempt = 0;
         loop {
-            let conn = self.connection(target).await?;
+            let conn = this.connection(target).await?;
             let mut exchange = conn.start(body.clone()).await?;
             exchange.send(Bytes::new(), true).await?;
             let Inbound::Reply { body: reply_body, payload, end } = exchange.recv().await? else {
                 return Err(ClientError::protocol("a Data frame before the Reply"));
             };
-            match reply::get_done(&reply_body, self.cap()) {
+            match reply::get_done(&reply_body, this.cap()) {
                 Ok((meta, first, length)) => {
                     let mut stream = GetStream {
                         meta,
@@ -660,7 +679,7 @@ impl<D: Driver> Client<D> {
                     stream.head = Some(payload);
                     return Ok(stream);
                 }
-                Err(e) if self.backoff(attempt, &e).await => attempt += 1,
+                Err(e) if this.backoff(attempt, &e).await => attempt += 1,
                 Err(e) => return Err(e),
             }
         }
@@ -686,11 +705,7 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, `BoxNotFound`, or the connection's error.
     pub async fn head(&self, box_name: &str, key: &[u8]) -> Result<CandyMeta, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.head(box_name, key)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        self.unary(target, request::head(box_name, key), |b, cap| reply::candy_meta_reply(b, cap)).await
+        self.keyed(box_name, key, request::head(box_name, key), |b, cap| reply::candy_meta_reply(b, cap)).await
     }
 
     /// Deletes a Candy (deleting an absent key succeeds).
@@ -698,11 +713,7 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, or the connection's error.
     pub async fn delete(&self, box_name: &str, key: &[u8]) -> Result<(), ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.delete(box_name, key)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        self.unary(target, request::delete(box_name, key), |b, cap| reply::done(b, cap)).await
+        self.keyed(box_name, key, request::delete(box_name, key), |b, cap| reply::done(b, cap)).await
     }
 
     /// One page of a listing of the whole Box: every partition is asked at once, the pages are
@@ -711,15 +722,13 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
     pub async fn list(&self, box_name: &str, options: &ListOptions) -> Result<ListPage, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.list(box_name, options)).await;
-        }
-        let partitions = self.partition_count(box_name, Some(self.inner.config.partition_cache_ttl)).await?;
+        let this = self.serving(box_name).await;
+        let partitions = this.partition_count(box_name, Some(this.inner.config.partition_cache_ttl)).await?;
         let mut options = options.clone();
         // A page may come back empty with a cursor when a partition stopped short; ask again
         // from that cursor rather than hand the caller an empty page.
         for _ in 0..1024 {
-            let pages = self
+            let pages = this
                 .scatter(
                     box_name,
                     partitions,
@@ -761,12 +770,10 @@ impl<D: Driver> Client<D> {
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error (some partitions may then
     /// have applied it: deleting again is harmless).
     pub async fn delete_range(&self, box_name: &str, range: &KeyRange) -> Result<(), ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.delete_range(box_name, range)).await;
-        }
+        let this = self.serving(box_name).await;
         // Always fresh: a stale, smaller partition count would silently skip partitions.
-        let partitions = self.head_box(box_name).await?.partitions;
-        self.scatter(box_name, partitions, |p| request::delete_range(box_name, p, range), |b, cap| reply::done(b, cap))
+        let partitions = this.head_box(box_name).await?.partitions;
+        this.scatter(box_name, partitions, |p| request::delete_range(box_name, p, range), |b, cap| reply::done(b, cap))
             .await?;
         Ok(())
     }
@@ -781,11 +788,10 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.copy(box_name, source_key, target_key)).await;
-        }
-        let target = self.target_of_key(box_name, source_key).await;
-        self.unary(target, request::copy(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
+        self.keyed(box_name, source_key, request::copy(box_name, source_key, target_key), |b, cap| {
+            reply::put_done(b, cap)
+        })
+        .await
     }
 
     /// Renames `source_key` to `target_key`, run by the node in one request.
@@ -798,11 +804,10 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.rename(box_name, source_key, target_key)).await;
-        }
-        let target = self.target_of_key(box_name, source_key).await;
-        self.unary(target, request::rename(box_name, source_key, target_key), |b, cap| reply::put_done(b, cap)).await
+        self.keyed(box_name, source_key, request::rename(box_name, source_key, target_key), |b, cap| {
+            reply::put_done(b, cap)
+        })
+        .await
     }
 
     /// Relay step: the live locator of `key`, as bytes to relay verbatim.
@@ -810,11 +815,7 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, `BoxNotFound`, or the connection's error.
     pub async fn get_locator(&self, box_name: &str, key: &[u8]) -> Result<RelayedLocator, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.get_locator(box_name, key)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        self.unary(target, request::get_locator(box_name, key), reply::locator_reply).await
+        self.keyed(box_name, key, request::get_locator(box_name, key), reply::locator_reply).await
     }
 
     /// Relay step: records a rename intent at the source and returns its token and locator.
@@ -827,12 +828,8 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<RenamePrepared, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.prepare_rename(box_name, source_key, target_key)).await;
-        }
-        let target = self.target_of_key(box_name, source_key).await;
         let body = request::prepare_rename(box_name, source_key, target_key);
-        self.unary(target, body, reply::rename_prepared).await
+        self.keyed(box_name, source_key, body, reply::rename_prepared).await
     }
 
     /// Relay step: writes `locator` (bytes exactly as received) under `key`; for a rename (the
@@ -848,13 +845,9 @@ impl<D: Driver> Client<D> {
         locator: &Bytes,
         rename: Option<&RenamePrepared>,
     ) -> Result<Option<PutDone>, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.zero_copy_put(box_name, key, locator, rename)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
         let rename = rename.map(|r| (&r.token[..], r.source_partition));
         let body = request::zero_copy_put(box_name, key, locator, rename);
-        self.unary(target, body, |b, cap| reply::put_done(b, cap)).await
+        self.keyed(box_name, key, body, |b, cap| reply::put_done(b, cap)).await
     }
 
     /// Relay step: finishes a rename at the source once the destination is durable.
@@ -867,12 +860,8 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         token: &[u8],
     ) -> Result<RenameOutcome, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.complete_rename(box_name, source_key, token)).await;
-        }
-        let target = self.target_of_key(box_name, source_key).await;
         let body = request::complete_rename(box_name, source_key, token);
-        self.unary(target, body, |b, cap| reply::rename_completed(b, cap)).await
+        self.keyed(box_name, source_key, body, |b, cap| reply::rename_completed(b, cap)).await
     }
 
     /// Copies by relaying the source's locator to the destination (no bytes move).
@@ -911,11 +900,10 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
     pub async fn create_upload(&self, box_name: &str, key: &[u8], options: &PutOptions) -> Result<u64, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.create_upload(box_name, key, options)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        self.unary(target, request::create_upload(box_name, key, options), |b, cap| reply::upload_created(b, cap)).await
+        self.keyed(box_name, key, request::create_upload(box_name, key, options), |b, cap| {
+            reply::upload_created(b, cap)
+        })
+        .await
     }
 
     /// Uploads part `part_number` (from 1) of an upload, streamed from `body`.
@@ -932,14 +920,12 @@ impl<D: Driver> Client<D> {
         size: Option<u64>,
         body: S,
     ) -> Result<PartInfo, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.upload_part(box_name, key, upload_id, part_number, size, body)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        let conn = self.connection(target).await?;
+        let this = self.serving(box_name).await;
+        let target = this.target_of_key(box_name, key).await;
+        let conn = this.connection(target).await?;
         let mut exchange = conn.start(request::upload_part(box_name, key, upload_id, part_number, size)).await?;
         let (reply_body, sent) = stream_body(&mut exchange, body).await?;
-        let done = reply::put_done(&reply_body, self.cap())?;
+        let done = reply::put_done(&reply_body, this.cap())?;
         Ok(PartInfo { part_number, size: done.map_or(sent, |d| d.size), checksum: done.map_or(0, |d| d.checksum) })
     }
 
@@ -955,12 +941,8 @@ impl<D: Driver> Client<D> {
         upload_id: u64,
         part_numbers: &[u32],
     ) -> Result<Option<PutDone>, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.complete_upload(box_name, key, upload_id, part_numbers)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
         let body = request::complete_upload(box_name, key, upload_id, part_numbers);
-        self.unary(target, body, |b, cap| reply::put_done(b, cap)).await
+        self.keyed(box_name, key, body, |b, cap| reply::put_done(b, cap)).await
     }
 
     /// Aborts an upload and drops its parts.
@@ -968,11 +950,7 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, or the connection's error.
     pub async fn abort_upload(&self, box_name: &str, key: &[u8], upload_id: u64) -> Result<(), ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.abort_upload(box_name, key, upload_id)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        self.unary(target, request::abort_upload(box_name, key, upload_id), |b, cap| reply::done(b, cap)).await
+        self.keyed(box_name, key, request::abort_upload(box_name, key, upload_id), |b, cap| reply::done(b, cap)).await
     }
 
     /// Every in-progress upload of the Box, from all partitions, by key then upload id.
@@ -980,11 +958,9 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, or the connection's error.
     pub async fn list_uploads(&self, box_name: &str) -> Result<Vec<UploadInfo>, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.list_uploads(box_name)).await;
-        }
-        let partitions = self.partition_count(box_name, Some(self.inner.config.partition_cache_ttl)).await?;
-        let lists = self
+        let this = self.serving(box_name).await;
+        let partitions = this.partition_count(box_name, Some(this.inner.config.partition_cache_ttl)).await?;
+        let lists = this
             .scatter(box_name, partitions, |p| request::list_uploads(box_name, p), |b, cap| reply::upload_list(b, cap))
             .await?;
         let mut all: Vec<UploadInfo> = lists.into_iter().flatten().collect();
@@ -997,11 +973,8 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `NotFound`, or the connection's error.
     pub async fn list_parts(&self, box_name: &str, key: &[u8], upload_id: u64) -> Result<Vec<PartInfo>, ClientError> {
-        if let Some(home) = self.home_elsewhere(box_name).await {
-            return Box::pin(home.list_parts(box_name, key, upload_id)).await;
-        }
-        let target = self.target_of_key(box_name, key).await;
-        self.unary(target, request::list_parts(box_name, key, upload_id), |b, cap| reply::part_list(b, cap)).await
+        self.keyed(box_name, key, request::list_parts(box_name, key, upload_id), |b, cap| reply::part_list(b, cap))
+            .await
     }
 
     /// Uploads everything `body` yields as a multipart upload of `part_bytes` parts (the last
