@@ -1,0 +1,208 @@
+//! Dispatch: a command to the shard that owns its partition, and the per-key and per-partition
+//! operations run there.
+
+#[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
+use super::*;
+
+impl Shard {
+    /// Answers one request, forwarding it to the owning shard when needed.
+    pub async fn handle(self: &Rc<Self>, cmd: Command) -> Outcome {
+        match self.handle_inner(cmd).await {
+            Ok(o) => o,
+            Err(e) => Outcome::error(&e),
+        }
+    }
+
+    pub(super) async fn handle_inner(self: &Rc<Self>, cmd: Command) -> Result<Outcome, NodeError> {
+        if self.stopping.get() {
+            return Err(NodeError::ShuttingDown);
+        }
+        match cmd {
+            // Rare requests run boxed: their futures are large, and an unboxed arm would make
+            // every request's future (a get's too) as large as the largest, copied at each spawn.
+            Command::CreateBox { name, partitions } => Box::pin(self.create_box(name, partitions)).await,
+            Command::DeleteBox { name, force } => Box::pin(self.delete_box(name, force)).await,
+            Command::HeadBox { name } => {
+                let meta = Box::pin(self.shared.coord.get_box(&name)).await.map_err(|e| self.coord_error(e))?;
+                let meta = meta.ok_or_else(|| NodeError::BoxNotFound(name.clone()))?;
+                Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
+            }
+            Command::ListBoxes => {
+                let boxes = Box::pin(self.shared.coord.list_boxes()).await.map_err(|e| self.coord_error(e))?;
+                let infos: Vec<BoxInfo> = boxes.iter().map(|(n, m)| info(n, m)).collect();
+                Ok(Outcome::Reply(reply::box_list(&infos)))
+            }
+            Command::Topology => Ok(Outcome::Reply(reply::topology(&self.shared.topology, self.id))),
+            Command::Stats => {
+                let all: Vec<_> = self.shared.metrics.shards.iter().map(ShardMetrics::counters).collect();
+                Ok(Outcome::Reply(reply::stats(&all)))
+            }
+            Command::Keyed { box_name, key, mut op } => {
+                let meta = self.served_meta(&box_name).await?;
+                match &mut op {
+                    KeyedOp::ZeroCopyPut { rename_token: Some(_), source_partition: None, .. } => {
+                        // The marker names the source partition, whose sweep finalizes the rename.
+                        return Err(NodeError::invalid(
+                            "source_partition",
+                            "a rename's zero-copy put names the source partition prepare-rename returned",
+                        ));
+                    }
+                    KeyedOp::ZeroCopyPut { source_partition: Some(source), .. } if *source >= meta.partitions => {
+                        return Err(NodeError::invalid(
+                            "source_partition",
+                            format!("box {box_name} has {} partitions", meta.partitions),
+                        ));
+                    }
+                    _ => {}
+                }
+                let p = partition_for_key(&key, meta.partitions);
+                let owner = self.owner(&box_name, p);
+                self.invoke_on(owner, move |sh| async move {
+                    sh.keyed(&box_name, meta, p, key, op).await.unwrap_or_else(|e| Outcome::error(&e))
+                })
+                .await
+            }
+            Command::Partitioned { box_name, partition, op } => {
+                let meta = self.served_meta(&box_name).await?;
+                if partition >= meta.partitions {
+                    return Err(NodeError::invalid(
+                        "partition",
+                        format!("box {box_name} has {} partitions", meta.partitions),
+                    ));
+                }
+                let owner = self.owner(&box_name, partition);
+                Box::pin(self.invoke_on(owner, move |sh| async move {
+                    sh.partitioned(&box_name, meta, partition, op).await.unwrap_or_else(|e| Outcome::error(&e))
+                }))
+                .await
+            }
+            Command::CopyOrRename { box_name, source_key, target_key, rename } => {
+                let meta = self.served_meta(&box_name).await?;
+                let put = Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename)).await?;
+                Ok(Outcome::Reply(reply::put_done(&put)))
+            }
+        }
+    }
+
+    /// Runs a per-key operation on this shard, the partition's owner.
+    pub(super) async fn keyed(
+        self: &Rc<Self>,
+        box_name: &str,
+        meta: BoxMeta,
+        p: u16,
+        key: Vec<u8>,
+        op: KeyedOp,
+    ) -> Result<Outcome, NodeError> {
+        if op.adds_data() && self.shared.metrics.disk.is_full() {
+            return Err(NodeError::Engine(CoreError::NoSpace));
+        }
+        if op.mutates() {
+            self.lease(box_name, meta, p).await?;
+        }
+        let engine = self.engine(box_name, meta, p).await?;
+        let reply = match op {
+            // Boxed: a put's future (its body stream) is twice a get's, and every request's future
+            // would otherwise be as large (moved at each spawn).
+            KeyedOp::Put { opts, body } => reply::put_done(&Box::pin(engine.put(&key, opts, body)).await?),
+            KeyedOp::Get { range } => {
+                let g = engine.get(&key, range).await?;
+                let reply = reply::get_done(&g.locator, g.first, g.len);
+                return Ok(Outcome::Get { reply, len: g.len, body: g.body });
+            }
+            KeyedOp::Head => reply::head(&engine.head(&key).await?),
+            KeyedOp::Delete => {
+                engine.delete(&key).await?;
+                reply::done()
+            }
+            KeyedOp::CreateUpload { opts } => reply::upload_created(Box::pin(engine.create_upload(&key, opts)).await?),
+            KeyedOp::UploadPart { upload_id, part_number, size, body } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                let part = Box::pin(engine.upload_part(upload_id, part_number, size, body)).await?;
+                reply::put_done(&PutReply { size: part.size, checksum: part.checksum, hlc: Default::default() })
+            }
+            KeyedOp::CompleteUpload { upload_id, parts } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                reply::put_done(&Box::pin(engine.complete_upload(upload_id, &parts)).await?)
+            }
+            KeyedOp::AbortUpload { upload_id } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                Box::pin(engine.abort_upload(upload_id)).await?;
+                reply::done()
+            }
+            KeyedOp::ListParts { upload_id } => {
+                self.check_upload_key(&engine, upload_id, &key)?;
+                reply::part_list(&engine.list_parts(upload_id)?)
+            }
+            KeyedOp::GetLocator => {
+                let (l, _) = engine.get_locator(&key).await?;
+                reply::locator_reply(&convert::locator_to_wire(&l, meta.box_uid), p)
+            }
+            KeyedOp::PrepareRename { target_key } => {
+                let tp = partition_for_key(&target_key, meta.partitions);
+                let (intent, wire) = Box::pin(self.prepare_rename(&engine, meta, &key, &target_key, tp)).await?;
+                reply::rename_prepared(intent.token, &wire, intent.source_hlc, p, tp)
+            }
+            KeyedOp::ZeroCopyPut { locator, rename_token, source_partition } => {
+                let put = Box::pin(self.zero_copy_put(
+                    &engine,
+                    box_name,
+                    meta,
+                    p,
+                    &key,
+                    &locator,
+                    rename_token,
+                    source_partition,
+                ))
+                .await?;
+                reply::put_done(&put)
+            }
+            KeyedOp::CompleteRename { token } => {
+                let intent = engine.rename_intents().into_iter().find(|i| i.token == token && i.source_key == key);
+                let outcome = match intent {
+                    Some(intent) => Box::pin(self.resolve_intent(&engine, box_name, &intent, false)).await?,
+                    // Already finished, maybe by the maintenance sweep: answer what it decided.
+                    None => Some(self.resolved_outcome(token).ok_or(NodeError::Engine(CoreError::NotFound))?),
+                };
+                reply::rename_completed(outcome.unwrap_or(fb::RenameOutcome::Pending))
+            }
+        };
+        Ok(Outcome::Reply(reply))
+    }
+
+    /// An upload is addressed by its key too: refuse an id that belongs to another key.
+    pub(super) fn check_upload_key(
+        &self,
+        engine: &PartitionEngine,
+        upload_id: u64,
+        key: &[u8],
+    ) -> Result<(), NodeError> {
+        match engine.list_uploads().into_iter().find(|u| u.id == upload_id) {
+            Some(u) if u.key == key => Ok(()),
+            _ => Err(NodeError::Engine(CoreError::NotFound)),
+        }
+    }
+
+    pub(super) async fn partitioned(
+        &self,
+        box_name: &str,
+        meta: BoxMeta,
+        p: u16,
+        op: PartitionOp,
+    ) -> Result<Outcome, NodeError> {
+        if matches!(op, PartitionOp::DeleteRange { .. }) {
+            self.lease(box_name, meta, p).await?;
+        }
+        let engine = self.engine(box_name, meta, p).await?;
+        Ok(Outcome::Reply(match op {
+            PartitionOp::List(opts) => reply::list_page(&engine.list(&opts).await?),
+            PartitionOp::DeleteRange { start, end, prefix } => {
+                match prefix {
+                    Some(prefix) => engine.delete_prefix(&prefix).await?,
+                    None => engine.delete_range(&start, &end).await?,
+                };
+                reply::done()
+            }
+            PartitionOp::ListUploads => reply::upload_list(&engine.list_uploads()),
+        }))
+    }
+}

@@ -1,0 +1,348 @@
+//! A shard: one core's executor and everything it owns — its partition engines, its Box cache,
+//! its end of the cross-shard queues — in a plain `!Send` struct.
+//!
+//! Invariants:
+//! - A partition's engine is opened only by its owner, `placement::shard_for(box, p, n)`; every
+//!   other shard reaches it through [`Shard::invoke_on`].
+//! - Cross-shard messages go through one bounded queue per shard ([`NodeShared::peers`]); a full
+//!   queue is answered with `Busy` (never an unbounded buffer). Jobs carry owned values only
+//!   (commands, `Bytes`, body channels), so payloads move by ownership, never by copy.
+//! - No lock on the data path: the shard's state is `RefCell`s touched only by its own thread,
+//!   never borrowed across an `.await`; the only shared writes are the shard's own metric slot.
+//! - Errors reach the wire only through `reply::error_fields`.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+};
+
+use bytes::Bytes;
+use candybox_core::{
+    coord::{BoxMeta, LeaseEntry, RenameMarker},
+    engine::{Engine, ListOptions, PutReply},
+    error::Error as CoreError,
+    limits,
+    locator::CandyLocator,
+    manifest::RenameIntent,
+    runtime::{wall_ms, LocalMutex, SystemClock},
+    storage::uring::UringStorage,
+    types::{partition_for_key, BoxUid},
+};
+use candybox_wire::fb;
+
+use crate::{
+    command::{Command, KeyedOp, PartitionOp},
+    config::Config,
+    convert,
+    coord::{CoordClient, LeaseAnswer},
+    metrics::{NodeMetrics, ShardMetrics},
+    placement::shard_for,
+    reply::{self, BoxInfo, NodeError, Outcome, Topology},
+};
+
+mod boxes;
+mod dispatch;
+mod partitions;
+mod relay;
+
+/// Most spins skipped after fruitless ones (see [`Shard::poll_while_busy`]).
+const SPIN_SKIP_MAX: u32 = 64;
+
+/// A partition engine on the real file system.
+pub type PartitionEngine = Engine<UringStorage>;
+
+/// A job run on another shard: built there from the `Send` closure it was sent as.
+pub type ShardJob = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// What every shard shares (`Send + Sync`, read-only after start, apart from atomics).
+#[derive(Debug)]
+pub struct NodeShared {
+    /// The configuration.
+    pub config: Config,
+    /// Metric slots and the ready flag.
+    pub metrics: Arc<NodeMetrics>,
+    /// Ports and ids for the topology reply.
+    pub topology: Topology,
+    /// The control thread.
+    pub coord: CoordClient,
+    /// Each shard's queue, indexed by shard.
+    pub peers: Vec<async_channel::Sender<ShardJob>>,
+    /// Open client connections of the whole node.
+    pub connections: std::sync::atomic::AtomicU32,
+}
+
+/// A set of Syrups, as a partition publishes them (referenced, condemned).
+type SyrupSet = std::collections::BTreeSet<candybox_core::types::SyrupId>;
+
+/// One shard's state. `!Send`: it lives and dies on its thread.
+pub struct Shard {
+    /// This shard's index.
+    pub id: u16,
+    /// Shared facts.
+    pub shared: Arc<NodeShared>,
+    boxes: RefCell<HashMap<String, BoxMeta>>,
+    /// Open engines by Box incarnation and partition (looked up without building a name), with
+    /// the Box's name.
+    partitions: RefCell<HashMap<(BoxUid, u16), (String, PartitionEngine)>>,
+    /// Partitions whose open found damaged files, with the evidence: their requests are answered
+    /// `Quarantined` without opening them again (until a restart).
+    quarantined: RefCell<HashMap<(String, u16), (BoxUid, String)>>,
+    open_lock: LocalMutex,
+    /// The referenced and condemned Syrup sets last published per partition (publication is
+    /// skipped when unchanged: each one is a durable coordination write).
+    published: RefCell<HashMap<(String, u16), (SyrupSet, SyrupSet)>>,
+    /// Leases of the partitions this shard serves, by Box incarnation and partition: valid while
+    /// their session is the store's current, connected one.
+    leases: RefCell<HashMap<(BoxUid, u16), LeaseEntry>>,
+    /// Outcomes of intents finalized here, newest last (at most `RENAME_OUTCOMES_REMEMBERED`).
+    resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
+    /// This shard's client connections, for the watchdog and shutdown.
+    pub connections: crate::connection::Registry,
+    /// Requests executing on this shard (its own connections' and forwarded ones).
+    pub in_flight: Cell<usize>,
+    /// Connections over `connections_max` being answered Busy right now.
+    pub refusing: Cell<usize>,
+    /// Boxes a delete-box is removing: their partitions refuse new operations on this shard.
+    deleting: RefCell<std::collections::HashSet<BoxUid>>,
+    /// Operations using a partition engine of each Box on this shard right now ([`EngineInUse`]).
+    box_ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
+    /// Set when shutdown starts.
+    pub stopping: Cell<bool>,
+    /// Closed by the main thread at shutdown; every waiter wakes.
+    shutdown: async_channel::Receiver<()>,
+    /// When the last request arrived, and the parked poller to wake ([`Shard::poll_while_busy`]).
+    last_request: Cell<std::time::Instant>,
+    /// Requests noted so far (wrapping): the poller tells a spin that caught one from one that did not.
+    arrivals: Cell<u64>,
+    poller: RefCell<Option<std::task::Waker>>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).finish()
+    }
+}
+
+/// A partition engine in use by one operation. While any is alive on a shard, a delete-box of
+/// its Box waits there, so that nothing is acknowledged into a Box after the delete checked it
+/// was empty.
+pub struct EngineInUse {
+    engine: PartitionEngine,
+    _op: BoxOp,
+}
+
+impl std::ops::Deref for EngineInUse {
+    type Target = PartitionEngine;
+    fn deref(&self) -> &PartitionEngine {
+        &self.engine
+    }
+}
+
+/// Counts one operation on a Box's partitions of this shard while alive.
+struct BoxOp {
+    box_uid: BoxUid,
+    box_ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
+}
+
+impl Drop for BoxOp {
+    fn drop(&mut self) {
+        let mut ops = self.box_ops.borrow_mut();
+        if let Some(n) = ops.get_mut(&self.box_uid) {
+            *n -= 1;
+            if *n == 0 {
+                ops.remove(&self.box_uid);
+            }
+        }
+    }
+}
+
+/// Counts a request in flight while alive.
+pub struct InFlight {
+    shard: Rc<Shard>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shard.in_flight.set(self.shard.in_flight.get() - 1);
+        self.shard.metrics().in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Shard {
+    /// A shard with nothing open yet.
+    pub fn new(id: u16, shared: Arc<NodeShared>, shutdown: async_channel::Receiver<()>) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            shared,
+            boxes: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+            quarantined: RefCell::new(HashMap::new()),
+            open_lock: LocalMutex::new(),
+            published: RefCell::new(HashMap::new()),
+            leases: RefCell::new(HashMap::new()),
+            resolved: RefCell::new(std::collections::VecDeque::new()),
+            connections: crate::connection::Registry::default(),
+            in_flight: Cell::new(0),
+            refusing: Cell::new(0),
+            deleting: RefCell::new(std::collections::HashSet::new()),
+            box_ops: Rc::new(RefCell::new(HashMap::new())),
+            stopping: Cell::new(false),
+            shutdown,
+            last_request: Cell::new(std::time::Instant::now()),
+            arrivals: Cell::new(0),
+            poller: RefCell::new(None),
+        })
+    }
+
+    /// Notes a request's arrival (at `at`) for the spin-before-park poller, waking it when parked.
+    pub fn note_request(&self, at: std::time::Instant) {
+        self.last_request.set(at);
+        self.arrivals.set(self.arrivals.get().wrapping_add(1));
+        if let Some(w) = self.poller.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Spin-before-park. monoio parks the executor in `io_uring_enter` as soon as no task is
+    /// ready, and every request that arrives next costs a wake-up. While requests arrived within
+    /// the last `window`, this task stays ready (bouncing behind every other task through a
+    /// partner task spawned once: no spawn per turn), so the executor keeps reaping completions
+    /// without parking; once quiet, it waits for the next request without spinning.
+    ///
+    /// Adaptive: a spin that catches no request before it gives up cost a whole window for
+    /// nothing, so the spins after it are skipped (parking at once), doubling the skip after
+    /// every fruitless spin up to [`SPIN_SKIP_MAX`]; one that catches a request ends the skipping.
+    /// Under steady load every spin pays; under sparse load spinning costs about nothing. Ends at
+    /// shutdown; returns at once when `window` is zero (switched off).
+    pub async fn poll_while_busy(self: Rc<Self>, window: std::time::Duration) {
+        if window.is_zero() {
+            return;
+        }
+        let bouncer = candybox_core::runtime::Bouncer::new();
+        let mut skip = 0u32;
+        let mut skipped = 0u32;
+        while !self.stopping.get() {
+            // Parked: wait for the next request.
+            let arrivals = self.arrivals.get();
+            std::future::poll_fn(|cx| {
+                if self.stopping.get() || self.arrivals.get() != arrivals {
+                    return std::task::Poll::Ready(());
+                }
+                *self.poller.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            })
+            .await;
+            if skipped < skip {
+                skipped += 1;
+                continue;
+            }
+            skipped = 0;
+            // Spinning: until no request arrived for `window`.
+            let first = self.arrivals.get();
+            while !self.stopping.get() && self.last_request.get().elapsed() < window {
+                bouncer.yield_now().await;
+            }
+            skip = if self.arrivals.get() != first { 0 } else { (skip * 2).clamp(1, SPIN_SKIP_MAX) };
+        }
+    }
+
+    /// A receiver that fails (wakes) once shutdown starts.
+    pub fn shutdown_signal(&self) -> async_channel::Receiver<()> {
+        self.shutdown.clone()
+    }
+
+    /// This shard's metric slot.
+    pub fn metrics(&self) -> &ShardMetrics {
+        let slot = self.shared.metrics.shards.get(usize::from(self.id));
+        #[expect(clippy::expect_used, reason = "one slot per shard is allocated at start")]
+        slot.expect("metric slot of this shard")
+    }
+
+    /// The shard count.
+    pub fn shard_count(&self) -> u16 {
+        self.shared.peers.len() as u16
+    }
+
+    /// The owner of a partition.
+    pub fn owner(&self, box_name: &str, partition: u16) -> u16 {
+        shard_for(box_name, partition, self.shard_count())
+    }
+
+    /// Marks a request in flight until the guard drops.
+    pub fn enter(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.metrics().in_flight.fetch_add(1, Relaxed);
+        InFlight { shard: self.clone() }
+    }
+
+    /// Runs `f` on shard `target` (here when it is this shard) and returns its result.
+    ///
+    /// # Errors
+    /// `Busy` when the target's queue is full; `ShuttingDown` when it is gone.
+    pub async fn invoke_on<T, F, Fut>(self: &Rc<Self>, target: u16, f: F) -> Result<T, NodeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let Some(peer) = self.shared.peers.get(usize::from(target)) else {
+            return Err(NodeError::Internal(format!("no shard {target}")));
+        };
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let job: ShardJob = Box::new(move |shard| {
+            Box::pin(async move {
+                let _guard = shard.enter();
+                shard.metrics().forwards_received.fetch_add(1, Relaxed);
+                let _ = tx.send(f(shard.clone()).await);
+            })
+        });
+        match peer.try_send(job) {
+            Ok(()) => {}
+            Err(async_channel::TrySendError::Full(_)) => {
+                return Err(NodeError::Busy {
+                    reason: "cross-shard queue full",
+                    retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+                });
+            }
+            Err(async_channel::TrySendError::Closed(_)) => return Err(NodeError::ShuttingDown),
+        }
+        self.metrics().cross_shard_forwards.fetch_add(1, Relaxed);
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Receives and runs jobs from other shards until the queue closes.
+    pub async fn serve_queue(self: Rc<Self>, rx: async_channel::Receiver<ShardJob>) {
+        while let Ok(job) = rx.recv().await {
+            self.metrics().queue_depth.store(rx.len() as u64, Relaxed);
+            drop(monoio::spawn(job(self.clone())));
+        }
+    }
+
+    fn coord_error(&self, e: candybox_core::coord::CoordError) -> NodeError {
+        self.metrics().coord_errors.fetch_add(1, Relaxed);
+        tracing::warn!(shard = self.id, error = %e, "coordination call failed");
+        NodeError::Coord(e)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u16 {
+        self.shared.config.node_id
+    }
+}
+
+pub(super) fn info(name: &str, m: &BoxMeta) -> BoxInfo {
+    BoxInfo {
+        name: name.to_string(),
+        partitions: m.partitions,
+        created_ms: m.created_ms,
+        box_uid: m.box_uid.0,
+        node: m.node,
+    }
+}

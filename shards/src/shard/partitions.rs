@@ -1,0 +1,276 @@
+//! The partition table: this shard's engines (opened on first use, reopened after an I/O
+//! failure, quarantined when damaged), their leases, and the referenced-Syrup sets they publish.
+
+#[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
+use super::*;
+
+impl Shard {
+    /// The lease of a partition this shard serves, taken (with a new fencing token) when not
+    /// held in the current session. Every mutation asks for it first.
+    ///
+    /// # Errors
+    /// `Unavailable` while the coordination session is suspended or lost, or the lease cannot be
+    /// taken now; `NotOwner` when another node holds it (this node then never mutates the
+    /// partition).
+    pub async fn lease(&self, box_name: &str, meta: BoxMeta, p: u16) -> Result<LeaseEntry, NodeError> {
+        let watch = self.shared.coord.watch();
+        if let Some(l) = self.leases.borrow().get(&(meta.box_uid, p)) {
+            if watch.holds(l.session) {
+                return Ok(*l);
+            }
+        }
+        if !watch.connected() {
+            self.metrics().lease_refusals.fetch_add(1, Relaxed);
+            return Err(NodeError::Unavailable(format!(
+                "partition {box_name}/{p}: the coordination session is suspended or lost; mutations wait for it"
+            )));
+        }
+        // Boxed: taking a lease talks to coordination (a large future), once per session.
+        Box::pin(self.take_lease(box_name, meta, p)).await
+    }
+
+    pub(super) async fn take_lease(&self, box_name: &str, meta: BoxMeta, p: u16) -> Result<LeaseEntry, NodeError> {
+        match self.shared.coord.take_lease(box_name, p, self.node_id()).await {
+            Ok(LeaseAnswer::Held(l)) => {
+                let renewed = self.leases.borrow_mut().insert((meta.box_uid, p), l);
+                if renewed.is_none_or(|old| old.token != l.token) {
+                    self.metrics().leases_taken.fetch_add(1, Relaxed);
+                    // A new token: the published set must be written again under it.
+                    self.published.borrow_mut().remove(&(box_name.to_string(), p));
+                    tracing::info!(shard = self.id, box_name, partition = p, token = l.token, session = %format!("{:#x}", l.session), "partition lease taken");
+                }
+                Ok(l)
+            }
+            Ok(LeaseAnswer::Other { node }) => {
+                self.leases.borrow_mut().remove(&(meta.box_uid, p));
+                self.metrics().lease_refusals.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    shard = self.id,
+                    box_name,
+                    partition = p,
+                    holder = node,
+                    "partition lease held by another node; not mutating it"
+                );
+                Err(self.not_owner(box_name, node, &format!("partition {box_name}/{p}")).await)
+            }
+            Err(e) => {
+                self.metrics().lease_refusals.fetch_add(1, Relaxed);
+                Err(self.coord_error(e))
+            }
+        }
+    }
+
+    /// The engine of `key`'s partition when a request can run on it right now, without waiting:
+    /// the Box cached and served by this node, the partition this shard's and open, no delete of
+    /// the Box under way, not shutting down. `None` sends the request down the ordinary path
+    /// (which answers every refusal properly).
+    pub fn engine_now(&self, box_name: &str, key: &[u8]) -> Option<PartitionEngine> {
+        if self.stopping.get() {
+            return None;
+        }
+        let meta = *self.boxes.borrow().get(box_name)?;
+        if !self.serves(&meta) || self.deleting.borrow().contains(&meta.box_uid) {
+            return None;
+        }
+        let p = partition_for_key(key, meta.partitions);
+        if self.owner(box_name, p) != self.id {
+            return None;
+        }
+        self.partitions.borrow().get(&(meta.box_uid, p)).map(|(_, e)| e.clone())
+    }
+
+    /// The engine of a partition this shard owns, opened on first use, for one operation.
+    ///
+    /// # Errors
+    /// `Busy` while a delete-box is removing the Box; what the open reports (corruption, I/O).
+    pub async fn engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<EngineInUse, NodeError> {
+        if self.deleting.borrow().contains(&meta.box_uid) {
+            // Retryable: the delete may yet be refused (the Box not empty), and then it is back.
+            return Err(NodeError::Busy {
+                reason: "the box is being deleted",
+                retry_after_ms: crate::limits::QUEUE_FULL_RETRY_AFTER_MS,
+            });
+        }
+        // Counted before the open awaits anything, so a delete-box that starts now waits for it.
+        *self.box_ops.borrow_mut().entry(meta.box_uid).or_insert(0) += 1;
+        let op = BoxOp { box_uid: meta.box_uid, box_ops: self.box_ops.clone() };
+        let engine = self.open_engine(box_name, meta, partition).await?;
+        Ok(EngineInUse { engine, _op: op })
+    }
+
+    /// The engine of a partition this shard owns, opened on first use (no delete-box fence:
+    /// recovery and delete-box's own emptiness check).
+    ///
+    /// # Errors
+    /// What the open reports (corruption, I/O).
+    pub(super) async fn open_engine(
+        &self,
+        box_name: &str,
+        meta: BoxMeta,
+        partition: u16,
+    ) -> Result<PartitionEngine, NodeError> {
+        assert_eq!(self.owner(box_name, partition), self.id, "a partition is opened only by its owner");
+        if let Some((_, e)) = self.partitions.borrow().get(&(meta.box_uid, partition)) {
+            return Ok(e.clone());
+        }
+        // Boxed: opening (recovery) is a large future, and every request's future would
+        // otherwise carry its size for the open that happens once.
+        Box::pin(self.open_engine_slow(box_name, meta, partition)).await
+    }
+
+    pub(super) async fn open_engine_slow(
+        &self,
+        box_name: &str,
+        meta: BoxMeta,
+        partition: u16,
+    ) -> Result<PartitionEngine, NodeError> {
+        let _open = self.open_lock.lock().await;
+        if let Some((_, e)) = self.partitions.borrow().get(&(meta.box_uid, partition)) {
+            return Ok(e.clone());
+        }
+        let stale: Vec<(BoxUid, u16)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((_, p), (b, _))| *p == partition && b == box_name)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            // A Box of the same name was deleted and created again: the old incarnation is gone.
+            let old = self.partitions.borrow_mut().remove(&k);
+            if let Some((_, old)) = old {
+                old.close().await;
+            }
+        }
+        let key = (box_name.to_string(), partition);
+        if self.stopping.get() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let quarantined =
+            |evidence: String| NodeError::Quarantined { box_name: box_name.to_string(), partition, evidence };
+        match self.quarantined.borrow().get(&key) {
+            Some((uid, evidence)) if *uid == meta.box_uid => return Err(quarantined(evidence.clone())),
+            _ => {}
+        }
+        let config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
+        // Engine::open creates the partition directory; the storage layer tolerates shards
+        // creating sibling partitions (and so their shared parents) at the same time.
+        let (engine, report) = match Engine::open(UringStorage::new(), Rc::new(SystemClock), config).await {
+            Ok(opened) => opened,
+            Err(CoreError::Corrupt(c)) => {
+                // One damaged file takes its partition out of service, never the node.
+                let evidence = crate::reply::evidence(&c);
+                tracing::error!(shard = self.id, box_name, partition, error = %c, "partition quarantined: its files are damaged; every other partition is served (see candybox-inspect --verify)");
+                self.quarantined.borrow_mut().insert(key, (meta.box_uid, evidence.clone()));
+                self.shared.metrics.quarantine(box_name, partition, &evidence);
+                return Err(quarantined(evidence));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(
+            shard = self.id,
+            box_name,
+            partition,
+            created = report.created,
+            wal_records = report.wal_records,
+            torn_tails = report.torn_tails.len(),
+            "partition open"
+        );
+        self.partitions.borrow_mut().insert((meta.box_uid, partition), (box_name.to_string(), engine.clone()));
+        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        Ok(engine)
+    }
+
+    /// Closes a partition that stopped after an I/O failure and opens it again (recovery replays
+    /// its WAL, as after a crash): once the cause is gone (space freed) it serves again without a
+    /// restart. An open that fails is logged; the partition's next request tries again.
+    pub async fn reopen_failed(&self, box_name: &str, p: u16, uid: BoxUid) {
+        let key = (uid, p);
+        let engine = match self.partitions.borrow().get(&key) {
+            Some((_, e)) if e.is_failed() => e.clone(),
+            _ => return,
+        };
+        self.partitions.borrow_mut().remove(&key);
+        engine.close().await;
+        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        let Ok(meta) = self.box_meta(box_name).await else { return };
+        match self.open_engine(box_name, meta, p).await {
+            Ok(_) => {
+                tracing::info!(shard = self.id, box_name, partition = p, "partition reopened after an I/O failure")
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.id, box_name, partition = p, error = %e, "partition stopped after an I/O failure could not be reopened yet; its next request tries again")
+            }
+        }
+    }
+
+    /// Every open partition: (box, partition, uid, engine).
+    pub fn open_partitions(&self) -> Vec<(String, u16, BoxUid, PartitionEngine)> {
+        self.partitions.borrow().iter().map(|((u, p), (b, e))| (b.clone(), *p, *u, e.clone())).collect()
+    }
+
+    /// Opens every partition of every Box that this shard owns (start-up recovery).
+    ///
+    /// # Errors
+    /// The first partition that fails to open, or coordination failures.
+    pub async fn recover(&self) -> Result<usize, NodeError> {
+        let boxes = self.shared.coord.list_boxes().await.map_err(|e| self.coord_error(e))?;
+        let mut opened = 0;
+        for (name, meta) in boxes {
+            self.boxes.borrow_mut().insert(name.clone(), meta);
+            if !self.serves(&meta) {
+                continue;
+            }
+            for p in (0..meta.partitions).filter(|p| self.owner(&name, *p) == self.id) {
+                match self.open_engine(&name, meta, p).await {
+                    Ok(_) => opened += 1,
+                    // Logged and listed in /readyz; the node serves every other partition.
+                    Err(NodeError::Quarantined { .. }) => {}
+                    // Not the data's fault (a full disk, a failing device): this partition is
+                    // opened again by its next request.
+                    Err(NodeError::Engine(CoreError::Io(e))) => {
+                        tracing::error!(shard = self.id, box_name = %name, partition = p, error = %e, "partition could not be opened at start-up; its next request tries again");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Flushes and closes every engine (shutdown).
+    pub async fn close_all(&self) {
+        for (b, p, _, e) in self.open_partitions() {
+            if let Err(err) = e.flush().await {
+                tracing::warn!(shard = self.id, box_name = %b, partition = p, error = %err, "flush at shutdown failed");
+            }
+            e.close().await;
+        }
+        self.partitions.borrow_mut().clear();
+    }
+
+    /// Publishes a partition's referenced-Syrup set to `boxes/<box>/partitions/<p>/refs`;
+    /// unless `always`, only when it changed since this shard last published it.
+    ///
+    /// # Errors
+    /// Coordination failures.
+    pub async fn publish_refs(
+        &self,
+        box_name: &str,
+        p: u16,
+        engine: &PartitionEngine,
+        always: bool,
+    ) -> Result<(), NodeError> {
+        let meta = self.box_meta(box_name).await?;
+        let lease = self.lease(box_name, meta, p).await?;
+        let published = (engine.published_refs(), engine.condemned_syrups());
+        let key = (box_name.to_string(), p);
+        if !always && self.published.borrow().get(&key) == Some(&published) {
+            return Ok(());
+        }
+        let (refs, condemned) = &published;
+        self.shared.coord.put_refs(box_name, p, lease.token, refs, condemned).await.map_err(|e| self.coord_error(e))?;
+        self.published.borrow_mut().insert(key, published);
+        Ok(())
+    }
+}
