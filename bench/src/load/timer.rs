@@ -6,8 +6,10 @@
 //!
 //! A wake-up from the kernel arrives some tens of µs after the timer expires on this virtual
 //! machine (the interrupt, the wake of the thread, the ring's completion, the executor's turn).
-//! The timer learns that delay (a moving average of how late it woke) and is armed that much
-//! early; whatever is left when it wakes is waited out by yielding to the other tasks.
+//! The timer learns that delay (a running estimate of its median: one step up when a wake-up
+//! is later than the estimate, one step down when earlier, so a stall of the machine moves it by
+//! one step only) and is armed that much early; whatever is left when it wakes is waited out by
+//! yielding to the other tasks.
 //!
 //! Invariants:
 //! - The timer is armed with an absolute time, derived from one `(Instant, CLOCK_MONOTONIC)`
@@ -23,7 +25,9 @@ use std::{
 };
 
 /// Largest early margin: the most a wake-up waits out by yielding.
-pub const EARLY_MAX: Duration = Duration::from_micros(200);
+pub const EARLY_MAX: Duration = Duration::from_micros(100);
+/// How far one wake-up moves the early margin.
+const EARLY_STEP: Duration = Duration::from_micros(2);
 
 /// A timerfd and the buffer its expiry count is read into.
 pub struct PreciseTimer {
@@ -32,7 +36,7 @@ pub struct PreciseTimer {
     buf: Option<Vec<u8>>,
     base_instant: Instant,
     base_ns: u128,
-    /// How much earlier than asked the timer is armed: the moving average of its lateness.
+    /// How much earlier than asked the timer is armed: the estimated median of its lateness.
     early: Duration,
 }
 
@@ -78,8 +82,11 @@ impl PreciseTimer {
         if Instant::now() < arm {
             self.sleep_in_kernel(arm).await?;
             let late = Instant::now().saturating_duration_since(arm);
-            // Moving average over about 8 wake-ups: steady enough to ignore one stall.
-            self.early = (self.early * 7 + late.min(EARLY_MAX)) / 8;
+            self.early = if late > self.early {
+                (self.early + EARLY_STEP).min(EARLY_MAX)
+            } else {
+                self.early.saturating_sub(EARLY_STEP)
+            };
         }
         while Instant::now() < at {
             candybox_core::runtime::yield_now().await;
