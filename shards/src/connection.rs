@@ -638,7 +638,6 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
                 Err(e) => return Stop::Malformed(e),
             };
             if FRAME_HEADER_BYTES + header.frame_len() > READ_BUFFER_BYTES {
-                conn.watch.frame_since.set(Some(Instant::now()));
                 let have = buf.get(FRAME_HEADER_BYTES..).unwrap_or_default();
                 let frame = match large_frame(conn, &mut rd, &header, have).await {
                     Ok(f) => f,
@@ -712,6 +711,8 @@ async fn large_frame(
 ) -> Result<Bytes, Stop> {
     let n = header.frame_len();
     let reservation = reserve(conn, n).await?;
+    // The frame's bytes have frame_timeout_ms from now (waiting for the budget is not stalling).
+    conn.watch.frame_since.set(Some(Instant::now()));
     let mut v: Vec<u8> = Vec::with_capacity(have.len().max(FRAME_READ_CHUNK_BYTES).min(n));
     v.extend_from_slice(have.get(..n.min(have.len())).unwrap_or_default());
     while v.len() < n {
@@ -746,12 +747,19 @@ async fn reserve(conn: &Conn, n: usize) -> Result<crate::frame_memory::Reservati
     if let Some(r) = crate::frame_memory::try_reserve(memory, n as u64) {
         return Ok(r);
     }
+    // Waiting for the node's budget is neither idling nor stalling: the watchdog leaves the
+    // connection alone meanwhile, and a frame partly read gets its timeout again afterwards.
+    let since = conn.watch.frame_since.take();
+    let busy = conn.watch.busy.replace(true);
     let shutdown = conn.shard.shutdown_signal();
-    monoio::select! {
+    let reserved = monoio::select! {
         biased;
         r = crate::frame_memory::reserve(memory, n as u64) => Ok(r),
         _ = shutdown.recv() => Err(Stop::Shutdown),
-    }
+    };
+    conn.watch.busy.set(busy);
+    conn.watch.frame_since.set(since.map(|_| Instant::now()));
+    reserved
 }
 
 /// A frame's bytes out of the read buffer, reserved in the budget (a task keeps them).

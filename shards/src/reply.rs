@@ -311,20 +311,8 @@ pub fn done() -> Bytes {
     body_reply(fbb, fb::ReplyBody::Done, d.as_union_value())
 }
 
-/// The description of one Box.
-#[derive(Debug, Clone)]
-pub struct BoxInfo {
-    /// Name.
-    pub name: String,
-    /// Partitions.
-    pub partitions: u16,
-    /// Creation time.
-    pub created_ms: u64,
-    /// Incarnation.
-    pub box_uid: u64,
-    /// The serving node.
-    pub node: u16,
-}
+/// The description of one Box: the client library's type, so node and client never disagree.
+pub use candybox_wire::client::BoxInfo;
 
 fn box_info<'a>(fbb: &mut FlatBufferBuilder<'a>, b: &BoxInfo) -> WIPOffset<fb::BoxInfo<'a>> {
     let name = Some(fbb.create_string(&b.name));

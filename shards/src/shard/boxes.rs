@@ -4,6 +4,59 @@
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
 
+/// What the Box part owns.
+#[derive(Default)]
+pub(super) struct BoxCache {
+    /// Descriptors of the Boxes this shard has seen, by name.
+    by_name: RefCell<rustc_hash::FxHashMap<String, BoxMeta>>,
+    /// Boxes a delete-box is removing: their partitions refuse new operations on this shard.
+    deleting: RefCell<std::collections::HashSet<BoxUid>>,
+    /// Operations using a partition engine of each Box on this shard right now ([`EngineInUse`]).
+    ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
+}
+
+impl BoxCache {
+    /// The cached descriptor of `name`.
+    pub(super) fn cached(&self, name: &str) -> Option<BoxMeta> {
+        self.by_name.borrow().get(name).copied()
+    }
+
+    /// Caches a descriptor (start-up recovery).
+    pub(super) fn insert(&self, name: String, meta: BoxMeta) {
+        self.by_name.borrow_mut().insert(name, meta);
+    }
+
+    /// True while a delete-box is removing the Box incarnation `uid`.
+    pub(super) fn is_deleting(&self, uid: BoxUid) -> bool {
+        self.deleting.borrow().contains(&uid)
+    }
+
+    /// Counts an operation on a partition of Box `uid` until the guard drops (a delete-box
+    /// waits for none to be left).
+    pub(super) fn op(&self, uid: BoxUid) -> BoxOp {
+        *self.ops.borrow_mut().entry(uid).or_insert(0) += 1;
+        BoxOp { box_uid: uid, box_ops: self.ops.clone() }
+    }
+}
+
+/// Counts one operation on a Box's partitions of this shard while alive.
+pub(super) struct BoxOp {
+    box_uid: BoxUid,
+    box_ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
+}
+
+impl Drop for BoxOp {
+    fn drop(&mut self) {
+        let mut ops = self.box_ops.borrow_mut();
+        if let Some(n) = ops.get_mut(&self.box_uid) {
+            *n -= 1;
+            if *n == 0 {
+                ops.remove(&self.box_uid);
+            }
+        }
+    }
+}
+
 impl Shard {
     /// True when this node serves the Box (v1: a Box lives on one node; 0 is an unplaced,
     /// single-node Box).
@@ -24,10 +77,10 @@ impl Shard {
         }
         let fresh = self.shared.coord.get_box(box_name).await.map_err(|e| self.coord_error(e))?;
         let Some(fresh) = fresh else {
-            self.boxes.borrow_mut().remove(box_name);
+            self.boxes.by_name.borrow_mut().remove(box_name);
             return Err(NodeError::BoxNotFound(box_name.to_string()));
         };
-        self.boxes.borrow_mut().insert(box_name.to_string(), fresh);
+        self.boxes.by_name.borrow_mut().insert(box_name.to_string(), fresh);
         self.check_home(box_name, &fresh).await?;
         Ok(fresh)
     }
@@ -62,12 +115,12 @@ impl Shard {
     /// # Errors
     /// `BoxNotFound`; coordination failures.
     pub async fn box_meta(&self, name: &str) -> Result<BoxMeta, NodeError> {
-        if let Some(m) = self.boxes.borrow().get(name) {
+        if let Some(m) = self.boxes.by_name.borrow().get(name) {
             return Ok(*m);
         }
         match self.shared.coord.get_box(name).await.map_err(|e| self.coord_error(e))? {
             Some(m) => {
-                self.boxes.borrow_mut().insert(name.to_string(), m);
+                self.boxes.by_name.borrow_mut().insert(name.to_string(), m);
                 Ok(m)
             }
             None => Err(NodeError::BoxNotFound(name.to_string())),
@@ -92,7 +145,7 @@ impl Shard {
             Err(candybox_core::coord::CoordError::NodeExists(_)) => return Err(NodeError::BoxExists(name)),
             Err(e) => return Err(self.coord_error(e)),
         }
-        self.boxes.borrow_mut().insert(name.clone(), meta);
+        self.boxes.by_name.borrow_mut().insert(name.clone(), meta);
         tracing::info!(box_name = %name, partitions, box_uid = meta.box_uid.0, node, "box created");
         Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
     }
@@ -142,10 +195,10 @@ impl Shard {
     pub(super) async fn fence_box(self: &Rc<Self>, uid: BoxUid) -> Result<(), NodeError> {
         for s in 0..self.shard_count() {
             self.invoke_on(s, move |sh| async move {
-                sh.deleting.borrow_mut().insert(uid);
+                sh.boxes.deleting.borrow_mut().insert(uid);
                 let deadline =
                     std::time::Instant::now() + std::time::Duration::from_millis(crate::limits::BOX_DELETE_DRAIN_MS);
-                while sh.box_ops.borrow().contains_key(&uid) {
+                while sh.boxes.ops.borrow().contains_key(&uid) {
                     if std::time::Instant::now() > deadline {
                         return Err(NodeError::Busy {
                             reason: "operations on the box are still running",
@@ -164,7 +217,9 @@ impl Shard {
     /// Lifts the fence of [`Shard::fence_box`] on every shard (the delete did not happen).
     pub(super) async fn unfence_box(self: &Rc<Self>, uid: BoxUid) {
         for s in 0..self.shard_count() {
-            if let Err(e) = self.invoke_on(s, move |sh| async move { sh.deleting.borrow_mut().remove(&uid) }).await {
+            if let Err(e) =
+                self.invoke_on(s, move |sh| async move { sh.boxes.deleting.borrow_mut().remove(&uid) }).await
+            {
                 tracing::warn!(shard = s, box_uid = uid.0, error = %e, "could not lift a delete-box fence");
             }
         }
@@ -191,45 +246,10 @@ impl Shard {
 
     /// Drops a deleted Box: its cache entry, and its engines and their files on this shard.
     pub async fn forget_box(&self, name: &str, uid: BoxUid) {
-        self.boxes.borrow_mut().remove(name);
-        self.published.borrow_mut().retain(|(b, _), _| b != name);
-        let doomed: Vec<(u16, PartitionEngine)> = self
-            .partitions
-            .borrow()
-            .iter()
-            .filter(|((u, _), _)| *u == uid)
-            .map(|((_, p), (_, e))| (*p, e.clone()))
-            .collect();
-        for (p, engine) in doomed {
-            self.partitions.borrow_mut().remove(&(uid, p));
-            let syrups: Vec<_> = engine.own_syrups().into_iter().collect();
-            engine.close().await;
-            let syrup_dir = self.shared.config.syrup_dir();
-            let part_dir = self.shared.config.partition_dir(name, uid, p);
-            let _ = candybox_core::runtime::unblock(move || {
-                for s in syrups {
-                    let _ = std::fs::remove_file(syrup_dir.join(s.file_name()));
-                }
-                let _ = std::fs::remove_dir_all(part_dir);
-            })
-            .await;
-        }
-        // A quarantined partition of the Box goes with it (its directory is removed with the
-        // Box's; the Syrups it created stay behind as unreferenced files, which is safe).
-        let lifted: Vec<u16> = self
-            .quarantined
-            .borrow()
-            .iter()
-            .filter(|((b, _), (u, _))| b == name && *u == uid)
-            .map(|((_, p), _)| *p)
-            .collect();
-        for p in lifted {
-            self.quarantined.borrow_mut().remove(&(name.to_string(), p));
-            self.shared.metrics.unquarantine(name, p);
-        }
-        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        self.boxes.by_name.borrow_mut().remove(name);
+        self.forget_partitions(name, uid).await;
         // The old incarnation is closed and its descriptor gone: a new Box of this name is a new
         // incarnation, open to all.
-        self.deleting.borrow_mut().remove(&uid);
+        self.boxes.deleting.borrow_mut().remove(&uid);
     }
 }

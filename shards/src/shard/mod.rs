@@ -84,32 +84,18 @@ pub struct Shard {
     pub id: u16,
     /// Shared facts.
     pub shared: Arc<NodeShared>,
-    boxes: RefCell<HashMap<String, BoxMeta>>,
-    /// Open engines by Box incarnation and partition (looked up without building a name), with
-    /// the Box's name.
-    partitions: RefCell<HashMap<(BoxUid, u16), (String, PartitionEngine)>>,
-    /// Partitions whose open found damaged files, with the evidence: their requests are answered
-    /// `Quarantined` without opening them again (until a restart).
-    quarantined: RefCell<HashMap<(String, u16), (BoxUid, String)>>,
-    open_lock: LocalMutex,
-    /// The referenced and condemned Syrup sets last published per partition (publication is
-    /// skipped when unchanged: each one is a durable coordination write).
-    published: RefCell<HashMap<(String, u16), (SyrupSet, SyrupSet)>>,
-    /// Leases of the partitions this shard serves, by Box incarnation and partition: valid while
-    /// their session is the store's current, connected one.
-    leases: RefCell<HashMap<(BoxUid, u16), LeaseEntry>>,
-    /// Outcomes of intents finalized here, newest last (at most `RENAME_OUTCOMES_REMEMBERED`).
-    resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
+    /// The Box cache (boxes.rs).
+    boxes: boxes::BoxCache,
+    /// The partition table (partitions.rs).
+    table: partitions::PartitionTable,
+    /// What the relay remembers (relay.rs).
+    relay: relay::RelayState,
     /// This shard's client connections, for the watchdog and shutdown.
     pub connections: crate::connection::Registry,
     /// Requests executing on this shard (its own connections' and forwarded ones).
     pub in_flight: Cell<usize>,
     /// Connections over `connections_max` being answered Busy right now.
     pub refusing: Cell<usize>,
-    /// Boxes a delete-box is removing: their partitions refuse new operations on this shard.
-    deleting: RefCell<std::collections::HashSet<BoxUid>>,
-    /// Operations using a partition engine of each Box on this shard right now ([`EngineInUse`]).
-    box_ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
     /// Set when shutdown starts.
     pub stopping: Cell<bool>,
     /// Closed by the main thread at shutdown; every waiter wakes.
@@ -132,31 +118,13 @@ impl std::fmt::Debug for Shard {
 /// was empty.
 pub struct EngineInUse {
     engine: PartitionEngine,
-    _op: BoxOp,
+    _op: boxes::BoxOp,
 }
 
 impl std::ops::Deref for EngineInUse {
     type Target = PartitionEngine;
     fn deref(&self) -> &PartitionEngine {
         &self.engine
-    }
-}
-
-/// Counts one operation on a Box's partitions of this shard while alive.
-struct BoxOp {
-    box_uid: BoxUid,
-    box_ops: Rc<RefCell<HashMap<BoxUid, usize>>>,
-}
-
-impl Drop for BoxOp {
-    fn drop(&mut self) {
-        let mut ops = self.box_ops.borrow_mut();
-        if let Some(n) = ops.get_mut(&self.box_uid) {
-            *n -= 1;
-            if *n == 0 {
-                ops.remove(&self.box_uid);
-            }
-        }
     }
 }
 
@@ -178,18 +146,12 @@ impl Shard {
         Rc::new(Shard {
             id,
             shared,
-            boxes: RefCell::new(HashMap::new()),
-            partitions: RefCell::new(HashMap::new()),
-            quarantined: RefCell::new(HashMap::new()),
-            open_lock: LocalMutex::new(),
-            published: RefCell::new(HashMap::new()),
-            leases: RefCell::new(HashMap::new()),
-            resolved: RefCell::new(std::collections::VecDeque::new()),
+            boxes: boxes::BoxCache::default(),
+            table: partitions::PartitionTable::default(),
+            relay: relay::RelayState::default(),
             connections: crate::connection::Registry::default(),
             in_flight: Cell::new(0),
             refusing: Cell::new(0),
-            deleting: RefCell::new(std::collections::HashSet::new()),
-            box_ops: Rc::new(RefCell::new(HashMap::new())),
             stopping: Cell::new(false),
             shutdown,
             last_request: Cell::new(std::time::Instant::now()),

@@ -4,6 +4,25 @@
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
 
+/// What the partition part owns.
+#[derive(Default)]
+pub(super) struct PartitionTable {
+    /// Open engines by Box incarnation and partition (looked up without building a name), with
+    /// the Box's name.
+    engines: RefCell<HashMap<(BoxUid, u16), (String, PartitionEngine)>>,
+    /// Partitions whose open found damaged files, with the evidence: their requests are answered
+    /// `Quarantined` without opening them again (until a restart).
+    quarantined: RefCell<HashMap<(String, u16), (BoxUid, String)>>,
+    /// Serializes opens (one recovery per partition at a time).
+    open_lock: LocalMutex,
+    /// The referenced and condemned Syrup sets last published per partition (publication is
+    /// skipped when unchanged: each one is a durable coordination write).
+    published: RefCell<HashMap<(String, u16), (SyrupSet, SyrupSet)>>,
+    /// Leases of the partitions this shard serves, by Box incarnation and partition: valid while
+    /// their session is the store's current, connected one.
+    leases: RefCell<HashMap<(BoxUid, u16), LeaseEntry>>,
+}
+
 impl Shard {
     /// The lease of a partition this shard serves, taken (with a new fencing token) when not
     /// held in the current session. Every mutation asks for it first.
@@ -14,7 +33,7 @@ impl Shard {
     /// partition).
     pub async fn lease(&self, box_name: &str, meta: BoxMeta, p: u16) -> Result<LeaseEntry, NodeError> {
         let watch = self.shared.coord.watch();
-        if let Some(l) = self.leases.borrow().get(&(meta.box_uid, p)) {
+        if let Some(l) = self.table.leases.borrow().get(&(meta.box_uid, p)) {
             if watch.holds(l.session) {
                 return Ok(*l);
             }
@@ -32,17 +51,17 @@ impl Shard {
     pub(super) async fn take_lease(&self, box_name: &str, meta: BoxMeta, p: u16) -> Result<LeaseEntry, NodeError> {
         match self.shared.coord.take_lease(box_name, p, self.node_id()).await {
             Ok(LeaseAnswer::Held(l)) => {
-                let renewed = self.leases.borrow_mut().insert((meta.box_uid, p), l);
+                let renewed = self.table.leases.borrow_mut().insert((meta.box_uid, p), l);
                 if renewed.is_none_or(|old| old.token != l.token) {
                     self.metrics().leases_taken.fetch_add(1, Relaxed);
                     // A new token: the published set must be written again under it.
-                    self.published.borrow_mut().remove(&(box_name.to_string(), p));
+                    self.table.published.borrow_mut().remove(&(box_name.to_string(), p));
                     tracing::info!(shard = self.id, box_name, partition = p, token = l.token, session = %format!("{:#x}", l.session), "partition lease taken");
                 }
                 Ok(l)
             }
             Ok(LeaseAnswer::Other { node }) => {
-                self.leases.borrow_mut().remove(&(meta.box_uid, p));
+                self.table.leases.borrow_mut().remove(&(meta.box_uid, p));
                 self.metrics().lease_refusals.fetch_add(1, Relaxed);
                 tracing::warn!(
                     shard = self.id,
@@ -68,15 +87,15 @@ impl Shard {
         if self.stopping.get() {
             return None;
         }
-        let meta = *self.boxes.borrow().get(box_name)?;
-        if !self.serves(&meta) || self.deleting.borrow().contains(&meta.box_uid) {
+        let meta = self.boxes.cached(box_name)?;
+        if !self.serves(&meta) || self.boxes.is_deleting(meta.box_uid) {
             return None;
         }
         let p = partition_for_key(key, meta.partitions);
         if self.owner(box_name, p) != self.id {
             return None;
         }
-        self.partitions.borrow().get(&(meta.box_uid, p)).map(|(_, e)| e.clone())
+        self.table.engines.borrow().get(&(meta.box_uid, p)).map(|(_, e)| e.clone())
     }
 
     /// The engine of a partition this shard owns, opened on first use, for one operation.
@@ -84,7 +103,7 @@ impl Shard {
     /// # Errors
     /// `Busy` while a delete-box is removing the Box; what the open reports (corruption, I/O).
     pub async fn engine(&self, box_name: &str, meta: BoxMeta, partition: u16) -> Result<EngineInUse, NodeError> {
-        if self.deleting.borrow().contains(&meta.box_uid) {
+        if self.boxes.is_deleting(meta.box_uid) {
             // Retryable: the delete may yet be refused (the Box not empty), and then it is back.
             return Err(NodeError::Busy {
                 reason: "the box is being deleted",
@@ -92,8 +111,7 @@ impl Shard {
             });
         }
         // Counted before the open awaits anything, so a delete-box that starts now waits for it.
-        *self.box_ops.borrow_mut().entry(meta.box_uid).or_insert(0) += 1;
-        let op = BoxOp { box_uid: meta.box_uid, box_ops: self.box_ops.clone() };
+        let op = self.boxes.op(meta.box_uid);
         let engine = self.open_engine(box_name, meta, partition).await?;
         Ok(EngineInUse { engine, _op: op })
     }
@@ -110,7 +128,7 @@ impl Shard {
         partition: u16,
     ) -> Result<PartitionEngine, NodeError> {
         assert_eq!(self.owner(box_name, partition), self.id, "a partition is opened only by its owner");
-        if let Some((_, e)) = self.partitions.borrow().get(&(meta.box_uid, partition)) {
+        if let Some((_, e)) = self.table.engines.borrow().get(&(meta.box_uid, partition)) {
             return Ok(e.clone());
         }
         // Boxed: opening (recovery) is a large future, and every request's future would
@@ -124,12 +142,13 @@ impl Shard {
         meta: BoxMeta,
         partition: u16,
     ) -> Result<PartitionEngine, NodeError> {
-        let _open = self.open_lock.lock().await;
-        if let Some((_, e)) = self.partitions.borrow().get(&(meta.box_uid, partition)) {
+        let _open = self.table.open_lock.lock().await;
+        if let Some((_, e)) = self.table.engines.borrow().get(&(meta.box_uid, partition)) {
             return Ok(e.clone());
         }
         let stale: Vec<(BoxUid, u16)> = self
-            .partitions
+            .table
+            .engines
             .borrow()
             .iter()
             .filter(|((_, p), (b, _))| *p == partition && b == box_name)
@@ -137,7 +156,7 @@ impl Shard {
             .collect();
         for k in stale {
             // A Box of the same name was deleted and created again: the old incarnation is gone.
-            let old = self.partitions.borrow_mut().remove(&k);
+            let old = self.table.engines.borrow_mut().remove(&k);
             if let Some((_, old)) = old {
                 old.close().await;
             }
@@ -148,7 +167,7 @@ impl Shard {
         }
         let quarantined =
             |evidence: String| NodeError::Quarantined { box_name: box_name.to_string(), partition, evidence };
-        match self.quarantined.borrow().get(&key) {
+        match self.table.quarantined.borrow().get(&key) {
             Some((uid, evidence)) if *uid == meta.box_uid => return Err(quarantined(evidence.clone())),
             _ => {}
         }
@@ -161,7 +180,7 @@ impl Shard {
                 // One damaged file takes its partition out of service, never the node.
                 let evidence = crate::reply::evidence(&c);
                 tracing::error!(shard = self.id, box_name, partition, error = %c, "partition quarantined: its files are damaged; every other partition is served (see candybox-inspect --verify)");
-                self.quarantined.borrow_mut().insert(key, (meta.box_uid, evidence.clone()));
+                self.table.quarantined.borrow_mut().insert(key, (meta.box_uid, evidence.clone()));
                 self.shared.metrics.quarantine(box_name, partition, &evidence);
                 return Err(quarantined(evidence));
             }
@@ -176,8 +195,8 @@ impl Shard {
             torn_tails = report.torn_tails.len(),
             "partition open"
         );
-        self.partitions.borrow_mut().insert((meta.box_uid, partition), (box_name.to_string(), engine.clone()));
-        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        self.table.engines.borrow_mut().insert((meta.box_uid, partition), (box_name.to_string(), engine.clone()));
+        self.metrics().partitions_open.store(self.table.engines.borrow().len() as u64, Relaxed);
         Ok(engine)
     }
 
@@ -186,13 +205,13 @@ impl Shard {
     /// restart. An open that fails is logged; the partition's next request tries again.
     pub async fn reopen_failed(&self, box_name: &str, p: u16, uid: BoxUid) {
         let key = (uid, p);
-        let engine = match self.partitions.borrow().get(&key) {
+        let engine = match self.table.engines.borrow().get(&key) {
             Some((_, e)) if e.is_failed() => e.clone(),
             _ => return,
         };
-        self.partitions.borrow_mut().remove(&key);
+        self.table.engines.borrow_mut().remove(&key);
         engine.close().await;
-        self.metrics().partitions_open.store(self.partitions.borrow().len() as u64, Relaxed);
+        self.metrics().partitions_open.store(self.table.engines.borrow().len() as u64, Relaxed);
         let Ok(meta) = self.box_meta(box_name).await else { return };
         match self.open_engine(box_name, meta, p).await {
             Ok(_) => {
@@ -206,7 +225,7 @@ impl Shard {
 
     /// Every open partition: (box, partition, uid, engine).
     pub fn open_partitions(&self) -> Vec<(String, u16, BoxUid, PartitionEngine)> {
-        self.partitions.borrow().iter().map(|((u, p), (b, e))| (b.clone(), *p, *u, e.clone())).collect()
+        self.table.engines.borrow().iter().map(|((u, p), (b, e))| (b.clone(), *p, *u, e.clone())).collect()
     }
 
     /// Opens every partition of every Box that this shard owns (start-up recovery).
@@ -217,7 +236,7 @@ impl Shard {
         let boxes = self.shared.coord.list_boxes().await.map_err(|e| self.coord_error(e))?;
         let mut opened = 0;
         for (name, meta) in boxes {
-            self.boxes.borrow_mut().insert(name.clone(), meta);
+            self.boxes.insert(name.clone(), meta);
             if !self.serves(&meta) {
                 continue;
             }
@@ -246,7 +265,7 @@ impl Shard {
             }
             e.close().await;
         }
-        self.partitions.borrow_mut().clear();
+        self.table.engines.borrow_mut().clear();
     }
 
     /// Publishes a partition's referenced-Syrup set to `boxes/<box>/partitions/<p>/refs`;
@@ -265,12 +284,55 @@ impl Shard {
         let lease = self.lease(box_name, meta, p).await?;
         let published = (engine.published_refs(), engine.condemned_syrups());
         let key = (box_name.to_string(), p);
-        if !always && self.published.borrow().get(&key) == Some(&published) {
+        if !always && self.table.published.borrow().get(&key) == Some(&published) {
             return Ok(());
         }
         let (refs, condemned) = &published;
         self.shared.coord.put_refs(box_name, p, lease.token, refs, condemned).await.map_err(|e| self.coord_error(e))?;
-        self.published.borrow_mut().insert(key, published);
+        self.table.published.borrow_mut().insert(key, published);
         Ok(())
+    }
+
+    /// Closes and removes the engines of a deleted Box incarnation and their files, its published
+    /// sets and its quarantines.
+    pub(super) async fn forget_partitions(&self, name: &str, uid: BoxUid) {
+        self.table.published.borrow_mut().retain(|(b, _), _| b != name);
+        let doomed: Vec<(u16, PartitionEngine)> = self
+            .table
+            .engines
+            .borrow()
+            .iter()
+            .filter(|((u, _), _)| *u == uid)
+            .map(|((_, p), (_, e))| (*p, e.clone()))
+            .collect();
+        for (p, engine) in doomed {
+            self.table.engines.borrow_mut().remove(&(uid, p));
+            let syrups: Vec<_> = engine.own_syrups().into_iter().collect();
+            engine.close().await;
+            let syrup_dir = self.shared.config.syrup_dir();
+            let part_dir = self.shared.config.partition_dir(name, uid, p);
+            let _ = candybox_core::runtime::unblock(move || {
+                for s in syrups {
+                    let _ = std::fs::remove_file(syrup_dir.join(s.file_name()));
+                }
+                let _ = std::fs::remove_dir_all(part_dir);
+            })
+            .await;
+        }
+        // A quarantined partition of the Box goes with it (its directory is removed with the
+        // Box's; the Syrups it created stay behind as unreferenced files, which is safe).
+        let lifted: Vec<u16> = self
+            .table
+            .quarantined
+            .borrow()
+            .iter()
+            .filter(|((b, _), (u, _))| b == name && *u == uid)
+            .map(|((_, p), _)| *p)
+            .collect();
+        for p in lifted {
+            self.table.quarantined.borrow_mut().remove(&(name.to_string(), p));
+            self.shared.metrics.unquarantine(name, p);
+        }
+        self.metrics().partitions_open.store(self.table.engines.borrow().len() as u64, Relaxed);
     }
 }

@@ -4,6 +4,13 @@
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
 
+/// What the relay part owns.
+#[derive(Default)]
+pub(super) struct RelayState {
+    /// Outcomes of intents finalized here, newest last (at most `RENAME_OUTCOMES_REMEMBERED`).
+    resolved: RefCell<std::collections::VecDeque<(u128, fb::RenameOutcome)>>,
+}
+
 impl Shard {
     pub(super) async fn prepare_rename(
         &self,
@@ -77,7 +84,7 @@ impl Shard {
 
     /// The outcome of an intent finalized here recently, if remembered.
     pub(super) fn resolved_outcome(&self, token: u128) -> Option<fb::RenameOutcome> {
-        self.resolved.borrow().iter().rev().find(|(t, _)| *t == token).map(|(_, o)| *o)
+        self.relay.resolved.borrow().iter().rev().find(|(t, _)| *t == token).map(|(_, o)| *o)
     }
 
     /// Settles a rename intent at the source: marker present → delete the source if still the
@@ -109,7 +116,7 @@ impl Shard {
             m.rename_intents_finalized.fetch_add(1, Relaxed);
             m.rename_intents_pending.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1))).ok();
             let outcome = if deleted { fb::RenameOutcome::Finalized } else { fb::RenameOutcome::SourceChanged };
-            let mut resolved = self.resolved.borrow_mut();
+            let mut resolved = self.relay.resolved.borrow_mut();
             if resolved.len() >= crate::limits::RENAME_OUTCOMES_REMEMBERED {
                 resolved.pop_front();
             }
