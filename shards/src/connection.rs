@@ -921,7 +921,7 @@ fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuild
             reply::get_done_in(fbb, &view.head, first, len),
             Payload::Slice(data),
         );
-        conn.shard.metrics().bytes_out.fetch_add(len, Relaxed);
+        crate::metrics::own_add(&conn.shard.metrics().bytes_out, len);
     }
     conn.shard.metrics().record(command::op_index(kind), started.elapsed().as_micros() as u64, false);
     true
@@ -957,7 +957,7 @@ async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Re
             stream.tx.clone()
         }
     };
-    conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
+    crate::metrics::own_add(&conn.shard.metrics().bytes_in, payload.len() as u64);
     if let Some(tx) = tx {
         let mut ok = true;
         if flow {
@@ -1036,7 +1036,7 @@ fn spawn_request(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
     let flow = conn.flow_controlled();
     let body_rx = if streamed {
         let (tx, rx) = if flow { command::flow_body_channel(grants(conn, id)) } else { command::body_channel() };
-        conn.shard.metrics().bytes_in.fetch_add(payload.len() as u64, Relaxed);
+        crate::metrics::own_add(&conn.shard.metrics().bytes_in, payload.len() as u64);
         // A fresh channel holds at least 2 messages: the first piece and END fit (the first
         // piece's cost is within the initial window: a frame is at most the cap, 16 MiB, so a
         // larger one is refused below).
@@ -1234,7 +1234,7 @@ async fn send_get(
             conn.out.frame(FrameKind::Data, id, end, &[], Payload::Pieces(pieces));
         }
         conn.out.flush();
-        conn.shard.metrics().bytes_out.fetch_add(gathered as u64, Relaxed);
+        crate::metrics::own_add(&conn.shard.metrics().bytes_out, gathered as u64);
         first = false;
         if end {
             return;

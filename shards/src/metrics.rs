@@ -143,6 +143,12 @@ pub struct ShardMetrics {
     pub thread_id: AtomicU64,
 }
 
+/// Adds `n` to a counter of a shard's own slot, which only that shard's thread writes: a plain
+/// load and store, no locked read-modify-write on the request path (readers see whole values).
+pub fn own_add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
 impl ShardMetrics {
     /// Counts one answered request.
     ///
@@ -151,7 +157,7 @@ impl ShardMetrics {
     pub fn record(&self, op: usize, latency_us: u64, failed: bool) {
         let bump = |c: Option<&AtomicU64>, n: u64| {
             if let Some(c) = c {
-                c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+                own_add(c, n);
             }
         };
         let op = op.min(OP_UNKNOWN);
