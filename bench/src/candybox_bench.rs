@@ -61,7 +61,7 @@ enum ClientPath {
     /// The client library (`candybox_wire::client`): every operation and size.
     Library,
     /// Raw sockets, requests encoded once, replies checked in place: get, head and put of one
-    /// size (gets up to 4 MiB, puts up to 1 MiB).
+    /// size (gets up to 2 MiB, puts up to 1 MiB).
     Lean,
 }
 
@@ -137,7 +137,7 @@ struct Args {
     #[arg(long)]
     no_routing: bool,
     /// Load path: `lean` (raw sockets, requests encoded once, replies checked in place; get,
-    /// head and put of one size, gets up to 4 MiB, puts up to 1 MiB) or `library` (the client
+    /// head and put of one size, gets up to 2 MiB, puts up to 1 MiB) or `library` (the client
     /// library; every op and size). `auto`: lean when the mix and size allow it.
     #[arg(long, value_enum, default_value = "auto")]
     client: ClientPath,

@@ -1,5 +1,5 @@
 //! The lean load path of `candybox-bench`: gets, heads and puts of small objects (one size,
-//! gets up to 4 MiB, puts up to 1 MiB) over raw monoio sockets, so that the generator spends far less CPU per request than
+//! gets up to 2 MiB, puts up to 1 MiB) over raw monoio sockets, so that the generator spends far less CPU per request than
 //! the node and the figures measure the node, not the client.
 //!
 //! How it differs from the library path (the same requests on the wire, byte for byte):
@@ -25,6 +25,9 @@
 //! - Every loop ends by the run's end time, plus at most [`DRAIN_MAX`] for replies in flight:
 //!   after that a watchdog shuts the sockets down and what was in flight counts as `Closed`.
 //! - A `Busy` reply is counted as an error of kind `Busy`, not retried (the library retries it).
+//! - Protocol version 2's control frames: a `Credit` grant is ignored (every request goes whole in
+//!   its first frame, so none waits for credit); a `Cancel` from the node ends its request as an
+//!   error of kind `Cancelled`.
 
 use std::{
     cell::{Cell, RefCell},
@@ -62,10 +65,10 @@ use super::{
 /// sends a put that fits one (larger ones continue in Data frames, which this path does not send).
 pub const LEAN_PUT_BYTES_MAX: u64 = 1 << 20;
 /// Largest object the lean path gets. Its payload streams through the receive buffer, so the
-/// buffer sets no limit; the protocol does: from frame version 2 on (in progress in
-/// wire/src/frame.rs) a reply stream beyond its initial 4 MiB window waits for the receiver's
-/// Credit frames, which this path does not send. Larger gets take the library path.
-pub const LEAN_GET_BYTES_MAX: u64 = 4 << 20;
+/// buffer sets no limit; the protocol does: from frame version 2 on a reply stream beyond its
+/// initial window waits for the receiver's Credit frames, which this path does not send. Half
+/// the window leaves room for the frames' minimum credit cost. Larger gets take the library path.
+pub const LEAN_GET_BYTES_MAX: u64 = candybox_wire::frame::STREAM_WINDOW_BYTES / 2;
 /// Most keys the lean path encodes requests for (about 100 bytes of frame per key and op).
 pub const LEAN_KEYS_MAX: u64 = 4_000_000;
 /// How long replies in flight at the end of the run are waited for.
@@ -349,13 +352,16 @@ impl Health {
     fn complete(&mut self, c: &Completion, done: Instant, times: &Times, open: bool, tally: &mut Tally) {
         match c.outcome {
             Outcome::Ok { .. } => self.errors_in_a_row = 0,
-            Outcome::Failed(code) => {
+            Outcome::Failed(_) | Outcome::Cancelled => {
                 self.errors_in_a_row += 1;
                 if self.errors_in_a_row >= ERRORS_IN_A_ROW_MAX && self.stopped.is_none() {
+                    let last = match c.outcome {
+                        Outcome::Failed(code) => error_code_name(code),
+                        _ => "Cancelled",
+                    };
                     self.stopped = Some(format!(
-                        "stopped after {} error replies in a row, the last: {}",
-                        self.errors_in_a_row,
-                        error_code_name(code)
+                        "stopped after {} error replies in a row, the last: {last}",
+                        self.errors_in_a_row
                     ));
                 }
             }
@@ -374,6 +380,7 @@ impl Health {
                 bytes,
             ),
             Outcome::Failed(code) => o.record_error(error_code_name(code)),
+            Outcome::Cancelled => o.record_error("Cancelled"),
         }
     }
 }

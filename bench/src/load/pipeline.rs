@@ -58,6 +58,8 @@ pub enum Outcome {
     },
     /// The node answered with this error.
     Failed(fb::ErrorCode),
+    /// The node abandoned the request (a `Cancel` frame, protocol version 2).
+    Cancelled,
 }
 
 /// A finished request.
@@ -147,6 +149,22 @@ impl Pipeline {
     /// A [`ReplyError`] when the frame does not fit a request in flight; the connection must
     /// close.
     pub fn on_frame(&mut self, frame: &FrameRef<'_>, cap: u32) -> Result<Option<Completion>, ReplyError> {
+        match frame.header.kind {
+            // A grant of credit for sending a body's Data frames: this path sends every request
+            // whole in its first frame, so it never waits for credit (and may get a late grant
+            // for a request already answered).
+            FrameKind::Credit => return Ok(None),
+            // The node ended the request abandoned: no more frames carry its id.
+            FrameKind::Cancel => {
+                let id = frame.header.request_id;
+                let index = usize::try_from(id & ((1 << SLOT_BITS) - 1)).unwrap_or(usize::MAX);
+                return match self.slots.get(index) {
+                    Some(s) if s.id == id && id != 0 => Ok(Some(self.finish(index, Outcome::Cancelled))),
+                    _ => Err(ReplyError::UnknownRequestId(id)),
+                };
+            }
+            FrameKind::Request | FrameKind::Reply | FrameKind::Data => {}
+        }
         let missing = frame.payload_missing();
         if missing == 0 {
             return self.on_whole_frame(frame, cap);
@@ -305,6 +323,8 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
+    use candybox_wire::frame::FrameHeader;
+
     use super::*;
     use crate::load::frames::tests::{candy_meta, data_frame, error, get_done, reply_frame, CAP};
 
@@ -424,6 +444,25 @@ mod tests {
         let (used, _, d) = run(&mut p, &wire[..wire.len() - 6]).unwrap();
         assert!(d.is_empty());
         assert!(matches!(run(&mut p, &wire[used..]), Err(ReplyError::WrongLength { expected: 8, .. })));
+    }
+
+    #[test]
+    fn credit_is_ignored_and_cancel_ends_its_request() {
+        let t = Instant::now();
+        let mut p = Pipeline::new(2, t);
+        let a = p.start(OpKind::Put, 4, t, t).unwrap();
+        let b = p.start(OpKind::Get, 4, t, t).unwrap();
+        let (h, grant) = FrameHeader::credit(a, 1 << 20);
+        let mut buf = h.to_vec();
+        buf.extend_from_slice(&grant);
+        let cancel = FrameHeader::for_body(FrameKind::Cancel, b, candybox_wire::FLAG_END, &[], 0);
+        buf.extend_from_slice(&cancel.encode());
+        buf.extend(reply_frame(a, true, &crate::load::frames::tests::put_done(4), &[]));
+        let (used, needed, done) = run(&mut p, &buf).unwrap();
+        assert_eq!((used, needed), (buf.len(), 0));
+        let outcomes: Vec<Outcome> = done.iter().map(|c| c.outcome).collect();
+        assert_eq!(outcomes, vec![Outcome::Cancelled, Outcome::Ok { bytes: 4 }]);
+        assert_eq!(p.in_flight(), 0);
     }
 
     #[test]
