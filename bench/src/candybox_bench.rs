@@ -21,6 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::{
     cell::RefCell,
     fmt::Write as _,
+    net::ToSocketAddrs as _,
     rc::Rc,
     sync::{Arc, Barrier, OnceLock},
     time::{Duration, Instant},
@@ -33,6 +34,7 @@ use candybox_bench::{
     load::{
         error_kind, key_name,
         lean::{self, LeanConfig, LeanPlan},
+        raw::RawClient,
         scrape::{self, NodeDelta, NodeWindow, Scrape},
         tally::{histogram, micros, Tally},
         KeyChooser, Mix, OpKind, Schedule, SizeSpec, LIST_PAGE,
@@ -40,7 +42,10 @@ use candybox_bench::{
     utc_now,
 };
 use candybox_core::runtime;
-use candybox_wire::client::{ByteRange, ClientConfig, ClientError, ListOptions, MonoioClient, PutOptions};
+use candybox_wire::{
+    client::{reply, request, ByteRange, ClientConfig, ClientError, ListOptions, MonoioClient, PutOptions},
+    frame::{FRAME_VERSION, FRAME_VERSION_MIN},
+};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::{rngs::SmallRng, SeedableRng as _};
@@ -141,6 +146,11 @@ struct Args {
     /// library; every op and size). `auto`: lean when the mix and size allow it.
     #[arg(long, value_enum, default_value = "auto")]
     client: ClientPath,
+    /// Frame version to speak (default: the newest this build knows). An older one drives a node
+    /// that knows no later one (bench/ab does): the lean path then runs everything, set-up
+    /// included, since the library speaks only the newest.
+    #[arg(long)]
+    frame_version: Option<u8>,
     /// The Box to use (created when missing).
     #[arg(long = "box", default_value = "bench")]
     box_name: String,
@@ -180,8 +190,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests per second");
     }
-    let unsupported = lean::unsupported(&mix, &sizes, args.keys);
+    let frame_version = args.frame_version.unwrap_or(FRAME_VERSION);
+    ensure!(
+        (FRAME_VERSION_MIN..=FRAME_VERSION).contains(&frame_version),
+        "--frame-version must be between {FRAME_VERSION_MIN} and {FRAME_VERSION}"
+    );
+    let older = frame_version < FRAME_VERSION;
+    let unsupported = lean::unsupported(&mix, &sizes, args.keys, frame_version);
     let lean = match (args.client, &unsupported) {
+        (ClientPath::Library, _) if older => {
+            bail!("--frame-version {frame_version}: the library speaks only version {FRAME_VERSION}; use --client lean")
+        }
+        (_, Some(why)) if older => bail!("--frame-version {frame_version} needs the lean path, but {why}"),
         (ClientPath::Library, _) | (ClientPath::Auto, Some(_)) => false,
         (ClientPath::Auto | ClientPath::Lean, None) => true,
         (ClientPath::Lean, Some(why)) => bail!("--client lean: {why}; use --client library"),
@@ -200,7 +220,11 @@ fn main() -> anyhow::Result<()> {
     let plan = Arc::new(Plan { args, lean, mix, sizes, keys, body });
     print_header(&plan, unsupported.as_deref());
 
-    runtime::block_on(prepare(&plan))?;
+    if older {
+        runtime::block_on(prepare_raw(&plan, frame_version))?;
+    } else {
+        runtime::block_on(prepare(&plan))?;
+    }
     let lean_plan = if plan.lean {
         let a = &plan.args;
         let config = LeanConfig {
@@ -219,6 +243,7 @@ fn main() -> anyhow::Result<()> {
             size: plan.sizes.max(),
             payload: if plan.mix.has(OpKind::Put) { plan.body.to_vec() } else { Vec::new() },
             cap: candybox_wire::FRAME_BODY_BYTES_MAX_DEFAULT,
+            frame_version,
         };
         let lp = runtime::block_on(LeanPlan::build(config)).context("prepare the lean path")?;
         println!("lean path: {}", lp.routing_note);
@@ -345,6 +370,63 @@ fn config(args: &Args) -> ClientConfig {
 
 /// Creates the Box and, unless `--no-preload` or a put-only mix, stores every key once (with
 /// `connections` puts in flight), printing progress.
+/// As [`prepare`], in frame version `version` over [`RawClient`]s (the library speaks only the
+/// newest version): creates the Box and stores every key once, 16 connections at a time.
+async fn prepare_raw(plan: &Plan, version: u8) -> anyhow::Result<()> {
+    let args = &plan.args;
+    let cap = candybox_wire::FRAME_BODY_BYTES_MAX_DEFAULT;
+    let addr = args
+        .server
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {}", args.server))?
+        .next()
+        .with_context(|| format!("{} resolves to no address", args.server))?;
+    let mut admin = RawClient::connect(addr, version, cap).await?;
+    let created = admin.call(&request::create_box(&args.box_name, args.partitions), &[]).await?;
+    match reply::box_reply(&created, cap) {
+        Ok(_) | Err(ClientError::BoxExists { .. }) => {}
+        Err(e) => bail!("create box {}: {e}", args.box_name),
+    }
+    let needs_keys = plan.mix.weights.iter().any(|&(op, _)| op.reads_keys());
+    if args.no_preload || !needs_keys {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let next = Rc::new(std::cell::Cell::new(0u64));
+    let mut tasks = Vec::new();
+    for l in 0..args.connections.clamp(1, 16) as u64 {
+        let mut client = RawClient::connect(addr, version, cap).await.context("connect a pre-load client")?;
+        let (next, box_name, keys, sizes, body) =
+            (next.clone(), args.box_name.clone(), args.keys, plan.sizes.clone(), plan.body.clone());
+        let mut rng = SmallRng::seed_from_u64(0x5EED ^ l);
+        tasks.push(runtime::spawn(async move {
+            loop {
+                let i = next.get();
+                if i >= keys {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                next.set(i + 1);
+                let len = usize::try_from(sizes.sample(&mut rng)).unwrap_or(usize::MAX).min(body.len());
+                let options = PutOptions { size: Some(len as u64), ..PutOptions::default() };
+                let put = request::put(&box_name, key_name(i).as_bytes(), &options);
+                let done = client.call(&put, body.get(..len).unwrap_or_default()).await;
+                reply::put_done(&done.with_context(|| format!("pre-load key {i}"))?, cap)
+                    .with_context(|| format!("pre-load key {i}"))?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    println!(
+        "pre-load: {} keys of {} in {:.1} s (frame version {version})",
+        args.keys,
+        plan.sizes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn prepare(plan: &Plan) -> anyhow::Result<()> {
     let args = &plan.args;
     let admin = MonoioClient::connect(config(args)).await.with_context(|| format!("connect to {}", args.server))?;
@@ -713,6 +795,9 @@ fn print_header(plan: &Plan, lean_unsupported: Option<&str>) {
         a.seconds,
     );
     println!("durability: the node's (default: acknowledged after fdatasync); server {}", a.server);
+    if let Some(v) = a.frame_version {
+        println!("frame version {v} (set-up included)");
+    }
     match (plan.lean, lean_unsupported) {
         (true, _) => println!("load path: lean (raw sockets, requests encoded once, replies checked in place)"),
         (false, Some(why)) => println!("load path: library ({why})"),

@@ -35,19 +35,20 @@ pub struct RequestTable {
 }
 
 impl RequestTable {
-    /// Encodes `keys` frames: `body(k)` is key `k`'s finished `Request` flatbuffer, and
-    /// `payload_len` bytes of object data will follow each frame (0 without a payload). Every
-    /// frame is a whole message (END set), as the library sends a request that fits one frame.
+    /// Encodes `keys` frames in frame `version`: `body(k)` is key `k`'s finished `Request`
+    /// flatbuffer, and `payload_len` bytes of object data will follow each frame (0 without a
+    /// payload). Every frame is a whole message (END set), as the library sends a request that
+    /// fits one frame.
     ///
     /// # Panics
     /// When a body is empty (the library never builds one).
-    pub fn build(keys: u64, payload_len: u32, mut body: impl FnMut(u64) -> bytes::Bytes) -> RequestTable {
+    pub fn build(version: u8, keys: u64, payload_len: u32, mut body: impl FnMut(u64) -> bytes::Bytes) -> RequestTable {
         let mut t = RequestTable::default();
         for k in 0..keys {
             let b = body(k);
             assert!(!b.is_empty(), "request body of key {k} is empty");
             // The id is set at every send; 0 is a placeholder.
-            t.headers.push(FrameHeader::for_body(FrameKind::Request, 0, FLAG_END, &b, payload_len));
+            t.headers.push(FrameHeader::for_body(FrameKind::Request, 0, FLAG_END, &b, payload_len).in_version(version));
             t.bodies.extend_from_slice(&b);
             t.ends.push(t.bodies.len());
         }
@@ -360,7 +361,9 @@ pub(crate) mod tests {
 
     #[test]
     fn an_appended_frame_is_what_the_library_sends() {
-        let table = RequestTable::build(3, 0, |k| request::get("b", format!("k/{k}").as_bytes(), ByteRange::Whole));
+        let table = RequestTable::build(candybox_wire::frame::FRAME_VERSION, 3, 0, |k| {
+            request::get("b", format!("k/{k}").as_bytes(), ByteRange::Whole)
+        });
         assert_eq!(table.len(), 3);
         let mut frame = vec![9u8];
         assert!(table.append(1, 0xDEAD_BEEF_0042, &mut frame));
@@ -373,7 +376,7 @@ pub(crate) mod tests {
         assert!(!table.append(3, 1, &mut frame), "no key 3");
         assert_eq!(table.frame_bytes_max(), frame.len());
         // A put's header announces the payload that follows it.
-        let puts = RequestTable::build(1, 1024, |_| {
+        let puts = RequestTable::build(1, 1, 1024, |_| {
             request::put("b", b"k", &PutOptions { size: Some(1024), ..PutOptions::default() })
         });
         let mut out = Vec::new();
@@ -381,7 +384,7 @@ pub(crate) mod tests {
         let mut raw = [0u8; FRAME_HEADER_BYTES];
         raw.copy_from_slice(&out[..FRAME_HEADER_BYTES]);
         let h = FrameHeader::decode(&raw, CAP).unwrap();
-        assert_eq!((h.payload_len, h.is_end()), (1024, true));
+        assert_eq!((h.payload_len, h.is_end(), h.version), (1024, true, 1), "a version-1 table writes version 1");
     }
 
     #[test]

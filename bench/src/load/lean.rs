@@ -41,9 +41,12 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use candybox_wire::client::{
-    placement::{partition_of, shard_of, PLACEMENT_V1},
-    request, ByteRange, ClientConfig, ClientError, MonoioClient, PutOptions,
+use candybox_wire::{
+    client::{
+        placement::{partition_of, shard_of, PLACEMENT_V1},
+        reply, request, ByteRange, ClientConfig, ClientError, MonoioClient, PutOptions,
+    },
+    frame::FRAME_VERSION,
 };
 use monoio::{
     buf::IoBufMut as _,
@@ -56,6 +59,7 @@ use super::{
     frames::{error_code_name, RequestTable},
     key_name,
     pipeline::{Completion, Outcome, Pipeline, DEPTH_MAX},
+    raw::RawClient,
     tally::{micros, Tally},
     timer::{tighten_timer_slack, PreciseTimer},
     KeyChooser, Mix, OpKind, Schedule, SizeSpec,
@@ -89,7 +93,7 @@ const REPLY_OVERHEAD_BYTES: usize = 512;
 const SHARD_DRAWS_MAX: u32 = 1000;
 
 /// Why the lean path cannot run a configuration, or `None` when it can.
-pub fn unsupported(mix: &Mix, sizes: &SizeSpec, keys: u64) -> Option<String> {
+pub fn unsupported(mix: &Mix, sizes: &SizeSpec, keys: u64, frame_version: u8) -> Option<String> {
     if let Some(&(op, _)) = mix.weights.iter().find(|(op, _)| !matches!(op, OpKind::Get | OpKind::Head | OpKind::Put)) {
         return Some(format!("the mix has {} (the lean path runs get, head and put)", op.name()));
     }
@@ -99,7 +103,8 @@ pub fn unsupported(mix: &Mix, sizes: &SizeSpec, keys: u64) -> Option<String> {
     if mix.has(OpKind::Put) && *size > LEAN_PUT_BYTES_MAX {
         return Some(format!("puts of {size} bytes are larger than the lean path's {LEAN_PUT_BYTES_MAX}"));
     }
-    if *size > LEAN_GET_BYTES_MAX {
+    // Version 1 has no flow control: a reply of any size streams through.
+    if frame_version >= 2 && *size > LEAN_GET_BYTES_MAX {
         return Some(format!("objects of {size} bytes are larger than the lean path's {LEAN_GET_BYTES_MAX}"));
     }
     if keys > LEAN_KEYS_MAX {
@@ -141,6 +146,9 @@ pub struct LeanConfig {
     pub payload: Vec<u8>,
     /// The frame cap (the node's `frame_body_bytes_max`).
     pub cap: u32,
+    /// The frame version requests are written in (replies come in the same); below the
+    /// library's own, the set-up goes through [`RawClient`] too.
+    pub frame_version: u8,
 }
 
 /// Everything the lean path prepared before the run, shared read-only by the client threads.
@@ -177,18 +185,32 @@ impl LeanPlan {
     /// When the node cannot be reached or does not know the Box.
     pub async fn build(config: LeanConfig) -> anyhow::Result<LeanPlan> {
         assert!((1..=DEPTH_MAX).contains(&config.depth), "depth checked by the caller");
-        let mut client_config = ClientConfig::new(config.server.clone());
-        // This client only asks; the routing decision is made here from its answers.
-        client_config.routing = false;
-        let admin =
-            MonoioClient::connect(client_config).await.with_context(|| format!("connect to {}", config.server))?;
-        let partitions = admin.head_box(&config.box_name).await.context("head the box")?.partitions;
         let main_addr = resolve(&config.server)?;
-        let (mut shard_count, mut ports, mut routing_note) = (1u16, Vec::new(), String::new());
-        if !config.routing {
-            routing_note = "routing off (--no-routing): every connection to the main port".into();
+        let (partitions, topology) = if config.frame_version < FRAME_VERSION {
+            // The library speaks only the newest version: ask in the node's own.
+            let mut raw = RawClient::connect(main_addr, config.frame_version, config.cap).await?;
+            let head = raw.call(&request::head_box(&config.box_name), &[]).await.context("head the box")?;
+            let partitions = reply::box_reply(&head, config.cap).context("head the box")?.partitions;
+            let topology = if config.routing {
+                let t = raw.call(&request::topology(), &[]).await.context("read the node's topology")?;
+                Some(reply::topology(&t, config.cap))
+            } else {
+                None
+            };
+            (partitions, topology)
         } else {
-            match admin.topology().await {
+            let mut client_config = ClientConfig::new(config.server.clone());
+            // This client only asks; the routing decision is made here from its answers.
+            client_config.routing = false;
+            let admin =
+                MonoioClient::connect(client_config).await.with_context(|| format!("connect to {}", config.server))?;
+            let partitions = admin.head_box(&config.box_name).await.context("head the box")?.partitions;
+            let topology = if config.routing { Some(admin.topology().await) } else { None };
+            (partitions, topology)
+        };
+        let (mut shard_count, mut ports, mut routing_note) = (1u16, Vec::new(), String::new());
+        if let Some(topology) = topology {
+            match topology {
                 Ok(t)
                     if t.placement == PLACEMENT_V1
                         && t.shard_count > 0
@@ -210,6 +232,8 @@ impl LeanPlan {
                 }
                 Err(e) => bail!("read the node's topology: {e}"),
             }
+        } else {
+            routing_note = "routing off (--no-routing): every connection to the main port".into();
         }
         let routed = !ports.is_empty();
         let keys = config.key_count;
@@ -245,16 +269,16 @@ impl LeanPlan {
         let mut tables: Vec<Option<RequestTable>> = vec![None; OpKind::ALL.len()];
         let mut request_bytes_max = 0;
         for &(op, _) in &config.mix.weights {
-            let b = config.box_name.as_str();
+            let (b, v) = (config.box_name.as_str(), config.frame_version);
             let table = match op {
                 OpKind::Get => {
-                    RequestTable::build(keys, 0, |k| request::get(b, key_name(k).as_bytes(), ByteRange::Whole))
+                    RequestTable::build(v, keys, 0, |k| request::get(b, key_name(k).as_bytes(), ByteRange::Whole))
                 }
-                OpKind::Head => RequestTable::build(keys, 0, |k| request::head(b, key_name(k).as_bytes())),
+                OpKind::Head => RequestTable::build(v, keys, 0, |k| request::head(b, key_name(k).as_bytes())),
                 OpKind::Put => {
                     // As `put_bytes` sends it: the default options with the exact size.
                     let options = PutOptions { size: Some(config.size), ..PutOptions::default() };
-                    RequestTable::build(keys, size32, |k| request::put(b, key_name(k).as_bytes(), &options))
+                    RequestTable::build(v, keys, size32, |k| request::put(b, key_name(k).as_bytes(), &options))
                 }
                 other => bail!("the lean path does not run {}", other.name()),
             };

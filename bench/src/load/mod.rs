@@ -11,6 +11,7 @@
 pub mod frames;
 pub mod lean;
 pub mod pipeline;
+pub mod raw;
 pub mod scrape;
 pub mod tally;
 pub mod timer;
