@@ -79,6 +79,8 @@ struct Conn {
     active: RefCell<FxHashMap<u64, Rc<ReqCtl>>>,
     /// Version 2: the queue of credit that flow-controlled bodies took (see [`grant_loop`]).
     grants: RefCell<Option<async_channel::Sender<(u64, u64)>>>,
+    /// Requests the read loop ran in this batch (metric index, failed), recorded at its end.
+    ran: RefCell<Vec<(usize, bool)>>,
     /// Requests holding an in-flight slot, and the read loop waiting for one.
     slots: Cell<usize>,
     slot_waiter: RefCell<Option<Waker>>,
@@ -542,6 +544,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
         streams: RefCell::new(FxHashMap::default()),
         active: RefCell::new(FxHashMap::default()),
         grants: RefCell::new(None),
+        ran: RefCell::new(Vec::with_capacity(64)),
         slots: Cell::new(0),
         slot_waiter: RefCell::new(None),
         in_flight_max: shard.shared.config.requests_in_flight_max as usize,
@@ -619,13 +622,14 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
             };
             let end = at + FRAME_HEADER_BYTES + header.frame_len();
             let frame = buf.get(at + FRAME_HEADER_BYTES..end).unwrap_or_default();
-            if let Err(stop) = on_frame(conn, &header, frame, &mut fbb, arrived).await {
+            if let Err(stop) = on_frame(conn, &header, frame, &mut fbb).await {
                 return stop;
             }
             at = end;
             handled = true;
         }
         if handled {
+            record_ran(conn, arrived);
             conn.out.flush();
             conn.watch.last_frame.set(arrived);
             conn.watch.frame_since.set(None);
@@ -646,9 +650,10 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
                 buf.clear();
                 conn.watch.frame_since.set(None);
                 arrived = Instant::now();
-                if let Err(stop) = on_frame(conn, &header, &frame, &mut fbb, arrived).await {
+                if let Err(stop) = on_frame(conn, &header, &frame, &mut fbb).await {
                     return stop;
                 }
+                record_ran(conn, arrived);
                 conn.out.flush();
                 conn.watch.last_frame.set(arrived);
                 continue;
@@ -774,7 +779,6 @@ async fn on_frame(
     header: &FrameHeader,
     frame: &[u8],
     fbb: &mut FlatBufferBuilder<'static>,
-    arrived: Instant,
 ) -> Result<(), Stop> {
     // The first frame says which version the peer speaks; it may not change.
     match conn.version.get() {
@@ -817,7 +821,7 @@ async fn on_frame(
             if !command::is_streamed(kind) && !header.is_end() {
                 return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
             }
-            if header.is_end() && run_now(conn, id, req, fbb, arrived) {
+            if header.is_end() && run_now(conn, id, req, fbb) {
                 return Ok(());
             }
             // Backpressure: wait for a slot before taking the frame. But while bodies are still
@@ -865,7 +869,7 @@ fn cancel(conn: &Conn, id: u64) {
 
 /// Runs a get or head right here when it needs no waiting, its reply appended to the output.
 /// False when it must run as a task (the partition not open here, a Candy in Syrups, ...).
-fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuilder<'static>, started: Instant) -> bool {
+fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuilder<'static>) -> bool {
     let kind = req.body_type();
     let (box_name, key, range) = match kind {
         fb::RequestBody::Get => {
@@ -883,56 +887,69 @@ fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuild
         return false;
     }
     let Some(engine) = conn.shard.engine_now(box_name, key) else { return false };
-    let value = match engine.lookup_encoded(key) {
-        Ok(Some(v)) => v,
-        Ok(None) => {
-            answer_error(conn, id, kind, &NodeError::Engine(candybox_core::error::Error::NotFound), started);
-            return true;
+    // The locator is viewed where it lies (a memtable entry or a table block) and the reply
+    // written while it is borrowed.
+    let answered = engine.with_encoded(key, |value| {
+        if kind == fb::RequestBody::Head {
+            let Ok(Some(head)) = candybox_core::locator::Head::view(value) else { return Ran::NotHere };
+            conn.out.frame(FrameKind::Reply, id, true, reply::head_in(fbb, &head), Payload::None);
+            return Ran::Done;
         }
-        Err(e) => {
-            answer_error(conn, id, kind, &NodeError::Engine(e), started);
-            return true;
-        }
-    };
-    if kind == fb::RequestBody::Head {
-        let head = match candybox_core::locator::Head::view(&value) {
-            Ok(Some(h)) => h,
-            _ => return false,
-        };
-        conn.out.frame(FrameKind::Reply, id, true, reply::head_in(fbb, &head), Payload::None);
-    } else {
-        let view = match candybox_core::locator::InlineView::decode(&value) {
-            Ok(Some(v)) => v,
-            _ => return false,
-        };
+        let Ok(Some(view)) = candybox_core::locator::InlineView::decode(value) else { return Ran::NotHere };
         let (first, len) = match range.map(|r| r.resolve(view.head.size)) {
             None => (0, view.head.size),
             Some(Ok(fl)) => fl,
-            Some(Err(e)) => {
-                answer_error(conn, id, kind, &NodeError::Engine(e), started);
-                return true;
-            }
+            Some(Err(e)) => return Ran::Failed(e),
         };
         let data = view.data.get(first as usize..(first + len) as usize).unwrap_or_default();
-        conn.out.frame(
-            FrameKind::Reply,
-            id,
-            true,
-            reply::get_done_in(fbb, &view.head, first, len),
-            Payload::Slice(data),
-        );
+        let body = reply::get_done_in(fbb, &view.head, first, len);
+        conn.out.frame(FrameKind::Reply, id, true, body, Payload::Slice(data));
         crate::metrics::own_add(&conn.shard.metrics().bytes_out, len);
-    }
-    conn.shard.metrics().record(command::op_index(kind), started.elapsed().as_micros() as u64, false);
+        Ran::Done
+    });
+    let failed = match answered {
+        Ok(Some(Ran::Done)) => false,
+        Ok(Some(Ran::NotHere)) => return false,
+        Ok(Some(Ran::Failed(e))) | Err(e) => {
+            answer_error(conn, id, &NodeError::Engine(e));
+            true
+        }
+        Ok(None) => {
+            answer_error(conn, id, &NodeError::Engine(candybox_core::error::Error::NotFound));
+            true
+        }
+    };
+    conn.ran.borrow_mut().push((command::op_index(kind), failed));
     true
 }
 
-fn answer_error(conn: &Conn, id: u64, kind: fb::RequestBody, e: &NodeError, started: Instant) {
-    let failed = Outcome::error(e);
-    if let Outcome::Failed { reply, .. } = &failed {
-        conn.out.frame(FrameKind::Reply, id, true, reply, Payload::None);
+/// How a request run in the read loop went.
+enum Ran {
+    /// Answered.
+    Done,
+    /// It must run as a task after all (a Candy in Syrups).
+    NotHere,
+    /// Answered with this error.
+    Failed(candybox_core::error::Error),
+}
+
+fn answer_error(conn: &Conn, id: u64, e: &NodeError) {
+    if let Outcome::Failed { reply, .. } = Outcome::error(e) {
+        conn.out.frame(FrameKind::Reply, id, true, &reply, Payload::None);
     }
-    conn.shard.metrics().record(command::op_index(kind), started.elapsed().as_micros() as u64, true);
+}
+
+/// Records the requests the read loop ran since the last call, each with the time since their
+/// bytes arrived (one clock read per batch, not per request).
+fn record_ran(conn: &Conn, arrived: Instant) {
+    let mut ran = conn.ran.borrow_mut();
+    if ran.is_empty() {
+        return;
+    }
+    let latency_us = arrived.elapsed().as_micros() as u64;
+    for (op, failed) in ran.drain(..) {
+        conn.shard.metrics().record(op, latency_us, failed);
+    }
 }
 
 async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Result<(), FrameError> {

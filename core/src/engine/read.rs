@@ -194,16 +194,25 @@ impl<S: Storage> State<S> {
 
     /// [`State::resolve`] without decoding: the encoded locator of the newest live version.
     fn resolve_encoded(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<Bytes>> {
-        let mut found: Option<Bytes> = self.mem.get(key).map(|e| e.value.clone());
+        Ok(self.find_live(key, dir)?.map(|v| match v {
+            Found::Memtable(b) => b.clone(),
+            Found::Table(b) => b,
+        }))
+    }
+
+    /// The encoded newest live version of `key`: borrowed from the memtable (no reference count
+    /// touched), or the slice a table returned.
+    fn find_live(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<Found<'_>>> {
+        let mut found: Option<Found<'_>> = self.mem.get(key).map(|e| Found::Memtable(&e.value));
         if found.is_none() {
-            found = self.imm.as_ref().and_then(|m| m.get(key).map(|e| e.value.clone()));
+            found = self.imm.as_ref().and_then(|m| m.get(key).map(|e| Found::Memtable(&e.value)));
         }
         if found.is_none() {
             'levels: for (level, tables) in self.version.levels.iter().enumerate() {
                 if level == 0 {
                     for t in tables {
                         if let Some(v) = t.table.get(key).map_err(table_error(t.rec.number, dir))? {
-                            found = Some(v);
+                            found = Some(Found::Table(v));
                             break 'levels;
                         }
                     }
@@ -212,7 +221,7 @@ impl<S: Storage> State<S> {
                     if let Some(t) = tables.get(i) {
                         if t.rec.smallest.as_slice() <= key {
                             if let Some(v) = t.table.get(key).map_err(table_error(t.rec.number, dir))? {
-                                found = Some(v);
+                                found = Some(Found::Table(v));
                                 break 'levels;
                             }
                         }
@@ -221,7 +230,7 @@ impl<S: Storage> State<S> {
             }
         }
         let Some(value) = found else { return Ok(None) };
-        let (kind, hlc) = CandyLocator::peek(&value).map_err(locator_error)?;
+        let (kind, hlc) = CandyLocator::peek(value.bytes()).map_err(locator_error)?;
         if kind != crate::locator::Kind::Put {
             return Ok(None);
         }
@@ -229,6 +238,23 @@ impl<S: Storage> State<S> {
             return Ok(None);
         }
         Ok(Some(value))
+    }
+}
+
+/// An encoded locator found by a lookup.
+enum Found<'a> {
+    /// In a memtable: borrowed.
+    Memtable(&'a Bytes),
+    /// In a table: the slice its lookup returned.
+    Table(Bytes),
+}
+
+impl Found<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Found::Memtable(b) => b,
+            Found::Table(b) => b,
+        }
     }
 }
 
@@ -253,6 +279,19 @@ impl<S: Storage> Engine<S> {
         validate_key(key)?;
         self.check_usable()?;
         self.inner.state.borrow().resolve_encoded(key, &self.inner.config.partition_dir)
+    }
+
+    /// Runs `f` on the encoded locator of `key`'s committed live version, viewed in place (a
+    /// memtable entry is not even reference-counted): for readers that need no waiting and keep
+    /// nothing of it ([`crate::locator::InlineView`]). `Ok(None)` when there is no live version.
+    ///
+    /// # Errors
+    /// As [`Engine::lookup_encoded`].
+    pub fn with_encoded<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        validate_key(key)?;
+        self.check_usable()?;
+        let state = self.inner.state.borrow();
+        Ok(state.find_live(key, &self.inner.config.partition_dir)?.map(|v| f(v.bytes())))
     }
 
     /// The committed live locator of `key` and its encoding.
