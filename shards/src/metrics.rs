@@ -141,6 +141,8 @@ pub struct ShardMetrics {
     /// The shard thread's kernel thread id (0 until it starts): the HTTP thread reads the
     /// thread's CPU time from `/proc/self/task/<tid>/schedstat`.
     pub thread_id: AtomicU64,
+    /// Nanoseconds spin-before-park spent on idle turns (see `Shard::poll_while_busy`).
+    pub spin_idle_ns: AtomicU64,
 }
 
 /// Adds `n` to a counter of a shard's own slot, which only that shard's thread writes: a plain
@@ -474,6 +476,18 @@ impl NodeMetrics {
             if let Some(seconds) = thread_cpu_seconds(m.thread_id.load(Relaxed)) {
                 let _ = writeln!(out, "candybox_shard_cpu_seconds_total{{shard=\"{s}\"}} {seconds}");
             }
+        }
+        header(
+            &mut out,
+            "candybox_shard_spin_seconds_total",
+            "counter",
+            "Of the shard thread's CPU time, what spin-before-park spent on idle turns (a turn in which \
+             no other work ran): subtract it from candybox_shard_cpu_seconds_total for the CPU the \
+             requests cost.",
+        );
+        for (s, m) in shards() {
+            let seconds = m.spin_idle_ns.load(Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "candybox_shard_spin_seconds_total{{shard=\"{s}\"}} {seconds}");
         }
         header(&mut out, "candybox_ready", "gauge", "1 once every partition is recovered.");
         let _ = writeln!(out, "candybox_ready {}", u8::from(self.ready.load(Relaxed)));

@@ -252,3 +252,20 @@ async fn a_version_one_client_is_answered_in_version_one_and_may_not_send_contro
     assert!(closed, "a control frame in version 1 closes the connection");
     assert!(node.metric_sum("candybox_frames_malformed_total") >= 1.0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn idle_spin_is_reported_apart_from_the_requests_cpu() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, c) = node_with_box(dir.path()).await;
+    for i in 0..200u32 {
+        let key = format!("k{i}");
+        c.put(BOX, key.as_bytes(), &PutOptions::default(), Bytes::from(vec![1u8; 100])).await.expect("put");
+        let _ = c.head(BOX, key.as_bytes()).await.expect("head");
+    }
+    let cpu = node.metric_sum("candybox_shard_cpu_seconds_total");
+    let spin = node.metric_sum("candybox_shard_spin_seconds_total");
+    let (_, text) = node.http_get("/metrics");
+    assert!(text.contains("# TYPE candybox_shard_spin_seconds_total counter"), "the spin metric is exposed");
+    assert!(cpu > 0.0, "the shard's CPU is reported");
+    assert!((0.0..=cpu).contains(&spin), "idle spin ({spin} s) is part of the shard's CPU ({cpu} s)");
+}

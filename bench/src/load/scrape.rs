@@ -128,6 +128,11 @@ pub struct NodeDelta {
     pub cpu_s_by_shard: Vec<f64>,
     /// CPU µs of all shards per request.
     pub cpu_us_per_op: f64,
+    /// Seconds of that CPU spent spinning idle before parking (`candybox_shard_spin_seconds_total`;
+    /// 0 from a node that does not report it).
+    pub spin_s: f64,
+    /// CPU µs per request without the idle spin: what the requests cost.
+    pub request_cpu_us_per_op: f64,
     /// Whether both readings followed a maintenance pass (else the engine figures may lag).
     pub engine_figures_fresh: bool,
 }
@@ -144,6 +149,8 @@ impl NodeDelta {
             .map(|(s, a)| (a - before.cpu_by_shard.get(s).copied().unwrap_or(0.0)).max(0.0))
             .collect();
         let commits = d("candybox_group_commits_total");
+        let cpu_total: f64 = cpu.iter().sum();
+        let spin_s = d("candybox_shard_spin_seconds_total").min(cpu_total);
         NodeDelta {
             requests: requests as u64,
             wal_fsyncs: d("candybox_wal_fsyncs_total") as u64,
@@ -153,7 +160,9 @@ impl NodeDelta {
             cross_shard_forwards: d("candybox_cross_shard_forwards_total") as u64,
             forwards_per_op: per_op(d("candybox_cross_shard_forwards_total")),
             busy_replies: d("candybox_busy_replies_total") as u64,
-            cpu_us_per_op: per_op(cpu.iter().sum::<f64>() * 1e6),
+            cpu_us_per_op: per_op(cpu_total * 1e6),
+            spin_s,
+            request_cpu_us_per_op: per_op((cpu_total - spin_s) * 1e6),
             cpu_s_by_shard: cpu,
             engine_figures_fresh: fresh,
         }
@@ -175,6 +184,10 @@ pub struct NodeWindow {
     pub cpu_s: f64,
     /// CPU µs of all shards per request.
     pub cpu_us_per_op: f64,
+    /// Seconds of that CPU spent spinning idle before parking.
+    pub spin_s: f64,
+    /// CPU µs per request without the idle spin: what the requests cost.
+    pub request_cpu_us_per_op: f64,
     /// What the figures cover.
     pub covers: &'static str,
 }
@@ -188,10 +201,13 @@ impl NodeWindow {
             requests: d.requests,
             busy_replies: d.busy_replies,
             cpu_us_per_op: d.cpu_us_per_op,
+            spin_s: d.spin_s,
+            request_cpu_us_per_op: d.request_cpu_us_per_op,
             cpu_s_by_shard: d.cpu_s_by_shard,
             cpu_s,
-            covers: "the measured window only: shard threads' CPU (candybox_shard_cpu_seconds_total) and \
-                     requests (candybox_requests_total) read at its start and end",
+            covers: "the measured window only: shard threads' CPU (candybox_shard_cpu_seconds_total), its idle \
+                     spin (candybox_shard_spin_seconds_total) and requests (candybox_requests_total) read at \
+                     its start and end",
         }
     }
 }
@@ -232,5 +248,22 @@ mod tests {
         assert!((d.fsyncs_per_op - 0.05).abs() < 1e-9);
         assert!((d.cpu_us_per_op - 20.0).abs() < 1e-6, "{}", d.cpu_us_per_op);
         assert_eq!(d.cpu_s_by_shard.len(), 2);
+        assert!((d.request_cpu_us_per_op - 20.0).abs() < 1e-6, "no spin reported: the requests cost it all");
+    }
+
+    #[test]
+    fn idle_spin_is_taken_out_of_the_requests_cpu() {
+        let before = Scrape::parse(
+            "candybox_requests_total{shard=\"0\"} 0\ncandybox_shard_cpu_seconds_total{shard=\"0\"} 1.0\n\
+             candybox_shard_spin_seconds_total{shard=\"0\"} 0.5\n",
+        );
+        let after = Scrape::parse(
+            "candybox_requests_total{shard=\"0\"} 1000\ncandybox_shard_cpu_seconds_total{shard=\"0\"} 1.03\n\
+             candybox_shard_spin_seconds_total{shard=\"0\"} 0.51\n",
+        );
+        let d = NodeDelta::between(&before, &after, true);
+        assert!((d.cpu_us_per_op - 30.0).abs() < 1e-6, "{}", d.cpu_us_per_op);
+        assert!((d.spin_s - 0.01).abs() < 1e-9, "{}", d.spin_s);
+        assert!((d.request_cpu_us_per_op - 20.0).abs() < 1e-6, "{}", d.request_cpu_us_per_op);
     }
 }
