@@ -343,6 +343,21 @@ fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
     }
 }
 
+/// The listing window a list request asks for.
+///
+/// # Errors
+/// `LimitExceeded` for a bound longer than a key.
+pub fn list_options(r: &fb::List<'_>) -> Result<ListOptions, NodeError> {
+    Ok(ListOptions {
+        start: bound(r.start())?,
+        end: bound(r.end())?,
+        prefix: bound(r.prefix())?,
+        start_after: bound(r.start_after())?,
+        reverse: r.reverse(),
+        limit: r.limit() as usize,
+    })
+}
+
 /// The byte range a get asks for (`None`: the whole Candy).
 ///
 /// # Errors
@@ -413,14 +428,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
         }
         fb::RequestBody::List => {
             let r = req.body_as_list().ok_or_else(missing)?;
-            let opts = ListOptions {
-                start: bound(r.start())?,
-                end: bound(r.end())?,
-                prefix: bound(r.prefix())?,
-                start_after: bound(r.start_after())?,
-                reverse: r.reverse(),
-                limit: r.limit() as usize,
-            };
+            let opts = list_options(&r)?;
             Command::Partitioned {
                 box_name: box_name(r.box_name())?,
                 partition: r.partition(),

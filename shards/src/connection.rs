@@ -867,10 +867,13 @@ fn cancel(conn: &Conn, id: u64) {
     }
 }
 
-/// Runs a get or head right here when it needs no waiting, its reply appended to the output.
-/// False when it must run as a task (the partition not open here, a Candy in Syrups, ...).
+/// Runs a get, head or list page right here when it needs no waiting, its reply appended to the
+/// output. False when it must run as a task (the partition not open here, a Candy in Syrups, ...).
 fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuilder<'static>) -> bool {
     let kind = req.body_type();
+    if kind == fb::RequestBody::List {
+        return list_now(conn, id, req);
+    }
     let (box_name, key, range) = match kind {
         fb::RequestBody::Get => {
             let Some(g) = req.body_as_get() else { return false };
@@ -920,6 +923,26 @@ fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuild
         }
     };
     conn.ran.borrow_mut().push((command::op_index(kind), failed));
+    true
+}
+
+/// A list page of a partition open on this shard, run right here (a listing waits for
+/// nothing). False when it must run as a task; a bad window is left to the task's answer.
+fn list_now(conn: &Conn, id: u64, req: fb::Request<'_>) -> bool {
+    let Some(l) = req.body_as_list() else { return false };
+    let Ok(opts) = command::list_options(&l) else { return false };
+    let Some(engine) = conn.shard.engine_now_at(l.box_name(), l.partition()) else { return false };
+    let failed = match engine.list_now(&opts) {
+        Ok(page) => {
+            conn.out.frame(FrameKind::Reply, id, true, &reply::list_page(&page), Payload::None);
+            false
+        }
+        Err(e) => {
+            answer_error(conn, id, &NodeError::Engine(e));
+            true
+        }
+    };
+    conn.ran.borrow_mut().push((command::op_index(fb::RequestBody::List), failed));
     true
 }
 

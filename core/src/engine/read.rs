@@ -401,6 +401,15 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `InvalidArgument` for a page size over the limit; `Corrupt` when a table fails its checks.
     pub async fn list(&self, opts: &ListOptions) -> Result<ListPage> {
+        self.list_now(opts)
+    }
+
+    /// [`Engine::list`] in one synchronous step (it waits for nothing): for callers that run it
+    /// in place.
+    ///
+    /// # Errors
+    /// As [`Engine::list`].
+    pub fn list_now(&self, opts: &ListOptions) -> Result<ListPage> {
         self.check_usable()?;
         let limit = if opts.limit == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { opts.limit };
         if limit > limits::LIST_PAGE_ENTRIES_MAX {

@@ -98,6 +98,21 @@ impl Shard {
         self.table.engines.borrow().get(&(meta.box_uid, p)).map(|(_, e)| e.clone())
     }
 
+    /// [`Shard::engine_now`] for a request that names its partition (a list page).
+    pub fn engine_now_at(&self, box_name: &str, partition: u16) -> Option<PartitionEngine> {
+        if self.stopping.get() {
+            return None;
+        }
+        let meta = self.boxes.cached(box_name)?;
+        if !self.serves(&meta) || self.boxes.is_deleting(meta.box_uid) || partition >= meta.partitions {
+            return None;
+        }
+        if self.owner(box_name, partition) != self.id {
+            return None;
+        }
+        self.table.engines.borrow().get(&(meta.box_uid, partition)).map(|(_, e)| e.clone())
+    }
+
     /// The engine of a partition this shard owns, opened on first use, for one operation.
     ///
     /// # Errors
