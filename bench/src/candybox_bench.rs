@@ -37,7 +37,7 @@ use candybox_bench::{
         raw::RawClient,
         scrape::{self, NodeDelta, NodeWindow, Scrape},
         tally::{histogram, micros, Tally},
-        KeyChooser, Mix, OpKind, Schedule, SizeSpec, LIST_PAGE,
+        wait_until, KeyChooser, Mix, OpKind, Schedule, SizeSpec, LIST_PAGE,
     },
     utc_now,
 };
@@ -697,23 +697,6 @@ impl Worker {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Waits until `at`: on the timer while far off (its granularity is a millisecond), then by
-/// yielding to the other tasks, so the send is not late by the timer's rounding.
-async fn wait_until(at: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            return;
-        }
-        let left = at - now;
-        if left > Duration::from_millis(3) {
-            runtime::sleep(left - Duration::from_millis(2)).await;
-        } else {
-            runtime::yield_now().await;
         }
     }
 }

@@ -318,6 +318,21 @@ def read_tsv(path):
     return rows
 
 
+def target_table(targets):
+    """The report's table of targets: figures, ratio, CPU per request against Redis's, met or not."""
+    rows = []
+    for t in targets:
+        cpu_text = "-"
+        if t.get("redis_cpu_us_per_op") is not None:
+            cpu_text = (f"{cpu_s(t.get('node_cpu_us_per_op'))} / {cpu_s(t.get('redis_cpu_us_per_op'))}"
+                        f" = {ratio_s(t.get('redis_over_node_cpu'))}")
+        rows.append([t["shape"], t["node_text"], t["baseline_text"],
+                     ratio_s(t["ratio"]) if t["ratio"] is not None else "-", cpu_text, t["target"],
+                     "met" if t["met"] else "NOT MET"])
+    return table(["shape", "node", "baseline", "ratio", "CPU µs/op node / Redis = Redis÷node", "target", "result"],
+                 rows, "lllllll")
+
+
 def node_cpu(doc):
     """The node's CPU µs per request over the measured window (the whole run when absent)."""
     v = opt(doc, "node_window.cpu_us_per_op") or opt(doc, "node.cpu_us_per_op")
@@ -637,17 +652,7 @@ def report(work, out):
     L.append(f"pinning     {ctx.get('pinning')}")
     L.append("")
     L.append(f"Targets ({res['targets_met']} of {res['targets_total']} met)")
-    rows = []
-    for t in targets:
-        cpu_text = "-"
-        if t.get("redis_cpu_us_per_op") is not None or t.get("node_cpu_us_per_op") is not None:
-            cpu_text = (f"{cpu_s(t.get('node_cpu_us_per_op'))} / {cpu_s(t.get('redis_cpu_us_per_op'))}"
-                        f" = {ratio_s(t.get('redis_over_node_cpu'))}")
-        rows.append([t["shape"], t["node_text"], t["baseline_text"],
-                     ratio_s(t["ratio"]) if t["ratio"] is not None else "-", cpu_text, t["target"],
-                     "met" if t["met"] else "NOT MET"])
-    L += table(["shape", "node", "baseline", "ratio", "CPU µs/op node / Redis = Redis÷node", "target", "result"],
-               rows, "lllllll")
+    L += target_table(targets)
     for t in targets:
         if t.get("generator"):
             L.append(f"  {t['shape']}: {t['generator']}")
@@ -658,17 +663,7 @@ def report(work, out):
 
     L.append("")
     L.append(f"Earlier targets ({res['other_targets_met']} of {len(others)} met; same runs)")
-    rows = []
-    for t in others:
-        cpu_text = "-"
-        if t.get("redis_cpu_us_per_op") is not None:
-            cpu_text = (f"{cpu_s(t.get('node_cpu_us_per_op'))} / {cpu_s(t.get('redis_cpu_us_per_op'))}"
-                        f" = {ratio_s(t.get('redis_over_node_cpu'))}")
-        rows.append([t["shape"], t["node_text"], t["baseline_text"],
-                     ratio_s(t["ratio"]) if t["ratio"] is not None else "-", cpu_text, t["target"],
-                     "met" if t["met"] else "NOT MET"])
-    L += table(["shape", "node", "baseline", "ratio", "CPU µs/op node / Redis = Redis÷node", "target", "result"],
-               rows, "lllllll")
+    L += target_table(others)
 
     L.append("")
     L.append("Spin-before-park on (default) vs off: throughput of each shape in both runs, CPU per request "

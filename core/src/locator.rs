@@ -218,17 +218,7 @@ impl CandyLocator {
     /// # Errors
     /// [`DecodeError`] when the header is short or unknown.
     pub fn peek(buf: &[u8]) -> Result<(Kind, Hlc), DecodeError> {
-        let mut r = Reader::new(buf);
-        let version = r.u8()?;
-        if version != LOCATOR_VERSION {
-            return Err(DecodeError::UnsupportedVersion(u16::from(version)));
-        }
-        let kind = match r.u8()? {
-            1 => Kind::Put,
-            2 => Kind::Tombstone,
-            _ => return Err(DecodeError::Malformed { what: "locator kind", offset: 1 }),
-        };
-        Ok((kind, Hlc::decode(&mut r)?))
+        decode_prefix(&mut Reader::new(buf))
     }
 }
 
@@ -251,6 +241,20 @@ pub struct Head<'a> {
     meta: &'a [u8],
 }
 
+/// The version, kind and HLC every encoded locator starts with.
+fn decode_prefix(r: &mut Reader<'_>) -> Result<(Kind, Hlc), DecodeError> {
+    let version = r.u8()?;
+    if version != LOCATOR_VERSION {
+        return Err(DecodeError::UnsupportedVersion(u16::from(version)));
+    }
+    let kind = match r.u8()? {
+        1 => Kind::Put,
+        2 => Kind::Tombstone,
+        _ => return Err(DecodeError::Malformed { what: "locator kind", offset: 1 }),
+    };
+    Ok((kind, Hlc::decode(r)?))
+}
+
 enum Decoded<'a> {
     Tombstone(Hlc),
     Put(Head<'a>, Reader<'a>),
@@ -263,16 +267,7 @@ impl<'a> Head<'a> {
             return Err(DecodeError::Malformed { what: "locator length", offset: 0 });
         }
         let mut r = Reader::new(buf);
-        let version = r.u8()?;
-        if version != LOCATOR_VERSION {
-            return Err(DecodeError::UnsupportedVersion(u16::from(version)));
-        }
-        let kind = match r.u8()? {
-            1 => Kind::Put,
-            2 => Kind::Tombstone,
-            _ => return Err(malformed("locator kind", &r)),
-        };
-        let hlc = Hlc::decode(&mut r)?;
+        let (kind, hlc) = decode_prefix(&mut r)?;
         if kind == Kind::Tombstone {
             if r.remaining() != 0 {
                 return Err(malformed("trailing bytes", &r));

@@ -532,18 +532,7 @@ async fn wait_precise(timer: &mut Option<PreciseTimer>, at: Instant) {
             }
         }
     }
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            return;
-        }
-        let left = at - now;
-        if left > Duration::from_millis(3) {
-            monoio::time::sleep(left - Duration::from_millis(2)).await;
-        } else {
-            candybox_core::runtime::yield_now().await;
-        }
-    }
+    super::wait_until(at).await;
 }
 
 /// Closed loop on one connection: fill every free slot, send them in one write, read, handle

@@ -16,7 +16,11 @@ pub mod scrape;
 pub mod tally;
 pub mod timer;
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use rand::{rngs::SmallRng, Rng as _};
 use rand_distr::{Distribution as _, Zipf};
@@ -355,6 +359,23 @@ pub fn key_name(i: u64) -> String {
 pub fn error_kind(e: &impl fmt::Debug) -> String {
     let debug = format!("{e:?}");
     debug.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap_or("Unknown").to_string()
+}
+
+/// Waits until `at`: on monoio's timer while far off (its granularity is a millisecond), then by
+/// yielding to the other tasks, so a send is not late by the timer's rounding.
+pub async fn wait_until(at: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            return;
+        }
+        let left = at - now;
+        if left > Duration::from_millis(3) {
+            candybox_core::runtime::sleep(left - Duration::from_millis(2)).await;
+        } else {
+            candybox_core::runtime::yield_now().await;
+        }
+    }
 }
 
 #[cfg(test)]
