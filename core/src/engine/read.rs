@@ -187,17 +187,13 @@ fn tombstone_over(mem: &Memtable, imm: Option<&Rc<Memtable>>, version: &Version,
 impl<S: Storage> State<S> {
     /// The newest version of `key` in the committed state (ignores the commit queue).
     pub(crate) fn resolve(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<(Bytes, CandyLocator)>> {
-        let Some(value) = self.resolve_encoded(key, dir)? else { return Ok(None) };
-        let locator = CandyLocator::decode(&value).map_err(locator_error)?;
-        Ok(Some((value, locator)))
-    }
-
-    /// [`State::resolve`] without decoding: the encoded locator of the newest live version.
-    fn resolve_encoded(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<Bytes>> {
-        Ok(self.find_live(key, dir)?.map(|v| match v {
+        let Some(found) = self.find_live(key, dir)? else { return Ok(None) };
+        let value = match found {
             Found::Memtable(b) => b.clone(),
             Found::Table(b) => b,
-        }))
+        };
+        let locator = CandyLocator::decode(&value).map_err(locator_error)?;
+        Ok(Some((value, locator)))
     }
 
     /// The encoded newest live version of `key`: borrowed from the memtable (no reference count
@@ -268,25 +264,13 @@ impl<S: Storage> Engine<S> {
         Ok(st.resolve(key, &self.inner.config.partition_dir)?.map(|(_, l)| l))
     }
 
-    /// The encoded locator of `key`'s committed live version, not decoded (a memtable entry or a
-    /// slice of a table block): for readers that view it in place
-    /// ([`crate::locator::InlineView`]) and need no waiting.
-    ///
-    /// # Errors
-    /// `InvalidArgument` for a bad key; `Corrupt` when a table fails its checks; the engine's
-    /// failure when it stopped.
-    pub fn lookup_encoded(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        validate_key(key)?;
-        self.check_usable()?;
-        self.inner.state.borrow().resolve_encoded(key, &self.inner.config.partition_dir)
-    }
-
     /// Runs `f` on the encoded locator of `key`'s committed live version, viewed in place (a
     /// memtable entry is not even reference-counted): for readers that need no waiting and keep
     /// nothing of it ([`crate::locator::InlineView`]). `Ok(None)` when there is no live version.
     ///
     /// # Errors
-    /// As [`Engine::lookup_encoded`].
+    /// `InvalidArgument` for a bad key; `Corrupt` when a table fails its checks; the engine's
+    /// failure when it stopped.
     pub fn with_encoded<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         validate_key(key)?;
         self.check_usable()?;

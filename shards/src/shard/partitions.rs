@@ -84,6 +84,19 @@ impl Shard {
     /// the Box under way, not shutting down. `None` sends the request down the ordinary path
     /// (which answers every refusal properly).
     pub fn engine_now(&self, box_name: &str, key: &[u8]) -> Option<PartitionEngine> {
+        self.engine_now_for(box_name, |meta| Some(partition_for_key(key, meta.partitions)))
+    }
+
+    /// [`Shard::engine_now`] for a request that names its partition (a list page).
+    pub fn engine_now_at(&self, box_name: &str, partition: u16) -> Option<PartitionEngine> {
+        self.engine_now_for(box_name, |meta| (partition < meta.partitions).then_some(partition))
+    }
+
+    fn engine_now_for(
+        &self,
+        box_name: &str,
+        partition: impl FnOnce(&BoxMeta) -> Option<u16>,
+    ) -> Option<PartitionEngine> {
         if self.stopping.get() {
             return None;
         }
@@ -91,26 +104,11 @@ impl Shard {
         if !self.serves(&meta) || self.boxes.is_deleting(meta.box_uid) {
             return None;
         }
-        let p = partition_for_key(key, meta.partitions);
+        let p = partition(&meta)?;
         if self.owner(box_name, p) != self.id {
             return None;
         }
         self.table.engines.borrow().get(&(meta.box_uid, p)).map(|(_, e)| e.clone())
-    }
-
-    /// [`Shard::engine_now`] for a request that names its partition (a list page).
-    pub fn engine_now_at(&self, box_name: &str, partition: u16) -> Option<PartitionEngine> {
-        if self.stopping.get() {
-            return None;
-        }
-        let meta = self.boxes.cached(box_name)?;
-        if !self.serves(&meta) || self.boxes.is_deleting(meta.box_uid) || partition >= meta.partitions {
-            return None;
-        }
-        if self.owner(box_name, partition) != self.id {
-            return None;
-        }
-        self.table.engines.borrow().get(&(meta.box_uid, partition)).map(|(_, e)| e.clone())
     }
 
     /// The engine of a partition this shard owns, opened on first use, for one operation.
