@@ -455,7 +455,7 @@ impl<D: Driver> Exchange<D> {
             // The caller took the pieces received so far: the node may send as much again.
             let (head, body) = FrameHeader::credit(self.id, std::mem::take(&mut self.ungranted));
             let frame =
-                OutFrame { head: Bytes::copy_from_slice(&[&head[..], &body[..]].concat()), payload: Bytes::new() };
+                OutFrame { head: Bytes::from([&head[..], &body[..]].concat()), payload: Bytes::new() };
             if self.outbound.send(frame).await.is_err() {
                 return Err(self.closed_reason());
             }
@@ -499,7 +499,6 @@ impl<D: Driver> Exchange<D> {
 impl<D: Driver> Drop for Exchange<D> {
     fn drop(&mut self) {
         let started = self.encoder.as_ref().is_some_and(RequestEncoder::is_started);
-        let sent = self.is_sent();
         if self.reply_ended {
             return;
         }
@@ -516,7 +515,6 @@ impl<D: Driver> Drop for Exchange<D> {
                 return;
             }
         }
-        let _ = sent;
         let too_many = {
             let mut s = self.shared.lock();
             if s.closed.is_some() {
