@@ -454,8 +454,7 @@ impl<D: Driver> Exchange<D> {
         if self.ungranted > 0 {
             // The caller took the pieces received so far: the node may send as much again.
             let (head, body) = FrameHeader::credit(self.id, std::mem::take(&mut self.ungranted));
-            let frame =
-                OutFrame { head: Bytes::from([&head[..], &body[..]].concat()), payload: Bytes::new() };
+            let frame = OutFrame { head: Bytes::from([&head[..], &body[..]].concat()), payload: Bytes::new() };
             if self.outbound.send(frame).await.is_err() {
                 return Err(self.closed_reason());
             }
