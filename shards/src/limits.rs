@@ -1,9 +1,11 @@
 //! Bounds of every queue and buffer of the node (the engine's own live in `core::limits`).
 //!
 //! Memory a connection may pin, term by term (frame cap F, in-flight cap R):
-//! `F` (the frame being read) `+ R × BODY_PIECES_MAX × F` (put bodies queued towards engines)
-//! `+ OUTGOING_FRAMES_MAX × F` (replies queued for the writer; get payloads are mapped Syrup
-//! slices, not copies). Every received frame (the first two terms) also counts against the
+//! `READ_BUFFER_BYTES` (its read buffer) `+ F` (a frame larger than that, being read)
+//! `+ R × BODY_PIECES_MAX × F` (version 1: put bodies queued towards engines; version 2 bounds
+//! each body by its credit window, `STREAM_WINDOW_BYTES`) `+ OUTPUT_HIGH_BYTES` (replies queued
+//! for the writer, plus at most one frame each request appends past it; get payloads are mapped
+//! Syrup slices, not copies). Every frame that leaves the read buffer also counts against the
 //! node-wide `frame_memory_bytes_max` budget, reserved before its body is read and released when
 //! its bytes are dropped; its buffer grows only as bytes arrive.
 
