@@ -120,6 +120,10 @@ settings! {
         /// (µs) before it parks in the kernel, while spinning pays (adaptive); 0 turns it off.
         /// Spinning is also off when the shards outnumber the cores the node may run on.
         spin_before_park_us, "CANDYBOX_SPIN_BEFORE_PARK_US": u64 = 100;
+        /// Send the payload of large gets from the Syrup files to the socket with splice(2) (no
+        /// copy through user space; chunks are verified just before they are spliced); off
+        /// copies them with writev.
+        splice_gets, "CANDYBOX_SPLICE_GETS": bool = true;
         /// Pin each shard's thread to its own core.
         pin_cores, "CANDYBOX_PIN_CORES": bool = true;
         /// Chunk payload bytes of new writes.

@@ -43,6 +43,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use candybox_core::engine::Piece;
 use candybox_wire::{
     fb,
     frame::{self, credit_cost, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES, STREAM_WINDOW_BYTES},
@@ -65,6 +66,7 @@ use crate::{
     },
     reply::{self, NodeError, Outcome},
     shard::Shard,
+    splice::SplicePipe,
 };
 
 struct Conn {
@@ -266,7 +268,7 @@ struct Output {
     /// The version frames are written in (the peer's).
     version: Cell<u8>,
     buf: RefCell<Vec<u8>>,
-    large: RefCell<Vec<(usize, Bytes)>>,
+    large: RefCell<Vec<(usize, Piece)>>,
     /// Bytes queued and not yet handed to the socket, and those in the send under way.
     queued: Cell<usize>,
     sending: Cell<usize>,
@@ -280,8 +282,8 @@ enum Payload<'a> {
     None,
     /// Copied into the output (small).
     Slice(&'a [u8]),
-    /// Kept by reference unless small.
-    Pieces(Vec<Bytes>),
+    /// Kept by reference unless small (and spliced from their file where they have one).
+    Pieces(Vec<Piece>),
 }
 
 impl Output {
@@ -293,7 +295,7 @@ impl Output {
         let payload_len = match &payload {
             Payload::None => 0,
             Payload::Slice(s) => s.len(),
-            Payload::Pieces(p) => p.iter().map(Bytes::len).sum(),
+            Payload::Pieces(p) => p.iter().map(|p| p.bytes.len()).sum(),
         };
         let flags = if end { FLAG_END } else { 0 };
         let h =
@@ -307,8 +309,8 @@ impl Output {
             Payload::Pieces(pieces) => {
                 let mut large = self.large.borrow_mut();
                 for p in pieces {
-                    if p.len() <= WRITE_GATHER_PIECE_BYTES_MAX {
-                        buf.extend_from_slice(&p);
+                    if p.bytes.len() <= WRITE_GATHER_PIECE_BYTES_MAX {
+                        buf.extend_from_slice(&p.bytes);
                     } else {
                         large.push((buf.len(), p));
                     }
@@ -376,12 +378,14 @@ impl Output {
 
 /// Sends what the output queues, in order, until it is closed and empty or the socket fails.
 /// Everything queued when the writer wakes leaves in one send: one `write` of the gathered
-/// bytes, or one vectored `writev` when large pieces are among them.
+/// bytes, or one vectored `writev` when large pieces are among them, or, when they come from
+/// Syrup files (and `splice_gets` is on), through the connection's pipe ([`SplicePipe`]).
 async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, conn: Rc<Conn>) {
     let out = &conn.out;
     let mut spare: Vec<u8> = Vec::with_capacity(WRITE_GATHER_BYTES);
-    let mut spare_large: Vec<(usize, Bytes)> = Vec::new();
+    let mut spare_large: Vec<(usize, Piece)> = Vec::new();
     let mut iovecs: Vec<libc::iovec> = Vec::new();
+    let mut pipe = Splicing::new(conn.shard.shared.config.splice_gets);
     loop {
         let more = std::future::poll_fn(|cx| {
             if out.queued.get() > 0 {
@@ -400,7 +404,15 @@ async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, conn: Rc<Conn>) {
         let buf = std::mem::replace(&mut *out.buf.borrow_mut(), std::mem::take(&mut spare));
         let large = std::mem::replace(&mut *out.large.borrow_mut(), std::mem::take(&mut spare_large));
         out.sending.set(out.queued.replace(0));
-        let sent = send(&mut wr, buf, large, std::mem::take(&mut iovecs)).await;
+        let sent = if let Some(p) = pipe.for_batch(&large) {
+            let sent = p.send(&mut wr, &buf, &large).await;
+            sent.ok().map(|spliced| {
+                crate::metrics::own_add(&conn.shard.metrics().get_spliced_bytes, spliced);
+                (emptied(buf), emptied(large), std::mem::take(&mut iovecs))
+            })
+        } else {
+            send(&mut wr, buf, large, std::mem::take(&mut iovecs)).await
+        };
         out.sending.set(0);
         out.wake_room();
         let Some((buf, large, iov)) = sent else {
@@ -416,20 +428,64 @@ async fn write_loop(mut wr: OwnedWriteHalf<TcpStream>, conn: Rc<Conn>) {
     let _ = wr.shutdown().await;
 }
 
+fn emptied<T>(mut v: Vec<T>) -> Vec<T> {
+    v.clear();
+    v
+}
+
+/// The writer's splicing state: off by configuration, not yet needed, a pipe, or given up (no
+/// pipe could be made: out of descriptors).
+enum Splicing {
+    Off,
+    Idle,
+    Pipe(SplicePipe),
+}
+
+impl Splicing {
+    fn new(on: bool) -> Splicing {
+        if on {
+            Splicing::Idle
+        } else {
+            Splicing::Off
+        }
+    }
+
+    /// The pipe to send this batch through: when splicing is on and a piece comes from a file.
+    fn for_batch(&mut self, large: &[(usize, Piece)]) -> Option<&mut SplicePipe> {
+        if matches!(self, Splicing::Off) || !large.iter().any(|(_, p)| p.file.is_some()) {
+            return None;
+        }
+        if matches!(self, Splicing::Idle) {
+            match SplicePipe::new() {
+                Ok(p) => *self = Splicing::Pipe(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no pipe for splicing gets; this connection copies them");
+                    *self = Splicing::Off;
+                    return None;
+                }
+            }
+        }
+        match self {
+            Splicing::Pipe(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// Most iovecs handed to one `writev` (the kernel's `IOV_MAX` is 1024).
 const IOVECS_PER_SEND_MAX: usize = 512;
 
 /// The gathered small bytes interleaved with the large pieces, as an iovec array for `writev`.
 struct Gather {
     head: Vec<u8>,
-    pieces: Vec<(usize, Bytes)>,
+    pieces: Vec<(usize, Piece)>,
     iovecs: Vec<libc::iovec>,
     /// The first iovec not yet sent whole (`iovecs[first]` is advanced past what was sent).
     first: usize,
 }
 
 impl Gather {
-    fn new(head: Vec<u8>, pieces: Vec<(usize, Bytes)>, mut iovecs: Vec<libc::iovec>) -> Gather {
+    fn new(head: Vec<u8>, pieces: Vec<(usize, Piece)>, mut iovecs: Vec<libc::iovec>) -> Gather {
         iovecs.clear();
         let mut at = 0usize;
         let mut small = |iovecs: &mut Vec<libc::iovec>, to: usize| {
@@ -442,7 +498,7 @@ impl Gather {
         };
         for (pos, p) in &pieces {
             small(&mut iovecs, *pos);
-            iovecs.push(libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() });
+            iovecs.push(libc::iovec { iov_base: p.bytes.as_ptr() as *mut libc::c_void, iov_len: p.bytes.len() });
         }
         small(&mut iovecs, head.len());
         Gather { head, pieces, iovecs, first: 0 }
@@ -482,14 +538,14 @@ unsafe impl monoio::buf::IoVecBuf for Gather {
     }
 }
 
-type Sent = (Vec<u8>, Vec<(usize, Bytes)>, Vec<libc::iovec>);
+type Sent = (Vec<u8>, Vec<(usize, Piece)>, Vec<libc::iovec>);
 
 /// Sends the gathered bytes with the large pieces in their places; returns the emptied buffers,
 /// or `None` when the socket failed.
 async fn send(
     wr: &mut OwnedWriteHalf<TcpStream>,
     buf: Vec<u8>,
-    large: Vec<(usize, Bytes)>,
+    large: Vec<(usize, Piece)>,
     iovecs: Vec<libc::iovec>,
 ) -> Option<Sent> {
     if large.is_empty() {
@@ -1211,7 +1267,7 @@ async fn send_get(
 ) {
     let frame_max = (conn.cap as usize).min(GET_FRAME_PAYLOAD_BYTES);
     let mut left = len;
-    let mut pending: Option<Bytes> = None;
+    let mut pending: Option<Piece> = None;
     let mut first = true;
     loop {
         let budget = if first { frame_max.saturating_sub(reply.len()) } else { frame_max };
@@ -1237,12 +1293,12 @@ async fn send_get(
             return;
         }
         ctl.credit.set(ctl.credit.get().saturating_sub(cost));
-        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut pieces: Vec<Piece> = Vec::new();
         let mut gathered = 0usize;
         while gathered < budget && left > 0 {
             let mut piece = match pending.take() {
                 Some(p) => p,
-                None => match body.next() {
+                None => match body.next_piece() {
                     Some(Ok(p)) => p,
                     Some(Err(e)) => {
                         tracing::warn!(request_id = id, error = %e, "get failed while streaming");
@@ -1260,11 +1316,11 @@ async fn send_get(
                     None => break,
                 },
             };
-            if piece.len() > budget - gathered {
+            if piece.bytes.len() > budget - gathered {
                 pending = Some(piece.split_off(budget - gathered));
             }
-            gathered += piece.len();
-            left = left.saturating_sub(piece.len() as u64);
+            gathered += piece.bytes.len();
+            left = left.saturating_sub(piece.bytes.len() as u64);
             pieces.push(piece);
         }
         let end = left == 0;

@@ -25,6 +25,10 @@ pub const GET_FRAME_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// holds at most this much: the verified bytes stay within about two frames of the socket, and
 /// one frame is always ready behind the one being sent.
 pub const GET_READ_AHEAD_BYTES: usize = GET_FRAME_PAYLOAD_BYTES;
+/// The pipe through which a connection splices get payloads from Syrup files to its socket
+/// (the size the kernel allows unprivileged users by default, `/proc/sys/fs/pipe-max-size`):
+/// the pipe is drained into the socket each time this much is in it.
+pub const SPLICE_PIPE_BYTES: usize = 1024 * 1024;
 /// How long shutdown waits for in-flight requests before closing the engines anyway.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 /// Rename outcomes a shard remembers after finalizing an intent, so a complete-rename that comes

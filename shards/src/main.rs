@@ -29,6 +29,7 @@ mod metrics;
 mod placement;
 mod reply;
 mod shard;
+mod splice;
 
 use std::{
     io::Write as _,

@@ -66,6 +66,8 @@ pub struct ShardMetrics {
     pub bytes_in: AtomicU64,
     /// Object bytes sent (get payloads).
     pub bytes_out: AtomicU64,
+    /// Get payload bytes spliced from Syrup files (of `bytes_out`).
+    pub get_spliced_bytes: AtomicU64,
     /// Requests this shard forwarded to another shard.
     pub cross_shard_forwards: AtomicU64,
     /// Requests other shards forwarded here.
@@ -181,6 +183,7 @@ impl ShardMetrics {
             ("errors", errors),
             ("bytes_in", self.bytes_in.load(Relaxed)),
             ("bytes_out", self.bytes_out.load(Relaxed)),
+            ("get_spliced_bytes", self.get_spliced_bytes.load(Relaxed)),
             ("cross_shard_forwards", self.cross_shard_forwards.load(Relaxed)),
             ("forwards_received", self.forwards_received.load(Relaxed)),
             ("busy_replies", self.busy_replies.load(Relaxed)),
@@ -311,9 +314,15 @@ impl NodeMetrics {
             }
         }
         type Field = fn(&ShardMetrics) -> &AtomicU64;
-        let simple: [(&str, &str, &str, Field); 35] = [
+        let simple: [(&str, &str, &str, Field); 36] = [
             ("candybox_bytes_in_total", "counter", "Object bytes received.", |m| &m.bytes_in),
             ("candybox_bytes_out_total", "counter", "Object bytes sent.", |m| &m.bytes_out),
+            (
+                "candybox_get_spliced_bytes_total",
+                "counter",
+                "Get payload bytes spliced from Syrup files to sockets (no copy through user space).",
+                |m| &m.get_spliced_bytes,
+            ),
             ("candybox_cross_shard_forwards_total", "counter", "Requests forwarded to another shard.", |m| {
                 &m.cross_shard_forwards
             }),

@@ -34,10 +34,8 @@ use std::{
     rc::Rc,
 };
 
-use bytes::Bytes;
-
 pub use self::{
-    read::{ByteRange, CandyReader, GetReply, ListEntry, ListOptions, ListPage},
+    read::{ByteRange, CandyReader, GetReply, ListEntry, ListOptions, ListPage, Piece},
     write::{BodyStream, PutOptions, PutReply, SliceBody},
 };
 use crate::{
@@ -280,7 +278,7 @@ pub(crate) struct State<S: Storage> {
     pub(crate) clock: HlcClock,
     pub(crate) active: Option<ActiveSyrup<S::File>>,
     pub(crate) syrup_files: HashMap<SyrupId, S::File>,
-    pub(crate) syrup_maps: HashMap<SyrupId, Bytes>,
+    pub(crate) syrup_maps: HashMap<SyrupId, read::SyrupMap>,
     pub(crate) syrup_verified: HashMap<SyrupId, BoxUid>,
     pub(crate) dirty_syrups: BTreeSet<SyrupId>,
     pub(crate) writers: HashMap<SyrupId, usize>,

@@ -18,7 +18,7 @@ use crate::{
     limits,
     locator::{CandyBody, CandyLocator, Kind, Part, CHUNK_TRAILER_BYTES},
     memtable::Memtable,
-    storage::{Storage, StorageFile},
+    storage::{SpliceFd, Storage, StorageFile},
     syrup::{payload_crc, verify_chunk_crc},
     types::{prefix_end, validate_key, RangeTombstone, SyrupId},
 };
@@ -356,15 +356,15 @@ impl<S: Storage> Engine<S> {
     }
 
     /// A mapping of Syrup `id` that covers at least `[0, end)`, which the caller knows is durable.
-    pub(crate) async fn syrup_map(&self, id: SyrupId, end: u64) -> Result<Bytes> {
-        if let Some(m) = self.inner.state.borrow().syrup_maps.get(&id) {
-            if m.len() as u64 >= end {
-                return Ok(m.clone());
-            }
-        }
+    pub(crate) async fn syrup_map(&self, id: SyrupId, end: u64) -> Result<SyrupMap> {
+        let known_fd = match self.inner.state.borrow().syrup_maps.get(&id) {
+            Some(m) if m.bytes.len() as u64 >= end => return Ok(m.clone()),
+            Some(m) => m.fd.clone(),
+            None => None,
+        };
         let file = self.syrup_file(id).await?;
         let len = usize::try_from(end).map_err(|_| Error::invalid("segment", "offset beyond address space"))?;
-        let map = file.map(0, len)?;
+        let map = SyrupMap { bytes: file.map(0, len)?, fd: known_fd.or_else(|| file.splice_fd()) };
         self.inner.state.borrow_mut().syrup_maps.insert(id, map.clone());
         Ok(map)
     }
@@ -529,7 +529,7 @@ fn window(opts: &ListOptions) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 #[derive(Debug)]
 pub struct CandyReader {
     body: CandyBody,
-    maps: HashMap<SyrupId, Bytes>,
+    maps: HashMap<SyrupId, SyrupMap>,
     /// Candy offset of the next byte to return.
     pos: u64,
     /// Bytes still to return.
@@ -545,8 +545,35 @@ pub struct CandyReader {
     done_inline: bool,
 }
 
+/// A Syrup's read-only mapping (from its first byte) and, where the storage has one, a
+/// descriptor of the same file to splice its bytes from.
+#[derive(Clone, Debug)]
+pub(crate) struct SyrupMap {
+    pub(crate) bytes: Bytes,
+    pub(crate) fd: Option<SpliceFd>,
+}
+
+/// One verified piece of a Candy's bytes: a slice of a Syrup mapping (or of an inline body) and,
+/// for a Syrup, where the same bytes lie in its file, so a sender may splice them from the file
+/// (the page-cache pages the verification just read) instead of copying them.
+pub struct Piece {
+    /// The verified bytes.
+    pub bytes: Bytes,
+    /// The Syrup file's descriptor and the offset of `bytes` in it.
+    pub file: Option<(SpliceFd, u64)>,
+}
+
+impl Piece {
+    /// Splits the piece at `at`: `self` keeps `[0, at)`, the returned piece is the rest.
+    pub fn split_off(&mut self, at: usize) -> Piece {
+        let bytes = self.bytes.split_off(at);
+        let file = self.file.as_ref().map(|(fd, offset)| (fd.clone(), offset + at as u64));
+        Piece { bytes, file }
+    }
+}
+
 impl CandyReader {
-    fn new(body: CandyBody, maps: HashMap<SyrupId, Bytes>, first: u64, len: u64, whole: bool) -> Self {
+    fn new(body: CandyBody, maps: HashMap<SyrupId, SyrupMap>, first: u64, len: u64, whole: bool) -> Self {
         CandyReader {
             body,
             maps,
@@ -579,7 +606,25 @@ impl CandyReader {
         Ok(out)
     }
 
-    fn next_from_parts(&mut self) -> Option<Result<Bytes>> {
+    /// The next verified piece with its place in its Syrup file; `None` at the end. An error
+    /// (a checksum mismatch) ends the reader.
+    pub fn next_piece(&mut self) -> Option<Result<Piece>> {
+        match &self.body {
+            CandyBody::Inline(data) => {
+                if self.done_inline || self.left == 0 {
+                    return None;
+                }
+                self.done_inline = true;
+                let (s, e) = (self.pos as usize, (self.pos + self.left) as usize);
+                self.left = 0;
+                let bytes = Bytes::copy_from_slice(data.get(s..e).unwrap_or_default());
+                Some(Ok(Piece { bytes, file: None }))
+            }
+            CandyBody::Parts(_) => self.next_from_parts(),
+        }
+    }
+
+    fn next_from_parts(&mut self) -> Option<Result<Piece>> {
         let CandyBody::Parts(parts) = &self.body else { return None };
         loop {
             if self.left == 0 {
@@ -617,7 +662,7 @@ impl CandyReader {
                 self.left = 0;
                 return Some(Err(Error::invalid("segment", format!("syrup {} was not mapped", seg.syrup))));
             };
-            let payload = match verify_chunk_crc(map, chunk_file, chunk_len as usize) {
+            let payload = match verify_chunk_crc(&map.bytes, chunk_file, chunk_len as usize) {
                 Ok((p, crc)) => {
                     if self.verify_parts {
                         // The Part's checksum from the chunk's, not from a second pass.
@@ -641,7 +686,10 @@ impl CandyReader {
             let take = (chunk_len - skip as u64).min(self.left) as usize;
             self.pos += take as u64;
             self.left -= take as u64;
-            let out = payload.slice(skip..skip + take);
+            let out = Piece {
+                bytes: payload.slice(skip..skip + take),
+                file: map.fd.as_ref().map(|fd| (fd.clone(), chunk_file + skip as u64)),
+            };
             if self.left == 0 && self.verify_parts {
                 // The last chunk: finish the part check now.
                 let h = std::mem::replace(&mut self.part_hasher, crc32fast::Hasher::new());
@@ -660,18 +708,7 @@ impl Iterator for CandyReader {
     type Item = Result<Bytes>;
 
     fn next(&mut self) -> Option<Result<Bytes>> {
-        match &self.body {
-            CandyBody::Inline(data) => {
-                if self.done_inline || self.left == 0 {
-                    return None;
-                }
-                self.done_inline = true;
-                let (s, e) = (self.pos as usize, (self.pos + self.left) as usize);
-                self.left = 0;
-                Some(Ok(Bytes::copy_from_slice(data.get(s..e).unwrap_or_default())))
-            }
-            CandyBody::Parts(_) => self.next_from_parts(),
-        }
+        self.next_piece().map(|p| p.map(|p| p.bytes))
     }
 }
 

@@ -108,7 +108,17 @@ pub trait StorageFile: Clone + 'static {
     /// # Errors
     /// [`IoError`] with op `mmap`.
     fn map(&self, offset: u64, len: usize) -> Result<Bytes, IoError>;
+
+    /// A descriptor of this file that stays open as long as anyone holds it (even after the file
+    /// is closed or removed here), for splicing its durable bytes to a socket; `None` where the
+    /// storage has no kernel file (the simulator) or the descriptor cannot be duplicated.
+    fn splice_fd(&self) -> Option<SpliceFd> {
+        None
+    }
 }
+
+/// An open descriptor shared by the readers that may splice from it.
+pub type SpliceFd = std::sync::Arc<std::os::fd::OwnedFd>;
 
 /// Joins a directory and a file name.
 pub fn join(dir: &Path, name: &str) -> PathBuf {

@@ -154,4 +154,12 @@ impl StorageFile for UringFile {
             .map_err(|e| IoError::new("mmap", &self.inner.path, e))?;
         Ok(Bytes::from_owner(map))
     }
+
+    fn splice_fd(&self) -> Option<super::SpliceFd> {
+        #[expect(unsafe_code, reason = "see SAFETY")]
+        // SAFETY: the descriptor belongs to `self.inner.file`, which is open for the whole borrow
+        // (the borrow ends with the duplication below).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.inner.file.as_raw_fd()) };
+        fd.try_clone_to_owned().ok().map(std::sync::Arc::new)
+    }
 }
