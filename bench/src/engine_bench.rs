@@ -42,7 +42,7 @@ const LARGE_OBJECT_BYTES: u64 = 1024 * 1024;
 /// Keys under the list prefix: one full page.
 const LIST_KEY_COUNT: usize = 1000;
 /// Page size of the list workload.
-const LIST_PAGE_ENTRIES: usize = 1000;
+const LIST_PAGE_ENTRIES: u32 = 1000;
 /// A get touches one byte per page of the body, on top of the engine's own checksum pass.
 const TOUCH_STRIDE_BYTES: usize = 4096;
 /// Retries of one op that the engine answered `Busy`; past this the benchmark fails.
@@ -54,7 +54,7 @@ const LATENCY_US_MAX: u64 = 60 * 60 * 1_000_000;
 const CPU_MEASURED_SECONDS_MIN: f64 = 0.5;
 
 const _: () = assert!(SMALL_OBJECT_BYTES <= 4096, "the small put must stay below the default inline limit");
-const _: () = assert!(LIST_PAGE_ENTRIES >= LIST_KEY_COUNT, "one page must hold the whole prefix");
+const _: () = assert!(LIST_PAGE_ENTRIES as usize >= LIST_KEY_COUNT, "one page must hold the whole prefix");
 
 /// Benchmark of one durable Candybox partition engine (default settings) on real files, on one
 /// monoio executor: put 1 KiB and 1 MiB, get 1 KiB and 1 MiB, head, list 1000 keys.

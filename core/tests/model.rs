@@ -436,7 +436,7 @@ impl Harness {
         let mut got = Vec::new();
         loop {
             let page = self.e().list(&opts).await.unwrap_or_else(|e| panic!("seed {}: list: {e}", self.seed));
-            assert!(page.entries.len() <= opts.limit);
+            assert!(page.entries.len() <= opts.limit as usize);
             for entry in &page.entries {
                 let c = self
                     .model

@@ -354,7 +354,7 @@ pub fn list_options(r: &fb::List<'_>) -> Result<ListOptions, NodeError> {
         prefix: bound(r.prefix())?,
         start_after: bound(r.start_after())?,
         reverse: r.reverse(),
-        limit: r.limit() as usize,
+        limit: r.limit(),
     })
 }
 

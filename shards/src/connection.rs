@@ -1368,7 +1368,8 @@ mod tests {
         // Small bytes "HEAD" then piece a, "MID" then pieces b and c, then "TAIL".
         let head = b"HEADMIDTAIL".to_vec();
         let pieces: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![b'a' + i; 100 + usize::from(i)])).collect();
-        let placed = vec![(4usize, pieces[0].clone()), (7, pieces[1].clone()), (7, pieces[2].clone())];
+        let piece = |b: &Bytes| Piece { bytes: b.clone(), file: None };
+        let placed = vec![(4usize, piece(&pieces[0])), (7, piece(&pieces[1])), (7, piece(&pieces[2]))];
         let mut all = b"HEAD".to_vec();
         all.extend_from_slice(&pieces[0]);
         all.extend_from_slice(b"MID");
@@ -1392,7 +1393,7 @@ mod tests {
             }
         }
         // No small bytes: the iovecs are the pieces alone.
-        let g = Gather::new(Vec::new(), vec![(0, pieces[0].clone())], Vec::new());
+        let g = Gather::new(Vec::new(), vec![(0, piece(&pieces[0]))], Vec::new());
         assert_eq!(remaining(&g), pieces[0][..]);
     }
 

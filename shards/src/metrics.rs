@@ -488,6 +488,16 @@ impl NodeMetrics {
         }
         header(
             &mut out,
+            "candybox_process_cpu_seconds_total",
+            "counter",
+            "CPU time of the whole node process (user + system, every thread, including the kernel's \
+             io_uring workers that run spliced sends, and threads that have exited; /proc/self/stat).",
+        );
+        if let Some(seconds) = process_cpu_seconds() {
+            let _ = writeln!(out, "candybox_process_cpu_seconds_total {seconds}");
+        }
+        header(
+            &mut out,
             "candybox_shard_spin_seconds_total",
             "counter",
             "Of the shard thread's CPU time, what spin-before-park spent on idle turns (a turn in which \
@@ -524,6 +534,19 @@ fn thread_cpu_seconds(tid: u64) -> Option<f64> {
     Some(ns as f64 / 1e9)
 }
 
+/// User + system CPU of the process, every thread (exited ones included), from `/proc/self/stat`.
+fn process_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces and parentheses: the fields follow its last ')'.
+    let (_, rest) = text.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    // After ')': state is field 3 of stat(5); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second();
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -532,6 +555,19 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_process_cpu_grows_with_work() {
+        let before = process_cpu_seconds().expect("process CPU from /proc/self/stat");
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        // Busy for 100 ms of wall time: at least a few clock ticks of CPU.
+        while start.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = process_cpu_seconds().expect("process CPU from /proc/self/stat");
+        assert!(after - before >= 0.03, "100 ms of busy work added {} s of process CPU", after - before);
+    }
 
     #[test]
     fn slots_are_cache_line_aligned() {

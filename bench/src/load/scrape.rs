@@ -126,7 +126,8 @@ pub struct NodeDelta {
     pub busy_replies: u64,
     /// CPU seconds of each shard's thread.
     pub cpu_s_by_shard: Vec<f64>,
-    /// CPU µs of all shards per request.
+    /// CPU µs of the node per request: the whole process where the node reports it (io_uring
+    /// workers included), else its shard threads.
     pub cpu_us_per_op: f64,
     /// Seconds of that CPU spent spinning idle before parking (`candybox_shard_spin_seconds_total`;
     /// 0 from a node that does not report it).
@@ -149,7 +150,15 @@ impl NodeDelta {
             .map(|(s, a)| (a - before.cpu_by_shard.get(s).copied().unwrap_or(0.0)).max(0.0))
             .collect();
         let commits = d("candybox_group_commits_total");
-        let cpu_total: f64 = cpu.iter().sum();
+        let shards_total: f64 = cpu.iter().sum();
+        // The whole process where the node reports it: its io_uring workers (which run spliced
+        // sends) and other threads work for the requests too. An older node: its shard threads.
+        let process = "candybox_process_cpu_seconds_total";
+        let cpu_total = if before.totals.contains_key(process) && after.totals.contains_key(process) {
+            d(process).max(shards_total)
+        } else {
+            shards_total
+        };
         let spin_s = d("candybox_shard_spin_seconds_total").min(cpu_total);
         NodeDelta {
             requests: requests as u64,
@@ -205,9 +214,10 @@ impl NodeWindow {
             request_cpu_us_per_op: d.request_cpu_us_per_op,
             cpu_s_by_shard: d.cpu_s_by_shard,
             cpu_s,
-            covers: "the measured window only: shard threads' CPU (candybox_shard_cpu_seconds_total), its idle \
-                     spin (candybox_shard_spin_seconds_total) and requests (candybox_requests_total) read at \
-                     its start and end",
+            covers: "the measured window only: the node process's CPU (candybox_process_cpu_seconds_total: \
+                     every thread, io_uring workers included; a node without it: its shard threads', \
+                     candybox_shard_cpu_seconds_total), its idle spin (candybox_shard_spin_seconds_total) and \
+                     requests (candybox_requests_total) read at its start and end",
         }
     }
 }
@@ -249,6 +259,20 @@ mod tests {
         assert!((d.cpu_us_per_op - 20.0).abs() < 1e-6, "{}", d.cpu_us_per_op);
         assert_eq!(d.cpu_s_by_shard.len(), 2);
         assert!((d.request_cpu_us_per_op - 20.0).abs() < 1e-6, "no spin reported: the requests cost it all");
+    }
+
+    #[test]
+    fn the_process_cpu_counts_where_the_node_reports_it() {
+        // The shard threads took 0.02 s, the whole process 0.05 s (io_uring workers splicing).
+        let before = Scrape::parse(&format!("{BEFORE}candybox_process_cpu_seconds_total 3.0\n"));
+        let after = Scrape::parse(
+            "candybox_requests_total{shard=\"0\",op=\"get\"} 1100\ncandybox_requests_total{shard=\"1\",op=\"put\"} 50\n\
+             candybox_shard_cpu_seconds_total{shard=\"0\"} 1.52\ncandybox_shard_cpu_seconds_total{shard=\"1\"} 0.5\n\
+             candybox_process_cpu_seconds_total 3.05\n",
+        );
+        let d = NodeDelta::between(&before, &after, true);
+        assert!((d.cpu_us_per_op - 50.0).abs() < 1e-6, "{}", d.cpu_us_per_op);
+        assert!((d.cpu_s_by_shard.iter().sum::<f64>() - 0.02).abs() < 1e-9, "the shard threads' own share stays");
     }
 
     #[test]

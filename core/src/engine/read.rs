@@ -10,6 +10,7 @@
 use std::{collections::HashMap, ops::Bound, rc::Rc};
 
 use bytes::Bytes;
+pub use candybox_types::ListOptions;
 
 use super::{Engine, State, Version};
 use crate::{
@@ -66,23 +67,6 @@ pub struct GetReply {
     pub len: u64,
     /// The bytes, verified chunk by chunk as they are taken.
     pub body: CandyReader,
-}
-
-/// Listing options.
-#[derive(Debug, Clone, Default)]
-pub struct ListOptions {
-    /// First key of the window (inclusive).
-    pub start: Option<Vec<u8>>,
-    /// End of the window (exclusive).
-    pub end: Option<Vec<u8>>,
-    /// Only keys with this prefix.
-    pub prefix: Option<Vec<u8>>,
-    /// Continue after this key (in the listing's direction): the cursor of the previous page.
-    pub start_after: Option<Vec<u8>>,
-    /// Descending order.
-    pub reverse: bool,
-    /// Page size (0 means the maximum).
-    pub limit: usize,
 }
 
 /// Pieces of a Candy checked by [`Engine::verify_candy`] between two yields (a piece is at most a
@@ -395,7 +379,7 @@ impl<S: Storage> Engine<S> {
     /// As [`Engine::list`].
     pub fn list_now(&self, opts: &ListOptions) -> Result<ListPage> {
         self.check_usable()?;
-        let limit = if opts.limit == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { opts.limit };
+        let limit = if opts.limit == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { opts.limit as usize };
         if limit > limits::LIST_PAGE_ENTRIES_MAX {
             return Err(Error::LimitExceeded {
                 limit: "list page size",
@@ -556,6 +540,7 @@ pub(crate) struct SyrupMap {
 /// One verified piece of a Candy's bytes: a slice of a Syrup mapping (or of an inline body) and,
 /// for a Syrup, where the same bytes lie in its file, so a sender may splice them from the file
 /// (the page-cache pages the verification just read) instead of copying them.
+#[derive(Clone, Debug)]
 pub struct Piece {
     /// The verified bytes.
     pub bytes: Bytes,

@@ -136,23 +136,8 @@ pub struct PutOptions {
     pub size: Option<u64>,
 }
 
-/// A listing request over a whole Box.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListOptions {
-    /// Only keys with this prefix.
-    pub prefix: Option<Vec<u8>>,
-    /// Only keys `>= start`.
-    pub start: Option<Vec<u8>>,
-    /// Only keys `< end`.
-    pub end: Option<Vec<u8>>,
-    /// Continue after this key (forward: keys `>` it; reverse: keys `<` it): the cursor of the
-    /// previous page.
-    pub start_after: Option<Vec<u8>>,
-    /// Descending key order.
-    pub reverse: bool,
-    /// Page size; 0 lets each partition use the node's maximum.
-    pub limit: u32,
-}
+/// A listing request over a whole Box (one definition with the engine's, in `candybox-types`).
+pub use candybox_types::ListOptions;
 
 /// One listed Candy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
