@@ -304,7 +304,7 @@ fn bound(k: Option<flatbuffers::Vector<'_, u8>>) -> Result<Option<Vec<u8>>, Node
     }
 }
 
-fn put_options<'a>(
+pub fn put_options<'a>(
     content_type: Option<&str>,
     meta: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>,
     size: i64,

@@ -877,7 +877,9 @@ async fn on_frame(
             if !command::is_streamed(kind) && !header.is_end() {
                 return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
             }
-            if header.is_end() && run_now(conn, id, req, fbb) {
+            if header.is_end()
+                && (run_now(conn, id, req, fbb) || mutate_now(conn, id, req, frame.get(body_len..).unwrap_or_default()))
+            {
                 return Ok(());
             }
             // Backpressure: wait for a slot before taking the frame. But while bodies are still
@@ -982,6 +984,78 @@ fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuild
     true
 }
 
+/// A delete, or a put whose whole body came in its request frame and fits in a locator, of a
+/// partition open on this shard whose lease it holds: admitted to the group commit right here
+/// (checked, stamped and queued, or refused with its answer); only the wait for the commit runs
+/// as a task, which then writes the reply. False when it must run as a task from the start.
+fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) -> bool {
+    let kind = req.body_type();
+    let (box_name, key, put) = match kind {
+        fb::RequestBody::Delete => {
+            let Some(d) = req.body_as_delete() else { return false };
+            (d.box_name(), d.key().bytes(), None)
+        }
+        fb::RequestBody::Put => {
+            let Some(p) = req.body_as_put() else { return false };
+            let Ok(opts) = command::put_options(p.content_type(), p.user_meta(), p.size()) else { return false };
+            (p.box_name(), p.key().bytes(), Some(opts))
+        }
+        _ => return false,
+    };
+    if candybox_core::types::validate_key(key).is_err()
+        || (put.is_some() && payload.len() > conn.shard.shared.config.inline_bytes_max)
+    {
+        return false;
+    }
+    let Some(engine) = conn.shard.mutable_now(box_name, key, put.is_some()) else { return false };
+    if !conn.try_take_slot() {
+        return false;
+    }
+    let in_flight = conn.shard.enter();
+    let admitted = match put {
+        None => engine.admit_delete(key).map(|p| Some(p.map(|_| reply::done()))),
+        Some(opts) => engine.admit_put_inline(key, opts, payload).map(|p| p.map(|p| p.map(|r| reply::put_done(&r)))),
+    };
+    let op = command::op_index(kind);
+    match admitted {
+        Ok(None) => {
+            conn.release_slot();
+            false
+        }
+        Err(e) => {
+            conn.release_slot();
+            answer_error(conn, id, &NodeError::Engine(e));
+            conn.ran.borrow_mut().push((op, true));
+            true
+        }
+        Ok(Some(pending)) => {
+            crate::metrics::own_add(&conn.shard.metrics().bytes_in, payload.len() as u64);
+            crate::metrics::own_add(&conn.shard.metrics().mutations_admitted_in_place, 1);
+            conn.watch.busy.set(true);
+            let conn = conn.clone();
+            let started = Instant::now();
+            drop(monoio::spawn(async move {
+                // Held until the commit: shutdown drains it and a delete-box waits for it.
+                let (_in_flight, _engine) = (in_flight, engine);
+                let failed = match pending.durable().await {
+                    Ok(reply) => {
+                        conn.out.frame(FrameKind::Reply, id, true, &reply, Payload::None);
+                        false
+                    }
+                    Err(e) => {
+                        answer_error(&conn, id, &NodeError::Engine(e));
+                        true
+                    }
+                };
+                conn.out.flush();
+                conn.shard.metrics().record(op, started.elapsed().as_micros() as u64, failed);
+                conn.release_slot();
+            }));
+            true
+        }
+    }
+}
+
 /// A list page of a partition open on this shard, run right here (a listing waits for
 /// nothing). False when it must run as a task; a bad window is left to the task's answer.
 fn list_now(conn: &Conn, id: u64, req: fb::Request<'_>) -> bool {
@@ -1013,9 +1087,20 @@ enum Ran {
 }
 
 fn answer_error(conn: &Conn, id: u64, e: &NodeError) {
-    if let Outcome::Failed { reply, .. } = Outcome::error(e) {
-        conn.out.frame(FrameKind::Reply, id, true, &reply, Payload::None);
+    if let Outcome::Failed { reply, busy, no_space } = Outcome::error(e) {
+        answer_failed(conn, id, &reply, busy, no_space);
     }
+}
+
+/// Appends an error reply, counting Busy answers and refusals for want of space.
+fn answer_failed(conn: &Conn, id: u64, reply: &[u8], busy: bool, no_space: bool) {
+    if busy {
+        conn.shard.metrics().busy_replies.fetch_add(1, Relaxed);
+    }
+    if no_space {
+        conn.shard.shared.metrics.disk.refusals.fetch_add(1, Relaxed);
+    }
+    conn.out.frame(FrameKind::Reply, id, true, reply, Payload::None);
 }
 
 /// Records the requests the read loop ran since the last call, each with the time since their
@@ -1235,13 +1320,7 @@ async fn send_outcome(conn: &Rc<Conn>, id: u64, outcome: Outcome, ctl: &ReqCtl) 
             false
         }
         Outcome::Failed { reply, busy, no_space } => {
-            if busy {
-                conn.shard.metrics().busy_replies.fetch_add(1, Relaxed);
-            }
-            if no_space {
-                conn.shard.shared.metrics.disk.refusals.fetch_add(1, Relaxed);
-            }
-            conn.out.frame(FrameKind::Reply, id, true, &reply, Payload::None);
+            answer_failed(conn, id, &reply, busy, no_space);
             conn.out.flush();
             true
         }

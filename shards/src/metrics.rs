@@ -66,6 +66,8 @@ pub struct ShardMetrics {
     pub bytes_in: AtomicU64,
     /// Object bytes sent (get payloads).
     pub bytes_out: AtomicU64,
+    /// Deletes and small puts admitted to the group commit in the connection's read loop.
+    pub mutations_admitted_in_place: AtomicU64,
     /// Get payload bytes spliced from Syrup files (of `bytes_out`).
     pub get_spliced_bytes: AtomicU64,
     /// Requests this shard forwarded to another shard.
@@ -184,6 +186,7 @@ impl ShardMetrics {
             ("bytes_in", self.bytes_in.load(Relaxed)),
             ("bytes_out", self.bytes_out.load(Relaxed)),
             ("get_spliced_bytes", self.get_spliced_bytes.load(Relaxed)),
+            ("mutations_admitted_in_place", self.mutations_admitted_in_place.load(Relaxed)),
             ("cross_shard_forwards", self.cross_shard_forwards.load(Relaxed)),
             ("forwards_received", self.forwards_received.load(Relaxed)),
             ("busy_replies", self.busy_replies.load(Relaxed)),
@@ -314,7 +317,7 @@ impl NodeMetrics {
             }
         }
         type Field = fn(&ShardMetrics) -> &AtomicU64;
-        let simple: [(&str, &str, &str, Field); 36] = [
+        let simple: [(&str, &str, &str, Field); 37] = [
             ("candybox_bytes_in_total", "counter", "Object bytes received.", |m| &m.bytes_in),
             ("candybox_bytes_out_total", "counter", "Object bytes sent.", |m| &m.bytes_out),
             (
@@ -322,6 +325,13 @@ impl NodeMetrics {
                 "counter",
                 "Get payload bytes spliced from Syrup files to sockets (no copy through user space).",
                 |m| &m.get_spliced_bytes,
+            ),
+            (
+                "candybox_mutations_admitted_in_place_total",
+                "counter",
+                "Deletes and small puts admitted to the group commit in the connection's read loop (no task until \
+                 the commit is waited for).",
+                |m| &m.mutations_admitted_in_place,
             ),
             ("candybox_cross_shard_forwards_total", "counter", "Requests forwarded to another shard.", |m| {
                 &m.cross_shard_forwards

@@ -66,6 +66,35 @@ impl Op {
     }
 }
 
+/// A mutation queued for the group commit: [`Pending::durable`] waits until it is durable and
+/// visible (or failed). Dropping it does not withdraw the mutation.
+#[must_use = "a queued mutation is acknowledged only once `durable` returns"]
+pub struct Pending<T> {
+    rx: Option<oneshot::Receiver<Result<()>>>,
+    value: T,
+}
+
+impl<T> Pending<T> {
+    /// Waits for the group commit that holds the mutation.
+    ///
+    /// # Errors
+    /// The commit's I/O failure (`Io`), or `PreviousIo` when the partition failed before it.
+    pub async fn durable(self) -> Result<T> {
+        if let Some(rx) = self.rx {
+            match rx.await {
+                Ok(r) => r?,
+                Err(_) => return Err(Error::PreviousIo),
+            }
+        }
+        Ok(self.value)
+    }
+
+    /// The same pending mutation with its value mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Pending<U> {
+        Pending { rx: self.rx, value: f(self.value) }
+    }
+}
+
 struct Waiting {
     ops: Vec<Op>,
     done: oneshot::Sender<Result<()>>,
@@ -150,10 +179,20 @@ impl<S: Storage> Engine<S> {
     /// # Returns
     /// `decide`'s value and the stamp of the first op (`Hlc::ZERO` when nothing was committed).
     pub(crate) async fn commit_with<T>(&self, decide: impl FnOnce(&Self) -> Result<(Vec<Op>, T)>) -> Result<(T, Hlc)> {
+        self.admit_with(decide)?.durable().await
+    }
+
+    /// The synchronous half of [`Engine::commit_with`]: checks, decides, stamps and queues `ops`
+    /// (starting a leader when none runs), without waiting. The ops are durable and visible once
+    /// the returned [`Pending`] resolves; dropping it does not withdraw them.
+    pub(crate) fn admit_with<T>(
+        &self,
+        decide: impl FnOnce(&Self) -> Result<(Vec<Op>, T)>,
+    ) -> Result<Pending<(T, Hlc)>> {
         self.check_writable()?;
         let (ops, out) = decide(self)?;
         if ops.is_empty() {
-            return Ok((out, Hlc::ZERO));
+            return Ok(Pending { rx: None, value: (out, Hlc::ZERO) });
         }
         let mut first = None;
         let rx = {
@@ -192,10 +231,7 @@ impl<S: Storage> Engine<S> {
             }
             rx
         };
-        match rx.await {
-            Ok(r) => r.map(|()| (out, first.unwrap_or(Hlc::ZERO))),
-            Err(_) => Err(Error::PreviousIo),
-        }
+        Ok(Pending { rx: Some(rx), value: (out, first.unwrap_or(Hlc::ZERO)) })
     }
 
     /// Commits `ops` unconditionally and returns the first op's stamp.

@@ -35,6 +35,7 @@ use std::{
 };
 
 pub use self::{
+    commit::Pending,
     read::{ByteRange, CandyReader, GetReply, ListEntry, ListOptions, ListPage, Piece},
     write::{BodyStream, PutOptions, PutReply, SliceBody},
 };

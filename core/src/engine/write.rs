@@ -13,7 +13,10 @@ use std::{cell::Cell, rc::Rc};
 
 use bytes::Bytes;
 
-use super::{commit::Op, ActiveSyrup, Engine};
+use super::{
+    commit::{Op, Pending},
+    ActiveSyrup, Engine,
+};
 use crate::{
     error::{Error, Result},
     hlc::Hlc,
@@ -143,18 +146,8 @@ impl<S: Storage> Engine<S> {
         validate_meta(&opts)?;
         self.check_writable()?;
         let stored = self.store_body(body, opts.size, true).await?;
-        let now = self.now_ms();
         let writers = stored.writers;
-        let locator = CandyLocator {
-            hlc: Hlc::ZERO,
-            kind: Kind::Put,
-            content_type: opts.content_type,
-            user_meta: opts.user_meta,
-            created_ms: now,
-            size: stored.size,
-            checksum: stored.checksum,
-            body: stored.body,
-        };
+        let locator = self.put_locator(opts, stored.size, stored.checksum, stored.body);
         let (size, checksum) = (locator.size, locator.checksum);
         let hlc = self
             .commit_with(|_| {
@@ -167,13 +160,55 @@ impl<S: Storage> Engine<S> {
         Ok(PutReply { size, checksum, hlc })
     }
 
+    fn put_locator(&self, opts: PutOptions, size: u64, checksum: u32, body: CandyBody) -> CandyLocator {
+        CandyLocator {
+            hlc: Hlc::ZERO,
+            kind: Kind::Put,
+            content_type: opts.content_type,
+            user_meta: opts.user_meta,
+            created_ms: self.now_ms(),
+            size,
+            checksum,
+            body,
+        }
+    }
+
+    /// The synchronous half of a put whose whole body is `data` and small enough to live in its
+    /// locator: validated, stamped and queued for the group commit, without waiting. `Ok(None)`
+    /// when `data` is over the inline limit (the caller puts it with [`Engine::put`]).
+    ///
+    /// # Errors
+    /// As [`Engine::put`], except I/O, which the returned [`Pending`] reports.
+    pub fn admit_put_inline(&self, key: &[u8], opts: PutOptions, data: &[u8]) -> Result<Option<Pending<PutReply>>> {
+        if data.len() > self.inner.config.inline_bytes_max {
+            return Ok(None);
+        }
+        validate_key(key)?;
+        validate_meta(&opts)?;
+        check_size(opts.size, data.len() as u64)?;
+        let (size, checksum) = (data.len() as u64, crc32fast::hash(data));
+        let locator = self.put_locator(opts, size, checksum, CandyBody::Inline(data.to_vec()));
+        let pending = self.admit_with(|_| Ok((vec![Op::set(key, locator)], ())))?;
+        Ok(Some(pending.map(|((), hlc)| PutReply { size, checksum, hlc })))
+    }
+
     /// Deletes `key` with a point tombstone; deleting an absent key succeeds.
     ///
     /// # Errors
     /// A bad key, `Busy`, or an I/O failure.
     pub async fn delete(&self, key: &[u8]) -> Result<Hlc> {
+        self.admit_delete(key)?.durable().await
+    }
+
+    /// The synchronous half of [`Engine::delete`]: the tombstone is stamped and queued for the
+    /// group commit; the returned [`Pending`] resolves once it is durable.
+    ///
+    /// # Errors
+    /// A bad key, `Busy`; I/O through the [`Pending`].
+    pub fn admit_delete(&self, key: &[u8]) -> Result<Pending<Hlc>> {
         validate_key(key)?;
-        self.commit(vec![Op::set(key, CandyLocator::tombstone(Hlc::ZERO))]).await
+        let pending = self.admit_with(|_| Ok((vec![Op::set(key, CandyLocator::tombstone(Hlc::ZERO))], ())))?;
+        Ok(pending.map(|((), hlc)| hlc))
     }
 
     /// Deletes every key in `[start, end)` with one range tombstone; an empty `end` means "to the

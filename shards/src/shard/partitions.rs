@@ -84,19 +84,33 @@ impl Shard {
     /// the Box under way, not shutting down. `None` sends the request down the ordinary path
     /// (which answers every refusal properly).
     pub fn engine_now(&self, box_name: &str, key: &[u8]) -> Option<PartitionEngine> {
-        self.engine_now_for(box_name, |meta| Some(partition_for_key(key, meta.partitions)))
+        self.engine_now_for(box_name, |meta| Some(partition_for_key(key, meta.partitions))).map(|(e, _, _)| e)
+    }
+
+    /// [`Shard::engine_now`] for a mutation of `key`: also the partition's lease held in the
+    /// current coordination session and, for one that adds data, room on the disk; with the
+    /// Box-operation count a delete-box waits for. `None` sends it down the task path, which
+    /// takes the lease or gives the refusal.
+    pub fn mutable_now(&self, box_name: &str, key: &[u8], adds_data: bool) -> Option<EngineInUse> {
+        if adds_data && self.shared.metrics.disk.is_full() {
+            return None;
+        }
+        let (engine, meta, p) = self.engine_now_for(box_name, |meta| Some(partition_for_key(key, meta.partitions)))?;
+        let watch = self.shared.coord.watch();
+        let held = self.table.leases.borrow().get(&(meta.box_uid, p)).is_some_and(|l| watch.holds(l.session));
+        held.then(|| EngineInUse { engine, _op: self.boxes.op(meta.box_uid) })
     }
 
     /// [`Shard::engine_now`] for a request that names its partition (a list page).
     pub fn engine_now_at(&self, box_name: &str, partition: u16) -> Option<PartitionEngine> {
-        self.engine_now_for(box_name, |meta| (partition < meta.partitions).then_some(partition))
+        self.engine_now_for(box_name, |meta| (partition < meta.partitions).then_some(partition)).map(|(e, _, _)| e)
     }
 
     fn engine_now_for(
         &self,
         box_name: &str,
         partition: impl FnOnce(&BoxMeta) -> Option<u16>,
-    ) -> Option<PartitionEngine> {
+    ) -> Option<(PartitionEngine, BoxMeta, u16)> {
         if self.stopping.get() {
             return None;
         }
@@ -108,7 +122,7 @@ impl Shard {
         if self.owner(box_name, p) != self.id {
             return None;
         }
-        self.table.engines.borrow().get(&(meta.box_uid, p)).map(|(_, e)| e.clone())
+        self.table.engines.borrow().get(&(meta.box_uid, p)).map(|(_, e)| (e.clone(), meta, p))
     }
 
     /// The engine of a partition this shard owns, opened on first use, for one operation.
