@@ -121,10 +121,10 @@ settings! {
         /// Spinning is also off when the shards outnumber the cores the node may run on.
         spin_before_park_us, "CANDYBOX_SPIN_BEFORE_PARK_US": u64 = 100;
         /// Send the payload of large gets from the Syrup files to the socket with splice(2): the
-        /// kernel hands the socket page-cache pages instead of copying (chunks are verified just
-        /// before they are spliced). Off (the default) sends them with writev from the mapping:
-        /// on loopback TCP here splicing cost 1.09x the CPU per 64 MiB get (bench/README.md).
-        splice_gets, "CANDYBOX_SPLICE_GETS": bool = false;
+        /// kernel hands the socket page-cache pages instead of copying them (chunks are verified
+        /// just before they are spliced). Off sends them with writev from the mapping, whose
+        /// in-kernel copy ran at a quarter of its speed in some runs (bench/README.md).
+        splice_gets, "CANDYBOX_SPLICE_GETS": bool = true;
         /// Pin each shard's thread to its own core.
         pin_cores, "CANDYBOX_PIN_CORES": bool = true;
         /// Chunk payload bytes of new writes.

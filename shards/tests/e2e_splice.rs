@@ -1,4 +1,4 @@
-//! Large gets spliced from Syrup files to the socket (`splice_gets`).
+//! Large gets spliced from Syrup files to the socket (`splice_gets`, on by default).
 //!
 //! Story: a 64 MiB get copied every byte from the Syrup mapping into the socket's buffers on the
 //! node's core; splicing hands the kernel the page-cache pages instead. What must not change:
@@ -63,7 +63,8 @@ async fn read_back(c: &TokioClient, data: &[u8]) -> u64 {
 #[tokio::test(flavor = "current_thread")]
 async fn large_gets_are_spliced_and_come_back_exact() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (node, c, data) = node_with_object(dir.path(), &[("CANDYBOX_SPLICE_GETS", "true")]).await;
+    // On is the default.
+    let (node, c, data) = node_with_object(dir.path(), &[]).await;
     let sent = read_back(&c, &data).await;
     let spliced = node.metric_sum("candybox_get_spliced_bytes_total");
     // Every payload piece larger than the write gather's limit is spliced; the first frame's
@@ -74,8 +75,7 @@ async fn large_gets_are_spliced_and_come_back_exact() {
 #[tokio::test(flavor = "current_thread")]
 async fn with_splicing_off_the_same_bytes_are_copied() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // Off is the default.
-    let (node, c, data) = node_with_object(dir.path(), &[]).await;
+    let (node, c, data) = node_with_object(dir.path(), &[("CANDYBOX_SPLICE_GETS", "false")]).await;
     read_back(&c, &data).await;
     assert_eq!(node.metric_sum("candybox_get_spliced_bytes_total"), 0.0, "nothing is spliced when it is off");
 }
