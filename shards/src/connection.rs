@@ -79,6 +79,8 @@ struct Conn {
     streams: RefCell<FxHashMap<u64, StreamIn>>,
     /// Requests running in their own tasks whose reply has not ended.
     active: RefCell<FxHashMap<u64, Rc<ReqCtl>>>,
+    /// Mutations admitted in the read loop whose commit is awaited (their ids are in use).
+    committing: RefCell<rustc_hash::FxHashSet<u64>>,
     /// Version 2: the queue of credit that flow-controlled bodies took (see [`grant_loop`]).
     grants: RefCell<Option<async_channel::Sender<(u64, u64)>>>,
     /// Requests the read loop ran in this batch (metric index, failed), recorded at its end.
@@ -599,6 +601,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
         version: Cell::new(0),
         streams: RefCell::new(FxHashMap::default()),
         active: RefCell::new(FxHashMap::default()),
+        committing: RefCell::new(rustc_hash::FxHashSet::default()),
         grants: RefCell::new(None),
         ran: RefCell::new(Vec::with_capacity(64)),
         slots: Cell::new(0),
@@ -728,7 +731,11 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
         } else if conn.watch.frame_since.get().is_none() {
             conn.watch.frame_since.set(Some(arrived));
         }
-        conn.watch.busy.set(!conn.active.borrow().is_empty() || !conn.streams.borrow().is_empty());
+        conn.watch.busy.set(
+            !conn.active.borrow().is_empty()
+                || !conn.streams.borrow().is_empty()
+                || !conn.committing.borrow().is_empty(),
+        );
         let len = buf.len();
         let (res, b) = rd.read(buf.slice_mut(len..READ_BUFFER_BYTES)).await;
         buf = b.into_inner();
@@ -866,7 +873,10 @@ async fn on_frame(
         }
         FrameKind::Request => {
             let id = header.request_id;
-            if conn.active.borrow().contains_key(&id) || conn.streams.borrow().contains_key(&id) {
+            if conn.active.borrow().contains_key(&id)
+                || conn.streams.borrow().contains_key(&id)
+                || conn.committing.borrow().contains(&id)
+            {
                 return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
             }
             let body_len = header.body_len as usize;
@@ -1032,6 +1042,7 @@ fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) ->
             crate::metrics::own_add(&conn.shard.metrics().bytes_in, payload.len() as u64);
             crate::metrics::own_add(&conn.shard.metrics().mutations_admitted_in_place, 1);
             conn.watch.busy.set(true);
+            conn.committing.borrow_mut().insert(id);
             let conn = conn.clone();
             let started = Instant::now();
             drop(monoio::spawn(async move {
@@ -1048,6 +1059,7 @@ fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) ->
                     }
                 };
                 conn.out.flush();
+                conn.committing.borrow_mut().remove(&id);
                 conn.shard.metrics().record(op, started.elapsed().as_micros() as u64, failed);
                 conn.release_slot();
             }));

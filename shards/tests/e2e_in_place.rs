@@ -9,10 +9,18 @@
 
 mod harness;
 
-use std::{future::Future, pin::Pin, task::Poll};
+use std::{
+    future::Future,
+    io::{Read, Write},
+    pin::Pin,
+    task::Poll,
+};
 
 use bytes::Bytes;
-use candybox_wire::client::{ByteRange, ClientError, PutOptions};
+use candybox_wire::{
+    client::{request, ByteRange, ClientError, PutOptions},
+    frame::{FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES},
+};
 use harness::{pattern, Node};
 
 const BOX: &str = "inplace";
@@ -84,6 +92,48 @@ async fn mutations_admitted_in_the_read_loop_are_durable_and_answered() {
     assert!(body == big, "the large put came back with other bytes");
     let liar = c.get(BOX, b"liar", ByteRange::Whole).await;
     assert!(matches!(liar, Err(ClientError::NotFound { .. })), "the refused put was stored");
+}
+
+/// Story: a mutation admitted in the read loop was not counted among the connection's requests
+/// in flight, so a client that sent a second request with the id of one still committing got two
+/// replies with one id instead of the out-of-sequence refusal every other request in flight gets.
+#[tokio::test(flavor = "current_thread")]
+async fn an_id_still_committing_cannot_be_used_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(dir.path(), &["--shards", "1"], &[]);
+    let c = node.client(false).await;
+    c.create_box(BOX, Some(1)).await.expect("create box");
+    // Takes the partition's lease, so the deletes below are admitted in place.
+    c.put(BOX, b"x", &PutOptions::default(), Bytes::from_static(b"x")).await.expect("put");
+    let mut s = std::net::TcpStream::connect(&node.ports.listen).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+    // Two deletes with one id in one write: the second arrives while the first commits.
+    let body = request::delete(BOX, b"x");
+    let h = FrameHeader::for_body(FrameKind::Request, 7, FLAG_END, &body, 0).encode();
+    let one = [&h[..], &body[..]].concat();
+    s.write_all(&[one.clone(), one].concat()).expect("send both");
+    let mut replies = 0;
+    let closed = loop {
+        let mut head = [0u8; FRAME_HEADER_BYTES];
+        match s.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break true,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break false,
+            Err(_) => break true,
+        }
+        let header = FrameHeader::decode(&head, 16 << 20).expect("a well-formed header");
+        let mut rest = vec![0u8; header.frame_len()];
+        s.read_exact(&mut rest).expect("the frame's body");
+        if header.kind == FrameKind::Reply && header.request_id == 7 {
+            replies += 1;
+        }
+    };
+    assert!(replies <= 1, "two replies came for one request id");
+    assert!(closed, "a request reusing the id of one still committing did not close the connection");
+    assert!(node.metric_sum("candybox_frames_malformed_total") >= 1.0, "the reuse is counted as malformed");
+    // The node goes on serving.
+    let c2 = node.client(false).await;
+    c2.put(BOX, b"after", &PutOptions::default(), Bytes::from_static(b"ok")).await.expect("put after");
 }
 
 /// Runs the futures together on this task (the client pipelines them on its one connection) and
