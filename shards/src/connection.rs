@@ -1006,15 +1006,17 @@ fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) ->
             (d.box_name(), d.key().bytes(), None)
         }
         fb::RequestBody::Put => {
+            // A body too large for a locator goes to the task path before anything is parsed.
+            if payload.len() > conn.shard.shared.config.inline_bytes_max {
+                return false;
+            }
             let Some(p) = req.body_as_put() else { return false };
             let Ok(opts) = command::put_options(p.content_type(), p.user_meta(), p.size()) else { return false };
             (p.box_name(), p.key().bytes(), Some(opts))
         }
         _ => return false,
     };
-    if candybox_core::types::validate_key(key).is_err()
-        || (put.is_some() && payload.len() > conn.shard.shared.config.inline_bytes_max)
-    {
+    if candybox_core::types::validate_key(key).is_err() {
         return false;
     }
     let Some(engine) = conn.shard.mutable_now(box_name, key, put.is_some()) else { return false };
