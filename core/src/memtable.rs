@@ -7,8 +7,11 @@
 //!   ones; a superset is safe for GC (a leak at worst, never a dangling reference).
 //! - `bytes` approximates the memory held; a flush is triggered past the configured size.
 //! - `index` holds exactly the entries of `map` (point lookups hash instead of walking the tree:
-//!   a walk of 14 levels of 12-byte keys was 16 % of a pipelined small get). It uses the
-//!   standard library's keyed hasher, so client-chosen keys cannot be made to collide.
+//!   a walk of 14 levels of 12-byte keys was 16 % of a pipelined small get). It uses a randomly
+//!   keyed hasher (aHash), so client-chosen keys cannot be made to collide.
+//! - An index entry's key and its value are slices of one allocation, key first: a lookup's key
+//!   comparison brings the locator's head into the cache with it (a pipelined small get missed
+//!   the cache on the key and again on the locator).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -32,11 +35,39 @@ pub struct MemEntry {
 /// index's slot).
 const ENTRY_OVERHEAD_BYTES: usize = 160;
 
+/// `key` and `value` copied into one allocation, key first, as two slices of it.
+fn together(key: &[u8], value: &[u8]) -> (Bytes, Bytes) {
+    let mut both = Vec::with_capacity(key.len() + value.len());
+    both.extend_from_slice(key);
+    both.extend_from_slice(value);
+    let mut both = Bytes::from(both);
+    let value = both.split_off(key.len());
+    (both, value)
+}
+
+/// The index's hasher: aHash with random keys drawn for each memtable.
+#[derive(Debug, Clone)]
+struct KeyedHash(ahash::RandomState);
+
+impl Default for KeyedHash {
+    fn default() -> Self {
+        KeyedHash(ahash::RandomState::with_seeds(rand::random(), rand::random(), rand::random(), rand::random()))
+    }
+}
+
+impl std::hash::BuildHasher for KeyedHash {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
+
 /// Sorted in-memory mutations.
 #[derive(Debug, Default)]
 pub struct Memtable {
     map: BTreeMap<Bytes, MemEntry>,
-    index: HashMap<Bytes, MemEntry>,
+    index: HashMap<Bytes, MemEntry, KeyedHash>,
     range_tombstones: Vec<RangeTombstone>,
     bytes: usize,
     syrups: BTreeSet<SyrupId>,
@@ -60,14 +91,19 @@ impl Memtable {
             Some(old) if old.hlc > locator.hlc => {}
             Some(old) => {
                 self.bytes = self.bytes + value.len() - old.value.len().min(self.bytes);
+                let (index_key, value) = together(&key, &value);
                 let entry = MemEntry { hlc: locator.hlc, value };
-                self.index.insert(key, entry.clone());
-                *old = entry;
+                *old = entry.clone();
+                // Removed first: an insert over a present key keeps the old key (and with it the
+                // old version's allocation).
+                self.index.remove(&key[..]);
+                self.index.insert(index_key, entry);
             }
             None => {
                 self.bytes += add;
+                let (index_key, value) = together(&key, &value);
                 let entry = MemEntry { hlc: locator.hlc, value };
-                self.index.insert(key.clone(), entry.clone());
+                self.index.insert(index_key, entry.clone());
                 self.map.insert(key, entry);
             }
         }
@@ -175,6 +211,9 @@ mod tests {
         for (k, e) in m.iter() {
             let got = m.get(k).expect("every key of the map is in the index");
             assert_eq!((got.hlc, &got.value), (e.hlc, &e.value), "key {k:?}");
+            // The index's key and value lie together, the key of the current version included.
+            let (ik, iv) = m.index.get_key_value(&k[..]).expect("indexed");
+            assert_eq!(ik.as_ptr().wrapping_add(ik.len()), iv.value.as_ptr(), "key {k:?}");
         }
         assert!(m.get(b"k/999999").is_none());
     }

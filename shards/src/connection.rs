@@ -48,7 +48,6 @@ use candybox_wire::{
     fb,
     frame::{self, credit_cost, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES, STREAM_WINDOW_BYTES},
 };
-use flatbuffers::FlatBufferBuilder;
 use monoio::{
     buf::IoBufMut,
     io::{
@@ -657,7 +656,7 @@ enum Next {
 
 async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
-    let mut fbb = FlatBufferBuilder::with_capacity(1024);
+    let mut scratch = reply::ReplyScratch::default();
     let stopped = |conn: &Conn| match conn.watch.closed_for.get() {
         Some(WatchReason::Idle) => Stop::Idle,
         Some(WatchReason::Stalled) => Stop::Stalled,
@@ -681,7 +680,7 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
             };
             let end = at + FRAME_HEADER_BYTES + header.frame_len();
             let frame = buf.get(at + FRAME_HEADER_BYTES..end).unwrap_or_default();
-            if let Err(stop) = on_frame(conn, &header, frame, &mut fbb).await {
+            if let Err(stop) = on_frame(conn, &header, frame, &mut scratch).await {
                 return stop;
             }
             at = end;
@@ -709,7 +708,7 @@ async fn read_loop(conn: &Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>) -> Stop {
                 buf.clear();
                 conn.watch.frame_since.set(None);
                 arrived = Instant::now();
-                if let Err(stop) = on_frame(conn, &header, &frame, &mut fbb).await {
+                if let Err(stop) = on_frame(conn, &header, &frame, &mut scratch).await {
                     return stop;
                 }
                 record_ran(conn, arrived);
@@ -841,7 +840,7 @@ async fn on_frame(
     conn: &Rc<Conn>,
     header: &FrameHeader,
     frame: &[u8],
-    fbb: &mut FlatBufferBuilder<'static>,
+    scratch: &mut reply::ReplyScratch,
 ) -> Result<(), Stop> {
     // The first frame says which version the peer speaks; it may not change.
     match conn.version.get() {
@@ -888,7 +887,8 @@ async fn on_frame(
                 return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
             }
             if header.is_end()
-                && (run_now(conn, id, req, fbb) || mutate_now(conn, id, req, frame.get(body_len..).unwrap_or_default()))
+                && (run_now(conn, id, req, scratch)
+                    || mutate_now(conn, id, req, frame.get(body_len..).unwrap_or_default()))
             {
                 return Ok(());
             }
@@ -937,7 +937,7 @@ fn cancel(conn: &Conn, id: u64) {
 
 /// Runs a get, head or list page right here when it needs no waiting, its reply appended to the
 /// output. False when it must run as a task (the partition not open here, a Candy in Syrups, ...).
-fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuilder<'static>) -> bool {
+fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, scratch: &mut reply::ReplyScratch) -> bool {
     let kind = req.body_type();
     if kind == fb::RequestBody::List {
         return list_now(conn, id, req);
@@ -963,7 +963,7 @@ fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuild
     let answered = engine.with_encoded(key, |value| {
         if kind == fb::RequestBody::Head {
             let Ok(Some(head)) = candybox_core::locator::Head::view(value) else { return Ran::NotHere };
-            conn.out.frame(FrameKind::Reply, id, true, reply::head_in(fbb, &head), Payload::None);
+            conn.out.frame(FrameKind::Reply, id, true, reply::head_in(&mut scratch.fbb, &head), Payload::None);
             return Ran::Done;
         }
         let Ok(Some(view)) = candybox_core::locator::InlineView::decode(value) else { return Ran::NotHere };
@@ -973,7 +973,7 @@ fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, fbb: &mut FlatBufferBuild
             Some(Err(e)) => return Ran::Failed(e),
         };
         let data = view.data.get(first as usize..(first + len) as usize).unwrap_or_default();
-        let body = reply::get_done_in(fbb, &view.head, first, len);
+        let body = scratch.get_done(&view.head, first, len);
         conn.out.frame(FrameKind::Reply, id, true, body, Payload::Slice(data));
         crate::metrics::own_add(&conn.shard.metrics().bytes_out, len);
         Ran::Done

@@ -428,6 +428,126 @@ pub fn get_done_in<'f>(fbb: &'f mut FlatBufferBuilder<'static>, h: &Head<'_>, fi
     })
 }
 
+/// A connection's reply scratch: the builder its in-place replies are built in (reset for each,
+/// so nothing is allocated per reply), and the last `GetDone` shape it built.
+///
+/// Invariants:
+/// - The template is a finished `Reply { GetDone { CandyMeta } }` built with every scalar field
+///   written (defaults included), so each of them has a fixed place in its bytes; a reply for a
+///   Candy with the template's content type and no user metadata differs from it only in those
+///   places, and is the template with them overwritten (the flatbuffer's structure untouched).
+/// - A Candy with user metadata, or another content type, is built field by field (the template
+///   is then rebuilt for the new content type, so a run of one type pays for it once).
+pub struct ReplyScratch {
+    /// Where replies other than a templated `GetDone` are built.
+    pub fbb: FlatBufferBuilder<'static>,
+    get_done: Option<GetDoneTemplate>,
+}
+
+/// A finished `GetDone` reply and where its per-Candy fields lie in it.
+struct GetDoneTemplate {
+    content_type: String,
+    body: Vec<u8>,
+    size_at: usize,
+    checksum_at: usize,
+    hlc_at: usize,
+    created_ms_at: usize,
+    first_at: usize,
+    length_at: usize,
+}
+
+impl Default for ReplyScratch {
+    fn default() -> Self {
+        ReplyScratch { fbb: FlatBufferBuilder::with_capacity(1024), get_done: None }
+    }
+}
+
+impl ReplyScratch {
+    /// `GetDone` of a Candy whose locator head is viewed in place: the template with this
+    /// Candy's fields written when it fits (see the invariants), else built in the builder.
+    pub fn get_done(&mut self, h: &Head<'_>, first: u64, length: u64) -> &[u8] {
+        if h.has_user_meta() {
+            return get_done_in(&mut self.fbb, h, first, length);
+        }
+        let fits = self.get_done.as_ref().is_some_and(|t| t.content_type == h.content_type);
+        if !fits {
+            match GetDoneTemplate::new(&mut self.fbb, h.content_type) {
+                Some(t) => self.get_done = Some(t),
+                // Unreachable: the builder's own output always reads back.
+                None => return get_done_in(&mut self.fbb, h, first, length),
+            }
+        }
+        let Some(t) = self.get_done.as_mut() else { return get_done_in(&mut self.fbb, h, first, length) };
+        t.fill(h, first, length)
+    }
+}
+
+impl GetDoneTemplate {
+    /// Builds the template for `content_type` (every scalar written) and finds its fields;
+    /// `None` if the bytes do not read back as the reply built (never, for the builder's own).
+    fn new(fbb: &mut FlatBufferBuilder<'static>, content_type: &str) -> Option<GetDoneTemplate> {
+        fbb.reset();
+        fbb.force_defaults(true);
+        let ct = Some(fbb.create_string(content_type));
+        let h = hlc(Hlc::ZERO);
+        let meta = fb::CandyMeta::create(
+            fbb,
+            &fb::CandyMetaArgs {
+                size: 0,
+                checksum: 0,
+                hlc: Some(&h),
+                content_type: ct,
+                user_meta: None,
+                created_ms: 0,
+            },
+        );
+        let g = fb::GetDone::create(fbb, &fb::GetDoneArgs { meta: Some(meta), first: 0, length: 0 });
+        let root = fb::Reply::create(
+            fbb,
+            &fb::ReplyArgs { error: None, body_type: fb::ReplyBody::GetDone, body: Some(g.as_union_value()) },
+        );
+        fbb.finish_minimal(root);
+        fbb.force_defaults(false);
+        let body = fbb.finished_data().to_vec();
+        let reply = candybox_wire::frame::verify_reply(&body, candybox_wire::frame::FRAME_BODY_BYTES_MAX_MIN).ok()?;
+        let g = reply.body_as_get_done()?;
+        let m = g.meta()?;
+        let at = |t: &flatbuffers::Table<'_>, field: flatbuffers::VOffsetT| -> Option<usize> {
+            let off = t.vtable().get(field);
+            (off != 0).then(|| t.loc() + usize::from(off))
+        };
+        Some(GetDoneTemplate {
+            content_type: content_type.to_owned(),
+            size_at: at(&m._tab, fb::CandyMeta::VT_SIZE)?,
+            checksum_at: at(&m._tab, fb::CandyMeta::VT_CHECKSUM)?,
+            hlc_at: at(&m._tab, fb::CandyMeta::VT_HLC)?,
+            created_ms_at: at(&m._tab, fb::CandyMeta::VT_CREATED_MS)?,
+            first_at: at(&g._tab, fb::GetDone::VT_FIRST)?,
+            length_at: at(&g._tab, fb::GetDone::VT_LENGTH)?,
+            body,
+        })
+    }
+
+    /// The template with this Candy's fields written in.
+    fn fill(&mut self, h: &Head<'_>, first: u64, length: u64) -> &[u8] {
+        let hlc = hlc(h.hlc);
+        let writes: [(usize, &[u8]); 6] = [
+            (self.size_at, &h.size.to_le_bytes()),
+            (self.checksum_at, &h.checksum.to_le_bytes()),
+            (self.hlc_at, &hlc.0),
+            (self.created_ms_at, &h.created_ms.to_le_bytes()),
+            (self.first_at, &first.to_le_bytes()),
+            (self.length_at, &length.to_le_bytes()),
+        ];
+        for (at, bytes) in writes {
+            if let Some(place) = self.body.get_mut(at..at + bytes.len()) {
+                place.copy_from_slice(bytes);
+            }
+        }
+        &self.body
+    }
+}
+
 /// `CandyMeta` (head) of a locator head viewed in place, built in `fbb`.
 pub fn head_in<'f>(fbb: &'f mut FlatBufferBuilder<'static>, h: &Head<'_>) -> &'f [u8] {
     reply_in(fbb, fb::ReplyBody::CandyMeta, |fbb| view_meta(fbb, h).as_union_value())
@@ -638,5 +758,79 @@ mod tests {
         let bytes = error_reply(&NodeError::UnknownRequest(99));
         let r = candybox_wire::frame::verify_reply(&bytes, 1 << 20).unwrap();
         assert_eq!(r.error().unwrap().code(), fb::ErrorCode::UnknownRequest);
+    }
+
+    fn locator(content_type: &str, user_meta: &[(&str, &str)], size: u64, stamp: u64) -> CandyLocator {
+        CandyLocator {
+            hlc: Hlc { physical_ms: stamp, logical: (stamp % 7) as u32, node: 3 },
+            kind: candybox_core::locator::Kind::Put,
+            content_type: content_type.into(),
+            user_meta: user_meta.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            created_ms: stamp * 3,
+            size,
+            checksum: (stamp as u32).wrapping_mul(0x9E37_79B9),
+            body: candybox_core::locator::CandyBody::Inline(vec![7; size as usize]),
+        }
+    }
+
+    /// Everything a `GetDone` body says: size, checksum, HLC, content type, user metadata,
+    /// created-at, first, length.
+    type Said = (u64, u32, (u64, u32, u16), String, Vec<(String, String)>, u64, u64, u64);
+
+    /// What a `GetDone` body says, read through the verifier.
+    fn said(body: &[u8]) -> Said {
+        let r = candybox_wire::frame::verify_reply(body, 1 << 20).unwrap();
+        let g = r.body_as_get_done().unwrap();
+        let m = g.meta().unwrap();
+        let h = m.hlc().unwrap();
+        let meta = m
+            .user_meta()
+            .map(|v| v.iter().map(|kv| (kv.key().to_owned(), kv.value().to_owned())).collect())
+            .unwrap_or_default();
+        (
+            m.size(),
+            m.checksum(),
+            (h.physical_ms(), h.logical(), h.node()),
+            m.content_type().unwrap_or_default().to_owned(),
+            meta,
+            m.created_ms(),
+            g.first(),
+            g.length(),
+        )
+    }
+
+    #[test]
+    fn templated_get_replies_say_what_built_ones_say() {
+        let mut scratch = ReplyScratch::default();
+        let mut fbb = FlatBufferBuilder::new();
+        // Runs of one content type, a change of type, zero fields, user metadata between.
+        let cases = [
+            locator("application/octet-stream", &[], 1024, 1),
+            locator("application/octet-stream", &[], 0, 0),
+            locator("application/octet-stream", &[], 77, 1 << 40),
+            locator("text/plain", &[], 5, 9),
+            locator("text/plain", &[("a", "b"), ("colour", "blue")], 5, 10),
+            locator("text/plain", &[], 6, 11),
+            locator("", &[], 3, 12),
+            locator("application/octet-stream", &[], 4096, u64::MAX >> 20),
+        ];
+        for (i, l) in cases.iter().enumerate() {
+            let encoded = l.encode();
+            let head = Head::view(&encoded).unwrap().unwrap();
+            let (first, length) = (i as u64 % 2, l.size - (i as u64 % 2).min(l.size));
+            let built = said(get_done_in(&mut fbb, &head, first, length));
+            let templated = said(scratch.get_done(&head, first, length));
+            assert_eq!(templated, built, "case {i}");
+            assert_eq!(templated.0, l.size, "case {i}");
+            // The template served it (not a fall-back to the builder).
+            if !l.user_meta.is_empty() {
+                continue;
+            }
+            let t = scratch.get_done.as_ref().expect("a template");
+            assert_eq!(t.content_type, l.content_type, "case {i}");
+        }
+        let encoded = cases[0].encode();
+        let head = Head::view(&encoded).unwrap().unwrap();
+        assert!(GetDoneTemplate::new(&mut fbb, head.content_type).is_some());
     }
 }

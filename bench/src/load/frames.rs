@@ -215,6 +215,71 @@ pub fn check_reply(op: OpKind, body: &[u8], cap: u32, size: u64, request_id: u64
     }
 }
 
+/// Reply bodies this thread has verified, each with what it said: a body byte for byte equal to
+/// one of them needs no second pass of the flatbuffers verifier (equal bytes verify equally).
+/// A closed loop of gets on a fixed key space receives the same reply body for a key every time,
+/// so after each key's first reply the check is a hash lookup and a comparison of the bytes.
+///
+/// Invariants:
+/// - An entry is only made from a body [`check_reply`] accepted, for the op and size it was
+///   checked against; a hit needs the same op, the same size and the same bytes.
+/// - At most [`VERIFIED_REPLIES_MAX`] entries; once full, further bodies are verified every time.
+#[derive(Debug, Default)]
+pub struct VerifiedReplies {
+    /// By the body's CRC (already computed and checked for the frame): the body and its verdict.
+    by_crc: std::collections::HashMap<u32, VerifiedReply>,
+}
+
+#[derive(Debug)]
+struct VerifiedReply {
+    body: Box<[u8]>,
+    op: OpKind,
+    size: u64,
+    verdict: Verdict,
+}
+
+/// Most reply bodies a [`VerifiedReplies`] keeps (a key space of this many keys is served from
+/// it; with ~150-byte bodies about 10 MiB).
+pub const VERIFIED_REPLIES_MAX: usize = 1 << 16;
+
+impl VerifiedReplies {
+    /// [`check_reply`] of a body whose CRC (`body_crc`, checked against the frame header) is
+    /// known, answered from the bodies verified before when this one equals one of them.
+    ///
+    /// # Errors
+    /// As [`check_reply`].
+    pub fn check(
+        &mut self,
+        op: OpKind,
+        body: &[u8],
+        body_crc: u32,
+        cap: u32,
+        size: u64,
+        request_id: u64,
+    ) -> Result<Verdict, ReplyError> {
+        if let Some(v) = self.by_crc.get(&body_crc) {
+            if v.op == op && v.size == size && *v.body == *body {
+                return Ok(v.verdict);
+            }
+        }
+        let verdict = check_reply(op, body, cap, size, request_id)?;
+        if self.by_crc.len() < VERIFIED_REPLIES_MAX || self.by_crc.contains_key(&body_crc) {
+            self.by_crc.insert(body_crc, VerifiedReply { body: body.into(), op, size, verdict });
+        }
+        Ok(verdict)
+    }
+
+    /// Bodies kept.
+    pub fn len(&self) -> usize {
+        self.by_crc.len()
+    }
+
+    /// True when no body is kept.
+    pub fn is_empty(&self) -> bool {
+        self.by_crc.is_empty()
+    }
+}
+
 /// The name an error code is counted under: the code's name, which is also the name of the
 /// library's `ClientError` variant for it (so both load paths count alike).
 pub fn error_code_name(code: fb::ErrorCode) -> &'static str {
@@ -447,5 +512,31 @@ pub(crate) mod tests {
         ));
         assert!(matches!(check_reply(OpKind::Get, b"not a flatbuffer", CAP, 1, 1), Err(ReplyError::Frame(_))));
         assert!(matches!(check_reply(OpKind::List, &candy_meta(1), CAP, 1, 1), Err(ReplyError::NotLean("list"))));
+    }
+
+    #[test]
+    fn a_body_verified_before_is_answered_from_the_cache_only_when_equal() {
+        let mut v = VerifiedReplies::default();
+        let ok = get_done(1024);
+        // The CRC the frame header carried (the cache keys by it; the value is immaterial here).
+        let crc = 0x5EED_C0DE;
+        assert_eq!(v.check(OpKind::Get, &ok, crc, CAP, 1024, 1), Ok(Verdict::Done { payload_len: 1024 }));
+        assert_eq!(v.len(), 1);
+        // The same bytes again: the same verdict, nothing added.
+        assert_eq!(v.check(OpKind::Get, &ok, crc, CAP, 1024, 2), Ok(Verdict::Done { payload_len: 1024 }));
+        assert_eq!(v.len(), 1);
+        // Other bytes under the same CRC (a collision, or a damaged body): verified, refused.
+        assert!(matches!(v.check(OpKind::Get, b"not a flatbuffer", crc, CAP, 1024, 3), Err(ReplyError::Frame(_))));
+        // The same bytes checked for another size or op: checked again, and refused.
+        assert!(matches!(
+            v.check(OpKind::Get, &ok, crc, CAP, 10, 4),
+            Err(ReplyError::WrongLength { request_id: 4, expected: 10, got: 1024 })
+        ));
+        assert!(matches!(
+            v.check(OpKind::Head, &ok, crc, CAP, 1024, 5),
+            Err(ReplyError::WrongBody { expected: "CandyMeta", got: "GetDone", .. })
+        ));
+        // The entry still holds the good verdict.
+        assert_eq!(v.check(OpKind::Get, &ok, crc, CAP, 1024, 6), Ok(Verdict::Done { payload_len: 1024 }));
     }
 }

@@ -7,7 +7,8 @@
 //!   connection's send buffer and rewrites only its request id and header CRC.
 //! - One task per connection. All requests that are ready go out in one write; replies come in
 //!   large reads and every complete frame in the buffer is handled in place before the next read
-//!   ([`Pipeline::on_bytes`]): header, body CRC and flatbuffer verified, the reply's status and
+//!   ([`Pipeline::on_bytes`]): header, body CRC and flatbuffer verified (a body equal to one
+//!   verified before by the thread is not verified again: [`VerifiedReplies`]), the reply's status and
 //!   size read where they lie, payload bytes counted, nothing copied or allocated per request.
 //! - Shard-aware routing: the topology and the Box's partition count are read once with the
 //!   library client; each connection is opened to one shard's port and carries only keys that
@@ -56,7 +57,7 @@ use monoio::{
 use rand::{rngs::SmallRng, Rng as _, SeedableRng as _};
 
 use super::{
-    frames::{error_code_name, RequestTable},
+    frames::{error_code_name, RequestTable, VerifiedReplies},
     key_name,
     pipeline::{Completion, Outcome, Pipeline, DEPTH_MAX},
     raw::RawClient,
@@ -424,10 +425,16 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(index: usize, shard: Option<u16>, depth: usize, now: Instant) -> Conn {
+    fn new(
+        index: usize,
+        shard: Option<u16>,
+        depth: usize,
+        now: Instant,
+        replies: Rc<RefCell<VerifiedReplies>>,
+    ) -> Conn {
         Conn {
             shard,
-            pipeline: Pipeline::new(depth, now),
+            pipeline: Pipeline::sharing(depth, now, replies),
             rng: SmallRng::seed_from_u64(0x1EA4_0000 ^ index as u64),
             health: Health::default(),
             closed: false,
@@ -779,8 +786,12 @@ pub async fn thread_main(
             shutdown(fd);
         }
     });
-    let conns: Vec<Rc<RefCell<Conn>>> =
-        streams.iter().map(|&(i, shard, _)| Rc::new(RefCell::new(Conn::new(i, shard, c.depth, start)))).collect();
+    // One cache of verified reply bodies for the thread's connections.
+    let replies = Rc::new(RefCell::new(VerifiedReplies::default()));
+    let conns: Vec<Rc<RefCell<Conn>>> = streams
+        .iter()
+        .map(|&(i, shard, _)| Rc::new(RefCell::new(Conn::new(i, shard, c.depth, start, replies.clone()))))
+        .collect();
     // Every socket stays open until this function returns (its executor then ends), so that no
     // descriptor number the watchdog holds is reused while it may still shut it down.
     let mut kept_streams = Vec::new();

@@ -13,12 +13,12 @@
 //!   arrives (the part in this buffer now, the rest from later reads, never gathered); a frame
 //!   whose header or body is incomplete stays in the buffer untouched.
 
-use std::time::Instant;
+use std::{cell::RefCell, rc::Rc, time::Instant};
 
 use candybox_wire::{fb, frame::FrameKind};
 
 use super::{
-    frames::{check_reply, next_frame, FrameRef, ReplyError, Scan, Verdict},
+    frames::{next_frame, FrameRef, ReplyError, Scan, Verdict, VerifiedReplies},
     OpKind,
 };
 
@@ -96,6 +96,8 @@ pub struct Pipeline {
     sequence: u64,
     /// A frame whose payload is partly received: the next bytes on the connection are its.
     due: Option<PayloadDue>,
+    /// The reply bodies verified before, shared by the connections of one thread.
+    replies: Rc<RefCell<VerifiedReplies>>,
 }
 
 impl Pipeline {
@@ -104,6 +106,15 @@ impl Pipeline {
     /// # Panics
     /// When `depth` is 0 or above [`DEPTH_MAX`] (the caller checks `--depth` first).
     pub fn new(depth: usize, now: Instant) -> Pipeline {
+        Pipeline::sharing(depth, now, Rc::default())
+    }
+
+    /// As [`Pipeline::new`], checking replies against `replies` (the thread's connections share
+    /// one: a key's reply body is verified once for all of them).
+    ///
+    /// # Panics
+    /// As [`Pipeline::new`].
+    pub fn sharing(depth: usize, now: Instant, replies: Rc<RefCell<VerifiedReplies>>) -> Pipeline {
         assert!((1..=DEPTH_MAX).contains(&depth), "depth {depth} outside 1..={DEPTH_MAX}");
         let free_slot = Slot {
             id: 0,
@@ -117,7 +128,7 @@ impl Pipeline {
         };
         // Popped from the end: slot 0 first.
         let free = (0..depth).rev().map(|s| u16::try_from(s).unwrap_or(u16::MAX)).collect();
-        Pipeline { slots: vec![free_slot; depth], free, sequence: 1, due: None }
+        Pipeline { slots: vec![free_slot; depth], free, sequence: 1, due: None, replies }
     }
 
     /// True when another request can start.
@@ -208,20 +219,23 @@ impl Pipeline {
         };
         let payload = frame.payload.len() as u64;
         match h.kind {
-            FrameKind::Reply if !slot.streaming => match check_reply(slot.op, frame.body, cap, slot.size, id)? {
-                Verdict::Failed(code) => {
-                    if !h.is_end() || payload != 0 {
-                        return Err(ReplyError::ErrorNotFinal(id));
+            FrameKind::Reply if !slot.streaming => {
+                let verdict = self.replies.borrow_mut().check(slot.op, frame.body, h.body_crc, cap, slot.size, id);
+                match verdict? {
+                    Verdict::Failed(code) => {
+                        if !h.is_end() || payload != 0 {
+                            return Err(ReplyError::ErrorNotFinal(id));
+                        }
+                        Ok(Some(self.finish(index, Outcome::Failed(code))))
                     }
-                    Ok(Some(self.finish(index, Outcome::Failed(code))))
+                    Verdict::Done { payload_len } => {
+                        slot.payload_expected = payload_len;
+                        slot.received = payload;
+                        slot.streaming = true;
+                        self.advance(index, h.is_end())
+                    }
                 }
-                Verdict::Done { payload_len } => {
-                    slot.payload_expected = payload_len;
-                    slot.received = payload;
-                    slot.streaming = true;
-                    self.advance(index, h.is_end())
-                }
-            },
+            }
             FrameKind::Data if slot.streaming => {
                 slot.received += payload;
                 self.advance(index, h.is_end())
