@@ -11,6 +11,8 @@
 //! - an accepted header re-encodes to exactly its 32 bytes;
 //! - an accepted header's body plus payload never exceed the cap it was decoded with;
 //! - a data frame never has a body, a request or reply frame always has one;
+//! - a body the node's point-request reader (`read_point_request`) accepts, the verifier accepts,
+//!   and both read the same Box name, key and range;
 //! - a `Credit` frame (version 2) has exactly an 8-byte body and no payload, a `Cancel` frame
 //!   neither, and neither exists in a version-1 frame.
 #![no_main]
@@ -20,6 +22,8 @@ use candybox_wire::{
         credit_grant, verify_locator, verify_reply, verify_request, FrameHeader, FrameKind, CREDIT_BODY_BYTES,
         FRAME_HEADER_BYTES,
     },
+    fb::RangeKind,
+    point::read_point_request,
     FRAME_MAGIC,
 };
 use libfuzzer_sys::fuzz_target;
@@ -71,6 +75,21 @@ fn read_stream(mut data: &[u8]) {
 fn walk_body(kind: FrameKind, body: &[u8]) {
     match kind {
         FrameKind::Request => {
+            // The node's fast reader of gets and heads accepts nothing the verifier refuses, and
+            // reads what the accessors read.
+            if let Some(point) = read_point_request(body, CAP) {
+                let request = verify_request(body, CAP).expect("a point request the verifier refuses was read");
+                let (box_name, key, range) = match (request.body_as_get(), request.body_as_head()) {
+                    (Some(g), _) => (g.box_name(), g.key().bytes(), (g.range_kind(), g.first(), g.last())),
+                    (None, Some(h)) => (h.box_name(), h.key().bytes(), (RangeKind::Whole, 0, 0)),
+                    (None, None) => panic!("a point request read from a body of another kind"),
+                };
+                assert_eq!(
+                    (point.box_name, point.key, (point.range_kind, point.first, point.last)),
+                    (box_name, key, range),
+                    "the point reader read other values"
+                );
+            }
             if let Ok(request) = verify_request(body, CAP) {
                 std::hint::black_box(format!("{request:?}"));
                 // The relayed locator of a zero-copy put is verified on its own, as the node does.

@@ -363,11 +363,19 @@ pub fn list_options(r: &fb::List<'_>) -> Result<ListOptions, NodeError> {
 /// # Errors
 /// `InvalidArgument` for an unknown range kind.
 pub fn get_range(r: &fb::Get<'_>) -> Result<Option<ByteRange>, NodeError> {
-    Ok(match r.range_kind() {
+    range_of(r.range_kind(), r.first(), r.last())
+}
+
+/// The byte range of a get's `range_kind`, `first` and `last` (`None`: the whole Candy).
+///
+/// # Errors
+/// `InvalidArgument` for an unknown range kind.
+pub fn range_of(kind: fb::RangeKind, first: u64, last: u64) -> Result<Option<ByteRange>, NodeError> {
+    Ok(match kind {
         fb::RangeKind::Whole => None,
-        fb::RangeKind::FromTo => Some(ByteRange::FromTo(r.first(), r.last())),
-        fb::RangeKind::From => Some(ByteRange::From(r.first())),
-        fb::RangeKind::Suffix => Some(ByteRange::Suffix(r.first())),
+        fb::RangeKind::FromTo => Some(ByteRange::FromTo(first, last)),
+        fb::RangeKind::From => Some(ByteRange::From(first)),
+        fb::RangeKind::Suffix => Some(ByteRange::Suffix(first)),
         other => return Err(NodeError::invalid("range_kind", format!("unknown range kind {}", other.0))),
     })
 }

@@ -47,6 +47,7 @@ use candybox_core::engine::Piece;
 use candybox_wire::{
     fb,
     frame::{self, credit_cost, FrameError, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES, STREAM_WINDOW_BYTES},
+    point::{read_point_request, PointKind, PointRequest},
 };
 use monoio::{
     buf::IoBufMut,
@@ -881,13 +882,21 @@ async fn on_frame(
             let body_len = header.body_len as usize;
             let body = frame.get(..body_len).unwrap_or_default();
             header.check_body(body).map_err(Stop::Malformed)?;
+            // A get or head (the most frequent requests) is read in one checked pass; anything
+            // else, or anything that reader declines, goes through the general verifier.
+            let point = if header.is_end() { read_point_request(body, conn.cap) } else { None };
+            if let Some(point) = &point {
+                if run_point(conn, id, point, scratch) {
+                    return Ok(());
+                }
+            }
             let req = frame::verify_request(body, conn.cap).map_err(Stop::Malformed)?;
             let kind = req.body_type();
             if !command::is_streamed(kind) && !header.is_end() {
                 return Err(Stop::Malformed(FrameError::OutOfSequence(id)));
             }
             if header.is_end()
-                && (run_now(conn, id, req, scratch)
+                && ((point.is_none() && run_now(conn, id, req, scratch))
                     || mutate_now(conn, id, req, frame.get(body_len..).unwrap_or_default()))
             {
                 return Ok(());
@@ -938,21 +947,44 @@ fn cancel(conn: &Conn, id: u64) {
 /// Runs a get, head or list page right here when it needs no waiting, its reply appended to the
 /// output. False when it must run as a task (the partition not open here, a Candy in Syrups, ...).
 fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, scratch: &mut reply::ReplyScratch) -> bool {
-    let kind = req.body_type();
-    if kind == fb::RequestBody::List {
-        return list_now(conn, id, req);
-    }
-    let (box_name, key, range) = match kind {
+    let point = match req.body_type() {
+        fb::RequestBody::List => return list_now(conn, id, req),
         fb::RequestBody::Get => {
             let Some(g) = req.body_as_get() else { return false };
-            let Ok(range) = command::get_range(&g) else { return false };
-            (g.box_name(), g.key().bytes(), range)
+            PointRequest {
+                kind: PointKind::Get,
+                box_name: g.box_name(),
+                key: g.key().bytes(),
+                range_kind: g.range_kind(),
+                first: g.first(),
+                last: g.last(),
+            }
         }
         fb::RequestBody::Head => {
             let Some(h) = req.body_as_head() else { return false };
-            (h.box_name(), h.key().bytes(), None)
+            PointRequest {
+                kind: PointKind::Head,
+                box_name: h.box_name(),
+                key: h.key().bytes(),
+                range_kind: fb::RangeKind::Whole,
+                first: 0,
+                last: 0,
+            }
         }
         _ => return false,
+    };
+    run_point(conn, id, &point, scratch)
+}
+
+/// Runs a get or head right here when it needs no waiting (as [`run_now`]).
+fn run_point(conn: &Conn, id: u64, q: &PointRequest<'_>, scratch: &mut reply::ReplyScratch) -> bool {
+    let (box_name, key) = (q.box_name, q.key);
+    let (kind, range) = match q.kind {
+        PointKind::Get => {
+            let Ok(range) = command::range_of(q.range_kind, q.first, q.last) else { return false };
+            (fb::RequestBody::Get, range)
+        }
+        PointKind::Head => (fb::RequestBody::Head, None),
     };
     if candybox_core::types::validate_key(key).is_err() {
         return false;
