@@ -196,7 +196,7 @@ fn main() -> anyhow::Result<()> {
         "--frame-version must be between {FRAME_VERSION_MIN} and {FRAME_VERSION}"
     );
     let older = frame_version < FRAME_VERSION;
-    let unsupported = lean::unsupported(&mix, &sizes, args.keys, frame_version);
+    let unsupported = lean::unsupported(&mix, &sizes, args.keys, frame_version, args.rate.is_some());
     let lean = match (args.client, &unsupported) {
         (ClientPath::Library, _) if older => {
             bail!("--frame-version {frame_version}: the library speaks only version {FRAME_VERSION}; use --client lean")

@@ -28,7 +28,10 @@
 //! - A `Busy` reply is counted as an error of kind `Busy`, not retried (the library retries it).
 //! - Protocol version 2's control frames: a `Credit` grant is ignored (every request goes whole in
 //!   its first frame, so none waits for credit); a `Cancel` from the node ends its request as an
-//!   error of kind `Cancelled`.
+//!   error of kind `Cancelled`. A closed loop grants each Data frame's cost back as its header
+//!   arrives (its payload is counted, never held), so a get of any size flows.
+//! - Payloads of objects from [`DISCARD_PAYLOAD_BYTES_MIN`] on are dropped in the kernel, never
+//!   copied to user space; every byte is still counted against what its reply announced.
 
 use std::{
     cell::{Cell, RefCell},
@@ -47,7 +50,7 @@ use candybox_wire::{
         placement::{partition_of, shard_of, PLACEMENT_V1},
         reply, request, ByteRange, ClientConfig, ClientError, MonoioClient, PutOptions,
     },
-    frame::FRAME_VERSION,
+    frame::{FrameHeader, FRAME_VERSION},
 };
 use monoio::{
     buf::IoBufMut as _,
@@ -69,11 +72,21 @@ use super::{
 /// Largest object the lean path puts: the request and its bytes go in one frame, as the library
 /// sends a put that fits one (larger ones continue in Data frames, which this path does not send).
 pub const LEAN_PUT_BYTES_MAX: u64 = 1 << 20;
-/// Largest object the lean path gets. Its payload streams through the receive buffer, so the
-/// buffer sets no limit; the protocol does: from frame version 2 on a reply stream beyond its
-/// initial window waits for the receiver's Credit frames, which this path does not send. Half
-/// the window leaves room for the frames' minimum credit cost. Larger gets take the library path.
+/// Largest object the lean path gets in an open loop. Its payload streams through the receive
+/// buffer, so the buffer sets no limit; the protocol does: from frame version 2 on a reply stream
+/// beyond its initial window waits for the receiver's Credit frames, which only the closed loop
+/// sends (its one task per connection reads and writes; an open loop's reader does not write).
+/// Half the window leaves room for the frames' minimum credit cost. Larger gets in an open loop
+/// take the library path.
 pub const LEAN_GET_BYTES_MAX: u64 = candybox_wire::frame::STREAM_WINDOW_BYTES / 2;
+/// Objects from this size on are received without copying their payload: once a frame's header
+/// and body are read, the rest of its payload is dropped in the kernel (`recv` with `MSG_TRUNC`,
+/// counted, never copied to user space) and reads are kept short, so a large get costs the
+/// generator its headers and the kernel's receive path only.
+pub const DISCARD_PAYLOAD_BYTES_MIN: u64 = 256 * 1024;
+/// The longest read while payloads are discarded: a reply's header and body and a little of what
+/// follows.
+const DISCARD_READ_BYTES: usize = 4096;
 /// Most keys the lean path encodes requests for (about 100 bytes of frame per key and op).
 pub const LEAN_KEYS_MAX: u64 = 4_000_000;
 /// How long replies in flight at the end of the run are waited for.
@@ -94,7 +107,7 @@ const REPLY_OVERHEAD_BYTES: usize = 512;
 const SHARD_DRAWS_MAX: u32 = 1000;
 
 /// Why the lean path cannot run a configuration, or `None` when it can.
-pub fn unsupported(mix: &Mix, sizes: &SizeSpec, keys: u64, frame_version: u8) -> Option<String> {
+pub fn unsupported(mix: &Mix, sizes: &SizeSpec, keys: u64, frame_version: u8, open_loop: bool) -> Option<String> {
     if let Some(&(op, _)) = mix.weights.iter().find(|(op, _)| !matches!(op, OpKind::Get | OpKind::Head | OpKind::Put)) {
         return Some(format!("the mix has {} (the lean path runs get, head and put)", op.name()));
     }
@@ -104,9 +117,12 @@ pub fn unsupported(mix: &Mix, sizes: &SizeSpec, keys: u64, frame_version: u8) ->
     if mix.has(OpKind::Put) && *size > LEAN_PUT_BYTES_MAX {
         return Some(format!("puts of {size} bytes are larger than the lean path's {LEAN_PUT_BYTES_MAX}"));
     }
-    // Version 1 has no flow control: a reply of any size streams through.
-    if frame_version >= 2 && *size > LEAN_GET_BYTES_MAX {
-        return Some(format!("objects of {size} bytes are larger than the lean path's {LEAN_GET_BYTES_MAX}"));
+    // Version 1 has no flow control: a reply of any size streams through; a closed loop grants
+    // credit as the payload arrives.
+    if frame_version >= 2 && open_loop && *size > LEAN_GET_BYTES_MAX {
+        return Some(format!(
+            "objects of {size} bytes are larger than the lean path's {LEAN_GET_BYTES_MAX} in an open loop"
+        ));
     }
     if keys > LEAN_KEYS_MAX {
         return Some(format!("{keys} keys are more than the lean path encodes ({LEAN_KEYS_MAX})"));
@@ -431,10 +447,12 @@ impl Conn {
         depth: usize,
         now: Instant,
         replies: Rc<RefCell<VerifiedReplies>>,
+        grant_credit: bool,
     ) -> Conn {
+        let pipeline = Pipeline::sharing(depth, now, replies);
         Conn {
             shard,
-            pipeline: Pipeline::sharing(depth, now, replies),
+            pipeline: if grant_credit { pipeline.granting_credit() } else { pipeline },
             rng: SmallRng::seed_from_u64(0x1EA4_0000 ^ index as u64),
             health: Health::default(),
             closed: false,
@@ -519,9 +537,18 @@ fn handle(
 
 /// One read into the free room of `recv`.
 async fn read_some<R: monoio::io::AsyncReadRent>(rd: &mut R, recv: &mut Vec<u8>) -> std::io::Result<usize> {
+    read_at_most(rd, recv, usize::MAX).await
+}
+
+/// One read of at most `max` bytes into the free room of `recv`.
+async fn read_at_most<R: monoio::io::AsyncReadRent>(
+    rd: &mut R,
+    recv: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
     let len = recv.len();
     let buf = std::mem::take(recv);
-    let total = buf.capacity();
+    let total = buf.capacity().min(len.saturating_add(max));
     let (result, slice) = rd.read(buf.slice_mut(len..total)).await;
     *recv = slice.into_inner();
     result
@@ -542,8 +569,10 @@ async fn wait_precise(timer: &mut Option<PreciseTimer>, at: Instant) {
     super::wait_until(at).await;
 }
 
-/// Closed loop on one connection: fill every free slot, send them in one write, read, handle
-/// every reply, again, until the end; then wait for the replies in flight.
+/// Closed loop on one connection: fill every free slot, send them in one write (with the credit
+/// owed for Data frames received), read, handle every reply, again, until the end; then wait for
+/// the replies in flight. Objects of [`DISCARD_PAYLOAD_BYTES_MIN`] and more have their payloads
+/// dropped in the kernel as they arrive ([`discard_due`]).
 async fn closed_loop(
     plan: std::sync::Arc<LeanPlan>,
     conn: Rc<RefCell<Conn>>,
@@ -554,6 +583,8 @@ async fn closed_loop(
     monoio::time::sleep(times.start.saturating_duration_since(Instant::now())).await;
     let mut send = Vec::with_capacity(plan.config.depth * plan.request_bytes_max);
     let mut recv = Vec::with_capacity(plan.receive_bytes());
+    let discard = plan.config.size >= DISCARD_PAYLOAD_BYTES_MIN;
+    let read_max = if discard { DISCARD_READ_BYTES } else { usize::MAX };
     loop {
         let now = Instant::now();
         {
@@ -561,6 +592,11 @@ async fn closed_loop(
             if now < times.end && c.health.stopped.is_none() {
                 while c.push_request(&plan, &mut send, now, now) {}
             }
+            c.pipeline.take_grants(|id, bytes| {
+                let (header, body) = FrameHeader::credit(id, bytes);
+                send.extend_from_slice(&header);
+                send.extend_from_slice(&body);
+            });
         }
         if !send.is_empty() {
             let (result, buf) = stream.write_all(send).await;
@@ -574,19 +610,64 @@ async fn closed_loop(
         if conn.borrow().pipeline.in_flight() == 0 {
             return stream;
         }
-        let why = match read_some(&mut stream, &mut recv).await {
-            Ok(0) => Some("the node closed the connection with requests in flight".to_string()),
-            Ok(_) => {
-                let done = Instant::now();
-                handle(&mut recv, &mut conn.borrow_mut(), &plan, &times, false, done, &mut tally.borrow_mut())
-                    .err()
-                    .map(|e| format!("broken reply: {e}"))
+        let why = if discard && conn.borrow().pipeline.payload_due() > 0 {
+            discard_due(&stream, &conn, &times, &tally).await.err()
+        } else {
+            match read_at_most(&mut stream, &mut recv, read_max).await {
+                Ok(0) => Some("the node closed the connection with requests in flight".to_string()),
+                Ok(_) => {
+                    let done = Instant::now();
+                    handle(&mut recv, &mut conn.borrow_mut(), &plan, &times, false, done, &mut tally.borrow_mut())
+                        .err()
+                        .map(|e| format!("broken reply: {e}"))
+                }
+                Err(e) => Some(format!("read: {e}")),
             }
-            Err(e) => Some(format!("read: {e}")),
         };
         if let Some(why) = why {
             conn.borrow_mut().close(Some(why), &times, &mut tally.borrow_mut());
             return stream;
+        }
+    }
+}
+
+/// Receives the rest of the payload due on `stream` without copying it: waits until the socket
+/// is readable, then drops what is there, up to what is due, in the kernel (`recv` with
+/// `MSG_TRUNC`: TCP discards the bytes), counting them; until nothing is due.
+async fn discard_due(
+    stream: &TcpStream,
+    conn: &Rc<RefCell<Conn>>,
+    times: &Times,
+    tally: &RefCell<Tally>,
+) -> Result<(), String> {
+    let fd = stream.as_raw_fd();
+    loop {
+        let due = conn.borrow().pipeline.payload_due();
+        if due == 0 {
+            return Ok(());
+        }
+        stream.readable(true).await.map_err(|e| format!("wait for the payload: {e}"))?;
+        let want = usize::try_from(due).unwrap_or(usize::MAX);
+        // SAFETY: with MSG_TRUNC a TCP socket copies nothing to the buffer, so a null buffer is
+        // never written; `fd` is the open socket of `stream`, borrowed for the call.
+        let n = unsafe { libc::recv(fd, std::ptr::null_mut(), want, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+        if n == 0 {
+            return Err("the node closed the connection with requests in flight".to_string());
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("discard the payload: {e}"));
+        }
+        let done = Instant::now();
+        let mut c = conn.borrow_mut();
+        let Conn { pipeline, health, .. } = &mut *c;
+        match pipeline.on_discarded(n as u64) {
+            Ok(Some(completion)) => health.complete(&completion, done, times, false, &mut tally.borrow_mut()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("broken reply: {e}")),
         }
     }
 }
@@ -786,11 +867,14 @@ pub async fn thread_main(
             shutdown(fd);
         }
     });
+    // Version 2's flow control: the closed loop acknowledges every Data frame it receives (its
+    // task writes as well as reads); an open loop carries no object long enough to need it.
+    let grant_credit = c.frame_version >= 2 && c.rate.is_none();
     // One cache of verified reply bodies for the thread's connections.
     let replies = Rc::new(RefCell::new(VerifiedReplies::default()));
     let conns: Vec<Rc<RefCell<Conn>>> = streams
         .iter()
-        .map(|&(i, shard, _)| Rc::new(RefCell::new(Conn::new(i, shard, c.depth, start, replies.clone()))))
+        .map(|&(i, shard, _)| Rc::new(RefCell::new(Conn::new(i, shard, c.depth, start, replies.clone(), grant_credit))))
         .collect();
     // Every socket stays open until this function returns (its executor then ends), so that no
     // descriptor number the watchdog holds is reused while it may still shut it down.

@@ -98,6 +98,12 @@ pub struct Pipeline {
     due: Option<PayloadDue>,
     /// The reply bodies verified before, shared by the connections of one thread.
     replies: Rc<RefCell<VerifiedReplies>>,
+    /// Protocol version 2: each Data frame received is acknowledged with a `Credit` frame
+    /// granting its cost back, so a reply stream longer than the initial window keeps flowing.
+    grant_credit: bool,
+    /// Grants (request id, bytes) not yet sent; at most one per Data frame handled since the
+    /// caller last took them.
+    grants: Vec<(u64, u64)>,
 }
 
 impl Pipeline {
@@ -128,7 +134,43 @@ impl Pipeline {
         };
         // Popped from the end: slot 0 first.
         let free = (0..depth).rev().map(|s| u16::try_from(s).unwrap_or(u16::MAX)).collect();
-        Pipeline { slots: vec![free_slot; depth], free, sequence: 1, due: None, replies }
+        Pipeline {
+            slots: vec![free_slot; depth],
+            free,
+            sequence: 1,
+            due: None,
+            replies,
+            grant_credit: false,
+            grants: Vec::with_capacity(depth),
+        }
+    }
+
+    /// Acknowledges every Data frame with a credit grant (protocol version 2 and later).
+    pub fn granting_credit(mut self) -> Pipeline {
+        self.grant_credit = true;
+        self
+    }
+
+    /// Hands each credit grant owed since the last call to `grant` (request id, bytes).
+    pub fn take_grants(&mut self, mut grant: impl FnMut(u64, u64)) {
+        for (id, bytes) in self.grants.drain(..) {
+            grant(id, bytes);
+        }
+    }
+
+    /// Bytes of the payload due (the frame being received) still to arrive: the next bytes on
+    /// the connection are its.
+    pub fn payload_due(&self) -> u64 {
+        self.due.map_or(0, |d| d.missing)
+    }
+
+    /// Counts `n` bytes of the payload due that were received and dropped without being read
+    /// (discarded by the kernel); the request they finished, if any.
+    ///
+    /// # Errors
+    /// As [`Pipeline::on_frame`] (a payload longer than its reply announced).
+    pub fn on_discarded(&mut self, n: u64) -> Result<Option<Completion>, ReplyError> {
+        self.on_due_payload(n)
     }
 
     /// True when another request can start.
@@ -175,6 +217,12 @@ impl Pipeline {
                 };
             }
             FrameKind::Request | FrameKind::Reply | FrameKind::Data => {}
+        }
+        if self.grant_credit && frame.header.kind == FrameKind::Data && frame.header.payload_len > 0 {
+            // Granted as the frame's header arrives: its payload is counted as it comes and
+            // never held, so the credit it used is free again.
+            let cost = candybox_wire::frame::credit_cost(frame.header.payload_len as usize);
+            self.grants.push((frame.header.request_id, cost));
         }
         let missing = frame.payload_missing();
         if missing == 0 {
@@ -337,7 +385,7 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use candybox_wire::frame::FrameHeader;
+    use candybox_wire::frame::{FrameHeader, FRAME_HEADER_BYTES};
 
     use super::*;
     use crate::load::frames::tests::{candy_meta, data_frame, error, get_done, reply_frame, CAP};
@@ -458,6 +506,54 @@ mod tests {
         let (used, _, d) = run(&mut p, &wire[..wire.len() - 6]).unwrap();
         assert!(d.is_empty());
         assert!(matches!(run(&mut p, &wire[used..]), Err(ReplyError::WrongLength { expected: 8, .. })));
+    }
+
+    #[test]
+    fn data_frames_are_granted_back_and_discarded_payload_counts() {
+        let t = Instant::now();
+        // Without credit granting (version 1, open loop) nothing is owed.
+        let mut quiet = Pipeline::new(1, t);
+        let q = quiet.start(OpKind::Get, 8, t, t).unwrap();
+        let mut wire = reply_frame(q, false, &get_done(8), b"0123");
+        wire.extend(data_frame(q, true, b"4567"));
+        run(&mut quiet, &wire).unwrap();
+        quiet.take_grants(|_, _| panic!("a grant without credit granting"));
+
+        let mut p = Pipeline::new(1, t).granting_credit();
+        let size = 3u64 << 20;
+        let a = p.start(OpKind::Get, size, t, t).unwrap();
+        let piece = vec![5u8; 1 << 20];
+        // The reply frame with a first MiB (no credit: only Data frames count against it).
+        let wire = reply_frame(a, false, &get_done(size), &piece);
+        let head = wire.len() - piece.len();
+        let (used, _, done) = run(&mut p, &wire[..head + 100]).unwrap();
+        assert!(done.is_empty());
+        assert_eq!(used, head + 100);
+        assert_eq!(p.payload_due(), (1 << 20) - 100);
+        // The rest of that payload is dropped unread and counted.
+        assert_eq!(p.on_discarded(p.payload_due()).unwrap(), None);
+        assert_eq!(p.payload_due(), 0);
+        let mut grants = Vec::new();
+        p.take_grants(|id, bytes| grants.push((id, bytes)));
+        assert!(grants.is_empty(), "the reply frame is owed no credit");
+        // Two Data frames: each is granted its cost as its header arrives.
+        let first = data_frame(a, false, &piece);
+        let (_, _, done) = run(&mut p, &first[..FRAME_HEADER_BYTES + 10]).unwrap();
+        assert!(done.is_empty());
+        assert_eq!(p.on_discarded(p.payload_due()).unwrap(), None);
+        let last = data_frame(a, true, &piece);
+        run(&mut p, &last[..FRAME_HEADER_BYTES]).unwrap();
+        p.take_grants(|id, bytes| grants.push((id, bytes)));
+        assert_eq!(grants, vec![(a, 1 << 20), (a, 1 << 20)]);
+        // The last byte discarded completes the get with every byte counted.
+        let due = p.payload_due();
+        assert_eq!(due, 1 << 20);
+        assert_eq!(p.on_discarded(due - 1).unwrap(), None);
+        let c = p.on_discarded(1).unwrap().expect("completed");
+        assert_eq!(c.outcome, Outcome::Ok { bytes: size });
+        // With nothing due, a discard counts nothing.
+        assert_eq!(p.on_discarded(5).unwrap(), None);
+        assert_eq!(p.in_flight(), 0);
     }
 
     #[test]
