@@ -99,6 +99,12 @@ struct Args {
     /// Do not read the node's metrics.
     #[arg(long)]
     no_metrics: bool,
+    /// The node's process id on this machine: its CPU (every thread, from /proc/PID/stat) is then
+    /// read with each reading of its metrics and counts as the node's, also for a node that does
+    /// not report `candybox_process_cpu_seconds_total` itself (bench/ab passes it, so an older
+    /// base is measured as the current node is).
+    #[arg(long)]
+    node_pid: Option<u32>,
     /// Client threads, each its own executor with its share of the connections.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -329,12 +335,26 @@ fn read_window_metrics(args: &Args, when: &str) -> Option<Scrape> {
         return None;
     }
     match scrape::fetch(&args.metrics) {
-        Ok(s) => Some(s),
+        Ok(s) => Some(with_process_cpu(args, s)),
         Err(e) => {
             eprintln!("warning: cannot read the node's metrics {when}: {e}");
             None
         }
     }
+}
+
+/// `s` with the node's process CPU from `/proc` when `--node-pid` names it (a failure to read
+/// it is a warning, and the node's own figures stand).
+fn with_process_cpu(args: &Args, mut s: Scrape) -> Scrape {
+    if let Some(pid) = args.node_pid {
+        match scrape::process_cpu_seconds_of(pid) {
+            Ok(cpu) => {
+                s.totals.insert(scrape::PROCESS_CPU.to_string(), cpu);
+            }
+            Err(e) => eprintln!("warning: cannot read the node's CPU from /proc: {e}"),
+        }
+    }
+    s
 }
 
 /// CPU seconds (user + system) of this process so far, every thread included.
@@ -356,6 +376,7 @@ fn read_metrics(args: &Args, when: &str) -> anyhow::Result<Option<(Scrape, bool)
     }
     let (s, fresh) = scrape::fetch_after_pass(&args.metrics, PASS_WAIT)
         .map_err(|e| anyhow::anyhow!("read the node's metrics {when}: {e} (use --no-metrics to skip them)"))?;
+    let s = with_process_cpu(args, s);
     if !fresh {
         eprintln!("warning: no maintenance pass within {PASS_WAIT:?} {when}: the node's engine figures may lag");
     }

@@ -58,6 +58,41 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The node's CPU over its whole process (every thread, io_uring workers included).
+pub const PROCESS_CPU: &str = "candybox_process_cpu_seconds_total";
+
+/// CPU seconds (user + system) of process `pid` so far, every thread included, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+///
+/// # Errors
+/// When the file cannot be read or does not parse.
+pub fn process_cpu_seconds_of(pid: u32) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    cpu_seconds_from_stat(&text, clock_ticks_per_second()).ok_or_else(|| format!("{path} does not parse"))
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in seconds. The command name (field 2) is in
+/// parentheses and may hold spaces, so the fields are counted after its closing one.
+fn cpu_seconds_from_stat(stat: &str, ticks_per_second: f64) -> Option<f64> {
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = after_name.split_whitespace();
+    // After the name: state (3), ..., utime (14), stime (15).
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / ticks_per_second)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf takes a plain constant and touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
 /// GETs `/metrics` from `addr` (`host:port`).
 ///
 /// # Errors
@@ -153,7 +188,7 @@ impl NodeDelta {
         let shards_total: f64 = cpu.iter().sum();
         // The whole process where the node reports it: its io_uring workers (which run spliced
         // sends) and other threads work for the requests too. An older node: its shard threads.
-        let process = "candybox_process_cpu_seconds_total";
+        let process = PROCESS_CPU;
         let cpu_total = if before.totals.contains_key(process) && after.totals.contains_key(process) {
             d(process).max(shards_total)
         } else {
@@ -289,5 +324,23 @@ mod tests {
         assert!((d.cpu_us_per_op - 30.0).abs() < 1e-6, "{}", d.cpu_us_per_op);
         assert!((d.spin_s - 0.01).abs() < 1e-9, "{}", d.spin_s);
         assert!((d.request_cpu_us_per_op - 20.0).abs() < 1e-6, "{}", d.request_cpu_us_per_op);
+    }
+
+    #[test]
+    fn process_cpu_is_read_from_proc() {
+        // A command name with spaces and parentheses does not shift the fields.
+        let line = "4242 (cand (y) d) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 99 0 0";
+        assert_eq!(cpu_seconds_from_stat(line, 100.0), Some(3.0));
+        assert_eq!(cpu_seconds_from_stat("4242 (x) S 1 2", 100.0), None);
+        // This process has spent some CPU, and a second reading is never less.
+        let pid = std::process::id();
+        let first = process_cpu_seconds_of(pid).unwrap();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        let second = process_cpu_seconds_of(pid).unwrap();
+        assert!(second >= first && first >= 0.0, "{first} then {second} ({x})");
+        assert!(process_cpu_seconds_of(u32::MAX).is_err());
     }
 }
