@@ -35,6 +35,19 @@ pub struct MemEntry {
 /// index's slot).
 const ENTRY_OVERHEAD_BYTES: usize = 160;
 
+/// Hints the cache line at `at` into the caches (x86-64; nothing elsewhere).
+#[inline]
+fn prefetch_line(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults and reads nothing into the program: any
+    // address is allowed, and `at` points into a live entry anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// `key` and `value` copied into one allocation, key first, as two slices of it.
 fn together(key: &[u8], value: &[u8]) -> (Bytes, Bytes) {
     let mut both = Vec::with_capacity(key.len() + value.len());
@@ -119,6 +132,18 @@ impl Memtable {
     /// The entry of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<&MemEntry> {
         self.index.get(key)
+    }
+
+    /// Asks the CPU to bring the first `bytes_max` bytes of `key`'s entry into its cache (a hint:
+    /// nothing is read, nothing changes). A batch of requests hints each of its keys first, so
+    /// their entries' cache misses overlap instead of coming one after another.
+    pub fn prefetch(&self, key: &[u8], bytes_max: usize) {
+        let Some(e) = self.index.get(key) else { return };
+        let len = e.value.len().min(bytes_max);
+        let base = e.value.as_ptr();
+        for offset in (0..len).step_by(64) {
+            prefetch_line(base.wrapping_add(offset));
+        }
     }
 
     /// Entries with keys in `(lo, hi)`, ascending or descending.
@@ -216,5 +241,15 @@ mod tests {
             assert_eq!(ik.as_ptr().wrapping_add(ik.len()), iv.value.as_ptr(), "key {k:?}");
         }
         assert!(m.get(b"k/999999").is_none());
+        // Hints change nothing: for present and absent keys, any length asked.
+        let before: Vec<_> = m.iter().map(|(k, e)| (k.clone(), e.hlc, e.value.clone())).collect();
+        for (k, _, _) in &before {
+            m.prefetch(k, 0);
+            m.prefetch(k, 7);
+            m.prefetch(k, usize::MAX);
+        }
+        m.prefetch(b"k/999999", 4096);
+        let after: Vec<_> = m.iter().map(|(k, e)| (k.clone(), e.hlc, e.value.clone())).collect();
+        assert_eq!(after, before);
     }
 }

@@ -262,6 +262,14 @@ impl<S: Storage> Engine<S> {
         Ok(state.find_live(key, &self.inner.config.partition_dir)?.map(|v| f(v.bytes())))
     }
 
+    /// Hints `key`'s memtable entry (its first `bytes_max` bytes) into the CPU's cache ahead of a
+    /// read of it; nothing otherwise (not in the memtable, the state in use).
+    pub fn prefetch(&self, key: &[u8], bytes_max: usize) {
+        if let Ok(state) = self.inner.state.try_borrow() {
+            state.mem.prefetch(key, bytes_max);
+        }
+    }
+
     /// The committed live locator of `key` and its encoding.
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<(Bytes, CandyLocator)>> {
         self.check_usable()?;
