@@ -930,6 +930,11 @@ async fn on_frame(
 /// checked in full, when they are handled. `hints` is the connection's reused list.
 fn prefetch_gets(conn: &Conn, buf: &[u8], hints: &mut Vec<(PartitionEngine, usize, usize)>) {
     hints.clear();
+    // One frame (an unpipelined client) has no misses to overlap: its lookup is its own.
+    let single = buf.first_chunk::<FRAME_HEADER_BYTES>().and_then(|h| FrameHeader::decode(h, conn.cap).ok());
+    if single.is_none_or(|h| FRAME_HEADER_BYTES + h.frame_len() >= buf.len()) {
+        return;
+    }
     let mut at = 0usize;
     while hints.len() < PREFETCH_FRAMES_MAX {
         let Some(h) = buf.get(at..).and_then(|b| b.first_chunk::<FRAME_HEADER_BYTES>()) else { break };
