@@ -22,8 +22,7 @@ use candybox_wire::{
         credit_grant, verify_locator, verify_reply, verify_request, FrameHeader, FrameKind, CREDIT_BODY_BYTES,
         FRAME_HEADER_BYTES,
     },
-    fb::RangeKind,
-    point::read_point_request,
+    point::{read_point_request, PointRequest},
     FRAME_MAGIC,
 };
 use libfuzzer_sys::fuzz_target;
@@ -79,16 +78,7 @@ fn walk_body(kind: FrameKind, body: &[u8]) {
             // reads what the accessors read.
             if let Some(point) = read_point_request(body, CAP) {
                 let request = verify_request(body, CAP).expect("a point request the verifier refuses was read");
-                let (box_name, key, range) = match (request.body_as_get(), request.body_as_head()) {
-                    (Some(g), _) => (g.box_name(), g.key().bytes(), (g.range_kind(), g.first(), g.last())),
-                    (None, Some(h)) => (h.box_name(), h.key().bytes(), (RangeKind::Whole, 0, 0)),
-                    (None, None) => panic!("a point request read from a body of another kind"),
-                };
-                assert_eq!(
-                    (point.box_name, point.key, (point.range_kind, point.first, point.last)),
-                    (box_name, key, range),
-                    "the point reader read other values"
-                );
+                assert_eq!(PointRequest::of(request), Some(point), "the point reader read other values");
             }
             if let Ok(request) = verify_request(body, CAP) {
                 std::hint::black_box(format!("{request:?}"));

@@ -993,32 +993,10 @@ fn cancel(conn: &Conn, id: u64) {
 /// Runs a get, head or list page right here when it needs no waiting, its reply appended to the
 /// output. False when it must run as a task (the partition not open here, a Candy in Syrups, ...).
 fn run_now(conn: &Conn, id: u64, req: fb::Request<'_>, scratch: &mut reply::ReplyScratch) -> bool {
-    let point = match req.body_type() {
-        fb::RequestBody::List => return list_now(conn, id, req),
-        fb::RequestBody::Get => {
-            let Some(g) = req.body_as_get() else { return false };
-            PointRequest {
-                kind: PointKind::Get,
-                box_name: g.box_name(),
-                key: g.key().bytes(),
-                range_kind: g.range_kind(),
-                first: g.first(),
-                last: g.last(),
-            }
-        }
-        fb::RequestBody::Head => {
-            let Some(h) = req.body_as_head() else { return false };
-            PointRequest {
-                kind: PointKind::Head,
-                box_name: h.box_name(),
-                key: h.key().bytes(),
-                range_kind: fb::RangeKind::Whole,
-                first: 0,
-                last: 0,
-            }
-        }
-        _ => return false,
-    };
+    if req.body_type() == fb::RequestBody::List {
+        return list_now(conn, id, req);
+    }
+    let Some(point) = PointRequest::of(req) else { return false };
     run_point(conn, id, &point, scratch)
 }
 

@@ -469,16 +469,14 @@ impl ReplyScratch {
         if h.has_user_meta() {
             return get_done_in(&mut self.fbb, h, first, length);
         }
-        let fits = self.get_done.as_ref().is_some_and(|t| t.content_type == h.content_type);
-        if !fits {
-            match GetDoneTemplate::new(&mut self.fbb, h.content_type) {
-                Some(t) => self.get_done = Some(t),
-                // Unreachable: the builder's own output always reads back.
-                None => return get_done_in(&mut self.fbb, h, first, length),
-            }
+        if self.get_done.as_ref().is_none_or(|t| t.content_type != h.content_type) {
+            self.get_done = GetDoneTemplate::new(&mut self.fbb, h.content_type);
         }
-        let Some(t) = self.get_done.as_mut() else { return get_done_in(&mut self.fbb, h, first, length) };
-        t.fill(h, first, length)
+        match self.get_done.as_mut() {
+            Some(t) => t.fill(h, first, length),
+            // Unreachable: the builder's own output always reads back.
+            None => get_done_in(&mut self.fbb, h, first, length),
+        }
     }
 }
 

@@ -53,6 +53,33 @@ pub struct PointRequest<'a> {
     pub last: u64,
 }
 
+impl<'a> PointRequest<'a> {
+    /// The point request a verified `Request` holds, read through the generated accessors (the
+    /// general path, and the reference [`read_point_request`] is held to); `None` for another
+    /// request.
+    pub fn of(req: fb::Request<'a>) -> Option<PointRequest<'a>> {
+        if let Some(g) = req.body_as_get() {
+            return Some(PointRequest {
+                kind: PointKind::Get,
+                box_name: g.box_name(),
+                key: g.key().bytes(),
+                range_kind: g.range_kind(),
+                first: g.first(),
+                last: g.last(),
+            });
+        }
+        let h = req.body_as_head()?;
+        Some(PointRequest {
+            kind: PointKind::Head,
+            box_name: h.box_name(),
+            key: h.key().bytes(),
+            range_kind: fb::RangeKind::Whole,
+            first: 0,
+            last: 0,
+        })
+    }
+}
+
 /// Reads `body` as a `Get` or `Head` request, checked as the verifier checks it; `None` when it
 /// is another request, larger than [`POINT_BODY_BYTES_MAX`], or anything the verifier might
 /// refuse (the caller then verifies it in full).
@@ -200,26 +227,7 @@ mod tests {
 
     /// What the generated accessors read from a verified body, as a point request.
     fn accessors(body: &[u8], cap: u32) -> Option<PointRequest<'_>> {
-        let r = verify_request(body, cap).ok()?;
-        if let Some(g) = r.body_as_get() {
-            return Some(PointRequest {
-                kind: PointKind::Get,
-                box_name: g.box_name(),
-                key: g.key().bytes(),
-                range_kind: g.range_kind(),
-                first: g.first(),
-                last: g.last(),
-            });
-        }
-        let h = r.body_as_head()?;
-        Some(PointRequest {
-            kind: PointKind::Head,
-            box_name: h.box_name(),
-            key: h.key().bytes(),
-            range_kind: fb::RangeKind::Whole,
-            first: 0,
-            last: 0,
-        })
+        PointRequest::of(verify_request(body, cap).ok()?)
     }
 
     fn samples() -> Vec<Vec<u8>> {
