@@ -21,6 +21,7 @@ pub mod error;
 pub mod hlc;
 pub mod limits;
 pub mod locator;
+pub mod log;
 pub mod manifest;
 pub mod memtable;
 pub mod record;

@@ -40,6 +40,10 @@ pub const INLINE_BYTES_MAX: usize = 64 * 1024;
 pub const WAL_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Most mutations in one group-commit batch.
 pub const COMMIT_BATCH_OPS_MAX: usize = 1024;
+/// Most mutations in one record of a shard's commit log (every partition's batch together).
+pub const LOG_RECORD_OPS_MAX: usize = 4 * COMMIT_BATCH_OPS_MAX;
+/// Most partitions with mutations in one record of a shard's commit log.
+pub const LOG_RECORD_SECTIONS_MAX: usize = 1024;
 /// Largest manifest edit in bytes (a multipart part list is the biggest).
 pub const MANIFEST_EDIT_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Largest SSTable block in bytes (a block holds at least one whole entry).
@@ -82,6 +86,9 @@ const _: () = assert!(INLINE_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTE
 const _: () = assert!(KEY_BYTES_MAX + LOCATOR_BYTES_MAX + 64 <= TABLE_BLOCK_BYTES_MAX);
 // A batch of the largest records still fits one WAL record.
 const _: () = assert!(COMMIT_BATCH_OPS_MAX * 2 * (KEY_BYTES_MAX + 64) < WAL_RECORD_BYTES_MAX);
+// One partition's whole batch fits a shard's record, and every section count fits its u16.
+const _: () = assert!(COMMIT_BATCH_OPS_MAX <= LOG_RECORD_OPS_MAX);
+const _: () = assert!(LOG_RECORD_SECTIONS_MAX <= u16::MAX as usize);
 const _: () = assert!(CHUNK_BYTES_MIN as u64 <= EXTENT_BYTES_MAX);
 const _: () = assert!(CHUNK_BYTES_MAX as u64 <= EXTENT_BYTES_MAX);
 

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Invariants:
-//! - One record is one edit, applied atomically: a flush adds its table and advances the log
-//!   number in the same record, so a crash never leaves both or neither of WAL and table live.
+//! - One record is one edit, applied atomically: a flush adds its table and advances the flushed
+//!   log position in the same record, so a crash never leaves both or neither of a log record and
+//!   its table live.
 //! - `CURRENT` is replaced only by write-temp, fdatasync, rename, fsync-directory; it always names a
 //!   complete, durable manifest.
 //! - A checkpoint writes the whole state as the first edit of a new manifest before `CURRENT`
@@ -27,6 +28,7 @@ use crate::{
     hlc::Hlc,
     limits,
     locator::{decode_parts, encode_parts, Part},
+    log::LogPosition,
     types::SyrupId,
 };
 
@@ -160,6 +162,15 @@ pub enum Change {
         /// Bytes of the WAL (header included) that hold whole records.
         length: u64,
     },
+    /// Every record of this partition in its shard's commit log up to `position` is in a table
+    /// (or, for a new partition, there was none before), the last of them batch `seq`: recovery
+    /// replays the records after it, which must be batches `seq + 1`, `seq + 2`, ...
+    LogFlushed {
+        /// The log position.
+        position: LogPosition,
+        /// The partition's batch sequence there.
+        seq: u64,
+    },
 }
 
 /// The state a manifest describes.
@@ -181,6 +192,11 @@ pub struct ManifestState {
     pub intents: BTreeMap<u128, RenameIntent>,
     /// Replayed WALs at or after the log number, by number: the length of their whole records.
     pub wal_seals: BTreeMap<u64, u64>,
+    /// The commit log position flushed up to; `ZERO` for a partition that still has its v1 WALs
+    /// (it has never been flushed since the shard commit log came).
+    pub log_flushed: LogPosition,
+    /// The batch sequence at the flushed position.
+    pub log_flushed_seq: u64,
 }
 
 impl ManifestState {
@@ -244,6 +260,12 @@ impl ManifestState {
                     self.wal_seals.insert(*number, *length);
                 }
             }
+            Change::LogFlushed { position, seq } => {
+                if *position >= self.log_flushed {
+                    self.log_flushed = *position;
+                    self.log_flushed_seq = *seq;
+                }
+            }
         }
         Ok(())
     }
@@ -271,6 +293,9 @@ impl ManifestState {
         }
         out.extend(self.intents.values().cloned().map(Change::Intent));
         out.extend(self.wal_seals.iter().map(|(n, l)| Change::WalSealed { number: *n, length: *l }));
+        if self.log_flushed != LogPosition::ZERO {
+            out.push(Change::LogFlushed { position: self.log_flushed, seq: self.log_flushed_seq });
+        }
         out
     }
 }
@@ -437,6 +462,12 @@ pub fn encode_edit(changes: &[Change]) -> Vec<u8> {
                 out.put_u64(*number);
                 out.put_u64(*length);
             }
+            Change::LogFlushed { position, seq } => {
+                out.put_u8(14);
+                out.put_u64(position.segment);
+                out.put_u64(position.offset);
+                out.put_u64(*seq);
+            }
         }
     }
     out
@@ -510,6 +541,7 @@ pub fn decode_edit(buf: &[u8]) -> Result<Vec<Change>, DecodeError> {
             }),
             12 => Change::IntentCleared(u128::from_le_bytes(r.array()?)),
             13 => Change::WalSealed { number: r.u64()?, length: r.u64()? },
+            14 => Change::LogFlushed { position: LogPosition { segment: r.u64()?, offset: r.u64()? }, seq: r.u64()? },
             _ => return Err(DecodeError::Malformed { what: "change tag", offset: at }),
         };
         out.push(c);
@@ -566,6 +598,7 @@ mod tests {
             }),
             Change::IntentCleared(77),
             Change::WalSealed { number: 6, length: 4096 },
+            Change::LogFlushed { position: LogPosition { segment: 9, offset: 4242 }, seq: 17 },
         ]
     }
 

@@ -104,18 +104,24 @@ pub fn encode_body_into<'a>(ops: impl ExactSizeIterator<Item = WalOpRef<'a>>, ou
     out.put_u8(WAL_RECORD_VERSION);
     out.put_u32(ops.len() as u32);
     for op in ops {
-        match op {
-            WalOpRef::Set { key, locator } => {
-                out.put_u8(1);
-                out.put_bytes16(key);
-                out.put_bytes32(locator);
-            }
-            WalOpRef::DeleteRange(rt) => {
-                out.put_u8(2);
-                out.put_bytes16(&rt.start);
-                out.put_bytes16(&rt.end);
-                rt.hlc.encode(out);
-            }
+        encode_op_into(op, out);
+    }
+}
+
+/// Appends one op (tag and fields) to `out`: the op encoding shared by the WAL and the shard
+/// commit log ([`crate::log`]).
+pub fn encode_op_into(op: WalOpRef<'_>, out: &mut Vec<u8>) {
+    match op {
+        WalOpRef::Set { key, locator } => {
+            out.put_u8(1);
+            out.put_bytes16(key);
+            out.put_bytes32(locator);
+        }
+        WalOpRef::DeleteRange(rt) => {
+            out.put_u8(2);
+            out.put_bytes16(&rt.start);
+            out.put_bytes16(&rt.end);
+            rt.hlc.encode(out);
         }
     }
 }
@@ -141,7 +147,19 @@ pub fn decode_body(buf: &[u8]) -> Result<Vec<WalOp>, DecodeError> {
     if count > limits::COMMIT_BATCH_OPS_MAX {
         return Err(DecodeError::Malformed { what: "op count", offset: 1 });
     }
-    let mut ops = Vec::with_capacity(count);
+    let ops = decode_ops(&mut r, count)?;
+    if r.remaining() != 0 {
+        return Err(DecodeError::Malformed { what: "trailing bytes", offset: r.position() as u64 });
+    }
+    Ok(ops)
+}
+
+/// Reads `count` ops (as [`encode_op_into`] writes them) from `r`.
+///
+/// # Errors
+/// [`DecodeError`] for an unknown op, a short buffer, or an over-long key or locator.
+pub fn decode_ops(r: &mut Reader<'_>, count: usize) -> Result<Vec<WalOp>, DecodeError> {
+    let mut ops = Vec::with_capacity(count.min(limits::COMMIT_BATCH_OPS_MAX));
     for _ in 0..count {
         let at = r.position() as u64;
         let op = match r.u8()? {
@@ -156,7 +174,7 @@ pub fn decode_body(buf: &[u8]) -> Result<Vec<WalOp>, DecodeError> {
             2 => {
                 let start = r.bytes16()?.to_vec();
                 let end = r.bytes16()?.to_vec();
-                let hlc = Hlc::decode(&mut r)?;
+                let hlc = Hlc::decode(r)?;
                 let bounded = start.len() <= limits::KEY_BYTES_MAX && end.len() <= limits::KEY_BYTES_MAX;
                 if !bounded || !(end.is_empty() || start < end) {
                     return Err(DecodeError::Malformed { what: "range tombstone bounds", offset: at });
@@ -166,9 +184,6 @@ pub fn decode_body(buf: &[u8]) -> Result<Vec<WalOp>, DecodeError> {
             _ => return Err(DecodeError::Malformed { what: "op tag", offset: at }),
         };
         ops.push(op);
-    }
-    if r.remaining() != 0 {
-        return Err(DecodeError::Malformed { what: "trailing bytes", offset: r.position() as u64 });
     }
     Ok(ops)
 }

@@ -31,17 +31,19 @@ async fn files(sim: &SimStorage, dir: &str, prefix: &str) -> Vec<String> {
 }
 
 const PART: &str = "/c/partitions/test/0";
+/// The commit log of a partition opened on its own.
+const LOG: &str = "/c/partitions/test/0/log/shard-000";
 
-/// Three puts (`k0`..`k2`), all in the partition's one WAL: its path and length.
-async fn three_puts_in_a_wal(sim: &SimStorage) -> (std::path::PathBuf, u64) {
+/// Three puts (`k0`..`k2`), all in one segment of the partition's commit log: its path and length.
+async fn three_puts_in_a_segment(sim: &SimStorage) -> (std::path::PathBuf, u64) {
     let e = open(sim).await.expect("open");
     for i in 0..3 {
         e.put(format!("k{i}").as_bytes(), PutOptions::default(), SliceBody::new(data(10 + i))).await.expect("put");
     }
     drop(e);
-    let wal = files(sim, PART, "WAL-").await.pop().expect("a wal");
-    let path = Path::new(PART).join(&wal);
-    let len = sim.read_durable(&path).expect("wal").len() as u64;
+    let segment = files(sim, LOG, "LOG-").await.pop().expect("a segment");
+    let path = Path::new(LOG).join(&segment);
+    let len = sim.read_durable(&path).expect("segment").len() as u64;
     (path, len)
 }
 
@@ -95,10 +97,10 @@ fn a_truncated_sstable_is_refused_at_open_naming_the_file() {
 }
 
 #[test]
-fn a_torn_wal_tail_is_discarded_and_everything_before_it_recovers() {
+fn a_torn_log_tail_is_discarded_and_everything_before_it_recovers() {
     block_on(async {
         let sim = SimStorage::new();
-        let (path, len) = three_puts_in_a_wal(&sim).await;
+        let (path, len) = three_puts_in_a_segment(&sim).await;
         // Cut the last record in half, as a crash during its write would.
         sim.set_len(&path, len - 5);
         let mut cfg = small_config(Path::new(ROOT), 0);
@@ -111,7 +113,7 @@ fn a_torn_wal_tail_is_discarded_and_everything_before_it_recovers() {
         assert_eq!(e.get(b"k0", None).await.expect("k0").body.read_to_vec().expect("read"), data(10));
         assert_eq!(e.get(b"k1", None).await.expect("k1").body.read_to_vec().expect("read"), data(11));
         assert!(matches!(e.head(b"k2").await, Err(Error::NotFound)));
-        // New writes land in a new WAL, never behind the torn tail, and survive another reopen.
+        // New writes land in a new segment, never behind the torn tail, and survive another reopen.
         e.put(b"k3", PutOptions::default(), SliceBody::new(data(13))).await.expect("put");
         drop(e);
         let e = open(&sim).await.expect("reopen");
@@ -124,10 +126,10 @@ fn a_torn_wal_tail_is_discarded_and_everything_before_it_recovers() {
 /// acknowledged put in it vanished at the next start with only a warning. A complete record that
 /// fails its checksum is damage, not a tear: the open refuses, naming the file and offset.
 #[test]
-fn a_flipped_byte_in_the_last_wal_record_is_corruption_not_a_tear() {
+fn a_flipped_byte_in_the_last_log_record_is_corruption_not_a_tear() {
     block_on(async {
         let sim = SimStorage::new();
-        let (path, len) = three_puts_in_a_wal(&sim).await;
+        let (path, len) = three_puts_in_a_segment(&sim).await;
         sim.flip_byte(&path, len - 3);
         match open(&sim).await {
             Err(Error::Corrupt(c)) => {
@@ -142,40 +144,45 @@ fn a_flipped_byte_in_the_last_wal_record_is_corruption_not_a_tear() {
 }
 
 /// Story: a truncated older WAL whose records were not yet flushed lost them silently: every
-/// WAL was allowed a torn tail. Only the newest log can end in a tear; an older one (here sealed
-/// at the open that replayed it) must be whole, and a log the manifest needs must exist.
+/// WAL was allowed a torn tail. Only the newest segment of a log's run can end in a tear; an
+/// older one must be whole, and one missing from the middle of a run is found by the chain.
 #[test]
-fn a_truncated_or_missing_older_wal_is_corruption() {
+fn a_truncated_or_missing_older_segment_is_corruption() {
     for damage in ["truncate", "remove"] {
         block_on(async {
             let sim = SimStorage::new();
-            let e = open(&sim).await.expect("open");
-            for i in 0..3 {
+            let mut cfg = small_config(Path::new(ROOT), 0);
+            cfg.auto_maintenance = false;
+            // Segments of about two records: the puts below fill several.
+            cfg.log_segment_bytes = 200;
+            let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+            let (e, _) = open_engine(sim.clone(), clock.clone(), cfg.clone()).await.expect("open");
+            for i in 0..8 {
                 e.put(format!("k{i}").as_bytes(), PutOptions::default(), SliceBody::new(data(10 + i)))
                     .await
                     .expect("put");
             }
             drop(e);
-            // The reopen replays the first WAL (nothing was flushed) and starts a second one.
-            let e = open(&sim).await.expect("reopen");
-            e.put(b"k3", PutOptions::default(), SliceBody::new(data(13))).await.expect("put");
-            drop(e);
-            let wals = files(&sim, PART, "WAL-").await;
-            assert!(wals.len() >= 2, "{wals:?}");
-            let older = Path::new(PART).join(&wals[0]);
-            let len = sim.read_durable(&older).expect("wal").len() as u64;
-            if damage == "truncate" {
+            let segments = files(&sim, LOG, "LOG-").await;
+            assert!(segments.len() >= 3, "{segments:?}");
+            let older = Path::new(LOG).join(&segments[0]);
+            let next = Path::new(LOG).join(&segments[1]);
+            let len = sim.read_durable(&older).expect("segment").len() as u64;
+            let expected = if damage == "truncate" {
                 sim.set_len(&older, len - 5);
+                older
             } else {
                 sim.remove(&older).await.expect("remove");
-                sim.sync_dir(Path::new(PART)).await.expect("sync");
-            }
-            match open(&sim).await {
+                sim.sync_dir(Path::new(LOG)).await.expect("sync");
+                // Its successor names it as the segment before it.
+                next
+            };
+            match open_engine(sim.clone(), clock.clone(), cfg.clone()).await {
                 Err(Error::Corrupt(c)) => {
-                    assert_eq!((c.kind, &c.path), (FileKind::Wal, &older), "{damage}: {c}");
+                    assert_eq!((c.kind, &c.path), (FileKind::Wal, &expected), "{damage}: {c}");
                 }
                 Err(e) => panic!("{damage}: expected corruption, got {e}"),
-                Ok(_) => panic!("{damage}: acknowledged records of an older WAL were dropped"),
+                Ok(_) => panic!("{damage}: acknowledged records of an older segment were dropped"),
             }
         });
     }

@@ -21,6 +21,8 @@ use candybox_core::{
 
 const ROOT: &str = "/cc";
 const PART: &str = "/cc/partitions/test/0";
+/// The commit log of a partition opened on its own.
+const LOG: &str = "/cc/partitions/test/0/log/shard-000";
 
 fn data(n: usize, seed: u64) -> Vec<u8> {
     (0..n).map(|i| (i as u64).wrapping_mul(2654435761).wrapping_add(seed) as u8).collect()
@@ -60,7 +62,7 @@ async fn files_of(sim: &SimStorage, dir: &str, kind: &str) -> Vec<String> {
         .filter(|n| match kind {
             "current" => n == "CURRENT",
             "manifest" => n.starts_with("MANIFEST-"),
-            "wal" => n.starts_with("WAL-"),
+            "wal" => n.starts_with("LOG-"),
             "table" => n.starts_with("T-"),
             _ => true,
         })
@@ -79,6 +81,7 @@ fn a_flipped_byte_anywhere_is_refused_or_reported_never_silently_lost() {
                 let live = history(&sim).await;
                 let (dir, names) = match kind {
                     "syrup" => ("/cc/syrups", files_of(&sim, "/cc/syrups", kind).await),
+                    "wal" => (LOG, files_of(&sim, LOG, kind).await),
                     _ => (PART, files_of(&sim, PART, kind).await),
                 };
                 // The WAL recovery replays (the newest: the older one was flushed); otherwise the

@@ -169,6 +169,12 @@ settings! {
         reclaim_scan_interval_ms, "CANDYBOX_RECLAIM_SCAN_INTERVAL_MS": u64 = engine_defaults().reclaim_scan_interval_ms;
         /// Bytes moved out of dead Syrups per partition and maintenance pass, at most.
         relocate_bytes_per_pass, "CANDYBOX_RELOCATE_BYTES_PER_PASS": u64 = engine_defaults().relocate_bytes_per_pass;
+        /// Each shard's commit log starts a new segment past this many bytes.
+        log_segment_bytes, "CANDYBOX_LOG_SEGMENT_BYTES": u64 = engine_defaults().log_segment_bytes;
+        /// When a shard's commit log holds more than this many bytes, the partitions holding its
+        /// oldest segment are flushed, so that segment can be deleted: the log stays bounded, and
+        /// so does the replay after a crash.
+        log_bytes_max, "CANDYBOX_LOG_BYTES_MAX": u64 = engine_defaults().log_bytes_max;
         /// Below this many free bytes on the data directory's file system the node is full: puts
         /// and uploads get NoSpace, reads, deletes and GC go on in the reserve this keeps.
         disk_free_min_bytes, "CANDYBOX_DISK_FREE_MIN_BYTES": u64 = 256 * 1024 * 1024;
@@ -345,6 +351,16 @@ impl Config {
         self.data_dir.join("syrups")
     }
 
+    /// The root of the shard commit logs (`shard-NNN` below it, one per shard).
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    /// The settings of each shard's commit log.
+    pub fn log_config(&self) -> candybox_core::log::LogConfig {
+        candybox_core::log::LogConfig { segment_bytes: self.log_segment_bytes, bytes_max: self.log_bytes_max }
+    }
+
     /// The directory of one partition of one Box incarnation.
     pub fn partition_dir(&self, box_name: &str, box_uid: BoxUid, partition: u16) -> PathBuf {
         self.box_dir(box_name, box_uid).join(format!("p{partition:02}"))
@@ -381,6 +397,8 @@ impl Config {
         c.reclaim_scan_interval_ms = self.reclaim_scan_interval_ms;
         c.relocate_bytes_per_pass = self.relocate_bytes_per_pass;
         c.copy_verify_bytes_max = self.copy_verify_bytes_max;
+        c.log_segment_bytes = self.log_segment_bytes;
+        c.log_bytes_max = self.log_bytes_max;
         c.auto_maintenance = true;
         c.seed = rand::random();
         c

@@ -40,6 +40,11 @@ use std::{
 };
 
 use anyhow::{anyhow, Context};
+use candybox_core::{
+    log::{recover::Replay, CommitLog},
+    storage::uring::UringStorage,
+    types::BoxUid,
+};
 
 use crate::{
     config::{Cli, Config},
@@ -79,10 +84,98 @@ struct ShardStart {
     own: std::net::TcpListener,
     jobs: async_channel::Receiver<ShardJob>,
     stop: async_channel::Receiver<()>,
-    ready: std::sync::mpsc::Sender<Result<usize, String>>,
+    ready: std::sync::mpsc::Sender<Result<ShardReady, String>>,
     core: Option<core_affinity::CoreId>,
+    /// This shard's commit log: its first segment number and the stride between its segments.
+    log_first: u64,
+    log_stride: u64,
+    /// What the logs of earlier runs hold for the partitions this shard owns now.
+    replays: std::collections::HashMap<(BoxUid, u16), Replay>,
     /// Spin-before-park window (zero: off).
     spin: Duration,
+}
+
+/// What a shard reports once it has recovered.
+struct ShardReady {
+    /// Partitions opened.
+    opened: usize,
+    /// Partitions whose records from earlier runs are not flushed yet (not opened, or their
+    /// flush failed): the old log segments are kept for them.
+    unretired: usize,
+}
+
+/// What start-up recovery read from the shard commit logs of earlier runs.
+struct LogRecovery {
+    /// Each shard's share, by the partition placement of this run.
+    per_shard: Vec<std::collections::HashMap<(BoxUid, u16), Replay>>,
+    /// The segment files read: deleted once every partition has flushed their records.
+    segments: Vec<std::path::PathBuf>,
+    /// The directories they are in.
+    dirs: Vec<std::path::PathBuf>,
+    /// The first segment number of this run.
+    run_base: u64,
+}
+
+/// Reads every shard commit log under the data directory (whatever the shard count was when they
+/// were written), drops the records of deleted Box incarnations, and gives each shard the records
+/// of the partitions it owns now.
+fn recover_logs(config: &Config, coord: &coord::CoordClient, shard_count: u16) -> anyhow::Result<LogRecovery> {
+    let root = config.log_dir();
+    let mut runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .context("build the io_uring executor for commit log recovery")?;
+    let (dirs, mut found) = runtime
+        .block_on(async {
+            let storage = UringStorage::new();
+            let dirs = candybox_core::log::recover::log_dirs(&storage, &root).await?;
+            let found = candybox_core::log::recover::recover(&storage, &dirs).await?;
+            Ok::<_, candybox_core::error::Error>((dirs, found))
+        })
+        .with_context(|| format!("read the commit logs in {}", root.display()))?;
+    drop(runtime);
+    let boxes = monoio_free_block_on(coord.list_boxes()).context("list the Boxes for commit log recovery")?;
+    let live: std::collections::HashMap<BoxUid, (String, u16)> =
+        boxes.into_iter().map(|(name, meta)| (meta.box_uid, (name, meta.partitions))).collect();
+    let dropped = found.retain(|uid, p| live.get(&uid).is_some_and(|(_, n)| p < *n));
+    let mut per_shard = vec![std::collections::HashMap::new(); usize::from(shard_count)];
+    for (uid, p, _) in found.untaken() {
+        let Some((name, _)) = live.get(&uid) else { continue };
+        let shard = placement::shard_for(name, p, shard_count);
+        if let Some(map) = per_shard.get_mut(usize::from(shard)) {
+            map.insert((uid, p), found.take(uid, p));
+        }
+    }
+    for d in &found.damage {
+        tracing::error!(file = %d.path.display(), at = %d.at, error = %d.error, "commit log damaged: the partitions that may need these records are quarantined when they open");
+    }
+    if !found.segments.is_empty() {
+        tracing::info!(
+            segments = found.segments.len(),
+            records = found.records,
+            partitions = per_shard.iter().map(|m| m.len()).sum::<usize>(),
+            deleted_box_partitions = dropped,
+            torn_tails = found.torn_tails.len(),
+            "commit logs of the last run read"
+        );
+    }
+    Ok(LogRecovery { per_shard, segments: found.segments, dirs, run_base: found.next_segment })
+}
+
+/// Deletes the segments of earlier runs once every partition has flushed their records.
+fn retire_segments(recovery: &LogRecovery) -> anyhow::Result<()> {
+    for path in &recovery.segments {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!(e).context(format!("delete {}", path.display()))),
+        }
+    }
+    for dir in &recovery.dirs {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("sync the directory {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The spin-before-park window: `spin_before_park_us`, but zero (off) when the shards outnumber
@@ -189,6 +282,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         peers: queues.iter().map(|(tx, _)| tx.clone()).collect(),
         connections: std::sync::atomic::AtomicU32::new(0),
     });
+    let mut recovery = recover_logs(&config, &coord_client, shard_count)?;
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let cores = if config.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
@@ -206,6 +300,9 @@ fn run(config: Config) -> anyhow::Result<()> {
             ready: ready_tx.clone(),
             core: if cores.is_empty() { None } else { cores.get(usize::from(id) % cores.len()).copied() },
             spin,
+            log_first: recovery.run_base + u64::from(id),
+            log_stride: u64::from(shard_count),
+            replays: recovery.per_shard.get_mut(usize::from(id)).map(std::mem::take).unwrap_or_default(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -217,9 +314,13 @@ fn run(config: Config) -> anyhow::Result<()> {
     drop(ready_tx);
     let mut failure = None;
     let mut partitions = 0;
+    let mut unretired = 0;
     for _ in 0..shard_count {
         match ready_rx.recv() {
-            Ok(Ok(n)) => partitions += n,
+            Ok(Ok(r)) => {
+                partitions += r.opened;
+                unretired += r.unretired;
+            }
             Ok(Err(e)) => failure = Some(e),
             Err(_) => failure = Some("a shard thread stopped during start-up".to_string()),
         }
@@ -234,6 +335,16 @@ fn run(config: Config) -> anyhow::Result<()> {
         }
         coord_client.close();
         return Err(anyhow!("start-up recovery failed: {e}"));
+    }
+    if unretired == 0 {
+        // Every record of the earlier runs is in a table now.
+        retire_segments(&recovery).context("delete the commit log segments of the last run")?;
+    } else if !recovery.segments.is_empty() {
+        tracing::warn!(
+            partitions = unretired,
+            segments = recovery.segments.len(),
+            "commit log segments of the last run are kept: some partitions could not flush their records yet (see the errors above); the next start reads them again"
+        );
     }
     metrics.ready.store(true, Relaxed);
     tracing::info!(
@@ -385,8 +496,17 @@ fn shard_thread(start: ShardStart) {
 }
 
 async fn run_shard(start: ShardStart) {
-    let ShardStart { id, shared, main, own, jobs, stop, ready, spin, .. } = start;
-    let shard = Shard::new(id, shared, stop.clone());
+    let ShardStart { id, shared, main, own, jobs, stop, ready, spin, log_first, log_stride, replays, .. } = start;
+    let log_dir = shared.config.log_dir().join(candybox_core::log::format::shard_dir_name(id));
+    let log_config = shared.config.log_config();
+    let log = match CommitLog::create(UringStorage::new(), &log_dir, id, log_first, log_stride, log_config).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: start the commit log in {}: {e}", log_dir.display())));
+            return;
+        }
+    };
+    let shard = Shard::new(id, shared, stop.clone(), log, replays);
     // Other shards may forward work during recovery (they are recovering too): serve the queue.
     drop(monoio::spawn(shard.clone().serve_queue(jobs)));
     let opened = match shard.recover().await {
@@ -396,6 +516,7 @@ async fn run_shard(start: ShardStart) {
             return;
         }
     };
+    let unretired = shard.retire_replayed().await;
     let listeners =
         monoio::net::TcpListener::from_std(main).and_then(|m| Ok((m, monoio::net::TcpListener::from_std(own)?)));
     let (main, own) = match listeners {
@@ -410,7 +531,7 @@ async fn run_shard(start: ShardStart) {
     drop(monoio::spawn(maintenance::run(shard.clone())));
     drop(monoio::spawn(shard.clone().poll_while_busy(spin)));
     drop(monoio::spawn(connection::watchdog(shard.clone())));
-    let _ = ready.send(Ok(opened));
+    let _ = ready.send(Ok(ShardReady { opened, unretired }));
     // Closed (never sent on) by the main thread at shutdown.
     let _ = stop.recv().await;
     drain(&shard).await;

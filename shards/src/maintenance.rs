@@ -255,23 +255,17 @@ async fn reap_markers(shard: &Rc<Shard>, budget: &Budget) {
 /// Sums the engines' counters into the shard's metric slot.
 pub fn refresh_gauges(shard: &Shard) {
     let m = shard.metrics();
-    let (mut wal, mut syrup, mut batches, mut ops, mut flushes, mut compactions, mut deleted, mut reclaimed) =
-        (0, 0, 0, 0, 0, 0, 0, 0);
+    // Group commits are the shard's: its commit log writes one record (and one fdatasync) for
+    // every partition's waiting mutations.
+    let log = shard.commit_log().stats();
+    let (mut flushes, mut compactions, mut deleted, mut reclaimed) = (0, 0, 0, 0);
     let mut tables = [0u64; LEVELS_MAX];
-    let mut sizes = [0u64; candybox_core::limits::GROUP_COMMIT_SIZE_BUCKETS];
     let mut bytes = [0u64; LEVELS_MAX];
     let mut intents = 0u64;
     let (mut mem, mut frozen) = (0u64, 0u64);
     let parts = shard.open_partitions();
     for (_, _, _, e) in &parts {
         let s = e.stats();
-        wal += s.wal_syncs;
-        syrup += s.syrup_syncs;
-        batches += s.commit_batches;
-        ops += s.commit_ops;
-        for (total, n) in sizes.iter_mut().zip(s.commit_sizes) {
-            *total += n;
-        }
         flushes += s.flushes;
         compactions += s.compactions;
         deleted += s.syrups_deleted;
@@ -291,10 +285,10 @@ pub fn refresh_gauges(shard: &Shard) {
         mem += live as u64;
         frozen += imm as u64;
     }
-    m.wal_syncs.store(wal, Relaxed);
-    m.syrup_syncs.store(syrup, Relaxed);
-    m.commit_batches.store(batches, Relaxed);
-    m.commit_ops.store(ops, Relaxed);
+    m.wal_syncs.store(log.syncs, Relaxed);
+    m.syrup_syncs.store(log.syrup_syncs, Relaxed);
+    m.commit_batches.store(log.records, Relaxed);
+    m.commit_ops.store(log.ops, Relaxed);
     m.flushes.store(flushes, Relaxed);
     m.compactions.store(compactions, Relaxed);
     m.syrups_deleted.store(deleted, Relaxed);
@@ -302,7 +296,7 @@ pub fn refresh_gauges(shard: &Shard) {
     for (slot, v) in m.level_tables.iter().zip(tables) {
         slot.store(v, Relaxed);
     }
-    for (slot, v) in m.commit_sizes.iter().zip(sizes) {
+    for (slot, v) in m.commit_sizes.iter().zip(log.record_sizes) {
         slot.store(v, Relaxed);
     }
     for (slot, v) in m.level_bytes.iter().zip(bytes) {

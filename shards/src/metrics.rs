@@ -88,13 +88,13 @@ pub struct ShardMetrics {
     pub frames_malformed: AtomicU64,
     /// Partitions open on this shard.
     pub partitions_open: AtomicU64,
-    /// WAL fdatasyncs (engine sum).
+    /// fdatasyncs of the shard's commit log.
     pub wal_syncs: AtomicU64,
-    /// Syrup fdatasyncs (engine sum).
+    /// Syrup fdatasyncs made for the shard's group commits.
     pub syrup_syncs: AtomicU64,
-    /// Group commits (engine sum).
+    /// Group commits (records of the shard's commit log).
     pub commit_batches: AtomicU64,
-    /// Mutations committed (engine sum); divided by `commit_batches`, the mean group size.
+    /// Mutations committed; divided by `commit_batches`, the mean group size.
     pub commit_ops: AtomicU64,
     /// Memtable flushes (engine sum).
     pub flushes: AtomicU64,
@@ -360,7 +360,7 @@ impl NodeMetrics {
                 &m.frames_malformed
             }),
             ("candybox_partitions_open", "gauge", "Partitions open.", |m| &m.partitions_open),
-            ("candybox_wal_fsyncs_total", "counter", "WAL fdatasyncs.", |m| &m.wal_syncs),
+            ("candybox_wal_fsyncs_total", "counter", "fdatasyncs of the shard commit log.", |m| &m.wal_syncs),
             ("candybox_syrup_fsyncs_total", "counter", "Syrup fdatasyncs by group commit.", |m| &m.syrup_syncs),
             ("candybox_group_commits_total", "counter", "Group commits.", |m| &m.commit_batches),
             (

@@ -1,29 +1,31 @@
-//! Group commit: mutations queue up while a leader task makes a batch durable (fdatasync of every
-//! Syrup written, then one WAL record and one WAL fdatasync), applies it to the memtable, and
-//! wakes every waiter.
+//! Group commit: mutations queue up in the partition while the shard's commit log leader makes a
+//! batch durable (fdatasync of every Syrup written, then one log record holding every waiting
+//! partition's section and one fdatasync); the partition then applies its section to the
+//! memtable and wakes every waiter.
 //!
 //! Invariants:
-//! - Stamps are taken when a mutation joins the queue, so WAL order is HLC order.
+//! - Stamps are taken when a mutation joins the queue, so log order is HLC order.
 //! - Conditional mutations (delete-if-HLC-equals, copy, rename) are decided when they join the
 //!   queue, against the state plus every queued mutation, in one synchronous step: nothing can
 //!   slip in between the check and the stamp.
 //! - The queue is bounded: a partition with too much queued work answers `Busy`.
-//! - One leader at a time; it runs as its own task, so a cancelled request never stalls commits.
+//! - A partition is in its log's queue at most once (`queued`), and has at most one batch in a
+//!   record at a time: its batches are applied in log order.
 
 use std::{collections::VecDeque, rc::Rc};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use super::Engine;
+use super::{Engine, Inner};
 use crate::{
     error::{Error, IoError, Result},
     hlc::Hlc,
     locator::CandyLocator,
-    record,
-    storage::{Storage, StorageFile},
+    log::{Batch, Committer, LogPosition, Took},
+    storage::Storage,
     types::RangeTombstone,
-    wal::{self, WalOpRef},
+    wal::WalOpRef,
 };
 
 /// One mutation.
@@ -104,8 +106,11 @@ struct Waiting {
 #[derive(Default)]
 pub(crate) struct CommitQueue {
     pending: VecDeque<Waiting>,
+    /// The mutations handed to the log's current record, and their waiters.
     inflight: Vec<Op>,
-    leader: bool,
+    inflight_waiters: Vec<oneshot::Sender<Result<()>>>,
+    /// True while the log holds this partition in its queue (or is writing its batch).
+    queued: bool,
 }
 
 impl CommitQueue {
@@ -136,6 +141,11 @@ impl CommitQueue {
             .flatten()
             .collect()
     }
+
+    /// True when nothing waits and nothing is being written.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.inflight_waiters.is_empty() && !self.queued
+    }
 }
 
 /// Copies an error for the other waiters of a failed batch.
@@ -157,6 +167,7 @@ impl<S: Storage> Engine<S> {
     /// Refuses new writes when the partition is overloaded.
     pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_usable()?;
+        self.inner.log.check()?;
         let st = self.inner.state.borrow();
         let cfg = &self.inner.config;
         if st.version.levels.first().map_or(0, Vec::len) >= cfg.l0_stall {
@@ -223,11 +234,10 @@ impl<S: Storage> Engine<S> {
             }
             let (tx, rx) = oneshot::channel();
             st.commit.pending.push_back(Waiting { ops: stamped, done: tx });
-            if !st.commit.leader {
-                st.commit.leader = true;
-                let engine = self.clone();
+            if !st.commit.queued {
+                st.commit.queued = true;
                 drop(st);
-                crate::runtime::spawn(async move { engine.lead_commits().await });
+                self.inner.log.enqueue(self.inner.clone());
             }
             rx
         };
@@ -239,204 +249,177 @@ impl<S: Storage> Engine<S> {
         Ok(self.commit_with(|_| Ok((ops, ()))).await?.1)
     }
 
-    async fn lead_commits(self) {
-        loop {
-            let (ops, waiters, dirty) = {
-                let mut st = self.inner.state.borrow_mut();
-                if st.commit.pending.is_empty() || st.failed {
-                    st.commit.leader = false;
-                    let err = if st.failed { Some(()) } else { None };
-                    let rest: Vec<_> = st.commit.pending.drain(..).collect();
-                    drop(st);
-                    if err.is_some() {
-                        for w in rest {
-                            let _ = w.done.send(Err(Error::PreviousIo));
-                        }
-                    }
-                    return;
-                }
-                let mut ops = Vec::new();
-                let mut waiters = Vec::new();
-                let mut bytes = 0usize;
-                while let Some(front) = st.commit.pending.front() {
-                    let add: usize = front.ops.iter().map(Op::bytes).sum();
-                    let fits = ops.len() + front.ops.len() <= crate::limits::COMMIT_BATCH_OPS_MAX
-                        && bytes + add <= crate::limits::WAL_RECORD_BYTES_MAX / 2;
-                    if !waiters.is_empty() && !fits {
-                        break;
-                    }
-                    let Some(w) = st.commit.pending.pop_front() else { break };
-                    bytes += add;
-                    ops.extend(w.ops.iter().cloned());
-                    waiters.push(w.done);
-                }
-                st.commit.inflight = ops.clone();
-                let dirty: Vec<_> = std::mem::take(&mut st.dirty_syrups).into_iter().collect();
-                (ops, waiters, dirty)
-            };
-            let wal_guard = self.inner.wal_lock.lock().await;
-            match self.write_batch(&ops, &dirty).await {
-                Ok(()) => {
-                    {
-                        let mut st = self.inner.state.borrow_mut();
-                        st.stats.commit_batches += 1;
-                        st.stats.commit_ops += ops.len() as u64;
-                        if let Some(b) = st.stats.commit_sizes.get_mut(super::commit_size_bucket(ops.len())) {
-                            *b += 1;
-                        }
-                        for op in std::mem::take(&mut st.commit.inflight) {
-                            match op {
-                                Op::Set { key, value, locator } => {
-                                    st.reclaim.committed(&locator);
-                                    st.mem.set(key, value, &locator);
-                                }
-                                Op::DeleteRange(rt) => st.mem.delete_range(rt),
-                                Op::Relocate { .. } => unreachable!("stamped into a Set"),
-                            }
-                        }
-                    }
-                    drop(wal_guard);
-                    for w in waiters {
-                        let _ = w.send(Ok(()));
-                    }
-                    if let Err(e) = self.maybe_rotate().await {
-                        let _: Result<()> = self.fail(e);
-                    }
-                }
-                Err(e) => {
-                    drop(wal_guard);
-                    self.inner.state.borrow_mut().commit.inflight.clear();
-                    for w in waiters {
-                        let _ = w.send(Err(share(&e)));
-                    }
-                    // A full disk refused this batch and nothing of it is in the WAL: the next
-                    // batch may go through (a delete, once space is freed).
-                    if !matches!(e, Error::NoSpace) {
-                        let _: Result<()> = self.fail(e);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Makes the Syrups written and then the WAL record durable.
-    async fn write_batch(&self, ops: &[Op], dirty: &[crate::types::SyrupId]) -> Result<()> {
-        for id in dirty {
-            let file = self.inner.state.borrow().syrup_files.get(id).cloned();
-            if let Some(f) = file {
-                f.sync_data().await?;
-                self.inner.state.borrow_mut().stats.syrup_syncs += 1;
-            }
-        }
-
-        let (file, offset, mut rec) = {
-            let mut st = self.inner.state.borrow_mut();
-            // One buffer, reused batch after batch: no allocation (and no page faults) per commit.
-            (st.wal_file.clone(), st.wal_len, std::mem::take(&mut st.wal_buffer))
-        };
-        let file = file.ok_or(Error::Closed)?;
-        rec.clear();
-        record::encode_record_with(offset, &mut rec, |out| wal::encode_body_into(ops.iter().map(Op::wal_op), out));
-        let n = rec.len() as u64;
-        let rec = match file.write_at(rec, offset).await {
-            Ok(r) => r,
-            Err(e) if e.is_no_space() => {
-                // Part of the record may be in the file: zero it, so the next record (written at
-                // the same offset) has nothing but zeros behind it, which recovery reads as an
-                // unwritten tail, never as a damaged record.
-                self.clear_tail(&file, offset).await?;
-                return Err(Error::NoSpace);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if rec.capacity() <= crate::limits::WAL_BUFFER_KEEP_BYTES {
-            self.inner.state.borrow_mut().wal_buffer = rec;
-        }
-        // The WAL length advances only after the write: a failed write stops the partition, so
-        // nothing is ever appended behind a hole.
-        self.inner.state.borrow_mut().wal_len = offset + n;
-        file.sync_data().await?;
-        self.inner.state.borrow_mut().stats.wal_syncs += 1;
-        Ok(())
-    }
-
-    /// Freezes a full memtable and starts a new WAL for the next one.
-    async fn maybe_rotate(&self) -> Result<()> {
-        if self.freeze_memtable(false).await? && self.inner.config.auto_maintenance {
-            self.spawn_background();
-        }
-        Ok(())
-    }
-
-    /// Freezes the memtable into the frozen slot and switches to a new WAL, when the slot is free
-    /// and the memtable is full (or, with `force`, holds anything).
-    ///
-    /// The switch happens under the WAL lock, which the commit leader holds from a batch's WAL
-    /// write until its apply: a batch is therefore always in the WAL of the memtable it lands in,
-    /// and flushing that memtable can never make a WAL obsolete that holds unflushed records.
+    /// Freezes the memtable into the frozen slot when the slot is free and the memtable is full
+    /// (or, with `force`, holds anything). Synchronous: a batch is applied whole, before or after,
+    /// so the frozen memtable holds every record of this partition up to the position it notes.
     ///
     /// # Returns
     /// Whether it froze.
-    pub(crate) async fn freeze_memtable(&self, force: bool) -> Result<bool> {
-        let wanted = |e: &Self| {
-            let st = e.inner.state.borrow();
-            st.imm.is_none() && if force { !st.mem.is_empty() } else { st.mem.bytes() >= e.inner.config.memtable_bytes }
-        };
-        if !wanted(self) {
-            return Ok(false);
-        }
-        let number = self.alloc_file_number();
-        let file = match self.create_wal(number).await {
-            Ok(f) => f,
-            Err(e) => return self.fail(e),
-        };
-        let _wal = self.inner.wal_lock.lock().await;
-        if !wanted(self) {
-            // Someone else froze meanwhile; the new WAL is empty and unused.
-            let path = self.inner.config.partition_dir.join(wal::file_name(number));
-            drop(_wal);
-            let _ = self.inner.storage.remove(&path).await;
-            return Ok(false);
-        }
+    pub(crate) fn freeze_memtable(&self, force: bool) -> bool {
         let mut st = self.inner.state.borrow_mut();
+        let full = if force { !st.mem.is_empty() } else { st.mem.bytes() >= self.inner.config.memtable_bytes };
+        if st.imm.is_some() || !full {
+            return false;
+        }
         let mem = std::mem::take(&mut st.mem);
         st.imm = Some(Rc::new(mem));
-        st.imm_next_log = number;
-        st.wal_file = Some(file);
-        st.wal_number = number;
-        st.wal_len = wal::WAL_HEADER_BYTES as u64;
-        Ok(true)
+        st.imm_end = st.applied;
+        st.imm_seq = st.applied_seq;
+        st.imm_first = st.mem_first.take();
+        true
     }
 
-    /// Creates WAL `number` with its header, durably. On a full disk the file is removed again.
-    pub(crate) async fn create_wal(&self, number: u64) -> Result<S::File> {
-        let dir = &self.inner.config.partition_dir;
-        let path = dir.join(wal::file_name(number));
-        let file = self.inner.storage.create(&path).await?;
-        if let Err(e) = file.write_at(wal::encode_header(number), 0).await {
-            if e.is_no_space() {
-                let _ = self.inner.storage.remove(&path).await;
+    /// Tells the log the oldest segment this partition still needs.
+    pub(crate) fn report_need(&self) {
+        let need = {
+            let st = self.inner.state.borrow();
+            match (st.imm_first, st.mem_first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             }
-            return Err(e.into());
-        }
-        file.sync_data().await?;
-        self.inner.storage.sync_dir(dir).await?;
-        Ok(file)
+        };
+        self.inner.log.set_need(self.inner.log_client.get(), need);
     }
 
-    /// Overwrites whatever lies in `file` from `from` to its end with zeros and makes that
-    /// durable: what a failed append left behind reads as an unwritten tail. Overwriting bytes
-    /// already allocated needs no new space.
-    ///
-    /// # Errors
-    /// I/O failures (the caller stops the partition).
-    pub(crate) async fn clear_tail(&self, file: &S::File, from: u64) -> Result<()> {
-        let len = file.len().await?;
-        if len > from {
-            let zeros = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX)];
-            file.write_at(zeros, from).await?;
-            file.sync_data().await?;
+    /// Freezes a full memtable and starts its flush.
+    fn maybe_rotate(&self) {
+        if self.freeze_memtable(false) && self.inner.config.auto_maintenance {
+            self.spawn_background();
         }
-        Ok(())
+    }
+}
+
+impl<S: Storage> Inner<S> {
+    fn engine(&self) -> Option<Engine<S>> {
+        self.me.upgrade().map(|inner| Engine { inner })
+    }
+}
+
+impl<S: Storage> Committer<S::File> for Inner<S> {
+    fn take(&self, batch: &mut Batch<S::File>) -> Took {
+        let mut st = self.state.borrow_mut();
+        // Out of the log's queue now; back in it (by the log) when this returns `Later` or `more`.
+        st.commit.queued = false;
+        if st.failed || st.closed {
+            let rest: Vec<_> = st.commit.pending.drain(..).collect();
+            drop(st);
+            for w in rest {
+                let _ = w.done.send(Err(Error::PreviousIo));
+            }
+            return Took::Nothing;
+        }
+        let mut ops = Vec::new();
+        let mut waiters = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(front) = st.commit.pending.front() {
+            let add: usize = front.ops.iter().map(Op::bytes).sum();
+            let first_of_record = waiters.is_empty() && batch.record.sections() == 0;
+            let fits = ops.len() + front.ops.len() <= crate::limits::COMMIT_BATCH_OPS_MAX
+                && batch.record.fits(ops.len() + front.ops.len(), bytes + add);
+            if !fits && !first_of_record {
+                break;
+            }
+            let Some(w) = st.commit.pending.pop_front() else { break };
+            bytes += add;
+            ops.extend(w.ops);
+            waiters.push(w.done);
+        }
+        if waiters.is_empty() {
+            // Nothing fitted this record: stay queued for the next one.
+            return if st.commit.pending.is_empty() {
+                Took::Nothing
+            } else {
+                st.commit.queued = true;
+                Took::Later
+            };
+        }
+        // One batch of a partition is in the log at a time, so its sequence follows the last applied.
+        let seq = st.applied_seq + 1;
+        batch.record.section(self.config.box_uid, self.config.partition, seq, ops.iter().map(Op::wal_op));
+        let dirty = std::mem::take(&mut st.dirty_syrups);
+        for id in dirty {
+            if let Some(f) = st.syrup_files.get(&id) {
+                batch.syncs.push(f.clone());
+                st.stats.syrup_syncs += 1;
+            }
+        }
+        st.commit.inflight = ops;
+        st.commit.inflight_waiters = waiters;
+        let more = !st.commit.pending.is_empty();
+        st.commit.queued = more;
+        Took::Section { more }
+    }
+
+    fn complete(&self, result: std::result::Result<LogPosition, &Error>) {
+        let Some(engine) = self.engine() else { return };
+        let (waiters, outcome) = {
+            let mut st = self.state.borrow_mut();
+            let waiters = std::mem::take(&mut st.commit.inflight_waiters);
+            let ops = std::mem::take(&mut st.commit.inflight);
+            match result {
+                // A partition stopped meanwhile is reopened from the log: what it holds after
+                // that is what a restart would give, so nothing more is applied here (the
+                // mutations are durable but not acknowledged).
+                Ok(_) if st.failed => (waiters, Err(Error::PreviousIo)),
+                Ok(end) => {
+                    assert!(end > st.applied, "a log position is applied once, in order");
+                    st.applied = end;
+                    st.applied_seq += 1;
+                    if st.mem_first.is_none() {
+                        st.mem_first = Some(end.segment);
+                    }
+                    st.stats.commit_batches += 1;
+                    st.stats.commit_ops += ops.len() as u64;
+                    st.stats.wal_syncs += 1;
+                    if let Some(b) = st.stats.commit_sizes.get_mut(super::commit_size_bucket(ops.len())) {
+                        *b += 1;
+                    }
+                    for op in ops {
+                        match op {
+                            Op::Set { key, value, locator } => {
+                                st.reclaim.committed(&locator);
+                                st.mem.set(key, value, &locator);
+                            }
+                            Op::DeleteRange(rt) => st.mem.delete_range(rt),
+                            Op::Relocate { .. } => unreachable!("stamped into a Set"),
+                        }
+                    }
+                    (waiters, Ok(()))
+                }
+                Err(e) => (waiters, Err(share(e))),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                engine.report_need();
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+                engine.maybe_rotate();
+            }
+            Err(e) => {
+                for w in waiters {
+                    let _ = w.send(Err(share(&e)));
+                }
+                // A full disk refused this batch and nothing of it is in the log: the next batch
+                // may go through (a delete, once space is freed).
+                if !matches!(e, Error::NoSpace | Error::PreviousIo) {
+                    let _: Result<()> = engine.fail(e);
+                } else if matches!(e, Error::PreviousIo) && engine.inner.log.is_failed() {
+                    engine.inner.state.borrow_mut().failed = true;
+                }
+            }
+        }
+        if !self.state.borrow().commit.pending.is_empty() && !self.state.borrow().commit.queued {
+            self.state.borrow_mut().commit.queued = true;
+            self.log.enqueue(engine.inner.clone());
+        }
+    }
+
+    fn flush_wanted(&self) {
+        let Some(engine) = self.engine() else { return };
+        if engine.inner.config.auto_maintenance && engine.freeze_memtable(true) {
+            engine.spawn_background();
+        }
     }
 }

@@ -82,8 +82,8 @@ impl<S: Storage> Engine<S> {
         let n = rec.len() as u64;
         if let Err(e) = file.write_at(rec, offset).await {
             if e.is_no_space() {
-                // As for the WAL: zero what the failed append left, and refuse the edit.
-                if let Err(e) = self.clear_tail(&file, offset).await {
+                // As for the commit log: zero what the failed append left, and refuse the edit.
+                if let Err(e) = crate::log::clear_tail(&file, offset).await {
                     return self.fail(e);
                 }
                 return Err(Error::NoSpace);
@@ -230,7 +230,7 @@ impl<S: Storage> Engine<S> {
         self.check_usable()?;
         // A memtable frozen earlier goes first, then the current one.
         self.flush_imm().await?;
-        if self.freeze_memtable(true).await? {
+        if self.freeze_memtable(true) {
             self.flush_imm().await?;
         }
         Ok(())
@@ -238,13 +238,14 @@ impl<S: Storage> Engine<S> {
 
     /// Writes the frozen memtable as an L0 table and makes it live.
     async fn flush_imm(&self) -> Result<()> {
-        let (imm, next_log) = {
+        let (imm, flushed, flushed_seq) = {
             let st = self.inner.state.borrow();
             match &st.imm {
-                Some(m) => (m.clone(), st.imm_next_log),
+                Some(m) => (m.clone(), st.imm_end, st.imm_seq),
                 None => return Ok(()),
             }
         };
+        assert!(flushed <= self.inner.log.durable_end(), "a flushed position never passes the log's durable end");
         let mut added = None;
         let built = build_from_memtable(&imm, self.table_options()).await?;
         let mut changes = Vec::new();
@@ -269,11 +270,15 @@ impl<S: Storage> Engine<S> {
             changes.push(Change::AddTable(rec.clone()));
             added = Some(Rc::new(TableHandle { rec, table }));
         }
-        let (next_file, prev_log) = {
+        let (next_file, legacy) = {
             let st = self.inner.state.borrow();
-            (st.next_file, st.manifest.log_number)
+            (st.next_file, st.legacy_wals.clone())
         };
-        changes.push(Change::LogNumber(next_log));
+        if let Some(newest) = legacy.iter().max() {
+            // The first flush since this partition came from v1 WALs holds all they held.
+            changes.push(Change::LogNumber(newest + 1));
+        }
+        changes.push(Change::LogFlushed { position: flushed, seq: flushed_seq });
         changes.push(Change::NextFileNumber(next_file));
         self.log_edit(changes).await?;
         let now = self.now_ms();
@@ -286,11 +291,17 @@ impl<S: Storage> Engine<S> {
             st.version = Rc::new(v);
         }
         st.imm = None;
+        st.imm_first = None;
         st.stats.flushes += 1;
-        // Every WAL before the new log number is now obsolete.
         let dir = self.inner.config.partition_dir.clone();
-        for n in prev_log..next_log {
+        for n in std::mem::take(&mut st.legacy_wals) {
             st.obsolete.push((dir.join(wal::file_name(n)), now));
+        }
+        drop(st);
+        self.report_need();
+        // Segments no partition needs any more go now; a failure here only delays that.
+        if let Err(e) = self.inner.log.release().await {
+            tracing::warn!(error = %e, "deleting commit log segments failed; the next flush tries again");
         }
         Ok(())
     }
@@ -318,7 +329,7 @@ impl<S: Storage> Engine<S> {
         if std::mem::take(&mut self.inner.state.borrow_mut().flush_after_open) {
             // What the open replayed goes into a table, so its WALs become obsolete.
             let flushed = async {
-                if self.freeze_memtable(true).await? {
+                if self.freeze_memtable(true) {
                     self.flush_imm().await?;
                 }
                 Ok::<(), Error>(())
@@ -332,7 +343,7 @@ impl<S: Storage> Engine<S> {
         // Commits that landed while the frozen memtable was flushing may have filled the live one;
         // freezing it is only ever attempted after a commit, and a full memtable refuses commits
         // with Busy, so nothing else would freeze it.
-        while self.freeze_memtable(false).await? {
+        while self.freeze_memtable(false) {
             self.flush_imm().await?;
         }
         while let Some(c) = self.pick_compaction() {

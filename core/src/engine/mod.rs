@@ -1,10 +1,12 @@
-//! The partition engine: one partition's WAL, memtable, SSTables, manifest, and the Syrups it
-//! writes.
+//! The partition engine: one partition's memtable, SSTables, manifest, and the Syrups it writes;
+//! its mutations are made durable through its shard's commit log ([`crate::log`]).
 //!
 //! Invariants:
-//! - Nothing is acknowledged before its Syrup bytes and its WAL record are durable (fdatasync of
-//!   every Syrup written, then of the WAL, shared by every mutation of a group commit).
-//! - Mutations become visible (memtable) only after they are durable, in WAL order.
+//! - Nothing is acknowledged before its Syrup bytes and its log record are durable (fdatasync of
+//!   every Syrup written, then of the shard's log, shared by every mutation of a group commit).
+//! - Mutations become visible (memtable) only after they are durable, in log order; a log
+//!   position is applied at most once (positions applied strictly increase).
+//! - A flushed position never passes the log's durable end.
 //! - HLC stamps are strictly increasing within the partition, across restarts: open observes every
 //!   durable stamp (WAL, SSTables, manifest floor, intents) before stamping anything.
 //! - After a failed write or fdatasync the engine answers [`Error::PreviousIo`] until reopened.
@@ -42,6 +44,7 @@ pub use self::{
 use crate::{
     error::{Error, Result},
     hlc::HlcClock,
+    log::{CommitLog, LogPosition},
     manifest::ManifestState,
     memtable::Memtable,
     runtime::{Clock, LocalMutex},
@@ -113,6 +116,11 @@ pub struct EngineConfig {
     /// bytes when the Candy is at most this large, so that damage is refused, not multiplied;
     /// larger Candies are copied without reading them (zero-copy), and damage shows on reads.
     pub copy_verify_bytes_max: u64,
+    /// The commit log of a partition opened on its own ([`Engine::open`]) starts a new segment
+    /// past this size.
+    pub log_segment_bytes: u64,
+    /// The commit log of a partition opened on its own asks for a flush past this size.
+    pub log_bytes_max: u64,
 }
 
 impl EngineConfig {
@@ -152,6 +160,8 @@ impl EngineConfig {
             reclaim_scan_interval_ms: 10_000,
             relocate_bytes_per_pass: 64 * 1024 * 1024,
             copy_verify_bytes_max: 16 * 1024 * 1024,
+            log_segment_bytes: crate::log::LogConfig::default().segment_bytes,
+            log_bytes_max: crate::log::LogConfig::default().bytes_max,
         }
     }
 
@@ -215,7 +225,7 @@ pub struct EngineStats {
     /// Group commits by size: bucket `i` counts commits of `(2^(i-1), 2^i]` mutations (bucket 0:
     /// exactly one), the last bucket everything larger (see [`commit_size_bucket`]).
     pub commit_sizes: [u64; crate::limits::GROUP_COMMIT_SIZE_BUCKETS],
-    /// fdatasyncs of the WAL.
+    /// fdatasyncs of the shard's commit log that carried this partition's mutations.
     pub wal_syncs: u64,
     /// fdatasyncs of Syrups.
     pub syrup_syncs: u64,
@@ -229,7 +239,7 @@ pub struct EngineStats {
     pub syrup_bytes_reclaimed: u64,
     /// Obsolete tables and WALs deleted.
     pub files_deleted: u64,
-    /// Torn WAL tails discarded at open.
+    /// Torn log tails discarded at open.
     pub torn_tails_discarded: u64,
 }
 
@@ -268,13 +278,23 @@ pub(crate) struct State<S: Storage> {
     pub(crate) next_file: u64,
     pub(crate) mem: Memtable,
     pub(crate) imm: Option<Rc<Memtable>>,
-    /// The WAL that follows the frozen memtable: the log number once it is flushed.
-    pub(crate) imm_next_log: u64,
+    /// The log position the frozen memtable holds every record up to: the flushed position once
+    /// it is flushed.
+    pub(crate) imm_end: LogPosition,
+    /// The oldest log segment holding a record in the frozen memtable.
+    pub(crate) imm_first: Option<u64>,
+    /// The oldest log segment holding a record in the live memtable.
+    pub(crate) mem_first: Option<u64>,
+    /// The end of the last log record applied: the memtables hold every record up to here.
+    pub(crate) applied: LogPosition,
+    /// The batch sequence of the last batch applied (the next batch is this + 1).
+    pub(crate) applied_seq: u64,
+    /// The batch sequence at `imm_end`.
+    pub(crate) imm_seq: u64,
+    /// WALs of format v1 replayed at open (a partition from before the shard commit log): they
+    /// are obsolete once the first flush has written what they held.
+    pub(crate) legacy_wals: Vec<u64>,
     pub(crate) version: Rc<Version>,
-    pub(crate) wal_file: Option<S::File>,
-    pub(crate) wal_number: u64,
-    pub(crate) wal_len: u64,
-    pub(crate) wal_buffer: Vec<u8>,
     pub(crate) write_buffers: Vec<Vec<u8>>,
     pub(crate) clock: HlcClock,
     pub(crate) active: Option<ActiveSyrup<S::File>>,
@@ -296,12 +316,17 @@ pub(crate) struct State<S: Storage> {
     pub(crate) rename_claims: BTreeSet<Vec<u8>>,
     /// Space reclamation: live scans, condemned Syrups.
     pub(crate) reclaim: reclaim::ReclaimState,
-    /// The open replayed WAL records: the next maintenance flushes them, so that the replayed
-    /// WALs become obsolete (otherwise every restart adds a WAL that every later open replays).
+    /// The open replayed log records: the next maintenance flushes them, so that the log segments
+    /// (and v1 WALs) they came from can be deleted.
     pub(crate) flush_after_open: bool,
 }
 
 pub(crate) struct Inner<S: Storage> {
+    /// The engine itself, for the commit log's callbacks ([`crate::log::Committer`]).
+    pub(crate) me: std::rc::Weak<Inner<S>>,
+    /// The shard's commit log, and this partition's registration with it.
+    pub(crate) log: CommitLog<S>,
+    pub(crate) log_client: Cell<crate::log::ClientId>,
     pub(crate) storage: S,
     pub(crate) clock: Rc<dyn Clock>,
     pub(crate) config: EngineConfig,
@@ -309,8 +334,6 @@ pub(crate) struct Inner<S: Storage> {
     pub(crate) manifest_lock: LocalMutex,
     pub(crate) syrup_lock: LocalMutex,
     pub(crate) maintenance_lock: LocalMutex,
-    /// Held from a batch's WAL write to its apply, and while the WAL is switched.
-    pub(crate) wal_lock: LocalMutex,
     pub(crate) background_tasks: Cell<usize>,
 }
 
@@ -432,5 +455,16 @@ impl<S: Storage> Engine<S> {
         }
         let _m = self.inner.maintenance_lock.lock().await;
         self.inner.state.borrow_mut().closed = true;
+        // A batch in the log's current record is answered before the partition leaves the log (a
+        // reopen then finds it there); waiting ones are refused by the closed flag.
+        while !self.inner.state.borrow().commit.is_idle() {
+            crate::runtime::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        self.inner.log.unregister(self.inner.log_client.get());
+    }
+
+    /// The shard commit log this partition commits through.
+    pub fn commit_log(&self) -> &CommitLog<S> {
+        &self.inner.log
     }
 }

@@ -3,14 +3,17 @@
 //! Recovery order:
 //! 1. `CURRENT` names the manifest; its edits rebuild the state (a torn last edit is dropped).
 //! 2. Every live table is opened through a mapping and checked (size, footer, block checksums).
-//! 3. Every WAL at or after the log number is replayed into the memtable, oldest first. Only
-//!    the newest unsealed WAL may end in a torn tail (discarded: it was never acknowledged); a
-//!    missing log the manifest needs, or damage anywhere else, is corruption. Each replayed WAL
-//!    is sealed at the end of its whole records in the checkpoint of step 5.
-//! 4. The clock is advanced past every durable stamp: manifest floor, tables, WAL, intents.
-//! 5. A new WAL is started (a replayed WAL is never appended to, so nothing lands behind a
-//!    torn tail), and the manifest is checkpointed into a new file (likewise).
-//! 6. Files no manifest names (tables, WALs before the log number, old manifests) are deleted.
+//! 3. A partition from before the shard commit log (format v1: no flushed log position yet)
+//!    replays its own WALs at or after the log number, oldest first. Only the newest unsealed WAL
+//!    may end in a torn tail (discarded: it was never acknowledged); a missing log the manifest
+//!    needs, or damage anywhere else, is corruption. Each replayed WAL is sealed at the end of its
+//!    whole records in the checkpoint of step 6; the first flush makes them obsolete.
+//! 4. The records the shard commit logs hold for this partition past its flushed position are
+//!    replayed, in log order (the caller read the logs: [`crate::log::recover`]). Damage in a
+//!    log at or after the flushed position is corruption of this partition.
+//! 5. The clock is advanced past every durable stamp: manifest floor, tables, logs, intents.
+//! 6. The manifest is checkpointed into a new file (a replayed manifest is never appended to).
+//! 7. Files no manifest names (tables, WALs before the log number, old manifests) are deleted.
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
@@ -23,6 +26,7 @@ use crate::{
     hlc::HlcClock,
     limits,
     locator::CandyLocator,
+    log::{recover::Replay, CommitLog, LogConfig, LogPosition},
     manifest::{self, ManifestState},
     memtable::Memtable,
     record::{self, ScanEnd},
@@ -35,7 +39,7 @@ use crate::{
 /// What recovery found, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// WAL records replayed.
+    /// Log records replayed (v1 WAL records and shard commit log sections).
     pub wal_records: u64,
     /// Torn tails discarded: (WAL number, offset, bytes).
     pub torn_tails: Vec<(u64, u64, u64)>,
@@ -52,13 +56,81 @@ async fn read_whole<S: Storage>(storage: &S, path: &std::path::Path) -> Result<V
 }
 
 impl<S: Storage> Engine<S> {
-    /// Opens (or creates) the partition in `config.partition_dir`.
+    /// Opens (or creates) a partition that has a commit log of its own, in
+    /// `<partition_dir>/log/shard-000` (tools, tests and benchmarks; the node shares one log per
+    /// shard: [`Engine::open_in`]). Whatever the log held for the partition is replayed and
+    /// flushed before this returns, and the old segments are deleted.
     ///
     /// # Errors
-    /// `Corrupt` naming the file when a manifest, table or WAL fails its checks (other than a
-    /// torn tail); `Io` when the storage fails.
+    /// As [`Engine::open_in`].
     pub async fn open(storage: S, clock: Rc<dyn Clock>, config: EngineConfig) -> Result<(Engine<S>, RecoveryReport)> {
         config.validate()?;
+        let root = config.partition_dir.join("log");
+        let dirs = crate::log::recover::log_dirs(&storage, &root).await?;
+        let mut found = crate::log::recover::recover(&storage, &dirs).await?;
+        let log_config = LogConfig { segment_bytes: config.log_segment_bytes, bytes_max: config.log_bytes_max };
+        let log = CommitLog::create(
+            storage.clone(),
+            root.join(crate::log::format::shard_dir_name(0)),
+            0,
+            found.next_segment,
+            1,
+            log_config,
+        )
+        .await?;
+        let replay = found.take(config.box_uid, config.partition);
+        let (engine, mut report) = Engine::open_in(storage.clone(), clock, config, &log, replay).await?;
+        report.torn_tails.extend(found.torn_tails.iter().filter_map(|(path, offset, bytes)| {
+            let name = path.file_name()?.to_str()?;
+            Some((crate::log::format::parse_file_name(name)?, *offset, *bytes))
+        }));
+        engine.retire_replayed().await?;
+        if !found.segments.is_empty() {
+            for path in &found.segments {
+                match storage.remove(path).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for dir in &dirs {
+                storage.sync_dir(dir).await?;
+            }
+        }
+        Ok((engine, report))
+    }
+
+    /// Flushes what the open replayed, so the log segments (and v1 WALs) it came from are no
+    /// longer needed.
+    ///
+    /// # Errors
+    /// I/O failures (the engine then stops).
+    pub async fn retire_replayed(&self) -> Result<()> {
+        if std::mem::take(&mut self.inner.state.borrow_mut().flush_after_open) {
+            if let Err(e) = self.flush().await {
+                self.inner.state.borrow_mut().flush_after_open = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens (or creates) the partition in `config.partition_dir`, whose mutations go through the
+    /// shard commit log `log`; `replay` holds what the logs recovered for it.
+    ///
+    /// # Errors
+    /// `Corrupt` naming the file when a manifest, table, v1 WAL or log record it needs fails its
+    /// checks (other than a torn tail); `Io` when the storage fails; `PreviousIo` when the log
+    /// has failed.
+    pub async fn open_in(
+        storage: S,
+        clock: Rc<dyn Clock>,
+        config: EngineConfig,
+        log: &CommitLog<S>,
+        replay: Replay,
+    ) -> Result<(Engine<S>, RecoveryReport)> {
+        config.validate()?;
+        log.check()?;
         let dir = config.partition_dir.clone();
         storage.create_dir_all(&dir).await?;
         storage.create_dir_all(&config.syrup_dir).await?;
@@ -125,10 +197,19 @@ impl<S: Storage> Engine<S> {
                     }));
                 }
             }
+            if !replay.batches.is_empty() {
+                return Err(corrupt(FileKind::Pointer, current_path.clone())(DecodeError::Malformed {
+                    what: "CURRENT is missing but the commit log holds records of the partition",
+                    offset: 0,
+                }));
+            }
             report.created = true;
             manifest.log_number = 1;
             manifest.next_file_number = 1;
+            // Nothing of this partition can be in the log before now.
+            manifest.log_flushed = log.durable_end();
         }
+        let legacy = has_current && manifest.log_flushed == LogPosition::ZERO;
 
         // Tables.
         let mut version = Version { levels: vec![Vec::new(); limits::LEVELS_MAX] };
@@ -174,7 +255,8 @@ impl<S: Storage> Engine<S> {
             })
             .max()
             .unwrap_or(0);
-        if has_current {
+        let mut legacy_wals = Vec::new();
+        if legacy {
             // Every log the manifest needs must be there: the one named by the log number (its
             // header was durable before the manifest named it), and every sealed one.
             let needed = std::iter::once(manifest.log_number).chain(manifest.wal_seals.keys().copied());
@@ -263,12 +345,52 @@ impl<S: Storage> Engine<S> {
                     report.wal_records += 1;
                 }
                 seals.push((number, valid_end));
+                legacy_wals.push(number);
             }
             // The checkpoint below records where each replayed log's whole records end, so a
             // tear discarded now is not mistaken for damage once a newer log exists.
             for (number, length) in seals {
                 manifest.wal_seals.insert(number, length);
             }
+        }
+
+        // The shard commit log's records past the flushed position.
+        if let Some(d) = replay.needed_damage(manifest.log_flushed) {
+            tracing::error!(partition_dir = %dir.display(), at = %d.at, flushed = %manifest.log_flushed, error = %d.error, "the commit log is damaged where this partition may have records");
+            return Err(d.to_error());
+        }
+        let applied = log.durable_end();
+        let mut mem_first = None;
+        let mut applied_seq = manifest.log_flushed_seq;
+        for batch in replay.batches.iter().filter(|b| b.end > manifest.log_flushed) {
+            assert!(batch.end <= applied, "a replayed record lies before the log's durable end");
+            let path = batch.path.to_path_buf();
+            if batch.seq != applied_seq + 1 {
+                // The batches in between were in a segment that is gone (or the log is not this
+                // partition's): acknowledged mutations would be lost.
+                tracing::error!(partition_dir = %dir.display(), expected = applied_seq + 1, found = batch.seq, at = %batch.end, "a commit log segment holding records of this partition is missing");
+                return Err(corrupt(FileKind::Wal, path)(DecodeError::Malformed {
+                    what: "a commit log segment holding records of this partition is missing",
+                    offset: batch.end.offset,
+                }));
+            }
+            applied_seq = batch.seq;
+            mem_first.get_or_insert(batch.end.segment);
+            for op in &batch.ops {
+                match op {
+                    WalOp::Set { key, locator } => {
+                        let l =
+                            CandyLocator::decode(locator).map_err(|e| corrupt(FileKind::Locator, path.clone())(e))?;
+                        clock_state.observe(l.hlc);
+                        mem.set(Bytes::copy_from_slice(key), Bytes::copy_from_slice(locator), &l);
+                    }
+                    WalOp::DeleteRange(rt) => {
+                        clock_state.observe(rt.hlc);
+                        mem.delete_range(rt.clone());
+                    }
+                }
+            }
+            report.wal_records += 1;
         }
 
         let next_file = manifest.next_file_number.max(max_seen + 1).max(1);
@@ -286,12 +408,14 @@ impl<S: Storage> Engine<S> {
             next_file,
             mem,
             imm: None,
-            imm_next_log: 0,
+            imm_end: LogPosition::ZERO,
+            imm_first: None,
+            mem_first,
+            applied,
+            applied_seq,
+            imm_seq: 0,
+            legacy_wals,
             version: Rc::new(version),
-            wal_file: None,
-            wal_number: 0,
-            wal_len: 0,
-            wal_buffer: Vec::new(),
             write_buffers: Vec::new(),
             clock: clock_state,
             active: None,
@@ -313,7 +437,10 @@ impl<S: Storage> Engine<S> {
             stats: EngineStats { torn_tails_discarded: report.torn_tails.len() as u64, ..Default::default() },
         };
         let engine = Engine {
-            inner: Rc::new(Inner {
+            inner: Rc::new_cyclic(|me| Inner {
+                me: me.clone(),
+                log: log.clone(),
+                log_client: std::cell::Cell::new(0),
                 storage,
                 clock,
                 config,
@@ -321,23 +448,12 @@ impl<S: Storage> Engine<S> {
                 manifest_lock: LocalMutex::new(),
                 syrup_lock: LocalMutex::new(),
                 maintenance_lock: LocalMutex::new(),
-                wal_lock: LocalMutex::new(),
                 background_tasks: std::cell::Cell::new(0),
             }),
         };
-
-        // A fresh WAL: replayed ones are never appended to.
-        let wal_number = engine.alloc_file_number();
-        let wal_file = engine.create_wal(wal_number).await?;
-        {
-            let mut st = engine.inner.state.borrow_mut();
-            if report.created {
-                st.manifest.log_number = wal_number;
-            }
-            st.wal_file = Some(wal_file);
-            st.wal_number = wal_number;
-            st.wal_len = wal::WAL_HEADER_BYTES as u64;
-        }
+        let weak: std::rc::Weak<dyn crate::log::Committer<S::File>> = engine.inner.me.clone();
+        engine.inner.log_client.set(log.register(weak));
+        engine.report_need();
         {
             let _g = engine.inner.manifest_lock.lock().await;
             engine.checkpoint_locked().await?;

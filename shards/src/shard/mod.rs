@@ -27,6 +27,7 @@ use candybox_core::{
     error::Error as CoreError,
     limits,
     locator::CandyLocator,
+    log::{recover::Replay, CommitLog},
     manifest::RenameIntent,
     runtime::{wall_ms, LocalMutex, SystemClock},
     storage::uring::UringStorage,
@@ -101,6 +102,8 @@ pub struct Shard {
     boxes: boxes::BoxCache,
     /// The partition table (partitions.rs).
     table: partitions::PartitionTable,
+    /// The shard's commit log, shared by every partition it owns.
+    log: CommitLog<UringStorage>,
     /// What the relay remembers (relay.rs).
     relay: relay::RelayState,
     /// This shard's client connections, for the watchdog and shutdown.
@@ -154,13 +157,21 @@ impl Drop for InFlight {
 }
 
 impl Shard {
-    /// A shard with nothing open yet.
-    pub fn new(id: u16, shared: Arc<NodeShared>, shutdown: async_channel::Receiver<()>) -> Rc<Shard> {
+    /// A shard with nothing open yet, committing through `log`; `replays` holds what the logs
+    /// of earlier runs recovered for the partitions it owns.
+    pub fn new(
+        id: u16,
+        shared: Arc<NodeShared>,
+        shutdown: async_channel::Receiver<()>,
+        log: CommitLog<UringStorage>,
+        replays: HashMap<(BoxUid, u16), Replay>,
+    ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
             shared,
             boxes: boxes::BoxCache::default(),
-            table: partitions::PartitionTable::default(),
+            table: partitions::PartitionTable::new(replays),
+            log,
             relay: relay::RelayState::default(),
             connections: crate::connection::Registry::default(),
             in_flight: Cell::new(0),

@@ -5,8 +5,12 @@
 use super::*;
 
 /// What the partition part owns.
-#[derive(Default)]
 pub(super) struct PartitionTable {
+    /// What the commit logs of earlier runs hold for partitions not opened yet (taken at open).
+    retired: RefCell<HashMap<(BoxUid, u16), Replay>>,
+    /// Partitions opened in this run: opening one again (after an I/O failure) replays its
+    /// records from the live log.
+    opened_once: RefCell<std::collections::HashSet<(BoxUid, u16)>>,
     /// Open engines by Box incarnation and partition (looked up without building a name), with
     /// the Box's name.
     engines: RefCell<HashMap<(BoxUid, u16), (String, PartitionEngine)>>,
@@ -21,6 +25,20 @@ pub(super) struct PartitionTable {
     /// Leases of the partitions this shard serves, by Box incarnation and partition: valid while
     /// their session is the store's current, connected one.
     leases: RefCell<HashMap<(BoxUid, u16), LeaseEntry>>,
+}
+
+impl PartitionTable {
+    pub(super) fn new(retired: HashMap<(BoxUid, u16), Replay>) -> Self {
+        PartitionTable {
+            retired: RefCell::new(retired),
+            opened_once: Default::default(),
+            engines: Default::default(),
+            quarantined: Default::default(),
+            open_lock: LocalMutex::new(),
+            published: Default::default(),
+            leases: Default::default(),
+        }
+    }
 }
 
 impl Shard {
@@ -199,9 +217,40 @@ impl Shard {
             _ => {}
         }
         let config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
-        // Engine::open creates the partition directory; the storage layer tolerates shards
+        let uid_p = (meta.box_uid, partition);
+        // A partition opened before in this run (stopped after an I/O failure) finds its records
+        // in the live log; at its first open, in what the earlier runs' logs held.
+        let mut replay = self.table.retired.borrow_mut().remove(&uid_p).unwrap_or_default();
+        let reopening = self.table.opened_once.borrow().contains(&uid_p);
+        if reopening {
+            if let Err(e) = self.log.restart().await {
+                self.table.retired.borrow_mut().insert(uid_p, replay);
+                return Err(e.into());
+            }
+            match self.log.replay_live(meta.box_uid, partition).await {
+                Ok(live) => {
+                    replay.batches.extend(live.batches);
+                    replay.damage.extend(live.damage);
+                }
+                Err(e) => {
+                    self.table.retired.borrow_mut().insert(uid_p, replay);
+                    return Err(e.into());
+                }
+            }
+        }
+        let keep = (!reopening).then(|| replay.clone());
+        // Engine::open_in creates the partition directory; the storage layer tolerates shards
         // creating sibling partitions (and so their shared parents) at the same time.
-        let (engine, report) = match Engine::open(UringStorage::new(), Rc::new(SystemClock), config).await {
+        let opened = Engine::open_in(UringStorage::new(), Rc::new(SystemClock), config, &self.log, replay).await;
+        if opened.is_err() {
+            // Its records stay for the next try (the next request, or the next start).
+            if let Some(replay) = keep {
+                if !replay.batches.is_empty() {
+                    self.table.retired.borrow_mut().insert(uid_p, replay);
+                }
+            }
+        }
+        let (engine, report) = match opened {
             Ok(opened) => opened,
             Err(CoreError::Corrupt(c)) => {
                 // One damaged file takes its partition out of service, never the node.
@@ -222,6 +271,7 @@ impl Shard {
             torn_tails = report.torn_tails.len(),
             "partition open"
         );
+        self.table.opened_once.borrow_mut().insert(uid_p);
         self.table.engines.borrow_mut().insert((meta.box_uid, partition), (box_name.to_string(), engine.clone()));
         self.metrics().partitions_open.store(self.table.engines.borrow().len() as u64, Relaxed);
         Ok(engine)
@@ -284,6 +334,28 @@ impl Shard {
         Ok(opened)
     }
 
+    /// Flushes what the opens replayed from the logs of earlier runs, so their segments can be
+    /// deleted.
+    ///
+    /// # Returns
+    /// The partitions whose records from earlier runs are not flushed yet (not opened, or their
+    /// flush failed: logged).
+    pub async fn retire_replayed(&self) -> usize {
+        let mut unretired = self.table.retired.borrow().len();
+        for (b, p, _, e) in self.open_partitions() {
+            if let Err(err) = e.retire_replayed().await {
+                tracing::error!(shard = self.id, box_name = %b, partition = p, error = %err, "flushing the records replayed at start-up failed; the old commit log segments are kept");
+                unretired += 1;
+            }
+        }
+        unretired
+    }
+
+    /// The shard's commit log.
+    pub fn commit_log(&self) -> &CommitLog<UringStorage> {
+        &self.log
+    }
+
     /// Flushes and closes every engine (shutdown).
     pub async fn close_all(&self) {
         for (b, p, _, e) in self.open_partitions() {
@@ -324,6 +396,7 @@ impl Shard {
     /// sets and its quarantines.
     pub(super) async fn forget_partitions(&self, name: &str, uid: BoxUid) {
         self.table.published.borrow_mut().retain(|(b, _), _| b != name);
+        self.table.retired.borrow_mut().retain(|(u, _), _| *u != uid);
         let doomed: Vec<(u16, PartitionEngine)> = self
             .table
             .engines

@@ -1,0 +1,559 @@
+//! The shard commit log: one log per shard, shared by every partition the shard owns. One leader
+//! per log batches every partition's waiting mutations into one record and one fdatasync (after
+//! the fdatasyncs of the Syrups those mutations point into).
+//!
+//! The log owns its segments, its write position and its leader; a partition takes part through
+//! the [`Committer`] trait (it hands over its waiting mutations, and is told where they became
+//! durable), and tells the log which segment it still needs ([`CommitLog::set_need`]).
+//!
+//! Invariants:
+//! - A record is written only at the end of the current segment, after every Syrup its
+//!   mutations point into is durable; a mutation is acknowledged only after its record's
+//!   fdatasync returned `Ok`.
+//! - Positions handed to committers strictly increase.
+//! - After a failed write or fdatasync (other than a full disk met by the write, whose partial
+//!   bytes are zeroed) the log refuses every record with `PreviousIo` until it is restarted
+//!   ([`CommitLog::restart`]) on a new segment.
+//! - A segment is deleted only when it is not the current one and every registered partition's
+//!   oldest unflushed record lies in a later segment.
+//! - The leader runs as its own task, so a cancelled request never stalls commits.
+
+pub mod format;
+pub mod recover;
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, VecDeque},
+    path::{Path, PathBuf},
+    rc::{Rc, Weak},
+};
+
+pub use format::LogPosition;
+use format::{RecordBuilder, SegmentHeader, SEGMENT_HEADER_BYTES};
+
+use crate::{
+    error::{Error, IoError, Result},
+    storage::{Storage, StorageFile},
+};
+
+/// Settings of a shard's log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A segment is closed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// When the live segments hold more than this, the partitions holding the oldest one back
+    /// are asked to flush, so the log stays bounded.
+    pub bytes_max: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { segment_bytes: 64 * 1024 * 1024, bytes_max: 1024 * 1024 * 1024 }
+    }
+}
+
+/// What a committer did with the room it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Took {
+    /// Nothing was waiting.
+    Nothing,
+    /// Mutations wait but none fitted the record: queue it for the next one.
+    Later,
+    /// It added its section; `more` when mutations are left for the next record.
+    Section {
+        /// Mutations are left that did not fit.
+        more: bool,
+    },
+}
+
+/// The batch a leader builds: the record and the Syrup files to make durable before it.
+#[derive(Debug)]
+pub struct Batch<F> {
+    /// The record being built.
+    pub record: RecordBuilder,
+    /// Files to fdatasync before the record is written.
+    pub syncs: Vec<F>,
+}
+
+/// A partition as the log sees it.
+pub trait Committer<F> {
+    /// Moves the partition's waiting mutations (as many as fit) into `batch` as one section, with
+    /// the Syrups they need synced.
+    fn take(&self, batch: &mut Batch<F>) -> Took;
+    /// The mutations last taken are durable and end at `end` (`Ok`), or failed.
+    fn complete(&self, result: std::result::Result<LogPosition, &Error>);
+    /// The log grew past its bound and this partition holds its oldest segment: flush.
+    fn flush_wanted(&self);
+}
+
+/// Counters of one log.
+#[derive(Debug, Default, Clone)]
+pub struct LogStats {
+    /// Records written (group commits).
+    pub records: u64,
+    /// Sections written (partition batches).
+    pub sections: u64,
+    /// Mutations written.
+    pub ops: u64,
+    /// Records by mutation count: bucket `i` counts records of `(2^(i-1), 2^i]` mutations
+    /// (bucket 0: exactly one), the last bucket everything larger
+    /// ([`crate::engine::commit_size_bucket`]).
+    pub record_sizes: [u64; crate::limits::GROUP_COMMIT_SIZE_BUCKETS],
+    /// fdatasyncs of the log.
+    pub syncs: u64,
+    /// fdatasyncs of Syrups made for its records.
+    pub syrup_syncs: u64,
+    /// Segments created.
+    pub segments_created: u64,
+    /// Segments deleted.
+    pub segments_deleted: u64,
+    /// Flushes asked of partitions that held the log past its bound.
+    pub flushes_wanted: u64,
+}
+
+struct Client<F> {
+    committer: Weak<dyn Committer<F>>,
+    /// The oldest segment holding a record of this partition that is not flushed yet.
+    need: Option<u64>,
+}
+
+struct State<F> {
+    file: Option<F>,
+    segment: u64,
+    len: u64,
+    durable: LogPosition,
+    first: u64,
+    /// Closed segments of this run, oldest first, with their sizes.
+    closed: VecDeque<(u64, u64)>,
+    ready: VecDeque<Rc<dyn Committer<F>>>,
+    leader: bool,
+    failed: bool,
+    buffer: Vec<u8>,
+    clients: BTreeMap<u64, Client<F>>,
+    next_client: u64,
+    stats: LogStats,
+}
+
+struct Inner<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    shard: u16,
+    stride: u64,
+    config: LogConfig,
+    state: RefCell<State<S::File>>,
+}
+
+/// A shard's commit log. Cloning shares it; it belongs to one shard (`!Send`).
+pub struct CommitLog<S: Storage> {
+    inner: Rc<Inner<S>>,
+}
+
+impl<S: Storage> Clone for CommitLog<S> {
+    fn clone(&self) -> Self {
+        CommitLog { inner: self.inner.clone() }
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for CommitLog<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitLog").field("dir", &self.inner.dir).finish()
+    }
+}
+
+/// A registration of a partition with a log: its id for [`CommitLog::set_need`].
+pub type ClientId = u64;
+
+impl<S: Storage> CommitLog<S> {
+    /// Starts a log in `dir` whose first segment is `first_segment`; later ones are numbered
+    /// `stride` apart (the shards of a node interleave their numbers, so every segment number of a
+    /// run is unique on the node without the shards talking).
+    ///
+    /// # Errors
+    /// I/O failures creating the directory or the first segment.
+    pub async fn create(
+        storage: S,
+        dir: impl Into<PathBuf>,
+        shard: u16,
+        first_segment: u64,
+        stride: u64,
+        config: LogConfig,
+    ) -> Result<CommitLog<S>> {
+        assert!(first_segment > 0 && stride > 0);
+        let dir = dir.into();
+        storage.create_dir_all(&dir).await?;
+        let header = SegmentHeader { shard, number: first_segment, first: first_segment, previous: 0 };
+        let file = create_segment(&storage, &dir, &header).await?;
+        let log = CommitLog {
+            inner: Rc::new(Inner {
+                storage,
+                dir,
+                shard,
+                stride,
+                config,
+                state: RefCell::new(State {
+                    file: Some(file),
+                    segment: first_segment,
+                    len: SEGMENT_HEADER_BYTES as u64,
+                    durable: LogPosition::start_of(first_segment),
+                    first: first_segment,
+                    closed: VecDeque::new(),
+                    ready: VecDeque::new(),
+                    leader: false,
+                    failed: false,
+                    buffer: Vec::new(),
+                    clients: BTreeMap::new(),
+                    next_client: 1,
+                    stats: LogStats { segments_created: 1, ..Default::default() },
+                }),
+            }),
+        };
+        Ok(log)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The position just past the last durable record: a partition opened now has every record
+    /// of its before it.
+    pub fn durable_end(&self) -> LogPosition {
+        self.inner.state.borrow().durable
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> LogStats {
+        self.inner.state.borrow().stats.clone()
+    }
+
+    /// Bytes of the live segments of this run (closed ones and the current one).
+    pub fn live_bytes(&self) -> u64 {
+        let st = self.inner.state.borrow();
+        st.closed.iter().map(|(_, b)| *b).sum::<u64>() + st.len
+    }
+
+    /// Refuses new mutations after a failure.
+    ///
+    /// # Errors
+    /// `PreviousIo` once a write or fdatasync of the log failed (until [`CommitLog::restart`]).
+    pub fn check(&self) -> Result<()> {
+        if self.inner.state.borrow().failed {
+            return Err(Error::PreviousIo);
+        }
+        Ok(())
+    }
+
+    /// True after a failure, until [`CommitLog::restart`].
+    pub fn is_failed(&self) -> bool {
+        self.inner.state.borrow().failed
+    }
+
+    /// Registers a partition; it starts with no unflushed record.
+    pub fn register(&self, committer: Weak<dyn Committer<S::File>>) -> ClientId {
+        let mut st = self.inner.state.borrow_mut();
+        let id = st.next_client;
+        st.next_client += 1;
+        st.clients.insert(id, Client { committer, need: None });
+        id
+    }
+
+    /// Forgets a partition (closed or deleted).
+    pub fn unregister(&self, id: ClientId) {
+        self.inner.state.borrow_mut().clients.remove(&id);
+    }
+
+    /// Records the oldest segment holding an unflushed record of partition `id` (`None`: all
+    /// flushed).
+    pub fn set_need(&self, id: ClientId, need: Option<u64>) {
+        if let Some(c) = self.inner.state.borrow_mut().clients.get_mut(&id) {
+            c.need = need;
+        }
+    }
+
+    /// Queues a partition with waiting mutations, starting a leader when none runs.
+    pub fn enqueue(&self, committer: Rc<dyn Committer<S::File>>) {
+        let mut st = self.inner.state.borrow_mut();
+        st.ready.push_back(committer);
+        if !st.leader {
+            st.leader = true;
+            drop(st);
+            let log = self.clone();
+            crate::runtime::spawn(async move { log.lead().await });
+        }
+    }
+
+    async fn lead(self) {
+        loop {
+            let (queued, buffer) = {
+                let mut st = self.inner.state.borrow_mut();
+                if st.ready.is_empty() {
+                    st.leader = false;
+                    return;
+                }
+                (std::mem::take(&mut st.ready), std::mem::take(&mut st.buffer))
+            };
+            let mut batch = Batch { record: RecordBuilder::new(buffer), syncs: Vec::new() };
+            let mut members = Vec::with_capacity(queued.len());
+            let mut again = Vec::new();
+            let mut queued = queued.into_iter();
+            for c in queued.by_ref() {
+                match c.take(&mut batch) {
+                    Took::Nothing => {}
+                    Took::Later => {
+                        again.push(c);
+                        break;
+                    }
+                    Took::Section { more } => {
+                        if more {
+                            again.push(c.clone());
+                        }
+                        members.push(c);
+                    }
+                }
+                if !batch.record.fits(1, 0) {
+                    break;
+                }
+            }
+            {
+                // What did not fit goes first next time, then whoever has more.
+                let mut st = self.inner.state.borrow_mut();
+                let rest: Vec<_> = queued.collect();
+                for c in rest.into_iter().chain(again).rev() {
+                    st.ready.push_front(c);
+                }
+            }
+            if members.is_empty() {
+                self.inner.state.borrow_mut().buffer = batch.record.finish_empty();
+                continue;
+            }
+            let written = if self.is_failed() { Err(Error::PreviousIo) } else { self.write(batch).await };
+            match written {
+                Ok(end) => {
+                    for c in &members {
+                        c.complete(Ok(end));
+                    }
+                }
+                Err(e) => {
+                    for c in &members {
+                        c.complete(Err(&e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the batch's Syrups durable, then writes and syncs its record.
+    async fn write(&self, batch: Batch<S::File>) -> Result<LogPosition> {
+        let Batch { record, syncs } = batch;
+        let syrup_syncs = syncs.len() as u64;
+        sync_all(syncs).await.map_err(|e| self.failed(e.into()))?;
+        if self.inner.state.borrow().len >= self.inner.config.segment_bytes {
+            self.roll(false).await.map_err(|e| self.failed(e))?;
+        }
+        let (file, offset) = {
+            let st = self.inner.state.borrow();
+            (st.file.clone(), st.len)
+        };
+        let file = file.ok_or(Error::Closed)?;
+        let sections = u64::from(record.sections());
+        let ops = record.ops() as u64;
+        let bytes = record.finish(offset);
+        let n = bytes.len() as u64;
+        let bytes = match file.write_at(bytes, offset).await {
+            Ok(b) => b,
+            Err(e) if e.is_no_space() => {
+                // Part of the record may be in the file: zero it, so the next record (written at
+                // the same offset) has nothing but zeros behind it, which recovery reads as an
+                // unwritten tail, never as a damaged record.
+                if let Err(e) = clear_tail(&file, offset).await {
+                    return Err(self.failed(e.into()));
+                }
+                return Err(Error::NoSpace);
+            }
+            Err(e) => return Err(self.failed(e.into())),
+        };
+        {
+            // The length advances only after the write: a failed write stops the log, so nothing
+            // is ever appended behind a hole.
+            let mut st = self.inner.state.borrow_mut();
+            st.len = offset + n;
+            if bytes.capacity() <= crate::limits::WAL_BUFFER_KEEP_BYTES {
+                st.buffer = bytes;
+            }
+        }
+        file.sync_data().await.map_err(|e| self.failed(e.into()))?;
+        let mut st = self.inner.state.borrow_mut();
+        let end = LogPosition { segment: st.segment, offset: offset + n };
+        assert!(end > st.durable, "log positions increase");
+        st.durable = end;
+        st.stats.records += 1;
+        st.stats.sections += sections;
+        st.stats.ops += ops;
+        if let Some(b) = st.stats.record_sizes.get_mut(crate::engine::commit_size_bucket(ops as usize)) {
+            *b += 1;
+        }
+        st.stats.syncs += 1;
+        st.stats.syrup_syncs += syrup_syncs;
+        Ok(end)
+    }
+
+    fn failed(&self, e: Error) -> Error {
+        tracing::error!(dir = %self.inner.dir.display(), error = %e, "commit log stopped after an I/O failure; the shard's writes are refused until it restarts its log");
+        self.inner.state.borrow_mut().failed = true;
+        e
+    }
+
+    /// Closes the current segment and starts the next one; asks the partitions holding the
+    /// oldest segment to flush when the log is past its bound.
+    ///
+    /// A `new_run` segment starts a chain of its own (after a failure: the old segment may end in
+    /// a torn record, which recovery accepts only at the end of a run).
+    async fn roll(&self, new_run: bool) -> Result<()> {
+        let header = {
+            let st = self.inner.state.borrow();
+            let number = st.segment + self.inner.stride;
+            if new_run {
+                SegmentHeader { shard: self.inner.shard, number, first: number, previous: 0 }
+            } else {
+                SegmentHeader { shard: self.inner.shard, number, first: st.first, previous: st.segment }
+            }
+        };
+        let file = create_segment(&self.inner.storage, &self.inner.dir, &header).await?;
+        let wanted = {
+            let mut st = self.inner.state.borrow_mut();
+            let (old, len) = (st.segment, st.len);
+            st.closed.push_back((old, len));
+            st.file = Some(file);
+            st.segment = header.number;
+            st.first = header.first;
+            st.len = SEGMENT_HEADER_BYTES as u64;
+            st.durable = LogPosition::start_of(header.number);
+            st.stats.segments_created += 1;
+            let live = st.closed.iter().map(|(_, b)| *b).sum::<u64>() + st.len;
+            let oldest = st.closed.front().map(|(s, _)| *s);
+            match oldest {
+                Some(oldest) if live > self.inner.config.bytes_max => {
+                    let wanted: Vec<_> = st
+                        .clients
+                        .values()
+                        .filter(|c| c.need.is_some_and(|n| n <= oldest))
+                        .filter_map(|c| c.committer.upgrade())
+                        .collect();
+                    st.stats.flushes_wanted += wanted.len() as u64;
+                    wanted
+                }
+                _ => Vec::new(),
+            }
+        };
+        for c in wanted {
+            c.flush_wanted();
+        }
+        Ok(())
+    }
+
+    /// Deletes the closed segments that no registered partition needs any more.
+    ///
+    /// # Errors
+    /// I/O failures removing them (they are retried by the next call).
+    pub async fn release(&self) -> Result<()> {
+        let doomed: Vec<u64> = {
+            let mut st = self.inner.state.borrow_mut();
+            let need = st.clients.values().filter_map(|c| c.need).min().unwrap_or(u64::MAX).min(st.segment);
+            let mut doomed = Vec::new();
+            while let Some(&(s, _)) = st.closed.front() {
+                if s >= need {
+                    break;
+                }
+                st.closed.pop_front();
+                doomed.push(s);
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for s in &doomed {
+            match self.inner.storage.remove(&self.inner.dir.join(format::file_name(*s))).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.inner.storage.sync_dir(&self.inner.dir).await?;
+        self.inner.state.borrow_mut().stats.segments_deleted += doomed.len() as u64;
+        Ok(())
+    }
+
+    /// Starts a new segment after a failure, so the shard's partitions can be reopened and
+    /// written again: nothing is appended behind what the failure left in the old segment.
+    ///
+    /// # Errors
+    /// I/O failures creating the segment (the log stays failed).
+    pub async fn restart(&self) -> Result<()> {
+        if !self.is_failed() {
+            return Ok(());
+        }
+        self.roll(true).await?;
+        self.inner.state.borrow_mut().failed = false;
+        tracing::info!(dir = %self.inner.dir.display(), "commit log restarted on a new segment");
+        Ok(())
+    }
+
+    /// Reads the records of one partition from this run's live segments (a partition reopened
+    /// while the node runs, after an I/O failure), up to the durable end.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub async fn replay_live(&self, box_uid: crate::types::BoxUid, partition: u16) -> Result<recover::Replay> {
+        let durable = self.durable_end();
+        let mut found = recover::recover(&self.inner.storage, std::slice::from_ref(&self.inner.dir)).await?;
+        let mut replay = found.take(box_uid, partition);
+        replay.batches.retain(|b| b.end <= durable);
+        Ok(replay)
+    }
+}
+
+async fn create_segment<S: Storage>(storage: &S, dir: &Path, header: &SegmentHeader) -> Result<S::File> {
+    let path = dir.join(format::file_name(header.number));
+    let file = storage.create(&path).await?;
+    if let Err(e) = file.write_at(format::encode_header(header), 0).await {
+        if e.is_no_space() {
+            let _ = storage.remove(&path).await;
+        }
+        return Err(e.into());
+    }
+    file.sync_data().await?;
+    storage.sync_dir(dir).await?;
+    Ok(file)
+}
+
+/// fdatasyncs every file, at the same time when there are several.
+async fn sync_all<F: StorageFile>(files: Vec<F>) -> std::result::Result<(), IoError> {
+    let mut files = files.into_iter();
+    let Some(first) = files.next() else { return Ok(()) };
+    let others: Vec<_> = files.map(|f| crate::runtime::spawn(async move { f.sync_data().await })).collect();
+    let mut result = first.sync_data().await;
+    for o in others {
+        let r = o.await;
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}
+
+/// Overwrites whatever lies in `file` from `from` to its end with zeros and makes that durable:
+/// what a failed append left behind reads as an unwritten tail. Overwriting bytes already
+/// allocated needs no new space.
+///
+/// # Errors
+/// I/O failures (the caller stops).
+pub(crate) async fn clear_tail<F: StorageFile>(file: &F, from: u64) -> std::result::Result<(), IoError> {
+    let len = file.len().await?;
+    if len > from {
+        let zeros = vec![0u8; usize::try_from(len - from).unwrap_or(usize::MAX)];
+        file.write_at(zeros, from).await?;
+        file.sync_data().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Reading the shard commit logs back after a restart.
+//!
+//! Recovery reads every shard's log directory (the shard count may have changed since the logs
+//! were written, and with it the shard that owns a partition), and hands each partition the
+//! records of its Box incarnation in log order. The engine replays those that end past the
+//! position its manifest has flushed up to.
+//!
+//! Invariants:
+//! - Only the last segment of a writer's run may end in a torn record (it was being written when
+//!   the process stopped, so it was never acknowledged); a torn record anywhere else, a damaged
+//!   record, an unreadable header or a segment missing from the middle of a run is damage.
+//! - Damage is never skipped silently: it is reported with its position, and every partition
+//!   that may need records from there on (its flushed position is not past the damage) is
+//!   refused with `Corrupt`, so the node quarantines it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+use super::format::{self, LogPosition, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::{
+    error::{Corruption, DecodeError, Error, FileKind, Result},
+    limits,
+    record::{self, ScanEnd},
+    storage::{Storage, StorageFile},
+    types::BoxUid,
+    wal::WalOp,
+};
+
+/// One record's ops for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayBatch {
+    /// Where the record ends.
+    pub end: LogPosition,
+    /// The partition's batch sequence.
+    pub seq: u64,
+    /// The segment file it was read from.
+    pub path: std::sync::Arc<Path>,
+    /// The partition's ops in it.
+    pub ops: Vec<WalOp>,
+}
+
+/// Damage found in a log: records from `at` up to `until` may be lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDamage {
+    /// The start of the damaged record (or of the segment).
+    pub at: LogPosition,
+    /// Records ending before this are unaffected: a partition flushed up to here or later does
+    /// not need what was lost. Damage inside a segment reaches its end (the length of a damaged
+    /// record cannot be trusted).
+    pub until: LogPosition,
+    /// The segment file.
+    pub path: PathBuf,
+    /// What was wrong.
+    pub error: DecodeError,
+}
+
+impl LogDamage {
+    /// The corruption error a partition that needs the damaged records is refused with.
+    pub fn to_error(&self) -> Error {
+        Error::Corrupt(Corruption::new(FileKind::Wal, self.path.clone(), self.error.clone()))
+    }
+}
+
+/// What one partition gets from recovery.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Its records, in log order.
+    pub batches: Vec<ReplayBatch>,
+    /// Every damage found in the logs.
+    pub damage: Vec<LogDamage>,
+}
+
+impl Replay {
+    /// The first damage that a partition flushed up to `flushed` may need records from.
+    pub fn needed_damage(&self, flushed: LogPosition) -> Option<&LogDamage> {
+        self.damage.iter().find(|d| flushed < d.until)
+    }
+}
+
+/// Everything recovery read from the logs.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    partitions: HashMap<(BoxUid, u16), Vec<ReplayBatch>>,
+    /// Damage found, oldest first.
+    pub damage: Vec<LogDamage>,
+    /// Every segment file found: they belong to earlier runs, and are deleted once every
+    /// partition they hold records of has flushed them.
+    pub segments: Vec<PathBuf>,
+    /// Above every segment number found: the new run numbers its segments from here.
+    pub next_segment: u64,
+    /// Torn tails discarded: (segment, offset, bytes).
+    pub torn_tails: Vec<(PathBuf, u64, u64)>,
+    /// Whole records read.
+    pub records: u64,
+}
+
+impl Recovered {
+    /// Takes the records of one partition (and every damage found).
+    pub fn take(&mut self, box_uid: BoxUid, partition: u16) -> Replay {
+        Replay {
+            batches: self.partitions.remove(&(box_uid, partition)).unwrap_or_default(),
+            damage: self.damage.clone(),
+        }
+    }
+
+    /// The partitions with records not taken yet, with their op counts.
+    pub fn untaken(&self) -> Vec<(BoxUid, u16, usize)> {
+        let mut out: Vec<_> =
+            self.partitions.iter().map(|((u, p), b)| (*u, *p, b.iter().map(|b| b.ops.len()).sum())).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Drops the records of the partitions `keep` says no to (deleted Box incarnations), and
+    /// returns how many partitions were dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(BoxUid, u16) -> bool) -> usize {
+        let before = self.partitions.len();
+        self.partitions.retain(|(u, p), _| keep(*u, *p));
+        before - self.partitions.len()
+    }
+
+    /// True when no partition has records left to take.
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+}
+
+async fn read_whole<S: Storage>(storage: &S, path: &Path) -> Result<Vec<u8>> {
+    let f = storage.open(path).await?;
+    let len = f.len().await?;
+    Ok(f.read_at(0, usize::try_from(len).unwrap_or(usize::MAX)).await?)
+}
+
+/// The shard log directories under `root` (none when it does not exist).
+///
+/// # Errors
+/// I/O failures other than a missing root.
+pub async fn log_dirs<S: Storage>(storage: &S, root: &Path) -> Result<Vec<PathBuf>> {
+    let names = match storage.list(root).await {
+        Ok(n) => n,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut dirs: Vec<(u16, PathBuf)> =
+        names.iter().filter_map(|n| format::parse_shard_dir_name(n).map(|s| (s, root.join(n)))).collect();
+    dirs.sort_unstable();
+    Ok(dirs.into_iter().map(|(_, d)| d).collect())
+}
+
+struct Segment {
+    path: PathBuf,
+    header: SegmentHeader,
+    bytes: Vec<u8>,
+}
+
+/// Reads every segment of the log directories `dirs`.
+///
+/// # Errors
+/// I/O failures. Damage is not an error here: it is reported in [`Recovered::damage`], and each
+/// partition that needs the damaged records is refused when it opens.
+pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recovered> {
+    let mut out = Recovered { next_segment: 1, ..Default::default() };
+    for dir in dirs {
+        let names = match storage.list(dir).await {
+            Ok(n) => n,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut numbers: Vec<u64> = names.iter().filter_map(|n| format::parse_file_name(n)).collect();
+        numbers.sort_unstable();
+        let newest = numbers.last().copied();
+        // The segments of each writer's run, by the run's first segment.
+        let mut runs: BTreeMap<u64, Vec<Segment>> = BTreeMap::new();
+        for number in numbers {
+            let path = dir.join(format::file_name(number));
+            out.next_segment = out.next_segment.max(number + 1);
+            out.segments.push(path.clone());
+            let bytes = read_whole(storage, &path).await?;
+            if bytes.len() < SEGMENT_HEADER_BYTES && Some(number) == newest {
+                // Created, but its header never became durable: nothing was written to it.
+                out.torn_tails.push((path, 0, bytes.len() as u64));
+                continue;
+            }
+            let header = format::decode_header(bytes.get(..SEGMENT_HEADER_BYTES).unwrap_or(&bytes)).and_then(|h| {
+                if h.number == number {
+                    Ok(h)
+                } else {
+                    Err(DecodeError::Malformed { what: "segment number", offset: 16 })
+                }
+            });
+            match header {
+                Ok(header) => runs.entry(header.first).or_default().push(Segment { path, header, bytes }),
+                Err(error) => out.damage.push(LogDamage {
+                    at: LogPosition { segment: number, offset: 0 },
+                    until: LogPosition { segment: number, offset: u64::MAX },
+                    path,
+                    error,
+                }),
+            }
+        }
+        for segments in runs.values() {
+            let last = segments.len().saturating_sub(1);
+            for (i, seg) in segments.iter().enumerate() {
+                if let Some(prev) = i.checked_sub(1).and_then(|j| segments.get(j)) {
+                    if seg.header.previous != prev.header.number {
+                        out.damage.push(LogDamage {
+                            at: LogPosition { segment: seg.header.previous, offset: 0 },
+                            until: LogPosition { segment: seg.header.number, offset: 0 },
+                            path: seg.path.clone(),
+                            error: DecodeError::Malformed { what: "a segment is missing before this one", offset: 32 },
+                        });
+                    }
+                }
+                scan_segment(seg, i == last, &mut out);
+            }
+        }
+    }
+    for batches in out.partitions.values_mut() {
+        batches.sort_by_key(|b| b.end);
+    }
+    out.damage.sort_by_key(|d| d.at);
+    Ok(out)
+}
+
+fn scan_segment(seg: &Segment, may_tear: bool, out: &mut Recovered) {
+    let number = seg.header.number;
+    let body = seg.bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or_default();
+    let damage = |offset: u64, error: DecodeError| LogDamage {
+        at: LogPosition { segment: number, offset },
+        until: LogPosition { segment: number, offset: u64::MAX },
+        path: seg.path.clone(),
+        error,
+    };
+    let (records, end) = match record::scan_records(body, SEGMENT_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX) {
+        Ok(r) => r,
+        Err(e) => {
+            out.damage.push(damage(SEGMENT_HEADER_BYTES as u64, e));
+            return;
+        }
+    };
+    match end {
+        ScanEnd::Clean => {}
+        ScanEnd::Torn { offset, discarded } if may_tear => {
+            tracing::warn!(file = %seg.path.display(), offset, discarded, "discarding torn commit log tail (a write cut short by the crash, never acknowledged)");
+            out.torn_tails.push((seg.path.clone(), offset, discarded));
+        }
+        ScanEnd::Torn { offset, .. } => {
+            // Whatever cut this segment short took acknowledged records with it: its writer had
+            // moved on to a newer segment, which it does only after this one's records are durable.
+            out.damage.push(damage(
+                offset,
+                DecodeError::Malformed { what: "damaged record in a segment that is not its log's newest", offset },
+            ));
+        }
+    }
+    let path: std::sync::Arc<Path> = seg.path.clone().into();
+    for (offset, rec) in records {
+        let end = LogPosition { segment: number, offset: offset + (record::RECORD_HEADER_BYTES + rec.len()) as u64 };
+        match format::decode_body(rec) {
+            Ok(sections) => {
+                out.records += 1;
+                for s in sections {
+                    out.partitions.entry((s.box_uid, s.partition)).or_default().push(ReplayBatch {
+                        end,
+                        seq: s.seq,
+                        path: path.clone(),
+                        ops: s.ops,
+                    });
+                }
+            }
+            Err(e) => out.damage.push(damage(offset, e)),
+        }
+    }
+}
