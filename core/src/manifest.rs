@@ -28,7 +28,7 @@ use crate::{
     hlc::Hlc,
     limits,
     locator::{decode_parts, encode_parts, Part},
-    log::LogPosition,
+    log::{LogPosition, LogWriter},
     types::SyrupId,
 };
 
@@ -170,6 +170,8 @@ pub enum Change {
         position: LogPosition,
         /// The partition's batch sequence there.
         seq: u64,
+        /// The log the position is in.
+        writer: LogWriter,
     },
 }
 
@@ -197,6 +199,8 @@ pub struct ManifestState {
     pub log_flushed: LogPosition,
     /// The batch sequence at the flushed position.
     pub log_flushed_seq: u64,
+    /// The log the flushed position is in.
+    pub log_flushed_writer: LogWriter,
 }
 
 impl ManifestState {
@@ -260,10 +264,13 @@ impl ManifestState {
                     self.wal_seals.insert(*number, *length);
                 }
             }
-            Change::LogFlushed { position, seq } => {
+            Change::LogFlushed { position, seq, writer } => {
+                // Later edits are later flushes: positions of a later node start are above every
+                // earlier one.
                 if *position >= self.log_flushed {
                     self.log_flushed = *position;
                     self.log_flushed_seq = *seq;
+                    self.log_flushed_writer = *writer;
                 }
             }
         }
@@ -294,7 +301,11 @@ impl ManifestState {
         out.extend(self.intents.values().cloned().map(Change::Intent));
         out.extend(self.wal_seals.iter().map(|(n, l)| Change::WalSealed { number: *n, length: *l }));
         if self.log_flushed != LogPosition::ZERO {
-            out.push(Change::LogFlushed { position: self.log_flushed, seq: self.log_flushed_seq });
+            out.push(Change::LogFlushed {
+                position: self.log_flushed,
+                seq: self.log_flushed_seq,
+                writer: self.log_flushed_writer,
+            });
         }
         out
     }
@@ -462,11 +473,13 @@ pub fn encode_edit(changes: &[Change]) -> Vec<u8> {
                 out.put_u64(*number);
                 out.put_u64(*length);
             }
-            Change::LogFlushed { position, seq } => {
+            Change::LogFlushed { position, seq, writer } => {
                 out.put_u8(14);
                 out.put_u64(position.segment);
                 out.put_u64(position.offset);
                 out.put_u64(*seq);
+                out.put_u64(writer.base);
+                out.put_u16(writer.shard);
             }
         }
     }
@@ -541,7 +554,11 @@ pub fn decode_edit(buf: &[u8]) -> Result<Vec<Change>, DecodeError> {
             }),
             12 => Change::IntentCleared(u128::from_le_bytes(r.array()?)),
             13 => Change::WalSealed { number: r.u64()?, length: r.u64()? },
-            14 => Change::LogFlushed { position: LogPosition { segment: r.u64()?, offset: r.u64()? }, seq: r.u64()? },
+            14 => Change::LogFlushed {
+                position: LogPosition { segment: r.u64()?, offset: r.u64()? },
+                seq: r.u64()?,
+                writer: LogWriter { base: r.u64()?, shard: r.u16()? },
+            },
             _ => return Err(DecodeError::Malformed { what: "change tag", offset: at }),
         };
         out.push(c);
@@ -598,7 +615,11 @@ mod tests {
             }),
             Change::IntentCleared(77),
             Change::WalSealed { number: 6, length: 4096 },
-            Change::LogFlushed { position: LogPosition { segment: 9, offset: 4242 }, seq: 17 },
+            Change::LogFlushed {
+                position: LogPosition { segment: 9, offset: 4242 },
+                seq: 17,
+                writer: LogWriter { base: 3, shard: 2 },
+            },
         ]
     }
 

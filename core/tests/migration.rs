@@ -119,7 +119,7 @@ fn a_crash_before_the_first_flush_replays_the_wal_then_the_commit_log() {
         let clock = Rc::new(ManualClock::new(NOW_MS));
         // Opened into a shard's log the way the node does (no flush at open): the WAL stays
         // needed until the partition's first flush.
-        let log = CommitLog::create(sim.clone(), format!("{PART}/log/shard-000"), 0, 1, 1, LogConfig::default())
+        let log = CommitLog::create(sim.clone(), format!("{PART}/log/shard-000"), 0, 1, 1, 1, LogConfig::default())
             .await
             .expect("log");
         let (e, report) = Engine::open_in(sim.clone(), clock.clone(), cfg.clone(), &log, Replay::default())

@@ -41,7 +41,10 @@ use std::{
 
 use anyhow::{anyhow, Context};
 use candybox_core::{
-    log::{recover::Replay, CommitLog},
+    log::{
+        recover::{LogDamage, Replay},
+        CommitLog,
+    },
     storage::uring::UringStorage,
     types::BoxUid,
 };
@@ -91,6 +94,8 @@ struct ShardStart {
     log_stride: u64,
     /// What the logs of earlier runs hold for the partitions this shard owns now.
     replays: std::collections::HashMap<(BoxUid, u16), Replay>,
+    /// Damage found in those logs: every partition that may need the lost records is refused.
+    damage: Vec<LogDamage>,
     /// Spin-before-park window (zero: off).
     spin: Duration,
 }
@@ -112,6 +117,8 @@ struct LogRecovery {
     segments: Vec<std::path::PathBuf>,
     /// The directories they are in.
     dirs: Vec<std::path::PathBuf>,
+    /// Damage found in them.
+    damage: Vec<LogDamage>,
     /// The first segment number of this run.
     run_base: u64,
 }
@@ -158,7 +165,7 @@ fn recover_logs(config: &Config, coord: &coord::CoordClient, shard_count: u16) -
             "commit logs of the last run read"
         );
     }
-    Ok(LogRecovery { per_shard, segments: found.segments, dirs, run_base: found.next_segment })
+    Ok(LogRecovery { per_shard, segments: found.segments, dirs, damage: found.damage, run_base: found.next_segment })
 }
 
 /// Deletes the segments of earlier runs once every partition has flushed their records.
@@ -303,6 +310,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             log_first: recovery.run_base + u64::from(id),
             log_stride: u64::from(shard_count),
             replays: recovery.per_shard.get_mut(usize::from(id)).map(std::mem::take).unwrap_or_default(),
+            damage: recovery.damage.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -496,17 +504,20 @@ fn shard_thread(start: ShardStart) {
 }
 
 async fn run_shard(start: ShardStart) {
-    let ShardStart { id, shared, main, own, jobs, stop, ready, spin, log_first, log_stride, replays, .. } = start;
+    let ShardStart { id, shared, main, own, jobs, stop, ready, spin, log_first, log_stride, replays, damage, .. } =
+        start;
     let log_dir = shared.config.log_dir().join(candybox_core::log::format::shard_dir_name(id));
     let log_config = shared.config.log_config();
-    let log = match CommitLog::create(UringStorage::new(), &log_dir, id, log_first, log_stride, log_config).await {
+    let base = log_first - u64::from(id);
+    let log = match CommitLog::create(UringStorage::new(), &log_dir, id, base, log_first, log_stride, log_config).await
+    {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {id}: start the commit log in {}: {e}", log_dir.display())));
             return;
         }
     };
-    let shard = Shard::new(id, shared, stop.clone(), log, replays);
+    let shard = Shard::new(id, shared, stop.clone(), log, replays, damage);
     // Other shards may forward work during recovery (they are recovering too): serve the queue.
     drop(monoio::spawn(shard.clone().serve_queue(jobs)));
     let opened = match shard.recover().await {

@@ -278,7 +278,7 @@ impl<S: Storage> Engine<S> {
             // The first flush since this partition came from v1 WALs holds all they held.
             changes.push(Change::LogNumber(newest + 1));
         }
-        changes.push(Change::LogFlushed { position: flushed, seq: flushed_seq });
+        changes.push(Change::LogFlushed { position: flushed, seq: flushed_seq, writer: self.inner.log.writer() });
         changes.push(Change::NextFileNumber(next_file));
         self.log_edit(changes).await?;
         let now = self.now_ms();

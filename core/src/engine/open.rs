@@ -74,6 +74,7 @@ impl<S: Storage> Engine<S> {
             root.join(crate::log::format::shard_dir_name(0)),
             0,
             found.next_segment,
+            found.next_segment,
             1,
             log_config,
         )
@@ -208,6 +209,7 @@ impl<S: Storage> Engine<S> {
             manifest.next_file_number = 1;
             // Nothing of this partition can be in the log before now.
             manifest.log_flushed = log.durable_end();
+            manifest.log_flushed_writer = log.writer();
         }
         let legacy = has_current && manifest.log_flushed == LogPosition::ZERO;
 
@@ -355,7 +357,7 @@ impl<S: Storage> Engine<S> {
         }
 
         // The shard commit log's records past the flushed position.
-        if let Some(d) = replay.needed_damage(manifest.log_flushed) {
+        if let Some(d) = replay.needed_damage(manifest.log_flushed, manifest.log_flushed_writer) {
             tracing::error!(partition_dir = %dir.display(), at = %d.at, flushed = %manifest.log_flushed, error = %d.error, "the commit log is damaged where this partition may have records");
             return Err(d.to_error());
         }

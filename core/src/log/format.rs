@@ -2,18 +2,20 @@
 //! records framed by [`crate::record`], one record per group commit of the whole shard.
 //!
 //! ```text
-//! segment header (48 bytes)
+//! segment header (56 bytes)
 //!   0..8   magic "CANDYLOG"
 //!   8..10  format version (u16 = 1)
-//!  10..12  shard (u16): the shard that wrote the segment, for operators
+//!  10..12  shard (u16): the shard whose log it is
 //!  12..16  reserved (zero)
 //!  16..24  segment number (u64): protects against a misnamed or misdirected file
-//!  24..32  first (u64): number of the first segment this log wrote in its run; the segments of
-//!          one writer share it, so recovery knows which segments follow which
-//!  32..40  previous (u64): the segment this log wrote just before this one in the run (0: none);
-//!          a segment missing from the middle of a run is detected, never skipped
-//!  40..44  reserved (zero)
-//!  44..48  CRC-32 of bytes 0..44
+//!  24..32  base (u64): the first segment number of the node start that created this log; every
+//!          shard's log of that start shares it, and every later start's segments are above it
+//!  32..40  first (u64): number of the first segment of this writer's run; the segments of one
+//!          run share it, so recovery knows which segments follow which
+//!  40..48  previous (u64): the segment this writer wrote just before this one in the run (0:
+//!          none); a segment missing from the middle of a run is detected, never skipped
+//!  48..52  reserved (zero)
+//!  52..56  CRC-32 of bytes 0..52
 //! record body
 //!   version u8 (= 1) | section count u16 | sections
 //! section (the mutations of one partition in this group commit)
@@ -50,9 +52,9 @@ pub const LOG_VERSION: u16 = 1;
 /// Version byte of a record body.
 pub const LOG_RECORD_VERSION: u8 = 1;
 /// Bytes of the segment header.
-pub const SEGMENT_HEADER_BYTES: usize = 48;
+pub const SEGMENT_HEADER_BYTES: usize = 56;
 const HEADER_CRC_OFFSET: usize = SEGMENT_HEADER_BYTES - 4;
-const _: () = assert!(HEADER_CRC_OFFSET == 44);
+const _: () = assert!(HEADER_CRC_OFFSET == 52);
 /// Bytes before a record's first section: record header, version, section count.
 const RECORD_PREFIX_BYTES: usize = record::RECORD_HEADER_BYTES + 1 + 2;
 /// Bytes of a section header: Box uid, partition, batch sequence, op count.
@@ -90,6 +92,8 @@ pub struct SegmentHeader {
     pub shard: u16,
     /// Its number.
     pub number: u64,
+    /// The first segment number of the node start that created the log.
+    pub base: u64,
     /// The first segment of its writer's run.
     pub first: u64,
     /// The segment its writer wrote before it in the run (0: none).
@@ -124,6 +128,7 @@ pub fn encode_header(h: &SegmentHeader) -> Vec<u8> {
     out.put_u16(h.shard);
     out.put_u32(0);
     out.put_u64(h.number);
+    out.put_u64(h.base);
     out.put_u64(h.first);
     out.put_u64(h.previous);
     out.put_u32(0);
@@ -137,8 +142,8 @@ pub fn encode_header(h: &SegmentHeader) -> Vec<u8> {
 ///
 /// # Errors
 /// [`DecodeError`] for a bad magic, an unknown version (checked before the checksum, so a newer
-/// file is refused by name), a bad checksum, non-zero reserved bytes, or a first or previous
-/// segment that cannot precede this one.
+/// file is refused by name), a bad checksum, non-zero reserved bytes, or a base, first or
+/// previous segment that cannot precede this one.
 pub fn decode_header(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
     let mut r = Reader::new(buf);
     let magic = r.array::<8>()?;
@@ -152,6 +157,7 @@ pub fn decode_header(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
     let shard = r.u16()?;
     let reserved_a = r.u32()?;
     let number = r.u64()?;
+    let base = r.u64()?;
     let first = r.u64()?;
     let previous = r.u64()?;
     let reserved_b = r.u32()?;
@@ -163,10 +169,10 @@ pub fn decode_header(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
     if reserved_a != 0 || reserved_b != 0 {
         return Err(DecodeError::Malformed { what: "reserved header bytes", offset: 12 });
     }
-    if first > number || previous >= number || (previous != 0 && previous < first) {
+    if base > first || first > number || previous >= number || (previous != 0 && previous < first) {
         return Err(DecodeError::Malformed { what: "segment chain", offset: 24 });
     }
-    Ok(SegmentHeader { shard, number, first, previous })
+    Ok(SegmentHeader { shard, number, base, first, previous })
 }
 
 /// A record being built in a reused buffer: sections are appended one partition at a time, and
@@ -325,15 +331,15 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_checks_its_chain() {
-        let h = SegmentHeader { shard: 3, number: 12, first: 7, previous: 10 };
+        let h = SegmentHeader { shard: 3, number: 12, base: 4, first: 7, previous: 10 };
         let bytes = encode_header(&h);
         assert_eq!(decode_header(&bytes), Ok(h));
         let mut bad = bytes.clone();
         bad[17] ^= 1;
         assert!(matches!(decode_header(&bad), Err(DecodeError::ChecksumMismatch { .. })));
-        let backwards = encode_header(&SegmentHeader { shard: 0, number: 5, first: 1, previous: 5 });
+        let backwards = encode_header(&SegmentHeader { shard: 0, number: 5, base: 1, first: 1, previous: 5 });
         assert!(matches!(decode_header(&backwards), Err(DecodeError::Malformed { what: "segment chain", .. })));
-        let before_first = encode_header(&SegmentHeader { shard: 0, number: 9, first: 7, previous: 3 });
+        let before_first = encode_header(&SegmentHeader { shard: 0, number: 9, base: 7, first: 7, previous: 3 });
         assert!(matches!(decode_header(&before_first), Err(DecodeError::Malformed { .. })));
     }
 

@@ -138,6 +138,7 @@ struct Inner<S: Storage> {
     storage: S,
     dir: PathBuf,
     shard: u16,
+    base: u64,
     stride: u64,
     config: LogConfig,
     state: RefCell<State<S::File>>,
@@ -160,13 +161,25 @@ impl<S: Storage> std::fmt::Debug for CommitLog<S> {
     }
 }
 
+/// The writer of a log: a shard in one node start. Positions of one writer are ordered; a
+/// partition's records are in one writer's log between two node starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LogWriter {
+    /// The first segment number of the node start (every segment of that start is at or above
+    /// it, every segment of an earlier start below it).
+    pub base: u64,
+    /// The shard.
+    pub shard: u16,
+}
+
 /// A registration of a partition with a log: its id for [`CommitLog::set_need`].
 pub type ClientId = u64;
 
 impl<S: Storage> CommitLog<S> {
     /// Starts a log in `dir` whose first segment is `first_segment`; later ones are numbered
     /// `stride` apart (the shards of a node interleave their numbers, so every segment number of a
-    /// run is unique on the node without the shards talking).
+    /// run is unique on the node without the shards talking). `base` is the first segment number
+    /// of this node start (shard `s` starts at `base + s`).
     ///
     /// # Errors
     /// I/O failures creating the directory or the first segment.
@@ -174,20 +187,22 @@ impl<S: Storage> CommitLog<S> {
         storage: S,
         dir: impl Into<PathBuf>,
         shard: u16,
+        base: u64,
         first_segment: u64,
         stride: u64,
         config: LogConfig,
     ) -> Result<CommitLog<S>> {
-        assert!(first_segment > 0 && stride > 0);
+        assert!(base > 0 && base <= first_segment && stride > 0);
         let dir = dir.into();
         storage.create_dir_all(&dir).await?;
-        let header = SegmentHeader { shard, number: first_segment, first: first_segment, previous: 0 };
+        let header = SegmentHeader { shard, number: first_segment, base, first: first_segment, previous: 0 };
         let file = create_segment(&storage, &dir, &header).await?;
         let log = CommitLog {
             inner: Rc::new(Inner {
                 storage,
                 dir,
                 shard,
+                base,
                 stride,
                 config,
                 state: RefCell::new(State {
@@ -213,6 +228,12 @@ impl<S: Storage> CommitLog<S> {
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Who writes this log: the node start's base segment number and the shard. Positions are
+    /// comparable only between logs of one writer.
+    pub fn writer(&self) -> LogWriter {
+        LogWriter { base: self.inner.base, shard: self.inner.shard }
     }
 
     /// The position just past the last durable record: a partition opened now has every record
@@ -413,9 +434,15 @@ impl<S: Storage> CommitLog<S> {
             let st = self.inner.state.borrow();
             let number = st.segment + self.inner.stride;
             if new_run {
-                SegmentHeader { shard: self.inner.shard, number, first: number, previous: 0 }
+                SegmentHeader { shard: self.inner.shard, number, base: self.inner.base, first: number, previous: 0 }
             } else {
-                SegmentHeader { shard: self.inner.shard, number, first: st.first, previous: st.segment }
+                SegmentHeader {
+                    shard: self.inner.shard,
+                    number,
+                    base: self.inner.base,
+                    first: st.first,
+                    previous: st.segment,
+                }
             }
         };
         let file = create_segment(&self.inner.storage, &self.inner.dir, &header).await?;

@@ -50,6 +50,8 @@ pub struct LogDamage {
     /// not need what was lost. Damage inside a segment reaches its end (the length of a damaged
     /// record cannot be trusted).
     pub until: LogPosition,
+    /// Who wrote the damaged segment (`None` when its header is unreadable).
+    pub writer: Option<super::LogWriter>,
     /// The segment file.
     pub path: PathBuf,
     /// What was wrong.
@@ -73,9 +75,22 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// The first damage that a partition flushed up to `flushed` may need records from.
-    pub fn needed_damage(&self, flushed: LogPosition) -> Option<&LogDamage> {
-        self.damage.iter().find(|d| flushed < d.until)
+    /// The first damage that a partition flushed up to `flushed` in `writer`'s log may need
+    /// records from. Not needed: damage in a segment of an earlier node start (the partition
+    /// replayed and flushed everything of those at the start it flushed in), or in another
+    /// shard's log of the same start (its records were all in its own shard's log), or past
+    /// what the damage reaches in its own log. Needed otherwise, when in doubt included.
+    pub fn needed_damage(&self, flushed: LogPosition, writer: super::LogWriter) -> Option<&LogDamage> {
+        self.damage.iter().find(|d| {
+            if d.at.segment < writer.base {
+                return false;
+            }
+            match d.writer {
+                Some(w) if w.base == writer.base && w.shard != writer.shard => false,
+                Some(w) if w == writer => flushed < d.until,
+                _ => true,
+            }
+        })
     }
 }
 
@@ -195,6 +210,7 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
                 Err(error) => out.damage.push(LogDamage {
                     at: LogPosition { segment: number, offset: 0 },
                     until: LogPosition { segment: number, offset: u64::MAX },
+                    writer: None,
                     path,
                     error,
                 }),
@@ -208,6 +224,7 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
                         out.damage.push(LogDamage {
                             at: LogPosition { segment: seg.header.previous, offset: 0 },
                             until: LogPosition { segment: seg.header.number, offset: 0 },
+                            writer: Some(writer_of(&seg.header)),
                             path: seg.path.clone(),
                             error: DecodeError::Malformed { what: "a segment is missing before this one", offset: 32 },
                         });
@@ -224,12 +241,17 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
     Ok(out)
 }
 
+fn writer_of(h: &SegmentHeader) -> super::LogWriter {
+    super::LogWriter { base: h.base, shard: h.shard }
+}
+
 fn scan_segment(seg: &Segment, may_tear: bool, out: &mut Recovered) {
     let number = seg.header.number;
     let body = seg.bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or_default();
     let damage = |offset: u64, error: DecodeError| LogDamage {
         at: LogPosition { segment: number, offset },
         until: LogPosition { segment: number, offset: u64::MAX },
+        writer: Some(writer_of(&seg.header)),
         path: seg.path.clone(),
         error,
     };

@@ -27,7 +27,10 @@ use candybox_core::{
     error::Error as CoreError,
     limits,
     locator::CandyLocator,
-    log::{recover::Replay, CommitLog},
+    log::{
+        recover::{LogDamage, Replay},
+        CommitLog,
+    },
     manifest::RenameIntent,
     runtime::{wall_ms, LocalMutex, SystemClock},
     storage::uring::UringStorage,
@@ -158,19 +161,21 @@ impl Drop for InFlight {
 
 impl Shard {
     /// A shard with nothing open yet, committing through `log`; `replays` holds what the logs
-    /// of earlier runs recovered for the partitions it owns.
+    /// of earlier runs recovered for the partitions it owns, `damage` what was found damaged in
+    /// them (every partition opened checks it, records or not).
     pub fn new(
         id: u16,
         shared: Arc<NodeShared>,
         shutdown: async_channel::Receiver<()>,
         log: CommitLog<UringStorage>,
         replays: HashMap<(BoxUid, u16), Replay>,
+        damage: Vec<LogDamage>,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
             shared,
             boxes: boxes::BoxCache::default(),
-            table: partitions::PartitionTable::new(replays),
+            table: partitions::PartitionTable::new(replays, damage),
             log,
             relay: relay::RelayState::default(),
             connections: crate::connection::Registry::default(),

@@ -8,6 +8,9 @@ use super::*;
 pub(super) struct PartitionTable {
     /// What the commit logs of earlier runs hold for partitions not opened yet (taken at open).
     retired: RefCell<HashMap<(BoxUid, u16), Replay>>,
+    /// Damage found in the logs of earlier runs: a partition whose flushed position lies before
+    /// it is refused (quarantined), whether or not any of its records could be read.
+    damage: Vec<LogDamage>,
     /// Partitions opened in this run: opening one again (after an I/O failure) replays its
     /// records from the live log.
     opened_once: RefCell<std::collections::HashSet<(BoxUid, u16)>>,
@@ -28,9 +31,10 @@ pub(super) struct PartitionTable {
 }
 
 impl PartitionTable {
-    pub(super) fn new(retired: HashMap<(BoxUid, u16), Replay>) -> Self {
+    pub(super) fn new(retired: HashMap<(BoxUid, u16), Replay>, damage: Vec<LogDamage>) -> Self {
         PartitionTable {
             retired: RefCell::new(retired),
+            damage,
             opened_once: Default::default(),
             engines: Default::default(),
             quarantined: Default::default(),
@@ -221,6 +225,7 @@ impl Shard {
         // A partition opened before in this run (stopped after an I/O failure) finds its records
         // in the live log; at its first open, in what the earlier runs' logs held.
         let mut replay = self.table.retired.borrow_mut().remove(&uid_p).unwrap_or_default();
+        replay.damage.clone_from(&self.table.damage);
         let reopening = self.table.opened_once.borrow().contains(&uid_p);
         if reopening {
             if let Err(e) = self.log.restart().await {
