@@ -106,6 +106,55 @@ fn wal_v1() {
 }
 
 #[test]
+fn log_v1() {
+    use candybox_core::log::format::{self, Section, SegmentHeader, SEGMENT_HEADER_BYTES};
+    let header = SegmentHeader { shard: 1, number: 9, base: 4, first: 5, previous: 7 };
+    let sections = vec![
+        Section {
+            box_uid: BoxUid(0x1122_3344_5566_7788),
+            partition: 3,
+            seq: 12,
+            ops: vec![WalOp::Set { key: b"photos/cat.png".to_vec(), locator: CandyLocator::tombstone(HLC).encode() }],
+        },
+        Section {
+            box_uid: BoxUid(0x1122_3344_5566_7788),
+            partition: 6,
+            seq: 1,
+            ops: vec![WalOp::DeleteRange(RangeTombstone { start: b"a".to_vec(), end: b"b".to_vec(), hlc: HLC })],
+        },
+    ];
+    let mut file = format::encode_header(&header);
+    let at = file.len() as u64;
+    record::encode_record(at, &format::encode_body(&sections), &mut file);
+    let shipped = golden("log-v1.log", &file);
+    assert_eq!(format::decode_header(&shipped[..SEGMENT_HEADER_BYTES]).expect("header"), header);
+    let (records, end) = record::scan_records(&shipped[SEGMENT_HEADER_BYTES..], at, 1 << 20).expect("records");
+    assert_eq!(end, record::ScanEnd::Clean);
+    assert_eq!(format::decode_body(records[0].1).expect("body"), sections);
+}
+
+/// The manifest edit a flush writes since the shard commit log (tag 14).
+#[test]
+fn manifest_v1_log_flushed() {
+    use candybox_core::log::{LogPosition, LogWriter};
+    let changes = vec![
+        Change::LogNumber(4),
+        Change::LogFlushed {
+            position: LogPosition { segment: 9, offset: 4096 },
+            seq: 77,
+            writer: LogWriter { base: 4, shard: 1 },
+        },
+        Change::NextFileNumber(12),
+    ];
+    let mut file = manifest::encode_header(5);
+    let at = file.len() as u64;
+    record::encode_record(at, &manifest::encode_edit(&changes), &mut file);
+    let shipped = golden("manifest-v1-log-flushed.log", &file);
+    let (records, _) = record::scan_records(&shipped[manifest::MANIFEST_HEADER_BYTES..], at, 1 << 20).expect("records");
+    assert_eq!(manifest::decode_edit(records[0].1).expect("edit"), changes);
+}
+
+#[test]
 fn manifest_v1() {
     let changes = vec![
         Change::LogNumber(4),
