@@ -229,7 +229,8 @@ impl Harness {
                 for i in 0..KEYS_PER_PARTITION {
                     let key = key_of(i);
                     let got = self.read(b.uid, p, &key).await;
-                    let allowed = self.model.entry((b.uid, p)).or_default().entry(key.clone()).or_insert_with(|| vec![None]);
+                    let allowed =
+                        self.model.entry((b.uid, p)).or_default().entry(key.clone()).or_insert_with(|| vec![None]);
                     assert!(
                         allowed.contains(&got),
                         "seed {}: {:?}/{p} key {}: read {:?}, allowed {:?}",
@@ -256,7 +257,10 @@ impl Harness {
             // group commit).
             let len = if self.rng.gen_ratio(1, 5) { self.rng.gen_range(100..3000) } else { self.rng.gen_range(1..60) };
             let fill: u8 = self.rng.gen();
-            Mutation::Put { key, value: (0..len).map(|i| (i as u8).wrapping_mul(fill | 1).wrapping_add(fill)).collect() }
+            Mutation::Put {
+                key,
+                value: (0..len).map(|i| (i as u8).wrapping_mul(fill | 1).wrapping_add(fill)).collect(),
+            }
         };
         ((b.uid, p), m)
     }

@@ -1,10 +1,12 @@
 //! `candybox-inspect`: offline, read-only inspection of a node's data directory.
 //!
 //! It decodes every file the partition engine writes (`CURRENT`, the live manifest, every live
-//! table and WAL) with the engine's own decoders, prints what they hold, and reports every
-//! problem as one line naming the file, the offset and what is wrong. With `--verify` it also
-//! reads every data block of every table and checks every chunk CRC of every Syrup segment that a
-//! live locator or an in-flight upload part references.
+//! table, every segment of the shard commit logs under `<data>/log/` and of a partition's private
+//! log under `<partition>/log/`, and the format v1 WALs a partition may still hold) with the
+//! engine's own decoders, prints what they hold, and reports every problem as one line naming the
+//! file, the offset and what is wrong. With `--verify` it also reads every data block of every
+//! table and checks every chunk CRC of every Syrup segment that a live locator or an in-flight
+//! upload part references.
 //!
 //! Invariants:
 //! - Nothing is ever written: every file is opened read-only through `std::fs`, and nothing is
@@ -15,8 +17,14 @@
 //! - Exit codes: 0 when everything is consistent, 1 when problems were found, 2 for a usage
 //!   error or a data directory that does not exist, cannot be read, or has neither `boxes/`
 //!   nor `syrups/`.
-//! - The verdicts follow the engine's recovery rules (`core/src/engine/open.rs`): a torn log tail
-//!   is reported but is not a problem, because the engine discards it as never acknowledged.
+//! - The verdicts follow the engine's recovery rules (`core/src/engine/open.rs`,
+//!   `core/src/log/recover.rs`): a torn tail at the end of a writer run's last commit log segment
+//!   (or of the newest v1 WAL, or of the manifest) is reported but is not a problem, because the
+//!   engine discards it as never acknowledged; log damage, and a partition whose replayed batch
+//!   sequence does not follow its flushed one, are problems.
+//! - A partition's commit log records are read from its private log (`<partition>/log/`, what
+//!   `Engine::open` reads) when it has one, and otherwise from the node's (`<data>/log/`, what
+//!   the node reads). Positions are compared only within one of them.
 #![deny(clippy::unwrap_used)]
 #![deny(clippy::expect_used)]
 #![deny(clippy::indexing_slicing)]
@@ -28,6 +36,7 @@ use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     process::ExitCode,
+    rc::Rc,
 };
 
 use bytes::Bytes;
@@ -38,12 +47,17 @@ use candybox_core::{
     hlc::Hlc,
     limits,
     locator::{CandyLocator, Part, CHUNK_TRAILER_BYTES},
+    log::{
+        format::{self as log_format, SegmentHeader, SEGMENT_HEADER_BYTES},
+        recover::{LogDamage, Replay},
+        LogPosition, LogWriter,
+    },
     manifest::{self, ManifestState},
     record::{self, ScanEnd},
     runtime::wall_ms,
     syrup::{chunk_crc, SyrupHeader, SYRUP_HEADER_BYTES},
     table::Table,
-    types::SyrupId,
+    types::{BoxUid, SyrupId},
     wal::{self, WalOp},
 };
 use clap::Parser;
@@ -52,9 +66,11 @@ use serde::Serialize;
 /// Offline, read-only inspection of a Candybox node data directory.
 ///
 /// Prints, for every partition under DATA_DIR/boxes/<box>-<uid>/p<NN>/, the manifest state,
-/// the tables per level, the live WALs, the Syrups the partition created, in-flight multipart
-/// uploads and pending rename intents; then the node-global Syrups under DATA_DIR/syrups/.
-/// Every problem found is printed as one line naming the file and offset.
+/// the tables per level, the commit log position it flushed up to and the records the next open
+/// replays, its private commit log (if opened on its own) and format v1 WALs (if any), the Syrups
+/// the partition created, in-flight multipart uploads and pending rename intents; then every
+/// segment of the shard commit logs under DATA_DIR/log/ and the node-global Syrups under
+/// DATA_DIR/syrups/. Every problem found is printed as one line naming the file and offset.
 ///
 /// Exit codes: 0 everything consistent; 1 problems found (corruption, missing files); 2 usage
 /// error, or DATA_DIR does not exist, cannot be read, or has neither boxes/ nor syrups/.
@@ -66,13 +82,14 @@ struct Args {
     data_dir: PathBuf,
 
     /// Inspect only this partition, given as BOX/PARTITION (for example `photos/3`); the
-    /// node-global Syrups are still checked.
+    /// node-global commit logs and Syrups are still checked.
     #[arg(long, value_name = "BOX/P", value_parser = parse_partition_arg)]
     partition: Option<PartitionArg>,
 
     /// Also read and check every data block of every table (decoding every value as a
     /// CandyLocator), and verify every chunk CRC of every Syrup segment referenced by a live
-    /// locator (tables and WALs) or an in-flight upload part. Reads every referenced byte.
+    /// locator (tables, commit log records and v1 WALs) or an in-flight upload part. Reads every
+    /// referenced byte.
     #[arg(long)]
     verify: bool,
 
@@ -80,8 +97,8 @@ struct Args {
     #[arg(long)]
     json: bool,
 
-    /// Also list every version of this key found in each partition's tables and WALs (stamp,
-    /// kind, size, checksum, file): where did an object go?
+    /// Also list every version of this key found in each partition's tables, commit log records
+    /// and v1 WALs (stamp, kind, size, checksum, file): where did an object go?
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
 }
@@ -113,6 +130,8 @@ struct Report {
     data_dir: String,
     verify: bool,
     partitions: Vec<PartitionReport>,
+    /// The node's shard commit logs (`<data>/log/`); absent when the directory does not exist.
+    log: Option<LogReport>,
     syrups: SyrupsReport,
     /// Present with `--verify`.
     verification: Option<VerifyReport>,
@@ -128,6 +147,13 @@ struct PartitionReport {
     /// Absent when the partition has no readable CURRENT or manifest.
     manifest: Option<ManifestReport>,
     levels: Vec<LevelReport>,
+    /// Where the partition stands in the commit log and what the next open replays from it.
+    log: Option<PartitionLogReport>,
+    /// The partition's private commit log (`<partition>/log/`, written when it was opened on its
+    /// own by `Engine::open`: tools, tests, benchmarks); absent when there is none.
+    private_log: Option<LogReport>,
+    /// Format v1 write-ahead logs at or after the log number (replayed once, by the first open
+    /// of a partition that has no flushed log position yet).
     wals: Vec<WalReport>,
     own_syrups: Vec<OwnSyrupReport>,
     uploads: Vec<UploadReport>,
@@ -186,6 +212,81 @@ struct TableReport {
     max_hlc: String,
     data_blocks: usize,
     syrups: usize,
+}
+
+/// A partition's place in the commit log.
+#[derive(Debug, Serialize)]
+struct PartitionLogReport {
+    /// The manifest's `LogFlushed`; absent for a format v1 partition (nothing flushed into a
+    /// commit log yet: its WALs are replayed first, then every record of it in the log).
+    flushed: Option<FlushedReport>,
+    /// The log root its records were read from: its private log, else the node's; absent when
+    /// neither exists.
+    source: Option<String>,
+    /// Records of this partition that end after the flushed position: what the next open
+    /// replays (up to a gap in the batch sequence, which is a problem).
+    replay_records: u64,
+    replay_ops: u64,
+    /// Batch sequences of the first and the last of them.
+    replay_seq_first: Option<u64>,
+    replay_seq_last: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct FlushedReport {
+    /// `LOG-<segment>:<offset>`.
+    position: String,
+    segment: u64,
+    offset: u64,
+    /// The partition's batch sequence at that position: the next replayed record must be `seq + 1`.
+    seq: u64,
+    /// The node start (its base segment number) and the shard whose log the position is in.
+    writer_base: u64,
+    writer_shard: u16,
+}
+
+/// One commit log root as recovery reads it: `<data>/log/` (the node's shards) or
+/// `<partition>/log/` (a partition opened on its own).
+#[derive(Debug, Default, Serialize)]
+struct LogReport {
+    dir: String,
+    segments: Vec<SegmentReport>,
+    /// Facts worth knowing that are not problems.
+    notes: Vec<String>,
+    /// Damage (each one line naming the segment and the offset) and unreadable files.
+    problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SegmentReport {
+    /// `shard-<NNN>/LOG-<number>`.
+    name: String,
+    file: String,
+    bytes: u64,
+    /// Absent when the header is missing or fails its checks.
+    header: Option<SegmentHeaderReport>,
+    /// Whole records, and the sections and ops in them.
+    records: u64,
+    sections: u64,
+    ops: u64,
+    /// A tear: not a problem at the end of a writer run's last segment, damage anywhere else.
+    torn_tail: Option<TornTail>,
+    damage: Vec<DamageReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct SegmentHeaderReport {
+    shard: u16,
+    number: u64,
+    base: u64,
+    first: u64,
+    previous: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct DamageReport {
+    offset: u64,
+    error: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -253,9 +354,15 @@ struct VerifyReport {
 
 impl Report {
     fn problems(&self) -> impl Iterator<Item = &String> {
-        self.partitions
+        // Log damage comes before the verdicts of the partitions that need records from there.
+        let partitions = self
+            .partitions
             .iter()
-            .flat_map(|p| p.problems.iter())
+            .flat_map(|p| p.private_log.iter().flat_map(|l| l.problems.iter()).chain(p.problems.iter()));
+        self.log
+            .iter()
+            .flat_map(|l| l.problems.iter())
+            .chain(partitions)
             .chain(self.syrups.problems.iter())
             .chain(self.verification.iter().flat_map(|v| v.problems.iter()))
     }
@@ -400,15 +507,16 @@ fn classify(names: &[String]) -> PartitionFiles {
     f
 }
 
-/// Syrups referenced by this partition (table metas, WAL locators, upload parts), each with
+/// Syrups referenced by this partition (table metas, log and WAL locators, upload parts), each with
 /// one referrer: each must exist.
 type SyrupReferrers = BTreeMap<SyrupId, String>;
 
 /// The newest version of every key of a partition, as the engine resolves them: the greatest
 /// stamp wins; of equal stamps (a version and its move by space reclamation) the one read later,
-/// tables being read in file-number order and then the WALs in order. Only the newest live
-/// versions reference Syrups that must exist: older versions may point into Syrups that space
-/// reclamation has deleted since (tables keep them until compaction).
+/// tables being read in file-number order, then the v1 WALs in order, then the commit log
+/// records the next open replays, in log order. Only the newest live versions reference Syrups
+/// that must exist: older versions may point into Syrups that space reclamation has deleted since
+/// (tables keep them until compaction).
 #[derive(Default)]
 struct Versions {
     newest: BTreeMap<Vec<u8>, (Hlc, CandyLocator, String)>,
@@ -467,12 +575,13 @@ struct PartitionOutcome {
 
 fn inspect_partition(
     ctx: &Context<'_>,
-    name: String,
-    dir: &Path,
+    part: &PartitionDir,
+    node_log: Option<&LogRecords>,
     refs: &mut SegmentRefs,
     verify: &mut VerifyReport,
 ) -> PartitionOutcome {
-    let mut rep = PartitionReport { name, path: show_path(dir), ..Default::default() };
+    let dir = part.dir.as_path();
+    let mut rep = PartitionReport { name: part.name.clone(), path: show_path(dir), ..Default::default() };
     let names = match list_dir(dir) {
         Ok(n) => n,
         Err(p) => {
@@ -481,9 +590,16 @@ fn inspect_partition(
         }
     };
     let files = classify(&names);
+    // A partition opened on its own (`Engine::open`) reads its private log; the node reads its own.
+    let private = scan_log_root(&dir.join("log")).map(|(report, records)| {
+        rep.private_log = Some(report);
+        records
+    });
+    let source = private.as_ref().or(node_log);
+    let batches = source.and_then(|s| s.batches.get(&(part.box_uid, part.partition))).map(Vec::as_slice);
     let current_path = dir.join(manifest::CURRENT_FILE);
     if !files.has_current {
-        no_current(&mut rep, dir, &files, &current_path);
+        no_current(&mut rep, dir, &files, &current_path, batches.unwrap_or_default());
         return PartitionOutcome { report: rep, ..Default::default() };
     }
     let Some((state, manifest_number)) = replay_manifest(&mut rep, dir, &current_path) else {
@@ -492,7 +608,17 @@ fn inspect_partition(
 
     let mut versions = Versions { traced: ctx.key.map(<[u8]>::to_vec), ..Versions::default() };
     inspect_tables(ctx, &mut rep, dir, &state, &mut versions, verify);
-    inspect_wals(&mut rep, dir, &files, &state, &mut versions);
+    // Format v1: no flushed log position yet, so its WALs are replayed before the commit log.
+    let legacy = state.log_flushed == LogPosition::ZERO;
+    inspect_wals(&mut rep, dir, &files, &state, legacy, &mut versions);
+    inspect_partition_log(&mut rep, &state, source, batches.unwrap_or_default(), &mut versions);
+    if let (Some(_), Some(theirs)) = (&private, node_log.and_then(|n| n.batches.get(&(part.box_uid, part.partition)))) {
+        rep.notes.push(format!(
+            "the node's commit logs also hold {} records of this partition: opened on its own it reads only its \
+             private log, opened by the node only the node's",
+            theirs.len()
+        ));
+    }
     if let Some(k) = ctx.key {
         rep.key_versions = std::mem::take(&mut versions.history);
         let deleted =
@@ -595,8 +721,15 @@ fn inspect_partition(
 }
 
 /// A partition without `CURRENT`: new, unless it already holds data (which the engine refuses
-/// to open rather than delete as orphans).
-fn no_current(rep: &mut PartitionReport, dir: &Path, files: &PartitionFiles, current_path: &Path) {
+/// to open rather than delete as orphans): a table, a v1 WAL with records, or records in the
+/// commit log.
+fn no_current(
+    rep: &mut PartitionReport,
+    dir: &Path,
+    files: &PartitionFiles,
+    current_path: &Path,
+    batches: &[LogBatch],
+) {
     let wal_with_records = files.wals.iter().find(|n| {
         std::fs::metadata(dir.join(wal::file_name(**n))).is_ok_and(|m| m.len() > wal::WAL_HEADER_BYTES as u64)
     });
@@ -605,6 +738,18 @@ fn no_current(rep: &mut PartitionReport, dir: &Path, files: &PartitionFiles, cur
             FileKind::Pointer,
             current_path,
             DecodeError::Malformed { what: "CURRENT is missing but the partition holds data", offset: 0 },
+        ));
+    } else if let Some(b) = batches.first() {
+        let e = DecodeError::Malformed {
+            what: "CURRENT is missing but the commit log holds records of the partition",
+            offset: 0,
+        };
+        rep.problems.push(format!(
+            "{} ({} records, the first in {} at offset {})",
+            corrupt(FileKind::Pointer, current_path, e),
+            batches.len(),
+            show_path(&b.path),
+            b.offset
         ));
     } else {
         rep.notes.push("no CURRENT: the partition was never opened; the next open creates it".into());
@@ -783,16 +928,28 @@ fn inspect_wals(
     dir: &Path,
     files: &PartitionFiles,
     state: &ManifestState,
+    legacy: bool,
     versions: &mut Versions,
 ) {
-    // The engine's rules (core/src/engine/open.rs): the log number's WAL and every sealed WAL
-    // must exist; a sealed WAL is read up to its seal; only the newest unsealed WAL may end in a
-    // torn tail.
+    // The engine's rules for a format v1 partition (core/src/engine/open.rs): the log number's
+    // WAL and every sealed WAL must exist; a sealed WAL is read up to its seal; only the newest
+    // unsealed WAL may end in a torn tail. A partition with a flushed log position replays no WAL
+    // (its first flush retired them all), so a WAL still there is neither needed nor read: what
+    // is wrong with it is only a note, and its versions are not the partition's.
+    let mut problems = Vec::new();
     let live: Vec<u64> = files.wals.iter().copied().filter(|n| *n >= state.log_number).collect();
-    for needed in std::iter::once(state.log_number).chain(state.wal_seals.keys().copied()) {
+    if !legacy && !live.is_empty() {
+        let names: Vec<String> = live.iter().map(|n| wal::file_name(*n)).collect();
+        rep.notes.push(format!(
+            "{} not replayed: the manifest has a flushed log position, so the engine reads only the commit log",
+            names.join(", ")
+        ));
+    }
+    let needed = std::iter::once(state.log_number).chain(state.wal_seals.keys().copied());
+    for needed in needed.filter(|_| legacy) {
         if !live.contains(&needed) {
             let path = dir.join(wal::file_name(needed));
-            rep.problems.push(corrupt(
+            problems.push(corrupt(
                 FileKind::Wal,
                 &path,
                 DecodeError::Malformed { what: "missing log that the manifest needs", offset: 0 },
@@ -807,7 +964,7 @@ fn inspect_wals(
         let bytes = match read_file(&path) {
             Ok(b) => b,
             Err(p) => {
-                rep.problems.push(p);
+                problems.push(p);
                 continue;
             }
         };
@@ -825,7 +982,7 @@ fn inspect_wals(
                 // Created but its header never became durable: nothing was acknowledged in it.
                 w.torn_tail = Some(TornTail { offset: 0, bytes: bytes.len() as u64 });
             } else {
-                rep.problems
+                problems
                     .push(problem(DecodeError::Truncated(Short { at: bytes.len(), needed: wal::WAL_HEADER_BYTES })));
             }
             rep.wals.push(w);
@@ -834,12 +991,12 @@ fn inspect_wals(
         match wal::decode_header(header) {
             Ok(n) if n == number => {}
             Ok(_) => {
-                rep.problems.push(problem(DecodeError::Malformed { what: "wal number", offset: 16 }));
+                problems.push(problem(DecodeError::Malformed { what: "wal number", offset: 16 }));
                 rep.wals.push(w);
                 continue;
             }
             Err(e) => {
-                rep.problems.push(problem(e));
+                problems.push(problem(e));
                 rep.wals.push(w);
                 continue;
             }
@@ -849,8 +1006,7 @@ fn inspect_wals(
             Some(length) => match usize::try_from(length).ok().and_then(|l| bytes.get(..l)) {
                 Some(b) => b,
                 None => {
-                    rep.problems
-                        .push(problem(DecodeError::Truncated(Short { at: bytes.len(), needed: length as usize })));
+                    problems.push(problem(DecodeError::Truncated(Short { at: bytes.len(), needed: length as usize })));
                     rep.wals.push(w);
                     continue;
                 }
@@ -861,14 +1017,14 @@ fn inspect_wals(
             match record::scan_records(body, wal::WAL_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX) {
                 Ok(r) => r,
                 Err(e) => {
-                    rep.problems.push(problem(e));
+                    problems.push(problem(e));
                     rep.wals.push(w);
                     continue;
                 }
             };
         w.torn_tail = torn(&end);
         if let (Some(t), false) = (&w.torn_tail, may_tear) {
-            rep.problems.push(problem(DecodeError::Malformed {
+            problems.push(problem(DecodeError::Malformed {
                 what: "damaged record in a log that is not the newest",
                 offset: t.offset,
             }));
@@ -877,7 +1033,7 @@ fn inspect_wals(
             let ops = match wal::decode_body(rec) {
                 Ok(ops) => ops,
                 Err(e) => {
-                    rep.problems.push(problem(at_record(e, *offset)));
+                    problems.push(problem(at_record(e, *offset)));
                     break 'records;
                 }
             };
@@ -887,7 +1043,9 @@ fn inspect_wals(
                 let (key, locator) = match op {
                     WalOp::Set { key, locator } => (key, locator),
                     WalOp::DeleteRange(rt) => {
-                        versions.range_tombstones.push(rt);
+                        if legacy {
+                            versions.range_tombstones.push(rt);
+                        }
                         continue;
                     }
                 };
@@ -895,15 +1053,407 @@ fn inspect_wals(
                     Ok(l) => l,
                     Err(e) => {
                         let record_at = format!("record at offset {offset}, key \"{}\"", show_key(&key));
-                        rep.problems.push(format!("{} ({record_at})", problem(at_record(e, *offset))));
+                        problems.push(format!("{} ({record_at})", problem(at_record(e, *offset))));
                         continue;
                     }
                 };
-                versions
-                    .add(&key, l, || format!("key \"{}\" in {} at offset {offset}", show_key(&key), show_path(&path)));
+                if legacy {
+                    let referrer = || format!("key \"{}\" in {} at offset {offset}", show_key(&key), show_path(&path));
+                    versions.add(&key, l, referrer);
+                }
             }
         }
         rep.wals.push(w);
+    }
+    if legacy {
+        rep.problems.extend(problems);
+    } else {
+        rep.notes.extend(problems.into_iter().map(|p| format!("(not replayed) {p}")));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shard commit logs.
+// ---------------------------------------------------------------------------------------------
+
+/// One record's ops for one partition.
+#[derive(Debug)]
+struct LogBatch {
+    /// File offset of the record.
+    offset: u64,
+    /// Where the record ends: the partition's manifest flushed up to some such position.
+    end: LogPosition,
+    /// The partition's batch sequence.
+    seq: u64,
+    /// The segment file it was read from.
+    path: Rc<Path>,
+    ops: Vec<WalOp>,
+}
+
+/// What a log root holds for the partitions, as recovery hands it to them.
+#[derive(Debug, Default)]
+struct LogRecords {
+    /// The log root.
+    dir: PathBuf,
+    /// Every partition's records, by Box incarnation and partition, in log order.
+    batches: BTreeMap<(BoxUid, u16), Vec<LogBatch>>,
+    /// Every damage, oldest first, for `Replay::needed_damage` to judge which partitions it
+    /// quarantines.
+    damage: Vec<LogDamage>,
+}
+
+/// A segment whose header was read, waiting for its run to be known.
+struct ReadSegment {
+    /// Its index in `LogReport::segments`.
+    index: usize,
+    path: PathBuf,
+    header: SegmentHeader,
+    bytes: Vec<u8>,
+}
+
+/// Reads every shard directory (`shard-NNN`) of the log root `root` as recovery does
+/// (`core/src/log/recover.rs`), with the same verdicts; `None` when `root` does not exist.
+fn scan_log_root(root: &Path) -> Option<(LogReport, LogRecords)> {
+    if !root.exists() {
+        return None;
+    }
+    let mut report = LogReport { dir: show_path(root), ..Default::default() };
+    let mut records = LogRecords { dir: root.to_path_buf(), ..Default::default() };
+    let names = match list_dir(root) {
+        Ok(n) => n,
+        Err(p) => {
+            report.problems.push(p);
+            return Some((report, records));
+        }
+    };
+    let mut dirs: Vec<(u16, String)> =
+        names.into_iter().filter_map(|n| Some((log_format::parse_shard_dir_name(&n)?, n))).collect();
+    dirs.sort_unstable();
+    for (_, name) in &dirs {
+        scan_shard_dir(&root.join(name), name, &mut report, &mut records);
+    }
+    for batches in records.batches.values_mut() {
+        batches.sort_by_key(|b| b.end);
+    }
+    records.damage.sort_by_key(|d| d.at);
+    Some((report, records))
+}
+
+/// Reads one shard's log directory: every segment's header, then each writer run in order.
+fn scan_shard_dir(dir: &Path, dir_name: &str, report: &mut LogReport, records: &mut LogRecords) {
+    let names = match list_dir(dir) {
+        Ok(n) => n,
+        Err(p) => {
+            report.problems.push(p);
+            return;
+        }
+    };
+    let mut numbers: Vec<u64> = names.iter().filter_map(|n| log_format::parse_file_name(n)).collect();
+    numbers.sort_unstable();
+    let newest = numbers.last().copied();
+    // The segments of each writer's run, by the run's first segment.
+    let mut runs: BTreeMap<u64, Vec<ReadSegment>> = BTreeMap::new();
+    for number in numbers {
+        let path = dir.join(log_format::file_name(number));
+        let bytes = match read_file(&path) {
+            Ok(b) => b,
+            Err(p) => {
+                report.problems.push(p);
+                continue;
+            }
+        };
+        let index = report.segments.len();
+        report.segments.push(SegmentReport {
+            name: format!("{dir_name}/{}", log_format::file_name(number)),
+            file: show_path(&path),
+            bytes: bytes.len() as u64,
+            header: None,
+            records: 0,
+            sections: 0,
+            ops: 0,
+            torn_tail: None,
+            damage: Vec::new(),
+        });
+        if bytes.len() < SEGMENT_HEADER_BYTES && Some(number) == newest {
+            // Created, but its header never became durable: nothing was written to it.
+            if let Some(seg) = report.segments.get_mut(index) {
+                seg.torn_tail = Some(TornTail { offset: 0, bytes: bytes.len() as u64 });
+            }
+            continue;
+        }
+        let header = log_format::decode_header(bytes.get(..SEGMENT_HEADER_BYTES).unwrap_or(&bytes)).and_then(|h| {
+            if h.number == number {
+                Ok(h)
+            } else {
+                Err(DecodeError::Malformed { what: "segment number", offset: 16 })
+            }
+        });
+        match header {
+            Ok(header) => {
+                if let Some(seg) = report.segments.get_mut(index) {
+                    seg.header = Some(SegmentHeaderReport {
+                        shard: header.shard,
+                        number: header.number,
+                        base: header.base,
+                        first: header.first,
+                        previous: header.previous,
+                    });
+                }
+                runs.entry(header.first).or_default().push(ReadSegment { index, path, header, bytes });
+            }
+            Err(error) => {
+                let damage = LogDamage {
+                    at: LogPosition { segment: number, offset: 0 },
+                    until: LogPosition { segment: number, offset: u64::MAX },
+                    writer: None,
+                    path,
+                    error,
+                };
+                add_damage(report, records, index, 0, damage);
+            }
+        }
+    }
+    for segments in runs.values() {
+        let last = segments.len().saturating_sub(1);
+        for (i, seg) in segments.iter().enumerate() {
+            if let Some(prev) = i.checked_sub(1).and_then(|j| segments.get(j)) {
+                if seg.header.previous != prev.header.number {
+                    // Recovery names offset 32 here; the `previous` field is at 40 (see the report).
+                    let offset = PREVIOUS_FIELD_OFFSET;
+                    let damage = LogDamage {
+                        at: LogPosition { segment: seg.header.previous, offset: 0 },
+                        until: LogPosition { segment: seg.header.number, offset: 0 },
+                        writer: Some(writer_of(&seg.header)),
+                        path: seg.path.clone(),
+                        error: DecodeError::Malformed { what: "a segment is missing before this one", offset },
+                    };
+                    add_damage(report, records, seg.index, offset, damage);
+                }
+            }
+            scan_segment(seg, i == last, report, records);
+        }
+    }
+}
+
+/// Offset of a segment header's `previous` field (`core/src/log/format.rs`).
+const PREVIOUS_FIELD_OFFSET: u64 = 40;
+
+fn writer_of(h: &SegmentHeader) -> LogWriter {
+    LogWriter { base: h.base, shard: h.shard }
+}
+
+/// Records `damage` (found at file offset `offset`) on segment `index`, as a problem, and for
+/// the partitions' verdicts.
+fn add_damage(report: &mut LogReport, records: &mut LogRecords, index: usize, offset: u64, damage: LogDamage) {
+    let line = corrupt(FileKind::Wal, &damage.path, damage.error.clone());
+    report.problems.push(match damage.error {
+        // Their messages carry the offset already.
+        DecodeError::ChecksumMismatch { .. } | DecodeError::Malformed { .. } => line,
+        _ => format!("{line} (at offset {offset})"),
+    });
+    if let Some(seg) = report.segments.get_mut(index) {
+        seg.damage.push(DamageReport { offset, error: damage.error.to_string() });
+    }
+    records.damage.push(damage);
+}
+
+/// The file offset a scan error names (the start of the bad record).
+fn scan_error_offset(e: &DecodeError) -> Option<u64> {
+    match e {
+        DecodeError::ChecksumMismatch { offset, .. } | DecodeError::Malformed { offset, .. } => Some(*offset),
+        _ => None,
+    }
+}
+
+/// Reads the records of one segment. Only the last segment of its run (`may_tear`) may end in a
+/// torn record; a record that fails to scan makes recovery read nothing of the segment.
+fn scan_segment(seg: &ReadSegment, may_tear: bool, report: &mut LogReport, records: &mut LogRecords) {
+    let number = seg.header.number;
+    let header_bytes = SEGMENT_HEADER_BYTES as u64;
+    let body = seg.bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or_default();
+    let damage = |at: u64, error: DecodeError| LogDamage {
+        at: LogPosition { segment: number, offset: at },
+        until: LogPosition { segment: number, offset: u64::MAX },
+        writer: Some(writer_of(&seg.header)),
+        path: seg.path.clone(),
+        error,
+    };
+    let (bodies, end) = match record::scan_records(body, header_bytes, limits::WAL_RECORD_BYTES_MAX) {
+        Ok(r) => r,
+        Err(e) => {
+            let offset = scan_error_offset(&e).unwrap_or(header_bytes);
+            // Recovery replays nothing of this segment; the whole records before the damage are
+            // still counted, for the report only.
+            let before = offset.saturating_sub(header_bytes);
+            let prefix = usize::try_from(before).ok().and_then(|b| body.get(..b)).unwrap_or_default();
+            if let Ok((whole, _)) = record::scan_records(prefix, header_bytes, limits::WAL_RECORD_BYTES_MAX) {
+                read_records(seg, &whole, false, report, records);
+            }
+            add_damage(report, records, seg.index, offset, damage(header_bytes, e));
+            return;
+        }
+    };
+    if let ScanEnd::Torn { offset, discarded } = end {
+        if let Some(s) = report.segments.get_mut(seg.index) {
+            s.torn_tail = Some(TornTail { offset, bytes: discarded });
+        }
+        if !may_tear {
+            // Whatever cut this segment short took acknowledged records with it: its writer had
+            // moved on to a newer segment, which it does only after this one's records are durable.
+            let e = DecodeError::Malformed { what: "damaged record in a segment that is not its log's newest", offset };
+            add_damage(report, records, seg.index, offset, damage(offset, e));
+        }
+    }
+    read_records(seg, &bodies, true, report, records);
+}
+
+/// Decodes and counts the records `bodies` of segment `seg`; with `replay`, hands each section to
+/// its partition and records a body that fails to decode as damage (recovery reads on past it).
+fn read_records(
+    seg: &ReadSegment,
+    bodies: &record::Records<'_>,
+    replay: bool,
+    report: &mut LogReport,
+    records: &mut LogRecords,
+) {
+    let path: Rc<Path> = Rc::from(seg.path.as_path());
+    for (offset, body) in bodies {
+        let end = LogPosition {
+            segment: seg.header.number,
+            offset: offset + (record::RECORD_HEADER_BYTES + body.len()) as u64,
+        };
+        let sections = match log_format::decode_body(body) {
+            Ok(s) => s,
+            Err(e) => {
+                if replay {
+                    let damage = LogDamage {
+                        at: LogPosition { segment: seg.header.number, offset: *offset },
+                        until: LogPosition { segment: seg.header.number, offset: u64::MAX },
+                        writer: Some(writer_of(&seg.header)),
+                        path: seg.path.clone(),
+                        error: at_record(e, *offset),
+                    };
+                    add_damage(report, records, seg.index, *offset, damage);
+                }
+                continue;
+            }
+        };
+        if let Some(s) = report.segments.get_mut(seg.index) {
+            s.records += 1;
+            s.sections += sections.len() as u64;
+            s.ops += sections.iter().map(|s| s.ops.len() as u64).sum::<u64>();
+        }
+        if !replay {
+            continue;
+        }
+        for s in sections {
+            records.batches.entry((s.box_uid, s.partition)).or_default().push(LogBatch {
+                offset: *offset,
+                end,
+                seq: s.seq,
+                path: path.clone(),
+                ops: s.ops,
+            });
+        }
+    }
+}
+
+/// A partition's place in the commit log, and what the next open replays: the records that end
+/// after its flushed position, whose batch sequences must follow its flushed one without a gap,
+/// and no damage it may need records from (`Replay::needed_damage`, the engine's own verdict).
+fn inspect_partition_log(
+    rep: &mut PartitionReport,
+    state: &ManifestState,
+    source: Option<&LogRecords>,
+    batches: &[LogBatch],
+    versions: &mut Versions,
+) {
+    let flushed = state.log_flushed;
+    let legacy = flushed == LogPosition::ZERO;
+    let mut log = PartitionLogReport {
+        flushed: (!legacy).then(|| FlushedReport {
+            position: flushed.to_string(),
+            segment: flushed.segment,
+            offset: flushed.offset,
+            seq: state.log_flushed_seq,
+            writer_base: state.log_flushed_writer.base,
+            writer_shard: state.log_flushed_writer.shard,
+        }),
+        source: None,
+        replay_records: 0,
+        replay_ops: 0,
+        replay_seq_first: None,
+        replay_seq_last: None,
+    };
+    if let Some(records) = source {
+        let judged = Replay { batches: Vec::new(), damage: records.damage.clone() };
+        if let Some(d) = judged.needed_damage(flushed, state.log_flushed_writer) {
+            let since = if legacy {
+                "it has flushed nothing into a commit log yet".to_string()
+            } else {
+                format!("it is flushed up to {flushed}")
+            };
+            rep.problems.push(format!(
+                "{} (this partition may need records from there: {since}; the engine refuses to open it)",
+                corrupt(FileKind::Wal, &d.path, d.error.clone())
+            ));
+        }
+    }
+    let mut applied = state.log_flushed_seq;
+    for b in batches.iter().filter(|b| b.end > flushed) {
+        if applied.checked_add(1) != Some(b.seq) {
+            // The batches in between were in a segment that is gone: acknowledged mutations would
+            // be lost, so the engine refuses the partition.
+            let e = DecodeError::Malformed {
+                what: "a commit log segment holding records of this partition is missing",
+                offset: b.end.offset,
+            };
+            rep.problems.push(format!(
+                "{} (the record at offset {} is batch {} of this partition, expected batch {})",
+                corrupt(FileKind::Wal, &b.path, e),
+                b.offset,
+                b.seq,
+                applied.saturating_add(1)
+            ));
+            break;
+        }
+        applied = b.seq;
+        log.replay_records += 1;
+        log.replay_ops += b.ops.len() as u64;
+        log.replay_seq_first.get_or_insert(b.seq);
+        log.replay_seq_last = Some(b.seq);
+        let at = |key: &[u8]| format!("key \"{}\" in {} at offset {}", show_key(key), show_path(&b.path), b.offset);
+        for op in &b.ops {
+            match op {
+                WalOp::Set { key, locator } => match CandyLocator::decode(locator) {
+                    Ok(l) => versions.add(key, l, || at(key)),
+                    Err(e) => rep.problems.push(format!("{} ({})", corrupt(FileKind::Locator, &b.path, e), at(key))),
+                },
+                WalOp::DeleteRange(rt) => versions.range_tombstones.push(rt.clone()),
+            }
+        }
+    }
+    log.source = source.map(|s| show_path(&s.dir));
+    if source.is_none() && !legacy {
+        rep.notes.push("no commit log found (neither <data>/log nor <partition>/log): nothing to replay".into());
+    }
+    rep.log = Some(log);
+}
+
+/// Notes the partitions the node's logs hold records of that have no directory here: recovery
+/// drops the records of a deleted Box incarnation (and refuses a partition whose Box still
+/// exists but whose directory is gone, which only the coordination store can tell).
+fn note_strangers(report: &mut LogReport, records: &LogRecords, partitions: &[PartitionDir]) {
+    let known: BTreeSet<(BoxUid, u16)> = partitions.iter().map(|p| (p.box_uid, p.partition)).collect();
+    for ((uid, partition), batches) in &records.batches {
+        if !known.contains(&(*uid, *partition)) {
+            report.notes.push(format!(
+                "{} records of Box uid {:016x} partition {partition}, which has no directory under boxes/ \
+                 (a deleted Box's records are dropped at the next start)",
+                batches.len(),
+                uid.0
+            ));
+        }
     }
 }
 
@@ -1060,10 +1610,21 @@ fn verify_segment(
 // Running and printing.
 // ---------------------------------------------------------------------------------------------
 
-/// The partition directories to inspect, as (`<box>/<partition>`, path), sorted by Box and then
-/// by partition. The node's layout (`shards/src/config.rs`): `boxes/<box>-<uid as 16 hex>/pNN`;
-/// a Box deleted and created again may leave an older incarnation, named with its uid.
-fn find_partitions(data_dir: &Path, only: Option<&PartitionArg>, problems: &mut Vec<String>) -> Vec<(String, PathBuf)> {
+/// A partition directory found under `boxes/`.
+#[derive(Debug)]
+struct PartitionDir {
+    /// `<box>/<partition>`, or `<box>-<uid>/<partition>` when the Box has several incarnations.
+    name: String,
+    dir: PathBuf,
+    /// The Box incarnation, from the directory name: the commit log's records carry it.
+    box_uid: BoxUid,
+    partition: u16,
+}
+
+/// The partition directories to inspect, sorted by Box and then by partition. The node's layout
+/// (`shards/src/config.rs`): `boxes/<box>-<uid as 16 hex>/pNN`; a Box deleted and created again
+/// may leave an older incarnation, named with its uid.
+fn find_partitions(data_dir: &Path, only: Option<&PartitionArg>, problems: &mut Vec<String>) -> Vec<PartitionDir> {
     let root = data_dir.join("boxes");
     let mut out = Vec::new();
     if !root.exists() {
@@ -1088,6 +1649,10 @@ fn find_partitions(data_dir: &Path, only: Option<&PartitionArg>, problems: &mut 
         if only.is_some_and(|o| o.box_name != *name) {
             continue;
         }
+        // `split_box_dir` checked for 16 hex digits, so this parses.
+        let Ok(box_uid) = u64::from_str_radix(uid, 16).map(BoxUid) else {
+            continue;
+        };
         let incarnations = boxes.iter().filter(|(n, ..)| n == name).count();
         let shown = if incarnations > 1 { format!("{name}-{uid}") } else { name.clone() };
         let mut parts: Vec<(u16, String)> = match list_dir(box_dir) {
@@ -1104,7 +1669,7 @@ fn find_partitions(data_dir: &Path, only: Option<&PartitionArg>, problems: &mut 
             }
             let dir = box_dir.join(&dir_name);
             if dir.is_dir() {
-                out.push((format!("{shown}/{p}"), dir));
+                out.push(PartitionDir { name: format!("{shown}/{p}"), dir, box_uid, partition: p });
             }
         }
     }
@@ -1127,17 +1692,24 @@ fn run(args: &Args) -> Report {
     };
     let mut listing_problems = Vec::new();
     let partitions = find_partitions(&args.data_dir, args.partition.as_ref(), &mut listing_problems);
+    let node_log = scan_log_root(&args.data_dir.join("log"));
     let mut refs = SegmentRefs::default();
     let mut verify = VerifyReport::default();
     let mut reports = Vec::new();
     let mut owned = BTreeSet::new();
     let mut missing = BTreeSet::new();
-    for (name, dir) in partitions {
-        let outcome = inspect_partition(&ctx, name, &dir, &mut refs, &mut verify);
+    for part in &partitions {
+        let outcome = inspect_partition(&ctx, part, node_log.as_ref().map(|(_, r)| r), &mut refs, &mut verify);
         owned.extend(outcome.own);
         missing.extend(outcome.referenced.into_iter().filter(|id| !ctx.syrup_dir.join(id.file_name()).exists()));
         reports.push(outcome.report);
     }
+    let log = node_log.map(|(mut report, records)| {
+        if args.partition.is_none() {
+            note_strangers(&mut report, &records, &partitions);
+        }
+        report
+    });
     let mut syrups = inspect_syrups(ctx.syrup_dir);
     syrups.problems.splice(0..0, listing_problems);
     // Only meaningful when every partition was inspected and each one's manifest was read.
@@ -1156,6 +1728,7 @@ fn run(args: &Args) -> Report {
         data_dir: show_path(&args.data_dir),
         verify: args.verify,
         partitions: reports,
+        log,
         syrups,
         verification,
         problem_count: 0,
@@ -1171,6 +1744,11 @@ fn print_text(r: &Report) {
     }
     for p in &r.partitions {
         print_partition(p);
+    }
+    if let Some(l) = &r.log {
+        println!("\nlog {}", l.dir);
+        println!("  {}", log_summary(l));
+        print_segments(l, "  ");
     }
     let s = &r.syrups;
     println!("\nsyrups {}", s.dir);
@@ -1243,7 +1821,33 @@ fn print_partition(p: &PartitionReport) {
             );
         }
     }
-    if p.manifest.is_some() {
+    if let Some(l) = &p.log {
+        match &l.flushed {
+            Some(f) => println!(
+                "  log        flushed to {}, batch seq {} (writer base {} shard {})",
+                f.position, f.seq, f.writer_base, f.writer_shard
+            ),
+            None => {
+                println!("  log        nothing flushed into a commit log yet (format v1: its WALs are replayed first)")
+            }
+        }
+        let batches = match (l.replay_seq_first, l.replay_seq_last) {
+            (Some(first), Some(last)) => format!(" (batches {first}..{last})"),
+            _ => String::new(),
+        };
+        let source = l.source.as_deref().map_or_else(|| " (no commit log found)".to_string(), |s| format!(" in {s}"));
+        println!(
+            "  replay     {} records, {} ops past the flushed position{batches}{source}",
+            l.replay_records, l.replay_ops
+        );
+    }
+    if let Some(l) = &p.private_log {
+        println!("  own log    {}: {}", l.dir, log_summary(l));
+        print_segments(l, "    ");
+    }
+    // A partition of format v2 has no WAL left: the line is shown when it has any, or is v1.
+    let legacy = p.log.as_ref().is_some_and(|l| l.flushed.is_none());
+    if legacy || !p.wals.is_empty() {
         let records: u64 = p.wals.iter().map(|w| w.records).sum();
         let ops: u64 = p.wals.iter().map(|w| w.ops).sum();
         println!("  wals       {} live WALs, {records} records, {ops} ops", p.wals.len());
@@ -1290,9 +1894,60 @@ fn print_partition(p: &PartitionReport) {
     for n in &p.notes {
         println!("  note       {n}");
     }
-    if !p.problems.is_empty() {
-        println!("  problems   {}", p.problems.len());
+    let problems = p.problems.len() + p.private_log.as_ref().map_or(0, |l| l.problems.len());
+    if problems > 0 {
+        println!("  problems   {problems}");
     }
+}
+
+/// A commit log root's totals.
+fn log_summary(l: &LogReport) -> String {
+    let records: u64 = l.segments.iter().map(|s| s.records).sum();
+    let sections: u64 = l.segments.iter().map(|s| s.sections).sum();
+    let ops: u64 = l.segments.iter().map(|s| s.ops).sum();
+    format!(
+        "{} segments, {records} records, {sections} sections, {ops} ops, {} with problems",
+        l.segments.len(),
+        l.segments.iter().filter(|s| !s.damage.is_empty()).count()
+    )
+}
+
+/// One line per segment of a commit log root, then its notes.
+fn print_segments(l: &LogReport, indent: &str) {
+    for s in &l.segments {
+        println!("{indent}  {}", segment_line(s));
+    }
+    for n in &l.notes {
+        println!("{indent}note  {n}");
+    }
+}
+
+fn segment_line(s: &SegmentReport) -> String {
+    let header = match &s.header {
+        Some(h) => format!("shard {}, base {}, first {}, previous {}", h.shard, h.base, h.first, h.previous),
+        None if s.damage.is_empty() => "shorter than its header (its creation was cut short; skipped at open)".into(),
+        None => "header unreadable".into(),
+    };
+    let mut end = Vec::new();
+    if let Some(t) = s.torn_tail {
+        end.push(format!("torn tail at offset {} ({} bytes)", t.offset, t.bytes));
+    }
+    if !s.damage.is_empty() {
+        let at: Vec<String> = s.damage.iter().map(|d| d.offset.to_string()).collect();
+        end.push(format!("DAMAGED at offset {}", at.join(", ")));
+    }
+    if end.is_empty() {
+        end.push("clean".into());
+    }
+    format!(
+        "{}  {header}: {} bytes, {} records, {} sections, {} ops, {}",
+        s.name,
+        s.bytes,
+        s.records,
+        s.sections,
+        s.ops,
+        end.join(", ")
+    )
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,7 @@
 //! `candybox-inspect` against a data directory written by the real engine: a clean directory is
-//! reported with the right counts and exit 0; damage to a Syrup chunk or a table is named with
-//! exit 1; a missing directory or a bad argument exits 2; and the tool never changes a file.
+//! reported with the right counts and exit 0; damage to a Syrup chunk, a table or a commit log
+//! segment is named with exit 1, a torn commit log tail only where recovery accepts one; a
+//! missing directory or a bad argument exits 2; and the tool never changes a file.
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any surprise")]
 
 use std::{
@@ -12,10 +13,19 @@ use std::{
 mod common;
 
 use candybox_core::{
+    codec::crc32,
     engine::{Engine, PutOptions, SliceBody},
+    hlc::Hlc,
+    limits,
+    locator::{CandyBody, CandyLocator, Kind},
+    log::format::{self as log_format, RecordBuilder, SegmentHeader, SEGMENT_HEADER_BYTES},
+    manifest::{self, Change},
+    record,
     runtime::{block_on, SystemClock},
     storage::uring::UringStorage,
     testing::small_config,
+    types::{BoxUid, RangeTombstone},
+    wal::{self, WalOp},
 };
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
@@ -27,8 +37,9 @@ fn sized(n: usize) -> PutOptions {
 }
 
 /// Writes partition `test/0` under `root`: small (inline) and large Candies and a range delete
-/// flushed into one table; then three more puts left only in the WAL; one multipart upload with
-/// one part; one rename intent. Closes the engine.
+/// flushed into one table (ten group commits, batches 1..10 of its private commit log); then
+/// three more mutations left only in the log (batches 11..13); one multipart upload with one
+/// part; one rename intent. Closes the engine.
 fn build_data_dir(root: &Path) {
     let mut config = small_config(root, 0);
     // The node's layout: boxes/<box>-<uid as 16 hex>/p<NN>.
@@ -47,7 +58,7 @@ fn build_data_dir(root: &Path) {
         }
         e.delete_range(b"small-2", b"small-4").await.unwrap();
         e.flush().await.unwrap();
-        // Only in the WAL: three group commits.
+        // Only in the commit log: three group commits.
         e.put(b"wal-small", sized(10), SliceBody::new(data(10, 7))).await.unwrap();
         e.put(b"wal-big", sized(3000), SliceBody::new(data(3000, 8))).await.unwrap();
         e.delete(b"small-0").await.unwrap();
@@ -94,6 +105,37 @@ fn partition_dir(root: &Path) -> PathBuf {
     root.join("boxes/test-0000000000000001/p00")
 }
 
+/// The private commit log of the partition `build_data_dir` writes (it was opened on its own).
+fn log_dir(root: &Path) -> PathBuf {
+    partition_dir(root).join("log/shard-000")
+}
+
+/// The file offsets of the whole records of a commit log segment.
+fn record_offsets(segment: &[u8]) -> Vec<u64> {
+    let body = &segment[SEGMENT_HEADER_BYTES..];
+    let (records, end) = record::scan_records(body, SEGMENT_HEADER_BYTES as u64, limits::WAL_RECORD_BYTES_MAX).unwrap();
+    assert_eq!(end, record::ScanEnd::Clean);
+    records.into_iter().map(|(offset, _)| offset).collect()
+}
+
+/// Writes segment `header.number` into `dir`: its header, then one record per section list, each
+/// one range delete per section (no locator to resolve).
+fn write_segment(dir: &Path, header: SegmentHeader, records: &[&[(u16, u64)]]) -> PathBuf {
+    let mut bytes = log_format::encode_header(&header);
+    for sections in records {
+        let mut b = RecordBuilder::new(Vec::new());
+        for &(partition, seq) in *sections {
+            let rt = WalOp::DeleteRange(RangeTombstone { start: b"x".to_vec(), end: b"y".to_vec(), hlc: Hlc::ZERO });
+            b.section(BoxUid(1), partition, seq, std::iter::once(rt.as_ref()));
+        }
+        let framed = b.finish(bytes.len() as u64);
+        bytes.extend_from_slice(&framed);
+    }
+    let path = dir.join(log_format::file_name(header.number));
+    std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
 fn find(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -117,7 +159,13 @@ fn a_clean_directory_is_summarised_and_left_untouched() {
     assert!(out.contains("tables     1 tables"), "{out}");
     assert!(out.contains("L0  1 tables"), "{out}");
     assert!(out.contains("1 range tombstones"), "{out}");
-    assert!(out.contains("wals       1 live WALs, 3 records, 3 ops"), "{out}");
+    assert!(out.contains("log        flushed to LOG-00000001:"), "{out}");
+    assert!(out.contains("batch seq 10 (writer base 1 shard 0)"), "{out}");
+    assert!(out.contains("replay     3 records, 3 ops past the flushed position (batches 11..13)"), "{out}");
+    assert!(out.contains("1 segments, 13 records, 13 sections, 13 ops, 0 with problems"), "{out}");
+    assert!(out.contains("shard-000/LOG-00000001  shard 0, base 1, first 1, previous 0: "), "{out}");
+    // A partition of format v2 has no WAL, and is not missing one.
+    assert!(!out.contains("  wals  "), "{out}");
     assert!(out.contains("uploads    1 in flight"), "{out}");
     assert!(out.contains("key \"multi\", 1 parts, 2000 bytes"), "{out}");
     assert!(out.contains("intents    1 rename intents"), "{out}");
@@ -137,14 +185,19 @@ fn a_clean_directory_is_summarised_and_left_untouched() {
     assert_eq!(p["name"], "test/0");
     assert_eq!(p["levels"][0]["table_count"], 1);
     assert_eq!(p["levels"][0]["entries"], 9);
-    assert_eq!(p["wals"].as_array().unwrap().len(), 1);
-    assert_eq!(p["wals"][0]["records"], 3);
+    assert!(p["wals"].as_array().unwrap().is_empty());
+    assert_eq!(p["log"]["flushed"]["seq"], 10);
+    assert_eq!(p["log"]["replay_records"], 3);
+    assert_eq!(p["log"]["replay_ops"], 3);
+    assert_eq!(p["private_log"]["segments"].as_array().unwrap().len(), 1);
+    assert_eq!(p["private_log"]["segments"][0]["records"], 13);
+    assert!(p["private_log"]["segments"][0]["torn_tail"].is_null());
     assert_eq!(p["uploads"][0]["parts"], 1);
     assert_eq!(p["rename_intents"][0]["source_key"], "big-1");
     assert!(!p["own_syrups"].as_array().unwrap().is_empty());
     assert!(v["syrups"]["count"].as_u64().unwrap() >= 1);
     let checked = &v["verification"];
-    // Three big puts in the table, one in the WAL, one upload part.
+    // Three big puts in the table, one in the commit log, one upload part.
     assert_eq!(checked["segments"], 5, "{json}");
     assert_eq!(checked["bytes"], 3 * 5000 + 3000 + 2000, "{json}");
 
@@ -209,20 +262,157 @@ fn a_missing_directory_or_a_bad_argument_is_a_usage_error() {
 }
 
 #[test]
-fn a_torn_wal_tail_is_reported_but_is_not_a_problem() {
+fn a_torn_commit_log_tail_is_reported_but_is_not_a_problem() {
     let dir = tempfile::tempdir().unwrap();
     build_data_dir(dir.path());
     let root = dir.path().to_str().unwrap();
-    let wal = find(&partition_dir(dir.path()), |n| n.starts_with("WAL-")).pop().unwrap();
-    let len = std::fs::metadata(&wal).unwrap().len();
-    // Half of a record header: what a crash in the middle of an append leaves.
-    let mut bytes = std::fs::read(&wal).unwrap();
-    bytes.extend_from_slice(&[9, 0, 0, 0, 1]);
-    std::fs::write(&wal, &bytes).unwrap();
+    let segment = find(&log_dir(dir.path()), |n| n.starts_with("LOG-")).pop().unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let last = *record_offsets(&bytes).last().unwrap();
+    // The last record cut short: what a crash in the middle of an append leaves.
+    let cut = bytes.len() as u64 - 3;
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
 
     let (code, out) = inspect(&["--verify", root]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("3 records, 3 ops, torn tail at offset {len} (5 bytes)")), "{out}");
+    let torn = format!("12 records, 12 sections, 12 ops, torn tail at offset {last} ({} bytes)", cut - last);
+    assert!(out.contains(&torn), "{out}");
+    // The torn record is never replayed: its mutation (the delete of small-0) was never acknowledged.
+    assert!(out.contains("replay     2 records, 2 ops past the flushed position (batches 11..12)"), "{out}");
+    assert!(out.contains("OK: no problems found"), "{out}");
+
+    // The same tear before another segment of the same writer run is damage: the writer moved on
+    // only after this segment's records were durable.
+    let next = SegmentHeader { shard: 0, number: 2, base: 1, first: 1, previous: 1 };
+    write_segment(&log_dir(dir.path()), next, &[]);
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 1, "{out}");
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    let line = out.lines().find(|l| l.contains(name) && l.contains("corrupt wal")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains(&format!("damaged record in a segment that is not its log's newest at offset {last}")),
+        "{line}"
+    );
+}
+
+/// A flipped bit in a record with records behind it: recovery reads nothing of the segment, and
+/// the partition, flushed to a position inside it, may need what is lost.
+#[test]
+fn a_damaged_commit_log_record_is_named_with_its_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    build_data_dir(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let segment = find(&log_dir(dir.path()), |n| n.starts_with("LOG-")).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first = record_offsets(&bytes)[0];
+    bytes[first as usize + 12] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+    let name = segment.file_name().unwrap().to_str().unwrap();
+
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("DAMAGED at offset {first}")), "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(name) && l.contains("corrupt wal")).collect();
+    assert_eq!(lines.len(), 2, "the damage, and the partition that needs it: {out}");
+    assert!(lines.iter().all(|l| l.contains(&format!("checksum mismatch at offset {first}"))), "{out}");
+    assert!(lines.iter().any(|l| l.contains("this partition may need records from there")), "{out}");
+    assert!(out.contains("problems found: 2"), "{out}");
+}
+
+/// Records of the partition whose batch sequence does not follow its flushed one (a segment that
+/// held the batches between is gone), and a segment missing from the middle of a writer run.
+#[test]
+fn a_lost_segment_is_found_by_batch_sequence_and_by_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    build_data_dir(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let logs = log_dir(dir.path());
+    // A later node start's run whose first record is batch 20 of the partition: 14..19 are lost.
+    let later = SegmentHeader { shard: 0, number: 2, base: 2, first: 2, previous: 0 };
+    let later_path = write_segment(&logs, later, &[&[(0, 20)], &[(0, 21), (5, 1)]]);
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(later_path.to_str().unwrap()) && l.contains("corrupt wal"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("a commit log segment holding records of this partition is missing"), "{line}");
+    assert!(line.contains("is batch 20 of this partition, expected batch 14"), "{line}");
+    assert!(out.contains("replay     3 records, 3 ops past the flushed position (batches 11..13)"), "{out}");
+    assert!(out.contains("shard-000/LOG-00000002  shard 0, base 2, first 2, previous 0: "), "{out}");
+    assert!(out.contains("2 records, 3 sections, 3 ops, clean"), "{out}");
+    assert!(out.contains("problems found: 1"), "{out}");
+    std::fs::remove_file(&later_path).unwrap();
+
+    // Segment 3 names segment 2 before it in the run that segment 1 started, and 2 is gone.
+    let after_gap = SegmentHeader { shard: 0, number: 3, base: 1, first: 1, previous: 2 };
+    let gap_path = write_segment(&logs, after_gap, &[]);
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> =
+        out.lines().filter(|l| l.contains(gap_path.to_str().unwrap()) && l.contains("corrupt wal")).collect();
+    assert_eq!(lines.len(), 2, "the gap, and the partition that needs what it held: {out}");
+    assert!(lines.iter().all(|l| l.contains("a segment is missing before this one at offset 40")), "{out}");
+}
+
+fn inline(bytes: &[u8], logical: u32) -> Vec<u8> {
+    CandyLocator {
+        hlc: Hlc { physical_ms: 1_700_000_000_000, logical, node: 1 },
+        kind: Kind::Put,
+        content_type: "text/plain".into(),
+        user_meta: Vec::new(),
+        created_ms: 1_700_000_000_000,
+        size: bytes.len() as u64,
+        checksum: crc32(&[bytes]),
+        body: CandyBody::Inline(bytes.to_vec()),
+    }
+    .encode()
+}
+
+/// A partition written before the shard commit log (format v1): its manifest has no flushed log
+/// position, so the next open replays its WALs, which are read and judged as before.
+#[test]
+fn a_format_v1_partitions_wals_are_read_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let part = partition_dir(dir.path());
+    std::fs::create_dir_all(&part).unwrap();
+    // Manifest 1 (log number 2), CURRENT, and WAL 2: two records, three puts.
+    let mut m = manifest::encode_header(1);
+    let edit = manifest::encode_edit(&[Change::LogNumber(2), Change::NextFileNumber(3)]);
+    record::encode_record(m.len() as u64, &edit, &mut m);
+    std::fs::write(part.join(manifest::file_name(1)), &m).unwrap();
+    std::fs::write(part.join(manifest::CURRENT_FILE), manifest::encode_current(1)).unwrap();
+    let mut w = wal::encode_header(2);
+    let first = wal::encode_body(&[WalOp::Set { key: b"a".to_vec(), locator: inline(b"one", 0) }]);
+    record::encode_record(w.len() as u64, &first, &mut w);
+    let second = wal::encode_body(&[
+        WalOp::Set { key: b"b".to_vec(), locator: inline(b"two", 1) },
+        WalOp::Set { key: b"a".to_vec(), locator: inline(b"three", 2) },
+    ]);
+    record::encode_record(w.len() as u64, &second, &mut w);
+    let wal_path = part.join(wal::file_name(2));
+    std::fs::write(&wal_path, &w).unwrap();
+
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("log        nothing flushed into a commit log yet"), "{out}");
+    assert!(out.contains("wals       1 live WALs, 2 records, 3 ops"), "{out}");
+    assert!(out.contains("OK: no problems found"), "{out}");
+
+    // Half of a record header: what a crash in the middle of an append leaves.
+    let len = w.len();
+    w.extend_from_slice(&[9, 0, 0, 0, 1]);
+    std::fs::write(&wal_path, &w).unwrap();
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("2 records, 3 ops, torn tail at offset {len} (5 bytes)")), "{out}");
+
+    // The WAL the manifest's log number names is needed.
+    std::fs::remove_file(&wal_path).unwrap();
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("WAL-000002: malformed missing log that the manifest needs"), "{out}");
 }
 
 #[test]
@@ -272,7 +462,7 @@ fn mutated_files_never_make_it_panic() {
         found += usize::from(code == 1);
         std::fs::write(&files[which], &originals[which]).unwrap();
     }
-    // Most mutations hit checked bytes (a few land in a leftover WAL or a torn-tail position).
+    // Most mutations hit checked bytes (a few only cut a log or the manifest into a torn tail).
     assert!(found >= 24, "only {found} of 48 mutations were reported");
 }
 
@@ -297,6 +487,14 @@ fn a_nodes_data_directory_is_read_and_its_damage_found() {
     assert!(out.contains("partition photos/0"), "{out}");
     assert!(out.contains("OK: no problems found"), "{out}");
     assert!(!out.contains("not created by any partition"), "every Syrup has its creator: {out}");
+    // Nothing was flushed before the kill: the shards' logs hold the four puts, one record each,
+    // and each partition replays its own.
+    assert!(out.contains(&format!("\nlog {}\n", data.join("log").display())), "{out}");
+    assert!(out.contains("segments, 4 records, 4 sections, 4 ops, 0 with problems"), "{out}");
+    assert!(out.contains("shard-000/LOG-"), "{out}");
+    let replayed: u64 =
+        out.lines().filter_map(|l| l.strip_prefix("  replay     ")?.split(' ').next()?.parse::<u64>().ok()).sum();
+    assert_eq!(replayed, 4, "{out}");
     let (code, out) = inspect(&["--partition", "photos/1", root]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("partition photos/1") && !out.contains("partition photos/0"), "{out}");
@@ -304,7 +502,8 @@ fn a_nodes_data_directory_is_read_and_its_damage_found() {
     // Damage one chunk in the middle of a Syrup holding a Candy.
     let syrups = find(&data.join("syrups"), |n| n.ends_with(".syrup"));
     let syrup = syrups.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
-    let mut bytes = std::fs::read(syrup).unwrap();
+    let original = std::fs::read(syrup).unwrap();
+    let mut bytes = original.clone();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x10;
     std::fs::write(syrup, &bytes).unwrap();
@@ -312,6 +511,22 @@ fn a_nodes_data_directory_is_read_and_its_damage_found() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("checksum mismatch"), "{out}");
     assert!(out.contains("cat-"), "names the Candy that references the bad bytes: {out}");
+    std::fs::write(syrup, &original).unwrap();
+
+    // Damage the first record of a shard's log: the partitions of that shard have records there.
+    let mut segments = Vec::new();
+    files_under(&data.join("log"), &mut segments);
+    let segment = segments.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let mut bytes = std::fs::read(segment).unwrap();
+    let first = record_offsets(&bytes)[0];
+    bytes[first as usize + 12] ^= 0x01;
+    std::fs::write(segment, &bytes).unwrap();
+    let (code, out) = inspect(&[root]);
+    assert_eq!(code, 1, "{out}");
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(name) && l.contains("corrupt wal")).collect();
+    assert!(lines.iter().any(|l| l.contains(&format!("checksum mismatch at offset {first}"))), "{out}");
+    assert!(lines.iter().any(|l| l.contains("this partition may need records from there")), "{out}");
 }
 
 /// After space reclamation moved live Candies and GC deleted their old Syrups, the tables still

@@ -282,22 +282,23 @@ impl<S: Storage> Engine<S> {
         changes.push(Change::NextFileNumber(next_file));
         self.log_edit(changes).await?;
         let now = self.now_ms();
-        let mut st = self.inner.state.borrow_mut();
-        if let Some(t) = added {
-            let mut v = (*st.version).clone();
-            if let Some(l0) = v.levels.first_mut() {
-                l0.insert(0, t);
+        {
+            let mut st = self.inner.state.borrow_mut();
+            if let Some(t) = added {
+                let mut v = (*st.version).clone();
+                if let Some(l0) = v.levels.first_mut() {
+                    l0.insert(0, t);
+                }
+                st.version = Rc::new(v);
             }
-            st.version = Rc::new(v);
+            st.imm = None;
+            st.imm_first = None;
+            st.stats.flushes += 1;
+            let dir = self.inner.config.partition_dir.clone();
+            for n in std::mem::take(&mut st.legacy_wals) {
+                st.obsolete.push((dir.join(wal::file_name(n)), now));
+            }
         }
-        st.imm = None;
-        st.imm_first = None;
-        st.stats.flushes += 1;
-        let dir = self.inner.config.partition_dir.clone();
-        for n in std::mem::take(&mut st.legacy_wals) {
-            st.obsolete.push((dir.join(wal::file_name(n)), now));
-        }
-        drop(st);
         self.report_need();
         // Segments no partition needs any more go now; a failure here only delays that.
         if let Err(e) = self.inner.log.release().await {

@@ -367,10 +367,10 @@ impl<S: Storage> Engine<S> {
         for batch in replay.batches.iter().filter(|b| b.end > manifest.log_flushed) {
             assert!(batch.end <= applied, "a replayed record lies before the log's durable end");
             let path = batch.path.to_path_buf();
-            if batch.seq != applied_seq + 1 {
+            if Some(batch.seq) != applied_seq.checked_add(1) {
                 // The batches in between were in a segment that is gone (or the log is not this
                 // partition's): acknowledged mutations would be lost.
-                tracing::error!(partition_dir = %dir.display(), expected = applied_seq + 1, found = batch.seq, at = %batch.end, "a commit log segment holding records of this partition is missing");
+                tracing::error!(partition_dir = %dir.display(), expected = applied_seq.saturating_add(1), found = batch.seq, at = %batch.end, "a commit log segment holding records of this partition is missing");
                 return Err(corrupt(FileKind::Wal, path)(DecodeError::Malformed {
                     what: "a commit log segment holding records of this partition is missing",
                     offset: batch.end.offset,

@@ -105,9 +105,11 @@ pub fn file_name(number: u64) -> String {
     format!("LOG-{number:08}")
 }
 
-/// Parses a segment file name.
+/// Parses a segment file name: only the one spelling [`file_name`] writes, so two names of one
+/// number (`LOG-1`, `LOG-00000001`) never both count.
 pub fn parse_file_name(name: &str) -> Option<u64> {
-    name.strip_prefix("LOG-")?.parse().ok()
+    let n = name.strip_prefix("LOG-")?.parse().ok()?;
+    (file_name(n) == name).then_some(n)
 }
 
 /// The directory name of shard `shard`'s log under the log root.
@@ -245,17 +247,23 @@ impl RecordBuilder {
     pub fn finish(mut self, offset: u64) -> Vec<u8> {
         assert!(self.sections > 0, "an empty record is never written");
         let body_len = self.buf.len() - record::RECORD_HEADER_BYTES;
-        if let Some(prefix) = self.buf.get_mut(record::RECORD_HEADER_BYTES..RECORD_PREFIX_BYTES) {
-            prefix[0] = LOG_RECORD_VERSION;
-            prefix[1..3].copy_from_slice(&self.sections.to_le_bytes());
+        let mut prefix = [0u8; 3];
+        prefix[0] = LOG_RECORD_VERSION;
+        let [lo, hi] = self.sections.to_le_bytes();
+        (prefix[1], prefix[2]) = (lo, hi);
+        if let Some(p) = self.buf.get_mut(record::RECORD_HEADER_BYTES..RECORD_PREFIX_BYTES) {
+            p.copy_from_slice(&prefix);
         }
         let len = u32::try_from(body_len).unwrap_or(u32::MAX);
         assert!(len as usize == body_len, "record body longer than u32");
         let body = self.buf.get(record::RECORD_HEADER_BYTES..).unwrap_or_default();
         let crc = crc32(&[&offset.to_le_bytes(), &len.to_le_bytes(), body]);
+        let mut header = [0u8; record::RECORD_HEADER_BYTES];
+        let (l, c) = header.split_at_mut(4);
+        l.copy_from_slice(&len.to_le_bytes());
+        c.copy_from_slice(&crc.to_le_bytes());
         if let Some(h) = self.buf.get_mut(..record::RECORD_HEADER_BYTES) {
-            h[..4].copy_from_slice(&len.to_le_bytes());
-            h[4..].copy_from_slice(&crc.to_le_bytes());
+            h.copy_from_slice(&header);
         }
         self.buf
     }
@@ -387,5 +395,6 @@ mod tests {
         assert_eq!(parse_file_name(&file_name(70)), Some(70));
         assert_eq!(parse_shard_dir_name(&shard_dir_name(4)), Some(4));
         assert_eq!(parse_file_name("WAL-000001"), None);
+        assert_eq!(parse_file_name("LOG-1"), None, "one spelling per number");
     }
 }

@@ -226,7 +226,7 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
                             until: LogPosition { segment: seg.header.number, offset: 0 },
                             writer: Some(writer_of(&seg.header)),
                             path: seg.path.clone(),
-                            error: DecodeError::Malformed { what: "a segment is missing before this one", offset: 32 },
+                            error: DecodeError::Malformed { what: "a segment is missing before this one", offset: 40 },
                         });
                     }
                 }
@@ -239,6 +239,15 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
     }
     out.damage.sort_by_key(|d| d.at);
     Ok(out)
+}
+
+/// Moves a body decoder's offset (from the body's start) to the file offset.
+fn body_error_at_file_offset(e: DecodeError, record_offset: u64) -> DecodeError {
+    let base = record_offset + record::RECORD_HEADER_BYTES as u64;
+    match e {
+        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: base + offset },
+        other => other,
+    }
 }
 
 fn writer_of(h: &SegmentHeader) -> super::LogWriter {
@@ -292,7 +301,7 @@ fn scan_segment(seg: &Segment, may_tear: bool, out: &mut Recovered) {
                     });
                 }
             }
-            Err(e) => out.damage.push(damage(offset, e)),
+            Err(e) => out.damage.push(damage(offset, body_error_at_file_offset(e, offset))),
         }
     }
 }
