@@ -120,6 +120,44 @@ fn wal_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
+fn log_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use candybox_core::log::format::{self, Section, SegmentHeader, SEGMENT_HEADER_BYTES};
+    let file = |bodies: &[Vec<u8>]| {
+        let mut out = format::encode_header(&SegmentHeader { shard: 1, number: 9, base: 4, first: 5, previous: 7 });
+        for body in bodies {
+            let offset = out.len() as u64;
+            record::encode_record(offset, body, &mut out);
+        }
+        out
+    };
+    let two_partitions = format::encode_body(&[
+        Section { box_uid: BoxUid(7), partition: 0, seq: 1, ops: vec![WalOp::Set { key: b"photos/cat.jpg".to_vec(), locator: inline_locator().encode() }] },
+        Section { box_uid: BoxUid(7), partition: 5, seq: 3, ops: vec![WalOp::Set { key: b"photos/dog.jpg".to_vec(), locator: parts_locator().encode() }] },
+    ]);
+    let rename = format::encode_body(&[Section {
+        box_uid: BoxUid(8),
+        partition: 2,
+        seq: 9,
+        ops: vec![
+            WalOp::Set { key: b"b".to_vec(), locator: CandyLocator::tombstone(hlc(10)).encode() },
+            WalOp::DeleteRange(RangeTombstone { start: b"a".to_vec(), end: b"c".to_vec(), hlc: hlc(10) }),
+        ],
+    }]);
+    let whole = file(&[two_partitions, rename]);
+    let mut torn = whole.clone();
+    torn.truncate(whole.len() - 3);
+    let seeds = vec![("header-only", file(&[])), ("two-records", whole), ("torn-tail", torn)];
+    for (name, bytes) in &seeds {
+        format::decode_header(&bytes[..SEGMENT_HEADER_BYTES]).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        let (records, _) = record::scan_records(&bytes[SEGMENT_HEADER_BYTES..], SEGMENT_HEADER_BYTES as u64, 1 << 20)
+            .unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        for (_, body) in records {
+            format::decode_body(body).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        }
+    }
+    seeds
+}
+
 fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let part = match parts_locator().body {
         CandyBody::Parts(mut parts) => parts.remove(0),
@@ -343,6 +381,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus-seeds");
     let targets = [
         ("wal_record", wal_seeds()),
+        ("log_segment", log_seeds()),
         ("manifest_edit", manifest_seeds()),
         ("table_block", block_seeds()),
         ("table_footer", table_seeds()),
