@@ -289,3 +289,62 @@ fn genuine_chunks_spliced_into_another_candys_locator_fail_its_part_checksum_on_
         assert_eq!(a.get(b"other", None).await.expect("get").body.read_to_vec().expect("read"), other);
     });
 }
+
+/// A copy the node runs itself (the locator comes from a partition of the same Box on this node,
+/// committed, so its Syrups are durable) costs one record of the shard's log: no Syrup is opened,
+/// read or synced, however many Syrups the Candy spans. A relayed locator is checked and each of
+/// its Syrups synced.
+#[test]
+fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        // Both partitions on one shard's log, as the node places partitions of one shard.
+        let log = candybox_core::log::CommitLog::create(
+            sim.clone(),
+            "/n/log/shard-000",
+            0,
+            1,
+            1,
+            1,
+            candybox_core::log::LogConfig::default(),
+        )
+        .await
+        .expect("log");
+        let mut engines = Vec::new();
+        for p in 0..2 {
+            let mut c = small_config(Path::new("/n"), p);
+            c.auto_maintenance = false;
+            c.syrup_roll_bytes = 64 * 1024;
+            let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c, &log, Default::default()).await.expect("open");
+            engines.push(e);
+        }
+        let (a, b) = (&engines[0], &engines[1]);
+        // Three parts of 70 KB: each reservation rolls to a new Syrup.
+        let upload = a.create_upload(b"src", PutOptions::default()).await.expect("upload");
+        let mut body = Vec::new();
+        for n in 1..=3u32 {
+            let part = data(70_000 + n as usize);
+            a.upload_part(upload, n, Some(part.len() as u64), SliceBody::new(part.clone())).await.expect("part");
+            body.extend(part);
+        }
+        a.complete_upload(upload, &[1, 2, 3]).await.expect("complete");
+        let (locator, bytes) = a.get_locator(b"src").await.expect("locator");
+        let syrups = syrups_of(&bytes).len() as u64;
+        assert!(syrups >= 3, "{syrups} Syrups");
+
+        let before = sim.stats();
+        b.zero_copy_put(b"relayed", &bytes).await.expect("relayed copy");
+        let relayed = sim.stats();
+        assert_eq!(relayed.sync_data_calls - before.sync_data_calls, syrups + 1, "each Syrup, then the log");
+
+        b.put_committed_copy(b"committed", locator).await.expect("committed copy");
+        let committed = sim.stats();
+        assert_eq!(committed.sync_data_calls - relayed.sync_data_calls, 1, "the log record only");
+        assert_eq!(committed.write_calls - relayed.write_calls, 1, "one record written, nothing else");
+        for key in [&b"relayed"[..], b"committed"] {
+            assert_eq!(b.get(key, None).await.expect("get").body.read_to_vec().expect("read"), body);
+        }
+        assert_eq!(log.stats().records, 3, "complete, relayed copy, committed copy: one record each");
+    });
+}

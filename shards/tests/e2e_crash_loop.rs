@@ -1,7 +1,7 @@
 //! The crash loop: `kill -9` under concurrent writers, copies, renames and deletes, then every
 //! acknowledged mutation is checked byte for byte, cycle after cycle on the same data directory
 //! (with eager maintenance, so flushes, compactions, space reclamation and GC run under the kills
-//! too).
+//! too, and small commit log segments, so the shards' logs roll and delete segments under them).
 //!
 //! Each of four workers owns its keys (so its mutations are ordered) and keeps a model: the state
 //! every acknowledged mutation left, and for the one mutation in flight when the node died, the
@@ -45,6 +45,12 @@ const ARGS: &[&str] = &[
     "262144",
     "--l0-compaction-trigger",
     "2",
+    // Small commit log segments and bound: the shards' logs roll, delete segments and ask
+    // partitions to flush under the kills too.
+    "--log-segment-bytes",
+    "131072",
+    "--log-bytes-max",
+    "524288",
 ];
 const WORKERS: u64 = 4;
 const KEYS_PER_WORKER: u64 = 40;

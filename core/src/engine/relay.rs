@@ -212,6 +212,25 @@ impl<S: Storage> Engine<S> {
         Ok(PutReply { size, checksum, hlc })
     }
 
+    /// Writes `locator` under `key`: a copy of a Candy that a partition of this Box on this node
+    /// has committed (the node runs a copy or rename itself, and the locator never left it). Its
+    /// Parts were durable before their source's commit (every commit syncs the Syrups its
+    /// mutations point into), so none of the checks of a relayed locator is needed: no Syrup is
+    /// opened, read or synced, and the copy costs one log record.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a tombstone; `Busy`; I/O failures.
+    pub async fn put_committed_copy(&self, key: &[u8], locator: CandyLocator) -> Result<PutReply> {
+        validate_key(key)?;
+        self.check_writable()?;
+        if locator.kind != Kind::Put {
+            return Err(Error::invalid("locator", "a copy needs a live Candy"));
+        }
+        let (size, checksum) = (locator.size, locator.checksum);
+        let hlc = self.commit(vec![Op::set(key, locator)]).await?;
+        Ok(PutReply { size, checksum, hlc })
+    }
+
     /// Opens Syrup `id` of this Box by name, checks its header, makes it durable and returns it
     /// with its durable length.
     async fn durable_syrup(&self, id: SyrupId) -> Result<(S::File, u64)> {

@@ -139,7 +139,8 @@ impl Shard {
             }
             KeyedOp::PrepareRename { target_key } => {
                 let tp = partition_for_key(&target_key, meta.partitions);
-                let (intent, wire) = Box::pin(self.prepare_rename(&engine, meta, &key, &target_key, tp)).await?;
+                let (intent, l) = Box::pin(self.prepare_rename(&engine, &key, &target_key, tp)).await?;
+                let wire = convert::locator_to_wire(&l, meta.box_uid);
                 reply::rename_prepared(intent.token, &wire, intent.source_hlc, p, tp)
             }
             KeyedOp::ZeroCopyPut { locator, rename_token, source_partition } => {
@@ -149,7 +150,7 @@ impl Shard {
                     meta,
                     p,
                     &key,
-                    &locator,
+                    relay::Relayed::Wire(&locator),
                     rename_token,
                     source_partition,
                 ))

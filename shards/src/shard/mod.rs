@@ -20,7 +20,6 @@ use std::{
     sync::{atomic::Ordering::Relaxed, Arc},
 };
 
-use bytes::Bytes;
 use candybox_core::{
     coord::{BoxMeta, LeaseEntry, RenameMarker},
     engine::{Engine, ListOptions, PutReply},

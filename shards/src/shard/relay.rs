@@ -5,6 +5,15 @@
 use super::*;
 
 /// What the relay part owns.
+/// The locator a zero-copy put writes: relayed by a client (checked before it is written), or
+/// taken from this node's committed state by a copy or rename the node runs itself.
+pub(super) enum Relayed<'a> {
+    /// The wire bytes a client relayed.
+    Wire(&'a [u8]),
+    /// A locator a partition of this Box on this node committed.
+    Committed(CandyLocator),
+}
+
 #[derive(Default)]
 pub(super) struct RelayState {
     /// Outcomes of intents finalized here, newest last (at most `RENAME_OUTCOMES_REMEMBERED`).
@@ -15,15 +24,14 @@ impl Shard {
     pub(super) async fn prepare_rename(
         &self,
         engine: &PartitionEngine,
-        meta: BoxMeta,
         source_key: &[u8],
         target_key: &[u8],
         target_partition: u16,
-    ) -> Result<(RenameIntent, Bytes), NodeError> {
+    ) -> Result<(RenameIntent, CandyLocator), NodeError> {
         let (intent, bytes) = engine.prepare_rename(source_key, target_key, target_partition).await?;
         let l = CandyLocator::decode(&bytes).map_err(|e| NodeError::Internal(format!("own locator: {e}")))?;
         self.metrics().rename_intents_pending.fetch_add(1, Relaxed);
-        Ok((intent, convert::locator_to_wire(&l, meta.box_uid)))
+        Ok((intent, l))
     }
 
     /// The destination's half of a copy or rename: verify and write the relayed locator, publish
@@ -36,11 +44,16 @@ impl Shard {
         meta: BoxMeta,
         p: u16,
         key: &[u8],
-        wire: &[u8],
+        relayed: Relayed<'_>,
         rename_token: Option<u128>,
         source_partition: Option<u16>,
     ) -> Result<PutReply, NodeError> {
-        let l = convert::locator_from_wire(wire, meta.box_uid, self.shared.config.frame_body_bytes_max)?;
+        let l = match relayed {
+            Relayed::Wire(wire) => {
+                Some(convert::locator_from_wire(wire, meta.box_uid, self.shared.config.frame_body_bytes_max)?)
+            }
+            Relayed::Committed(_) => None,
+        };
         let lease = self.lease(box_name, meta, p).await?;
         if let (Some(token), Some(sp)) = (rename_token, source_partition) {
             // A rename's destination is written only while its intent still claims the source:
@@ -62,9 +75,15 @@ impl Shard {
                 )));
             }
         }
-        let put = engine.zero_copy_put(key, &l.encode()).await?;
-        // Durable now; the references must be published before the marker lets the source go.
-        self.publish_refs(box_name, p, engine, true).await?;
+        let put = match (l, relayed) {
+            (Some(l), _) => engine.zero_copy_put(key, &l.encode()).await?,
+            (None, Relayed::Committed(l)) => engine.put_committed_copy(key, l).await?,
+            (None, Relayed::Wire(_)) => unreachable!("a relayed locator is decoded above"),
+        };
+        // Durable now; the references must be published before the marker lets the source go
+        // (and before the reply). A set this shard already published holds them: it is written
+        // again only when it changed.
+        self.publish_refs(box_name, p, engine, false).await?;
         if let (Some(token), None) = (rename_token, source_partition) {
             // No partition holds the intent (abandoned, or finished): a marker would be an orphan.
             // The destination stays written; both keys are live, which a rename may end in.
@@ -163,35 +182,35 @@ impl Shard {
         }
         if !rename {
             let (b, k) = (box_name.clone(), source_key.clone());
-            let wire = self
+            let l = self
                 .invoke_on(source_owner, move |sh| async move {
                     let e = sh.engine(&b, meta, sp).await?;
                     let (l, _) = e.get_locator(&k).await?;
-                    Ok::<Bytes, NodeError>(convert::locator_to_wire(&l, meta.box_uid))
+                    Ok::<CandyLocator, NodeError>(l)
                 })
                 .await??;
             let b = box_name.clone();
             return self
                 .invoke_on(target_owner, move |sh| async move {
                     let e = sh.engine(&b, meta, tp).await?;
-                    sh.zero_copy_put(&e, &b, meta, tp, &target_key, &wire, None, None).await
+                    sh.zero_copy_put(&e, &b, meta, tp, &target_key, Relayed::Committed(l), None, None).await
                 })
                 .await?;
         }
         let (b, s, t) = (box_name.clone(), source_key.clone(), target_key.clone());
-        let (token, wire) = self
+        let (token, l) = self
             .invoke_on(source_owner, move |sh| async move {
                 sh.lease(&b, meta, sp).await?;
                 let e = sh.engine(&b, meta, sp).await?;
-                let (intent, wire) = sh.prepare_rename(&e, meta, &s, &t, tp).await?;
-                Ok::<(u128, Bytes), NodeError>((intent.token, wire))
+                let (intent, l) = sh.prepare_rename(&e, &s, &t, tp).await?;
+                Ok::<(u128, CandyLocator), NodeError>((intent.token, l))
             })
             .await??;
         let (b, t) = (box_name.clone(), target_key.clone());
         let put = self
             .invoke_on(target_owner, move |sh| async move {
                 let e = sh.engine(&b, meta, tp).await?;
-                sh.zero_copy_put(&e, &b, meta, tp, &t, &wire, Some(token), Some(sp)).await
+                sh.zero_copy_put(&e, &b, meta, tp, &t, Relayed::Committed(l), Some(token), Some(sp)).await
             })
             .await??;
         let b = box_name.clone();
