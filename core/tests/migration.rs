@@ -6,37 +6,17 @@
 use std::{path::Path, rc::Rc};
 
 use candybox_core::{
-    codec::crc32,
-    engine::{Engine, PutOptions, SliceBody},
+    engine::{Engine, EngineConfig, PutOptions, SliceBody},
     error::Error,
-    hlc::Hlc,
-    locator::{CandyBody, CandyLocator, Kind},
     log::{recover::Replay, CommitLog, LogConfig},
-    manifest::{self, Change},
-    record,
     runtime::{block_on, ManualClock},
     storage::{Storage, StorageFile},
-    testing::{open_engine, sim::SimStorage, small_config},
-    wal::{self, WalOp},
+    testing::{open_engine, sim::SimStorage, small_config, v1_partition_files},
 };
 
 const ROOT: &str = "/m";
 const PART: &str = "/m/partitions/test/0";
 const NOW_MS: u64 = 1_700_000_000_000;
-
-fn inline(bytes: &[u8], logical: u32) -> Vec<u8> {
-    CandyLocator {
-        hlc: Hlc { physical_ms: NOW_MS - 1000, logical, node: 1 },
-        kind: Kind::Put,
-        content_type: "text/plain".into(),
-        user_meta: Vec::new(),
-        created_ms: NOW_MS - 1000,
-        size: bytes.len() as u64,
-        checksum: crc32(&[bytes]),
-        body: CandyBody::Inline(bytes.to_vec()),
-    }
-    .encode()
-}
 
 async fn write_file(sim: &SimStorage, path: &Path, bytes: Vec<u8>) {
     let f = sim.create(path).await.expect("create");
@@ -44,26 +24,19 @@ async fn write_file(sim: &SimStorage, path: &Path, bytes: Vec<u8>) {
     f.sync_data().await.expect("sync");
 }
 
-/// What a v1 node left: manifest 1 (log number 2), CURRENT, and WAL 2 holding two records:
-/// `a` = "one", then `b` = "two" and `a` = "three" (the newer `a` wins).
-async fn write_v1_partition(sim: &SimStorage) {
+/// What a v1 node left (`testing::v1_partition_files`): `a` = "three", `b` = "two" in its WAL;
+/// with the configuration and clock the tests open it with.
+async fn v1_partition() -> (SimStorage, EngineConfig, Rc<ManualClock>) {
+    let sim = SimStorage::new();
     let dir = Path::new(PART);
     sim.create_dir_all(dir).await.expect("mkdir");
-    let mut m = manifest::encode_header(1);
-    let edit = manifest::encode_edit(&[Change::LogNumber(2), Change::NextFileNumber(3)]);
-    record::encode_record(m.len() as u64, &edit, &mut m);
-    write_file(sim, &dir.join(manifest::file_name(1)), m).await;
-    write_file(sim, &dir.join(manifest::CURRENT_FILE), manifest::encode_current(1)).await;
-    let mut w = wal::encode_header(2);
-    let first = wal::encode_body(&[WalOp::Set { key: b"a".to_vec(), locator: inline(b"one", 0) }]);
-    record::encode_record(w.len() as u64, &first, &mut w);
-    let second = wal::encode_body(&[
-        WalOp::Set { key: b"b".to_vec(), locator: inline(b"two", 1) },
-        WalOp::Set { key: b"a".to_vec(), locator: inline(b"three", 2) },
-    ]);
-    record::encode_record(w.len() as u64, &second, &mut w);
-    write_file(sim, &dir.join(wal::file_name(2)), w).await;
+    for (name, bytes) in v1_partition_files() {
+        write_file(&sim, &dir.join(name), bytes).await;
+    }
     sim.sync_dir(dir).await.expect("sync dir");
+    let mut cfg = small_config(Path::new(ROOT), 0);
+    cfg.auto_maintenance = false;
+    (sim, cfg, Rc::new(ManualClock::new(NOW_MS)))
 }
 
 async fn read(e: &candybox_core::engine::Engine<SimStorage>, key: &[u8]) -> Option<Vec<u8>> {
@@ -84,11 +57,7 @@ async fn wals(sim: &SimStorage) -> Vec<String> {
 #[test]
 fn a_v1_partition_opens_whole_and_its_first_flush_retires_its_wals() {
     block_on(async {
-        let sim = SimStorage::new();
-        write_v1_partition(&sim).await;
-        let mut cfg = small_config(Path::new(ROOT), 0);
-        cfg.auto_maintenance = false;
-        let clock = Rc::new(ManualClock::new(NOW_MS));
+        let (sim, cfg, clock) = v1_partition().await;
         let (e, report) = open_engine(sim.clone(), clock.clone(), cfg.clone()).await.expect("open a v1 partition");
         assert_eq!(report.wal_records, 2, "both WAL records replayed");
         assert_eq!(read(&e, b"a").await.as_deref(), Some(&b"three"[..]));
@@ -112,11 +81,7 @@ fn a_v1_partition_opens_whole_and_its_first_flush_retires_its_wals() {
 #[test]
 fn a_crash_before_the_first_flush_replays_the_wal_then_the_commit_log() {
     block_on(async {
-        let sim = SimStorage::new();
-        write_v1_partition(&sim).await;
-        let mut cfg = small_config(Path::new(ROOT), 0);
-        cfg.auto_maintenance = false;
-        let clock = Rc::new(ManualClock::new(NOW_MS));
+        let (sim, cfg, clock) = v1_partition().await;
         // Opened into a shard's log the way the node does (no flush at open): the WAL stays
         // needed until the partition's first flush.
         let log = CommitLog::create(sim.clone(), format!("{PART}/log/shard-000"), 0, 1, 1, 1, LogConfig::default())

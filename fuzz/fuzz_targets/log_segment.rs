@@ -1,10 +1,8 @@
-//! Fuzzes the shard commit log read path as recovery runs it: `log::format::decode_header` on the
-//! first 56 bytes, `record::scan_records` over the rest, `log::format::decode_body` on every
-//! record body, with the checks of `common/log_file.rs`. The input is a whole segment file.
-//!
-//! Checked besides those: a header that decodes re-encodes to its bytes and keeps its chain
-//! rules (`base <= first <= number`, `previous < number`); a body that decodes re-encodes to the
-//! same bytes, has at least one section, and no batch sequence 0.
+//! The shard commit log's segments, read as recovery reads them (header, framed records, record
+//! bodies), under the checks every log file gets (`common/log_file.rs`); the input is a whole
+//! segment file. Its own checks: a header that decodes re-encodes to its bytes and keeps its
+//! chain rules (`base <= first <= number`, `previous < number`); a body that decodes re-encodes
+//! to the same bytes, has at least one section, and no batch sequence 0.
 #![no_main]
 
 #[path = "common/log_file.rs"]

@@ -1181,13 +1181,7 @@ fn scan_shard_dir(dir: &Path, dir_name: &str, report: &mut LogReport, records: &
             }
             continue;
         }
-        let header = log_format::decode_header(bytes.get(..SEGMENT_HEADER_BYTES).unwrap_or(&bytes)).and_then(|h| {
-            if h.number == number {
-                Ok(h)
-            } else {
-                Err(DecodeError::Malformed { what: "segment number", offset: 16 })
-            }
-        });
+        let header = log_format::decode_named_header(&bytes, number);
         match header {
             Ok(header) => {
                 if let Some(seg) = report.segments.get_mut(index) {

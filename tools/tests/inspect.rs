@@ -13,19 +13,16 @@ use std::{
 mod common;
 
 use candybox_core::{
-    codec::crc32,
     engine::{Engine, PutOptions, SliceBody},
     hlc::Hlc,
     limits,
-    locator::{CandyBody, CandyLocator, Kind},
     log::format::{self as log_format, RecordBuilder, SegmentHeader, SEGMENT_HEADER_BYTES},
-    manifest::{self, Change},
     record,
     runtime::{block_on, SystemClock},
     storage::uring::UringStorage,
     testing::small_config,
     types::{BoxUid, RangeTombstone},
-    wal::{self, WalOp},
+    wal::WalOp,
 };
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
@@ -355,20 +352,6 @@ fn a_lost_segment_is_found_by_batch_sequence_and_by_chain() {
     assert!(lines.iter().all(|l| l.contains("a segment is missing before this one at offset 40")), "{out}");
 }
 
-fn inline(bytes: &[u8], logical: u32) -> Vec<u8> {
-    CandyLocator {
-        hlc: Hlc { physical_ms: 1_700_000_000_000, logical, node: 1 },
-        kind: Kind::Put,
-        content_type: "text/plain".into(),
-        user_meta: Vec::new(),
-        created_ms: 1_700_000_000_000,
-        size: bytes.len() as u64,
-        checksum: crc32(&[bytes]),
-        body: CandyBody::Inline(bytes.to_vec()),
-    }
-    .encode()
-}
-
 /// A partition written before the shard commit log (format v1): its manifest has no flushed log
 /// position, so the next open replays its WALs, which are read and judged as before.
 #[test]
@@ -378,21 +361,12 @@ fn a_format_v1_partitions_wals_are_read_as_before() {
     let part = partition_dir(dir.path());
     std::fs::create_dir_all(&part).unwrap();
     // Manifest 1 (log number 2), CURRENT, and WAL 2: two records, three puts.
-    let mut m = manifest::encode_header(1);
-    let edit = manifest::encode_edit(&[Change::LogNumber(2), Change::NextFileNumber(3)]);
-    record::encode_record(m.len() as u64, &edit, &mut m);
-    std::fs::write(part.join(manifest::file_name(1)), &m).unwrap();
-    std::fs::write(part.join(manifest::CURRENT_FILE), manifest::encode_current(1)).unwrap();
-    let mut w = wal::encode_header(2);
-    let first = wal::encode_body(&[WalOp::Set { key: b"a".to_vec(), locator: inline(b"one", 0) }]);
-    record::encode_record(w.len() as u64, &first, &mut w);
-    let second = wal::encode_body(&[
-        WalOp::Set { key: b"b".to_vec(), locator: inline(b"two", 1) },
-        WalOp::Set { key: b"a".to_vec(), locator: inline(b"three", 2) },
-    ]);
-    record::encode_record(w.len() as u64, &second, &mut w);
-    let wal_path = part.join(wal::file_name(2));
-    std::fs::write(&wal_path, &w).unwrap();
+    let files = candybox_core::testing::v1_partition_files();
+    for (name, bytes) in &files {
+        std::fs::write(part.join(name), bytes).unwrap();
+    }
+    let (wal_name, mut w) = files.last().cloned().unwrap();
+    let wal_path = part.join(wal_name);
 
     let (code, out) = inspect(&[root]);
     assert_eq!(code, 0, "{out}");

@@ -177,6 +177,19 @@ pub fn decode_header(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
     Ok(SegmentHeader { shard, number, base, first, previous })
 }
 
+/// Checks the header at the start of `file`, the segment file named `number`: its header must
+/// decode and carry that number.
+///
+/// # Errors
+/// As [`decode_header`]; `Malformed { what: "segment number" }` when the header names another.
+pub fn decode_named_header(file: &[u8], number: u64) -> Result<SegmentHeader, DecodeError> {
+    let h = decode_header(file.get(..SEGMENT_HEADER_BYTES).unwrap_or(file))?;
+    if h.number != number {
+        return Err(DecodeError::Malformed { what: "segment number", offset: 16 });
+    }
+    Ok(h)
+}
+
 /// A record being built in a reused buffer: sections are appended one partition at a time, and
 /// [`RecordBuilder::finish`] frames it for its file offset.
 #[derive(Debug, Default)]

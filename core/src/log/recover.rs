@@ -198,13 +198,7 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
                 out.torn_tails.push((path, 0, bytes.len() as u64));
                 continue;
             }
-            let header = format::decode_header(bytes.get(..SEGMENT_HEADER_BYTES).unwrap_or(&bytes)).and_then(|h| {
-                if h.number == number {
-                    Ok(h)
-                } else {
-                    Err(DecodeError::Malformed { what: "segment number", offset: 16 })
-                }
-            });
+            let header = format::decode_named_header(&bytes, number);
             match header {
                 Ok(header) => runs.entry(header.first).or_default().push(Segment { path, header, bytes }),
                 Err(error) => out.damage.push(LogDamage {

@@ -51,6 +51,49 @@ pub async fn open_engine<S: Storage>(
     Engine::open(storage, clock, config).await
 }
 
+/// The files a format v1 node left in a partition directory (before the shard commit log): a
+/// manifest with no flushed log position (log number 2), `CURRENT`, and `WAL-000002` holding two
+/// records: `a` = "one", then `b` = "two" and `a` = "three". As (file name, bytes); the WAL last.
+pub fn v1_partition_files() -> Vec<(String, Vec<u8>)> {
+    use crate::{
+        codec::crc32,
+        hlc::Hlc,
+        locator::{CandyBody, CandyLocator, Kind},
+        manifest::{self, Change},
+        record,
+        wal::{self, WalOp},
+    };
+    let inline = |bytes: &[u8], logical: u32| {
+        CandyLocator {
+            hlc: Hlc { physical_ms: 1_699_999_999_000, logical, node: 1 },
+            kind: Kind::Put,
+            content_type: "text/plain".into(),
+            user_meta: Vec::new(),
+            created_ms: 1_699_999_999_000,
+            size: bytes.len() as u64,
+            checksum: crc32(&[bytes]),
+            body: CandyBody::Inline(bytes.to_vec()),
+        }
+        .encode()
+    };
+    let mut m = manifest::encode_header(1);
+    let edit = manifest::encode_edit(&[Change::LogNumber(2), Change::NextFileNumber(3)]);
+    record::encode_record(m.len() as u64, &edit, &mut m);
+    let mut w = wal::encode_header(2);
+    let first = wal::encode_body(&[WalOp::Set { key: b"a".to_vec(), locator: inline(b"one", 0) }]);
+    record::encode_record(w.len() as u64, &first, &mut w);
+    let second = wal::encode_body(&[
+        WalOp::Set { key: b"b".to_vec(), locator: inline(b"two", 1) },
+        WalOp::Set { key: b"a".to_vec(), locator: inline(b"three", 2) },
+    ]);
+    record::encode_record(w.len() as u64, &second, &mut w);
+    vec![
+        (manifest::file_name(1), m),
+        (manifest::CURRENT_FILE.to_string(), manifest::encode_current(1)),
+        (wal::file_name(2), w),
+    ]
+}
+
 /// A copy of `good` with one to three random bytes overwritten and up to `cut` bytes cut off its
 /// end: the input of the "mutated bytes never panic" decoder tests.
 pub fn mutate(rng: &mut impl rand::Rng, good: &[u8], cut: usize) -> Vec<u8> {
