@@ -59,23 +59,59 @@ struct BoxState {
 /// may not have landed (`None`: absent).
 type Allowed = Vec<Option<Vec<u8>>>;
 
+/// A partition: its Box incarnation and index.
+type At = (BoxUid, u16);
+
+/// An unacknowledged rename to check after the next start: source partition and key, target
+/// partition and key, the source's value, what the target could read before.
+type OpenRename = (At, Vec<u8>, At, Vec<u8>, Vec<u8>, Allowed);
+
 #[derive(Debug, Clone)]
 enum Mutation {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// A rename to a key of a partition on the same shard log (`Engine::rename_to`; the same
+    /// partition: `Engine::rename`): one record. `value` is the source's, known when picked.
+    Rename {
+        key: Vec<u8>,
+        to: At,
+        to_key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// A copy the node runs itself (`get_locator`, then `put_committed_copy` at the target, on
+    /// any shard): no Syrup synced again.
+    Copy {
+        key: Vec<u8>,
+        to: At,
+        to_key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 impl Mutation {
     fn key(&self) -> &[u8] {
         match self {
-            Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+            Mutation::Put { key, .. }
+            | Mutation::Delete { key }
+            | Mutation::Rename { key, .. }
+            | Mutation::Copy { key, .. } => key,
         }
     }
 
-    fn after(&self) -> Option<Vec<u8>> {
+    /// The keys it writes (partition, key) with the value each is left with.
+    fn effects(&self, at: At) -> Vec<(At, Vec<u8>, Option<Vec<u8>>)> {
         match self {
-            Mutation::Put { value, .. } => Some(value.clone()),
-            Mutation::Delete { .. } => None,
+            Mutation::Put { key, value } => vec![(at, key.clone(), Some(value.clone()))],
+            Mutation::Delete { key } => vec![(at, key.clone(), None)],
+            Mutation::Rename { key, to, to_key, value } => {
+                vec![(at, key.clone(), None), (*to, to_key.clone(), Some(value.clone()))]
+            }
+            Mutation::Copy { to, to_key, value, .. } => vec![(*to, to_key.clone(), Some(value.clone()))],
         }
     }
 }
@@ -92,6 +128,8 @@ struct Harness {
     model: BTreeMap<(BoxUid, u16), BTreeMap<Vec<u8>, Allowed>>,
     ops: u64,
     acked: u64,
+    renames_checked: u64,
+    syrups_deleted: u64,
     /// Log counters summed over every log of every start: records, sections, segments deleted.
     records: u64,
     sections: u64,
@@ -111,10 +149,16 @@ fn config(b: BoxState, p: u16) -> EngineConfig {
     c
 }
 
-async fn run(e: E, m: Mutation) -> bool {
-    match m {
-        Mutation::Put { key, value } => e.put(&key, PutOptions::default(), SliceBody::new(value)).await.is_ok(),
-        Mutation::Delete { key } => e.delete(&key).await.is_ok(),
+async fn run(e: E, target: Option<E>, m: Mutation) -> bool {
+    match (m, target) {
+        (Mutation::Put { key, value }, _) => e.put(&key, PutOptions::default(), SliceBody::new(value)).await.is_ok(),
+        (Mutation::Delete { key }, _) => e.delete(&key).await.is_ok(),
+        (Mutation::Rename { key, to_key, .. }, Some(t)) => e.rename_to(&key, &t, &to_key).await.is_ok(),
+        (Mutation::Copy { key, to_key, .. }, Some(t)) => match e.get_locator(&key).await {
+            Ok((l, _)) => t.put_committed_copy(&to_key, l).await.is_ok(),
+            Err(_) => false,
+        },
+        (m, None) => panic!("{m:?} needs a target"),
     }
 }
 
@@ -133,6 +177,8 @@ impl Harness {
             model: BTreeMap::new(),
             ops: 0,
             acked: 0,
+            renames_checked: 0,
+            syrups_deleted: 0,
             records: 0,
             sections: 0,
             segments_deleted: 0,
@@ -146,7 +192,7 @@ impl Harness {
 
     /// Starts the "node": reads every shard log, opens every partition on the shard the placement
     /// of this start gives it, flushes what was replayed and deletes the old segments.
-    async fn start(&mut self) {
+    async fn start_open(&mut self) {
         self.engines.clear();
         for log in self.logs.drain(..) {
             let s = log.stats();
@@ -210,6 +256,11 @@ impl Harness {
             self.sim.sync_dir(dir).await.unwrap_or_else(|e| panic!("seed {seed}: sync {}: {e}", dir.display()));
         }
         self.starts += 1;
+    }
+
+    /// Starts and checks every key.
+    async fn start(&mut self) {
+        self.start_open().await;
         self.check().await;
     }
 
@@ -246,10 +297,36 @@ impl Harness {
         }
     }
 
+    /// The value `key` of `at` certainly holds, when the model knows it and it is live.
+    fn certain(&self, at: At, key: &[u8]) -> Option<Vec<u8>> {
+        match self.model.get(&at)?.get(key)?.as_slice() {
+            [Some(v)] => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     fn pick(&mut self) -> ((BoxUid, u16), Mutation) {
         let b = self.boxes[self.rng.gen_range(0..self.boxes.len())];
         let p = self.rng.gen_range(0..PARTITIONS);
         let key = key_of(self.rng.gen_range(0..KEYS_PER_PARTITION));
+        let to_key = key_of(self.rng.gen_range(0..KEYS_PER_PARTITION));
+        if let Some(value) = self.certain((b.uid, p), &key).filter(|_| self.rng.gen_ratio(1, 5)) {
+            if self.rng.gen() {
+                // A partition of the Box on the same shard log (maybe this one).
+                let shard = self.placement.get(&(b.uid, p)).copied();
+                let same: Vec<u16> =
+                    (0..PARTITIONS).filter(|q| self.placement.get(&(b.uid, *q)).copied() == shard).collect();
+                let q = same[self.rng.gen_range(0..same.len())];
+                if q != p || to_key != key {
+                    return ((b.uid, p), Mutation::Rename { key, to: (b.uid, q), to_key, value });
+                }
+            } else {
+                let q = self.rng.gen_range(0..PARTITIONS);
+                if q != p || to_key != key {
+                    return ((b.uid, p), Mutation::Copy { key, to: (b.uid, q), to_key, value });
+                }
+            }
+        }
         let m = if self.rng.gen_ratio(1, 4) {
             Mutation::Delete { key }
         } else {
@@ -271,7 +348,10 @@ impl Harness {
         let mut muts = Vec::new();
         for _ in 0..n {
             let (at, m) = self.pick();
-            if used.insert((at, m.key().to_vec())) {
+            let mut touched: Vec<(At, Vec<u8>)> = m.effects(at).into_iter().map(|(a, k, _)| (a, k)).collect();
+            touched.push((at, m.key().to_vec()));
+            if touched.iter().all(|t| !used.contains(t)) {
+                used.extend(touched);
                 muts.push((at, m));
             }
         }
@@ -284,7 +364,11 @@ impl Harness {
         let mut handles = Vec::new();
         for (at, m) in &muts {
             let e = self.engines.get(at).expect("open").clone();
-            handles.push(spawn(run(e, m.clone())));
+            let target = match m {
+                Mutation::Rename { to, .. } | Mutation::Copy { to, .. } => Some(self.engines[to].clone()),
+                _ => None,
+            };
+            handles.push(spawn(run(e, target, m.clone())));
         }
         if self.rng.gen_ratio(1, 6) {
             // A flush races the group: it may delete segments while records are written.
@@ -309,19 +393,29 @@ impl Harness {
             acked.push(h.await);
         }
         self.ops += muts.len() as u64;
+        let mut renames = Vec::new();
         for ((at, m), ok) in muts.iter().zip(acked) {
-            let Some(keys) = self.model.get_mut(at) else { continue };
-            let allowed = keys.entry(m.key().to_vec()).or_insert_with(|| vec![None]);
             if ok {
                 self.acked += 1;
-                *allowed = vec![m.after()];
-            } else if !allowed.contains(&m.after()) {
-                allowed.push(m.after());
+            }
+            if let (Mutation::Rename { key, to, to_key, value }, false) = (m, ok) {
+                // Both or neither: checked as a pair after the next start.
+                let before = self.model.get(to).and_then(|k| k.get(to_key)).cloned().unwrap_or_else(|| vec![None]);
+                renames.push((*at, key.clone(), *to, to_key.clone(), value.clone(), before));
+            }
+            for (a, k, after) in m.effects(*at) {
+                let Some(keys) = self.model.get_mut(&a) else { continue };
+                let allowed = keys.entry(k).or_insert_with(|| vec![None]);
+                if ok {
+                    *allowed = vec![after];
+                } else if !allowed.contains(&after) {
+                    allowed.push(after);
+                }
             }
         }
         if crash.is_some() {
             self.crashes += 1;
-            self.start().await;
+            self.start_checking(&renames).await;
         } else if self.rng.gen_ratio(1, 40) {
             // A clean restart: everything flushed, then the shard count changes.
             for e in self.engines.values() {
@@ -330,7 +424,53 @@ impl Harness {
             }
             self.start().await;
         } else {
+            if self.rng.gen_ratio(1, 10) {
+                // Only while the "node" runs: after a crash its engines are gone with it.
+                self.gc().await;
+            }
             self.check().await;
+        }
+    }
+
+    /// Starts after a crash, first checking that each unacknowledged rename happened whole or
+    /// not at all (before the per-key checks of the start settle each key).
+    async fn start_checking(&mut self, renames: &[OpenRename]) {
+        self.start_open().await;
+        for (from, key, to, to_key, value, target_before) in renames {
+            if !self.engines.contains_key(from) || !self.engines.contains_key(to) {
+                continue; // its Box was re-created
+            }
+            let source = self.read(from.0, from.1, key).await;
+            let target = self.read(to.0, to.1, to_key).await;
+            let untouched = source.as_ref() == Some(value) && target_before.contains(&target);
+            let done = source.is_none() && target.as_ref() == Some(value);
+            assert!(
+                untouched || done,
+                "seed {}: a rename {from:?}/{} -> {to:?}/{} was torn: source {:?}, target {:?}",
+                self.seed,
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(to_key),
+                source.map(|v| v.len()),
+                target.map(|v| v.len())
+            );
+            self.renames_checked += 1;
+        }
+        self.check().await;
+    }
+
+    /// Box-global GC on every partition: each keeps what the others reference (the sets the
+    /// node publishes), and deletes only Syrups nothing references. Every read checks the rest.
+    async fn gc(&mut self) {
+        let engines: Vec<_> = self.engines.iter().map(|(k, e)| (*k, e.clone())).collect();
+        for (at, e) in &engines {
+            let foreign: BTreeSet<_> = engines
+                .iter()
+                .filter(|(other, _)| other != at && other.0 == at.0)
+                .flat_map(|(_, o)| o.referenced_syrups())
+                .collect();
+            if let Ok(r) = e.gc(&foreign).await {
+                self.syrups_deleted += r.syrups_deleted.len() as u64;
+            }
         }
     }
 
@@ -371,6 +511,7 @@ fn shared_logs_match_the_model_across_crashes_restarts_and_shard_changes() {
     let ops_per_seed: u64 = std::env::var("CANDYBOX_MODEL_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     let (mut ops, mut crashes, mut starts, mut moved, mut recreated) = (0, 0, 0, 0, 0);
     let (mut acked, mut records, mut sections, mut deleted) = (0, 0, 0, 0);
+    let (mut renames, mut gc_deleted) = (0, 0);
     for seed in seeds() {
         block_on(async {
             let mut h = Harness::new(seed);
@@ -391,13 +532,17 @@ fn shared_logs_match_the_model_across_crashes_restarts_and_shard_changes() {
             records += h.records;
             sections += h.sections;
             deleted += h.segments_deleted;
+            renames += h.renames_checked;
+            gc_deleted += h.syrups_deleted;
         });
     }
     println!(
         "shared-log model test: {ops} operations ({acked} acknowledged), {crashes} crashes, {starts} starts, \
          {moved} partition moves between shards, {recreated} Boxes re-created; {records} log records holding \
-         {sections} partition batches, {deleted} segments deleted while running"
+         {sections} partition batches, {deleted} segments deleted while running; {renames} torn-or-not renames \
+         checked, {gc_deleted} Syrups deleted by Box-global GC"
     );
+    assert!(renames > 0 && gc_deleted > 0, "renames crossed crashes, GC deleted Syrups");
     assert!(crashes > 0 && moved > 0 && recreated > 0, "the run exercised crashes, moves and re-creation");
     assert!(acked > ops / 2, "most mutations were acknowledged");
     assert!(sections > records && deleted > 0, "records shared by partitions, segments deleted");

@@ -346,5 +346,20 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
             assert_eq!(b.get(key, None).await.expect("get").body.read_to_vec().expect("read"), body);
         }
         assert_eq!(log.stats().records, 3, "complete, relayed copy, committed copy: one record each");
+
+        // A rename across the two partitions of the shard: the target's locator and the source's
+        // tombstone in one record, one fdatasync, nothing else written.
+        let reply = b.rename_to(b"committed", a, b"renamed").await.expect("rename across partitions");
+        let renamed = sim.stats();
+        assert_eq!(renamed.sync_data_calls - committed.sync_data_calls, 1, "one fdatasync");
+        assert_eq!(renamed.write_calls - committed.write_calls, 1, "one record");
+        assert_eq!(log.stats().records, 4);
+        assert_eq!(log.stats().sections, 5, "the rename's record holds both partitions");
+        assert_eq!(reply.size, body.len() as u64);
+        assert!(matches!(b.head(b"committed").await, Err(Error::NotFound)));
+        assert_eq!(a.get(b"renamed", None).await.expect("get").body.read_to_vec().expect("read"), body);
+        // A claim on the source (a rename intent) refuses it, as within a partition.
+        a.prepare_rename(b"renamed", b"elsewhere", 1).await.expect("intent");
+        assert!(matches!(a.rename_to(b"renamed", b, b"other").await, Err(Error::Conflict(_))));
     });
 }

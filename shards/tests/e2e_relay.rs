@@ -272,3 +272,32 @@ fn rebuild(bytes: &[u8], box_uid: Option<u64>, extra: u64) -> Bytes {
     fbb.finish(root, None);
     Bytes::copy_from_slice(fbb.finished_data())
 }
+
+/// A rename the node runs between two partitions of one shard is one record of that shard's
+/// commit log: no rename intent, no marker (the intent + marker protocol is for partitions on
+/// different shards, whose logs cannot share a record). Across shards the intent is made and
+/// finalized as before. Either way the target reads the source's bytes and the source is gone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_rename_within_a_shard_is_one_record_and_across_shards_keeps_its_intent() {
+    const PARTITIONS: u16 = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(dir.path(), &["--shards", "2"], &[]);
+    let c = node.client(true).await;
+    c.create_box("ren", Some(PARTITIONS)).await.expect("create box");
+    let shard_of = |p: u16| candybox_wire::client::placement::shard_of("ren", p, 2);
+    let (source, sp) = key_in_partition("src-", PARTITIONS, |_| true);
+    let (same, _) = key_in_partition("same-", PARTITIONS, |q| q != sp && shard_of(q) == shard_of(sp));
+    let (other, _) = key_in_partition("other-", PARTITIONS, |q| shard_of(q) != shard_of(sp));
+    let body = Bytes::from(pattern(7, 300_000));
+
+    c.put_bytes("ren", &source, &PutOptions::default(), body.clone()).await.expect("put");
+    c.rename("ren", &source, &same).await.expect("rename within the shard");
+    assert_eq!(node.metric_sum("candybox_rename_intents_finalized_total"), 0.0, "no intent within a shard");
+    assert!(matches!(c.get_to_vec("ren", &source, ByteRange::Whole).await, Err(ClientError::NotFound { .. })));
+    assert_eq!(c.get_to_vec("ren", &same, ByteRange::Whole).await.expect("get").1, body.to_vec());
+
+    c.rename("ren", &same, &other).await.expect("rename across shards");
+    assert_eq!(node.metric_sum("candybox_rename_intents_finalized_total"), 1.0, "an intent across shards");
+    assert!(matches!(c.get_to_vec("ren", &same, ByteRange::Whole).await, Err(ClientError::NotFound { .. })));
+    assert_eq!(c.get_to_vec("ren", &other, ByteRange::Whole).await.expect("get").1, body.to_vec());
+}

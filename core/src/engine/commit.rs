@@ -12,7 +12,7 @@
 //! - A partition is in its log's queue at most once (`queued`), and has at most one batch in a
 //!   record at a time: its batches are applied in log order.
 
-use std::{collections::VecDeque, rc::Rc};
+use std::{cell::RefCell, collections::VecDeque, rc::Rc};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -100,6 +100,9 @@ impl<T> Pending<T> {
 struct Waiting {
     ops: Vec<Op>,
     done: oneshot::Sender<Result<()>>,
+    /// Set on this partition's part of a joint mutation ([`Joint`]): the partition's own batches
+    /// stop in front of it, and the joint writes it (with its other part) as one record.
+    joint: Option<Rc<dyn std::any::Any>>,
 }
 
 /// The queue of mutations waiting for durability.
@@ -205,43 +208,52 @@ impl<S: Storage> Engine<S> {
         if ops.is_empty() {
             return Ok(Pending { rx: None, value: (out, Hlc::ZERO) });
         }
+        let (tx, rx) = oneshot::channel();
+        let first = self.queue(ops, tx, None);
+        Ok(Pending { rx: Some(rx), value: (out, first) })
+    }
+
+    /// Stamps `ops` with this partition's clock (a relocation keeps its stamp) and queues them
+    /// with `done`; unless `joint` (a part of a joint mutation, which its joint commits), the
+    /// partition joins its log's queue.
+    ///
+    /// # Returns
+    /// The stamp of the first op.
+    fn queue(&self, ops: Vec<Op>, done: oneshot::Sender<Result<()>>, joint: Option<Rc<dyn std::any::Any>>) -> Hlc {
         let mut first = None;
-        let rx = {
-            let mut st = self.inner.state.borrow_mut();
-            let wall = self.inner.clock.now_ms();
-            let mut stamped = Vec::with_capacity(ops.len());
-            for op in ops {
-                let hlc = match &op {
-                    Op::Relocate { locator, .. } => locator.hlc,
-                    _ => st.clock.now(wall),
-                };
-                first.get_or_insert(hlc);
-                stamped.push(match op {
-                    Op::Set { key, mut locator, .. } => {
-                        locator.hlc = hlc;
-                        let value = Bytes::from(locator.encode());
-                        Op::Set { key, value, locator }
-                    }
-                    Op::DeleteRange(mut rt) => {
-                        rt.hlc = hlc;
-                        Op::DeleteRange(rt)
-                    }
-                    Op::Relocate { key, locator } => {
-                        let value = Bytes::from(locator.encode());
-                        Op::Set { key, value, locator }
-                    }
-                });
-            }
-            let (tx, rx) = oneshot::channel();
-            st.commit.pending.push_back(Waiting { ops: stamped, done: tx });
-            if !st.commit.queued {
-                st.commit.queued = true;
-                drop(st);
-                self.inner.log.enqueue(self.inner.clone());
-            }
-            rx
-        };
-        Ok(Pending { rx: Some(rx), value: (out, first.unwrap_or(Hlc::ZERO)) })
+        let mut st = self.inner.state.borrow_mut();
+        let wall = self.inner.clock.now_ms();
+        let mut stamped = Vec::with_capacity(ops.len());
+        for op in ops {
+            let hlc = match &op {
+                Op::Relocate { locator, .. } => locator.hlc,
+                _ => st.clock.now(wall),
+            };
+            first.get_or_insert(hlc);
+            stamped.push(match op {
+                Op::Set { key, mut locator, .. } => {
+                    locator.hlc = hlc;
+                    let value = Bytes::from(locator.encode());
+                    Op::Set { key, value, locator }
+                }
+                Op::DeleteRange(mut rt) => {
+                    rt.hlc = hlc;
+                    Op::DeleteRange(rt)
+                }
+                Op::Relocate { key, locator } => {
+                    let value = Bytes::from(locator.encode());
+                    Op::Set { key, value, locator }
+                }
+            });
+        }
+        let is_joint = joint.is_some();
+        st.commit.pending.push_back(Waiting { ops: stamped, done, joint });
+        if !is_joint && !st.commit.queued {
+            st.commit.queued = true;
+            drop(st);
+            self.inner.log.enqueue(self.inner.clone());
+        }
+        first.unwrap_or(Hlc::ZERO)
     }
 
     /// Commits `ops` unconditionally and returns the first op's stamp.
@@ -308,10 +320,20 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
             }
             return Took::Nothing;
         }
+        if !st.commit.inflight.is_empty() {
+            // A joint mutation put a section of this partition in this record already: one
+            // batch of a partition per record.
+            st.commit.queued = true;
+            return Took::Later;
+        }
         let mut ops = Vec::new();
         let mut waiters = Vec::new();
         let mut bytes = 0usize;
         while let Some(front) = st.commit.pending.front() {
+            if front.joint.is_some() {
+                // A joint mutation's part: its joint writes it, in a record of its own choosing.
+                break;
+            }
             let add: usize = front.ops.iter().map(Op::bytes).sum();
             let first_of_record = waiters.is_empty() && batch.record.sections() == 0;
             let fits = ops.len() + front.ops.len() <= crate::limits::COMMIT_BATCH_OPS_MAX
@@ -325,12 +347,15 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
             waiters.push(w.done);
         }
         if waiters.is_empty() {
-            // Nothing fitted this record: stay queued for the next one.
-            return if st.commit.pending.is_empty() {
-                Took::Nothing
-            } else {
-                st.commit.queued = true;
-                Took::Later
+            // Nothing fitted this record: stay queued for the next one (a joint's part at the
+            // front is the joint's to take: it is in the log's queue itself).
+            return match st.commit.pending.front() {
+                None => Took::Nothing,
+                Some(w) if w.joint.is_some() => Took::Nothing,
+                Some(_) => {
+                    st.commit.queued = true;
+                    Took::Later
+                }
             };
         }
         // One batch of a partition is in the log at a time, so its sequence follows the last applied.
@@ -421,5 +446,131 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
         if engine.inner.config.auto_maintenance && engine.freeze_memtable(true) {
             engine.spawn_background();
         }
+    }
+}
+
+/// A mutation of two partitions that share a commit log, written as one record: each partition's
+/// part is a section of it, so after a crash both parts or neither happened. Each part waits in
+/// its partition's queue (the partition's own batches stop in front of it, so its order holds);
+/// the joint goes in a record once both parts are at the front of their queues and neither
+/// partition has a section in that record yet.
+pub(crate) struct Joint<S: Storage> {
+    parts: [Engine<S>; 2],
+    done: RefCell<Option<oneshot::Sender<Result<()>>>>,
+}
+
+impl<S: Storage> Joint<S> {
+    /// True when `e`'s next waiting batch is this joint's part.
+    fn at_front(&self, e: &Engine<S>) -> bool {
+        let me = self as *const Self as *const ();
+        e.inner
+            .state
+            .borrow()
+            .commit
+            .pending
+            .front()
+            .and_then(|w| w.joint.as_ref())
+            .is_some_and(|j| Rc::as_ptr(j) as *const () == me)
+    }
+
+    /// Withdraws both parts and answers `e`.
+    fn abort(&self, e: Error) {
+        let me = self as *const Self as *const ();
+        for p in &self.parts {
+            p.inner
+                .state
+                .borrow_mut()
+                .commit
+                .pending
+                .retain(|w| w.joint.as_ref().is_none_or(|j| Rc::as_ptr(j) as *const () != me));
+        }
+        if let Some(done) = self.done.borrow_mut().take() {
+            let _ = done.send(Err(e));
+        }
+    }
+}
+
+impl<S: Storage> Committer<S::File> for Joint<S> {
+    fn take(&self, batch: &mut Batch<S::File>) -> Took {
+        for p in &self.parts {
+            let st = p.inner.state.borrow();
+            if st.failed || st.closed {
+                drop(st);
+                self.abort(Error::PreviousIo);
+                return Took::Nothing;
+            }
+            if !st.commit.inflight.is_empty() {
+                return Took::Later;
+            }
+        }
+        if !self.parts.iter().all(|p| self.at_front(p)) {
+            return Took::Later;
+        }
+        let (ops, bytes) = self.parts.iter().fold((0, 0), |(n, b), p| {
+            let st = p.inner.state.borrow();
+            let w = st.commit.pending.front();
+            (n + w.map_or(0, |w| w.ops.len()), b + w.map_or(0, |w| w.ops.iter().map(Op::bytes).sum::<usize>()))
+        });
+        if batch.record.sections() > 0 && !batch.record.fits(ops, bytes + crate::log::format::SECTION_HEADER_BYTES) {
+            return Took::Later;
+        }
+        for p in &self.parts {
+            let inner = &p.inner;
+            let mut st = inner.state.borrow_mut();
+            let Some(w) = st.commit.pending.pop_front() else { continue };
+            let seq = st.applied_seq + 1;
+            batch.record.section(inner.config.box_uid, inner.config.partition, seq, w.ops.iter().map(Op::wal_op));
+            for id in std::mem::take(&mut st.dirty_syrups) {
+                if let Some(f) = st.syrup_files.get(&id) {
+                    batch.syncs.push(f.clone());
+                    st.stats.syrup_syncs += 1;
+                }
+            }
+            st.commit.inflight = w.ops;
+        }
+        Took::Section { more: false }
+    }
+
+    fn complete(&self, result: std::result::Result<LogPosition, &Error>) {
+        for p in &self.parts {
+            Committer::complete(&*p.inner, result);
+        }
+        let outcome = match result {
+            // Durable, but a part's partition stopped meanwhile (it did not apply its part): the
+            // reopened partition replays it; not acknowledged here.
+            Ok(_) if self.parts.iter().any(|p| p.is_failed()) => Err(Error::PreviousIo),
+            Ok(_) => Ok(()),
+            Err(e) => Err(share(e)),
+        };
+        if let Some(done) = self.done.borrow_mut().take() {
+            let _ = done.send(outcome);
+        }
+    }
+
+    fn flush_wanted(&self) {}
+}
+
+impl<S: Storage> Engine<S> {
+    /// Queues a joint mutation: `ops` in this partition and `target_ops` in `target` (another
+    /// partition on the same commit log), stamped and queued in one synchronous step, written as
+    /// one record.
+    ///
+    /// # Returns
+    /// A receiver answered once the record is durable and both parts are applied, and the stamp
+    /// of the target's first op.
+    pub(crate) fn queue_joint(
+        &self,
+        ops: Vec<Op>,
+        target: &Engine<S>,
+        target_ops: Vec<Op>,
+    ) -> (oneshot::Receiver<Result<()>>, Hlc) {
+        let (tx, rx) = oneshot::channel();
+        let joint = Rc::new(Joint { parts: [self.clone(), target.clone()], done: RefCell::new(Some(tx)) });
+        let marker: Rc<dyn std::any::Any> = joint.clone();
+        // Each part's own answer goes nowhere: the joint answers for both.
+        self.queue(ops, oneshot::channel().0, Some(marker.clone()));
+        let hlc = target.queue(target_ops, oneshot::channel().0, Some(marker));
+        self.inner.log.enqueue(joint);
+        (rx, hlc)
     }
 }

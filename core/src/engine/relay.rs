@@ -231,6 +231,46 @@ impl<S: Storage> Engine<S> {
         Ok(PutReply { size, checksum, hlc })
     }
 
+    /// Renames `source_key` of this partition to `target_key` of `target`, another partition of
+    /// this Box that commits through the same shard commit log: the target's new locator (the
+    /// source's Parts, no byte moved) and the source's tombstone are sections of one log record,
+    /// so after a crash both happened or neither — no rename intent, no marker. The check that
+    /// the source is live and unclaimed, both stamps and both queue entries are one synchronous
+    /// step.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when `target` is not on this partition's log or not of this Box;
+    /// `NotFound` when the source is absent; `Conflict` when a rename holds the source; `Busy`;
+    /// I/O failures.
+    pub async fn rename_to(&self, source_key: &[u8], target: &Engine<S>, target_key: &[u8]) -> Result<PutReply> {
+        validate_key(source_key)?;
+        validate_key(target_key)?;
+        if std::rc::Rc::ptr_eq(&self.inner, &target.inner) {
+            return self.rename(source_key, target_key).await;
+        }
+        if !self.inner.log.same_log(&target.inner.log) {
+            return Err(Error::invalid("target", "is not on this partition's commit log"));
+        }
+        if target.inner.config.box_uid != self.inner.config.box_uid {
+            return Err(Error::invalid("target", "is a partition of another Box"));
+        }
+        self.check_writable()?;
+        target.check_writable()?;
+        self.check_rename_unclaimed(source_key)?;
+        let source = self.current_locator(source_key)?.ok_or(Error::NotFound)?;
+        let (size, checksum) = (source.size, source.checksum);
+        let (done, hlc) = self.queue_joint(
+            vec![Op::set(source_key, CandyLocator::tombstone(Hlc::ZERO))],
+            target,
+            vec![Op::set(target_key, source)],
+        );
+        match done.await {
+            Ok(r) => r?,
+            Err(_) => return Err(Error::PreviousIo),
+        }
+        Ok(PutReply { size, checksum, hlc })
+    }
+
     /// Opens Syrup `id` of this Box by name, checks its header, makes it durable and returns it
     /// with its durable length.
     async fn durable_syrup(&self, id: SyrupId) -> Result<(S::File, u64)> {

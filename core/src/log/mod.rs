@@ -57,7 +57,8 @@ impl Default for LogConfig {
 pub enum Took {
     /// Nothing was waiting.
     Nothing,
-    /// Mutations wait but none fitted the record: queue it for the next one.
+    /// Mutations wait but none can go in this record (none fitted, or the partition already has
+    /// a section in it): queue it for the next one.
     Later,
     /// It added its section; `more` when mutations are left for the next record.
     Section {
@@ -225,6 +226,11 @@ impl<S: Storage> CommitLog<S> {
         Ok(log)
     }
 
+    /// True when `other` is this same log (its partitions can commit together in one record).
+    pub fn same_log(&self, other: &CommitLog<S>) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -320,10 +326,7 @@ impl<S: Storage> CommitLog<S> {
             for c in queued.by_ref() {
                 match c.take(&mut batch) {
                     Took::Nothing => {}
-                    Took::Later => {
-                        again.push(c);
-                        break;
-                    }
+                    Took::Later => again.push(c),
                     Took::Section { more } => {
                         if more {
                             again.push(c.clone());
@@ -345,6 +348,10 @@ impl<S: Storage> CommitLog<S> {
             }
             if members.is_empty() {
                 self.inner.state.borrow_mut().buffer = batch.record.finish_empty();
+                // Only committers that could not go in an empty record: let the rest of the shard
+                // run before trying again (they wait for each other's turn in an order that the
+                // next round settles; never spin the core).
+                crate::runtime::yield_now().await;
                 continue;
             }
             let written = if self.is_failed() { Err(Error::PreviousIo) } else { self.write(batch).await };

@@ -180,6 +180,24 @@ impl Shard {
                 })
                 .await?;
         }
+        if rename && source_owner == target_owner {
+            // Both partitions commit through one shard's log: the target's locator and the
+            // source's tombstone are one record (one fdatasync), atomic without intent or marker.
+            let b = box_name.clone();
+            return self
+                .invoke_on(source_owner, move |sh| async move {
+                    sh.lease(&b, meta, sp).await?;
+                    sh.lease(&b, meta, tp).await?;
+                    let source = sh.engine(&b, meta, sp).await?;
+                    let target = sh.engine(&b, meta, tp).await?;
+                    let put = source.rename_to(&source_key, &target, &target_key).await?;
+                    // The target's references are published (when they changed) before the
+                    // reply, as after a zero-copy put.
+                    sh.publish_refs(&b, tp, &target, false).await?;
+                    Ok(put)
+                })
+                .await?;
+        }
         if !rename {
             let (b, k) = (box_name.clone(), source_key.clone());
             let l = self
