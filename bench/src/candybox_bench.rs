@@ -35,15 +35,19 @@ use candybox_bench::{
         error_kind, key_name,
         lean::{self, LeanConfig, LeanPlan},
         raw::RawClient,
+        rename_name,
         scrape::{self, NodeDelta, NodeWindow, Scrape},
         tally::{histogram, micros, Tally},
-        wait_until, KeyChooser, Mix, OpKind, Schedule, SizeSpec, LIST_PAGE,
+        wait_until, KeyChooser, Mix, OpKind, RenamePlacement, Schedule, SizeSpec, LIST_PAGE,
     },
     utc_now,
 };
 use candybox_core::runtime;
 use candybox_wire::{
-    client::{reply, request, ByteRange, ClientConfig, ClientError, ListOptions, MonoioClient, PutOptions},
+    client::{
+        placement::PLACEMENT_V1, reply, request, ByteRange, ClientConfig, ClientError, ListOptions, MonoioClient,
+        PutOptions,
+    },
     frame::{FRAME_VERSION, FRAME_VERSION_MIN},
 };
 use clap::{Parser, ValueEnum};
@@ -163,6 +167,12 @@ struct Args {
     /// Partitions of the Box when this run creates it (absent: the node's default).
     #[arg(long)]
     partitions: Option<u16>,
+    /// Renames go across shards: each rename's target name is picked (with the node's placement
+    /// function, from its topology and the Box's partition count) so that its partition lies on
+    /// another shard than the source's. Needs rename in --mix and a node of 2 shards or more.
+    /// Without it a rename's target is the worker's next name, on whichever shard that falls.
+    #[arg(long)]
+    rename_across_shards: bool,
     /// Also write every figure as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -181,6 +191,8 @@ struct Plan {
     keys: KeyChooser,
     /// One buffer of the largest size; bodies are slices of it (no copy per request).
     body: Bytes,
+    /// With `--rename-across-shards`: where the Box's keys live, read from the node.
+    rename_placement: Option<RenamePlacement>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -196,6 +208,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests per second");
     }
+    ensure!(!args.rename_across_shards || mix.has(OpKind::Rename), "--rename-across-shards needs rename in --mix");
     let frame_version = args.frame_version.unwrap_or(FRAME_VERSION);
     ensure!(
         (FRAME_VERSION_MIN..=FRAME_VERSION).contains(&frame_version),
@@ -223,7 +236,7 @@ fn main() -> anyhow::Result<()> {
     let body = Bytes::from(
         (0..body_len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect::<Vec<u8>>(),
     );
-    let plan = Arc::new(Plan { args, lean, mix, sizes, keys, body });
+    let mut plan = Plan { args, lean, mix, sizes, keys, body, rename_placement: None };
     print_header(&plan, unsupported.as_deref());
 
     if older {
@@ -231,6 +244,15 @@ fn main() -> anyhow::Result<()> {
     } else {
         runtime::block_on(prepare(&plan))?;
     }
+    if plan.args.rename_across_shards {
+        let placement = runtime::block_on(rename_placement(&plan.args))?;
+        println!(
+            "renames across shards: {} shards, {} partitions; each rename's target on another shard than its source",
+            placement.shard_count, placement.partitions
+        );
+        plan.rename_placement = Some(placement);
+    }
+    let plan = Arc::new(plan);
     let lean_plan = if plan.lean {
         let a = &plan.args;
         let config = LeanConfig {
@@ -387,6 +409,26 @@ fn config(args: &Args) -> ClientConfig {
     let mut config = ClientConfig::new(args.server.clone());
     config.routing = !args.no_routing;
     config
+}
+
+/// Where the Box's keys live, for `--rename-across-shards`: its partition count and the node's
+/// shard count (the node must name the placement function this build knows and have 2 shards or
+/// more).
+async fn rename_placement(args: &Args) -> anyhow::Result<RenamePlacement> {
+    let admin = MonoioClient::connect(config(args)).await.with_context(|| format!("connect to {}", args.server))?;
+    let partitions = admin.head_box(&args.box_name).await.context("head the box")?.partitions;
+    let topology = admin.topology().await.context("--rename-across-shards: read the node's topology")?;
+    ensure!(
+        topology.placement == PLACEMENT_V1,
+        "--rename-across-shards: the node names placement `{}`, this build knows `{PLACEMENT_V1}`",
+        topology.placement
+    );
+    ensure!(
+        topology.shard_count >= 2,
+        "--rename-across-shards needs a node of 2 shards or more; this one has {}",
+        topology.shard_count
+    );
+    Ok(RenamePlacement { partitions, shard_count: topology.shard_count })
 }
 
 /// Creates the Box and, unless `--no-preload` or a put-only mix, stores every key once (with
@@ -632,10 +674,6 @@ fn client_thread(
     })
 }
 
-fn rename_name(worker: usize, generation: u64) -> String {
-    format!("rn/{worker:05}/{generation:012}")
-}
-
 /// Issues the intended send times of one thread's open-loop schedule until `end`.
 async fn dispatch(schedule: Schedule, start: Instant, end: Instant, tx: async_channel::Sender<Instant>) {
     for k in 0u64.. {
@@ -765,9 +803,15 @@ async fn run_op(
             client.copy(box_name, key.as_bytes(), target.as_bytes()).await.map(|_| 0)
         }
         OpKind::Rename => {
-            let (from, to) = (rename_name(w, *generation), rename_name(w, *generation + 1));
+            let next = match &plan.rename_placement {
+                // Checked at start-up: the node has 2 shards or more, so a name on another shard
+                // comes within a few generations.
+                Some(p) => p.next_generation_across(box_name, w, *generation).unwrap_or(*generation + 1),
+                None => *generation + 1,
+            };
+            let (from, to) = (rename_name(w, *generation), rename_name(w, next));
             client.rename(box_name, from.as_bytes(), to.as_bytes()).await?;
-            *generation += 1;
+            *generation = next;
             Ok(0)
         }
     }
@@ -933,12 +977,13 @@ fn report(
         let cpu: Vec<String> =
             n.cpu_s_by_shard.iter().enumerate().map(|(s, c)| format!("shard {s} {c:.2} s")).collect();
         println!(
-            "node: {} requests, {:.3} fsyncs/op ({} WAL, {} Syrup), {:.1} ops/group commit, {:.3} forwards/op, {} busy, CPU {:.1} µs/op ({}){}",
+            "node: {} requests, {:.3} fsyncs/op ({} WAL, {} Syrup), {:.1} ops/group commit, {:.1} ops/WAL fsync, {:.3} forwards/op, {} busy, CPU {:.1} µs/op ({}){}",
             n.requests,
             n.fsyncs_per_op,
             n.wal_fsyncs,
             n.syrup_fsyncs,
             n.ops_per_group_commit,
+            n.ops_per_wal_fsync,
             n.forwards_per_op,
             n.busy_replies,
             n.cpu_us_per_op,
@@ -985,6 +1030,12 @@ fn report(
                            only; the main thread sleeps through it. Per op: CPU per second / requests per second",
             },
             "node_window": window.node,
+            "rename_targets": plan.rename_placement.map(|p| json!({
+                "across_shards": true,
+                "shard_count": p.shard_count,
+                "partitions": p.partitions,
+                "rule": "each rename's target name lies on another shard than its source (placement function of the node's topology)",
+            })),
             "gave_up": tally.gave_up,
             "node": node,
         });

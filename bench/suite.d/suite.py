@@ -257,6 +257,8 @@ def bench_brief(doc):
     node = doc.get("node") or {}
     if node.get("fsyncs_per_op") is not None:
         parts.append(f"fsyncs/op {node['fsyncs_per_op']:.3f}")
+    if node.get("ops_per_wal_fsync"):
+        parts.append(f"ops/WAL fsync {node['ops_per_wal_fsync']:.1f}")
     ncpu = node_cpu(doc)
     if ncpu is not None:
         parts.append(f"node CPU {ncpu:,.2f} µs/op")
@@ -287,7 +289,7 @@ PHASES = [
     ("Redis peer", 5, 7),
     ("node, 1 shard, default configuration (incl. open loop and sweep)", 8, 17),
     ("node, 1 shard, spin-before-park off (CPU per request)", 18, 25),
-    ("node, 2 shards", 26, 29),
+    ("node, 2 shards (incl. rename across shards)", 26, 30),
 ]
 TWO_SHARD = [
     ("shards2-get-1k", "1 KiB get, routing", "node-get-1k"),
@@ -295,6 +297,18 @@ TWO_SHARD = [
     ("shards2-put-1k", "1 KiB durable put, routing", "node-put-1k"),
     ("shards2-put-1k-norouting", "1 KiB durable put, --no-routing", "node-put-1k"),
 ]
+# Issue 13 (one commit log per shard): the rename across shards runs on the 2-shard node.
+RENAME_ACROSS = "shards2-rename-across-1g"
+# "The same as for a 1 KiB object within noise": the 1 GiB copy's p99 differs from the 1 KiB copy's
+# by at most the larger of these (both runs 5 s on the same node, one connection).
+COPY_NOISE_US = 100
+COPY_NOISE_FRACTION = 0.25
+ISSUE13_NOTE = ("Issue 13 rows come from the runs above: the 1 KiB put and 64 MiB put of the default "
+                "configuration, the 50% point of the put sweep (3 s after 1 s of warm-up), the copy + rename "
+                "runs of the 1-shard node (every rename there stays on its shard) and a run of renames on the "
+                "2-shard node whose targets candybox-bench picks on the other shard (--rename-across-shards). "
+                "Puts per fdatasync: candybox_group_commit_ops_total / candybox_wal_fsyncs_total, summed over "
+                "the shards, read before and after the put run (warm-up included).")
 # A generator above this share of the node's CPU per request measures itself as much as the node.
 GENERATOR_SHARE_MAX = 0.5
 # An open-loop run is valid only when the generator kept its schedule.
@@ -628,6 +642,14 @@ def report(work, out):
     res["other_targets"] = others
     res["other_targets_met"] = sum(1 for t in others if t["met"])
 
+    # ---- issue 13: one commit log per shard
+    across = load(w(RENAME_ACROSS + ".json"))
+    res["shards2_rename_across"] = across
+    issue13 = issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note)
+    res["issue13_targets"] = issue13
+    res["issue13_targets_met"] = sum(1 for t in issue13 if t["met"])
+    res["issue13_targets_total"] = len(issue13)
+
     timings = [{"step": int(s), "label": lab, "seconds": float(sec)} for s, lab, sec in read_tsv(w("timings.tsv"))]
     res["timings"] = timings
     groups = []
@@ -660,6 +682,16 @@ def report(work, out):
     L += wrap("  " + SPIN_NOTE)
     L.append(f"  A generator above {GENERATOR_SHARE_MAX}x the node's CPU per request is flagged CLIENT-BOUND: "
              "that figure measures the client as much as the node.")
+
+    L.append("")
+    L.append(f"Issue 13 targets (commit log): {res['issue13_targets_met']} of {res['issue13_targets_total']} met "
+             "(node on core 0, generator on core 1, default durability)")
+    L += target_table(issue13)
+    for t in issue13:
+        notes = "; ".join(n for n in (t.get("detail"), t.get("generator")) if n)
+        if notes:
+            L += wrap(f"  {t['shape']}: {notes}")
+    L += wrap("  " + ISSUE13_NOTE)
 
     L.append("")
     L.append(f"Earlier targets ({res['other_targets_met']} of {len(others)} met; same runs)")
@@ -765,8 +797,144 @@ def report(work, out):
                                       else f"{res['wall_seconds_before_report']:.1f}"]], "rlr")]
     L.append("")
     L.append(f"{res['targets_met']} of {res['targets_total']} targets met "
-             f"({res['other_targets_met']} of {len(others)} earlier targets).")
+             f"({res['other_targets_met']} of {len(others)} earlier targets); issue 13: "
+             f"{res['issue13_targets_met']} of {res['issue13_targets_total']} met.")
     print("\n".join(L))
+
+
+def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
+    """The targets of issue 13 (one commit log per shard), in the table style of the others."""
+    out = []
+
+    def p99(doc, op):
+        return opt(doc, f"ops[op={op}].p99_us")
+
+    def p50(doc, op):
+        return opt(doc, f"ops[op={op}].p50_us")
+
+    # 1 KiB durable put against Redis appendfsync always, with puts per fdatasync.
+    put = node["node-put-1k"]
+    nd = put.get("node") or {}
+    put_ops = opt(put, "total.ops_per_s")
+    r_aof = opt(redis["aof_always"]["tests"], "SET.rps")
+    ratio = div(put_ops, r_aof)
+    wal, commit_ops = nd.get("wal_fsyncs"), nd.get("group_commit_ops")
+    per_sync = div(commit_ops, wal) if commit_ops else None
+    ncpu = (by_stem.get("node-put-1k") or {}).get("node_cpu_us_per_op")
+    rcpu = opt(redis["aof_always"]["cpu"], "SET.cpu_us_per_op")
+    per_sync_text = "n/a" if per_sync is None else f"{per_sync:.1f}"
+    out.append({
+        "id": "put_1k_durable_vs_redis_aof", "shape": "1 KiB durable put, 64 conns, Box of 8 partitions",
+        "node": put_ops, "unit": "ops/s", "baseline": r_aof, "baseline_what": "Redis SET appendfsync always",
+        "ratio": ratio, "target": ">= 2.0x; puts per fdatasync reported", "target_ratio": 2.0,
+        "met": ratio is not None and ratio >= 2.0 and per_sync is not None,
+        "puts_per_fdatasync": per_sync, "group_commit_ops": commit_ops, "wal_fsyncs": wal,
+        "syrup_fsyncs": nd.get("syrup_fsyncs"), "ops_per_group_commit": nd.get("ops_per_group_commit"),
+        "puts_per_fdatasync_from": "candybox_group_commit_ops_total / candybox_wal_fsyncs_total (sum over the "
+                                   "shards), after the run minus before it (warm-up included)",
+        "node_text": f"{n0(put_ops)} ops/s, {per_sync_text} puts/fdatasync",
+        "baseline_text": f"{n0(r_aof)} ops/s Redis SET appendfsync always",
+        "node_cpu_us_per_op": ncpu, "redis_cpu_us_per_op": rcpu, "redis_over_node_cpu": div(rcpu, ncpu),
+        "detail": (f"{n0(commit_ops)} puts committed in {n0(wal)} commit log fdatasyncs "
+                   f"(+ {n0(nd.get('syrup_fsyncs'))} Syrup fdatasyncs), "
+                   f"{(nd.get('ops_per_group_commit') or 0):.1f} puts per group commit"),
+        "generator": gen_note("node-put-1k"),
+        "generator_bound": (by_stem.get("node-put-1k") or {}).get("generator_bound"),
+    })
+
+    # 1 KiB durable put, open loop at 50% of the closed-loop peak: the put sweep's 50% point.
+    pt = next((x for x in sweep.get("put", []) if x["fraction_pct"] == 50), None)
+    ol = pt and pt.get("p99_us")
+    lag = pt and pt.get("send_lag_p99_us")
+    behind = lag is not None and lag > OPEN_LOOP_LAG_P99_MAX_US
+    out.append({
+        "id": "put_1k_open_loop_50pct_p99", "shape": "1 KiB durable put, open loop at 50% of peak",
+        "node": ol, "unit": "µs", "offered_ops_per_s": pt and pt["offered_ops_per_s"],
+        "achieved_ops_per_s": pt and pt["achieved_ops_per_s"], "send_lag_p99_us": lag,
+        "generator_kept_schedule": None if lag is None else not behind,
+        "baseline": None, "baseline_what": "none (absolute target)", "ratio": None,
+        "target": "p99 <= 2000 µs", "target_us": 2000, "met": ol is not None and ol <= 2000,
+        "from": "the put sweep's 50% point (3 s after 1 s of warm-up)",
+        "node_text": (f"p99 {us(ol)} at {n0(pt['offered_ops_per_s'])} ops/s offered" if pt
+                      else "no 50% point in the put sweep"),
+        "baseline_text": "- (absolute)",
+        "detail": None if pt is None else (
+            f"the put sweep's 50% point: p50 {us(pt.get('p50_us'))}, p99.9 {us(pt.get('p999_us'))}, achieved "
+            f"{n0(pt.get('achieved_ops_per_s'))} ops/s, send lag p99 {us(lag)}"
+            + (f" (above {OPEN_LOOP_LAG_P99_MAX_US} µs: the generator fell behind its schedule; the latencies "
+               "run from the intended send times, so they include that wait)" if behind else "")),
+        "generator": "", "generator_bound": None,
+    })
+
+    # Copy of a 1 GiB object: p99 <= 1 ms and the same as a 1 KiB object's within noise.
+    big, small = node["node-copy-rename-1g"], node["node-copy-rename-1k"]
+    cp, cp1k = p99(big, "copy"), p99(small, "copy")
+    noise = None if cp1k is None else max(COPY_NOISE_US, COPY_NOISE_FRACTION * cp1k)
+    same = cp is not None and cp1k is not None and abs(cp - cp1k) <= noise
+    out.append({
+        "id": "copy_1g_p99", "shape": "copy of a 1 GiB object",
+        "node": cp, "unit": "µs", "baseline": cp1k, "baseline_what": "copy of a 1 KiB object, p99",
+        "ratio": div(cp, cp1k), "noise_us": noise, "same_within_noise": same,
+        "target": f"p99 <= 1000 µs, within max({COPY_NOISE_US} µs, {COPY_NOISE_FRACTION:.0%}) of the 1 KiB copy's",
+        "target_us": 1000, "met": cp is not None and cp <= 1000 and same,
+        "node_text": f"p99 {us(cp)}", "baseline_text": f"p99 {us(cp1k)} copy of a 1 KiB object",
+        "detail": (f"p50 {us(p50(big, 'copy'))} (1 GiB) against {us(p50(small, 'copy'))} (1 KiB); the p99s differ by "
+                   + ("n/a" if cp is None or cp1k is None else f"{abs(cp - cp1k):,.0f} µs")
+                   + f", noise allowed {us(noise)}: " + ("the same" if same else "NOT the same")),
+        "generator": gen_note("node-copy-rename-1g"),
+        "generator_bound": (by_stem.get("node-copy-rename-1g") or {}).get("generator_bound"),
+    })
+
+    # Rename of a 1 GiB object on its shard (the 1-shard node: every rename stays on its shard).
+    rn, rn1k = p99(big, "rename"), p99(small, "rename")
+    out.append({
+        "id": "rename_1g_same_shard_p99", "shape": "rename of a 1 GiB object, same shard",
+        "node": rn, "unit": "µs", "baseline": None, "baseline_what": "none (absolute target)", "ratio": None,
+        "rename_1k_p99_us": rn1k, "target": "p99 <= 1000 µs", "target_us": 1000,
+        "met": rn is not None and rn <= 1000,
+        "node_text": f"p99 {us(rn)}", "baseline_text": "- (absolute)",
+        "detail": f"1-shard node; p50 {us(p50(big, 'rename'))}; a 1 KiB object's rename: p99 {us(rn1k)}",
+        "generator": gen_note("node-copy-rename-1g"),
+        "generator_bound": (by_stem.get("node-copy-rename-1g") or {}).get("generator_bound"),
+    })
+
+    # Rename across shards on the 2-shard node.
+    xr = p99(across, "rename")
+    targets_across = bool(opt(across, "rename_targets.across_shards", False))
+    g, n = gen_cpu(across), request_cpu(across)
+    share = div(g, n)
+    xgen = ("generator/node CPU n/a" if share is None
+            else f"generator/node CPU {share:.2f} ({opt(across, 'generator.path', '?')})"
+            + (" CLIENT-BOUND" if share > GENERATOR_SHARE_MAX else ""))
+    xn = across.get("node") or {}
+    out.append({
+        "id": "rename_across_shards_p99", "shape": "rename across shards (2-shard node)",
+        "node": xr, "unit": "µs", "baseline": None, "baseline_what": "none (absolute target)", "ratio": None,
+        "target": "p99 <= 3000 µs", "target_us": 3000,
+        "met": xr is not None and xr <= 3000 and targets_across,
+        "targets_across_shards": targets_across, "object_bytes": 1 << 30,
+        "node_text": f"p99 {us(xr)} (1 GiB object)", "baseline_text": "- (absolute)",
+        "detail": (f"p50 {us(p50(across, 'rename'))}, {n0(opt(across, 'ops[op=rename].ops_per_s'))} renames/s; "
+                   + ("every target on the other shard (candybox-bench --rename-across-shards)" if targets_across
+                      else "NOT across shards: this candybox-bench JSON names no rename_targets")
+                   + f"; node: {xn.get('forwards_per_op') or 0:.3f} forwards/op, {n0(xn.get('wal_fsyncs'))} commit "
+                   "log fdatasyncs"),
+        "generator": xgen, "generator_bound": share is not None and share > GENERATOR_SHARE_MAX,
+    })
+
+    # 64 MiB durable put against fio's sequential write with fdatasync.
+    p64 = opt(node["node-put-64m"], "total.bytes_per_s")
+    fseq = machine["fio_seq_write"]["bw_bytes_per_s"]
+    r64 = div(p64, fseq)
+    out.append({
+        "id": "put_64m_vs_fio", "shape": "64 MiB durable put, 1 conn",
+        "node": p64, "unit": "bytes/s", "baseline": fseq, "baseline_what": "fio seq write, fdatasync/64 MiB",
+        "ratio": r64, "target": ">= 0.9x", "target_ratio": 0.9, "met": r64 is not None and r64 >= 0.9,
+        "node_text": mbs(p64), "baseline_text": f"{mbs(fseq)} fio seq write, fdatasync/64 MiB",
+        "detail": None, "generator": gen_note("node-put-64m"),
+        "generator_bound": (by_stem.get("node-put-64m") or {}).get("generator_bound"),
+    })
+    return out
 
 
 def wrap(text, width=110):

@@ -355,6 +355,38 @@ pub fn key_name(i: u64) -> String {
     format!("k/{i:010}")
 }
 
+/// The name of worker `worker`'s rename object after `generation` renames: `rn/00003/000000000007`.
+pub fn rename_name(worker: usize, generation: u64) -> String {
+    format!("rn/{worker:05}/{generation:012}")
+}
+
+/// Where a Box's keys live on the node, for renames across shards: its partition count and the
+/// node's shard count (placement [`PLACEMENT_V1`](candybox_wire::client::placement::PLACEMENT_V1)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenamePlacement {
+    /// Partitions of the Box.
+    pub partitions: u16,
+    /// Shards of the node (at least 2).
+    pub shard_count: u16,
+}
+
+impl RenamePlacement {
+    /// The shard owning `key` of `box_name`.
+    pub fn shard(&self, box_name: &str, key: &[u8]) -> u16 {
+        use candybox_wire::client::placement::{partition_of, shard_of};
+        shard_of(box_name, partition_of(key, self.partitions), self.shard_count)
+    }
+
+    /// The first generation after `generation` whose rename name lies on another shard than
+    /// generation `generation`'s: the target of a rename across shards. `None` when no name in
+    /// the next 65536 does (a node of one shard).
+    pub fn next_generation_across(&self, box_name: &str, worker: usize, generation: u64) -> Option<u64> {
+        let from = self.shard(box_name, rename_name(worker, generation).as_bytes());
+        (generation + 1..generation.saturating_add(1 << 16))
+            .find(|&g| self.shard(box_name, rename_name(worker, g).as_bytes()) != from)
+    }
+}
+
 /// The name of an error's kind for the "errors by kind" count: the variant's name.
 pub fn error_kind(e: &impl fmt::Debug) -> String {
     let debug = format!("{e:?}");
@@ -471,6 +503,26 @@ mod tests {
             })
             .sum();
         assert!((31_936..=32_064).contains(&sent), "{sent} requests scheduled in 1 s at 32000/s");
+    }
+
+    #[test]
+    fn renames_across_shards_land_on_another_shard() {
+        use candybox_wire::client::placement::{partition_of, shard_of};
+        let placement = RenamePlacement { partitions: 8, shard_count: 2 };
+        for worker in [0usize, 1, 63] {
+            let mut generation = 0u64;
+            for _ in 0..100 {
+                let next = placement.next_generation_across("cr-x", worker, generation).expect("2 shards");
+                let shard = |g: u64| shard_of("cr-x", partition_of(rename_name(worker, g).as_bytes(), 8), 2);
+                assert_ne!(shard(next), shard(generation), "worker {worker}: {generation} -> {next}");
+                // The first such name: every generation skipped is on the source's shard.
+                assert!((generation + 1..next).all(|g| shard(g) == shard(generation)));
+                generation = next;
+            }
+        }
+        let one = RenamePlacement { partitions: 8, shard_count: 1 };
+        assert_eq!(one.next_generation_across("cr-x", 0, 0), None);
+        assert_eq!(rename_name(3, 7), "rn/00003/000000000007");
     }
 
     #[test]

@@ -153,6 +153,11 @@ pub struct NodeDelta {
     pub fsyncs_per_op: f64,
     /// Mutations per group commit.
     pub ops_per_group_commit: f64,
+    /// Mutations committed (`candybox_group_commit_ops_total`, summed over the shards).
+    pub group_commit_ops: u64,
+    /// Mutations committed per WAL (shard commit log) fdatasync: `group_commit_ops / wal_fsyncs`,
+    /// 0 when there was none.
+    pub ops_per_wal_fsync: f64,
     /// Requests forwarded between shards.
     pub cross_shard_forwards: u64,
     /// Forwards per request.
@@ -185,6 +190,7 @@ impl NodeDelta {
             .map(|(s, a)| (a - before.cpu_by_shard.get(s).copied().unwrap_or(0.0)).max(0.0))
             .collect();
         let commits = d("candybox_group_commits_total");
+        let (commit_ops, wal_fsyncs) = (d("candybox_group_commit_ops_total"), d("candybox_wal_fsyncs_total"));
         let shards_total: f64 = cpu.iter().sum();
         // The whole process where the node reports it: its io_uring workers (which run spliced
         // sends) and other threads work for the requests too. An older node: its shard threads.
@@ -197,10 +203,12 @@ impl NodeDelta {
         let spin_s = d("candybox_shard_spin_seconds_total").min(cpu_total);
         NodeDelta {
             requests: requests as u64,
-            wal_fsyncs: d("candybox_wal_fsyncs_total") as u64,
+            wal_fsyncs: wal_fsyncs as u64,
             syrup_fsyncs: d("candybox_syrup_fsyncs_total") as u64,
-            fsyncs_per_op: per_op(d("candybox_wal_fsyncs_total") + d("candybox_syrup_fsyncs_total")),
-            ops_per_group_commit: if commits > 0.0 { d("candybox_group_commit_ops_total") / commits } else { 0.0 },
+            fsyncs_per_op: per_op(wal_fsyncs + d("candybox_syrup_fsyncs_total")),
+            ops_per_group_commit: if commits > 0.0 { commit_ops / commits } else { 0.0 },
+            group_commit_ops: commit_ops as u64,
+            ops_per_wal_fsync: if wal_fsyncs > 0.0 { commit_ops / wal_fsyncs } else { 0.0 },
             cross_shard_forwards: d("candybox_cross_shard_forwards_total") as u64,
             forwards_per_op: per_op(d("candybox_cross_shard_forwards_total")),
             busy_replies: d("candybox_busy_replies_total") as u64,
@@ -291,9 +299,28 @@ mod tests {
         assert_eq!(d.requests, 1000);
         assert_eq!(d.wal_fsyncs, 50);
         assert!((d.fsyncs_per_op - 0.05).abs() < 1e-9);
+        assert_eq!((d.group_commit_ops, d.ops_per_wal_fsync), (0, 0.0), "no commit counter in the readings");
         assert!((d.cpu_us_per_op - 20.0).abs() < 1e-6, "{}", d.cpu_us_per_op);
         assert_eq!(d.cpu_s_by_shard.len(), 2);
         assert!((d.request_cpu_us_per_op - 20.0).abs() < 1e-6, "no spin reported: the requests cost it all");
+    }
+
+    #[test]
+    fn mutations_per_wal_fsync_sum_over_the_shards() {
+        let before = Scrape::parse(
+            "candybox_group_commit_ops_total{shard=\"0\"} 100\ncandybox_group_commit_ops_total{shard=\"1\"} 50\n\
+             candybox_wal_fsyncs_total{shard=\"0\"} 10\ncandybox_wal_fsyncs_total{shard=\"1\"} 10\n\
+             candybox_group_commits_total{shard=\"0\"} 40\n",
+        );
+        let after = Scrape::parse(
+            "candybox_group_commit_ops_total{shard=\"0\"} 900\ncandybox_group_commit_ops_total{shard=\"1\"} 450\n\
+             candybox_wal_fsyncs_total{shard=\"0\"} 110\ncandybox_wal_fsyncs_total{shard=\"1\"} 110\n\
+             candybox_group_commits_total{shard=\"0\"} 440\n",
+        );
+        let d = NodeDelta::between(&before, &after, true);
+        assert_eq!((d.group_commit_ops, d.wal_fsyncs), (1200, 200));
+        assert!((d.ops_per_wal_fsync - 6.0).abs() < 1e-9, "{}", d.ops_per_wal_fsync);
+        assert!((d.ops_per_group_commit - 3.0).abs() < 1e-9, "{}", d.ops_per_group_commit);
     }
 
     #[test]
