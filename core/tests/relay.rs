@@ -363,3 +363,68 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
         assert!(matches!(a.rename_to(b"renamed", b, b"other").await, Err(Error::Conflict(_))));
     });
 }
+
+/// Story (found by the shared-log model test, which hung): a joint rename withdrawn because one of
+/// its partitions closed left the other partition's later mutations waiting behind its part
+/// forever: that partition had left the log's queue when it met the part at its front, and the
+/// withdrawal did not put it back.
+#[test]
+fn a_withdrawn_joint_rename_lets_the_mutations_behind_it_commit() {
+    for seed in 0..64u64 {
+        block_on(async {
+            let sim = SimStorage::new();
+            sim.set_yield_seed(seed);
+            let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+            let log = candybox_core::log::CommitLog::create(
+                sim.clone(),
+                "/n/log/shard-000",
+                0,
+                1,
+                1,
+                1,
+                candybox_core::log::LogConfig::default(),
+            )
+            .await
+            .expect("log");
+            let mut engines = Vec::new();
+            for p in 0..2 {
+                let mut c = small_config(Path::new("/n"), p);
+                c.auto_maintenance = false;
+                let (e, _) =
+                    Engine::open_in(sim.clone(), clock.clone(), c, &log, Default::default()).await.expect("open");
+                engines.push(e);
+            }
+            let (a, b) = (engines[0].clone(), engines[1].clone());
+            a.put(b"src", PutOptions::default(), SliceBody::new(data(10))).await.expect("put");
+            // A batch of `a` ahead of the rename's part, the rename, and a put of `b` behind the
+            // rename's part in `b`'s queue; then `a` closes while they are written.
+            let (a1, a2, b2, b3) = (a.clone(), a.clone(), b.clone(), b.clone());
+            let ahead = candybox_core::runtime::spawn(async move {
+                a1.put(b"ahead", PutOptions::default(), SliceBody::new(data(5))).await
+            });
+            let rename = candybox_core::runtime::spawn(async move { a2.rename_to(b"src", &b2, b"dst").await });
+            let behind = candybox_core::runtime::spawn(async move {
+                b3.put(b"behind", PutOptions::default(), SliceBody::new(data(7))).await
+            });
+            candybox_core::runtime::yield_now().await;
+            a.close().await;
+            let done = Rc::new(std::cell::Cell::new(false));
+            let d = done.clone();
+            let waiting = candybox_core::runtime::spawn(async move {
+                let r = behind.await;
+                d.set(true);
+                r
+            });
+            for _ in 0..10_000 {
+                if done.get() {
+                    break;
+                }
+                candybox_core::runtime::yield_now().await;
+            }
+            assert!(done.get(), "seed {seed}: the put behind the withdrawn rename never committed");
+            waiting.await.expect("the put behind commits");
+            let _ = (ahead.await, rename.await);
+            assert_eq!(b.get(b"behind", None).await.expect("get").body.read_to_vec().expect("read"), data(7));
+        });
+    }
+}

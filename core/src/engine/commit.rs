@@ -477,12 +477,14 @@ impl<S: Storage> Joint<S> {
     fn abort(&self, e: Error) {
         let me = self as *const Self as *const ();
         for p in &self.parts {
-            p.inner
-                .state
-                .borrow_mut()
-                .commit
-                .pending
-                .retain(|w| w.joint.as_ref().is_none_or(|j| Rc::as_ptr(j) as *const () != me));
+            let mut st = p.inner.state.borrow_mut();
+            st.commit.pending.retain(|w| w.joint.as_ref().is_none_or(|j| Rc::as_ptr(j) as *const () != me));
+            // The partition's own batches waited behind this part: back to the log with them.
+            if !st.commit.pending.is_empty() && !st.commit.queued && !st.failed && !st.closed {
+                st.commit.queued = true;
+                drop(st);
+                p.inner.log.enqueue(p.inner.clone());
+            }
         }
         if let Some(done) = self.done.borrow_mut().take() {
             let _ = done.send(Err(e));
