@@ -290,6 +290,34 @@ fn genuine_chunks_spliced_into_another_candys_locator_fail_its_part_checksum_on_
     });
 }
 
+/// Two partitions of one Box committing through one shard's log, as the node places partitions of
+/// one shard (Syrups rolled at 64 KiB, no background maintenance).
+async fn two_partitions_on_one_log(
+    sim: &SimStorage,
+    clock: &Rc<ManualClock>,
+) -> (candybox_core::log::CommitLog<SimStorage>, Vec<Engine<SimStorage>>) {
+    let log = candybox_core::log::CommitLog::create(
+        sim.clone(),
+        "/n/log/shard-000",
+        0,
+        1,
+        1,
+        1,
+        candybox_core::log::LogConfig::default(),
+    )
+    .await
+    .expect("log");
+    let mut engines = Vec::new();
+    for p in 0..2 {
+        let mut c = small_config(Path::new("/n"), p);
+        c.auto_maintenance = false;
+        c.syrup_roll_bytes = 64 * 1024;
+        let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c, &log, Default::default()).await.expect("open");
+        engines.push(e);
+    }
+    (log, engines)
+}
+
 /// A copy the node runs itself (the locator comes from a partition of the same Box on this node,
 /// committed, so its Syrups are durable) costs one record of the shard's log: no Syrup is opened,
 /// read or synced, however many Syrups the Candy spans. A relayed locator is checked and each of
@@ -299,26 +327,7 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
     block_on(async {
         let sim = SimStorage::new();
         let clock = Rc::new(ManualClock::new(1_700_000_000_000));
-        // Both partitions on one shard's log, as the node places partitions of one shard.
-        let log = candybox_core::log::CommitLog::create(
-            sim.clone(),
-            "/n/log/shard-000",
-            0,
-            1,
-            1,
-            1,
-            candybox_core::log::LogConfig::default(),
-        )
-        .await
-        .expect("log");
-        let mut engines = Vec::new();
-        for p in 0..2 {
-            let mut c = small_config(Path::new("/n"), p);
-            c.auto_maintenance = false;
-            c.syrup_roll_bytes = 64 * 1024;
-            let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c, &log, Default::default()).await.expect("open");
-            engines.push(e);
-        }
+        let (log, engines) = two_partitions_on_one_log(&sim, &clock).await;
         let (a, b) = (&engines[0], &engines[1]);
         // Three parts of 70 KB: each reservation rolls to a new Syrup.
         let upload = a.create_upload(b"src", PutOptions::default()).await.expect("upload");
@@ -375,25 +384,7 @@ fn a_withdrawn_joint_rename_lets_the_mutations_behind_it_commit() {
             let sim = SimStorage::new();
             sim.set_yield_seed(seed);
             let clock = Rc::new(ManualClock::new(1_700_000_000_000));
-            let log = candybox_core::log::CommitLog::create(
-                sim.clone(),
-                "/n/log/shard-000",
-                0,
-                1,
-                1,
-                1,
-                candybox_core::log::LogConfig::default(),
-            )
-            .await
-            .expect("log");
-            let mut engines = Vec::new();
-            for p in 0..2 {
-                let mut c = small_config(Path::new("/n"), p);
-                c.auto_maintenance = false;
-                let (e, _) =
-                    Engine::open_in(sim.clone(), clock.clone(), c, &log, Default::default()).await.expect("open");
-                engines.push(e);
-            }
+            let (_log, engines) = two_partitions_on_one_log(&sim, &clock).await;
             let (a, b) = (engines[0].clone(), engines[1].clone());
             a.put(b"src", PutOptions::default(), SliceBody::new(data(10))).await.expect("put");
             // A batch of `a` ahead of the rename's part, the rename, and a put of `b` behind the
