@@ -134,6 +134,8 @@ struct Harness {
     records: u64,
     sections: u64,
     segments_deleted: u64,
+    /// Flushes the logs asked of partitions that held them past their bound.
+    flushes_wanted: u64,
     crashes: u64,
     starts: u64,
     moved: u64,
@@ -182,6 +184,7 @@ impl Harness {
             records: 0,
             sections: 0,
             segments_deleted: 0,
+            flushes_wanted: 0,
             crashes: 0,
             starts: 0,
             moved: 0,
@@ -199,6 +202,7 @@ impl Harness {
             self.records += s.records;
             self.sections += s.sections;
             self.segments_deleted += s.segments_deleted;
+            self.flushes_wanted += s.flushes_wanted;
         }
         // Let the tasks of the last run meet the crash and finish.
         for _ in 0..64 {
@@ -511,7 +515,7 @@ fn shared_logs_match_the_model_across_crashes_restarts_and_shard_changes() {
     let ops_per_seed: u64 = std::env::var("CANDYBOX_MODEL_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     let (mut ops, mut crashes, mut starts, mut moved, mut recreated) = (0, 0, 0, 0, 0);
     let (mut acked, mut records, mut sections, mut deleted) = (0, 0, 0, 0);
-    let (mut renames, mut gc_deleted) = (0, 0);
+    let (mut renames, mut gc_deleted, mut wanted) = (0, 0, 0);
     for seed in seeds() {
         block_on(async {
             let mut h = Harness::new(seed);
@@ -534,14 +538,16 @@ fn shared_logs_match_the_model_across_crashes_restarts_and_shard_changes() {
             deleted += h.segments_deleted;
             renames += h.renames_checked;
             gc_deleted += h.syrups_deleted;
+            wanted += h.flushes_wanted;
         });
     }
     println!(
         "shared-log model test: {ops} operations ({acked} acknowledged), {crashes} crashes, {starts} starts, \
          {moved} partition moves between shards, {recreated} Boxes re-created; {records} log records holding \
          {sections} partition batches, {deleted} segments deleted while running; {renames} torn-or-not renames \
-         checked, {gc_deleted} Syrups deleted by Box-global GC"
+         checked, {gc_deleted} Syrups deleted by Box-global GC, {wanted} flushes asked by logs over their bound"
     );
+    assert!(wanted > 0, "the logs' bound made partitions flush");
     assert!(renames > 0 && gc_deleted > 0, "renames crossed crashes, GC deleted Syrups");
     assert!(crashes > 0 && moved > 0 && recreated > 0, "the run exercised crashes, moves and re-creation");
     assert!(acked > ops / 2, "most mutations were acknowledged");
