@@ -53,3 +53,45 @@ fn an_idle_partition_is_asked_to_flush_so_the_log_stays_bounded() {
         assert!(log.live_bytes() <= bound);
     });
 }
+
+/// After an fdatasync of the shard's log fails, nothing more is acknowledged on that shard: the
+/// record's partitions get the error, the others `PreviousIo`. Restarting the log (a new segment
+/// that starts a new run, as the node does when it reopens a stopped partition) and reopening
+/// the partitions from the live segments brings back everything acknowledged, and writes go on.
+#[test]
+fn a_failed_log_sync_stops_the_shards_writes_until_the_log_restarts() {
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let log =
+            CommitLog::create(sim.clone(), "/f/log/shard-000", 0, 1, 1, 1, LogConfig::default()).await.expect("log");
+        let open = |p: u16, replay| {
+            let mut c = small_config(Path::new("/f"), p);
+            c.auto_maintenance = false;
+            Engine::open_in(sim.clone(), clock.clone(), c, &log, replay)
+        };
+        let (a, _) = open(0, Default::default()).await.expect("open a");
+        let (b, _) = open(1, Default::default()).await.expect("open b");
+        a.put(b"kept-a", PutOptions::default(), SliceBody::new(vec![1; 30])).await.expect("put");
+        b.put(b"kept-b", PutOptions::default(), SliceBody::new(vec![2; 30])).await.expect("put");
+
+        sim.fail_next(candybox_core::testing::sim::OpKind::Sync, libc::EIO);
+        let failed = a.put(b"lost", PutOptions::default(), SliceBody::new(vec![3; 30])).await;
+        assert!(matches!(failed, Err(candybox_core::error::Error::Io(_))), "{failed:?}");
+        assert!(log.is_failed());
+        let refused = b.put(b"refused", PutOptions::default(), SliceBody::new(vec![4; 30])).await;
+        assert!(matches!(refused, Err(candybox_core::error::Error::PreviousIo)), "{refused:?}");
+
+        a.close().await;
+        b.close().await;
+        log.restart().await.expect("restart the log");
+        assert!(!log.is_failed());
+        let (a, _) = open(0, log.replay_live(a.config().box_uid, 0).await.expect("replay a")).await.expect("reopen a");
+        let (b, _) = open(1, log.replay_live(b.config().box_uid, 1).await.expect("replay b")).await.expect("reopen b");
+        assert_eq!(a.get(b"kept-a", None).await.expect("get").body.read_to_vec().expect("read"), vec![1; 30]);
+        assert_eq!(b.get(b"kept-b", None).await.expect("get").body.read_to_vec().expect("read"), vec![2; 30]);
+        a.put(b"after", PutOptions::default(), SliceBody::new(vec![5; 30])).await.expect("writes go on");
+        b.put(b"after", PutOptions::default(), SliceBody::new(vec![6; 30])).await.expect("writes go on");
+        assert_eq!(a.get(b"after", None).await.expect("get").body.read_to_vec().expect("read"), vec![5; 30]);
+    });
+}
