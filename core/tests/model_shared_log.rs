@@ -116,6 +116,42 @@ impl Mutation {
     }
 }
 
+/// What a run did, summed over seeds at the end.
+#[derive(Debug, Default)]
+struct Counts {
+    ops: u64,
+    acked: u64,
+    crashes: u64,
+    starts: u64,
+    moved: u64,
+    recreated: u64,
+    /// Log counters summed over every log of every start: records, sections, segments deleted,
+    /// flushes asked of partitions that held a log past its bound.
+    records: u64,
+    sections: u64,
+    segments_deleted: u64,
+    flushes_wanted: u64,
+    renames_checked: u64,
+    syrups_deleted: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.ops += o.ops;
+        self.acked += o.acked;
+        self.crashes += o.crashes;
+        self.starts += o.starts;
+        self.moved += o.moved;
+        self.recreated += o.recreated;
+        self.records += o.records;
+        self.sections += o.sections;
+        self.segments_deleted += o.segments_deleted;
+        self.flushes_wanted += o.flushes_wanted;
+        self.renames_checked += o.renames_checked;
+        self.syrups_deleted += o.syrups_deleted;
+    }
+}
+
 struct Harness {
     seed: u64,
     sim: SimStorage,
@@ -126,21 +162,8 @@ struct Harness {
     engines: BTreeMap<(BoxUid, u16), E>,
     logs: Vec<CommitLog<SimStorage>>,
     model: BTreeMap<(BoxUid, u16), BTreeMap<Vec<u8>, Allowed>>,
-    ops: u64,
-    acked: u64,
-    renames_checked: u64,
-    syrups_deleted: u64,
-    /// Log counters summed over every log of every start: records, sections, segments deleted.
-    records: u64,
-    sections: u64,
-    segments_deleted: u64,
-    /// Flushes the logs asked of partitions that held them past their bound.
-    flushes_wanted: u64,
-    crashes: u64,
-    starts: u64,
-    moved: u64,
-    recreated: u64,
     placement: BTreeMap<(BoxUid, u16), u16>,
+    n: Counts,
 }
 
 fn config(b: BoxState, p: u16) -> EngineConfig {
@@ -177,19 +200,8 @@ impl Harness {
             engines: BTreeMap::new(),
             logs: Vec::new(),
             model: BTreeMap::new(),
-            ops: 0,
-            acked: 0,
-            renames_checked: 0,
-            syrups_deleted: 0,
-            records: 0,
-            sections: 0,
-            segments_deleted: 0,
-            flushes_wanted: 0,
-            crashes: 0,
-            starts: 0,
-            moved: 0,
-            recreated: 0,
             placement: BTreeMap::new(),
+            n: Counts::default(),
         }
     }
 
@@ -199,10 +211,10 @@ impl Harness {
         self.engines.clear();
         for log in self.logs.drain(..) {
             let s = log.stats();
-            self.records += s.records;
-            self.sections += s.sections;
-            self.segments_deleted += s.segments_deleted;
-            self.flushes_wanted += s.flushes_wanted;
+            self.n.records += s.records;
+            self.n.sections += s.sections;
+            self.n.segments_deleted += s.segments_deleted;
+            self.n.flushes_wanted += s.flushes_wanted;
         }
         // Let the tasks of the last run meet the crash and finish.
         for _ in 0..64 {
@@ -238,7 +250,7 @@ impl Harness {
             for p in 0..PARTITIONS {
                 let shard = (p + turn + b.name as u16) % shard_count;
                 if self.placement.insert((b.uid, p), shard).is_some_and(|old| old != shard) {
-                    self.moved += 1;
+                    self.n.moved += 1;
                 }
                 let log = &self.logs[usize::from(shard)];
                 let replay = found.take(b.uid, p);
@@ -259,7 +271,7 @@ impl Harness {
         for dir in &dirs {
             self.sim.sync_dir(dir).await.unwrap_or_else(|e| panic!("seed {seed}: sync {}: {e}", dir.display()));
         }
-        self.starts += 1;
+        self.n.starts += 1;
     }
 
     /// Starts and checks every key.
@@ -396,11 +408,11 @@ impl Harness {
         for h in handles {
             acked.push(h.await);
         }
-        self.ops += muts.len() as u64;
+        self.n.ops += muts.len() as u64;
         let mut renames = Vec::new();
         for ((at, m), ok) in muts.iter().zip(acked) {
             if ok {
-                self.acked += 1;
+                self.n.acked += 1;
             }
             if let (Mutation::Rename { key, to, to_key, value }, false) = (m, ok) {
                 // Both or neither: checked as a pair after the next start.
@@ -418,7 +430,7 @@ impl Harness {
             }
         }
         if crash.is_some() {
-            self.crashes += 1;
+            self.n.crashes += 1;
             self.start_checking(&renames).await;
         } else if self.rng.gen_ratio(1, 40) {
             // A clean restart: everything flushed, then the shard count changes.
@@ -457,7 +469,7 @@ impl Harness {
                 source.map(|v| v.len()),
                 target.map(|v| v.len())
             );
-            self.renames_checked += 1;
+            self.n.renames_checked += 1;
         }
         self.check().await;
     }
@@ -473,7 +485,7 @@ impl Harness {
                 .flat_map(|(_, o)| o.referenced_syrups())
                 .collect();
             if let Ok(r) = e.gc(&foreign).await {
-                self.syrups_deleted += r.syrups_deleted.len() as u64;
+                self.n.syrups_deleted += r.syrups_deleted.len() as u64;
             }
         }
     }
@@ -492,7 +504,7 @@ impl Harness {
         let new = BoxState { name: old.name, uid: BoxUid(self.next_uid) };
         self.next_uid += 1;
         self.boxes[i] = new;
-        self.recreated += 1;
+        self.n.recreated += 1;
     }
 }
 
@@ -513,43 +525,42 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn shared_logs_match_the_model_across_crashes_restarts_and_shard_changes() {
     let ops_per_seed: u64 = std::env::var("CANDYBOX_MODEL_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
-    let (mut ops, mut crashes, mut starts, mut moved, mut recreated) = (0, 0, 0, 0, 0);
-    let (mut acked, mut records, mut sections, mut deleted) = (0, 0, 0, 0);
-    let (mut renames, mut gc_deleted, mut wanted) = (0, 0, 0);
+    let mut t = Counts::default();
     for seed in seeds() {
         block_on(async {
             let mut h = Harness::new(seed);
             h.sim.set_yield_seed(seed);
             h.start().await;
-            while h.ops < ops_per_seed {
+            while h.n.ops < ops_per_seed {
                 h.step().await;
             }
             // A last crash with nothing in flight, then a start with every check.
             h.sim.crash(CrashMode::DropUnsynced);
             h.start().await;
-            ops += h.ops;
-            crashes += h.crashes;
-            starts += h.starts;
-            moved += h.moved;
-            recreated += h.recreated;
-            acked += h.acked;
-            records += h.records;
-            sections += h.sections;
-            deleted += h.segments_deleted;
-            renames += h.renames_checked;
-            gc_deleted += h.syrups_deleted;
-            wanted += h.flushes_wanted;
+            t.add(&h.n);
         });
     }
     println!(
-        "shared-log model test: {ops} operations ({acked} acknowledged), {crashes} crashes, {starts} starts, \
-         {moved} partition moves between shards, {recreated} Boxes re-created; {records} log records holding \
-         {sections} partition batches, {deleted} segments deleted while running; {renames} torn-or-not renames \
-         checked, {gc_deleted} Syrups deleted by Box-global GC, {wanted} flushes asked by logs over their bound"
+        "shared-log model test: {} operations ({} acknowledged), {} crashes, {} starts, {} partition moves \
+         between shards, {} Boxes re-created; {} log records holding {} partition batches, {} segments deleted \
+         while running; {} torn-or-not renames checked, {} Syrups deleted by Box-global GC, {} flushes asked by \
+         logs over their bound",
+        t.ops,
+        t.acked,
+        t.crashes,
+        t.starts,
+        t.moved,
+        t.recreated,
+        t.records,
+        t.sections,
+        t.segments_deleted,
+        t.renames_checked,
+        t.syrups_deleted,
+        t.flushes_wanted
     );
-    assert!(wanted > 0, "the logs' bound made partitions flush");
-    assert!(renames > 0 && gc_deleted > 0, "renames crossed crashes, GC deleted Syrups");
-    assert!(crashes > 0 && moved > 0 && recreated > 0, "the run exercised crashes, moves and re-creation");
-    assert!(acked > ops / 2, "most mutations were acknowledged");
-    assert!(sections > records && deleted > 0, "records shared by partitions, segments deleted");
+    assert!(t.flushes_wanted > 0, "the logs' bound made partitions flush");
+    assert!(t.renames_checked > 0 && t.syrups_deleted > 0, "renames crossed crashes, GC deleted Syrups");
+    assert!(t.crashes > 0 && t.moved > 0 && t.recreated > 0, "the run exercised crashes, moves and re-creation");
+    assert!(t.acked > t.ops / 2, "most mutations were acknowledged");
+    assert!(t.sections > t.records && t.segments_deleted > 0, "records shared by partitions, segments deleted");
 }
