@@ -554,11 +554,15 @@ pub fn decode_edit(buf: &[u8]) -> Result<Vec<Change>, DecodeError> {
             }),
             12 => Change::IntentCleared(u128::from_le_bytes(r.array()?)),
             13 => Change::WalSealed { number: r.u64()?, length: r.u64()? },
-            14 => Change::LogFlushed {
-                position: LogPosition { segment: r.u64()?, offset: r.u64()? },
-                seq: r.u64()?,
-                writer: LogWriter { base: r.u64()?, shard: r.u16()? },
-            },
+            14 => {
+                let position = LogPosition { segment: r.u64()?, offset: r.u64()? };
+                // Segment numbers start at 1: a flushed position in segment 0 was never written,
+                // and would read as "no flushed position" (a v1 partition).
+                if position.segment == 0 {
+                    return Err(DecodeError::Malformed { what: "flushed log position", offset: at });
+                }
+                Change::LogFlushed { position, seq: r.u64()?, writer: LogWriter { base: r.u64()?, shard: r.u16()? } }
+            }
             _ => return Err(DecodeError::Malformed { what: "change tag", offset: at }),
         };
         out.push(c);
@@ -621,6 +625,18 @@ mod tests {
                 writer: LogWriter { base: 3, shard: 2 },
             },
         ]
+    }
+
+    /// Found by fuzzing (`manifest_edit`): a flushed position in segment 0 applied, but the
+    /// snapshot left it out (a zero position means "none"), so a checkpoint lost its sequence.
+    #[test]
+    fn a_flushed_position_in_segment_zero_is_refused() {
+        let edit = encode_edit(&[Change::LogFlushed {
+            position: LogPosition { segment: 0, offset: 0 },
+            seq: 7,
+            writer: LogWriter { base: 1, shard: 0 },
+        }]);
+        assert!(matches!(decode_edit(&edit), Err(DecodeError::Malformed { what: "flushed log position", .. })));
     }
 
     #[test]
