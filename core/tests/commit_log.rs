@@ -21,7 +21,7 @@ fn an_idle_partition_is_asked_to_flush_so_the_log_stays_bounded() {
         let mut engines = Vec::new();
         for p in 0..2 {
             let c = small_config(Path::new("/b"), p);
-            let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c, &log, Default::default()).await.expect("open");
+            let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c, &log, &Default::default()).await.expect("open");
             engines.push(e);
         }
         let (idle, busy) = (&engines[0], &engines[1]);
@@ -65,10 +65,13 @@ fn a_failed_log_sync_stops_the_shards_writes_until_the_log_restarts() {
         let clock = Rc::new(ManualClock::new(1_700_000_000_000));
         let log =
             CommitLog::create(sim.clone(), "/f/log/shard-000", 0, 1, 1, 1, LogConfig::default()).await.expect("log");
-        let open = |p: u16, replay| {
-            let mut c = small_config(Path::new("/f"), p);
-            c.auto_maintenance = false;
-            Engine::open_in(sim.clone(), clock.clone(), c, &log, replay)
+        let open = |p: u16, replay: candybox_core::log::recover::Replay| {
+            let (sim, clock, log) = (sim.clone(), clock.clone(), log.clone());
+            async move {
+                let mut c = small_config(Path::new("/f"), p);
+                c.auto_maintenance = false;
+                Engine::open_in(sim, clock, c, &log, &replay).await
+            }
         };
         let (a, _) = open(0, Default::default()).await.expect("open a");
         let (b, _) = open(1, Default::default()).await.expect("open b");

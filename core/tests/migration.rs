@@ -87,7 +87,7 @@ fn a_crash_before_the_first_flush_replays_the_wal_then_the_commit_log() {
         let log = CommitLog::create(sim.clone(), format!("{PART}/log/shard-000"), 0, 1, 1, 1, LogConfig::default())
             .await
             .expect("log");
-        let (e, report) = Engine::open_in(sim.clone(), clock.clone(), cfg.clone(), &log, Replay::default())
+        let (e, report) = Engine::open_in(sim.clone(), clock.clone(), cfg.clone(), &log, &Replay::default())
             .await
             .expect("open into a shard log");
         assert_eq!(report.wal_records, 2);

@@ -254,7 +254,7 @@ impl Harness {
                 }
                 let log = &self.logs[usize::from(shard)];
                 let replay = found.take(b.uid, p);
-                let (e, _) = Engine::open_in(self.sim.clone(), self.clock.clone(), config(b, p), log, replay)
+                let (e, _) = Engine::open_in(self.sim.clone(), self.clock.clone(), config(b, p), log, &replay)
                     .await
                     .unwrap_or_else(|e| panic!("seed {seed}: open {b:?}/{p}: {e}"));
                 e.retire_replayed().await.unwrap_or_else(|e| panic!("seed {seed}: flush replayed {b:?}/{p}: {e}"));

@@ -312,7 +312,7 @@ async fn two_partitions_on_one_log(
         let mut c = small_config(Path::new("/n"), p);
         c.auto_maintenance = false;
         c.syrup_roll_bytes = 64 * 1024;
-        let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c, &log, Default::default()).await.expect("open");
+        let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c, &log, &Default::default()).await.expect("open");
         engines.push(e);
     }
     (log, engines)

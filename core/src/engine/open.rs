@@ -80,7 +80,7 @@ impl<S: Storage> Engine<S> {
         )
         .await?;
         let replay = found.take(config.box_uid, config.partition);
-        let (engine, mut report) = Engine::open_in(storage.clone(), clock, config, &log, replay).await?;
+        let (engine, mut report) = Engine::open_in(storage.clone(), clock, config, &log, &replay).await?;
         report.torn_tails.extend(found.torn_tails.iter().filter_map(|(path, offset, bytes)| {
             let name = path.file_name()?.to_str()?;
             Some((crate::log::format::parse_file_name(name)?, *offset, *bytes))
@@ -128,7 +128,7 @@ impl<S: Storage> Engine<S> {
         clock: Rc<dyn Clock>,
         config: EngineConfig,
         log: &CommitLog<S>,
-        replay: Replay,
+        replay: &Replay,
     ) -> Result<(Engine<S>, RecoveryReport)> {
         config.validate()?;
         log.check()?;

@@ -243,17 +243,13 @@ impl Shard {
                 }
             }
         }
-        let keep = (!reopening).then(|| replay.clone());
         // Engine::open_in creates the partition directory; the storage layer tolerates shards
         // creating sibling partitions (and so their shared parents) at the same time.
-        let opened = Engine::open_in(UringStorage::new(), Rc::new(SystemClock), config, &self.log, replay).await;
-        if opened.is_err() {
-            // Its records stay for the next try (the next request, or the next start).
-            if let Some(replay) = keep {
-                if !replay.batches.is_empty() {
-                    self.table.retired.borrow_mut().insert(uid_p, replay);
-                }
-            }
+        let opened = Engine::open_in(UringStorage::new(), Rc::new(SystemClock), config, &self.log, &replay).await;
+        if opened.is_err() && !reopening && !replay.batches.is_empty() {
+            // Its records from earlier runs stay for the next try (the next request, or the next
+            // start); a reopen reads the live log again.
+            self.table.retired.borrow_mut().insert(uid_p, replay);
         }
         let (engine, report) = match opened {
             Ok(opened) => opened,
