@@ -112,6 +112,8 @@ pub(crate) struct CommitQueue {
     /// The mutations handed to the log's current record, and their waiters.
     inflight: Vec<Op>,
     inflight_waiters: Vec<oneshot::Sender<Result<()>>>,
+    /// The batch sequence of the mutations in the log's current record.
+    inflight_seq: u64,
     /// True while the log holds this partition in its queue (or is writing its batch).
     queued: bool,
 }
@@ -176,7 +178,7 @@ impl<S: Storage> Engine<S> {
         if st.version.levels.first().map_or(0, Vec::len) >= cfg.l0_stall {
             return Err(Error::Busy { reason: "too many L0 tables", retry_after_ms: 200 });
         }
-        if st.mem.bytes() >= cfg.memtable_bytes.saturating_mul(2) {
+        if st.mem.live().bytes() >= cfg.memtable_bytes.saturating_mul(2) {
             return Err(Error::Busy { reason: "memtable full while a flush is running", retry_after_ms: 50 });
         }
         if st.commit.pending.len() >= crate::limits::COMMIT_QUEUE_WAITERS_MAX {
@@ -268,28 +270,12 @@ impl<S: Storage> Engine<S> {
     /// # Returns
     /// Whether it froze.
     pub(crate) fn freeze_memtable(&self, force: bool) -> bool {
-        let mut st = self.inner.state.borrow_mut();
-        let full = if force { !st.mem.is_empty() } else { st.mem.bytes() >= self.inner.config.memtable_bytes };
-        if st.imm.is_some() || !full {
-            return false;
-        }
-        let mem = std::mem::take(&mut st.mem);
-        st.imm = Some(Rc::new(mem));
-        st.imm_end = st.applied;
-        st.imm_seq = st.applied_seq;
-        st.imm_first = st.mem_first.take();
-        true
+        self.inner.state.borrow_mut().mem.freeze(force, self.inner.config.memtable_bytes)
     }
 
     /// Tells the log the oldest segment this partition still needs.
     pub(crate) fn report_need(&self) {
-        let need = {
-            let st = self.inner.state.borrow();
-            match (st.imm_first, st.mem_first) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        };
+        let need = self.inner.state.borrow().mem.oldest_segment();
         self.inner.log.set_need(self.inner.log_client.get(), need);
     }
 
@@ -359,7 +345,7 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
             };
         }
         // One batch of a partition is in the log at a time, so its sequence follows the last applied.
-        let seq = st.applied_seq + 1;
+        let seq = st.mem.next_seq();
         batch.record.section(self.config.box_uid, self.config.partition, seq, ops.iter().map(Op::wal_op));
         let dirty = std::mem::take(&mut st.dirty_syrups);
         for id in dirty {
@@ -369,6 +355,7 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
             }
         }
         st.commit.inflight = ops;
+        st.commit.inflight_seq = seq;
         st.commit.inflight_waiters = waiters;
         let more = !st.commit.pending.is_empty();
         st.commit.queued = more;
@@ -387,12 +374,8 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
                 // mutations are durable but not acknowledged).
                 Ok(_) if st.failed => (waiters, Err(Error::PreviousIo)),
                 Ok(end) => {
-                    assert!(end > st.applied, "a log position is applied once, in order");
-                    st.applied = end;
-                    st.applied_seq += 1;
-                    if st.mem_first.is_none() {
-                        st.mem_first = Some(end.segment);
-                    }
+                    let st = &mut *st;
+                    let mem = st.mem.apply(end, st.commit.inflight_seq);
                     st.stats.commit_batches += 1;
                     st.stats.commit_ops += ops.len() as u64;
                     st.stats.wal_syncs += 1;
@@ -403,9 +386,9 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
                         match op {
                             Op::Set { key, value, locator } => {
                                 st.reclaim.committed(&locator);
-                                st.mem.set(key, value, &locator);
+                                mem.set(key, value, &locator);
                             }
-                            Op::DeleteRange(rt) => st.mem.delete_range(rt),
+                            Op::DeleteRange(rt) => mem.delete_range(rt),
                             Op::Relocate { .. } => unreachable!("stamped into a Set"),
                         }
                     }
@@ -520,7 +503,7 @@ impl<S: Storage> Committer<S::File> for Joint<S> {
             let inner = &p.inner;
             let mut st = inner.state.borrow_mut();
             let Some(w) = st.commit.pending.pop_front() else { continue };
-            let seq = st.applied_seq + 1;
+            let seq = st.mem.next_seq();
             batch.record.section(inner.config.box_uid, inner.config.partition, seq, w.ops.iter().map(Op::wal_op));
             for id in std::mem::take(&mut st.dirty_syrups) {
                 if let Some(f) = st.syrup_files.get(&id) {
@@ -529,6 +512,7 @@ impl<S: Storage> Committer<S::File> for Joint<S> {
                 }
             }
             st.commit.inflight = w.ops;
+            st.commit.inflight_seq = seq;
         }
         Took::Section { more: false }
     }

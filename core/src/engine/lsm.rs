@@ -25,7 +25,7 @@ use crate::{
     limits,
     locator::{CandyLocator, Kind},
     manifest::{self, Change, TableRecord},
-    memtable::Memtable,
+    memtable::{Memtable, ToFlush},
     record,
     storage::{Storage, StorageFile},
     table::{Table, TableOptions, TableWriter},
@@ -238,12 +238,9 @@ impl<S: Storage> Engine<S> {
 
     /// Writes the frozen memtable as an L0 table and makes it live.
     async fn flush_imm(&self) -> Result<()> {
-        let (imm, flushed, flushed_seq) = {
-            let st = self.inner.state.borrow();
-            match &st.imm {
-                Some(m) => (m.clone(), st.imm_end, st.imm_seq),
-                None => return Ok(()),
-            }
+        let Some(ToFlush { mem: imm, end: flushed, seq: flushed_seq }) = self.inner.state.borrow().mem.to_flush()
+        else {
+            return Ok(());
         };
         assert!(flushed <= self.inner.log.durable_end(), "a flushed position never passes the log's durable end");
         let mut added = None;
@@ -272,7 +269,7 @@ impl<S: Storage> Engine<S> {
         }
         let (next_file, legacy) = {
             let st = self.inner.state.borrow();
-            (st.next_file, st.legacy_wals.clone())
+            (st.next_file, st.mem.legacy_wals().to_vec())
         };
         if let Some(newest) = legacy.iter().max() {
             // The first flush since this partition came from v1 WALs holds all they held.
@@ -291,11 +288,10 @@ impl<S: Storage> Engine<S> {
                 }
                 st.version = Rc::new(v);
             }
-            st.imm = None;
-            st.imm_first = None;
+            let retired = st.mem.flushed();
             st.stats.flushes += 1;
             let dir = self.inner.config.partition_dir.clone();
-            for n in std::mem::take(&mut st.legacy_wals) {
+            for n in retired {
                 st.obsolete.push((dir.join(wal::file_name(n)), now));
             }
         }
@@ -557,10 +553,7 @@ impl<S: Storage> Engine<S> {
             None => {
                 let mut all: BTreeSet<SyrupId> =
                     st.version.all().flat_map(|t| t.table.meta().syrups.iter().copied()).collect();
-                all.extend(st.mem.syrups().iter().copied());
-                if let Some(m) = &st.imm {
-                    all.extend(m.syrups().iter().copied());
-                }
+                all.extend(st.mem.syrups());
                 all
             }
         };

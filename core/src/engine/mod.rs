@@ -44,9 +44,9 @@ pub use self::{
 use crate::{
     error::{Error, Result},
     hlc::HlcClock,
-    log::{CommitLog, LogPosition},
+    log::CommitLog,
     manifest::ManifestState,
-    memtable::Memtable,
+    memtable::Memtables,
     runtime::{Clock, LocalMutex},
     storage::Storage,
     table::Table,
@@ -276,24 +276,8 @@ pub(crate) struct State<S: Storage> {
     pub(crate) manifest_number: u64,
     pub(crate) manifest_len: u64,
     pub(crate) next_file: u64,
-    pub(crate) mem: Memtable,
-    pub(crate) imm: Option<Rc<Memtable>>,
-    /// The log position the frozen memtable holds every record up to: the flushed position once
-    /// it is flushed.
-    pub(crate) imm_end: LogPosition,
-    /// The oldest log segment holding a record in the frozen memtable.
-    pub(crate) imm_first: Option<u64>,
-    /// The oldest log segment holding a record in the live memtable.
-    pub(crate) mem_first: Option<u64>,
-    /// The end of the last log record applied: the memtables hold every record up to here.
-    pub(crate) applied: LogPosition,
-    /// The batch sequence of the last batch applied (the next batch is this + 1).
-    pub(crate) applied_seq: u64,
-    /// The batch sequence at `imm_end`.
-    pub(crate) imm_seq: u64,
-    /// WALs of format v1 replayed at open (a partition from before the shard commit log): they
-    /// are obsolete once the first flush has written what they held.
-    pub(crate) legacy_wals: Vec<u64>,
+    /// The live and frozen memtables, and what of the log they hold.
+    pub(crate) mem: Memtables,
     pub(crate) version: Rc<Version>,
     pub(crate) write_buffers: Vec<Vec<u8>>,
     pub(crate) clock: HlcClock,
@@ -388,8 +372,7 @@ impl<S: Storage> Engine<S> {
 
     /// Bytes of the live memtable and of the frozen one (0 when none), for metrics.
     pub fn memtable_bytes(&self) -> (usize, usize) {
-        let st = self.inner.state.borrow();
-        (st.mem.bytes(), st.imm.as_ref().map_or(0, |m| m.bytes()))
+        self.inner.state.borrow().mem.bytes()
     }
 
     /// This partition's index in its Box.

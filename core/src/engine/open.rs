@@ -28,7 +28,7 @@ use crate::{
     locator::CandyLocator,
     log::{recover::Replay, CommitLog, LogConfig, LogPosition},
     manifest::{self, ManifestState},
-    memtable::Memtable,
+    memtable::{Memtable, Memtables},
     record::{self, ScanEnd},
     runtime::{Clock, LocalMutex},
     storage::{Storage, StorageFile},
@@ -361,39 +361,36 @@ impl<S: Storage> Engine<S> {
             tracing::error!(partition_dir = %dir.display(), at = %d.at, flushed = %manifest.log_flushed, error = %d.error, "the commit log is damaged where this partition may have records");
             return Err(d.to_error());
         }
-        let applied = log.durable_end();
-        let mut mem_first = None;
-        let mut applied_seq = manifest.log_flushed_seq;
+        let mut mem = Memtables::recovered(mem, manifest.log_flushed, manifest.log_flushed_seq, legacy_wals);
         for batch in replay.batches.iter().filter(|b| b.end > manifest.log_flushed) {
-            assert!(batch.end <= applied, "a replayed record lies before the log's durable end");
             let path = batch.path.to_path_buf();
-            if Some(batch.seq) != applied_seq.checked_add(1) {
+            if batch.seq != mem.next_seq() {
                 // The batches in between were in a segment that is gone (or the log is not this
                 // partition's): acknowledged mutations would be lost.
-                tracing::error!(partition_dir = %dir.display(), expected = applied_seq.saturating_add(1), found = batch.seq, at = %batch.end, "a commit log segment holding records of this partition is missing");
+                tracing::error!(partition_dir = %dir.display(), expected = mem.next_seq(), found = batch.seq, at = %batch.end, "a commit log segment holding records of this partition is missing");
                 return Err(corrupt(FileKind::Wal, path)(DecodeError::Malformed {
                     what: "a commit log segment holding records of this partition is missing",
                     offset: batch.end.offset,
                 }));
             }
-            applied_seq = batch.seq;
-            mem_first.get_or_insert(batch.end.segment);
+            let into = mem.apply(batch.end, batch.seq);
             for op in &batch.ops {
                 match op {
                     WalOp::Set { key, locator } => {
                         let l =
                             CandyLocator::decode(locator).map_err(|e| corrupt(FileKind::Locator, path.clone())(e))?;
                         clock_state.observe(l.hlc);
-                        mem.set(Bytes::copy_from_slice(key), Bytes::copy_from_slice(locator), &l);
+                        into.set(Bytes::copy_from_slice(key), Bytes::copy_from_slice(locator), &l);
                     }
                     WalOp::DeleteRange(rt) => {
                         clock_state.observe(rt.hlc);
-                        mem.delete_range(rt.clone());
+                        into.delete_range(rt.clone());
                     }
                 }
             }
             report.wal_records += 1;
         }
+        mem.caught_up(log.durable_end());
 
         let next_file = manifest.next_file_number.max(max_seen + 1).max(1);
         // The live upload ids and intent tokens are mixed in too: after a crash with a repeating
@@ -409,14 +406,6 @@ impl<S: Storage> Engine<S> {
             manifest_len: 0,
             next_file,
             mem,
-            imm: None,
-            imm_end: LogPosition::ZERO,
-            imm_first: None,
-            mem_first,
-            applied,
-            applied_seq,
-            imm_seq: 0,
-            legacy_wals,
             version: Rc::new(version),
             write_buffers: Vec::new(),
             clock: clock_state,

@@ -7,7 +7,7 @@
 //!   is verified against its checksum, and a whole-Candy read also verifies each Part's checksum.
 //! - Listings merge every source in key order (or reverse) and return each live key once.
 
-use std::{collections::HashMap, ops::Bound, rc::Rc};
+use std::{collections::HashMap, ops::Bound};
 
 use bytes::Bytes;
 pub use candybox_types::ListOptions;
@@ -18,7 +18,7 @@ use crate::{
     hlc::Hlc,
     limits,
     locator::{CandyBody, CandyLocator, Kind, Part, CHUNK_TRAILER_BYTES},
-    memtable::Memtable,
+    memtable::Memtables,
     storage::{SpliceFd, Storage, StorageFile},
     syrup::{payload_crc, verify_chunk_crc},
     types::{prefix_end, validate_key, RangeTombstone, SyrupId},
@@ -159,11 +159,10 @@ fn locator_error(e: DecodeError) -> Error {
 }
 
 /// The newest stamp of a range tombstone covering `key` in any source.
-fn tombstone_over(mem: &Memtable, imm: Option<&Rc<Memtable>>, version: &Version, key: &[u8]) -> Option<Hlc> {
+fn tombstone_over(mem: &Memtables, version: &Version, key: &[u8]) -> Option<Hlc> {
     let rts = mem
-        .range_tombstones()
-        .iter()
-        .chain(imm.into_iter().flat_map(|m| m.range_tombstones().iter()))
+        .all()
+        .flat_map(|m| m.range_tombstones().iter())
         .chain(version.all().flat_map(|t| t.table.range_tombstones().iter()));
     rts.filter(|rt| rt.covers_key(key)).map(|rt| rt.hlc).max()
 }
@@ -183,10 +182,7 @@ impl<S: Storage> State<S> {
     /// The encoded newest live version of `key`: borrowed from the memtable (no reference count
     /// touched), or the slice a table returned.
     fn find_live(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<Found<'_>>> {
-        let mut found: Option<Found<'_>> = self.mem.get(key).map(|e| Found::Memtable(&e.value));
-        if found.is_none() {
-            found = self.imm.as_ref().and_then(|m| m.get(key).map(|e| Found::Memtable(&e.value)));
-        }
+        let mut found: Option<Found<'_>> = self.mem.all().find_map(|m| m.get(key).map(|e| Found::Memtable(&e.value)));
         if found.is_none() {
             'levels: for (level, tables) in self.version.levels.iter().enumerate() {
                 if level == 0 {
@@ -214,7 +210,7 @@ impl<S: Storage> State<S> {
         if kind != crate::locator::Kind::Put {
             return Ok(None);
         }
-        if tombstone_over(&self.mem, self.imm.as_ref(), &self.version, key).is_some_and(|rt| rt > hlc) {
+        if tombstone_over(&self.mem, &self.version, key).is_some_and(|rt| rt > hlc) {
             return Ok(None);
         }
         Ok(Some(value))
@@ -266,7 +262,7 @@ impl<S: Storage> Engine<S> {
     /// read of it; nothing otherwise (not in the memtable, the state in use).
     pub fn prefetch(&self, key: &[u8], bytes_max: usize) {
         if let Ok(state) = self.inner.state.try_borrow() {
-            state.mem.prefetch(key, bytes_max);
+            state.mem.live().prefetch(key, bytes_max);
         }
     }
 
@@ -426,9 +422,8 @@ impl<S: Storage> Engine<S> {
         let lo_ref = bound_ref(&lo);
         let hi_ref = bound_ref(&hi);
         let mut sources: Vec<std::iter::Peekable<Source<'_>>> = Vec::new();
-        sources.push((Box::new(st.mem.range(lo_ref, hi_ref, opts.reverse).map(Ok)) as Source<'_>).peekable());
-        if let Some(imm) = &st.imm {
-            sources.push((Box::new(imm.range(lo_ref, hi_ref, opts.reverse).map(Ok)) as Source<'_>).peekable());
+        for m in st.mem.all() {
+            sources.push((Box::new(m.range(lo_ref, hi_ref, opts.reverse).map(Ok)) as Source<'_>).peekable());
         }
         for t in st.version.all() {
             let n = t.rec.number;
@@ -437,9 +432,8 @@ impl<S: Storage> Engine<S> {
         }
         let rts: Vec<&RangeTombstone> = st
             .mem
-            .range_tombstones()
-            .iter()
-            .chain(st.imm.iter().flat_map(|m| m.range_tombstones().iter()))
+            .all()
+            .flat_map(|m| m.range_tombstones().iter())
             .chain(st.version.all().flat_map(|t| t.table.range_tombstones().iter()))
             .collect();
         let mut out = Vec::new();

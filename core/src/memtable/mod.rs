@@ -253,3 +253,6 @@ mod tests {
         assert_eq!(after, before);
     }
 }
+
+mod slots;
+pub(crate) use slots::{Memtables, ToFlush};
