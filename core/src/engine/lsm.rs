@@ -24,9 +24,8 @@ use crate::{
     hlc::Hlc,
     limits,
     locator::{CandyLocator, Kind},
-    manifest::{self, Change, TableRecord},
+    manifest::{Change, TableRecord},
     memtable::{Memtable, ToFlush},
-    record,
     storage::{Storage, StorageFile},
     table::{Table, TableOptions, TableWriter},
     types::{RangeTombstone, SyrupId},
@@ -50,150 +49,19 @@ struct Compaction {
 }
 
 impl<S: Storage> Engine<S> {
-    /// Appends one edit to the manifest, durably, then applies it; checkpoints past the size
-    /// threshold.
+    /// Appends one edit to the manifest, durably, then applies it (see [`ManifestLog::edit`]);
+    /// an I/O failure stops the partition.
     pub(crate) async fn log_edit(&self, changes: Vec<Change>) -> Result<()> {
-        let _g = self.inner.manifest_lock.lock().await;
         self.check_usable()?;
-        // Check under the lock, before anything is durable: an edit that cannot apply (a part of
-        // an upload that ended meanwhile) must never reach the log, or the next open would fail.
-        {
-            let st = self.inner.state.borrow();
-            let mut created = std::collections::BTreeSet::new();
-            for c in &changes {
-                match c {
-                    Change::UploadCreated { id, .. } => {
-                        created.insert(*id);
-                    }
-                    Change::UploadPart { id, .. } if !st.manifest.uploads.contains_key(id) && !created.contains(id) => {
-                        return Err(Error::NotFound);
-                    }
-                    _ => {}
-                }
-            }
+        let floor = || self.inner.state.borrow().clock.last();
+        match self.inner.manifest.edit(changes, floor).await {
+            Err(e @ Error::Io(_)) => self.stop(e),
+            r => r,
         }
-        let (file, offset) = {
-            let st = self.inner.state.borrow();
-            (st.manifest_file.clone(), st.manifest_len)
-        };
-        let file = file.ok_or(Error::Closed)?;
-        let mut rec = Vec::new();
-        record::encode_record(offset, &manifest::encode_edit(&changes), &mut rec);
-        let n = rec.len() as u64;
-        if let Err(e) = file.write_at(rec, offset).await {
-            if e.is_no_space() {
-                // As for the commit log: zero what the failed append left, and refuse the edit.
-                if let Err(e) = crate::log::clear_tail(&file, offset).await {
-                    return self.fail(e);
-                }
-                return Err(Error::NoSpace);
-            }
-            return self.fail(e);
-        }
-        if let Err(e) = file.sync_data().await {
-            return self.fail(e);
-        }
-        let needs_checkpoint = {
-            let mut st = self.inner.state.borrow_mut();
-            st.manifest_len = offset + n;
-            for c in &changes {
-                st.manifest.apply(c).map_err(|e| {
-                    Error::Corrupt(Corruption::new(FileKind::Manifest, &self.inner.config.partition_dir, e))
-                })?;
-            }
-            st.manifest_len > self.inner.config.manifest_checkpoint_bytes
-        };
-        if needs_checkpoint {
-            self.checkpoint_locked().await?;
-        }
-        Ok(())
-    }
-
-    /// Writes the whole state into a new manifest and switches CURRENT to it. The caller holds
-    /// the manifest lock.
-    pub(crate) async fn checkpoint_locked(&self) -> Result<()> {
-        let dir = self.inner.config.partition_dir.clone();
-        let (number, snapshot, old) = {
-            let mut st = self.inner.state.borrow_mut();
-            let number = st.next_file;
-            st.next_file += 1;
-            st.manifest.next_file_number = st.next_file;
-            st.manifest.hlc_floor = st.manifest.hlc_floor.max(st.clock.last());
-            (number, st.manifest.snapshot(), st.manifest_number)
-        };
-        let mut bytes = manifest::encode_header(number);
-        // The snapshot goes in records of bounded size: the reader refuses larger edits. The new
-        // manifest is named by CURRENT only once all of it is durable, so splitting is safe.
-        let mut group: Vec<Change> = Vec::new();
-        let mut group_bytes = 0usize;
-        let flush_group = |group: &mut Vec<Change>, bytes: &mut Vec<u8>| {
-            if !group.is_empty() {
-                let at = bytes.len() as u64;
-                record::encode_record(at, &manifest::encode_edit(group), bytes);
-                group.clear();
-            }
-        };
-        for c in snapshot {
-            let n = manifest::encode_edit(std::slice::from_ref(&c)).len();
-            if group_bytes + n > limits::MANIFEST_EDIT_BYTES_MAX / 2 {
-                flush_group(&mut group, &mut bytes);
-                group_bytes = 0;
-            }
-            group_bytes += n;
-            group.push(c);
-        }
-        flush_group(&mut group, &mut bytes);
-        let len = bytes.len() as u64;
-        let path = dir.join(manifest::file_name(number));
-        let r: Result<S::File> = async {
-            let file = self.inner.storage.create(&path).await?;
-            file.write_at(bytes, 0).await?;
-            file.sync_data().await?;
-            self.write_current(number).await?;
-            Ok(file)
-        }
-        .await;
-        let file = match r {
-            Ok(f) => f,
-            Err(Error::Io(e)) if e.is_no_space() && matches!(e.op, "write" | "create") => {
-                // CURRENT still names the old manifest, which stays live: drop the new one.
-                let _ = self.inner.storage.remove(&path).await;
-                let _ = self.inner.storage.remove(&dir.join("CURRENT.tmp")).await;
-                return Err(Error::NoSpace);
-            }
-            Err(e) => return self.fail(e),
-        };
-        {
-            let mut st = self.inner.state.borrow_mut();
-            st.manifest_file = Some(file);
-            st.manifest_number = number;
-            st.manifest_len = len;
-        }
-        if old != 0 && old != number {
-            // The old manifest is no longer named by CURRENT; nothing reads it.
-            let _ = self.inner.storage.remove(&dir.join(manifest::file_name(old))).await;
-        }
-        Ok(())
-    }
-
-    /// Replaces CURRENT atomically: write a temporary file, sync it, rename, sync the directory.
-    pub(crate) async fn write_current(&self, number: u64) -> Result<()> {
-        let dir = &self.inner.config.partition_dir;
-        let tmp = dir.join("CURRENT.tmp");
-        let _ = self.inner.storage.remove(&tmp).await;
-        let f = self.inner.storage.create(&tmp).await?;
-        f.write_at(manifest::encode_current(number), 0).await?;
-        f.sync_data().await?;
-        self.inner.storage.rename(&tmp, &dir.join(manifest::CURRENT_FILE)).await?;
-        self.inner.storage.sync_dir(dir).await?;
-        Ok(())
     }
 
     pub(crate) fn alloc_file_number(&self) -> u64 {
-        let mut st = self.inner.state.borrow_mut();
-        let n = st.next_file;
-        st.next_file += 1;
-        n
+        self.inner.manifest.alloc_file_number()
     }
 
     fn table_options(&self) -> TableOptions {
@@ -267,10 +135,8 @@ impl<S: Storage> Engine<S> {
             changes.push(Change::AddTable(rec.clone()));
             added = Some(Rc::new(TableHandle { rec, table }));
         }
-        let (next_file, legacy) = {
-            let st = self.inner.state.borrow();
-            (st.next_file, st.mem.legacy_wals().to_vec())
-        };
+        let next_file = self.inner.manifest.next_file();
+        let legacy = self.inner.state.borrow().mem.legacy_wals().to_vec();
         if let Some(newest) = legacy.iter().max() {
             // The first flush since this partition came from v1 WALs holds all they held.
             changes.push(Change::LogNumber(newest + 1));
@@ -512,7 +378,7 @@ impl<S: Storage> Engine<S> {
         }
         let mut changes: Vec<Change> = added.iter().map(|t| Change::AddTable(t.rec.clone())).collect();
         changes.extend(input_numbers.iter().map(|n| Change::RemoveTable(*n)));
-        changes.push(Change::NextFileNumber(self.inner.state.borrow().next_file));
+        changes.push(Change::NextFileNumber(self.inner.manifest.next_file()));
         self.log_edit(changes).await?;
         let mut st = self.inner.state.borrow_mut();
         let mut v: Version = (*st.version).clone();
@@ -557,7 +423,7 @@ impl<S: Storage> Engine<S> {
                 all
             }
         };
-        for u in st.manifest.uploads.values() {
+        for u in self.inner.manifest.state().uploads.values() {
             out.extend(u.parts.values().flat_map(|p| p.part.segments.iter().map(|s| s.syrup)));
         }
         out.extend(st.commit.syrups());
@@ -595,7 +461,7 @@ impl<S: Storage> Engine<S> {
         let local = self.referenced_syrups();
         let candidates: Vec<SyrupId> = {
             let mut st = self.inner.state.borrow_mut();
-            let own: Vec<SyrupId> = st.manifest.syrups.iter().copied().collect();
+            let own: Vec<SyrupId> = self.inner.manifest.state().syrups.iter().copied().collect();
             let unreferenced: Vec<SyrupId> =
                 own.into_iter().filter(|s| !local.contains(s) && !foreign.contains(s)).collect();
             let keep: HashMap<SyrupId, u64> =

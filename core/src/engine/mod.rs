@@ -45,7 +45,7 @@ use crate::{
     error::{Error, Result},
     hlc::HlcClock,
     log::CommitLog,
-    manifest::ManifestState,
+    manifest::ManifestLog,
     memtable::Memtables,
     runtime::{Clock, LocalMutex},
     storage::Storage,
@@ -271,11 +271,6 @@ pub(crate) struct ActiveSyrup<F> {
 }
 
 pub(crate) struct State<S: Storage> {
-    pub(crate) manifest: ManifestState,
-    pub(crate) manifest_file: Option<S::File>,
-    pub(crate) manifest_number: u64,
-    pub(crate) manifest_len: u64,
-    pub(crate) next_file: u64,
     /// The live and frozen memtables, and what of the log they hold.
     pub(crate) mem: Memtables,
     pub(crate) version: Rc<Version>,
@@ -315,7 +310,8 @@ pub(crate) struct Inner<S: Storage> {
     pub(crate) clock: Rc<dyn Clock>,
     pub(crate) config: EngineConfig,
     pub(crate) state: RefCell<State<S>>,
-    pub(crate) manifest_lock: LocalMutex,
+    /// The manifest: the partition's durable state other than its log records.
+    pub(crate) manifest: ManifestLog<S>,
     pub(crate) syrup_lock: LocalMutex,
     pub(crate) maintenance_lock: LocalMutex,
     pub(crate) background_tasks: Cell<usize>,
@@ -382,7 +378,7 @@ impl<S: Storage> Engine<S> {
 
     /// Syrups this partition created and has not deleted.
     pub fn own_syrups(&self) -> BTreeSet<SyrupId> {
-        self.inner.state.borrow().manifest.syrups.clone()
+        self.inner.manifest.state().syrups.clone()
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -421,6 +417,11 @@ impl<S: Storage> Engine<S> {
                 return Err(Error::NoSpace);
             }
         }
+        self.stop(e)
+    }
+
+    /// Marks the engine failed after an I/O error and passes the error on.
+    pub(crate) fn stop<T>(&self, e: Error) -> Result<T> {
         if matches!(e, Error::Io(_)) {
             tracing::error!(partition_dir = %self.inner.config.partition_dir.display(), error = %e, "partition stopped after I/O failure");
             self.inner.state.borrow_mut().failed = true;

@@ -27,11 +27,11 @@ use crate::{
     limits,
     locator::CandyLocator,
     log::{recover::Replay, CommitLog, LogConfig, LogPosition},
-    manifest::{self, ManifestState},
+    manifest::{self, at_offset, ManifestLog, ManifestState},
     memtable::{Memtable, Memtables},
     record::{self, ScanEnd},
     runtime::{Clock, LocalMutex},
-    storage::{Storage, StorageFile},
+    storage::{read_whole, Storage, StorageFile},
     table::Table,
     wal::{self, WalOp},
 };
@@ -47,12 +47,6 @@ pub struct RecoveryReport {
     pub manifest_torn: bool,
     /// True when the partition was created by this open.
     pub created: bool,
-}
-
-async fn read_whole<S: Storage>(storage: &S, path: &std::path::Path) -> Result<Vec<u8>> {
-    let f = storage.open(path).await?;
-    let len = f.len().await?;
-    Ok(f.read_at(0, usize::try_from(len).unwrap_or(usize::MAX)).await?)
 }
 
 impl<S: Storage> Engine<S> {
@@ -141,44 +135,15 @@ impl<S: Storage> Engine<S> {
             move |e: DecodeError| Error::Corrupt(Corruption::new(kind, path.clone(), e))
         };
 
-        let mut manifest = ManifestState::default();
         let current_path = dir.join(manifest::CURRENT_FILE);
         let has_current = names.iter().any(|n| n == manifest::CURRENT_FILE);
         let mut manifest_number = 0;
+        let mut manifest = ManifestState::default();
         if has_current {
-            let cur = read_whole(&storage, &current_path).await?;
-            manifest_number =
-                manifest::decode_current(&cur).map_err(corrupt(FileKind::Pointer, current_path.clone()))?;
-            let mpath = dir.join(manifest::file_name(manifest_number));
-            let bytes = read_whole(&storage, &mpath).await?;
-            let header = bytes.get(..manifest::MANIFEST_HEADER_BYTES).ok_or_else(|| {
-                corrupt(FileKind::Manifest, mpath.clone())(DecodeError::Truncated(crate::codec::Short {
-                    at: 0,
-                    needed: manifest::MANIFEST_HEADER_BYTES,
-                }))
-            })?;
-            let n = manifest::decode_header(header).map_err(corrupt(FileKind::Manifest, mpath.clone()))?;
-            if n != manifest_number {
-                return Err(corrupt(FileKind::Manifest, mpath)(DecodeError::Malformed {
-                    what: "manifest number",
-                    offset: 16,
-                }));
-            }
-            let body = bytes.get(manifest::MANIFEST_HEADER_BYTES..).unwrap_or_default();
-            let (records, end) =
-                record::scan_records(body, manifest::MANIFEST_HEADER_BYTES as u64, limits::MANIFEST_EDIT_BYTES_MAX)
-                    .map_err(corrupt(FileKind::Manifest, mpath.clone()))?;
-            if let ScanEnd::Torn { offset, discarded } = end {
-                tracing::warn!(file = %mpath.display(), offset, discarded, "discarding torn manifest tail");
-                report.manifest_torn = true;
-            }
-            for (offset, rec) in records {
-                let changes = manifest::decode_edit(rec)
-                    .map_err(|e| corrupt(FileKind::Manifest, mpath.clone())(at_offset(e, offset)))?;
-                for c in &changes {
-                    manifest.apply(c).map_err(|e| corrupt(FileKind::Manifest, mpath.clone())(at_offset(e, offset)))?;
-                }
-            }
+            let read = ManifestLog::read(&storage, &dir).await?;
+            manifest = read.state;
+            manifest_number = read.number;
+            report.manifest_torn = read.torn;
         } else {
             // Without CURRENT a partition is new, unless it already holds data: a table, or a WAL
             // with records. Treating that as new would delete it, so refuse instead.
@@ -399,12 +364,15 @@ impl<S: Storage> Engine<S> {
         let live = manifest.uploads.keys().fold(0u64, |h, id| h.rotate_left(7) ^ id)
             ^ manifest.intents.keys().fold(0u64, |h, t| h.rotate_left(11) ^ (*t as u64) ^ ((*t >> 64) as u64));
         let seed = config.seed ^ clock.now_ms().rotate_left(17) ^ (u64::from(config.partition) << 48) ^ live;
-        let state = State {
+        let manifest = ManifestLog::new(
+            storage.clone(),
+            dir.clone(),
+            config.manifest_checkpoint_bytes,
             manifest,
-            manifest_file: None,
             manifest_number,
-            manifest_len: 0,
             next_file,
+        );
+        let state = State {
             mem,
             version: Rc::new(version),
             write_buffers: Vec::new(),
@@ -436,7 +404,7 @@ impl<S: Storage> Engine<S> {
                 clock,
                 config,
                 state: RefCell::new(state),
-                manifest_lock: LocalMutex::new(),
+                manifest,
                 syrup_lock: LocalMutex::new(),
                 maintenance_lock: LocalMutex::new(),
                 background_tasks: std::cell::Cell::new(0),
@@ -445,20 +413,13 @@ impl<S: Storage> Engine<S> {
         let weak: std::rc::Weak<dyn crate::log::Committer<S::File>> = engine.inner.me.clone();
         engine.inner.log_client.set(log.register(weak));
         engine.report_need();
-        {
-            let _g = engine.inner.manifest_lock.lock().await;
-            engine.checkpoint_locked().await?;
-        }
+        let floor = engine.inner.state.borrow().clock.last();
+        engine.inner.manifest.checkpoint(floor).await?;
 
         // Orphans: files the manifest does not name.
-        let (live_tables, log_number, current_manifest) = {
-            let st = engine.inner.state.borrow();
-            (
-                st.manifest.tables.keys().copied().collect::<std::collections::BTreeSet<u64>>(),
-                st.manifest.log_number,
-                st.manifest_number,
-            )
-        };
+        let live_tables = engine.inner.manifest.live_tables();
+        let log_number = engine.inner.manifest.state().log_number;
+        let current_manifest = engine.inner.manifest.number();
         for name in &names {
             let orphan =
                 match (parse_table_file_name(name), wal::parse_file_name(name), manifest::parse_file_name(name)) {
@@ -480,15 +441,5 @@ impl<S: Storage> Engine<S> {
             engine.spawn_background();
         }
         Ok((engine, report))
-    }
-}
-
-/// Moves an error's offset from body-relative to file-relative (the body follows the record
-/// header).
-fn at_offset(e: DecodeError, record_offset: u64) -> DecodeError {
-    let base = record_offset + record::RECORD_HEADER_BYTES as u64;
-    match e {
-        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: base + offset },
-        other => other,
     }
 }

@@ -183,7 +183,7 @@ impl<S: Storage> Engine<S> {
         r.scanning = false;
         match scanned {
             Ok(mut scan) => {
-                for u in st.manifest.uploads.values() {
+                for u in self.inner.manifest.state().uploads.values() {
                     for p in u.parts.values() {
                         for s in &p.part.segments {
                             *scan.bytes.entry(s.syrup).or_insert(0) += s.stored_len(p.part.chunk_size);
@@ -264,7 +264,9 @@ impl<S: Storage> Engine<S> {
         let candidates: Vec<SyrupId> = {
             let st = self.inner.state.borrow();
             let active = st.active.as_ref().map(|a| a.id);
-            st.manifest
+            self.inner
+                .manifest
+                .state()
                 .syrups
                 .iter()
                 .copied()

@@ -108,7 +108,9 @@ impl<S: Storage> Engine<S> {
     /// `Conflict`.
     pub(crate) fn check_rename_unclaimed(&self, source_key: &[u8]) -> Result<()> {
         let st = self.inner.state.borrow();
-        if st.rename_claims.contains(source_key) || st.manifest.intents.values().any(|i| i.source_key == source_key) {
+        if st.rename_claims.contains(source_key)
+            || self.inner.manifest.state().intents.values().any(|i| i.source_key == source_key)
+        {
             return Err(Error::Conflict("another rename of this source is in progress".into()));
         }
         Ok(())
@@ -119,7 +121,7 @@ impl<S: Storage> Engine<S> {
         let mut st = self.inner.state.borrow_mut();
         loop {
             let token: u128 = st.rng.gen();
-            if token != 0 && !st.manifest.intents.contains_key(&token) {
+            if token != 0 && !self.inner.manifest.state().intents.contains_key(&token) {
                 return token;
             }
         }
@@ -130,7 +132,7 @@ impl<S: Storage> Engine<S> {
         let mut st = self.inner.state.borrow_mut();
         loop {
             let id = st.rng.gen::<u64>() | 1;
-            if !st.manifest.uploads.contains_key(&id) {
+            if !self.inner.manifest.state().uploads.contains_key(&id) {
                 return id;
             }
         }
@@ -138,7 +140,7 @@ impl<S: Storage> Engine<S> {
 
     /// Pending rename intents.
     pub fn rename_intents(&self) -> Vec<RenameIntent> {
-        self.inner.state.borrow().manifest.intents.values().cloned().collect()
+        self.inner.manifest.state().intents.values().cloned().collect()
     }
 
     /// Clears a rename intent (finalized or abandoned). Clearing an unknown token succeeds.
@@ -146,7 +148,7 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// I/O failures.
     pub async fn clear_rename_intent(&self, token: u128) -> Result<()> {
-        if !self.inner.state.borrow().manifest.intents.contains_key(&token) {
+        if !self.inner.manifest.state().intents.contains_key(&token) {
             return Ok(());
         }
         self.log_edit(vec![Change::IntentCleared(token)]).await
@@ -349,7 +351,7 @@ impl<S: Storage> Engine<S> {
         if number == 0 || number > limits::MULTIPART_PARTS_MAX {
             return Err(Error::invalid("part_number", format!("must lie in 1..={}", limits::MULTIPART_PARTS_MAX)));
         }
-        if !self.inner.state.borrow().manifest.uploads.contains_key(&upload) {
+        if !self.inner.manifest.state().uploads.contains_key(&upload) {
             return Err(Error::NotFound);
         }
         self.check_writable()?;
@@ -371,7 +373,7 @@ impl<S: Storage> Engine<S> {
                 return self.fail(e);
             }
         }
-        if !self.inner.state.borrow().manifest.uploads.contains_key(&upload) {
+        if !self.inner.manifest.state().uploads.contains_key(&upload) {
             return Err(Error::NotFound);
         }
         let created_ms = self.now_ms();
@@ -389,7 +391,7 @@ impl<S: Storage> Engine<S> {
     /// `NotFound` for an unknown upload; `InvalidArgument` naming the offending part;
     /// `LimitExceeded` for too many parts or a locator over the cap; `Busy`; I/O failures.
     pub async fn complete_upload(&self, upload: u64, parts: &[u32]) -> Result<PutReply> {
-        let u: Upload = self.inner.state.borrow().manifest.uploads.get(&upload).cloned().ok_or(Error::NotFound)?;
+        let u: Upload = self.inner.manifest.state().uploads.get(&upload).cloned().ok_or(Error::NotFound)?;
         if parts.is_empty() {
             return Err(Error::invalid("parts", "at least one part is needed"));
         }
@@ -454,7 +456,7 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `NotFound` for an unknown upload; I/O failures.
     pub async fn abort_upload(&self, upload: u64) -> Result<()> {
-        if !self.inner.state.borrow().manifest.uploads.contains_key(&upload) {
+        if !self.inner.manifest.state().uploads.contains_key(&upload) {
             return Err(Error::NotFound);
         }
         self.log_edit(vec![Change::UploadEnded(upload)]).await
@@ -462,8 +464,9 @@ impl<S: Storage> Engine<S> {
 
     /// In-flight uploads, by id.
     pub fn list_uploads(&self) -> Vec<UploadInfo> {
-        let st = self.inner.state.borrow();
-        st.manifest
+        self.inner
+            .manifest
+            .state()
             .uploads
             .values()
             .map(|u| UploadInfo { id: u.id, key: u.key.clone(), created_ms: u.created_ms, parts: u.parts.len() })
@@ -475,8 +478,8 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `NotFound` for an unknown upload.
     pub fn list_parts(&self, upload: u64) -> Result<Vec<PartInfo>> {
-        let st = self.inner.state.borrow();
-        let u = st.manifest.uploads.get(&upload).ok_or(Error::NotFound)?;
+        let manifest = self.inner.manifest.state();
+        let u = manifest.uploads.get(&upload).ok_or(Error::NotFound)?;
         Ok(u.parts
             .iter()
             .map(|(n, p)| PartInfo {
@@ -500,9 +503,8 @@ impl<S: Storage> Engine<S> {
         let ttl = self.inner.config.upload_ttl_ms;
         let expired: Vec<u64> = self
             .inner
-            .state
-            .borrow()
             .manifest
+            .state()
             .uploads
             .values()
             .filter(|u| u.created_ms.saturating_add(ttl) <= now)

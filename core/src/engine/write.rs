@@ -513,8 +513,8 @@ impl<S: Storage> Engine<S> {
         let cfg = &self.inner.config;
         let now = self.now_ms();
         let mut id = {
-            let st = self.inner.state.borrow();
-            let last = st.manifest.syrups.iter().next_back().copied().filter(|s| s.node() == cfg.node_id);
+            let last =
+                self.inner.manifest.state().syrups.iter().next_back().copied().filter(|s| s.node() == cfg.node_id);
             let first = SyrupId::first_at(cfg.node_id, now);
             match last {
                 Some(l) if l >= first => SyrupId(l.0 + 1),

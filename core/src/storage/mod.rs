@@ -124,3 +124,13 @@ pub type SpliceFd = std::sync::Arc<std::os::fd::OwnedFd>;
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// The whole content of the file at `path`.
+///
+/// # Errors
+/// [`IoError`] opening, sizing or reading it.
+pub(crate) async fn read_whole<S: Storage>(storage: &S, path: &Path) -> Result<Vec<u8>, IoError> {
+    let f = storage.open(path).await?;
+    let len = f.len().await?;
+    f.read_at(0, usize::try_from(len).unwrap_or(usize::MAX)).await
+}

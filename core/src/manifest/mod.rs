@@ -701,3 +701,6 @@ mod tests {
         assert!(matches!(decode_current(&c), Err(DecodeError::ChecksumMismatch { .. })));
     }
 }
+
+mod log;
+pub(crate) use log::{at_offset, ManifestLog};
