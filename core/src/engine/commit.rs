@@ -347,13 +347,7 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
         // One batch of a partition is in the log at a time, so its sequence follows the last applied.
         let seq = st.mem.next_seq();
         batch.record.section(self.config.box_uid, self.config.partition, seq, ops.iter().map(Op::wal_op));
-        let dirty = std::mem::take(&mut st.dirty_syrups);
-        for id in dirty {
-            if let Some(f) = st.syrup_files.get(&id) {
-                batch.syncs.push(f.clone());
-                st.stats.syrup_syncs += 1;
-            }
-        }
+        st.stats.syrup_syncs += self.syrups.take_dirty(&mut batch.syncs);
         st.commit.inflight = ops;
         st.commit.inflight_seq = seq;
         st.commit.inflight_waiters = waiters;
@@ -505,12 +499,7 @@ impl<S: Storage> Committer<S::File> for Joint<S> {
             let Some(w) = st.commit.pending.pop_front() else { continue };
             let seq = st.mem.next_seq();
             batch.record.section(inner.config.box_uid, inner.config.partition, seq, w.ops.iter().map(Op::wal_op));
-            for id in std::mem::take(&mut st.dirty_syrups) {
-                if let Some(f) = st.syrup_files.get(&id) {
-                    batch.syncs.push(f.clone());
-                    st.stats.syrup_syncs += 1;
-                }
-            }
+            st.stats.syrup_syncs += inner.syrups.take_dirty(&mut batch.syncs);
             st.commit.inflight = w.ops;
             st.commit.inflight_seq = seq;
         }

@@ -12,11 +12,7 @@
 //! - Obsolete tables and WALs are deleted only after the GC grace period; unlinking a mapped table
 //!   keeps its mapping valid.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    ops::Bound,
-    rc::Rc,
-};
+use std::{collections::BTreeSet, ops::Bound, rc::Rc};
 
 use super::{Engine, GcReport, TableHandle, Version};
 use crate::{
@@ -427,8 +423,7 @@ impl<S: Storage> Engine<S> {
             out.extend(u.parts.values().flat_map(|p| p.part.segments.iter().map(|s| s.syrup)));
         }
         out.extend(st.commit.syrups());
-        out.extend(st.writers.keys().copied());
-        out.extend(st.active.as_ref().map(|a| a.id));
+        out.extend(self.inner.syrups.in_use());
         out
     }
 
@@ -459,28 +454,22 @@ impl<S: Storage> Engine<S> {
             }
         }
         let local = self.referenced_syrups();
-        let candidates: Vec<SyrupId> = {
-            let mut st = self.inner.state.borrow_mut();
-            let own: Vec<SyrupId> = self.inner.manifest.state().syrups.iter().copied().collect();
-            let unreferenced: Vec<SyrupId> =
-                own.into_iter().filter(|s| !local.contains(s) && !foreign.contains(s)).collect();
-            let keep: HashMap<SyrupId, u64> =
-                unreferenced.iter().map(|s| (*s, st.unreferenced_since.get(s).copied().unwrap_or(now))).collect();
-            st.unreferenced_since = keep;
-            let due: Vec<SyrupId> = st
-                .unreferenced_since
-                .iter()
-                .filter(|(_, since)| since.saturating_add(grace) <= now)
-                .map(|(s, _)| *s)
-                .collect();
-            report.syrups_waiting = st.unreferenced_since.len() - due.len();
-            due
-        };
+        let unreferenced: Vec<SyrupId> = self
+            .inner
+            .manifest
+            .state()
+            .syrups
+            .iter()
+            .copied()
+            .filter(|s| !local.contains(s) && !foreign.contains(s))
+            .collect();
+        let (candidates, waiting) = self.inner.syrups.unreferenced(&unreferenced, now, grace);
+        report.syrups_waiting = waiting;
         let mut dropped = Vec::new();
         let mut reclaimed = 0u64;
         for id in candidates {
-            let path = self.inner.config.syrup_dir.join(id.file_name());
-            if let Ok(f) = self.syrup_file(id).await {
+            let path = self.inner.syrups.path(id);
+            if let Ok(f) = self.inner.syrups.file(id).await {
                 reclaimed += f.len().await.unwrap_or(0);
             }
             match self.inner.storage.remove(&path).await {
@@ -493,13 +482,10 @@ impl<S: Storage> Engine<S> {
         if !dropped.is_empty() {
             self.inner.storage.sync_dir(&self.inner.config.syrup_dir).await?;
             self.log_edit(dropped.iter().copied().map(Change::SyrupDropped).collect()).await?;
-            let mut st = self.inner.state.borrow_mut();
             for id in &dropped {
-                st.unreferenced_since.remove(id);
-                st.syrup_files.remove(id);
-                st.syrup_maps.remove(id);
-                st.syrup_verified.remove(id);
+                self.inner.syrups.forget(*id);
             }
+            let mut st = self.inner.state.borrow_mut();
             st.stats.syrups_deleted += dropped.len() as u64;
             st.stats.syrup_bytes_reclaimed += reclaimed;
         }

@@ -31,16 +31,17 @@ mod write;
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     path::PathBuf,
     rc::Rc,
 };
 
 pub use self::{
     commit::Pending,
-    read::{ByteRange, CandyReader, GetReply, ListEntry, ListOptions, ListPage, Piece},
+    read::{ByteRange, GetReply, ListEntry, ListOptions, ListPage},
     write::{BodyStream, PutOptions, PutReply, SliceBody},
 };
+pub use crate::syrup::{CandyReader, Piece};
 use crate::{
     error::{Error, Result},
     hlc::HlcClock,
@@ -49,6 +50,7 @@ use crate::{
     memtable::Memtables,
     runtime::{Clock, LocalMutex},
     storage::Storage,
+    syrup::Syrups,
     table::Table,
     types::{BoxUid, SyrupId},
 };
@@ -262,30 +264,14 @@ impl Version {
     }
 }
 
-/// The Syrup currently written.
-#[derive(Debug)]
-pub(crate) struct ActiveSyrup<F> {
-    pub(crate) id: SyrupId,
-    pub(crate) file: F,
-    pub(crate) reserved_end: u64,
-}
-
-pub(crate) struct State<S: Storage> {
+pub(crate) struct State {
     /// The live and frozen memtables, and what of the log they hold.
     pub(crate) mem: Memtables,
     pub(crate) version: Rc<Version>,
-    pub(crate) write_buffers: Vec<Vec<u8>>,
     pub(crate) clock: HlcClock,
-    pub(crate) active: Option<ActiveSyrup<S::File>>,
-    pub(crate) syrup_files: HashMap<SyrupId, S::File>,
-    pub(crate) syrup_maps: HashMap<SyrupId, read::SyrupMap>,
-    pub(crate) syrup_verified: HashMap<SyrupId, BoxUid>,
-    pub(crate) dirty_syrups: BTreeSet<SyrupId>,
-    pub(crate) writers: HashMap<SyrupId, usize>,
     pub(crate) commit: commit::CommitQueue,
     pub(crate) failed: bool,
     pub(crate) closed: bool,
-    pub(crate) unreferenced_since: HashMap<SyrupId, u64>,
     pub(crate) obsolete: Vec<(PathBuf, u64)>,
     pub(crate) compact_cursor: Vec<Vec<u8>>,
     pub(crate) rng: rand::rngs::SmallRng,
@@ -309,10 +295,11 @@ pub(crate) struct Inner<S: Storage> {
     pub(crate) storage: S,
     pub(crate) clock: Rc<dyn Clock>,
     pub(crate) config: EngineConfig,
-    pub(crate) state: RefCell<State<S>>,
+    pub(crate) state: RefCell<State>,
     /// The manifest: the partition's durable state other than its log records.
     pub(crate) manifest: ManifestLog<S>,
-    pub(crate) syrup_lock: LocalMutex,
+    /// The Syrups this partition writes and reads.
+    pub(crate) syrups: Syrups<S>,
     pub(crate) maintenance_lock: LocalMutex,
     pub(crate) background_tasks: Cell<usize>,
 }

@@ -15,7 +15,7 @@
 //! 6. The manifest is checkpointed into a new file (a replayed manifest is never appended to).
 //! 7. Files no manifest names (tables, WALs before the log number, old manifests) are deleted.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc};
+use std::{cell::RefCell, rc::Rc};
 
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -32,6 +32,7 @@ use crate::{
     record::{self, ScanEnd},
     runtime::{Clock, LocalMutex},
     storage::{read_whole, Storage, StorageFile},
+    syrup::Syrups,
     table::Table,
     wal::{self, WalOp},
 };
@@ -372,21 +373,14 @@ impl<S: Storage> Engine<S> {
             manifest_number,
             next_file,
         );
+        let syrups = Syrups::new(storage.clone(), config.syrup_dir.clone());
         let state = State {
             mem,
             version: Rc::new(version),
-            write_buffers: Vec::new(),
             clock: clock_state,
-            active: None,
-            syrup_files: HashMap::new(),
-            syrup_maps: HashMap::new(),
-            syrup_verified: HashMap::new(),
-            dirty_syrups: Default::default(),
-            writers: HashMap::new(),
             commit: Default::default(),
             failed: false,
             closed: false,
-            unreferenced_since: HashMap::new(),
             obsolete: Vec::new(),
             compact_cursor: vec![Vec::new(); limits::LEVELS_MAX],
             rng: rand::rngs::SmallRng::seed_from_u64(seed),
@@ -405,7 +399,7 @@ impl<S: Storage> Engine<S> {
                 config,
                 state: RefCell::new(state),
                 manifest,
-                syrup_lock: LocalMutex::new(),
+                syrups,
                 maintenance_lock: LocalMutex::new(),
                 background_tasks: std::cell::Cell::new(0),
             }),

@@ -237,7 +237,7 @@ impl<S: Storage> Engine<S> {
     /// and mostly dead: the next write rolls a new one, and this one can be condemned.
     fn retire_active_if_dead(&self) -> bool {
         let cfg = &self.inner.config;
-        let Some((id, size)) = self.inner.state.borrow().active.as_ref().map(|a| (a.id, a.reserved_end)) else {
+        let Some((id, size)) = self.inner.syrups.active() else {
             return false;
         };
         let live = self.live_bytes(id);
@@ -247,12 +247,7 @@ impl<S: Storage> Engine<S> {
         if !dead && (size < cfg.syrup_compact_bytes_min || !mostly_dead(live, size, cfg.syrup_live_ratio_min)) {
             return false;
         }
-        let mut st = self.inner.state.borrow_mut();
-        if st.writers.contains_key(&id) || st.active.as_ref().map(|a| a.id) != Some(id) {
-            return false;
-        }
-        st.active = None;
-        true
+        self.inner.syrups.retire_active(id)
     }
 
     /// Condemns own Syrups (not active, not being written) whose live bytes are under the live
@@ -261,22 +256,20 @@ impl<S: Storage> Engine<S> {
     /// # Returns
     /// How many were condemned that were not before.
     async fn condemn(&self) -> Result<usize> {
-        let candidates: Vec<SyrupId> = {
-            let st = self.inner.state.borrow();
-            let active = st.active.as_ref().map(|a| a.id);
-            self.inner
-                .manifest
-                .state()
-                .syrups
-                .iter()
-                .copied()
-                .filter(|id| Some(*id) != active && !st.writers.contains_key(id))
-                .collect()
-        };
+        let active = self.inner.syrups.active().map(|(id, _)| id);
+        let candidates: Vec<SyrupId> = self
+            .inner
+            .manifest
+            .state()
+            .syrups
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != active && !self.inner.syrups.is_written(*id))
+            .collect();
         let ratio = self.inner.config.syrup_live_ratio_min;
         let mut condemned = BTreeSet::new();
         for id in candidates {
-            let size = match self.syrup_file(id).await {
+            let size = match self.inner.syrups.file(id).await {
                 Ok(f) => f.len().await?,
                 // Gone already (or unreadable): nothing to move from here.
                 Err(_) => continue,

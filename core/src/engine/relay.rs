@@ -284,8 +284,8 @@ impl<S: Storage> Engine<S> {
             Err(e) if e.is_not_found() => return Err(ForgedLocator::UnknownSyrup { syrup: id.0 }.into()),
             Err(e) => return Err(e.into()),
         };
-        self.inner.state.borrow_mut().syrup_files.insert(id, file.clone());
-        let known = self.inner.state.borrow().syrup_verified.get(&id).copied();
+        self.inner.syrups.set_file(id, file.clone());
+        let known = self.inner.syrups.verified(id);
         let box_uid = match known {
             Some(b) => b,
             None => {
@@ -297,7 +297,7 @@ impl<S: Storage> Engine<S> {
                 if h.id != id {
                     return Err(ForgedLocator::UnknownSyrup { syrup: id.0 }.into());
                 }
-                self.inner.state.borrow_mut().syrup_verified.insert(id, h.box_uid);
+                self.inner.syrups.set_verified(id, h.box_uid);
                 h.box_uid
             }
         };
@@ -368,7 +368,7 @@ impl<S: Storage> Engine<S> {
         // The part's bytes must be durable before the manifest names them.
         let syrups: std::collections::BTreeSet<SyrupId> = part.segments.iter().map(|s| s.syrup).collect();
         for id in syrups {
-            let f = self.syrup_file(id).await?;
+            let f = self.inner.syrups.file(id).await?;
             if let Err(e) = f.sync_data().await {
                 return self.fail(e);
             }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::{
     commit::{Op, Pending},
-    ActiveSyrup, Engine,
+    Engine,
 };
 use crate::{
     error::{Error, Result},
@@ -24,7 +24,7 @@ use crate::{
     locator::{stored_len, CandyBody, CandyLocator, Kind, Part, SegmentRef},
     manifest::Change,
     storage::{Storage, StorageFile},
-    syrup::{ChunkEncoder, SyrupHeader, SYRUP_HEADER_BYTES},
+    syrup::{ChunkEncoder, SyrupHeader},
     types::{prefix_end, validate_key, RangeTombstone, SyrupId},
 };
 
@@ -102,13 +102,7 @@ pub(crate) struct WriterGuard<S: Storage> {
 
 impl<S: Storage> Drop for WriterGuard<S> {
     fn drop(&mut self) {
-        let mut st = self.engine.inner.state.borrow_mut();
-        if let Some(n) = st.writers.get_mut(&self.syrup) {
-            *n -= 1;
-            if *n == 0 {
-                st.writers.remove(&self.syrup);
-            }
-        }
+        self.engine.inner.syrups.writer_done(self.syrup);
     }
 }
 
@@ -369,7 +363,7 @@ impl<S: Storage> Engine<S> {
             let (syrup, file, offset) = self.reserve(stored_len(want, chunk)).await?;
             guards.push(WriterGuard { engine: self.clone(), syrup });
             let mut enc = ChunkEncoder::new(offset, chunk);
-            let mut buf = self.take_write_buffer();
+            let mut buf = self.inner.syrups.take_buffer();
             let mut buf_at = offset;
             loop {
                 let piece = match carry.take() {
@@ -409,7 +403,7 @@ impl<S: Storage> Engine<S> {
             if !buf.is_empty() {
                 buf = self.write_syrup(&file, syrup, buf, buf_at).await?;
             }
-            self.return_write_buffer(buf);
+            self.inner.syrups.return_buffer(buf);
             if enc.payload_bytes > 0 {
                 segments.push(SegmentRef { syrup, offset, length: enc.payload_bytes });
                 total += enc.payload_bytes;
@@ -450,27 +444,10 @@ impl<S: Storage> Engine<S> {
         }));
     }
 
-    /// A cleared write buffer from the pool (or a new one): large puts reuse the same few buffers
-    /// instead of allocating and faulting in a fresh megabyte per write.
-    fn take_write_buffer(&self) -> Vec<u8> {
-        let mut buf = self.inner.state.borrow_mut().write_buffers.pop().unwrap_or_default();
-        buf.clear();
-        buf
-    }
-
-    /// Gives a write buffer back to the pool, which holds at most `WRITE_BUFFERS_POOLED_MAX`.
-    fn return_write_buffer(&self, buf: Vec<u8>) {
-        let mut st = self.inner.state.borrow_mut();
-        if st.write_buffers.len() < limits::WRITE_BUFFERS_POOLED_MAX && buf.capacity() <= 4 * limits::WRITE_BUFFER_BYTES
-        {
-            st.write_buffers.push(buf);
-        }
-    }
-
     async fn write_syrup(&self, file: &S::File, syrup: SyrupId, buf: Vec<u8>, at: u64) -> Result<Vec<u8>> {
         match file.write_at(buf, at).await {
             Ok(b) => {
-                self.inner.state.borrow_mut().dirty_syrups.insert(syrup);
+                self.inner.syrups.dirtied(syrup);
                 Ok(b)
             }
             Err(e) => self.fail(e),
@@ -479,29 +456,13 @@ impl<S: Storage> Engine<S> {
 
     /// Reserves `stored` bytes in the active Syrup, rolling to a new one when it is full.
     async fn reserve(&self, stored: u64) -> Result<(SyrupId, S::File, u64)> {
+        let roll = self.inner.config.syrup_roll_bytes;
         loop {
-            {
-                let mut st = self.inner.state.borrow_mut();
-                let roll = self.inner.config.syrup_roll_bytes;
-                if let Some(a) = st.active.as_mut() {
-                    let fresh = a.reserved_end == SYRUP_HEADER_BYTES;
-                    if fresh || a.reserved_end + stored <= roll {
-                        let offset = a.reserved_end;
-                        a.reserved_end += stored;
-                        let (id, file) = (a.id, a.file.clone());
-                        *st.writers.entry(id).or_insert(0) += 1;
-                        return Ok((id, file, offset));
-                    }
-                }
+            if let Some(r) = self.inner.syrups.reserve(stored, roll) {
+                return Ok(r);
             }
-            let _g = self.inner.syrup_lock.lock().await;
-            let full = {
-                let st = self.inner.state.borrow();
-                st.active.as_ref().is_none_or(|a| {
-                    a.reserved_end != SYRUP_HEADER_BYTES && a.reserved_end + stored > self.inner.config.syrup_roll_bytes
-                })
-            };
-            if full {
+            let _g = self.inner.syrups.roll_lock().lock().await;
+            if self.inner.syrups.needs_roll(stored, roll) {
                 self.roll_syrup().await?;
             }
         }
@@ -512,7 +473,7 @@ impl<S: Storage> Engine<S> {
     async fn roll_syrup(&self) -> Result<()> {
         let cfg = &self.inner.config;
         let now = self.now_ms();
-        let mut id = {
+        let id = {
             let last =
                 self.inner.manifest.state().syrups.iter().next_back().copied().filter(|s| s.node() == cfg.node_id);
             let first = SyrupId::first_at(cfg.node_id, now);
@@ -521,40 +482,13 @@ impl<S: Storage> Engine<S> {
                 _ => first,
             }
         };
-        let mut attempts = 0;
-        let file = loop {
-            let path = cfg.syrup_dir.join(id.file_name());
-            match self.inner.storage.create(&path).await {
-                Ok(f) => break f,
-                Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists && attempts < 1024 => {
-                    attempts += 1;
-                    id = SyrupId(id.0 + 1);
-                }
-                Err(e) => return self.fail(e),
-            }
-        };
         let header = SyrupHeader { id, box_uid: cfg.box_uid, created_ms: now, partition: cfg.partition };
-        let path = cfg.syrup_dir.join(id.file_name());
-        if let Err(e) = file.write_at(header.encode(), 0).await {
-            if e.is_no_space() {
-                // Named by nothing yet: give it back.
-                let _ = self.inner.storage.remove(&path).await;
-            }
-            return self.fail(e);
-        }
-        let r = async {
-            file.sync_data().await?;
-            self.inner.storage.sync_dir(&cfg.syrup_dir).await
-        }
-        .await;
-        if let Err(e) = r {
-            return self.fail(e);
-        }
+        let (id, file) = match self.inner.syrups.create(header).await {
+            Ok(created) => created,
+            Err(e) => return self.fail(e),
+        };
         self.log_edit(vec![Change::SyrupCreated(id)]).await?;
-        let mut st = self.inner.state.borrow_mut();
-        st.syrup_files.insert(id, file.clone());
-        st.syrup_verified.insert(id, cfg.box_uid);
-        st.active = Some(ActiveSyrup { id, file, reserved_end: SYRUP_HEADER_BYTES });
+        self.inner.syrups.activate(id, file, cfg.box_uid);
         Ok(())
     }
 }

@@ -284,3 +284,9 @@ mod tests {
         }
     }
 }
+
+mod files;
+mod reader;
+pub(crate) use files::Syrups;
+pub(crate) use reader::SyrupMap;
+pub use reader::{CandyReader, Piece};
