@@ -31,4 +31,5 @@ pub mod syrup;
 pub mod table;
 pub mod testing;
 pub mod types;
+pub(crate) mod version;
 pub mod wal;

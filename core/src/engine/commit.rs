@@ -175,7 +175,7 @@ impl<S: Storage> Engine<S> {
         self.inner.log.check()?;
         let st = self.inner.state.borrow();
         let cfg = &self.inner.config;
-        if st.version.levels.first().map_or(0, Vec::len) >= cfg.l0_stall {
+        if st.lsm.l0_tables() >= cfg.l0_stall {
             return Err(Error::Busy { reason: "too many L0 tables", retry_after_ms: 200 });
         }
         if st.mem.live().bytes() >= cfg.memtable_bytes.saturating_mul(2) {

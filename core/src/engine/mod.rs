@@ -17,13 +17,13 @@
 //!   foreign set, and it has been unreferenced for the GC grace period.
 
 mod commit;
-mod lsm;
+mod maintain;
 mod open;
 mod read;
 mod reclaim;
 mod relay;
 /// Table file names (`T-<number>.sst`), for offline tools that list a partition's files.
-pub use lsm::{parse_table_file_name, table_file_name};
+pub use crate::version::{parse_table_file_name, table_file_name};
 pub use open::RecoveryReport;
 pub use reclaim::{LiveScan, ReclaimReport};
 pub use relay::{PartInfo, UploadInfo};
@@ -51,8 +51,8 @@ use crate::{
     runtime::{Clock, LocalMutex},
     storage::Storage,
     syrup::Syrups,
-    table::Table,
     types::{BoxUid, SyrupId},
+    version::Lsm,
 };
 
 /// Settings of one partition engine. Every size and period of SPEC §10 that concerns a partition.
@@ -245,35 +245,15 @@ pub struct EngineStats {
     pub torn_tails_discarded: u64,
 }
 
-/// One live SSTable.
-#[derive(Debug)]
-pub(crate) struct TableHandle {
-    pub(crate) rec: crate::manifest::TableRecord,
-    pub(crate) table: Table,
-}
-
-/// The live tables by level: L0 newest first, L1+ sorted by smallest key and disjoint.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Version {
-    pub(crate) levels: Vec<Vec<Rc<TableHandle>>>,
-}
-
-impl Version {
-    fn all(&self) -> impl Iterator<Item = &Rc<TableHandle>> {
-        self.levels.iter().flatten()
-    }
-}
-
 pub(crate) struct State {
     /// The live and frozen memtables, and what of the log they hold.
     pub(crate) mem: Memtables,
-    pub(crate) version: Rc<Version>,
+    /// The live tables, the compaction cursors and the obsolete files.
+    pub(crate) lsm: Lsm,
     pub(crate) clock: HlcClock,
     pub(crate) commit: commit::CommitQueue,
     pub(crate) failed: bool,
     pub(crate) closed: bool,
-    pub(crate) obsolete: Vec<(PathBuf, u64)>,
-    pub(crate) compact_cursor: Vec<Vec<u8>>,
     pub(crate) rng: rand::rngs::SmallRng,
     pub(crate) stats: EngineStats,
     /// Source keys whose prepare-rename is between its checks and its durable intent: together
@@ -345,12 +325,12 @@ impl<S: Storage> Engine<S> {
 
     /// Number of tables per level.
     pub fn level_table_counts(&self) -> Vec<usize> {
-        self.inner.state.borrow().version.levels.iter().map(Vec::len).collect()
+        self.inner.state.borrow().lsm.version().levels().iter().map(Vec::len).collect()
     }
 
     /// Bytes of tables per level.
     pub fn level_bytes(&self) -> Vec<u64> {
-        self.inner.state.borrow().version.levels.iter().map(|l| l.iter().map(|t| t.rec.size).sum()).collect()
+        self.inner.state.borrow().lsm.version().levels().iter().map(|l| l.iter().map(|t| t.rec.size).sum()).collect()
     }
 
     /// Bytes of the live memtable and of the frozen one (0 when none), for metrics.

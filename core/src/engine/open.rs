@@ -20,7 +20,7 @@ use std::{cell::RefCell, rc::Rc};
 use bytes::Bytes;
 use rand::SeedableRng;
 
-use super::{lsm::parse_table_file_name, Engine, EngineConfig, EngineStats, Inner, State, TableHandle, Version};
+use super::{Engine, EngineConfig, EngineStats, Inner, State};
 use crate::{
     error::{Corruption, DecodeError, Error, FileKind, Result},
     hlc::HlcClock,
@@ -33,7 +33,7 @@ use crate::{
     runtime::{Clock, LocalMutex},
     storage::{read_whole, Storage, StorageFile},
     syrup::Syrups,
-    table::Table,
+    version::{parse_table_file_name, Lsm, Version},
     wal::{self, WalOp},
 };
 
@@ -180,33 +180,10 @@ impl<S: Storage> Engine<S> {
         let legacy = has_current && manifest.log_flushed == LogPosition::ZERO;
 
         // Tables.
-        let mut version = Version { levels: vec![Vec::new(); limits::LEVELS_MAX] };
         let mut clock_state = HlcClock::new(config.node_id);
         clock_state.observe(manifest.hlc_floor);
-        for rec in manifest.tables.values() {
-            let path = dir.join(super::lsm::table_file_name(rec.number));
-            let f = storage.open(&path).await?;
-            let len = f.len().await?;
-            if len != rec.size {
-                return Err(corrupt(FileKind::Table, path)(DecodeError::Malformed {
-                    what: "table size differs from manifest",
-                    offset: len,
-                }));
-            }
-            let map = f.map(0, usize::try_from(len).unwrap_or(usize::MAX))?;
-            let table = Table::open(map).map_err(corrupt(FileKind::Table, path.clone()))?;
-            clock_state.observe(table.meta().max_hlc);
-            let level = version.levels.get_mut(usize::from(rec.level)).ok_or_else(|| {
-                corrupt(FileKind::Manifest, path.clone())(DecodeError::Malformed { what: "level", offset: 0 })
-            })?;
-            level.push(Rc::new(TableHandle { rec: rec.clone(), table }));
-        }
-        if let Some(l0) = version.levels.get_mut(0) {
-            l0.sort_by_key(|t| std::cmp::Reverse(t.rec.number));
-        }
-        for level in version.levels.iter_mut().skip(1) {
-            level.sort_by(|a, b| a.rec.smallest.cmp(&b.rec.smallest));
-        }
+        let (version, tables_hlc) = Version::open(&storage, &dir, manifest.tables.values()).await?;
+        clock_state.observe(tables_hlc);
         for i in manifest.intents.values() {
             clock_state.observe(i.source_hlc);
         }
@@ -376,13 +353,11 @@ impl<S: Storage> Engine<S> {
         let syrups = Syrups::new(storage.clone(), config.syrup_dir.clone());
         let state = State {
             mem,
-            version: Rc::new(version),
+            lsm: Lsm::new(version),
             clock: clock_state,
             commit: Default::default(),
             failed: false,
             closed: false,
-            obsolete: Vec::new(),
-            compact_cursor: vec![Vec::new(); limits::LEVELS_MAX],
             rng: rand::rngs::SmallRng::seed_from_u64(seed),
             rename_claims: Default::default(),
             reclaim: Default::default(),

@@ -12,9 +12,9 @@ use std::{collections::HashMap, ops::Bound};
 use bytes::Bytes;
 pub use candybox_types::ListOptions;
 
-use super::{Engine, State, Version};
+use super::{Engine, State};
 use crate::{
-    error::{Corruption, DecodeError, Error, FileKind, Result},
+    error::{Error, Result},
     hlc::Hlc,
     limits,
     locator::{CandyBody, CandyLocator, Kind},
@@ -22,6 +22,10 @@ use crate::{
     storage::Storage,
     syrup::CandyReader,
     types::{prefix_end, validate_key, RangeTombstone, SyrupId},
+    version::{
+        merge::{locator_error, next_newest, Newest, Source},
+        table_error, Version,
+    },
 };
 
 /// A byte range of a GET, with HTTP Range semantics.
@@ -102,68 +106,9 @@ pub struct ListPage {
     pub next_start_after: Option<Vec<u8>>,
 }
 
-/// One sorted source of a merge: a memtable or a table, as (key, encoded locator).
-pub(crate) type Source<'a> = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>> + 'a>;
-
-/// The newest version of one key, as a merge yields it.
-pub(crate) struct Newest {
-    pub(crate) key: Bytes,
-    pub(crate) hlc: Hlc,
-    pub(crate) kind: Kind,
-    pub(crate) value: Bytes,
-}
-
-/// Takes the next key (ascending, or descending with `reverse`) among the heads of `sources`, and
-/// of all its versions the one with the greatest stamp (last writer wins). Listing and compaction
-/// share it.
-///
-/// # Errors
-/// The first error a source yields; a locator whose header does not decode.
-pub(crate) fn next_newest(sources: &mut [std::iter::Peekable<Source<'_>>], reverse: bool) -> Result<Option<Newest>> {
-    let mut next: Option<Bytes> = None;
-    for s in sources.iter_mut() {
-        match s.peek() {
-            Some(Ok((k, _))) if next.as_ref().is_none_or(|n| if reverse { k > n } else { k < n }) => {
-                next = Some(k.clone());
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) => {
-                if let Some(Err(e)) = s.next() {
-                    return Err(e);
-                }
-            }
-            None => {}
-        }
-    }
-    let Some(key) = next else { return Ok(None) };
-    let mut newest: Option<(Hlc, Kind, Bytes)> = None;
-    for s in sources.iter_mut() {
-        if matches!(s.peek(), Some(Ok((k, _))) if *k == key) {
-            if let Some(Ok((_, v))) = s.next() {
-                let (kind, hlc) = CandyLocator::peek(&v).map_err(locator_error)?;
-                if newest.as_ref().is_none_or(|(h, _, _)| hlc > *h) {
-                    newest = Some((hlc, kind, v));
-                }
-            }
-        }
-    }
-    Ok(newest.map(|(hlc, kind, value)| Newest { key, hlc, kind, value }))
-}
-
-fn table_error(number: u64, dir: &std::path::Path) -> impl Fn(DecodeError) -> Error + '_ {
-    move |e| Error::Corrupt(Corruption::new(FileKind::Table, dir.join(super::lsm::table_file_name(number)), e))
-}
-
-fn locator_error(e: DecodeError) -> Error {
-    Error::Corrupt(Corruption::new(FileKind::Locator, "<locator>", e))
-}
-
 /// The newest stamp of a range tombstone covering `key` in any source.
 fn tombstone_over(mem: &Memtables, version: &Version, key: &[u8]) -> Option<Hlc> {
-    let rts = mem
-        .all()
-        .flat_map(|m| m.range_tombstones().iter())
-        .chain(version.all().flat_map(|t| t.table.range_tombstones().iter()));
+    let rts = mem.all().flat_map(|m| m.range_tombstones().iter()).chain(version.range_tombstones());
     rts.filter(|rt| rt.covers_key(key)).map(|rt| rt.hlc).max()
 }
 
@@ -184,33 +129,14 @@ impl State {
     fn find_live(&self, key: &[u8], dir: &std::path::Path) -> Result<Option<Found<'_>>> {
         let mut found: Option<Found<'_>> = self.mem.all().find_map(|m| m.get(key).map(|e| Found::Memtable(&e.value)));
         if found.is_none() {
-            'levels: for (level, tables) in self.version.levels.iter().enumerate() {
-                if level == 0 {
-                    for t in tables {
-                        if let Some(v) = t.table.get(key).map_err(table_error(t.rec.number, dir))? {
-                            found = Some(Found::Table(v));
-                            break 'levels;
-                        }
-                    }
-                } else {
-                    let i = tables.partition_point(|t| t.rec.largest.as_slice() < key);
-                    if let Some(t) = tables.get(i) {
-                        if t.rec.smallest.as_slice() <= key {
-                            if let Some(v) = t.table.get(key).map_err(table_error(t.rec.number, dir))? {
-                                found = Some(Found::Table(v));
-                                break 'levels;
-                            }
-                        }
-                    }
-                }
-            }
+            found = self.lsm.version().get(key, dir)?.map(Found::Table);
         }
         let Some(value) = found else { return Ok(None) };
         let (kind, hlc) = CandyLocator::peek(value.bytes()).map_err(locator_error)?;
         if kind != crate::locator::Kind::Put {
             return Ok(None);
         }
-        if tombstone_over(&self.mem, &self.version, key).is_some_and(|rt| rt > hlc) {
+        if tombstone_over(&self.mem, self.lsm.version(), key).is_some_and(|rt| rt > hlc) {
             return Ok(None);
         }
         Ok(Some(value))
@@ -400,17 +326,13 @@ impl<S: Storage> Engine<S> {
         for m in st.mem.all() {
             sources.push((Box::new(m.range(lo_ref, hi_ref, opts.reverse).map(Ok)) as Source<'_>).peekable());
         }
-        for t in st.version.all() {
+        for t in st.lsm.version().all() {
             let n = t.rec.number;
             let it = t.table.range(lo.clone(), hi.clone(), opts.reverse).map(move |r| r.map_err(table_error(n, dir)));
             sources.push((Box::new(it) as Source<'_>).peekable());
         }
-        let rts: Vec<&RangeTombstone> = st
-            .mem
-            .all()
-            .flat_map(|m| m.range_tombstones().iter())
-            .chain(st.version.all().flat_map(|t| t.table.range_tombstones().iter()))
-            .collect();
+        let rts: Vec<&RangeTombstone> =
+            st.mem.all().flat_map(|m| m.range_tombstones().iter()).chain(st.lsm.version().range_tombstones()).collect();
         let mut out = Vec::new();
         while let Some(Newest { key, hlc, kind, value }) = next_newest(&mut sources, opts.reverse)? {
             if kind != Kind::Put || rts.iter().any(|rt| rt.deletes(&key, hlc)) {
