@@ -38,6 +38,11 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "module layout"
+# The engine's parts (memtable, syrup, manifest, version, log, ...) must not import each other
+# in a cycle.
+python3 scripts/module-cycles.py core/src
+
 step "tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

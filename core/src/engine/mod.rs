@@ -212,10 +212,7 @@ impl EngineConfig {
 }
 
 /// The bucket of [`EngineStats::commit_sizes`] a group commit of `mutations` falls in.
-pub fn commit_size_bucket(mutations: usize) -> usize {
-    let bits = usize::BITS - mutations.max(1).saturating_sub(1).leading_zeros();
-    (bits as usize).min(crate::limits::GROUP_COMMIT_SIZE_BUCKETS - 1)
-}
+pub use crate::log::commit_size_bucket;
 
 /// Counters of one engine, for metrics and tests.
 #[derive(Debug, Default, Clone)]

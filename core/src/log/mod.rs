@@ -98,7 +98,7 @@ pub struct LogStats {
     pub ops: u64,
     /// Records by mutation count: bucket `i` counts records of `(2^(i-1), 2^i]` mutations
     /// (bucket 0: exactly one), the last bucket everything larger
-    /// ([`crate::engine::commit_size_bucket`]).
+    /// ([`commit_size_bucket`]).
     pub record_sizes: [u64; crate::limits::GROUP_COMMIT_SIZE_BUCKETS],
     /// fdatasyncs of the log.
     pub syncs: u64,
@@ -417,7 +417,7 @@ impl<S: Storage> CommitLog<S> {
         st.stats.records += 1;
         st.stats.sections += sections;
         st.stats.ops += ops;
-        if let Some(b) = st.stats.record_sizes.get_mut(crate::engine::commit_size_bucket(ops as usize)) {
+        if let Some(b) = st.stats.record_sizes.get_mut(commit_size_bucket(ops as usize)) {
             *b += 1;
         }
         st.stats.syncs += 1;
@@ -574,6 +574,14 @@ async fn sync_all<F: StorageFile>(files: Vec<F>) -> std::result::Result<(), IoEr
         }
     }
     result
+}
+
+/// The bucket of a histogram of group commit sizes that a commit of `mutations` falls in: bucket
+/// `i` counts commits of `(2^(i-1), 2^i]` mutations (bucket 0: exactly one), the last bucket
+/// everything larger.
+pub fn commit_size_bucket(mutations: usize) -> usize {
+    let bits = usize::BITS - mutations.max(1).saturating_sub(1).leading_zeros();
+    (bits as usize).min(crate::limits::GROUP_COMMIT_SIZE_BUCKETS - 1)
 }
 
 /// Overwrites whatever lies in `file` from `from` to its end with zeros and makes that durable:
