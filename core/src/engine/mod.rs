@@ -18,6 +18,7 @@
 
 mod commit;
 mod maintain;
+mod migrate;
 mod open;
 mod read;
 mod reclaim;
