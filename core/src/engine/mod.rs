@@ -248,11 +248,17 @@ pub(crate) struct State {
     pub(crate) mem: Memtables,
     /// The live tables, the compaction cursors and the obsolete files.
     pub(crate) lsm: Lsm,
+    /// The partition's HLC: every stamp it gives is above every durable one.
     pub(crate) clock: HlcClock,
+    /// Mutations waiting for the shard's log, and the batch in its current record.
     pub(crate) commit: commit::CommitQueue,
+    /// Set by an I/O failure: everything answers `PreviousIo` until the partition is reopened.
     pub(crate) failed: bool,
+    /// Set by `close`.
     pub(crate) closed: bool,
+    /// Upload ids and rename tokens.
     pub(crate) rng: rand::rngs::SmallRng,
+    /// Counters.
     pub(crate) stats: EngineStats,
     /// Source keys whose prepare-rename is between its checks and its durable intent: together
     /// with the manifest's intents they make a rename's claim on its source exclusive.
