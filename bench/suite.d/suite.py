@@ -290,6 +290,7 @@ PHASES = [
     ("node, 1 shard, default configuration (incl. open loop and sweep)", 8, 17),
     ("node, 1 shard, spin-before-park off (CPU per request)", 18, 25),
     ("node, 2 shards (incl. rename across shards)", 26, 30),
+    ("before/after (bench/ab, base build included)", 31, 31),
 ]
 TWO_SHARD = [
     ("shards2-get-1k", "1 KiB get, routing", "node-get-1k"),
@@ -649,6 +650,7 @@ def report(work, out):
     res["issue13_targets"] = issue13
     res["issue13_targets_met"] = sum(1 for t in issue13 if t["met"])
     res["issue13_targets_total"] = len(issue13)
+    res["before_after"] = before_after(w(os.path.join("ab", "ab-latest.json")))
 
     timings = [{"step": int(s), "label": lab, "seconds": float(sec)} for s, lab, sec in read_tsv(w("timings.tsv"))]
     res["timings"] = timings
@@ -692,6 +694,8 @@ def report(work, out):
         if notes:
             L += wrap(f"  {t['shape']}: {notes}")
     L += wrap("  " + ISSUE13_NOTE)
+    L.append("")
+    L += before_after_lines(res["before_after"])
 
     L.append("")
     L.append(f"Earlier targets ({res['other_targets_met']} of {len(others)} met; same runs)")
@@ -800,6 +804,36 @@ def report(work, out):
              f"({res['other_targets_met']} of {len(others)} earlier targets); issue 13: "
              f"{res['issue13_targets_met']} of {res['issue13_targets_total']} met.")
     print("\n".join(L))
+
+
+def before_after(path):
+    """bench/ab's results (part 7), or None when the part was skipped."""
+    if not os.path.exists(path):
+        return None
+    d = load(path)
+    return {k: d.get(k) for k in ("base", "new", "new_dirty", "rounds", "seconds", "shapes", "summary")}
+
+
+def before_after_lines(ab):
+    if ab is None:
+        return ["Before/after: not measured (CANDYBOX_SUITE_AB_BASE=none)"]
+    base, new = (ab.get("base") or "?")[:10], (ab.get("new") or "?")[:10]
+    dirty = " + uncommitted changes" if ab.get("new_dirty") else ""
+    which = " (the commit before issue 13)" if base.startswith("19b1bdb") else ""
+    L = [f"Before/after: base {base}{which} vs this tree {new}{dirty}; "
+         f"bench/ab, {ab.get('rounds')} round(s) of {ab.get('seconds')} s, binaries alternated, same generator"]
+    rows = []
+    for r in ab.get("summary") or []:
+        rows.append([r.get("label") or r.get("shape"), n0(r.get("base_ops_per_s")), n0(r.get("new_ops_per_s")),
+                     ratio_s(r.get("ops_ratio_new_over_base")),
+                     cpu_s(r.get("base_node_cpu_us_per_op")), cpu_s(r.get("new_node_cpu_us_per_op")),
+                     ratio_s(r.get("cpu_ratio_new_over_base"))])
+    L += table(["shape", "base ops/s", "new ops/s", "new/base", "node CPU base", "node CPU new", "CPU new/base"],
+               rows, align="lrrrrrr")
+    L += wrap("  Medians over the rounds; node CPU is µs per request of the whole node process over the "
+              "measured window (bench/ab). The put is the 1 KiB durable put of 64 connections on a Box of 8 "
+              "partitions; copy + rename runs one connection.")
+    return L
 
 
 def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
@@ -988,6 +1022,10 @@ def main(argv):
     elif cmd == "iperf-brief" and len(args) == 1:
         s = iperf(load(args[0]))
         print(f"{mbs(s['bytes_per_s'])} ({s['bytes_per_s'] * 8 / 1e9:.2f} Gbit/s)")
+    elif cmd == "ab-brief" and len(args) == 1:
+        ab = before_after(args[0]) or {}
+        print(", ".join(f"{r.get('shape')} {ratio_s(r.get('ops_ratio_new_over_base'))} "
+                        f"(CPU {ratio_s(r.get('cpu_ratio_new_over_base'))})" for r in ab.get("summary") or []))
     elif cmd == "bench-brief" and len(args) == 1:
         print(bench_brief(load(args[0])))
     elif cmd == "report" and len(args) == 2:
