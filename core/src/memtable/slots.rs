@@ -160,3 +160,57 @@ impl Memtables {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(segment: u64, offset: u64) -> LogPosition {
+        LogPosition { segment, offset }
+    }
+
+    #[test]
+    fn batches_apply_in_order_and_a_freeze_notes_how_far() {
+        let mut m = Memtables::recovered(Memtable::new(), at(3, 100), 7, Vec::new());
+        assert_eq!(m.next_seq(), 8);
+        assert_eq!(m.oldest_segment(), None);
+        m.apply(at(4, 64), 8);
+        m.apply(at(5, 64), 9);
+        assert_eq!(m.oldest_segment(), Some(4), "the first segment applied since the last freeze");
+        assert!(!m.freeze(false, usize::MAX), "not full");
+        assert!(!m.freeze(true, 0), "nothing in it to freeze");
+        let l = crate::locator::CandyLocator::tombstone(crate::hlc::Hlc { physical_ms: 1, logical: 0, node: 1 });
+        m.apply(at(5, 200), 10).set(bytes::Bytes::from_static(b"k"), bytes::Bytes::from(l.encode()), &l);
+        assert!(m.freeze(true, 0));
+        let f = m.to_flush().expect("frozen");
+        assert_eq!((f.end, f.seq), (at(5, 200), 10));
+        assert!(!m.freeze(true, 0), "one frozen memtable at a time");
+        m.apply(at(6, 64), 11);
+        assert_eq!(m.oldest_segment(), Some(4), "the frozen memtable still needs segment 4");
+        assert!(m.flushed().is_empty());
+        assert_eq!(m.oldest_segment(), Some(6));
+    }
+
+    #[test]
+    #[should_panic(expected = "applied once, in order")]
+    fn a_position_applied_twice_is_refused() {
+        let mut m = Memtables::recovered(Memtable::new(), at(3, 100), 0, Vec::new());
+        m.apply(at(3, 200), 1);
+        m.apply(at(3, 200), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "applied in sequence")]
+    fn a_batch_out_of_sequence_is_refused() {
+        let mut m = Memtables::recovered(Memtable::new(), at(3, 100), 0, Vec::new());
+        m.apply(at(3, 200), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "past the log's durable end")]
+    fn a_replayed_record_past_the_durable_end_is_refused() {
+        let mut m = Memtables::recovered(Memtable::new(), at(3, 100), 0, Vec::new());
+        m.apply(at(4, 200), 1);
+        m.caught_up(at(4, 100));
+    }
+}
