@@ -693,6 +693,8 @@ def report(work, out):
         notes = "; ".join(n for n in (t.get("detail"), t.get("generator")) if n)
         if notes:
             L += wrap(f"  {t['shape']}: {notes}")
+        if t.get("bottleneck"):
+            L += wrap(f"    NOT MET, bottleneck: {t['bottleneck']}")
     L += wrap("  " + ISSUE13_NOTE)
     L.append("")
     L += before_after_lines(res["before_after"])
@@ -874,6 +876,7 @@ def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
                    f"{(nd.get('ops_per_group_commit') or 0):.1f} puts per group commit"),
         "generator": gen_note("node-put-1k"),
         "generator_bound": (by_stem.get("node-put-1k") or {}).get("generator_bound"),
+        "bottleneck": cpu_bottleneck(ncpu, put_ops, "put", None if r_aof is None else 2.0 * r_aof),
     })
 
     # 1 KiB durable put, open loop at 50% of the closed-loop peak: the put sweep's 50% point.
@@ -898,6 +901,7 @@ def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
             + (f" (above {OPEN_LOOP_LAG_P99_MAX_US} µs: the generator fell behind its schedule; the latencies "
                "run from the intended send times, so they include that wait)" if behind else "")),
         "generator": "", "generator_bound": None,
+        "bottleneck": fsync_bottleneck(ol, pt, machine.get("fio_4k_fdatasync") or {}),
     })
 
     # Copy of a 1 GiB object: p99 <= 1 ms and the same as a 1 KiB object's within noise.
@@ -967,8 +971,40 @@ def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
         "node_text": mbs(p64), "baseline_text": f"{mbs(fseq)} fio seq write, fdatasync/64 MiB",
         "detail": None, "generator": gen_note("node-put-64m"),
         "generator_bound": (by_stem.get("node-put-64m") or {}).get("generator_bound"),
+        "bottleneck": cpu_bottleneck((by_stem.get("node-put-64m") or {}).get("node_cpu_us_per_op"),
+                                     opt(node["node-put-64m"], "total.ops_per_s"), "64 MiB put",
+                                     None if fseq is None else 0.9 * fseq / (64 << 20)),
     })
+    for t in out:
+        if t["met"]:
+            t["bottleneck"] = None
     return out
+
+
+def cpu_bottleneck(cpu_us_per_op, ops_per_s, what, wanted_ops_per_s):
+    """Evidence of where an unmet throughput target stops: how busy the node's core was."""
+    if cpu_us_per_op is None or not ops_per_s:
+        return "node CPU per request not measured"
+    busy = cpu_us_per_op * ops_per_s / 1e6
+    text = (f"core 0 {busy:.0%} busy with the node at this rate ({cpu_us_per_op:,.1f} µs of node CPU per {what}, "
+            "spin-before-park excluded)")
+    if wanted_ops_per_s:
+        need = 1e6 / wanted_ops_per_s
+        text += f"; the target needs {wanted_ops_per_s:,.0f}/s, at most {need:,.1f} µs per {what} on one core"
+    if busy >= 0.8:
+        text += ": CPU-bound on the node's core"
+    return text + " (where the CPU goes, by perf: bench/README.md, 'Issue 13')"
+
+
+def fsync_bottleneck(p99, pt, fio4k):
+    """Evidence for an unmet open-loop put latency: the disk's fdatasync tail in the same run."""
+    f99, f50 = fio4k.get("fdatasync_p99_us"), fio4k.get("fdatasync_p50_us")
+    if p99 is None or f99 is None:
+        return "the disk's fdatasync latency was not measured"
+    p50 = pt.get("p50_us") if pt else None
+    return (f"the put's p99 is {p99 / f99:.1f}x the disk's 4 KiB fdatasync p99 ({us(f99)}, p50 {us(f50)}; fio, "
+            f"this run) and its p50 {us(p50)}: a put waits for the group commit in flight, then its own "
+            "(appending) log write and fdatasync; see bench/README.md, 'Issue 13'")
 
 
 def wrap(text, width=110):
