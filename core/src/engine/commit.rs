@@ -456,8 +456,10 @@ impl<S: Storage> Joint<S> {
         for p in &self.parts {
             let mut st = p.inner.state.borrow_mut();
             st.commit.pending.retain(|w| w.joint.as_ref().is_none_or(|j| Rc::as_ptr(j) as *const () != me));
-            // The partition's own batches waited behind this part: back to the log with them.
-            if !st.commit.pending.is_empty() && !st.commit.queued && !st.failed && !st.closed {
+            // The partition's own batches waited behind this part, out of the log's queue: back
+            // to it with them, even when the partition failed or closed (its `take` then refuses
+            // them; left here, nothing would answer them and `close` would wait forever).
+            if !st.commit.pending.is_empty() && !st.commit.queued {
                 st.commit.queued = true;
                 drop(st);
                 p.inner.log.enqueue(p.inner.clone());
