@@ -185,7 +185,13 @@ pub fn scan_records(buf: &[u8], base: u64, body_max: usize) -> Result<(Records<'
         };
         let found = crc32(&[&offset.to_le_bytes(), &len.to_le_bytes(), body]);
         if found != crc {
-            if r.remaining() == 0 && zero_from_a_sector_inside(buf, base, at + RECORD_HEADER_BYTES) {
+            // Zeros from a sector inside its body to the end of the file: to the record's end, and
+            // after it (a file written full of zeros ahead of its records, a prepared log segment).
+            let end = r.position();
+            let only_zeros_after = buf.get(end..).unwrap_or_default().iter().all(|b| *b == 0);
+            if only_zeros_after
+                && zero_from_a_sector_inside(buf.get(..end).unwrap_or_default(), base, at + RECORD_HEADER_BYTES)
+            {
                 return Ok((out, torn));
             }
             return Err(DecodeError::ChecksumMismatch { offset, expected: crc, found });
@@ -294,6 +300,20 @@ mod tests {
         }
         assert_eq!(n, 2019, "the zeros below start at 2009, and the next sector boundary (2048) is past the end");
         assert!(scan_records(&short_zeros, 0, 1 << 20).is_err());
+        // In a file written full of zeros ahead of its records (a prepared log segment), zeros
+        // follow the record: the same rules hold.
+        let padded = |mut v: Vec<u8>| {
+            v.extend_from_slice(&[0; 3000]);
+            v
+        };
+        let unwritten_padded = padded(unwritten);
+        let (recs, end) = scan_records(&unwritten_padded, 0, 1 << 20).expect("a tear, zeros after it");
+        assert_eq!((recs.len(), end), (1, ScanEnd::Torn { offset: 11, discarded: (n + 3000 - 11) as u64 }));
+        assert!(matches!(
+            scan_records(&padded(flipped), 0, 1 << 20),
+            Err(DecodeError::ChecksumMismatch { offset: 11, .. })
+        ));
+        assert!(scan_records(&padded(short_zeros), 0, 1 << 20).is_err());
         // Space allocated and never written after the last good record is a tear.
         let mut zero_tail = log(&[b"one"], 0);
         zero_tail.extend_from_slice(&[0; 100]);

@@ -16,7 +16,7 @@ fn an_idle_partition_is_asked_to_flush_so_the_log_stays_bounded() {
     block_on(async {
         let sim = SimStorage::new();
         let clock = Rc::new(ManualClock::new(1_700_000_000_000));
-        let config = LogConfig { segment_bytes: 4096, bytes_max: 32 * 1024 };
+        let config = LogConfig { segment_bytes: 4096, bytes_max: 32 * 1024, ..LogConfig::default() };
         let log = CommitLog::create(sim.clone(), "/b/log/shard-000", 0, 1, 1, 1, config.clone()).await.expect("log");
         let mut engines = Vec::new();
         for p in 0..2 {
@@ -96,5 +96,103 @@ fn a_failed_log_sync_stops_the_shards_writes_until_the_log_restarts() {
         a.put(b"after", PutOptions::default(), SliceBody::new(vec![5; 30])).await.expect("writes go on");
         b.put(b"after", PutOptions::default(), SliceBody::new(vec![6; 30])).await.expect("writes go on");
         assert_eq!(a.get(b"after", None).await.expect("get").body.read_to_vec().expect("read"), vec![5; 30]);
+    });
+}
+
+/// Prepared segments (written full of zeros in the background, renamed in at the roll): after a
+/// crash every acknowledged mutation is replayed, the zeros behind a closed segment's records
+/// are neither damage nor a torn tail (the next segment's header says where its records end),
+/// and a closed segment that lost its last record, whole or in part, is damage.
+#[test]
+fn prepared_segments_replay_everything_and_a_closed_segment_missing_records_is_damage() {
+    use candybox_core::{
+        log::{format, recover},
+        testing::sim::CrashMode,
+    };
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let config = LogConfig { segment_bytes: 4096, bytes_max: 1 << 30, prepare: true, ..LogConfig::default() };
+        let log = CommitLog::create(sim.clone(), "/p/log/shard-000", 0, 1, 1, 1, config).await.expect("log");
+        let mut c = small_config(Path::new("/p"), 0);
+        // Nothing flushed: every record stays in the log, every segment stays.
+        c.auto_maintenance = false;
+        c.memtable_bytes = 1 << 20;
+        let (e, _) =
+            Engine::open_in(sim.clone(), clock.clone(), c.clone(), &log, &Default::default()).await.expect("open");
+        for i in 0..300u32 {
+            let key = format!("key-{i:04}");
+            e.put(key.as_bytes(), PutOptions::default(), SliceBody::new(vec![i as u8; 60])).await.expect("put");
+            // The preparation runs between the puts.
+            for _ in 0..4 {
+                yield_now().await;
+            }
+        }
+        let stats = log.stats();
+        assert!(stats.segments_created >= 5, "{stats:?}");
+        assert!(stats.segments_prepared >= 3, "most rolls took a prepared segment: {stats:?}");
+        sim.crash(CrashMode::DropUnsynced);
+
+        let dirs = recover::log_dirs(&sim, Path::new("/p/log")).await.expect("dirs");
+        let found = recover::recover(&sim, &dirs).await.expect("recover");
+        assert!(found.damage.is_empty(), "{:?}", found.damage);
+        assert!(found.torn_tails.is_empty(), "zeros behind the records are not a tear: {:?}", found.torn_tails);
+        let mut found = found;
+        let replay = found.take(c.box_uid, 0);
+        let log2 = CommitLog::create(sim.clone(), "/p/log/shard-001", 1, 100, 100, 1, LogConfig::default())
+            .await
+            .expect("new log");
+        let (e, _) = Engine::open_in(sim.clone(), clock.clone(), c.clone(), &log2, &replay).await.expect("reopen");
+        for i in 0..300u32 {
+            let key = format!("key-{i:04}");
+            let got = e.get(key.as_bytes(), None).await.expect("every acknowledged put is there");
+            assert_eq!(got.body.read_to_vec().expect("read"), vec![i as u8; 60], "{key}");
+        }
+
+        // A closed segment and where its successor says its records end.
+        let mut segments: Vec<(u64, std::path::PathBuf)> = found
+            .segments
+            .iter()
+            .filter(|p| p.starts_with("/p/log/shard-000"))
+            .filter_map(|p| Some((format::parse_file_name(p.file_name()?.to_str()?)?, p.clone())))
+            .collect();
+        segments.sort();
+        let (closed, next) = (&segments[1].1, &segments[2].1);
+        let next_bytes = sim.read_durable(next).expect("next segment");
+        let header = format::decode_header(&next_bytes[..format::SEGMENT_HEADER_BYTES]).expect("header");
+        let end = u64::from(header.previous_end.expect("a version 2 header"));
+        assert!(end > format::SEGMENT_HEADER_BYTES as u64, "the closed segment holds records");
+        let closed_bytes = sim.read_durable(closed).expect("closed segment");
+        assert!(closed_bytes.len() as u64 > end, "prepared: zeros follow its records");
+        assert!(closed_bytes[end as usize..].iter().all(|b| *b == 0));
+        // Another closed segment loses its last record whole: it now ends, clean, at the record
+        // before, short of where its successor says.
+        let (closed2, next2) = (&segments[2].1, &segments[3].1);
+        let next2_bytes = sim.read_durable(next2).expect("next segment");
+        let end2 = format::decode_header(&next2_bytes[..format::SEGMENT_HEADER_BYTES]).expect("header").previous_end;
+        let closed2_bytes = sim.read_durable(closed2).expect("closed segment");
+        let body_end = usize::try_from(end2.expect("version 2")).expect("fits");
+        let (records, _) = candybox_core::record::scan_records(
+            &closed2_bytes[format::SEGMENT_HEADER_BYTES..body_end],
+            format::SEGMENT_HEADER_BYTES as u64,
+            1 << 20,
+        )
+        .expect("records");
+        let (last_at, _) = *records.last().expect("a record");
+        sim.set_len(closed2, last_at);
+        let found = recover::recover(&sim, &dirs).await.expect("recover");
+        assert!(
+            found.damage.iter().any(|d| d.path == *closed2),
+            "a whole record lost from a closed segment is damage: {:?}",
+            found.damage
+        );
+        // And a closed segment whose last record is cut in the middle.
+        sim.set_len(closed, end - 5);
+        let found = recover::recover(&sim, &dirs).await.expect("recover");
+        assert!(
+            found.damage.iter().any(|d| d.path == *closed),
+            "records lost from a closed segment are damage: {:?}",
+            found.damage
+        );
     });
 }

@@ -108,7 +108,7 @@ fn wal_v1() {
 #[test]
 fn log_v1() {
     use candybox_core::log::format::{self, Section, SegmentHeader, SEGMENT_HEADER_BYTES};
-    let header = SegmentHeader { shard: 1, number: 9, base: 4, first: 5, previous: 7 };
+    let header = SegmentHeader { shard: 1, number: 9, base: 4, first: 5, previous: 7, previous_end: None };
     let sections = vec![
         Section {
             box_uid: BoxUid(0x1122_3344_5566_7788),
@@ -131,6 +131,18 @@ fn log_v1() {
     let (records, end) = record::scan_records(&shipped[SEGMENT_HEADER_BYTES..], at, 1 << 20).expect("records");
     assert_eq!(end, record::ScanEnd::Clean);
     assert_eq!(format::decode_body(records[0].1).expect("body"), sections);
+}
+
+/// A segment header of version 2: it says where the previous segment's records end (a segment
+/// may be prepared full of zeros ahead of its records).
+#[test]
+fn log_v2_header() {
+    use candybox_core::log::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+    let header = SegmentHeader { shard: 1, number: 9, base: 4, first: 5, previous: 7, previous_end: Some(4096) };
+    let file = format::encode_header(&header);
+    let shipped = golden("log-v2-header.bin", &file);
+    assert_eq!(shipped.len(), SEGMENT_HEADER_BYTES);
+    assert_eq!(format::decode_header(&shipped).expect("header"), header);
 }
 
 /// The manifest edit a flush writes since the shard commit log (tag 14).

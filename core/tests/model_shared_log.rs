@@ -230,7 +230,13 @@ impl Harness {
         let shard_count: u16 = self.rng.gen_range(1..=3);
         let turn: u16 = self.rng.gen_range(0..3);
         let base = found.next_segment;
-        let log_config = LogConfig { segment_bytes: self.rng.gen_range(600..4000), bytes_max: 8 * 1024 };
+        // Half the starts prepare their segments (zero-filled ahead, renamed in at the roll).
+        let log_config = LogConfig {
+            segment_bytes: self.rng.gen_range(600..4000),
+            bytes_max: 8 * 1024,
+            prepare: self.rng.gen_bool(0.5),
+            ..LogConfig::default()
+        };
         for s in 0..shard_count {
             let dir = root.join(candybox_core::log::format::shard_dir_name(s));
             let log = CommitLog::create(

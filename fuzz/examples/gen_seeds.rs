@@ -123,7 +123,7 @@ fn wal_seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn log_seeds() -> Vec<(&'static str, Vec<u8>)> {
     use candybox_core::log::format::{self, Section, SegmentHeader, SEGMENT_HEADER_BYTES};
     let file = |bodies: &[Vec<u8>]| {
-        let mut out = format::encode_header(&SegmentHeader { shard: 1, number: 9, base: 4, first: 5, previous: 7 });
+        let mut out = format::encode_header(&SegmentHeader { shard: 1, number: 9, base: 4, first: 5, previous: 7, previous_end: None });
         for body in bodies {
             let offset = out.len() as u64;
             record::encode_record(offset, body, &mut out);

@@ -29,17 +29,27 @@ fuzz_target!(|data: &[u8]| {
                 Err(_) => false,
             },
             header_should_decode: &|h| {
-                let reserved_zero = h.get(12..16) == Some(&[0u8; 4][..]) && h.get(48..52) == Some(&[0u8; 4][..]);
+                let version = h.get(8..10).map(|b| u16::from_le_bytes(b.try_into().expect("two bytes")));
                 let n = |at: usize| h.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")));
+                let previous_end = h.get(48..52).map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")));
                 let chain = match (n(16), n(24), n(32), n(40)) {
                     (Some(number), Some(base), Some(first), Some(previous)) => {
                         base <= first && first <= number && previous < number && (previous == 0 || previous >= first)
                     }
                     _ => false,
                 };
+                // v1: bytes 48..52 reserved (zero); v2: the previous segment's end, 0 exactly when
+                // there is no previous segment, else past a header.
+                let tail_ok = match (version, previous_end, n(40)) {
+                    (Some(1), Some(end), _) => end == 0,
+                    (Some(2), Some(end), Some(previous)) => {
+                        (previous == 0) == (end == 0) && (end == 0 || end as usize >= format::SEGMENT_HEADER_BYTES)
+                    }
+                    _ => false,
+                };
                 h.get(..8) == Some(&format::LOG_MAGIC[..])
-                    && h.get(8..10) == Some(&format::LOG_VERSION.to_le_bytes()[..])
-                    && reserved_zero
+                    && h.get(12..16) == Some(&[0u8; 4][..])
+                    && tail_ok
                     && chain
             },
             check_body: &|rec| {

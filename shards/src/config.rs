@@ -175,6 +175,11 @@ settings! {
         /// oldest segment are flushed, so that segment can be deleted: the log stays bounded, and
         /// so does the replay after a crash.
         log_bytes_max, "CANDYBOX_LOG_BYTES_MAX": u64 = engine_defaults().log_bytes_max;
+        /// Write each shard's next log segment full of zeros in the background before it is
+        /// needed: a record then overwrites written blocks and its fdatasync commits no file size
+        /// change (about half the fdatasync latency on ext4). Costs one extra write of each
+        /// segment's size.
+        log_prepare_segments, "CANDYBOX_LOG_PREPARE_SEGMENTS": bool = true;
         /// Below this many free bytes on the data directory's file system the node is full: puts
         /// and uploads get NoSpace, reads, deletes and GC go on in the reserve this keeps.
         disk_free_min_bytes, "CANDYBOX_DISK_FREE_MIN_BYTES": u64 = 256 * 1024 * 1024;
@@ -293,6 +298,10 @@ impl Config {
         if self.node_id == 0 {
             return bad("node_id", "must be positive (0 marks an unplaced Box)".into());
         }
+        if !(4096..=1 << 30).contains(&self.log_segment_bytes) {
+            // A segment header says where the previous segment's records end in 32 bits.
+            return bad("log_segment_bytes", format!("{} is not within 4 KiB..=1 GiB", self.log_segment_bytes));
+        }
         if self.default_partitions == 0 || self.default_partitions > limits::PARTITION_COUNT_MAX {
             return bad("default_partitions", format!("must lie in 1..={}", limits::PARTITION_COUNT_MAX));
         }
@@ -358,7 +367,15 @@ impl Config {
 
     /// The settings of each shard's commit log.
     pub fn log_config(&self) -> candybox_core::log::LogConfig {
-        candybox_core::log::LogConfig { segment_bytes: self.log_segment_bytes, bytes_max: self.log_bytes_max }
+        candybox_core::log::LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            bytes_max: self.log_bytes_max,
+            prepare: self.log_prepare_segments,
+            // The node sets the free-space reading (its disk watcher's); a preparation then
+            // leaves at least twice the full-disk threshold free.
+            free_bytes: None,
+            prepare_reserve_bytes: self.disk_free_min_bytes.saturating_mul(2),
+        }
     }
 
     /// The directory of one partition of one Box incarnation.

@@ -507,7 +507,11 @@ async fn run_shard(start: ShardStart) {
     let ShardStart { id, shared, main, own, jobs, stop, ready, spin, log_first, log_stride, replays, damage, .. } =
         start;
     let log_dir = shared.config.log_dir().join(candybox_core::log::format::shard_dir_name(id));
-    let log_config = shared.config.log_config();
+    let mut log_config = shared.config.log_config();
+    let disk = shared.metrics.disk.clone();
+    log_config.free_bytes = Some(candybox_core::log::FreeBytes(Arc::new(move || {
+        disk.free_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    })));
     let base = log_first - u64::from(id);
     let log = match CommitLog::create(UringStorage::new(), &log_dir, id, base, log_first, log_stride, log_config).await
     {

@@ -62,7 +62,11 @@ impl<S: Storage> Engine<S> {
         let root = config.partition_dir.join("log");
         let dirs = crate::log::recover::log_dirs(&storage, &root).await?;
         let mut found = crate::log::recover::recover(&storage, &dirs).await?;
-        let log_config = LogConfig { segment_bytes: config.log_segment_bytes, bytes_max: config.log_bytes_max };
+        let log_config = LogConfig {
+            segment_bytes: config.log_segment_bytes,
+            bytes_max: config.log_bytes_max,
+            ..LogConfig::default()
+        };
         let log = CommitLog::create(
             storage.clone(),
             root.join(crate::log::format::shard_dir_name(0)),

@@ -14,7 +14,10 @@
 //!          run share it, so recovery knows which segments follow which
 //!  40..48  previous (u64): the segment this writer wrote just before this one in the run (0:
 //!          none); a segment missing from the middle of a run is detected, never skipped
-//!  48..52  reserved (zero)
+//!  48..52  v1: reserved (zero). v2: previous end (u32): the offset just past the last record of
+//!          `previous` (0 when previous is 0). Segments may be written full of zeros ahead of
+//!          their records (prepared), so a closed segment can end in zeros: its successor's
+//!          header says where its records end, and records missing before that are damage
 //!  52..56  CRC-32 of bytes 0..52
 //! record body
 //!   version u8 (= 1) | section count u16 | sections
@@ -47,8 +50,8 @@ use crate::{
 
 /// Magic bytes of a commit log segment.
 pub const LOG_MAGIC: [u8; 8] = *b"CANDYLOG";
-/// Current segment format version.
-pub const LOG_VERSION: u16 = 1;
+/// Current segment format version (the writer's; readers accept 1 and 2).
+pub const LOG_VERSION: u16 = 2;
 /// Version byte of a record body.
 pub const LOG_RECORD_VERSION: u8 = 1;
 /// Bytes of the segment header.
@@ -98,6 +101,8 @@ pub struct SegmentHeader {
     pub first: u64,
     /// The segment its writer wrote before it in the run (0: none).
     pub previous: u64,
+    /// Where the records of `previous` end (format v2; `None`: a v1 header, which does not say).
+    pub previous_end: Option<u32>,
 }
 
 /// The file name of segment `number`.
@@ -122,18 +127,19 @@ pub fn parse_shard_dir_name(name: &str) -> Option<u16> {
     name.strip_prefix("shard-")?.parse().ok()
 }
 
-/// Encodes a segment header.
+/// Encodes a segment header: version 2 when it says where the previous segment's records end,
+/// else version 1.
 pub fn encode_header(h: &SegmentHeader) -> Vec<u8> {
     let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES);
     out.extend_from_slice(&LOG_MAGIC);
-    out.put_u16(LOG_VERSION);
+    out.put_u16(if h.previous_end.is_some() { 2 } else { 1 });
     out.put_u16(h.shard);
     out.put_u32(0);
     out.put_u64(h.number);
     out.put_u64(h.base);
     out.put_u64(h.first);
     out.put_u64(h.previous);
-    out.put_u32(0);
+    out.put_u32(h.previous_end.unwrap_or(0));
     let crc = crc32(&[&out]);
     out.put_u32(crc);
     assert!(out.len() == SEGMENT_HEADER_BYTES);
@@ -153,7 +159,7 @@ pub fn decode_header(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
         return Err(DecodeError::BadMagic { found: magic.to_vec() });
     }
     let version = r.u16()?;
-    if version != LOG_VERSION {
+    if !(1..=LOG_VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let shard = r.u16()?;
@@ -168,13 +174,19 @@ pub fn decode_header(buf: &[u8]) -> Result<SegmentHeader, DecodeError> {
     if found != expected {
         return Err(DecodeError::ChecksumMismatch { offset: 0, expected, found });
     }
-    if reserved_a != 0 || reserved_b != 0 {
+    if reserved_a != 0 || (version == 1 && reserved_b != 0) {
         return Err(DecodeError::Malformed { what: "reserved header bytes", offset: 12 });
     }
     if base > first || first > number || previous >= number || (previous != 0 && previous < first) {
         return Err(DecodeError::Malformed { what: "segment chain", offset: 24 });
     }
-    Ok(SegmentHeader { shard, number, base, first, previous })
+    let previous_end = (version >= 2).then_some(reserved_b);
+    if let Some(end) = previous_end {
+        if (previous == 0) != (end == 0) || (end != 0 && (end as usize) < SEGMENT_HEADER_BYTES) {
+            return Err(DecodeError::Malformed { what: "previous segment's end", offset: 48 });
+        }
+    }
+    Ok(SegmentHeader { shard, number, base, first, previous, previous_end })
 }
 
 /// Checks the header at the start of `file`, the segment file named `number`: its header must
@@ -352,15 +364,27 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_checks_its_chain() {
-        let h = SegmentHeader { shard: 3, number: 12, base: 4, first: 7, previous: 10 };
+        let h = SegmentHeader { shard: 3, number: 12, base: 4, first: 7, previous: 10, previous_end: Some(4096) };
         let bytes = encode_header(&h);
+        assert_eq!(bytes.get(8..10), Some(&[2u8, 0][..]), "a header with the previous end is version 2");
         assert_eq!(decode_header(&bytes), Ok(h));
+        let v1 = SegmentHeader { previous_end: None, ..h };
+        assert_eq!(decode_header(&encode_header(&v1)), Ok(v1), "version 1 is still read");
+        for (previous, end) in [(10, 0), (0, 4096), (10, 55)] {
+            let odd = encode_header(&SegmentHeader { previous, previous_end: Some(end), ..h });
+            assert!(
+                matches!(decode_header(&odd), Err(DecodeError::Malformed { what: "previous segment's end", .. })),
+                "previous {previous}, end {end}"
+            );
+        }
         let mut bad = bytes.clone();
         bad[17] ^= 1;
         assert!(matches!(decode_header(&bad), Err(DecodeError::ChecksumMismatch { .. })));
-        let backwards = encode_header(&SegmentHeader { shard: 0, number: 5, base: 1, first: 1, previous: 5 });
+        let backwards =
+            encode_header(&SegmentHeader { shard: 0, number: 5, base: 1, first: 1, previous: 5, previous_end: None });
         assert!(matches!(decode_header(&backwards), Err(DecodeError::Malformed { what: "segment chain", .. })));
-        let before_first = encode_header(&SegmentHeader { shard: 0, number: 9, base: 7, first: 7, previous: 3 });
+        let before_first =
+            encode_header(&SegmentHeader { shard: 0, number: 9, base: 7, first: 7, previous: 3, previous_end: None });
         assert!(matches!(decode_header(&before_first), Err(DecodeError::Malformed { .. })));
     }
 

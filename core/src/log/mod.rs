@@ -44,13 +44,50 @@ pub struct LogConfig {
     /// When the live segments hold more than this, the partitions holding the oldest one back
     /// are asked to flush, so the log stays bounded.
     pub bytes_max: u64,
+    /// Write the next segment full of zeros in the background before it is needed
+    /// (`LOG-<n>.prep`, renamed in at the roll): records then overwrite written blocks, and an
+    /// fdatasync needs no journal commit for a size change (about half the latency on ext4).
+    pub prepare: bool,
+    /// When set, a segment is prepared only while the file system's free space (this reads it)
+    /// stays above `prepare_reserve_bytes` after the preparation: zeros written ahead must not
+    /// eat the space that puts, flushes and GC need.
+    pub free_bytes: Option<FreeBytes>,
+    /// Free space a preparation leaves, at least (with `free_bytes`).
+    pub prepare_reserve_bytes: u64,
+}
+
+/// Reads the free space of the log's file system (cheaply: the node keeps it in an atomic).
+#[derive(Clone)]
+pub struct FreeBytes(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for FreeBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FreeBytes({})", (self.0)())
+    }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { segment_bytes: 64 * 1024 * 1024, bytes_max: 1024 * 1024 * 1024 }
+        LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            bytes_max: 1024 * 1024 * 1024,
+            prepare: false,
+            free_bytes: None,
+            prepare_reserve_bytes: 0,
+        }
     }
 }
+
+/// Bytes of zeros a preparation writes at a time.
+const PREPARE_WRITE_BYTES: u64 = 1024 * 1024;
+
+/// The name of segment `number` while it is being prepared.
+fn prep_name(number: u64) -> String {
+    format!("{}{PREP_SUFFIX}", format::file_name(number))
+}
+
+/// The suffix of a segment being prepared: recovery ignores such files (they hold no record).
+pub const PREP_SUFFIX: &str = ".prep";
 
 /// What a committer did with the room it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +143,10 @@ pub struct LogStats {
     pub syrup_syncs: u64,
     /// Segments created.
     pub segments_created: u64,
+    /// Segments created from a prepared (zero-filled) file.
+    pub segments_prepared: u64,
+    /// Preparations not started because the file system had too little free space.
+    pub prepares_skipped: u64,
     /// Segments deleted.
     pub segments_deleted: u64,
     /// Flushes asked of partitions that held the log past its bound.
@@ -133,6 +174,10 @@ struct State<F> {
     clients: BTreeMap<u64, Client<F>>,
     next_client: u64,
     stats: LogStats,
+    /// The next segment, written full of zeros ahead of the roll: its number and file.
+    prepared: Option<(u64, F)>,
+    /// A preparation is running.
+    preparing: bool,
 }
 
 struct Inner<S: Storage> {
@@ -196,7 +241,20 @@ impl<S: Storage> CommitLog<S> {
         assert!(base > 0 && base <= first_segment && stride > 0);
         let dir = dir.into();
         storage.create_dir_all(&dir).await?;
-        let header = SegmentHeader { shard, number: first_segment, base, first: first_segment, previous: 0 };
+        let header = SegmentHeader {
+            shard,
+            number: first_segment,
+            base,
+            first: first_segment,
+            previous: 0,
+            previous_end: Some(0),
+        };
+        // Segments prepared by an earlier run of this directory hold nothing.
+        for name in storage.list(&dir).await? {
+            if name.ends_with(PREP_SUFFIX) {
+                let _ = storage.remove(&dir.join(&name)).await;
+            }
+        }
         let file = create_segment(&storage, &dir, &header).await?;
         let log = CommitLog {
             inner: Rc::new(Inner {
@@ -220,9 +278,12 @@ impl<S: Storage> CommitLog<S> {
                     clients: BTreeMap::new(),
                     next_client: 1,
                     stats: LogStats { segments_created: 1, ..Default::default() },
+                    prepared: None,
+                    preparing: false,
                 }),
             }),
         };
+        log.start_preparing();
         Ok(log)
     }
 
@@ -437,22 +498,41 @@ impl<S: Storage> CommitLog<S> {
     /// A `new_run` segment starts a chain of its own (after a failure: the old segment may end in
     /// a torn record, which recovery accepts only at the end of a run).
     async fn roll(&self, new_run: bool) -> Result<()> {
-        let header = {
-            let st = self.inner.state.borrow();
+        let (header, prepared) = {
+            let mut st = self.inner.state.borrow_mut();
             let number = st.segment + self.inner.stride;
-            if new_run {
-                SegmentHeader { shard: self.inner.shard, number, base: self.inner.base, first: number, previous: 0 }
+            let header = if new_run {
+                SegmentHeader {
+                    shard: self.inner.shard,
+                    number,
+                    base: self.inner.base,
+                    first: number,
+                    previous: 0,
+                    previous_end: Some(0),
+                }
             } else {
+                let end = u32::try_from(st.len).map_err(|_| {
+                    Error::invalid("log_segment_bytes", "a segment grew past 4 GiB: use segments of at most 1 GiB")
+                })?;
                 SegmentHeader {
                     shard: self.inner.shard,
                     number,
                     base: self.inner.base,
                     first: st.first,
                     previous: st.segment,
+                    previous_end: Some(end),
                 }
-            }
+            };
+            let prepared = match st.prepared.take() {
+                Some((n, f)) if n == number => Some(f),
+                _ => None,
+            };
+            (header, prepared)
         };
-        let file = create_segment(&self.inner.storage, &self.inner.dir, &header).await?;
+        let file = match prepared {
+            Some(f) => self.install_prepared(f, &header).await?,
+            None => create_segment(&self.inner.storage, &self.inner.dir, &header).await?,
+        };
         let wanted = {
             let mut st = self.inner.state.borrow_mut();
             let (old, len) = (st.segment, st.len);
@@ -482,7 +562,95 @@ impl<S: Storage> CommitLog<S> {
         for c in wanted {
             c.flush_wanted();
         }
+        self.start_preparing();
         Ok(())
+    }
+
+    /// Makes a prepared file segment `header.number`: its header, made durable, then its name.
+    async fn install_prepared(&self, file: S::File, header: &SegmentHeader) -> Result<S::File> {
+        let dir = &self.inner.dir;
+        file.write_at(format::encode_header(header), 0).await?;
+        file.sync_data().await?;
+        self.inner
+            .storage
+            .rename(&dir.join(prep_name(header.number)), &dir.join(format::file_name(header.number)))
+            .await?;
+        self.inner.storage.sync_dir(dir).await?;
+        self.inner.state.borrow_mut().stats.segments_prepared += 1;
+        Ok(file)
+    }
+
+    /// Starts writing the next segment full of zeros in the background, unless preparation is
+    /// off, one is ready or running, or the log failed.
+    fn start_preparing(&self) {
+        if !self.inner.config.prepare {
+            return;
+        }
+        let number = {
+            let mut st = self.inner.state.borrow_mut();
+            let number = st.segment + self.inner.stride;
+            if st.preparing || st.failed || st.prepared.as_ref().is_some_and(|(n, _)| *n == number) {
+                return;
+            }
+            if let Some(free) = &self.inner.config.free_bytes {
+                let want = self.prepared_bytes().saturating_add(self.inner.config.prepare_reserve_bytes);
+                if (free.0)() < want {
+                    st.stats.prepares_skipped += 1;
+                    return;
+                }
+            }
+            st.preparing = true;
+            number
+        };
+        let log = self.clone();
+        crate::runtime::spawn(async move {
+            let path = log.inner.dir.join(prep_name(number));
+            let made = log.prepare(&path).await;
+            let stale = {
+                let mut st = log.inner.state.borrow_mut();
+                st.preparing = false;
+                match made {
+                    // Still the next segment: it waits for the roll.
+                    Ok(file) if st.segment < number => {
+                        st.prepared = Some((number, file));
+                        false
+                    }
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "preparing the next commit log segment failed; the roll creates it as it goes");
+                        true
+                    }
+                }
+            };
+            if stale {
+                let _ = log.inner.storage.remove(&path).await;
+            }
+        });
+    }
+
+    /// Bytes of a prepared segment: `segment_bytes` rounded up to 64 KiB.
+    fn prepared_bytes(&self) -> u64 {
+        self.inner.config.segment_bytes.max(1).next_multiple_of(64 * 1024)
+    }
+
+    /// Writes a file of zeros at `path`, `segment_bytes` rounded up to 64 KiB (the record that
+    /// crosses `segment_bytes` usually lands in it too), and makes it durable (its name is made
+    /// durable by the rename at the roll).
+    async fn prepare(&self, path: &Path) -> Result<S::File> {
+        let storage = &self.inner.storage;
+        let _ = storage.remove(path).await;
+        let file = storage.create(path).await?;
+        let total = self.prepared_bytes();
+        let mut buf = vec![0u8; usize::try_from(total.min(PREPARE_WRITE_BYTES)).unwrap_or(0)];
+        let mut at = 0u64;
+        while at < total {
+            let n = usize::try_from((total - at).min(PREPARE_WRITE_BYTES)).unwrap_or(0);
+            buf.resize(n, 0);
+            buf = file.write_at(buf, at).await?;
+            at += n as u64;
+        }
+        file.sync_data().await?;
+        Ok(file)
     }
 
     /// Deletes the closed segments that no registered partition needs any more.

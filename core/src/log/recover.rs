@@ -213,6 +213,7 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
         for segments in runs.values() {
             let last = segments.len().saturating_sub(1);
             for (i, seg) in segments.iter().enumerate() {
+                let next = segments.get(i + 1);
                 if let Some(prev) = i.checked_sub(1).and_then(|j| segments.get(j)) {
                     if seg.header.previous != prev.header.number {
                         out.damage.push(LogDamage {
@@ -224,7 +225,8 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
                         });
                     }
                 }
-                scan_segment(seg, i == last, &mut out);
+                debug_assert_eq!(next.is_none(), i == last);
+                scan_segment(seg, next, &mut out);
             }
         }
     }
@@ -248,7 +250,15 @@ fn writer_of(h: &SegmentHeader) -> super::LogWriter {
     super::LogWriter { base: h.base, shard: h.shard }
 }
 
-fn scan_segment(seg: &Segment, may_tear: bool, out: &mut Recovered) {
+/// Reads the records of `seg`; `next` is the segment its writer wrote after it in the run (none:
+/// `seg` is the run's last, the only one whose end may be torn).
+///
+/// Where the records end: at the file's end, or where only zeros follow (a prepared segment's
+/// unwritten space, or a record whose write never reached the disk). A version 2 successor says
+/// where its predecessor's records end, and they must end exactly there; a version 1 successor
+/// (its writer never prepared segments) requires records up to the file's end.
+fn scan_segment(seg: &Segment, next: Option<&Segment>, out: &mut Recovered) {
+    let may_tear = next.is_none();
     let number = seg.header.number;
     let body = seg.bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or_default();
     let damage = |offset: u64, error: DecodeError| LogDamage {
@@ -265,13 +275,38 @@ fn scan_segment(seg: &Segment, may_tear: bool, out: &mut Recovered) {
             return;
         }
     };
-    match end {
-        ScanEnd::Clean => {}
-        ScanEnd::Torn { offset, discarded } if may_tear => {
+    let records_end = match end {
+        ScanEnd::Clean => Some(seg.bytes.len() as u64),
+        ScanEnd::Torn { offset, .. } => {
+            let rest = usize::try_from(offset).ok().and_then(|o| seg.bytes.get(o..)).unwrap_or_default();
+            rest.iter().all(|b| *b == 0).then_some(offset)
+        }
+    };
+    let said = next.and_then(|n| n.header.previous_end).map(u64::from);
+    match (end, records_end, said) {
+        // The successor says where the records end: they must end exactly there, with nothing but
+        // zeros (prepared space) behind them.
+        (_, Some(at), Some(said)) if at == said => {}
+        (_, at, Some(said)) => {
+            let found = at.map_or_else(|| "damaged bytes".to_owned(), |a| format!("records ending at {a}"));
+            tracing::error!(file = %seg.path.display(), said, found, "a closed commit log segment does not end where its successor says");
+            out.damage.push(damage(
+                at.unwrap_or(SEGMENT_HEADER_BYTES as u64).min(said),
+                DecodeError::Malformed {
+                    what: "records end before (or after) where the next segment says",
+                    offset: said,
+                },
+            ));
+        }
+        (ScanEnd::Clean, _, None) => {}
+        // Only zeros after the last record of the run's last segment: space never written, not a
+        // tear (nothing of a record reached the disk).
+        (ScanEnd::Torn { .. }, Some(_), None) if may_tear => {}
+        (ScanEnd::Torn { offset, discarded }, None, None) if may_tear => {
             tracing::warn!(file = %seg.path.display(), offset, discarded, "discarding torn commit log tail (a write cut short by the crash, never acknowledged)");
             out.torn_tails.push((seg.path.clone(), offset, discarded));
         }
-        ScanEnd::Torn { offset, .. } => {
+        (ScanEnd::Torn { offset, .. }, _, None) => {
             // Whatever cut this segment short took acknowledged records with it: its writer had
             // moved on to a newer segment, which it does only after this one's records are durable.
             out.damage.push(damage(

@@ -80,14 +80,18 @@ pub enum CrashMode {
     /// the disk up to the tear, which is the torn log tail recovery sees most often). Unsynced
     /// writes to every other file are lost, and so are unsynced namespace changes.
     TearLastWrite {
-        /// How many leading bytes of the torn write survive.
+        /// How many leading bytes of the torn write survive. Where that point falls inside bytes
+        /// the file already holds durably (an overwrite), it moves back to a sector boundary of
+        /// the file ([`crate::record::TEAR_SECTOR_BYTES`]): a disk writes a sector whole or not at
+        /// all. Past the file's durable end (an append) it may fall at any byte.
         keep_bytes: usize,
     },
     /// Like [`CrashMode::TearLastWrite`], except that the earlier unsynced writes to the torn
     /// file are lost too, so only the torn prefix lands on the durable contents. When it lands
     /// past the durable end, the gap reads as zeros (a hole), as a file system may leave it.
     TearLastWriteAlone {
-        /// How many leading bytes of the torn write survive.
+        /// How many leading bytes of the torn write survive (moved back to a sector boundary
+        /// inside bytes the file already holds, as for [`CrashMode::TearLastWrite`]).
         keep_bytes: usize,
     },
 }
@@ -584,7 +588,15 @@ impl State {
             if let Some(node) = self.inodes.get_mut(&inode) {
                 for write in std::mem::take(&mut node.pending) {
                     if write.seq == seq {
-                        let kept = write.data.get(..keep_bytes.min(write.data.len())).unwrap_or_default();
+                        let mut keep = keep_bytes.min(write.data.len());
+                        let tear_at = write.offset + keep;
+                        if tear_at < node.durable.len() {
+                            // Inside bytes the file already holds (an overwrite of a prepared
+                            // file): a disk writes a sector whole or not at all.
+                            let sector = usize::try_from(crate::record::TEAR_SECTOR_BYTES).unwrap_or(512);
+                            keep = (tear_at / sector * sector).saturating_sub(write.offset);
+                        }
+                        let kept = write.data.get(..keep).unwrap_or_default();
                         apply(&mut node.durable, write.offset, kept);
                     } else if keep_earlier {
                         // The torn write is the most recent of all, so every other write of this
@@ -964,13 +976,20 @@ mod tests {
     }
 
     #[test]
-    fn torn_overwrite_changes_only_its_kept_prefix() {
+    fn torn_overwrite_changes_only_its_kept_prefix_in_whole_sectors() {
         block_on(async {
             let sim = setup().await;
             let file = durable_file(&sim, "f", b"abcdef").await;
             file.write_at(b"XYZ".to_vec(), 1).await.unwrap();
             sim.crash(CrashMode::TearLastWrite { keep_bytes: 1 });
-            assert_eq!(contents(&sim, "f").await, b"aXcdef");
+            assert_eq!(contents(&sim, "f").await, b"abcdef", "a sector is written whole or not at all");
+            let file = durable_file(&sim, "g", &[b'a'; 1024]).await;
+            file.write_at(vec![b'X'; 1000], 100).await.unwrap();
+            sim.crash(CrashMode::TearLastWrite { keep_bytes: 600 });
+            let got = contents(&sim, "g").await;
+            assert_eq!(&got[..100], &[b'a'; 100][..]);
+            assert_eq!(&got[100..512], &[b'X'; 412][..], "up to the sector boundary before the tear");
+            assert_eq!(&got[512..], &[b'a'; 512][..]);
         });
     }
 
