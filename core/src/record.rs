@@ -137,6 +137,16 @@ pub const TEAR_SECTOR_BYTES: u64 = 512;
 /// budget the damage is called corruption, since a tear is never proven.
 pub const TEAR_PROBE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
+/// Moves a body decoder's error offset (from the body's start) to the file offset, for the
+/// record at `record_offset` (its body follows the record header).
+pub(crate) fn body_error_at(e: DecodeError, record_offset: u64) -> DecodeError {
+    let base = record_offset + RECORD_HEADER_BYTES as u64;
+    match e {
+        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: base + offset },
+        other => other,
+    }
+}
+
 /// Splits `buf` (the bytes of a log file from `base` on) into record bodies.
 ///
 /// Only a record that the crash of its writer can explain is a torn tail, because the records

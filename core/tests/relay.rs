@@ -373,6 +373,18 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
     });
 }
 
+/// Two partitions on one log whose operations interleave as yield seed `seed` says, `a` holding
+/// `src` (10 bytes), ready for a joint rename to `b` raced by other mutations.
+async fn joint_rename_race(seed: u64) -> (SimStorage, Engine<SimStorage>, Engine<SimStorage>) {
+    let sim = SimStorage::new();
+    sim.set_yield_seed(seed);
+    let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+    let (_log, engines) = two_partitions_on_one_log(&sim, &clock).await;
+    let (a, b) = (engines[0].clone(), engines[1].clone());
+    a.put(b"src", PutOptions::default(), SliceBody::new(data(10))).await.expect("put");
+    (sim, a, b)
+}
+
 /// Story (found by the shared-log model test, which hung): a joint rename withdrawn because one of
 /// its partitions closed left the other partition's later mutations waiting behind its part
 /// forever: that partition had left the log's queue when it met the part at its front, and the
@@ -381,12 +393,7 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
 fn a_withdrawn_joint_rename_lets_the_mutations_behind_it_commit() {
     for seed in 0..64u64 {
         block_on(async {
-            let sim = SimStorage::new();
-            sim.set_yield_seed(seed);
-            let clock = Rc::new(ManualClock::new(1_700_000_000_000));
-            let (_log, engines) = two_partitions_on_one_log(&sim, &clock).await;
-            let (a, b) = (engines[0].clone(), engines[1].clone());
-            a.put(b"src", PutOptions::default(), SliceBody::new(data(10))).await.expect("put");
+            let (_sim, a, b) = joint_rename_race(seed).await;
             // A batch of `a` ahead of the rename's part, the rename, and a put of `b` behind the
             // rename's part in `b`'s queue; then `a` closes while they are written.
             let (a1, a2, b2, b3) = (a.clone(), a.clone(), b.clone(), b.clone());
@@ -429,12 +436,7 @@ fn a_withdrawn_joint_rename_lets_the_mutations_behind_it_commit() {
 fn closing_a_partition_answers_its_mutations_behind_a_withdrawn_joint_rename() {
     for seed in 0..64u64 {
         block_on(async {
-            let sim = SimStorage::new();
-            sim.set_yield_seed(seed);
-            let clock = Rc::new(ManualClock::new(1_700_000_000_000));
-            let (_log, engines) = two_partitions_on_one_log(&sim, &clock).await;
-            let (a, b) = (engines[0].clone(), engines[1].clone());
-            a.put(b"src", PutOptions::default(), SliceBody::new(data(10))).await.expect("put");
+            let (_sim, a, b) = joint_rename_race(seed).await;
             // `b` has a batch ahead of the rename's part (so the rename waits a round), `a` a put
             // behind its part; then `a` closes while they are written.
             let (a2, a3, b1, b2) = (a.clone(), a.clone(), b.clone(), b.clone());

@@ -278,15 +278,8 @@ impl<S: Storage> Engine<S> {
             }
         }
         let local = self.referenced_syrups();
-        let unreferenced: Vec<SyrupId> = self
-            .inner
-            .manifest
-            .state()
-            .syrups
-            .iter()
-            .copied()
-            .filter(|s| !local.contains(s) && !foreign.contains(s))
-            .collect();
+        let unreferenced: Vec<SyrupId> =
+            self.own_syrups().into_iter().filter(|s| !local.contains(s) && !foreign.contains(s)).collect();
         let (candidates, waiting) = self.inner.syrups.unreferenced(&unreferenced, now, grace);
         report.syrups_waiting = waiting;
         let mut dropped = Vec::new();

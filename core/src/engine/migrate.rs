@@ -18,7 +18,7 @@ use crate::{
     hlc::HlcClock,
     limits,
     locator::CandyLocator,
-    manifest::{at_offset, ManifestState},
+    manifest::ManifestState,
     memtable::Memtable,
     record::{self, ScanEnd},
     storage::{read_whole, Storage},
@@ -111,12 +111,13 @@ pub(crate) async fn replay_v1_wals<S: Storage>(
             }
         };
         for (offset, rec) in records {
-            let ops = wal::decode_body(rec).map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
+            let ops = wal::decode_body(rec)
+                .map_err(|e| corrupt(FileKind::Wal, path.clone())(record::body_error_at(e, offset)))?;
             for op in ops {
                 match op {
                     WalOp::Set { key, locator } => {
                         let l = CandyLocator::decode(&locator)
-                            .map_err(|e| corrupt(FileKind::Wal, path.clone())(at_offset(e, offset)))?;
+                            .map_err(|e| corrupt(FileKind::Wal, path.clone())(record::body_error_at(e, offset)))?;
                         clock_state.observe(l.hlc);
                         mem.set(Bytes::from(key), Bytes::from(locator), &l);
                     }

@@ -258,12 +258,8 @@ impl<S: Storage> Engine<S> {
     async fn condemn(&self) -> Result<usize> {
         let active = self.inner.syrups.active().map(|(id, _)| id);
         let candidates: Vec<SyrupId> = self
-            .inner
-            .manifest
-            .state()
-            .syrups
-            .iter()
-            .copied()
+            .own_syrups()
+            .into_iter()
             .filter(|id| Some(*id) != active && !self.inner.syrups.is_written(*id))
             .collect();
         let ratio = self.inner.config.syrup_live_ratio_min;

@@ -23,7 +23,7 @@ use crate::{
     error::{Corruption, DecodeError, Error, FileKind, Result},
     limits,
     record::{self, ScanEnd},
-    storage::{Storage, StorageFile},
+    storage::Storage,
     types::BoxUid,
     wal::WalOp,
 };
@@ -142,12 +142,6 @@ impl Recovered {
     }
 }
 
-async fn read_whole<S: Storage>(storage: &S, path: &Path) -> Result<Vec<u8>> {
-    let f = storage.open(path).await?;
-    let len = f.len().await?;
-    Ok(f.read_at(0, usize::try_from(len).unwrap_or(usize::MAX)).await?)
-}
-
 /// The shard log directories under `root` (none when it does not exist).
 ///
 /// # Errors
@@ -192,7 +186,7 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
             let path = dir.join(format::file_name(number));
             out.next_segment = out.next_segment.max(number + 1);
             out.segments.push(path.clone());
-            let bytes = read_whole(storage, &path).await?;
+            let bytes = crate::storage::read_whole(storage, &path).await?;
             if bytes.len() < SEGMENT_HEADER_BYTES && Some(number) == newest {
                 // Created, but its header never became durable: nothing was written to it.
                 out.torn_tails.push((path, 0, bytes.len() as u64));
@@ -235,15 +229,6 @@ pub async fn recover<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<Recove
     }
     out.damage.sort_by_key(|d| d.at);
     Ok(out)
-}
-
-/// Moves a body decoder's offset (from the body's start) to the file offset.
-fn body_error_at_file_offset(e: DecodeError, record_offset: u64) -> DecodeError {
-    let base = record_offset + record::RECORD_HEADER_BYTES as u64;
-    match e {
-        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: base + offset },
-        other => other,
-    }
 }
 
 fn writer_of(h: &SegmentHeader) -> super::LogWriter {
@@ -330,7 +315,7 @@ fn scan_segment(seg: &Segment, next: Option<&Segment>, out: &mut Recovered) {
                     });
                 }
             }
-            Err(e) => out.damage.push(damage(offset, body_error_at_file_offset(e, offset))),
+            Err(e) => out.damage.push(damage(offset, record::body_error_at(e, offset))),
         }
     }
 }

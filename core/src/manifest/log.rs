@@ -57,16 +57,6 @@ pub(crate) struct ManifestLog<S: Storage> {
     open: RefCell<Open<S::File>>,
 }
 
-/// Moves an error's offset from body-relative to file-relative (the body follows the record
-/// header).
-pub(crate) fn at_offset(e: DecodeError, record_offset: u64) -> DecodeError {
-    let base = record_offset + record::RECORD_HEADER_BYTES as u64;
-    match e {
-        DecodeError::Malformed { what, offset } => DecodeError::Malformed { what, offset: base + offset },
-        other => other,
-    }
-}
-
 impl<S: Storage> ManifestLog<S> {
     /// Reads the manifest `CURRENT` names in `dir` and replays its edits (a torn last edit is
     /// dropped, with a warning).
@@ -98,9 +88,9 @@ impl<S: Storage> ManifestLog<S> {
         }
         let mut state = ManifestState::default();
         for (offset, rec) in records {
-            let changes = super::decode_edit(rec).map_err(|e| bad(at_offset(e, offset)))?;
+            let changes = super::decode_edit(rec).map_err(|e| bad(record::body_error_at(e, offset)))?;
             for c in &changes {
-                state.apply(c).map_err(|e| bad(at_offset(e, offset)))?;
+                state.apply(c).map_err(|e| bad(record::body_error_at(e, offset)))?;
             }
         }
         Ok(Read { state, number, torn })

@@ -703,4 +703,4 @@ mod tests {
 }
 
 mod log;
-pub(crate) use log::{at_offset, ManifestLog};
+pub(crate) use log::ManifestLog;
