@@ -196,3 +196,57 @@ fn prepared_segments_replay_everything_and_a_closed_segment_missing_records_is_d
         );
     });
 }
+
+/// A segment's preparation is paced by the current segment's filling: one write of zeros at the
+/// roll, the rest spread until the current segment is two-thirds full (a 64 MiB write of zeros
+/// at once stalled the log's fdatasyncs for ~200 ms on a 330 MB/s disk). An idle log prepares no
+/// further than that first write; a dropped log ends its preparation.
+#[test]
+fn a_preparation_is_paced_by_the_current_segments_filling() {
+    use candybox_core::storage::{Storage, StorageFile};
+    const MIB: u64 = 1024 * 1024;
+    block_on(async {
+        let sim = SimStorage::new();
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        // Prepared segments of 2 MiB: two writes of 1 MiB; the second is allowed once the
+        // current segment holds 1 MiB / 1.5 (~683 KiB) of records.
+        let config = LogConfig { segment_bytes: 2 * MIB, bytes_max: 1 << 30, prepare: true, ..LogConfig::default() };
+        let log = CommitLog::create(sim.clone(), "/q/log/shard-000", 0, 1, 1, 1, config).await.expect("log");
+        let prep = Path::new("/q/log/shard-000/LOG-00000002.prep");
+        let prep_len = || {
+            let sim = sim.clone();
+            async move { sim.open(prep).await.expect("the preparation's file").len().await.expect("len") }
+        };
+        for _ in 0..64 {
+            yield_now().await;
+        }
+        assert_eq!(prep_len().await, MIB, "an idle log prepares one write ahead, no more");
+
+        let mut c = small_config(Path::new("/q"), 0);
+        c.auto_maintenance = false;
+        c.memtable_bytes = 64 << 20;
+        let (e, _) = Engine::open_in(sim.clone(), clock, c, &log, &Default::default()).await.expect("open");
+        let next = std::cell::Cell::new(0u32);
+        let put_until = |bytes: u64| {
+            let (e, log, next) = (&e, &log, &next);
+            async move {
+                while log.live_bytes() < bytes {
+                    let key = format!("key-{:08}-{}", next.get(), "k".repeat(200));
+                    e.put(key.as_bytes(), PutOptions::default(), SliceBody::new(vec![1; 8])).await.expect("put");
+                    next.set(next.get() + 1);
+                }
+                for _ in 0..64 {
+                    yield_now().await;
+                }
+            }
+        };
+        put_until(600 * 1024).await;
+        assert_eq!(prep_len().await, MIB, "at 600 KiB of 2 MiB the second write is not due yet");
+        put_until(700 * 1024).await;
+        assert_eq!(prep_len().await, 2 * MIB, "at 700 KiB it is: the preparation is whole");
+        put_until(2 * MIB + 4096).await;
+        let stats = log.stats();
+        assert_eq!(stats.segments_prepared, 1, "the roll took the prepared segment: {stats:?}");
+        e.close().await;
+    });
+}

@@ -31,6 +31,8 @@ use std::{
 pub use format::LogPosition;
 use format::{RecordBuilder, SegmentHeader, SEGMENT_HEADER_BYTES};
 
+use futures_channel::oneshot;
+
 use crate::{
     error::{Error, IoError, Result},
     storage::{Storage, StorageFile},
@@ -78,7 +80,8 @@ impl Default for LogConfig {
     }
 }
 
-/// Bytes of zeros a preparation writes at a time.
+/// Bytes of zeros a preparation writes, and makes durable, at a time: the most that a record's
+/// fdatasync can find queued ahead of it on the device because of a preparation.
 const PREPARE_WRITE_BYTES: u64 = 1024 * 1024;
 
 /// The name of segment `number` while it is being prepared.
@@ -178,6 +181,9 @@ struct State<F> {
     prepared: Option<(u64, F)>,
     /// A preparation is running.
     preparing: bool,
+    /// A preparation waiting for the current segment to fill further (the allowance it waits
+    /// for, and its wake-up): see [`prepare_allowance`].
+    pacer: Option<(u64, oneshot::Sender<()>)>,
 }
 
 struct Inner<S: Storage> {
@@ -280,6 +286,7 @@ impl<S: Storage> CommitLog<S> {
                     stats: LogStats { segments_created: 1, ..Default::default() },
                     prepared: None,
                     preparing: false,
+                    pacer: None,
                 }),
             }),
         };
@@ -469,6 +476,10 @@ impl<S: Storage> CommitLog<S> {
             if bytes.capacity() <= crate::limits::WAL_BUFFER_KEEP_BYTES {
                 st.buffer = bytes;
             }
+            let allowance = prepare_allowance(&self.inner.config, st.len);
+            if st.pacer.as_ref().is_some_and(|(wants, _)| allowance >= *wants) {
+                wake_pacer(&mut st);
+            }
         }
         file.sync_data().await.map_err(|e| self.failed(e.into()))?;
         let mut st = self.inner.state.borrow_mut();
@@ -488,7 +499,9 @@ impl<S: Storage> CommitLog<S> {
 
     fn failed(&self, e: Error) -> Error {
         tracing::error!(dir = %self.inner.dir.display(), error = %e, "commit log stopped after an I/O failure; the shard's writes are refused until it restarts its log");
-        self.inner.state.borrow_mut().failed = true;
+        let mut st = self.inner.state.borrow_mut();
+        st.failed = true;
+        wake_pacer(&mut st);
         e
     }
 
@@ -543,6 +556,8 @@ impl<S: Storage> CommitLog<S> {
             st.len = SEGMENT_HEADER_BYTES as u64;
             st.durable = LogPosition::start_of(header.number);
             st.stats.segments_created += 1;
+            // A preparation of the segment just started is stale: let it see that and stop.
+            wake_pacer(&mut st);
             let live = st.closed.iter().map(|(_, b)| *b).sum::<u64>() + st.len;
             let oldest = st.closed.front().map(|(s, _)| *s);
             match oldest {
@@ -593,7 +608,7 @@ impl<S: Storage> CommitLog<S> {
                 return;
             }
             if let Some(free) = &self.inner.config.free_bytes {
-                let want = self.prepared_bytes().saturating_add(self.inner.config.prepare_reserve_bytes);
+                let want = prepared_bytes(&self.inner.config).saturating_add(self.inner.config.prepare_reserve_bytes);
                 if (free.0)() < want {
                     st.stats.prepares_skipped += 1;
                     return;
@@ -602,55 +617,37 @@ impl<S: Storage> CommitLog<S> {
             st.preparing = true;
             number
         };
-        let log = self.clone();
+        // The task holds the log weakly while it waits, so a dropped log ends it.
+        let weak = Rc::downgrade(&self.inner);
+        let path = self.inner.dir.join(prep_name(number));
         crate::runtime::spawn(async move {
-            let path = log.inner.dir.join(prep_name(number));
-            let made = log.prepare(&path).await;
-            let stale = {
+            let made = prepare(&weak, number, &path).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let log = CommitLog { inner };
+            let (stale, rolled_past) = {
                 let mut st = log.inner.state.borrow_mut();
                 st.preparing = false;
                 match made {
                     // Still the next segment: it waits for the roll.
-                    Ok(file) if st.segment < number => {
+                    Ok(Some(file)) if st.segment < number => {
                         st.prepared = Some((number, file));
-                        false
+                        (false, false)
                     }
-                    Ok(_) => true,
+                    Ok(_) => (true, !st.failed),
                     Err(e) => {
                         tracing::warn!(file = %path.display(), error = %e, "preparing the next commit log segment failed; the roll creates it as it goes");
-                        true
+                        (true, false)
                     }
                 }
             };
             if stale {
                 let _ = log.inner.storage.remove(&path).await;
             }
+            if rolled_past {
+                // The log rolled before this one was ready: prepare the segment after the current.
+                log.start_preparing();
+            }
         });
-    }
-
-    /// Bytes of a prepared segment: `segment_bytes` rounded up to 64 KiB.
-    fn prepared_bytes(&self) -> u64 {
-        self.inner.config.segment_bytes.max(1).next_multiple_of(64 * 1024)
-    }
-
-    /// Writes a file of zeros at `path`, `segment_bytes` rounded up to 64 KiB (the record that
-    /// crosses `segment_bytes` usually lands in it too), and makes it durable (its name is made
-    /// durable by the rename at the roll).
-    async fn prepare(&self, path: &Path) -> Result<S::File> {
-        let storage = &self.inner.storage;
-        let _ = storage.remove(path).await;
-        let file = storage.create(path).await?;
-        let total = self.prepared_bytes();
-        let mut buf = vec![0u8; usize::try_from(total.min(PREPARE_WRITE_BYTES)).unwrap_or(0)];
-        let mut at = 0u64;
-        while at < total {
-            let n = usize::try_from((total - at).min(PREPARE_WRITE_BYTES)).unwrap_or(0);
-            buf.resize(n, 0);
-            buf = file.write_at(buf, at).await?;
-            at += n as u64;
-        }
-        file.sync_data().await?;
-        Ok(file)
     }
 
     /// Deletes the closed segments that no registered partition needs any more.
@@ -713,6 +710,70 @@ impl<S: Storage> CommitLog<S> {
         replay.batches.retain(|b| b.end <= durable);
         Ok(replay)
     }
+}
+
+/// Bytes of a prepared segment: `segment_bytes` rounded up to 64 KiB (the record that crosses
+/// `segment_bytes` usually lands in it too).
+fn prepared_bytes(config: &LogConfig) -> u64 {
+    config.segment_bytes.max(1).next_multiple_of(64 * 1024)
+}
+
+/// Bytes of zeros the preparation of the next segment may have written once the current segment
+/// holds `len` bytes: one write at once, the rest spread over the current segment's filling, so
+/// the whole is ready when it is two-thirds full. The zeros then reach the device in small steps
+/// between records, instead of as one long write that every record's fdatasync queues behind.
+fn prepare_allowance(config: &LogConfig, len: u64) -> u64 {
+    let total = prepared_bytes(config);
+    let filled = u128::from(len.saturating_sub(SEGMENT_HEADER_BYTES as u64));
+    let paced = filled * 3 / 2 * u128::from(total) / u128::from(config.segment_bytes.max(1));
+    PREPARE_WRITE_BYTES.saturating_add(u64::try_from(paced).unwrap_or(u64::MAX)).min(total)
+}
+
+/// Wakes a preparation waiting for the log (it re-reads the state: more room, a roll, a failure).
+fn wake_pacer<F>(st: &mut State<F>) {
+    if let Some((_, tx)) = st.pacer.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// Writes segment `number` full of zeros under `path` (its `.prep` name), a durable write of
+/// [`PREPARE_WRITE_BYTES`] at a time paced by [`prepare_allowance`]; its name is made durable by
+/// the rename at the roll. `Ok(None)`: stopped because the segment is no longer wanted (the log
+/// rolled to it or past it, failed, or was dropped).
+async fn prepare<S: Storage>(log: &Weak<Inner<S>>, number: u64, path: &Path) -> Result<Option<S::File>> {
+    let (file, total) = {
+        let Some(inner) = log.upgrade() else { return Ok(None) };
+        let _ = inner.storage.remove(path).await;
+        (inner.storage.create(path).await?, prepared_bytes(&inner.config))
+    };
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    while at < total {
+        let n = (total - at).min(PREPARE_WRITE_BYTES);
+        loop {
+            let woken = {
+                let Some(inner) = log.upgrade() else { return Ok(None) };
+                let mut st = inner.state.borrow_mut();
+                if st.failed || st.segment >= number {
+                    return Ok(None);
+                }
+                if prepare_allowance(&inner.config, st.len) >= at + n {
+                    break;
+                }
+                let (tx, rx) = oneshot::channel();
+                st.pacer = Some((at + n, tx));
+                rx
+            };
+            if woken.await.is_err() {
+                return Ok(None);
+            }
+        }
+        buf.resize(usize::try_from(n).unwrap_or(0), 0);
+        buf = file.write_at(buf, at).await?;
+        file.sync_data().await?;
+        at += n;
+    }
+    Ok(Some(file))
 }
 
 async fn create_segment<S: Storage>(storage: &S, dir: &Path, header: &SegmentHeader) -> Result<S::File> {
