@@ -49,6 +49,9 @@ pub struct LogConfig {
     /// Write the next segment full of zeros in the background before it is needed
     /// (`LOG-<n>.prep`, renamed in at the roll): records then overwrite written blocks, and an
     /// fdatasync needs no journal commit for a size change (about half the latency on ext4).
+    /// Paced by the current segment's filling ([`prepare_allowance`]). Off in
+    /// `LogConfig::default()` (tests on the simulated disk); the node turns it on by default
+    /// (`log_prepare_segments`).
     pub prepare: bool,
     /// When set, a segment is prepared only while the file system's free space (this reads it)
     /// stays above `prepare_reserve_bytes` after the preparation: zeros written ahead must not
