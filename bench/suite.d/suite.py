@@ -11,6 +11,10 @@ Subcommands:
   fio-brief FILE seq|4k              one line of figures of a fio JSON
   iperf-brief FILE                   one line of figures of an iperf3 JSON
   bench-brief FILE                   one line of figures of a candybox-bench JSON
+  profile-summary PERF.data OUT.json summarise a perf recording of the node (perf report): CPU by
+                                     thread kind and kernel/user, named kernel paths, top symbols
+  profile-error OUT.json MESSAGE     write a summary that says why there is no profile
+  profile-brief WORKDIR NAME...      one line per profile summary WORKDIR/NAME.profile.json
   report WORKDIR OUT.json            build the suite's JSON from the work dir, print the report
 """
 
@@ -19,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -309,7 +314,9 @@ ISSUE13_NOTE = ("Issue 13 rows come from the runs above: the 1 KiB put and 64 Mi
                 "runs of the 1-shard node (every rename there stays on its shard) and a run of renames on the "
                 "2-shard node whose targets candybox-bench picks on the other shard (--rename-across-shards). "
                 "Puts per fdatasync: candybox_group_commit_ops_total / candybox_wal_fsyncs_total, summed over "
-                "the shards, read before and after the put run (warm-up included).")
+                "the shards, read before and after the put run (warm-up included). Profiles: one more run of "
+                "each shape (5 s) with perf record -g on the node's process for 4 s of it; shares of the node's "
+                "samples; kernel paths include what they call, so they overlap.")
 # A generator above this share of the node's CPU per request measures itself as much as the node.
 GENERATOR_SHARE_MAX = 0.5
 # An open-loop run is valid only when the generator kept its schedule.
@@ -647,6 +654,14 @@ def report(work, out):
     across = load(w(RENAME_ACROSS + ".json"))
     res["shards2_rename_across"] = across
     issue13 = issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note)
+    for t in issue13:
+        name = ISSUE13_PROFILES.get(t["id"])
+        path = w(f"{name}.profile.json") if name else None
+        t["profile_run"] = name
+        t["profile"] = load(path) if path and os.path.exists(path) else None
+        if t["id"] == "put_64m_vs_fio" and not t["met"]:
+            t["bottleneck"] = (t.get("bottleneck") or "") + page_cache_copy_note(
+                t["profile"], (by_stem.get("node-put-64m") or {}).get("node_cpu_us_per_op"))
     res["issue13_targets"] = issue13
     res["issue13_targets_met"] = sum(1 for t in issue13 if t["met"])
     res["issue13_targets_total"] = len(issue13)
@@ -695,6 +710,9 @@ def report(work, out):
             L += wrap(f"  {t['shape']}: {notes}")
         if t.get("bottleneck"):
             L += wrap(f"    NOT MET, bottleneck: {t['bottleneck']}")
+        if not t["met"]:
+            L += wrap(f"    profile ({t.get('profile_run') or 'none'}: perf -g of the node in a run of this shape): "
+                      f"{profile_text(t.get('profile'))}")
     L += wrap("  " + ISSUE13_NOTE)
     L.append("")
     L += before_after_lines(res["before_after"])
@@ -836,6 +854,17 @@ def before_after_lines(ab):
               "measured window (bench/ab). The put is the 1 KiB durable put of 64 connections on a Box of 8 "
               "partitions; copy + rename runs one connection.")
     return L
+
+
+# The profile run (bench/suite's `profile` step) of each issue 13 target's shape.
+ISSUE13_PROFILES = {
+    "put_1k_durable_vs_redis_aof": "profile-put-1k",
+    "put_1k_open_loop_50pct_p99": "profile-put-1k-open50",
+    "copy_1g_p99": "profile-copy-rename-1g",
+    "rename_1g_same_shard_p99": "profile-copy-rename-1g",
+    "rename_across_shards_p99": "profile-rename-across-1g",
+    "put_64m_vs_fio": "profile-put-64m",
+}
 
 
 def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
@@ -993,7 +1022,22 @@ def cpu_bottleneck(cpu_us_per_op, ops_per_s, what, wanted_ops_per_s):
         text += f"; the target needs {wanted_ops_per_s:,.0f}/s, at most {need:,.1f} µs per {what} on one core"
     if busy >= 0.8:
         text += ": CPU-bound on the node's core"
-    return text + " (where the CPU goes, by perf: bench/README.md, 'Issue 13')"
+    return text + " (where that CPU goes: the profile below)"
+
+
+def page_cache_copy_note(profile, cpu_us_per_op):
+    """The rate of the kernel's copy into the page cache during the 64 MiB puts, from the profile."""
+    share = next((p["pct"] for p in (profile or {}).get("paths", []) if p["symbol"] == "copy_folio_from_iter_atomic"),
+                 None)
+    if share is None or not cpu_us_per_op:
+        return ""
+    seconds = cpu_us_per_op * share / 100 / 1e6
+    rate = (64 << 20) / seconds if seconds > 0 else None
+    return (f"; {share:.0f}% of the node's CPU is the kernel copying each written byte into the page cache "
+            f"(copy_folio_from_iter_atomic), {mbs(rate)} of copy per core: on this VM a page the guest "
+            "touches for the first time costs the host a fault, so writes into fresh page cache run about "
+            "10x slower than into reused pages (dd of 2 GiB: 4.6 s of system time, then 0.4 s; bench/README.md), "
+            "and fio's own figure moves with it (330 MB/s to 1.9 GB/s between suite runs)")
 
 
 def fsync_bottleneck(p99, pt, fio4k):
@@ -1004,7 +1048,99 @@ def fsync_bottleneck(p99, pt, fio4k):
     p50 = pt.get("p50_us") if pt else None
     return (f"the put's p99 is {p99 / f99:.1f}x the disk's 4 KiB fdatasync p99 ({us(f99)}, p50 {us(f50)}; fio, "
             f"this run) and its p50 {us(p50)}: a put waits for the group commit in flight, then its own "
-            "(appending) log write and fdatasync; see bench/README.md, 'Issue 13'")
+            "log write and fdatasync; see bench/README.md, 'Issue 13'")
+
+
+# Kernel paths a profile names, with the symbol whose share (children included: the path and
+# everything under it) stands for each. The shares overlap (a send includes the loopback
+# delivery it triggers), so they are not summed.
+PROFILE_PATHS = [
+    ("fdatasync", "ext4_sync_file"),
+    ("buffered file writes", "ext4_buffered_write_iter"),
+    ("  of which the copy into the page cache", "copy_folio_from_iter_atomic"),
+    ("socket sends", "tcp_sendmsg"),
+    ("socket receives", "tcp_recvmsg"),
+    ("loopback delivery (softirq)", "net_rx_action"),
+    ("splice to sockets", "splice_file_to_pipe"),
+    ("virtio kick (a VM exit per disk request batch)", "iowrite16"),
+    ("context switches", "__schedule"),
+    ("page faults", "asm_exc_page_fault"),
+]
+PROFILE_TREE_MIN_PCT = 1.0
+PERF_LINE = re.compile(r"^\s*([0-9.]+)%\s+(?:([0-9.]+)%\s+)?(.*)$")
+
+
+def perf_report(path, *args):
+    """perf report --stdio lines of PATH (without comments or blanks)."""
+    r = subprocess.run(["perf", "report", "-i", path, "--stdio", "-g", "none", *args], capture_output=True,
+                       text=True, timeout=300)
+    if r.returncode != 0:
+        die(f"perf report {' '.join(args)} of {path} failed: {r.stderr.strip()[-300:]}")
+    return r.stdout.splitlines()
+
+
+def profile_summary(path, out):
+    """Where the node's CPU went in a perf recording of its process."""
+    samples = None
+    threads = {}
+    for line in perf_report(path, "--no-children", "--sort", "comm,dso"):
+        if line.startswith("# Samples:"):
+            samples = line.split(":", 1)[1].strip()
+        m = PERF_LINE.match(line)
+        if line.startswith("#") or not m:
+            continue
+        pct, rest = float(m.group(1)), m.group(3).split()
+        if len(rest) < 2:
+            continue
+        comm, dso = rest[0], " ".join(rest[1:])
+        who = ("shard threads" if comm.startswith("candybox-shard") else
+               "io_uring workers" if comm.startswith("iou-wrk") else "other threads")
+        where = "kernel" if dso.startswith("[kernel") else "user"
+        threads[(who, where)] = threads.get((who, where), 0.0) + pct
+    children = {}
+    for line in perf_report(path, "--children", "--sort", "sym"):
+        m = PERF_LINE.match(line)
+        if line.startswith("#") or not m or m.group(2) is None:
+            continue
+        sym = m.group(3).split("] ", 1)[-1].strip()
+        children.setdefault(sym, float(m.group(1)))
+    top = []
+    for line in perf_report(path, "--no-children", "--sort", "sym"):
+        m = PERF_LINE.match(line)
+        if line.startswith("#") or not m:
+            continue
+        top.append({"symbol": m.group(3).split("] ", 1)[-1].strip(), "pct": float(m.group(1))})
+        if len(top) == 8:
+            break
+    doc = {
+        "samples": samples,
+        "threads": [{"who": w, "where": k, "pct": round(v, 2)} for (w, k), v in
+                    sorted(threads.items(), key=lambda kv: -kv[1])],
+        "paths": [{"label": label, "symbol": sym, "pct": children[sym]} for label, sym in PROFILE_PATHS
+                  if children.get(sym, 0.0) >= PROFILE_TREE_MIN_PCT],
+        "top_self": top,
+        "how": "perf record -F 999 -g -p <node pid> for 4 s of the run's 5 measured seconds; shares of all the "
+               "node process's samples",
+    }
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+
+
+def profile_error(out, message):
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"error": message}, f, indent=2)
+
+
+def profile_text(doc):
+    """The profile in one paragraph (for the report and the step line)."""
+    if not doc:
+        return "no profile in this run"
+    if doc.get("error"):
+        return f"no profile: {doc['error']}"
+    th = ", ".join(f"{t['who']} {t['where']} {t['pct']:.0f}%" for t in doc.get("threads", []) if t["pct"] >= 0.5)
+    paths = ", ".join(f"{p['label'].strip()} ({p['symbol']}) {p['pct']:.0f}%" for p in doc.get("paths", []))
+    top = ", ".join(f"{t['symbol']} {t['pct']:.1f}%" for t in doc.get("top_self", [])[:5])
+    return f"node CPU by thread: {th}; kernel paths (with what they call): {paths or 'none above 1%'}; top symbols: {top}"
 
 
 def wrap(text, width=110):
@@ -1064,6 +1200,15 @@ def main(argv):
                         f"(CPU {ratio_s(r.get('cpu_ratio_new_over_base'))})" for r in ab.get("summary") or []))
     elif cmd == "bench-brief" and len(args) == 1:
         print(bench_brief(load(args[0])))
+    elif cmd == "profile-summary" and len(args) == 2:
+        profile_summary(*args)
+    elif cmd == "profile-error" and len(args) == 2:
+        profile_error(*args)
+    elif cmd == "profile-brief" and len(args) >= 2:
+        for name in args[1:]:
+            path = os.path.join(args[0], name + ".profile.json")
+            doc = load(path) if os.path.exists(path) else None
+            print(f"{name}: {profile_text(doc)[:160]}")
     elif cmd == "report" and len(args) == 2:
         report(*args)
     else:
