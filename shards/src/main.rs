@@ -136,6 +136,9 @@ fn recover_logs(config: &Config, coord: &coord::CoordClient, shard_count: u16) -
             let storage = UringStorage::new();
             let dirs = candybox_core::log::recover::log_dirs(&storage, &root).await?;
             let found = candybox_core::log::recover::recover(&storage, &dirs).await?;
+            // No shard runs yet: the segments prepared by the last run go, also in the
+            // directories of shards this start no longer has.
+            candybox_core::log::recover::discard_prepared(&storage, &dirs).await?;
             Ok::<_, candybox_core::error::Error>((dirs, found))
         })
         .with_context(|| format!("read the commit logs in {}", root.display()))?;

@@ -824,6 +824,52 @@ fn a_restart_recovers_boxes_and_candies() {
     assert_eq!(t.ok().get().body_as_topology_reply().unwrap().shard_count(), 3);
 }
 
+/// Each shard prepares its log's next segment (zeros written ahead, `LOG-<n>.prep`); a restart
+/// with fewer shards leaves directories no shard writes any more, and their prepared segments
+/// (64 MiB each at the default size) must not keep their space for good.
+#[test]
+fn a_restart_with_fewer_shards_leaves_no_prepared_segment_behind() {
+    let prepared = |data: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for dir in std::fs::read_dir(data.join("log")).expect("the log directory") {
+            for f in std::fs::read_dir(dir.expect("entry").path()).expect("a shard's log directory") {
+                let path = f.expect("entry").path();
+                if path.extension().is_some_and(|e| e == "prep") {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    };
+    let (root, mut node) = start(&["--shards", "3"]);
+    let mut c = raw(&node);
+    c.create_box("fewer", 6).ok();
+    for i in 0..30u32 {
+        c.put("fewer", format!("k{i}").as_bytes(), &pattern(2000, i as u8), 1 << 20).ok();
+    }
+    drop(c);
+    // The preparations run in the background: each shard's first write of zeros comes at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while prepared(&node.data_dir).len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = prepared(&node.data_dir);
+    assert_eq!(before.len(), 3, "every shard prepared its next segment: {before:?}");
+    stop(&mut node);
+
+    let node = Node::start(root.path(), &["--shards", "1"], &[]);
+    let mut c = raw(&node);
+    for i in 0..30u32 {
+        assert_eq!(c.get("fewer", format!("k{i}").as_bytes(), fb::RangeKind::Whole, 0, 0).ok().payload, pattern(2000, i as u8));
+    }
+    let after = prepared(&node.data_dir);
+    assert!(
+        after.iter().all(|p| p.parent().and_then(|d| d.file_name()).is_some_and(|d| d == "shard-000")),
+        "only the running shard's own preparation may be there: {after:?}"
+    );
+}
+
 #[test]
 fn a_request_over_the_in_flight_cap_while_a_body_streams_gets_busy_not_a_deadlock() {
     let (_root, node) = start(&["--requests-in-flight-max", "1"]);

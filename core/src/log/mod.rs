@@ -259,11 +259,7 @@ impl<S: Storage> CommitLog<S> {
             previous_end: Some(0),
         };
         // Segments prepared by an earlier run of this directory hold nothing.
-        for name in storage.list(&dir).await? {
-            if name.ends_with(PREP_SUFFIX) {
-                let _ = storage.remove(&dir.join(&name)).await;
-            }
-        }
+        recover::discard_prepared(&storage, std::slice::from_ref(&dir)).await?;
         let file = create_segment(&storage, &dir, &header).await?;
         let log = CommitLog {
             inner: Rc::new(Inner {

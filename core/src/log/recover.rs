@@ -158,6 +158,32 @@ pub async fn log_dirs<S: Storage>(storage: &S, root: &Path) -> Result<Vec<PathBu
     Ok(dirs.into_iter().map(|(_, d)| d).collect())
 }
 
+/// Deletes the prepared segments (`LOG-<n>.prep`, zeros written ahead of their records) in
+/// `dirs`, and returns how many. They hold no record, and a shard that starts prepares its own;
+/// one left in the directory of a shard that no longer runs (a restart with fewer shards) would
+/// keep its space for good. Call it only while no log writes in `dirs`.
+///
+/// # Errors
+/// I/O failures listing or deleting (a missing file or directory is not one).
+pub async fn discard_prepared<S: Storage>(storage: &S, dirs: &[PathBuf]) -> Result<usize> {
+    let mut removed = 0;
+    for dir in dirs {
+        let names = match storage.list(dir).await {
+            Ok(n) => n,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for name in names.iter().filter(|n| n.ends_with(super::PREP_SUFFIX)) {
+            match storage.remove(&dir.join(name)).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 struct Segment {
     path: PathBuf,
     header: SegmentHeader,
