@@ -861,7 +861,10 @@ fn a_restart_with_fewer_shards_leaves_no_prepared_segment_behind() {
     let node = Node::start(root.path(), &["--shards", "1"], &[]);
     let mut c = raw(&node);
     for i in 0..30u32 {
-        assert_eq!(c.get("fewer", format!("k{i}").as_bytes(), fb::RangeKind::Whole, 0, 0).ok().payload, pattern(2000, i as u8));
+        assert_eq!(
+            c.get("fewer", format!("k{i}").as_bytes(), fb::RangeKind::Whole, 0, 0).ok().payload,
+            pattern(2000, i as u8)
+        );
     }
     let after = prepared(&node.data_dir);
     assert!(
