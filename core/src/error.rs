@@ -238,6 +238,15 @@ pub enum Error {
     /// another rename has already claimed. Not retryable as such: the other request decides.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A conditional mutation's condition does not hold for the key's current version (`None`:
+    /// no live object); nothing was written.
+    #[error("precondition failed: {condition:?} does not hold; the key's current version is {}", current.map_or_else(|| "none (no live object)".to_string(), |h| h.to_string()))]
+    PreconditionFailed {
+        /// The condition asked for.
+        condition: crate::engine::WriteCondition,
+        /// The key's current version.
+        current: Option<crate::hlc::Hlc>,
+    },
     /// The file system has no room for new data. Writes are refused until space is freed;
     /// reads, deletes and garbage collection go on.
     #[error("no space left on the node: new data is refused until space is freed; reads and deletes still work")]

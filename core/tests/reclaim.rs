@@ -182,6 +182,7 @@ fn a_moved_candy_keeps_its_version_across_a_crash() {
             content_type: "image/png".into(),
             user_meta: vec![("owner".into(), "ada".into())],
             size: None,
+            condition: None,
         };
         let kept = e.put(b"kept", opts, SliceBody::new(data(7000, 9))).await.expect("put");
         for k in 0..30u64 {

@@ -40,7 +40,7 @@ use std::{
 pub use self::{
     commit::Pending,
     read::{ByteRange, GetReply, ListEntry, ListOptions, ListPage},
-    write::{BodyStream, PutOptions, PutReply, SliceBody},
+    write::{BodyStream, PutOptions, PutReply, SliceBody, WriteCondition},
 };
 pub use crate::syrup::{CandyReader, Piece};
 use crate::{

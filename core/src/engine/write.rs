@@ -72,6 +72,47 @@ pub struct PutOptions {
     /// The exact body size when known (lets small bodies go inline at once and sizes extents);
     /// the body must then have exactly this many bytes.
     pub size: Option<u64>,
+    /// Store only if the key's current state meets this (checked when the put joins the commit
+    /// queue, after its body is stored: a refused put commits nothing, and its bytes are
+    /// garbage the Box-global GC reclaims).
+    pub condition: Option<WriteCondition>,
+}
+
+/// A condition on a mutation's key, checked when the mutation joins the commit queue: against
+/// the committed state and every mutation queued before it, in one synchronous step with its
+/// stamp, so of two writers racing on one key at most one can win a condition the other's
+/// write breaks. A failed condition is [`Error::PreconditionFailed`] naming the current version;
+/// nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// No live object under the key.
+    IfAbsent,
+    /// The key's current version is this one: the stamp its put, copy or rename returned, which
+    /// head, get and list report as its version.
+    IfVersion(Hlc),
+    /// The key holds a live object last written at or before this time (milliseconds since the
+    /// Unix epoch; the physical part of its version's stamp).
+    IfUnmodifiedSince(u64),
+}
+
+impl WriteCondition {
+    /// Checks the condition against `current`, the key's live version (`None`: absent).
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] naming the current version when it is not met.
+    pub fn check(self, current: Option<Hlc>) -> Result<()> {
+        let met = match (self, current) {
+            (WriteCondition::IfAbsent, c) => c.is_none(),
+            (WriteCondition::IfVersion(want), Some(c)) => c == want,
+            (WriteCondition::IfUnmodifiedSince(ms), Some(c)) => c.physical_ms <= ms,
+            (_, None) => false,
+        };
+        if met {
+            Ok(())
+        } else {
+            Err(Error::PreconditionFailed { condition: self, current })
+        }
+    }
 }
 
 /// The reply to a put.
@@ -139,12 +180,17 @@ impl<S: Storage> Engine<S> {
         validate_key(key)?;
         validate_meta(&opts)?;
         self.check_writable()?;
+        // A condition already broken fails before the body is stored; it is checked again, for
+        // good, when the put joins the queue.
+        self.check_condition(key, opts.condition)?;
+        let condition = opts.condition;
         let stored = self.store_body(body, opts.size, true).await?;
         let writers = stored.writers;
         let locator = self.put_locator(opts, stored.size, stored.checksum, stored.body);
         let (size, checksum) = (locator.size, locator.checksum);
         let hlc = self
-            .commit_with(|_| {
+            .commit_with(|e| {
+                e.check_condition(key, condition)?;
                 // Queued, the Part is referenced by the commit queue; the writers may go.
                 drop(writers);
                 Ok((vec![Op::set(key, locator)], ()))
@@ -181,8 +227,12 @@ impl<S: Storage> Engine<S> {
         validate_meta(&opts)?;
         check_size(opts.size, data.len() as u64)?;
         let (size, checksum) = (data.len() as u64, crc32fast::hash(data));
+        let condition = opts.condition;
         let locator = self.put_locator(opts, size, checksum, CandyBody::Inline(data.to_vec()));
-        let pending = self.admit_with(|_| Ok((vec![Op::set(key, locator)], ())))?;
+        let pending = self.admit_with(|e| {
+            e.check_condition(key, condition)?;
+            Ok((vec![Op::set(key, locator)], ()))
+        })?;
         Ok(Some(pending.map(|((), hlc)| PutReply { size, checksum, hlc })))
     }
 
@@ -200,9 +250,39 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// A bad key, `Busy`; I/O through the [`Pending`].
     pub fn admit_delete(&self, key: &[u8]) -> Result<Pending<Hlc>> {
+        self.admit_delete_if(key, None)
+    }
+
+    /// Deletes `key` only if it meets `condition` (`None`: always).
+    ///
+    /// # Errors
+    /// As [`Engine::delete`]; [`Error::PreconditionFailed`] when the condition is not met.
+    pub async fn delete_if(&self, key: &[u8], condition: Option<WriteCondition>) -> Result<Hlc> {
+        self.admit_delete_if(key, condition)?.durable().await
+    }
+
+    /// The synchronous half of [`Engine::delete_if`].
+    ///
+    /// # Errors
+    /// As [`Engine::delete_if`]; I/O through the [`Pending`].
+    pub fn admit_delete_if(&self, key: &[u8], condition: Option<WriteCondition>) -> Result<Pending<Hlc>> {
         validate_key(key)?;
-        let pending = self.admit_with(|_| Ok((vec![Op::set(key, CandyLocator::tombstone(Hlc::ZERO))], ())))?;
+        let pending = self.admit_with(|e| {
+            e.check_condition(key, condition)?;
+            Ok((vec![Op::set(key, CandyLocator::tombstone(Hlc::ZERO))], ()))
+        })?;
         Ok(pending.map(|((), hlc)| hlc))
+    }
+
+    /// Checks `condition` on `key`'s current version (queued mutations included).
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`]; a lookup's failure.
+    pub(crate) fn check_condition(&self, key: &[u8], condition: Option<WriteCondition>) -> Result<()> {
+        match condition {
+            None => Ok(()),
+            Some(c) => c.check(self.current_locator(key)?.map(|l| l.hlc)),
+        }
     }
 
     /// Deletes every key in `[start, end)` with one range tombstone; an empty `end` means "to the
@@ -236,7 +316,21 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `NotFound` when the source is absent; a bad key; `Busy`; an I/O failure.
     pub async fn copy(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
-        self.copy_or_rename(source_key, target_key, false).await
+        self.copy_or_rename(source_key, target_key, false, None).await
+    }
+
+    /// [`Engine::copy`] or [`Engine::rename`] only if the target key meets `condition`.
+    ///
+    /// # Errors
+    /// As [`Engine::copy`]; [`Error::PreconditionFailed`] when the condition is not met.
+    pub async fn copy_or_rename_if(
+        &self,
+        source_key: &[u8],
+        target_key: &[u8],
+        rename: bool,
+        condition: Option<WriteCondition>,
+    ) -> Result<PutReply> {
+        self.copy_or_rename(source_key, target_key, rename, condition).await
     }
 
     /// Renames `source_key` to `target_key` in this partition: the new locator and the source's
@@ -245,10 +339,16 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// As [`Engine::copy`].
     pub async fn rename(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
-        self.copy_or_rename(source_key, target_key, true).await
+        self.copy_or_rename(source_key, target_key, true, None).await
     }
 
-    async fn copy_or_rename(&self, source_key: &[u8], target_key: &[u8], rename: bool) -> Result<PutReply> {
+    async fn copy_or_rename(
+        &self,
+        source_key: &[u8],
+        target_key: &[u8],
+        rename: bool,
+        condition: Option<WriteCondition>,
+    ) -> Result<PutReply> {
         validate_key(source_key)?;
         validate_key(target_key)?;
         if rename && source_key == target_key {
@@ -267,6 +367,7 @@ impl<S: Storage> Engine<S> {
                     e.check_rename_unclaimed(source_key)?;
                 }
                 let source = e.current_locator(source_key)?.ok_or(Error::NotFound)?;
+                e.check_condition(target_key, condition)?;
                 let reply = (source.size, source.checksum);
                 let mut ops = vec![Op::set(target_key, source)];
                 if rename {
