@@ -140,7 +140,9 @@ async fn run_mutation(e: E, m: Mutation) -> Outcome {
                 let step = (data.len() / pieces.max(1)).max(1);
                 let body = SliceBody::pieces(data.chunks(step).map(Bytes::copy_from_slice).collect::<Vec<_>>());
                 let size = if pieces % 2 == 0 { Some(data.len() as u64) } else { None };
-                Outcome::Put(e.put(&key, PutOptions { content_type, user_meta: vec![], size, condition: None }, body).await?)
+                Outcome::Put(
+                    e.put(&key, PutOptions { content_type, user_meta: vec![], size, condition: None }, body).await?,
+                )
             }
             Mutation::Delete { key } => {
                 e.delete(&key).await?;

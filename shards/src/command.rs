@@ -9,8 +9,9 @@
 
 use bytes::Bytes;
 use candybox_core::{
-    engine::{BodyStream, ByteRange, ListOptions, PutOptions},
+    engine::{BodyStream, ByteRange, ListOptions, PutOptions, WriteCondition},
     error::Error as CoreError,
+    hlc::Hlc,
     limits,
     types::{validate_box_name, validate_key},
 };
@@ -117,7 +118,10 @@ pub enum KeyedOp {
     /// Metadata only.
     Head,
     /// Point tombstone.
-    Delete,
+    Delete {
+        /// Delete only if the key meets this.
+        condition: Option<WriteCondition>,
+    },
     /// Start a multipart upload.
     CreateUpload {
         /// Content type and metadata.
@@ -304,10 +308,29 @@ fn bound(k: Option<flatbuffers::Vector<'_, u8>>) -> Result<Option<Vec<u8>>, Node
     }
 }
 
+/// The engine's condition of a wire `Condition` table (absent or `Always`: none).
+///
+/// # Errors
+/// `InvalidArgument` (`condition`) for an unknown kind or an `IfVersion` without its version.
+pub fn condition(c: Option<fb::Condition<'_>>) -> Result<Option<WriteCondition>, NodeError> {
+    let Some(c) = c else { return Ok(None) };
+    Ok(match c.kind() {
+        fb::ConditionKind::Always => None,
+        fb::ConditionKind::IfAbsent => Some(WriteCondition::IfAbsent),
+        fb::ConditionKind::IfVersion => {
+            let v = c.version().ok_or_else(|| NodeError::invalid("condition", "IfVersion needs its version"))?;
+            Some(WriteCondition::IfVersion(Hlc { physical_ms: v.physical_ms(), logical: v.logical(), node: v.node() }))
+        }
+        fb::ConditionKind::IfUnmodifiedSince => Some(WriteCondition::IfUnmodifiedSince(c.since_ms())),
+        other => return Err(NodeError::invalid("condition", format!("unknown condition kind {}", other.0))),
+    })
+}
+
 pub fn put_options<'a>(
     content_type: Option<&str>,
     meta: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>,
     size: i64,
+    condition: Option<fb::Condition<'a>>,
 ) -> Result<PutOptions, NodeError> {
     let mut user_meta = Vec::new();
     if let Some(kvs) = meta {
@@ -323,7 +346,12 @@ pub fn put_options<'a>(
         s if s >= 0 => Some(s as u64),
         _ => return Err(NodeError::invalid("size", "must be -1 (unsized) or a byte count")),
     };
-    Ok(PutOptions { content_type: content_type.unwrap_or_default().to_string(), user_meta, size })
+    Ok(PutOptions {
+        content_type: content_type.unwrap_or_default().to_string(),
+        user_meta,
+        size,
+        condition: self::condition(condition)?,
+    })
 }
 
 fn token(t: Option<flatbuffers::Vector<'_, u8>>, field: &'static str) -> Result<u128, NodeError> {
@@ -412,7 +440,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,
                 op: KeyedOp::Put {
-                    opts: put_options(r.content_type(), r.user_meta(), r.size())?,
+                    opts: put_options(r.content_type(), r.user_meta(), r.size(), r.condition())?,
                     body: need_body(body)?,
                 },
             }
@@ -432,7 +460,11 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
         }
         fb::RequestBody::Delete => {
             let r = req.body_as_delete().ok_or_else(missing)?;
-            Command::Keyed { box_name: box_name(r.box_name())?, key: key("key", Some(r.key()))?, op: KeyedOp::Delete }
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::Delete { condition: condition(r.condition())? },
+            }
         }
         fb::RequestBody::List => {
             let r = req.body_as_list().ok_or_else(missing)?;
@@ -475,12 +507,12 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
             Command::Keyed {
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,
-                op: KeyedOp::CreateUpload { opts: put_options(r.content_type(), r.user_meta(), -1)? },
+                op: KeyedOp::CreateUpload { opts: put_options(r.content_type(), r.user_meta(), -1, None)? },
             }
         }
         fb::RequestBody::UploadPart => {
             let r = req.body_as_upload_part().ok_or_else(missing)?;
-            let size = put_options(None, None, r.size())?.size;
+            let size = put_options(None, None, r.size(), None)?.size;
             Command::Keyed {
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,

@@ -1056,10 +1056,11 @@ fn run_point(conn: &Conn, id: u64, q: &PointRequest<'_>, scratch: &mut reply::Re
 /// as a task, which then writes the reply. False when it must run as a task from the start.
 fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) -> bool {
     let kind = req.body_type();
-    let (box_name, key, put) = match kind {
+    let (box_name, key, put, delete_condition) = match kind {
         fb::RequestBody::Delete => {
             let Some(d) = req.body_as_delete() else { return false };
-            (d.box_name(), d.key().bytes(), None)
+            let Ok(condition) = command::condition(d.condition()) else { return false };
+            (d.box_name(), d.key().bytes(), None, condition)
         }
         fb::RequestBody::Put => {
             // A body too large for a locator goes to the task path before anything is parsed.
@@ -1067,8 +1068,10 @@ fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) ->
                 return false;
             }
             let Some(p) = req.body_as_put() else { return false };
-            let Ok(opts) = command::put_options(p.content_type(), p.user_meta(), p.size()) else { return false };
-            (p.box_name(), p.key().bytes(), Some(opts))
+            let Ok(opts) = command::put_options(p.content_type(), p.user_meta(), p.size(), p.condition()) else {
+                return false;
+            };
+            (p.box_name(), p.key().bytes(), Some(opts), None)
         }
         _ => return false,
     };
@@ -1081,7 +1084,7 @@ fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) ->
     }
     let in_flight = conn.shard.enter();
     let admitted = match put {
-        None => engine.admit_delete(key).map(|p| Some(p.map(|_| reply::done()))),
+        None => engine.admit_delete_if(key, delete_condition).map(|p| Some(p.map(|_| reply::done()))),
         Some(opts) => engine.admit_put_inline(key, opts, payload).map(|p| p.map(|p| p.map(|r| reply::put_done(&r)))),
     };
     let op = command::op_index(kind);

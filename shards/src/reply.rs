@@ -151,6 +151,8 @@ pub struct ErrorFields {
     pub retry_after_ms: u32,
     /// NotOwner: the owner's address.
     pub owner: Option<String>,
+    /// PreconditionFailed: the key's current version (`None`: no live object).
+    pub current_version: Option<Hlc>,
 }
 
 /// The one mapping from errors to the wire (`ErrorCode` and details).
@@ -184,6 +186,10 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
             CoreError::Closed => fb::ErrorCode::ShuttingDown,
             CoreError::Conflict(_) => fb::ErrorCode::Conflict,
             CoreError::NoSpace => fb::ErrorCode::NoSpace,
+            CoreError::PreconditionFailed { current, .. } => {
+                f.current_version = *current;
+                fb::ErrorCode::PreconditionFailed
+            }
         },
         NodeError::BoxNotFound(_) => fb::ErrorCode::BoxNotFound,
         NodeError::BoxExists(_) => fb::ErrorCode::BoxExists,
@@ -292,6 +298,7 @@ pub fn error_reply(e: &NodeError) -> Bytes {
             limit_max: f.limit.map_or(0, |l| l.2),
             retry_after_ms: f.retry_after_ms,
             owner,
+            current_version: f.current_version.map(hlc).as_ref(),
         },
     );
     let root =

@@ -108,7 +108,7 @@ async fn an_id_still_committing_cannot_be_used_again() {
     let mut s = std::net::TcpStream::connect(&node.ports.listen).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
     // Two deletes with one id in one write: the second arrives while the first commits.
-    let body = request::delete(BOX, b"x");
+    let body = request::delete(BOX, b"x", None);
     let h = FrameHeader::for_body(FrameKind::Request, 7, FLAG_END, &body, 0).encode();
     let one = [&h[..], &body[..]].concat();
     s.write_all(&[one.clone(), one].concat()).expect("send both");

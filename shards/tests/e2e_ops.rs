@@ -51,6 +51,7 @@ async fn every_operation_end_to_end() {
         content_type: Some("application/octet-stream".into()),
         user_meta: vec![("owner".into(), "e2e".into())],
         size: None,
+        condition: None,
     };
     let done = c.put_bytes("e2e-ops", b"big", &opts, Bytes::from(big.clone())).await.expect("put big");
     assert_eq!(done.size, big.len() as u64);

@@ -307,3 +307,42 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert!(out.stderr.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// Conditional put and delete (issue 14): `--if-none-match '*'`, `--if-match VERSION` (as put and
+/// head print it) and `--if-unmodified-since MS`; a failed condition exits 1 naming the current
+/// version and writes nothing; a bad version or value is a usage error (2), as is a condition on
+/// a multipart upload or two conditions at once.
+#[test]
+fn conditional_put_and_delete() {
+    let node = Node::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    node.json(&["create-box", "cond", "--partitions", "4"]);
+    let one = write_file(tmp.path(), "one", &pattern(3000, 1));
+    let two = write_file(tmp.path(), "two", &pattern(3000, 2));
+
+    let put = node.json(&["put", "cond", "k", &one, "--if-none-match", "*"]);
+    let v1 = put["version"].as_str().unwrap().to_owned();
+    assert_eq!(node.json(&["head", "cond", "k"])["version"], v1.as_str());
+    let err = node.fails(&["put", "cond", "k", &two, "--if-none-match", "*"], 1);
+    assert!(err.contains("precondition failed") && err.contains(&v1), "names the current version: {err}");
+    assert_eq!(node.ok(&["get", "cond", "k"]).stdout, pattern(3000, 1), "nothing written");
+
+    let v2 = node.json(&["put", "cond", "k", &two, "--if-match", &v1])["version"].as_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+    let err = node.fails(&["put", "cond", "k", &one, "--if-match", &v1], 1);
+    assert!(err.contains(&v2), "{err}");
+    let err = node.fails(&["delete", "cond", "k", "--if-unmodified-since", "1"], 1);
+    assert!(err.contains("precondition failed"), "{err}");
+    node.ok(&["delete", "cond", "k", "--if-match", &v2]);
+    node.fails(&["head", "cond", "k"], 1);
+
+    for (args, what) in [
+        (vec!["put", "cond", "k", &one, "--if-match", "yesterday"], "physical_ms.logical@node"),
+        (vec!["put", "cond", "k", &one, "--if-none-match", "abc"], "only '*'"),
+        (vec!["put", "cond", "k", &one, "--if-none-match", "*", "--if-match", &v2], "cannot be used with"),
+        (vec!["put", "cond", "k", &one, "--multipart", "--if-none-match", "*"], "cannot be used with"),
+    ] {
+        let err = node.fails(&args, 2);
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}

@@ -240,7 +240,7 @@ mod tests {
             request::get(&"n".repeat(63), &long_key, ByteRange::Whole).to_vec(),
             request::head("photos", b"k/0000000001").to_vec(),
             request::head("h", &long_key).to_vec(),
-            request::delete("photos", b"k").to_vec(),
+            request::delete("photos", b"k", None).to_vec(),
         ]
     }
 

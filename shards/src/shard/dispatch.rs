@@ -110,8 +110,8 @@ impl Shard {
                 return Ok(Outcome::Get { reply, len: g.len, body: g.body });
             }
             KeyedOp::Head => reply::head(&engine.head(&key).await?),
-            KeyedOp::Delete => {
-                engine.delete(&key).await?;
+            KeyedOp::Delete { condition } => {
+                engine.delete_if(&key, condition).await?;
                 reply::done()
             }
             KeyedOp::CreateUpload { opts } => reply::upload_created(Box::pin(engine.create_upload(&key, opts)).await?),

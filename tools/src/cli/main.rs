@@ -15,7 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use candybox_wire::client::{
-    ByteRange, ClientConfig, KeyRange, ListOptions, PutOptions, ReaderSource, TokioClient, MULTIPART_PART_BYTES_MIN,
+    ByteRange, ClientConfig, Condition, Hlc, KeyRange, ListOptions, PutOptions, ReaderSource, TokioClient,
+    MULTIPART_PART_BYTES_MIN,
 };
 use clap::{Args, Parser, Subcommand};
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -79,8 +80,10 @@ enum Command {
         file: Option<PathBuf>,
         #[command(flatten)]
         meta: MetaArgs,
+        #[command(flatten)]
+        condition: ConditionArgs,
         /// Upload as a multipart upload (for big files; parts are sent one after another).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["if_match", "if_none_match", "if_unmodified_since"])]
         multipart: bool,
         /// Part size of --multipart, e.g. 8MiB, 5MB, 6000000 (at least 5 MiB unless the node
         /// allows less).
@@ -109,13 +112,15 @@ enum Command {
         /// The Candy's key.
         key: String,
     },
-    /// Delete a Candy (deleting an absent key succeeds).
+    /// Delete a Candy (deleting an absent key succeeds, unless a condition says otherwise).
     Delete {
         /// The Box.
         #[arg(value_name = "BOX")]
         box_name: String,
         /// The Candy's key.
         key: String,
+        #[command(flatten)]
+        condition: ConditionArgs,
     },
     /// List Candies in key order, merged over every partition of the Box.
     List {
@@ -181,6 +186,49 @@ struct MetaArgs {
     /// User metadata as KEY=VALUE; repeat for more.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     meta: Vec<(String, String)>,
+}
+
+/// A condition on the key, checked by the node when the write joins its commit queue: of
+/// writers racing on one key, at most one meets a condition the other's write breaks. A failed
+/// condition writes nothing and exits 1 with `precondition failed` and the key's current version.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+struct ConditionArgs {
+    /// Only if the key's current version is VERSION (as put, head and list print it:
+    /// physical_ms.logical@node).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    if_match: Option<Hlc>,
+    /// Only if no object is under the key: the value must be '*'.
+    #[arg(long, value_name = "*", value_parser = parse_if_none_match)]
+    if_none_match: Option<()>,
+    /// Only if the object under the key was last written at or before this time (milliseconds
+    /// since the Unix epoch).
+    #[arg(long, value_name = "MS")]
+    if_unmodified_since: Option<u64>,
+}
+
+impl ConditionArgs {
+    fn condition(&self) -> Option<Condition> {
+        if let Some(v) = self.if_match {
+            Some(Condition::IfVersion(v))
+        } else if self.if_none_match.is_some() {
+            Some(Condition::IfAbsent)
+        } else {
+            self.if_unmodified_since.map(Condition::IfUnmodifiedSince)
+        }
+    }
+}
+
+fn parse_version(s: &str) -> Result<Hlc, String> {
+    s.parse()
+}
+
+fn parse_if_none_match(s: &str) -> Result<(), String> {
+    if s == "*" {
+        Ok(())
+    } else {
+        Err(format!("`{s}`: only '*' (no object under the key) is supported"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -352,10 +400,15 @@ async fn run(cli: Cli) -> Result<()> {
             let boxes = client.list_boxes().await.context("list boxes")?;
             out.box_list(&boxes);
         }
-        Command::Put { box_name, key, file, meta, multipart, part_size } => {
+        Command::Put { box_name, key, file, meta, condition, multipart, part_size } => {
             let what = format!("put {box_name}/{key}");
             let (reader, size) = open_input(file.as_deref()).await.with_context(|| what.clone())?;
-            let options = PutOptions { content_type: meta.content_type, user_meta: meta.meta, size };
+            let options = PutOptions {
+                content_type: meta.content_type,
+                user_meta: meta.meta,
+                size,
+                condition: condition.condition(),
+            };
             let progress = Progress::new(size, &what);
             if multipart {
                 // Only a part that is not the last must meet the node's minimum: warn only when
@@ -390,8 +443,11 @@ async fn run(cli: Cli) -> Result<()> {
                 client.head(&box_name, key.as_bytes()).await.with_context(|| format!("head {box_name}/{key}"))?;
             out.candy_meta(&key, &meta);
         }
-        Command::Delete { box_name, key } => {
-            client.delete(&box_name, key.as_bytes()).await.with_context(|| format!("delete {box_name}/{key}"))?;
+        Command::Delete { box_name, key, condition } => {
+            client
+                .delete_if(&box_name, key.as_bytes(), condition.condition())
+                .await
+                .with_context(|| format!("delete {box_name}/{key}"))?;
             out.done(&format!("deleted {box_name}/{key}"));
         }
         Command::List { box_name, prefix, start, end, reverse, start_after, max, all } => {
@@ -466,7 +522,8 @@ async fn run(cli: Cli) -> Result<()> {
 async fn multipart(client: &TokioClient, out: &Out, cmd: Multipart) -> Result<()> {
     match cmd {
         Multipart::Create { box_name, key, meta } => {
-            let options = PutOptions { content_type: meta.content_type, user_meta: meta.meta, size: None };
+            let options =
+                PutOptions { content_type: meta.content_type, user_meta: meta.meta, size: None, condition: None };
             let id = client
                 .create_upload(&box_name, key.as_bytes(), &options)
                 .await

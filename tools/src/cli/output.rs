@@ -125,13 +125,16 @@ impl Out {
         if self.json {
             match done {
                 Some(d) => self.print(&json!({
-                    "box": box_name, "key": key, "size": d.size, "checksum": d.checksum, "hlc": hlc(&d.hlc)
+                    "box": box_name, "key": key, "size": d.size, "checksum": d.checksum, "hlc": hlc(&d.hlc),
+                    "version": d.hlc.to_string()
                 })),
                 None => self.print(&json!({ "box": box_name, "key": key })),
             }
         } else {
             match done {
-                Some(d) => say!("stored {box_name}/{key}: {} bytes, crc32 {:#010x}", d.size, d.checksum),
+                Some(d) => {
+                    say!("stored {box_name}/{key}: {} bytes, crc32 {:#010x}, version {}", d.size, d.checksum, d.hlc)
+                }
                 None => say!("stored {box_name}/{key}"),
             }
         }
@@ -147,6 +150,7 @@ impl Out {
                 "size": m.size,
                 "checksum": m.checksum,
                 "hlc": hlc(&m.hlc),
+                "version": m.hlc.to_string(),
                 "content_type": m.content_type,
                 "user_meta": meta,
                 "created_ms": m.created_ms,
@@ -157,7 +161,7 @@ impl Out {
             say!("checksum: {:#010x}", m.checksum);
             say!("content-type: {}", m.content_type);
             say!("created_ms: {}", m.created_ms);
-            say!("hlc: {}.{}@{}", m.hlc.physical_ms, m.hlc.logical, m.hlc.node);
+            say!("version: {}", m.hlc);
             for (k, v) in &m.user_meta {
                 say!("meta {k}: {v}");
             }

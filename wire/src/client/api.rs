@@ -31,8 +31,8 @@ use super::reply;
 use super::request;
 use super::source::{BodySource, Take};
 use super::types::{
-    BoxInfo, ByteRange, CandyMeta, KeyRange, ListOptions, ListPage, PartInfo, PutDone, PutOptions, RelayedLocator,
-    RenameOutcome, RenamePrepared, ShardStats, Topology, UploadInfo,
+    BoxInfo, ByteRange, CandyMeta, Condition, KeyRange, ListOptions, ListPage, PartInfo, PutDone, PutOptions,
+    RelayedLocator, RenameOutcome, RenamePrepared, ShardStats, Topology, UploadInfo,
 };
 use crate::frame::FRAME_BODY_BYTES_MAX_DEFAULT;
 
@@ -713,7 +713,16 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, or the connection's error.
     pub async fn delete(&self, box_name: &str, key: &[u8]) -> Result<(), ClientError> {
-        self.keyed(box_name, key, request::delete(box_name, key), |b, cap| reply::done(b, cap)).await
+        self.delete_if(box_name, key, None).await
+    }
+
+    /// Deletes `key` only if it meets `condition` (`None`: always).
+    ///
+    /// # Errors
+    /// As [`Client::delete`]; `PreconditionFailed` (with the key's current version) when the
+    /// condition does not hold, and then nothing was deleted.
+    pub async fn delete_if(&self, box_name: &str, key: &[u8], condition: Option<Condition>) -> Result<(), ClientError> {
+        self.keyed(box_name, key, request::delete(box_name, key, condition), |b, cap| reply::done(b, cap)).await
     }
 
     /// One page of a listing of the whole Box: every partition is asked at once, the pages are
@@ -900,6 +909,14 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
     pub async fn create_upload(&self, box_name: &str, key: &[u8], options: &PutOptions) -> Result<u64, ClientError> {
+        if options.condition.is_some() {
+            // The completion would have to check it; until the protocol carries it there, refuse
+            // rather than drop the condition silently.
+            return Err(ClientError::local_argument(
+                "condition",
+                "multipart uploads do not take a condition yet: put the object in one request to make it conditional",
+            ));
+        }
         self.keyed(box_name, key, request::create_upload(box_name, key, options), |b, cap| {
             reply::upload_created(b, cap)
         })

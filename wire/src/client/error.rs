@@ -125,6 +125,14 @@ pub enum ClientError {
         /// The node's explanation.
         message: String,
     },
+    /// A conditional put or delete found its condition unmet: nothing was written.
+    #[error("precondition failed{}", detail("precondition failed", .message))]
+    PreconditionFailed {
+        /// The key's current version (`None`: no live object).
+        current: Option<super::types::Hlc>,
+        /// The node's explanation.
+        message: String,
+    },
     /// The node failed internally.
     #[error("internal error on the node{}", detail("internal error on the node", .message))]
     Internal {
@@ -192,6 +200,14 @@ impl ClientError {
             fb::ErrorCode::Internal => ClientError::Internal { message },
             fb::ErrorCode::Conflict => ClientError::Conflict { message },
             fb::ErrorCode::NoSpace => ClientError::NoSpace { message },
+            fb::ErrorCode::PreconditionFailed => ClientError::PreconditionFailed {
+                current: e.current_version().map(|h| super::types::Hlc {
+                    physical_ms: h.physical_ms(),
+                    logical: h.logical(),
+                    node: h.node(),
+                }),
+                message,
+            },
             other => ClientError::Internal { message: format!("unknown error code {}: {message}", other.0) },
         }
     }
@@ -216,6 +232,7 @@ impl ClientError {
             ClientError::Internal { .. } => fb::ErrorCode::Internal,
             ClientError::Conflict { .. } => fb::ErrorCode::Conflict,
             ClientError::NoSpace { .. } => fb::ErrorCode::NoSpace,
+            ClientError::PreconditionFailed { .. } => fb::ErrorCode::PreconditionFailed,
             ClientError::Io { .. } | ClientError::Protocol { .. } | ClientError::Closed { .. } => return None,
             ClientError::Timeout { .. } => return None,
         })

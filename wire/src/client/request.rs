@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
-use super::types::{ByteRange, KeyRange, ListOptions, PutOptions};
+use super::types::{ByteRange, Condition, KeyRange, ListOptions, PutOptions};
 use crate::fb;
 
 fn finish<T>(mut fbb: FlatBufferBuilder<'_>, kind: fb::RequestBody, body: WIPOffset<T>) -> Bytes {
@@ -16,6 +16,21 @@ fn finish<T>(mut fbb: FlatBufferBuilder<'_>, kind: fb::RequestBody, body: WIPOff
     fbb.finish(req, None);
     let (vec, head) = fbb.collapse();
     Bytes::from(vec).slice(head..)
+}
+
+/// The `Condition` table of `condition` (`None`: no table, the mutation is unconditional).
+fn condition_table<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    condition: Option<Condition>,
+) -> Option<WIPOffset<fb::Condition<'a>>> {
+    let (kind, version, since_ms) = match condition? {
+        Condition::IfAbsent => (fb::ConditionKind::IfAbsent, None, 0),
+        Condition::IfVersion(h) => {
+            (fb::ConditionKind::IfVersion, Some(fb::Hlc::new(h.physical_ms, h.logical, h.node)), 0)
+        }
+        Condition::IfUnmodifiedSince(ms) => (fb::ConditionKind::IfUnmodifiedSince, None, ms),
+    };
+    Some(fb::Condition::create(fbb, &fb::ConditionArgs { kind, version: version.as_ref(), since_ms }))
 }
 
 fn size_field(size: Option<u64>) -> i64 {
@@ -63,6 +78,7 @@ pub fn put(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
     let key = fbb.create_vector(key);
     let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
     let meta = crate::build::key_values(&mut fbb, options.user_meta.iter().map(|(k, v)| (k, v)));
+    let condition = condition_table(&mut fbb, options.condition);
     let body = fb::Put::create(
         &mut fbb,
         &fb::PutArgs {
@@ -71,6 +87,7 @@ pub fn put(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
             content_type,
             user_meta: meta,
             size: size_field(options.size),
+            condition,
         },
     );
     finish(fbb, fb::RequestBody::Put, body)
@@ -101,12 +118,13 @@ pub fn head(box_name: &str, key: &[u8]) -> Bytes {
     finish(fbb, fb::RequestBody::Head, body)
 }
 
-/// `Delete`.
-pub fn delete(box_name: &str, key: &[u8]) -> Bytes {
+/// `Delete`, only if the key meets `condition` (`None`: always).
+pub fn delete(box_name: &str, key: &[u8], condition: Option<Condition>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
-    let body = fb::Delete::create(&mut fbb, &fb::DeleteArgs { box_name: Some(name), key: Some(key) });
+    let condition = condition_table(&mut fbb, condition);
+    let body = fb::Delete::create(&mut fbb, &fb::DeleteArgs { box_name: Some(name), key: Some(key), condition });
     finish(fbb, fb::RequestBody::Delete, body)
 }
 

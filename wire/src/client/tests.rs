@@ -6,7 +6,7 @@ use flatbuffers::FlatBufferBuilder;
 use super::codec::{Frame, FrameDecoder, OutFrame, RequestEncoder};
 use super::demux::{Demux, Inbound, Routed};
 use super::error::ClientError;
-use super::types::{ByteRange, PutOptions};
+use super::types::{ByteRange, Condition, Hlc, PutOptions};
 use super::{reply, request};
 use crate::fb;
 use crate::frame::{verify_request, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES};
@@ -101,6 +101,7 @@ fn a_request_round_trips_through_its_frame() {
             content_type: Some("image/jpeg".into()),
             user_meta: vec![("a".into(), "b".into())],
             size: Some(3),
+            condition: Some(Condition::IfVersion(Hlc { physical_ms: 1_700_000_000_000, logical: 2, node: 1 })),
         },
     );
     let mut enc = RequestEncoder::new(42, body, CAP).expect("fits");
@@ -119,6 +120,20 @@ fn a_request_round_trips_through_its_frame() {
     assert_eq!(put.content_type(), Some("image/jpeg"));
     assert_eq!(put.size(), 3);
     assert_eq!(put.user_meta().map(|m| m.len()), Some(1));
+    let c = put.condition().expect("the condition travels");
+    assert_eq!(c.kind(), fb::ConditionKind::IfVersion);
+    assert_eq!(c.version().map(|h| (h.physical_ms(), h.logical(), h.node())), Some((1_700_000_000_000, 2, 1)));
+}
+
+#[test]
+fn versions_print_and_parse_alike_and_a_bad_one_is_named() {
+    let h = Hlc { physical_ms: 1_700_000_000_123, logical: 7, node: 3 };
+    assert_eq!(h.to_string(), "1700000000123.7@3");
+    assert_eq!(h.to_string().parse::<Hlc>(), Ok(h));
+    for bad in ["", "1700.1", "1700@1", "x.1@1", "1.1@node", "1.-1@1"] {
+        let e = bad.parse::<Hlc>().expect_err(bad);
+        assert!(e.contains("physical_ms.logical@node"), "{bad}: {e}");
+    }
 }
 
 #[test]

@@ -134,6 +134,48 @@ pub struct PutOptions {
     pub user_meta: Vec<(String, String)>,
     /// The exact body size when known; the node then checks it.
     pub size: Option<u64>,
+    /// Store only if the key meets this (`None`: always).
+    pub condition: Option<Condition>,
+}
+
+/// What a conditional put or delete requires of its key's current version. The node checks it
+/// when the mutation joins the partition's commit queue, so of writers racing on one key at
+/// most one meets a condition the other's write breaks; a failed one is
+/// [`ClientError::PreconditionFailed`](super::ClientError::PreconditionFailed) with the key's
+/// current version, and nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// No live object under the key (S3's `If-None-Match: *`).
+    IfAbsent,
+    /// The key's current version is this one: the stamp a put returned or head, get and list
+    /// report (S3's `If-Match` with a version).
+    IfVersion(Hlc),
+    /// The key holds a live object last written at or before this time, in milliseconds since
+    /// the Unix epoch (S3's `If-Unmodified-Since`).
+    IfUnmodifiedSince(u64),
+}
+
+impl fmt::Display for Hlc {
+    /// `physical_ms.logical@node`, the form [`Hlc::from_str`] reads (and the node's logs write).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}@{}", self.physical_ms, self.logical, self.node)
+    }
+}
+
+impl FromStr for Hlc {
+    type Err = String;
+
+    /// Reads `physical_ms.logical@node`, as [`Hlc`]'s `Display` writes it.
+    fn from_str(s: &str) -> Result<Hlc, String> {
+        let bad = || format!("`{s}` is not a version: expected physical_ms.logical@node, e.g. 1700000000000.0@1");
+        let (time, node) = s.split_once('@').ok_or_else(bad)?;
+        let (ms, logical) = time.split_once('.').ok_or_else(bad)?;
+        Ok(Hlc {
+            physical_ms: ms.parse().map_err(|_| bad())?,
+            logical: logical.parse().map_err(|_| bad())?,
+            node: node.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 /// A listing request over a whole Box (one definition with the engine's, in `candybox-types`).

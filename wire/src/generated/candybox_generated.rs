@@ -95,6 +95,107 @@ impl<'a> ::flatbuffers::Verifiable for LocatorKind {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for LocatorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CONDITION_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CONDITION_KIND: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CONDITION_KIND: [ConditionKind; 4] = [
+  ConditionKind::Always,
+  ConditionKind::IfAbsent,
+  ConditionKind::IfVersion,
+  ConditionKind::IfUnmodifiedSince,
+];
+
+/// What a conditional mutation requires of its key's current version, checked by the node when
+/// the mutation joins its partition's commit queue (against everything committed or queued before
+/// it), so of writers racing on one key at most one meets a condition the other's write breaks.
+/// A failed condition is the error `PreconditionFailed` with the key's current version; nothing
+/// is written. Appended in schema v1 (issue 14).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ConditionKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl ConditionKind {
+  /// No condition.
+  pub const Always: Self = Self(0);
+  /// No live object under the key.
+  pub const IfAbsent: Self = Self(1);
+  /// The key's current version is `version` (the stamp put, head, get and list report).
+  pub const IfVersion: Self = Self(2);
+  /// The key holds a live object last written at or before `since_ms` (ms since the Unix epoch).
+  pub const IfUnmodifiedSince: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Always,
+    Self::IfAbsent,
+    Self::IfVersion,
+    Self::IfUnmodifiedSince,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Always => Some("Always"),
+      Self::IfAbsent => Some("IfAbsent"),
+      Self::IfVersion => Some("IfVersion"),
+      Self::IfUnmodifiedSince => Some("IfUnmodifiedSince"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ConditionKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ConditionKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ConditionKind {
+    type Output = ConditionKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ConditionKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ConditionKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ConditionKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RANGE_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_RANGE_KIND: u8 = 3;
@@ -367,10 +468,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 16;
+pub const ENUM_MAX_ERROR_CODE: u16 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::Internal,
   ErrorCode::NotFound,
   ErrorCode::BoxNotFound,
@@ -388,6 +489,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::ShuttingDown,
   ErrorCode::Conflict,
   ErrorCode::NoSpace,
+  ErrorCode::PreconditionFailed,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -414,9 +516,12 @@ impl ErrorCode {
   pub const Conflict: Self = Self(15);
   /// The node's disk is full: writes are refused until space is freed; reads and deletes work.
   pub const NoSpace: Self = Self(16);
+  /// A conditional mutation's condition does not hold; nothing was written. `Error.current_version`
+  /// is the key's current version (absent: no live object). Appended in schema v1 (issue 14).
+  pub const PreconditionFailed: Self = Self(17);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 16;
+  pub const ENUM_MAX: u16 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Internal,
     Self::NotFound,
@@ -435,6 +540,7 @@ impl ErrorCode {
     Self::ShuttingDown,
     Self::Conflict,
     Self::NoSpace,
+    Self::PreconditionFailed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -456,6 +562,7 @@ impl ErrorCode {
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::Conflict => Some("Conflict"),
       Self::NoSpace => Some("NoSpace"),
+      Self::PreconditionFailed => Some("PreconditionFailed"),
       _ => None,
     }
   }
@@ -2018,6 +2125,7 @@ impl<'a> Put<'a> {
   pub const VT_CONTENT_TYPE: ::flatbuffers::VOffsetT = 8;
   pub const VT_USER_META: ::flatbuffers::VOffsetT = 10;
   pub const VT_SIZE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2030,6 +2138,7 @@ impl<'a> Put<'a> {
   ) -> ::flatbuffers::WIPOffset<Put<'bldr>> {
     let mut builder = PutBuilder::new(_fbb);
     builder.add_size(args.size);
+    if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.user_meta { builder.add_user_meta(x); }
     if let Some(x) = args.content_type { builder.add_content_type(x); }
     if let Some(x) = args.key { builder.add_key(x); }
@@ -2074,6 +2183,14 @@ impl<'a> Put<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(Put::VT_SIZE, Some(-1)).unwrap()}
   }
+  /// Store only if the key meets this (absent: always). Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(Put::VT_CONDITION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Put<'_> {
@@ -2087,6 +2204,7 @@ impl ::flatbuffers::Verifiable for Put<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content_type", Self::VT_CONTENT_TYPE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyValue>>>>("user_meta", Self::VT_USER_META, false)?
      .visit_field::<i64>("size", Self::VT_SIZE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
      .finish();
     Ok(())
   }
@@ -2097,6 +2215,7 @@ pub struct PutArgs<'a> {
     pub content_type: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub user_meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
     pub size: i64,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
 }
 impl<'a> Default for PutArgs<'a> {
   #[inline]
@@ -2107,6 +2226,7 @@ impl<'a> Default for PutArgs<'a> {
       content_type: None,
       user_meta: None,
       size: -1,
+      condition: None,
     }
   }
 }
@@ -2137,6 +2257,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<i64>(Put::VT_SIZE, size, -1);
   }
   #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(Put::VT_CONDITION, condition);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PutBuilder {
@@ -2161,6 +2285,137 @@ impl ::core::fmt::Debug for Put<'_> {
       ds.field("content_type", &self.content_type());
       ds.field("user_meta", &self.user_meta());
       ds.field("size", &self.size());
+      ds.field("condition", &self.condition());
+      ds.finish()
+  }
+}
+pub enum ConditionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Condition<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Condition<'a> {
+  type Inner = Condition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Condition<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SINCE_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Condition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConditionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Condition<'bldr>> {
+    let mut builder = ConditionBuilder::new(_fbb);
+    builder.add_since_ms(args.since_ms);
+    if let Some(x) = args.version { builder.add_version(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> ConditionKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ConditionKind>(Condition::VT_KIND, Some(ConditionKind::Always)).unwrap()}
+  }
+  #[inline]
+  pub fn version(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Condition::VT_VERSION, None)}
+  }
+  #[inline]
+  pub fn since_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Condition::VT_SINCE_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Condition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ConditionKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<Hlc>("version", Self::VT_VERSION, false)?
+     .visit_field::<u64>("since_ms", Self::VT_SINCE_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConditionArgs<'a> {
+    pub kind: ConditionKind,
+    pub version: Option<&'a Hlc>,
+    pub since_ms: u64,
+}
+impl<'a> Default for ConditionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConditionArgs {
+      kind: ConditionKind::Always,
+      version: None,
+      since_ms: 0,
+    }
+  }
+}
+
+pub struct ConditionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConditionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: ConditionKind) {
+    self.fbb_.push_slot::<ConditionKind>(Condition::VT_KIND, kind, ConditionKind::Always);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Condition::VT_VERSION, version);
+  }
+  #[inline]
+  pub fn add_since_ms(&mut self, since_ms: u64) {
+    self.fbb_.push_slot::<u64>(Condition::VT_SINCE_MS, since_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConditionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConditionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Condition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Condition<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Condition");
+      ds.field("kind", &self.kind());
+      ds.field("version", &self.version());
+      ds.field("since_ms", &self.since_ms());
       ds.finish()
   }
 }
@@ -2465,6 +2720,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Delete<'a> {
 impl<'a> Delete<'a> {
   pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2476,6 +2732,7 @@ impl<'a> Delete<'a> {
     args: &'args DeleteArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Delete<'bldr>> {
     let mut builder = DeleteBuilder::new(_fbb);
+    if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
     builder.finish()
@@ -2496,6 +2753,14 @@ impl<'a> Delete<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Delete::VT_KEY, None).unwrap()}
   }
+  /// Delete only if the key meets this (absent: always). Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(Delete::VT_CONDITION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Delete<'_> {
@@ -2506,6 +2771,7 @@ impl ::flatbuffers::Verifiable for Delete<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
      .finish();
     Ok(())
   }
@@ -2513,6 +2779,7 @@ impl ::flatbuffers::Verifiable for Delete<'_> {
 pub struct DeleteArgs<'a> {
     pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
 }
 impl<'a> Default for DeleteArgs<'a> {
   #[inline]
@@ -2520,6 +2787,7 @@ impl<'a> Default for DeleteArgs<'a> {
     DeleteArgs {
       box_name: None, // required field
       key: None, // required field
+      condition: None,
     }
   }
 }
@@ -2536,6 +2804,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delete::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(Delete::VT_CONDITION, condition);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteBuilder<'a, 'b, A> {
@@ -2559,6 +2831,7 @@ impl ::core::fmt::Debug for Delete<'_> {
     let mut ds = f.debug_struct("Delete");
       ds.field("box_name", &self.box_name());
       ds.field("key", &self.key());
+      ds.field("condition", &self.condition());
       ds.finish()
   }
 }
@@ -5473,6 +5746,7 @@ impl<'a> Error<'a> {
   pub const VT_LIMIT_MAX: ::flatbuffers::VOffsetT = 14;
   pub const VT_RETRY_AFTER_MS: ::flatbuffers::VOffsetT = 16;
   pub const VT_OWNER: ::flatbuffers::VOffsetT = 18;
+  pub const VT_CURRENT_VERSION: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5486,6 +5760,7 @@ impl<'a> Error<'a> {
     let mut builder = ErrorBuilder::new(_fbb);
     builder.add_limit_max(args.limit_max);
     builder.add_limit_value(args.limit_value);
+    if let Some(x) = args.current_version { builder.add_current_version(x); }
     if let Some(x) = args.owner { builder.add_owner(x); }
     builder.add_retry_after_ms(args.retry_after_ms);
     if let Some(x) = args.limit_name { builder.add_limit_name(x); }
@@ -5557,6 +5832,15 @@ impl<'a> Error<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Error::VT_OWNER, None)}
   }
+  /// PreconditionFailed: the key's current version (absent: no live object). Appended in schema
+  /// v1 (issue 14).
+  #[inline]
+  pub fn current_version(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Error::VT_CURRENT_VERSION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Error<'_> {
@@ -5573,6 +5857,7 @@ impl ::flatbuffers::Verifiable for Error<'_> {
      .visit_field::<u64>("limit_max", Self::VT_LIMIT_MAX, false)?
      .visit_field::<u32>("retry_after_ms", Self::VT_RETRY_AFTER_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("owner", Self::VT_OWNER, false)?
+     .visit_field::<Hlc>("current_version", Self::VT_CURRENT_VERSION, false)?
      .finish();
     Ok(())
   }
@@ -5586,6 +5871,7 @@ pub struct ErrorArgs<'a> {
     pub limit_max: u64,
     pub retry_after_ms: u32,
     pub owner: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub current_version: Option<&'a Hlc>,
 }
 impl<'a> Default for ErrorArgs<'a> {
   #[inline]
@@ -5599,6 +5885,7 @@ impl<'a> Default for ErrorArgs<'a> {
       limit_max: 0,
       retry_after_ms: 0,
       owner: None,
+      current_version: None,
     }
   }
 }
@@ -5641,6 +5928,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Error::VT_OWNER, owner);
   }
   #[inline]
+  pub fn add_current_version(&mut self, current_version: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Error::VT_CURRENT_VERSION, current_version);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ErrorBuilder {
@@ -5666,6 +5957,7 @@ impl ::core::fmt::Debug for Error<'_> {
       ds.field("limit_max", &self.limit_max());
       ds.field("retry_after_ms", &self.retry_after_ms());
       ds.field("owner", &self.owner());
+      ds.field("current_version", &self.current_version());
       ds.finish()
   }
 }
