@@ -13,7 +13,7 @@
 //! `CANDYBOX_MODEL_SEEDS=100..400 CANDYBOX_MODEL_OPS=5000 cargo test -p candybox-core --test model --release`.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{BTreeMap, BTreeSet},
     path::Path,
     rc::Rc,
@@ -22,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use candybox_core::{
-    engine::{ByteRange, Engine, ListOptions, PutOptions, PutReply, SliceBody},
+    engine::{ByteRange, Engine, ListOptions, PutOptions, PutReply, SliceBody, WriteCondition},
     error::Error,
     hlc::Hlc,
     runtime::{block_on, spawn, yield_now, ManualClock},
@@ -72,18 +72,69 @@ enum MetaOp {
 /// One mutation that may run concurrently with others (all on distinct keys).
 #[derive(Clone)]
 enum Mutation {
-    Put { key: Vec<u8>, data: Vec<u8>, content_type: String, pieces: usize },
-    Delete { key: Vec<u8> },
-    Copy { source: Vec<u8>, target: Vec<u8> },
-    Rename { source: Vec<u8>, target: Vec<u8> },
-    ZeroCopy { source: Vec<u8>, target: Vec<u8>, locator: Bytes },
-    DeleteIfHlc { key: Vec<u8>, hlc: Hlc },
+    Put {
+        key: Vec<u8>,
+        data: Vec<u8>,
+        content_type: String,
+        pieces: usize,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    Copy {
+        source: Vec<u8>,
+        target: Vec<u8>,
+    },
+    Rename {
+        source: Vec<u8>,
+        target: Vec<u8>,
+    },
+    ZeroCopy {
+        source: Vec<u8>,
+        target: Vec<u8>,
+        locator: Bytes,
+    },
+    DeleteIfHlc {
+        key: Vec<u8>,
+        hlc: Hlc,
+    },
+    /// A put with a condition on its key (issue 14).
+    PutIf {
+        key: Vec<u8>,
+        data: Vec<u8>,
+        pieces: usize,
+        condition: WriteCondition,
+    },
+    /// A delete with a condition on its key (issue 14).
+    DeleteIf {
+        key: Vec<u8>,
+        condition: WriteCondition,
+    },
+}
+
+thread_local! {
+    /// Acknowledged conditional mutations of this run: (condition held and written, refused).
+    static CONDITIONS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// Whether `condition` holds for the model's `current` Candy of its key.
+fn holds(condition: WriteCondition, current: Option<&Candy>) -> bool {
+    match (condition, current) {
+        (WriteCondition::IfAbsent, c) => c.is_none(),
+        (WriteCondition::IfVersion(h), Some(c)) => c.hlc == h,
+        (WriteCondition::IfUnmodifiedSince(ms), Some(c)) => c.hlc.physical_ms <= ms,
+        (_, None) => false,
+    }
 }
 
 impl Mutation {
     fn keys(&self) -> Vec<Vec<u8>> {
         match self {
-            Mutation::Put { key, .. } | Mutation::Delete { key } | Mutation::DeleteIfHlc { key, .. } => {
+            Mutation::Put { key, .. }
+            | Mutation::Delete { key }
+            | Mutation::DeleteIfHlc { key, .. }
+            | Mutation::PutIf { key, .. }
+            | Mutation::DeleteIf { key, .. } => {
                 vec![key.clone()]
             }
             Mutation::Copy { source, target }
@@ -119,6 +170,10 @@ impl std::fmt::Debug for Mutation {
             Mutation::Rename { source, target } => write!(f, "Rename {} -> {}", key(source), key(target)),
             Mutation::ZeroCopy { source, target, .. } => write!(f, "ZeroCopy {} -> {}", key(source), key(target)),
             Mutation::DeleteIfHlc { key: k, hlc } => write!(f, "DeleteIfHlc {} @{hlc}", key(k)),
+            Mutation::PutIf { key: k, data, condition, .. } => {
+                write!(f, "PutIf {} {} {condition:?}", key(k), blob(data))
+            }
+            Mutation::DeleteIf { key: k, condition } => write!(f, "DeleteIf {} {condition:?}", key(k)),
         }
     }
 }
@@ -129,6 +184,8 @@ enum Outcome {
     Put(PutReply),
     Deleted,
     Conditional(bool),
+    /// A condition did not hold (`PreconditionFailed`): nothing written.
+    Refused,
     NotFound,
     Failed,
 }
@@ -152,11 +209,22 @@ async fn run_mutation(e: E, m: Mutation) -> Outcome {
             Mutation::Rename { source, target } => Outcome::Put(e.rename(&source, &target).await?),
             Mutation::ZeroCopy { target, locator, .. } => Outcome::Put(e.zero_copy_put(&target, &locator).await?),
             Mutation::DeleteIfHlc { key, hlc } => Outcome::Conditional(e.delete_if_hlc_equals(&key, hlc).await?),
+            Mutation::PutIf { key, data, pieces, condition } => {
+                let step = (data.len() / pieces.max(1)).max(1);
+                let body = SliceBody::pieces(data.chunks(step).map(Bytes::copy_from_slice).collect::<Vec<_>>());
+                let opts = PutOptions { condition: Some(condition), ..PutOptions::default() };
+                Outcome::Put(e.put(&key, opts, body).await?)
+            }
+            Mutation::DeleteIf { key, condition } => {
+                e.delete_if(&key, Some(condition)).await?;
+                Outcome::Deleted
+            }
         })
     }
     .await;
     match r {
         Ok(o) => o,
+        Err(Error::PreconditionFailed { .. }) => Outcome::Refused,
         Err(Error::NotFound) => Outcome::NotFound,
         Err(_) => Outcome::Failed,
     }
@@ -167,6 +235,10 @@ fn effect(m: &Mutation, before: &BTreeMap<Vec<u8>, Candy>, key: &[u8]) -> Option
     match m {
         Mutation::Put { key: k, data, .. } if k == key => Some(Some(data.clone())),
         Mutation::Delete { key: k } if k == key => Some(None),
+        Mutation::PutIf { key: k, data, condition, .. } if k == key => {
+            holds(*condition, before.get(key)).then(|| Some(data.clone()))
+        }
+        Mutation::DeleteIf { key: k, condition } if k == key => holds(*condition, before.get(key)).then_some(None),
         Mutation::DeleteIfHlc { key: k, hlc } if k == key => {
             if before.get(key).is_some_and(|c| c.hlc == *hlc) {
                 Some(None)
@@ -340,9 +412,29 @@ impl Harness {
                 .collect();
             let all_took = took.iter().all(|t| *t);
             let none_took = unchanged.iter().all(|u| *u);
+            let condition = match m {
+                Mutation::PutIf { key, condition, .. } | Mutation::DeleteIf { key, condition } => {
+                    Some(holds(*condition, before.get(key)))
+                }
+                _ => None,
+            };
+            if let (Some(held), true) = (condition, acked) {
+                CONDITIONS.with(|c| {
+                    let (h, r) = c.get();
+                    c.set(if held { (h + 1, r) } else { (h, r + 1) });
+                });
+                assert_eq!(
+                    !matches!(o, Outcome::Refused),
+                    held,
+                    "seed {}: {m:?} -> {o:?}, but the condition {} against {:?}",
+                    self.seed,
+                    if held { "held" } else { "failed" },
+                    keys.first().and_then(|k| before.get(k))
+                );
+            }
             if acked {
-                if let Outcome::Conditional(false) = o {
-                    assert!(none_took, "seed {}: refused delete-if-hlc changed {keys:?}", self.seed);
+                if let Outcome::Conditional(false) | Outcome::Refused = o {
+                    assert!(none_took, "seed {}: refused conditional {m:?} changed {keys:?}", self.seed);
                 } else {
                     assert!(all_took, "seed {}: acknowledged {m:?} -> {o:?} not visible: {actual:?}", self.seed);
                 }
@@ -353,7 +445,7 @@ impl Harness {
                 match a {
                     Some(c) => {
                         if let (true, Outcome::Put(r)) = (acked, o) {
-                            if matches!(m, Mutation::Put { key, .. } | Mutation::Copy { target: key, .. } | Mutation::Rename { target: key, .. } | Mutation::ZeroCopy { target: key, .. } if key == k)
+                            if matches!(m, Mutation::Put { key, .. } | Mutation::PutIf { key, .. } | Mutation::Copy { target: key, .. } | Mutation::Rename { target: key, .. } | Mutation::ZeroCopy { target: key, .. } if key == k)
                             {
                                 assert_eq!(
                                     r.hlc, c.hlc,
@@ -376,7 +468,17 @@ impl Harness {
     async fn pick_mutation(&mut self) -> Option<Mutation> {
         let key = key_space(&mut self.rng);
         let other = key_space(&mut self.rng);
-        Some(match self.rng.gen_range(0..100) {
+        Some(match self.rng.gen_range(0..110) {
+            100..=104 => {
+                let data = body(&mut self.rng);
+                let pieces = self.rng.gen_range(1..6);
+                let condition = self.pick_condition(&key);
+                Mutation::PutIf { key, data, pieces, condition }
+            }
+            105..=109 => {
+                let condition = self.pick_condition(&key);
+                Mutation::DeleteIf { key, condition }
+            }
             0..=49 => {
                 let data = body(&mut self.rng);
                 let content_type = ["", "text/plain", "application/octet-stream"]
@@ -405,6 +507,20 @@ impl Harness {
             }
             _ => return None,
         })
+    }
+
+    /// A condition on `key` that holds or fails about as often: from its model version (or a
+    /// neighbour of it), its write time (or just before), or absence.
+    fn pick_condition(&mut self, key: &[u8]) -> WriteCondition {
+        let live = self.model.candies.get(key).map(|c| c.hlc);
+        match (self.rng.gen_range(0..3), live) {
+            (0, _) => WriteCondition::IfAbsent,
+            (1, Some(h)) if self.rng.gen() => WriteCondition::IfVersion(h),
+            (1, Some(h)) => WriteCondition::IfVersion(Hlc { logical: h.logical + 1, ..h }),
+            (1, None) => WriteCondition::IfVersion(Hlc { physical_ms: 1_700_000_000_000, logical: 0, node: 0 }),
+            (_, Some(h)) => WriteCondition::IfUnmodifiedSince(h.physical_ms - u64::from(self.rng.gen_bool(0.5))),
+            (_, None) => WriteCondition::IfUnmodifiedSince(u64::MAX),
+        }
     }
 
     async fn check_list(&mut self) {
@@ -819,7 +935,9 @@ fn engine_matches_model_across_crashes() {
         t.3 += r;
     }
     let (o, c, m, r) = *total.borrow();
-    println!("model test: {o} operations, {c} crash-and-reopen points ({m} during manifest edits), {r} candies moved by space reclamation");
+    let (held, refused) = CONDITIONS.with(Cell::get);
+    println!("model test: {o} operations, {c} crash-and-reopen points ({m} during manifest edits), {r} candies moved by space reclamation, {held} conditional mutations written and {refused} refused as the model predicted");
+    assert!(held > 0 && refused > 0, "conditions must both hold and fail at least once: {held} / {refused}");
     assert!(c > 0, "the run must crash at least once");
     assert!(m > 0, "the run must crash during a manifest edit at least once");
     assert!(r > 0, "space reclamation must move candies at least once");

@@ -321,7 +321,7 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     let (name, key) = (fbb.create_string("photos"), fbb.create_vector(b"cat.jpg"));
     let content_type = fbb.create_string("image/jpeg");
-    let put = fb::Put::create(&mut fbb, &fb::PutArgs { box_name: Some(name), key: Some(key), content_type: Some(content_type), user_meta: None, size: 10 });
+    let put = fb::Put::create(&mut fbb, &fb::PutArgs { box_name: Some(name), key: Some(key), content_type: Some(content_type), user_meta: None, size: 10, condition: None });
     let body = request(&mut fbb, fb::RequestBody::Put, put.as_union_value());
     // A put streamed over two frames: the request with 4 bytes, then a data frame with 6.
     let mut stream = frame(FrameKind::Request, 1, 0, &body, b"0123");

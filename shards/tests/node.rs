@@ -189,7 +189,10 @@ impl Client {
             let box_name = Some(fbb.create_string(box_name));
             let key = Some(fbb.create_vector(key));
             let content_type = Some(fbb.create_string("application/octet-stream"));
-            let b = fb::Put::create(fbb, &fb::PutArgs { box_name, key, content_type, user_meta: None, size });
+            let b = fb::Put::create(
+                fbb,
+                &fb::PutArgs { box_name, key, content_type, user_meta: None, size, condition: None },
+            );
             (fb::RequestBody::Put, b.as_union_value())
         })
     }
@@ -232,7 +235,7 @@ impl Client {
         self.call(request(|fbb| {
             let box_name = Some(fbb.create_string(box_name));
             let key = Some(fbb.create_vector(key));
-            let b = fb::Delete::create(fbb, &fb::DeleteArgs { box_name, key });
+            let b = fb::Delete::create(fbb, &fb::DeleteArgs { box_name, key, condition: None });
             (fb::RequestBody::Delete, b.as_union_value())
         }))
     }
