@@ -243,7 +243,7 @@ pub enum Error {
     #[error("precondition failed: {condition:?} does not hold; the key's current version is {}", current.map_or_else(|| "none (no live object)".to_string(), |h| h.to_string()))]
     PreconditionFailed {
         /// The condition asked for.
-        condition: crate::engine::WriteCondition,
+        condition: crate::condition::WriteCondition,
         /// The key's current version.
         current: Option<crate::hlc::Hlc>,
     },

@@ -15,6 +15,7 @@
 #![cfg_attr(test, allow(clippy::indexing_slicing))]
 
 pub mod codec;
+pub mod condition;
 pub mod coord;
 pub mod engine;
 pub mod error;

@@ -117,7 +117,8 @@ thread_local! {
     static CONDITIONS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-/// Whether `condition` holds for the model's `current` Candy of its key.
+/// Whether `condition` holds for the model's `current` Candy of its key (the model's own reading
+/// of the rule, not the engine's code).
 fn holds(condition: WriteCondition, current: Option<&Candy>) -> bool {
     match (condition, current) {
         (WriteCondition::IfAbsent, c) => c.is_none(),

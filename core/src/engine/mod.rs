@@ -40,9 +40,12 @@ use std::{
 pub use self::{
     commit::Pending,
     read::{ByteRange, GetReply, ListEntry, ListOptions, ListPage},
-    write::{BodyStream, PutOptions, PutReply, SliceBody, WriteCondition},
+    write::{BodyStream, PutOptions, PutReply, SliceBody},
 };
-pub use crate::syrup::{CandyReader, Piece};
+pub use crate::{
+    condition::WriteCondition,
+    syrup::{CandyReader, Piece},
+};
 use crate::{
     error::{Error, Result},
     hlc::HlcClock,

@@ -18,6 +18,7 @@ use super::{
     Engine,
 };
 use crate::{
+    condition::WriteCondition,
     error::{Error, Result},
     hlc::Hlc,
     limits,
@@ -76,43 +77,6 @@ pub struct PutOptions {
     /// queue, after its body is stored: a refused put commits nothing, and its bytes are
     /// garbage the Box-global GC reclaims).
     pub condition: Option<WriteCondition>,
-}
-
-/// A condition on a mutation's key, checked when the mutation joins the commit queue: against
-/// the committed state and every mutation queued before it, in one synchronous step with its
-/// stamp, so of two writers racing on one key at most one can win a condition the other's
-/// write breaks. A failed condition is [`Error::PreconditionFailed`] naming the current version;
-/// nothing is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteCondition {
-    /// No live object under the key.
-    IfAbsent,
-    /// The key's current version is this one: the stamp its put, copy or rename returned, which
-    /// head, get and list report as its version.
-    IfVersion(Hlc),
-    /// The key holds a live object last written at or before this time (milliseconds since the
-    /// Unix epoch; the physical part of its version's stamp).
-    IfUnmodifiedSince(u64),
-}
-
-impl WriteCondition {
-    /// Checks the condition against `current`, the key's live version (`None`: absent).
-    ///
-    /// # Errors
-    /// [`Error::PreconditionFailed`] naming the current version when it is not met.
-    pub fn check(self, current: Option<Hlc>) -> Result<()> {
-        let met = match (self, current) {
-            (WriteCondition::IfAbsent, c) => c.is_none(),
-            (WriteCondition::IfVersion(want), Some(c)) => c == want,
-            (WriteCondition::IfUnmodifiedSince(ms), Some(c)) => c.physical_ms <= ms,
-            (_, None) => false,
-        };
-        if met {
-            Ok(())
-        } else {
-            Err(Error::PreconditionFailed { condition: self, current })
-        }
-    }
 }
 
 /// The reply to a put.
@@ -279,9 +243,12 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// [`Error::PreconditionFailed`]; a lookup's failure.
     pub(crate) fn check_condition(&self, key: &[u8], condition: Option<WriteCondition>) -> Result<()> {
-        match condition {
-            None => Ok(()),
-            Some(c) => c.check(self.current_locator(key)?.map(|l| l.hlc)),
+        let Some(condition) = condition else { return Ok(()) };
+        let current = self.current_locator(key)?.map(|l| l.hlc);
+        if condition.holds(current) {
+            Ok(())
+        } else {
+            Err(Error::PreconditionFailed { condition, current })
         }
     }
 
