@@ -805,6 +805,15 @@ fn bad_configuration_exits_with_status_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The harness says a node that refused its configuration exited, with its status and stderr,
+/// at once: it used to wait out nothing and blame a 60 s ready timeout.
+#[test]
+#[should_panic(expected = "candyboxd exited before reporting ready (exit status: 2)")]
+fn the_harness_reports_a_node_that_exits_before_ready() {
+    let root = tempfile::tempdir().unwrap();
+    let _node = Node::start(root.path(), &["--frame-body-bytes-max", "1"], &[]);
+}
+
 #[test]
 fn a_restart_recovers_boxes_and_candies() {
     let (root, mut node) = start(&[]);

@@ -202,7 +202,14 @@ fn spawn(data_dir: &Path, args: &[String], envs: &[(String, String)], stderr_log
     });
     let line = match rx.recv_timeout(READY_TIMEOUT) {
         Ok(line) => line,
-        Err(_) => {
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // Its stdout closed without a ready line: it exited (a bad flag, a refused data
+            // directory), so say how instead of blaming a timeout.
+            let status = child.wait().map_or_else(|e| format!("unknown ({e})"), |s| s.to_string());
+            let log = std::fs::read_to_string(stderr_log).unwrap_or_default();
+            panic!("candyboxd exited before reporting ready ({status}); stderr:\n{log}");
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
             let _ = child.kill();
             let log = std::fs::read_to_string(stderr_log).unwrap_or_default();
             panic!("candyboxd did not report ready within {READY_TIMEOUT:?}; stderr:\n{log}");
