@@ -178,9 +178,9 @@ async fn run(e: E, target: Option<E>, m: Mutation) -> bool {
     match (m, target) {
         (Mutation::Put { key, value }, _) => e.put(&key, PutOptions::default(), SliceBody::new(value)).await.is_ok(),
         (Mutation::Delete { key }, _) => e.delete(&key).await.is_ok(),
-        (Mutation::Rename { key, to_key, .. }, Some(t)) => e.rename_to(&key, &t, &to_key).await.is_ok(),
+        (Mutation::Rename { key, to_key, .. }, Some(t)) => e.rename_to(&key, &t, &to_key, None).await.is_ok(),
         (Mutation::Copy { key, to_key, .. }, Some(t)) => match e.get_locator(&key).await {
-            Ok((l, _)) => t.put_committed_copy(&to_key, l).await.is_ok(),
+            Ok((l, _)) => t.put_committed_copy(&to_key, l, None).await.is_ok(),
             Err(_) => false,
         },
         (m, None) => panic!("{m:?} needs a target"),

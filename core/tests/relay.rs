@@ -347,7 +347,7 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
         let relayed = sim.stats();
         assert_eq!(relayed.sync_data_calls - before.sync_data_calls, syrups + 1, "each Syrup, then the log");
 
-        b.put_committed_copy(b"committed", locator).await.expect("committed copy");
+        b.put_committed_copy(b"committed", locator, None).await.expect("committed copy");
         let committed = sim.stats();
         assert_eq!(committed.sync_data_calls - relayed.sync_data_calls, 1, "the log record only");
         assert_eq!(committed.write_calls - relayed.write_calls, 1, "one record written, nothing else");
@@ -358,7 +358,7 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
 
         // A rename across the two partitions of the shard: the target's locator and the source's
         // tombstone in one record, one fdatasync, nothing else written.
-        let reply = b.rename_to(b"committed", a, b"renamed").await.expect("rename across partitions");
+        let reply = b.rename_to(b"committed", a, b"renamed", None).await.expect("rename across partitions");
         let renamed = sim.stats();
         assert_eq!(renamed.sync_data_calls - committed.sync_data_calls, 1, "one fdatasync");
         assert_eq!(renamed.write_calls - committed.write_calls, 1, "one record");
@@ -369,7 +369,7 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
         assert_eq!(a.get(b"renamed", None).await.expect("get").body.read_to_vec().expect("read"), body);
         // A claim on the source (a rename intent) refuses it, as within a partition.
         a.prepare_rename(b"renamed", b"elsewhere", 1).await.expect("intent");
-        assert!(matches!(a.rename_to(b"renamed", b, b"other").await, Err(Error::Conflict(_))));
+        assert!(matches!(a.rename_to(b"renamed", b, b"other", None).await, Err(Error::Conflict(_))));
     });
 }
 
@@ -400,7 +400,7 @@ fn a_withdrawn_joint_rename_lets_the_mutations_behind_it_commit() {
             let ahead = candybox_core::runtime::spawn(async move {
                 a1.put(b"ahead", PutOptions::default(), SliceBody::new(data(5))).await
             });
-            let rename = candybox_core::runtime::spawn(async move { a2.rename_to(b"src", &b2, b"dst").await });
+            let rename = candybox_core::runtime::spawn(async move { a2.rename_to(b"src", &b2, b"dst", None).await });
             let behind = candybox_core::runtime::spawn(async move {
                 b3.put(b"behind", PutOptions::default(), SliceBody::new(data(7))).await
             });
@@ -443,7 +443,7 @@ fn closing_a_partition_answers_its_mutations_behind_a_withdrawn_joint_rename() {
             let ahead = candybox_core::runtime::spawn(async move {
                 b1.put(b"ahead", PutOptions::default(), SliceBody::new(data(5))).await
             });
-            let rename = candybox_core::runtime::spawn(async move { a2.rename_to(b"src", &b2, b"dst").await });
+            let rename = candybox_core::runtime::spawn(async move { a2.rename_to(b"src", &b2, b"dst", None).await });
             let behind = candybox_core::runtime::spawn(async move {
                 a3.put(b"behind", PutOptions::default(), SliceBody::new(data(7))).await
             });

@@ -266,6 +266,8 @@ pub enum Command {
         target_key: Vec<u8>,
         /// Rename (else copy).
         rename: bool,
+        /// Only if the target key meets this.
+        condition: Option<WriteCondition>,
     },
 }
 
@@ -491,6 +493,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 source_key: key("source_key", Some(r.source_key()))?,
                 target_key: key("target_key", Some(r.target_key()))?,
                 rename: false,
+                condition: condition(r.condition())?,
             }
         }
         fb::RequestBody::Rename => {
@@ -500,6 +503,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 source_key: key("source_key", Some(r.source_key()))?,
                 target_key: key("target_key", Some(r.target_key()))?,
                 rename: true,
+                condition: condition(r.condition())?,
             }
         }
         fb::RequestBody::CreateUpload => {

@@ -9,7 +9,7 @@ use std::{cell::Cell, rc::Rc};
 
 use bytes::Bytes;
 use candybox_wire::client::{ClientError, Condition, Hlc, PutOptions};
-use harness::{pattern, Node};
+use harness::{key_in_partition, pattern, Node};
 
 const CAP: u32 = 1024 * 1024;
 const BOX: &str = "cond";
@@ -134,5 +134,50 @@ async fn twenty_writers_racing_on_one_key_have_exactly_one_winner_per_round() {
             clients[0].get_to_vec(BOX, b"contended", candybox_wire::client::ByteRange::Whole).await.expect("get");
         assert_eq!(&got, data, "round {round}: the winner's bytes");
         condition = Condition::IfVersion(won);
+    }
+}
+
+/// A copy or rename with a condition on its target, on each of the node's paths: within one
+/// partition, between two partitions of one shard (one joint log record), and across shards
+/// (intent + marker). A refused one changes neither key, and a refused rename releases its
+/// source at once: the next rename of it succeeds (a claim left behind would answer `Conflict`
+/// until rename_intent_abandon_ms).
+#[tokio::test(flavor = "current_thread")]
+async fn copy_and_rename_check_their_target_on_every_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(dir.path(), &[], &[]);
+    let c = node.client_with(|c| c.frame_body_bytes_max = CAP).await;
+    c.create_box(BOX, Some(4)).await.expect("create box");
+    let topology = c.topology().await.expect("topology");
+    assert_eq!(topology.shard_count, 2);
+    // Shard of partition p: (crc32(box) + p) mod 2, so p and p + 2 share a shard.
+    for (case, target_partition) in [("same partition", 0u16), ("same shard", 2), ("across shards", 1)] {
+        for rename in [false, true] {
+            let tag = format!("{case}-{rename}");
+            let (src, _) = key_in_partition(&format!("src-{tag}-"), 4, |p| p == 0);
+            let (dst, _) = key_in_partition(&format!("dst-{tag}-"), 4, |p| p == target_partition);
+            let a = Bytes::from(pattern(1, 5000));
+            let b = Bytes::from(pattern(2, 7000));
+            c.put_bytes(BOX, &src, &PutOptions::default(), a.clone()).await.expect("put source");
+            let existing = c.put_bytes(BOX, &dst, &PutOptions::default(), b.clone()).await.expect("put target");
+            let refused_op = c.copy_or_rename_if(BOX, &src, &dst, rename, Some(Condition::IfAbsent)).await;
+            assert_eq!(refused(refused_op), Some(existing.hlc), "{tag}: names the target's version");
+            let get = |k: Vec<u8>| {
+                let c = &c;
+                async move {
+                    match c.get_to_vec(BOX, &k, candybox_wire::client::ByteRange::Whole).await {
+                        Ok((_, v)) => Some(v),
+                        Err(ClientError::NotFound { .. }) => None,
+                        Err(e) => panic!("get: {e}"),
+                    }
+                }
+            };
+            assert_eq!(get(src.clone()).await.as_deref(), Some(&a[..]), "{tag}: the source is unchanged");
+            assert_eq!(get(dst.clone()).await.as_deref(), Some(&b[..]), "{tag}: the target is unchanged");
+            let done = c.copy_or_rename_if(BOX, &src, &dst, rename, Some(Condition::IfVersion(existing.hlc))).await;
+            done.unwrap_or_else(|e| panic!("{tag}: the condition holds, and the source is not claimed: {e}"));
+            assert_eq!(get(dst.clone()).await.as_deref(), Some(&a[..]), "{tag}: the target holds the source's bytes");
+            assert_eq!(get(src.clone()).await.is_some(), !rename, "{tag}: a rename removed its source");
+        }
     }
 }

@@ -246,10 +246,10 @@ impl Client {
             let source_key = Some(fbb.create_vector(source));
             let target_key = Some(fbb.create_vector(target));
             if rename {
-                let b = fb::Rename::create(fbb, &fb::RenameArgs { box_name, source_key, target_key });
+                let b = fb::Rename::create(fbb, &fb::RenameArgs { box_name, source_key, target_key, condition: None });
                 (fb::RequestBody::Rename, b.as_union_value())
             } else {
-                let b = fb::Copy::create(fbb, &fb::CopyArgs { box_name, source_key, target_key });
+                let b = fb::Copy::create(fbb, &fb::CopyArgs { box_name, source_key, target_key, condition: None });
                 (fb::RequestBody::Copy, b.as_union_value())
             }
         }))

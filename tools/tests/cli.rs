@@ -336,7 +336,19 @@ fn conditional_put_and_delete() {
     node.ok(&["delete", "cond", "k", "--if-match", &v2]);
     node.fails(&["head", "cond", "k"], 1);
 
+    // Copy and rename check their target; a refused rename keeps its source.
+    node.json(&["put", "cond", "src", &one]);
+    let dst = node.json(&["put", "cond", "dst", &two])["version"].as_str().unwrap().to_owned();
+    let err = node.fails(&["rename", "cond", "src", "dst", "--if-none-match", "*"], 1);
+    assert!(err.contains("precondition failed") && err.contains(&dst), "{err}");
+    assert_eq!(node.ok(&["get", "cond", "src"]).stdout, pattern(3000, 1));
+    node.ok(&["copy", "cond", "src", "fresh", "--if-none-match", "*"]);
+    node.ok(&["rename", "cond", "src", "dst", "--if-match", &dst]);
+    assert_eq!(node.ok(&["get", "cond", "dst"]).stdout, pattern(3000, 1));
+    node.fails(&["head", "cond", "src"], 1);
+
     for (args, what) in [
+        (vec!["copy", "cond", "fresh", "x", "--relay", "--if-none-match", "*"], "cannot be used with"),
         (vec!["put", "cond", "k", &one, "--if-match", "yesterday"], "physical_ms.logical@node"),
         (vec!["put", "cond", "k", &one, "--if-none-match", "abc"], "only '*'"),
         (vec!["put", "cond", "k", &one, "--if-none-match", "*", "--if-match", &v2], "cannot be used with"),

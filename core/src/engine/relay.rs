@@ -16,6 +16,7 @@ use rand::Rng;
 use super::{commit::Op, write::validate_meta, Engine, PutOptions, PutReply};
 use crate::{
     codec::Reader,
+    condition::WriteCondition,
     error::{Error, ForgedLocator, Result},
     hlc::Hlc,
     limits,
@@ -222,14 +223,25 @@ impl<S: Storage> Engine<S> {
     ///
     /// # Errors
     /// `InvalidArgument` for a tombstone; `Busy`; I/O failures.
-    pub async fn put_committed_copy(&self, key: &[u8], locator: CandyLocator) -> Result<PutReply> {
+    pub async fn put_committed_copy(
+        &self,
+        key: &[u8],
+        locator: CandyLocator,
+        condition: Option<WriteCondition>,
+    ) -> Result<PutReply> {
         validate_key(key)?;
         self.check_writable()?;
         if locator.kind != Kind::Put {
             return Err(Error::invalid("locator", "a copy needs a live Candy"));
         }
         let (size, checksum) = (locator.size, locator.checksum);
-        let hlc = self.commit(vec![Op::set(key, locator)]).await?;
+        let hlc = self
+            .commit_with(|e| {
+                e.check_condition(key, condition)?;
+                Ok((vec![Op::set(key, locator)], ()))
+            })
+            .await?
+            .1;
         Ok(PutReply { size, checksum, hlc })
     }
 
@@ -244,11 +256,17 @@ impl<S: Storage> Engine<S> {
     /// `InvalidArgument` when `target` is not on this partition's log or not of this Box;
     /// `NotFound` when the source is absent; `Conflict` when a rename holds the source; `Busy`;
     /// I/O failures.
-    pub async fn rename_to(&self, source_key: &[u8], target: &Engine<S>, target_key: &[u8]) -> Result<PutReply> {
+    pub async fn rename_to(
+        &self,
+        source_key: &[u8],
+        target: &Engine<S>,
+        target_key: &[u8],
+        condition: Option<WriteCondition>,
+    ) -> Result<PutReply> {
         validate_key(source_key)?;
         validate_key(target_key)?;
         if std::rc::Rc::ptr_eq(&self.inner, &target.inner) {
-            return self.rename(source_key, target_key).await;
+            return self.copy_or_rename_if(source_key, target_key, true, condition).await;
         }
         if !self.inner.log.same_log(&target.inner.log) {
             return Err(Error::invalid("target", "is not on this partition's commit log"));
@@ -260,6 +278,9 @@ impl<S: Storage> Engine<S> {
         target.check_writable()?;
         self.check_rename_unclaimed(source_key)?;
         let source = self.current_locator(source_key)?.ok_or(Error::NotFound)?;
+        // In the same synchronous step as both queue entries: nothing can reach the target's
+        // queue between the check and the joint record.
+        target.check_condition(target_key, condition)?;
         let (size, checksum) = (source.size, source.checksum);
         let (done, hlc) = self.queue_joint(
             vec![Op::set(source_key, CandyLocator::tombstone(Hlc::ZERO))],

@@ -76,9 +76,10 @@ impl Shard {
                 }))
                 .await
             }
-            Command::CopyOrRename { box_name, source_key, target_key, rename } => {
+            Command::CopyOrRename { box_name, source_key, target_key, rename, condition } => {
                 let meta = self.served_meta(&box_name).await?;
-                let put = Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename)).await?;
+                let put =
+                    Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename, condition)).await?;
                 Ok(Outcome::Reply(reply::put_done(&put)))
             }
         }
@@ -153,6 +154,7 @@ impl Shard {
                     relay::Relayed::Wire(&locator),
                     rename_token,
                     source_partition,
+                    None,
                 ))
                 .await?;
                 reply::put_done(&put)

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
+use candybox_core::engine::WriteCondition;
 
 /// What the relay part owns.
 /// The locator a zero-copy put writes: relayed by a client (checked before it is written), or
@@ -47,6 +48,7 @@ impl Shard {
         relayed: Relayed<'_>,
         rename_token: Option<u128>,
         source_partition: Option<u16>,
+        condition: Option<WriteCondition>,
     ) -> Result<PutReply, NodeError> {
         let l = match relayed {
             Relayed::Wire(wire) => {
@@ -77,7 +79,7 @@ impl Shard {
         }
         let put = match (l, relayed) {
             (Some(l), _) => engine.zero_copy_put(key, &l.encode()).await?,
-            (None, Relayed::Committed(l)) => engine.put_committed_copy(key, l).await?,
+            (None, Relayed::Committed(l)) => engine.put_committed_copy(key, l, condition).await?,
             (None, Relayed::Wire(_)) => unreachable!("a relayed locator is decoded above"),
         };
         // Durable now; the references must be published before the marker lets the source go
@@ -161,6 +163,7 @@ impl Shard {
         source_key: Vec<u8>,
         target_key: Vec<u8>,
         rename: bool,
+        condition: Option<WriteCondition>,
     ) -> Result<PutReply, NodeError> {
         let sp = partition_for_key(&source_key, meta.partitions);
         let tp = partition_for_key(&target_key, meta.partitions);
@@ -171,12 +174,7 @@ impl Shard {
                 .invoke_on(source_owner, move |sh| async move {
                     sh.lease(&b, meta, sp).await?;
                     let e = sh.engine(&b, meta, sp).await?;
-                    let r = if rename {
-                        e.rename(&source_key, &target_key).await
-                    } else {
-                        e.copy(&source_key, &target_key).await
-                    };
-                    r.map_err(NodeError::from)
+                    e.copy_or_rename_if(&source_key, &target_key, rename, condition).await.map_err(NodeError::from)
                 })
                 .await?;
         }
@@ -190,7 +188,7 @@ impl Shard {
                     sh.lease(&b, meta, tp).await?;
                     let source = sh.engine(&b, meta, sp).await?;
                     let target = sh.engine(&b, meta, tp).await?;
-                    let put = source.rename_to(&source_key, &target, &target_key).await?;
+                    let put = source.rename_to(&source_key, &target, &target_key, condition).await?;
                     // The target's references are published (when they changed) before the
                     // reply, as after a zero-copy put.
                     sh.publish_refs(&b, tp, &target, false).await?;
@@ -211,7 +209,7 @@ impl Shard {
             return self
                 .invoke_on(target_owner, move |sh| async move {
                     let e = sh.engine(&b, meta, tp).await?;
-                    sh.zero_copy_put(&e, &b, meta, tp, &target_key, Relayed::Committed(l), None, None).await
+                    sh.zero_copy_put(&e, &b, meta, tp, &target_key, Relayed::Committed(l), None, None, condition).await
                 })
                 .await?;
         }
@@ -228,9 +226,28 @@ impl Shard {
         let put = self
             .invoke_on(target_owner, move |sh| async move {
                 let e = sh.engine(&b, meta, tp).await?;
-                sh.zero_copy_put(&e, &b, meta, tp, &t, Relayed::Committed(l), Some(token), Some(sp)).await
+                sh.zero_copy_put(&e, &b, meta, tp, &t, Relayed::Committed(l), Some(token), Some(sp), condition).await
             })
-            .await??;
+            .await?;
+        let put = match put {
+            Ok(put) => put,
+            Err(e @ NodeError::Engine(CoreError::PreconditionFailed { .. })) => {
+                // Nothing was written at the target and no marker exists: release the source's
+                // claim now rather than after rename_intent_abandon_ms.
+                let b = box_name.clone();
+                let cleared = self
+                    .invoke_on(source_owner, move |sh| async move {
+                        let engine = sh.engine(&b, meta, sp).await?;
+                        engine.clear_rename_intent(token).await.map_err(NodeError::from)
+                    })
+                    .await;
+                if !matches!(cleared, Ok(Ok(()))) {
+                    tracing::warn!(box_name = %box_name, "a refused rename's intent could not be cleared now; it is abandoned after rename_intent_abandon_ms");
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let b = box_name.clone();
         let settled = self
             .invoke_on(source_owner, move |sh| async move {

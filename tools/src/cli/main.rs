@@ -188,6 +188,14 @@ struct MetaArgs {
     meta: Vec<(String, String)>,
 }
 
+impl MoveArgs {
+    /// The copy (or rename) run by the node in one request, with the target's condition.
+    async fn node_run(&self, client: &TokioClient, rename: bool) -> Result<(), candybox_wire::client::ClientError> {
+        let (source, target) = (self.source.as_bytes(), self.target.as_bytes());
+        client.copy_or_rename_if(&self.box_name, source, target, rename, self.condition.condition()).await.map(drop)
+    }
+}
+
 /// A condition on the key, checked by the node when the write joins its commit queue: of
 /// writers racing on one key, at most one meets a condition the other's write breaks. A failed
 /// condition writes nothing and exits 1 with `precondition failed` and the key's current version.
@@ -242,8 +250,11 @@ struct MoveArgs {
     target: String,
     /// Let this client relay the locator between partitions (get-locator or prepare-rename,
     /// zero-copy-put, complete-rename) instead of asking the node to do it in one request.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["if_match", "if_none_match", "if_unmodified_since"])]
     relay: bool,
+    /// A condition on the target key (a refused rename keeps its source).
+    #[command(flatten)]
+    condition: ConditionArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -487,7 +498,7 @@ async fn run(cli: Cli) -> Result<()> {
             if m.relay {
                 client.relay_copy(&m.box_name, m.source.as_bytes(), m.target.as_bytes()).await.with_context(|| what)?;
             } else {
-                client.copy(&m.box_name, m.source.as_bytes(), m.target.as_bytes()).await.with_context(|| what)?;
+                m.node_run(&client, false).await.with_context(|| what)?;
             }
             out.moved("copied", &m.source, &m.target, None);
         }
@@ -501,7 +512,7 @@ async fn run(cli: Cli) -> Result<()> {
                         .with_context(|| what)?,
                 )
             } else {
-                client.rename(&m.box_name, m.source.as_bytes(), m.target.as_bytes()).await.with_context(|| what)?;
+                m.node_run(&client, true).await.with_context(|| what)?;
                 None
             };
             out.moved("renamed", &m.source, &m.target, outcome);

@@ -797,10 +797,7 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
-        self.keyed(box_name, source_key, request::copy(box_name, source_key, target_key), |b, cap| {
-            reply::put_done(b, cap)
-        })
-        .await
+        self.copy_or_rename_if(box_name, source_key, target_key, false, None).await
     }
 
     /// Renames `source_key` to `target_key`, run by the node in one request.
@@ -813,10 +810,29 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
-        self.keyed(box_name, source_key, request::rename(box_name, source_key, target_key), |b, cap| {
-            reply::put_done(b, cap)
-        })
-        .await
+        self.copy_or_rename_if(box_name, source_key, target_key, true, None).await
+    }
+
+    /// [`Client::copy`] (or, with `rename`, [`Client::rename`]) only if the target key meets
+    /// `condition` (`None`: always). A refused rename keeps its source and releases it at once.
+    ///
+    /// # Errors
+    /// As [`Client::copy`]; `PreconditionFailed` (with the target's current version) when the
+    /// condition does not hold, and then nothing changed.
+    pub async fn copy_or_rename_if(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+        rename: bool,
+        condition: Option<Condition>,
+    ) -> Result<Option<PutDone>, ClientError> {
+        let req = if rename {
+            request::rename(box_name, source_key, target_key, condition)
+        } else {
+            request::copy(box_name, source_key, target_key, condition)
+        };
+        self.keyed(box_name, source_key, req, |b, cap| reply::put_done(b, cap)).await
     }
 
     /// Relay step: the live locator of `key`, as bytes to relay verbatim.

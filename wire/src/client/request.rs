@@ -166,27 +166,29 @@ pub fn delete_range(box_name: &str, partition: u16, range: &KeyRange) -> Bytes {
 }
 
 /// `Copy` (run by the node).
-pub fn copy(box_name: &str, source_key: &[u8], target_key: &[u8]) -> Bytes {
+pub fn copy(box_name: &str, source_key: &[u8], target_key: &[u8], condition: Option<Condition>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let source = fbb.create_vector(source_key);
     let target = fbb.create_vector(target_key);
+    let condition = condition_table(&mut fbb, condition);
     let body = fb::Copy::create(
         &mut fbb,
-        &fb::CopyArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target) },
+        &fb::CopyArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target), condition },
     );
     finish(fbb, fb::RequestBody::Copy, body)
 }
 
 /// `Rename` (run by the node).
-pub fn rename(box_name: &str, source_key: &[u8], target_key: &[u8]) -> Bytes {
+pub fn rename(box_name: &str, source_key: &[u8], target_key: &[u8], condition: Option<Condition>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let source = fbb.create_vector(source_key);
     let target = fbb.create_vector(target_key);
+    let condition = condition_table(&mut fbb, condition);
     let body = fb::Rename::create(
         &mut fbb,
-        &fb::RenameArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target) },
+        &fb::RenameArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target), condition },
     );
     finish(fbb, fb::RequestBody::Rename, body)
 }

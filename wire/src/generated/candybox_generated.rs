@@ -3239,6 +3239,7 @@ impl<'a> Copy<'a> {
   pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_SOURCE_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_TARGET_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3250,6 +3251,7 @@ impl<'a> Copy<'a> {
     args: &'args CopyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Copy<'bldr>> {
     let mut builder = CopyBuilder::new(_fbb);
+    if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.target_key { builder.add_target_key(x); }
     if let Some(x) = args.source_key { builder.add_source_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
@@ -3278,6 +3280,14 @@ impl<'a> Copy<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Copy::VT_TARGET_KEY, None).unwrap()}
   }
+  /// Only if the target key meets this (absent: always). Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(Copy::VT_CONDITION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Copy<'_> {
@@ -3289,6 +3299,7 @@ impl ::flatbuffers::Verifiable for Copy<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("source_key", Self::VT_SOURCE_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("target_key", Self::VT_TARGET_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
      .finish();
     Ok(())
   }
@@ -3297,6 +3308,7 @@ pub struct CopyArgs<'a> {
     pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub source_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub target_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
 }
 impl<'a> Default for CopyArgs<'a> {
   #[inline]
@@ -3305,6 +3317,7 @@ impl<'a> Default for CopyArgs<'a> {
       box_name: None, // required field
       source_key: None, // required field
       target_key: None, // required field
+      condition: None,
     }
   }
 }
@@ -3325,6 +3338,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CopyBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_target_key(&mut self, target_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Copy::VT_TARGET_KEY, target_key);
+  }
+  #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(Copy::VT_CONDITION, condition);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CopyBuilder<'a, 'b, A> {
@@ -3350,6 +3367,7 @@ impl ::core::fmt::Debug for Copy<'_> {
       ds.field("box_name", &self.box_name());
       ds.field("source_key", &self.source_key());
       ds.field("target_key", &self.target_key());
+      ds.field("condition", &self.condition());
       ds.finish()
   }
 }
@@ -3372,6 +3390,7 @@ impl<'a> Rename<'a> {
   pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_SOURCE_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_TARGET_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3383,6 +3402,7 @@ impl<'a> Rename<'a> {
     args: &'args RenameArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Rename<'bldr>> {
     let mut builder = RenameBuilder::new(_fbb);
+    if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.target_key { builder.add_target_key(x); }
     if let Some(x) = args.source_key { builder.add_source_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
@@ -3411,6 +3431,15 @@ impl<'a> Rename<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Rename::VT_TARGET_KEY, None).unwrap()}
   }
+  /// Only if the target key meets this (absent: always); a refused rename keeps its source.
+  /// Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(Rename::VT_CONDITION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Rename<'_> {
@@ -3422,6 +3451,7 @@ impl ::flatbuffers::Verifiable for Rename<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("source_key", Self::VT_SOURCE_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("target_key", Self::VT_TARGET_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
      .finish();
     Ok(())
   }
@@ -3430,6 +3460,7 @@ pub struct RenameArgs<'a> {
     pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub source_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub target_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
 }
 impl<'a> Default for RenameArgs<'a> {
   #[inline]
@@ -3438,6 +3469,7 @@ impl<'a> Default for RenameArgs<'a> {
       box_name: None, // required field
       source_key: None, // required field
       target_key: None, // required field
+      condition: None,
     }
   }
 }
@@ -3458,6 +3490,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RenameBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_target_key(&mut self, target_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Rename::VT_TARGET_KEY, target_key);
+  }
+  #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(Rename::VT_CONDITION, condition);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RenameBuilder<'a, 'b, A> {
@@ -3483,6 +3519,7 @@ impl ::core::fmt::Debug for Rename<'_> {
       ds.field("box_name", &self.box_name());
       ds.field("source_key", &self.source_key());
       ds.field("target_key", &self.target_key());
+      ds.field("condition", &self.condition());
       ds.finish()
   }
 }
