@@ -913,6 +913,7 @@ def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
     ol = pt and pt.get("p99_us")
     lag = pt and pt.get("send_lag_p99_us")
     behind = lag is not None and lag > OPEN_LOOP_LAG_P99_MAX_US
+    put_open_gen, put_open_share = generator_share((pt or {}).get("raw") or {})
     out.append({
         "id": "put_1k_open_loop_50pct_p99", "shape": "1 KiB durable put, open loop at 50% of peak",
         "node": ol, "unit": "µs", "offered_ops_per_s": pt and pt["offered_ops_per_s"],
@@ -929,7 +930,7 @@ def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
             f"{n0(pt.get('achieved_ops_per_s'))} ops/s, send lag p99 {us(lag)}"
             + (f" (above {OPEN_LOOP_LAG_P99_MAX_US} µs: the generator fell behind its schedule; the latencies "
                "run from the intended send times, so they include that wait)" if behind else "")),
-        "generator": "", "generator_bound": None,
+        "generator": put_open_gen, "generator_bound": put_open_share is not None and put_open_share > GENERATOR_SHARE_MAX,
         "bottleneck": fsync_bottleneck(ol, pt, machine.get("fio_4k_fdatasync") or {}),
     })
 
@@ -968,11 +969,7 @@ def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
     # Rename across shards on the 2-shard node.
     xr = p99(across, "rename")
     targets_across = bool(opt(across, "rename_targets.across_shards", False))
-    g, n = gen_cpu(across), request_cpu(across)
-    share = div(g, n)
-    xgen = ("generator/node CPU n/a" if share is None
-            else f"generator/node CPU {share:.2f} ({opt(across, 'generator.path', '?')})"
-            + (" CLIENT-BOUND" if share > GENERATOR_SHARE_MAX else ""))
+    xgen, share = generator_share(across)
     xn = across.get("node") or {}
     out.append({
         "id": "rename_across_shards_p99", "shape": "rename across shards (2-shard node)",
@@ -1008,6 +1005,16 @@ def issue13_targets(node, sweep, across, machine, redis, by_stem, gen_note):
         if t["met"]:
             t["bottleneck"] = None
     return out
+
+
+def generator_share(doc):
+    """The generator's CPU per request against the node's in one candybox-bench JSON: the note
+    for a target row, and the share (None when not measured)."""
+    share = div(gen_cpu(doc), request_cpu(doc))
+    if share is None:
+        return "generator/node CPU n/a", None
+    note = f"generator/node CPU {share:.2f} ({opt(doc, 'generator.path', '?')})"
+    return note + (" CLIENT-BOUND" if share > GENERATOR_SHARE_MAX else ""), share
 
 
 def cpu_bottleneck(cpu_us_per_op, ops_per_s, what, wanted_ops_per_s):

@@ -283,21 +283,7 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `NotFound` when the source is absent; a bad key; `Busy`; an I/O failure.
     pub async fn copy(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
-        self.copy_or_rename(source_key, target_key, false, None).await
-    }
-
-    /// [`Engine::copy`] or [`Engine::rename`] only if the target key meets `condition`.
-    ///
-    /// # Errors
-    /// As [`Engine::copy`]; [`Error::PreconditionFailed`] when the condition is not met.
-    pub async fn copy_or_rename_if(
-        &self,
-        source_key: &[u8],
-        target_key: &[u8],
-        rename: bool,
-        condition: Option<WriteCondition>,
-    ) -> Result<PutReply> {
-        self.copy_or_rename(source_key, target_key, rename, condition).await
+        self.copy_or_rename_if(source_key, target_key, false, None).await
     }
 
     /// Renames `source_key` to `target_key` in this partition: the new locator and the source's
@@ -306,10 +292,15 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// As [`Engine::copy`].
     pub async fn rename(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
-        self.copy_or_rename(source_key, target_key, true, None).await
+        self.copy_or_rename_if(source_key, target_key, true, None).await
     }
 
-    async fn copy_or_rename(
+    /// [`Engine::copy`] or [`Engine::rename`] only if the target key meets `condition` (`None`:
+    /// always).
+    ///
+    /// # Errors
+    /// As [`Engine::copy`]; [`Error::PreconditionFailed`] when the condition is not met.
+    pub async fn copy_or_rename_if(
         &self,
         source_key: &[u8],
         target_key: &[u8],

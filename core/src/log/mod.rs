@@ -475,8 +475,8 @@ impl<S: Storage> CommitLog<S> {
             if bytes.capacity() <= crate::limits::WAL_BUFFER_KEEP_BYTES {
                 st.buffer = bytes;
             }
-            let allowance = prepare_allowance(&self.inner.config, st.len);
-            if st.pacer.as_ref().is_some_and(|(wants, _)| allowance >= *wants) {
+            let len = st.len;
+            if st.pacer.as_ref().is_some_and(|(wants, _)| prepare_allowance(&self.inner.config, len) >= *wants) {
                 wake_pacer(&mut st);
             }
         }
