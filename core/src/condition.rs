@@ -9,7 +9,7 @@ use crate::hlc::Hlc;
 /// stamp, so of two writers racing on one key at most one can win a condition the other's
 /// write breaks. A failed condition is `Error::PreconditionFailed` naming the current version;
 /// nothing is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteCondition {
     /// No live object under the key.
     IfAbsent,
@@ -19,15 +19,27 @@ pub enum WriteCondition {
     /// The key holds a live object last written at or before this time (milliseconds since the
     /// Unix epoch; the physical part of its version's stamp).
     IfUnmodifiedSince(u64),
+    /// The key holds a live object whose user metadata has entry `key` with value `value`: a
+    /// content digest the writer attached (S3's If-Match on an ETag).
+    IfMeta {
+        /// The entry's name.
+        key: String,
+        /// Its value, compared byte for byte.
+        value: String,
+    },
 }
 
 impl WriteCondition {
-    /// Whether the condition holds for `current`, the key's live version (`None`: absent).
-    pub fn holds(self, current: Option<Hlc>) -> bool {
+    /// Whether the condition holds for `current`, the key's live version and its user metadata
+    /// (`None`: absent).
+    pub fn holds(&self, current: Option<(Hlc, &[(String, String)])>) -> bool {
         match (self, current) {
             (WriteCondition::IfAbsent, c) => c.is_none(),
-            (WriteCondition::IfVersion(want), Some(c)) => c == want,
-            (WriteCondition::IfUnmodifiedSince(ms), Some(c)) => c.physical_ms <= ms,
+            (WriteCondition::IfVersion(want), Some((c, _))) => c == *want,
+            (WriteCondition::IfUnmodifiedSince(ms), Some((c, _))) => c.physical_ms <= *ms,
+            (WriteCondition::IfMeta { key, value }, Some((_, meta))) => {
+                meta.iter().any(|(k, v)| k == key && v == value)
+            }
             (_, None) => false,
         }
     }

@@ -52,6 +52,10 @@ pub const TABLE_BLOCK_BYTES_MAX: usize = 2 * LOCATOR_BYTES_MAX;
 pub const LEVELS_MAX: usize = 7;
 /// Most entries one list page may hold.
 pub const LIST_PAGE_ENTRIES_MAX: usize = 10_000;
+/// Bytes of keys, content types and (when asked) user metadata one listing page holds at most
+/// (at least one entry): a page with metadata of 8 KiB per entry ends well before 10,000
+/// entries, and every page fits a reply frame under the default 16 MiB cap.
+pub const LIST_PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// A large put starts the writeback of its Syrup after each this many bytes (an fdatasync run in
 /// the background while the body keeps streaming), so the device works while the bytes arrive

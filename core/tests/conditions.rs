@@ -6,7 +6,7 @@
 use std::{cell::Cell, path::Path, rc::Rc, time::Duration};
 
 use candybox_core::{
-    engine::{Engine, EngineConfig, PutOptions, PutReply, SliceBody, WriteCondition},
+    engine::{CopyOptions, Engine, EngineConfig, PutOptions, PutReply, SliceBody, WriteCondition},
     error::{Error, Result},
     hlc::Hlc,
     runtime::{block_on, spawn, ManualClock},
@@ -126,10 +126,15 @@ fn each_condition_holds_or_refuses_with_the_current_version_and_writes_nothing()
         // Copy and rename check their target; a refused rename keeps its source.
         let src = put_if(&e, "src", body(500, 8), None).await.expect("put");
         let dst = put_if(&e, "dst", body(500, 9), None).await.expect("put");
-        refused_naming(e.copy_or_rename_if(b"src", b"dst", true, Some(WriteCondition::IfAbsent)).await, Some(dst.hlc));
+        refused_naming(
+            e.copy_or_rename_if(b"src", b"dst", true, &CopyOptions::when(Some(WriteCondition::IfAbsent))).await,
+            Some(dst.hlc),
+        );
         assert_eq!(read(&e, "src").await, Some(body(500, 8)), "the refused rename kept its source");
         assert_eq!(read(&e, "dst").await, Some(body(500, 9)));
-        e.copy_or_rename_if(b"src", b"dst", true, Some(WriteCondition::IfVersion(dst.hlc))).await.expect("rename");
+        e.copy_or_rename_if(b"src", b"dst", true, &CopyOptions::when(Some(WriteCondition::IfVersion(dst.hlc))))
+            .await
+            .expect("rename");
         assert_eq!(read(&e, "src").await, None);
         assert_eq!(read(&e, "dst").await, Some(body(500, 8)));
         let _ = src;
@@ -153,7 +158,7 @@ fn twenty_writers_racing_on_one_key_have_exactly_one_winner_per_round() {
             let winners = Rc::new(Cell::new(0u32));
             let mut tasks = Vec::new();
             for w in 0..20u8 {
-                let (e, winners) = (e.clone(), winners.clone());
+                let (e, winners, condition) = (e.clone(), winners.clone(), condition.clone());
                 let data = body(size, round.wrapping_mul(31).wrapping_add(w));
                 tasks.push(spawn(async move {
                     let r = put_if(&e, "contended", data.clone(), Some(condition)).await;

@@ -22,7 +22,9 @@ use std::{
 
 use bytes::Bytes;
 use candybox_core::{
-    engine::{ByteRange, Engine, ListOptions, PutOptions, PutReply, SliceBody, WriteCondition},
+    engine::{
+        ByteRange, CopyOptions, Engine, ListOptions, MetaReplace, PutOptions, PutReply, SliceBody, WriteCondition,
+    },
     error::Error,
     hlc::Hlc,
     runtime::{block_on, spawn, yield_now, ManualClock},
@@ -41,7 +43,24 @@ type E = Engine<SimStorage>;
 struct Candy {
     data: Vec<u8>,
     content_type: String,
+    user_meta: Meta,
     hlc: Hlc,
+}
+
+type Meta = Vec<(String, String)>;
+
+/// What the model compares of a key: its bytes and metadata.
+type Value = (Vec<u8>, String, Meta);
+
+impl Candy {
+    fn value(&self) -> Value {
+        (self.data.clone(), self.content_type.clone(), self.user_meta.clone())
+    }
+}
+
+/// The model's digest entry of `data` (what a writer attaches and `IfMeta` compares).
+fn digest(data: &[u8]) -> (String, String) {
+    ("digest".to_string(), format!("{:08x}", crc32fast::hash(data)))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,6 +95,7 @@ enum Mutation {
         key: Vec<u8>,
         data: Vec<u8>,
         content_type: String,
+        user_meta: Meta,
         pieces: usize,
     },
     Delete {
@@ -84,14 +104,17 @@ enum Mutation {
     Copy {
         source: Vec<u8>,
         target: Vec<u8>,
+        replace: Option<MetaReplace>,
     },
     Rename {
         source: Vec<u8>,
         target: Vec<u8>,
+        replace: Option<MetaReplace>,
     },
     ZeroCopy {
         source: Vec<u8>,
         target: Vec<u8>,
+        replace: Option<MetaReplace>,
         locator: Bytes,
     },
     DeleteIfHlc {
@@ -110,20 +133,29 @@ enum Mutation {
         key: Vec<u8>,
         condition: WriteCondition,
     },
+    /// A metadata rewrite in place (issue 14), maybe conditional.
+    SetMeta {
+        key: Vec<u8>,
+        replace: MetaReplace,
+        condition: Option<WriteCondition>,
+    },
 }
 
 thread_local! {
     /// Acknowledged conditional mutations of this run: (condition held and written, refused).
     static CONDITIONS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// Acknowledged metadata replacements (set-meta, copy or rename with a replacement).
+    static REPLACED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Whether `condition` holds for the model's `current` Candy of its key (the model's own reading
 /// of the rule, not the engine's code).
-fn holds(condition: WriteCondition, current: Option<&Candy>) -> bool {
+fn holds(condition: &WriteCondition, current: Option<&Candy>) -> bool {
     match (condition, current) {
         (WriteCondition::IfAbsent, c) => c.is_none(),
-        (WriteCondition::IfVersion(h), Some(c)) => c.hlc == h,
-        (WriteCondition::IfUnmodifiedSince(ms), Some(c)) => c.hlc.physical_ms <= ms,
+        (WriteCondition::IfVersion(h), Some(c)) => c.hlc == *h,
+        (WriteCondition::IfUnmodifiedSince(ms), Some(c)) => c.hlc.physical_ms <= *ms,
+        (WriteCondition::IfMeta { key, value }, Some(c)) => c.user_meta.contains(&(key.clone(), value.clone())),
         (_, None) => false,
     }
 }
@@ -135,11 +167,12 @@ impl Mutation {
             | Mutation::Delete { key }
             | Mutation::DeleteIfHlc { key, .. }
             | Mutation::PutIf { key, .. }
-            | Mutation::DeleteIf { key, .. } => {
+            | Mutation::DeleteIf { key, .. }
+            | Mutation::SetMeta { key, .. } => {
                 vec![key.clone()]
             }
-            Mutation::Copy { source, target }
-            | Mutation::Rename { source, target }
+            Mutation::Copy { source, target, .. }
+            | Mutation::Rename { source, target, .. }
             | Mutation::ZeroCopy { source, target, .. } => {
                 vec![source.clone(), target.clone()]
             }
@@ -158,7 +191,7 @@ fn key(k: &[u8]) -> String {
 
 impl std::fmt::Debug for Candy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Candy {} {:?} @{}", blob(&self.data), self.content_type, self.hlc)
+        write!(f, "Candy {} {:?} {:?} @{}", blob(&self.data), self.content_type, self.user_meta, self.hlc)
     }
 }
 
@@ -167,9 +200,18 @@ impl std::fmt::Debug for Mutation {
         match self {
             Mutation::Put { key: k, data, pieces, .. } => write!(f, "Put {} {} in {pieces} pieces", key(k), blob(data)),
             Mutation::Delete { key: k } => write!(f, "Delete {}", key(k)),
-            Mutation::Copy { source, target } => write!(f, "Copy {} -> {}", key(source), key(target)),
-            Mutation::Rename { source, target } => write!(f, "Rename {} -> {}", key(source), key(target)),
-            Mutation::ZeroCopy { source, target, .. } => write!(f, "ZeroCopy {} -> {}", key(source), key(target)),
+            Mutation::Copy { source, target, replace } => {
+                write!(f, "Copy {} -> {} {replace:?}", key(source), key(target))
+            }
+            Mutation::Rename { source, target, replace } => {
+                write!(f, "Rename {} -> {} {replace:?}", key(source), key(target))
+            }
+            Mutation::ZeroCopy { source, target, replace, .. } => {
+                write!(f, "ZeroCopy {} -> {} {replace:?}", key(source), key(target))
+            }
+            Mutation::SetMeta { key: k, replace, condition } => {
+                write!(f, "SetMeta {} {replace:?} {condition:?}", key(k))
+            }
             Mutation::DeleteIfHlc { key: k, hlc } => write!(f, "DeleteIfHlc {} @{hlc}", key(k)),
             Mutation::PutIf { key: k, data, condition, .. } => {
                 write!(f, "PutIf {} {} {condition:?}", key(k), blob(data))
@@ -194,26 +236,36 @@ enum Outcome {
 async fn run_mutation(e: E, m: Mutation) -> Outcome {
     let r: Result<Outcome, Error> = async {
         Ok(match m {
-            Mutation::Put { key, data, content_type, pieces } => {
+            Mutation::Put { key, data, content_type, user_meta, pieces } => {
                 let step = (data.len() / pieces.max(1)).max(1);
                 let body = SliceBody::pieces(data.chunks(step).map(Bytes::copy_from_slice).collect::<Vec<_>>());
                 let size = if pieces % 2 == 0 { Some(data.len() as u64) } else { None };
-                Outcome::Put(
-                    e.put(&key, PutOptions { content_type, user_meta: vec![], size, condition: None }, body).await?,
-                )
+                Outcome::Put(e.put(&key, PutOptions { content_type, user_meta, size, condition: None }, body).await?)
             }
             Mutation::Delete { key } => {
                 e.delete(&key).await?;
                 Outcome::Deleted
             }
-            Mutation::Copy { source, target } => Outcome::Put(e.copy(&source, &target).await?),
-            Mutation::Rename { source, target } => Outcome::Put(e.rename(&source, &target).await?),
-            Mutation::ZeroCopy { target, locator, .. } => Outcome::Put(e.zero_copy_put(&target, &locator).await?),
+            Mutation::Copy { source, target, replace } => {
+                let opts = CopyOptions { condition: None, replace };
+                Outcome::Put(e.copy_or_rename_if(&source, &target, false, &opts).await?)
+            }
+            Mutation::Rename { source, target, replace } => {
+                let opts = CopyOptions { condition: None, replace };
+                Outcome::Put(e.copy_or_rename_if(&source, &target, true, &opts).await?)
+            }
+            Mutation::ZeroCopy { target, locator, replace, .. } => {
+                Outcome::Put(e.zero_copy_put(&target, &locator, &CopyOptions { condition: None, replace }).await?)
+            }
+            Mutation::SetMeta { key, replace, condition } => {
+                Outcome::Put(e.set_meta(&key, &replace, condition.as_ref()).await?)
+            }
             Mutation::DeleteIfHlc { key, hlc } => Outcome::Conditional(e.delete_if_hlc_equals(&key, hlc).await?),
             Mutation::PutIf { key, data, pieces, condition } => {
                 let step = (data.len() / pieces.max(1)).max(1);
                 let body = SliceBody::pieces(data.chunks(step).map(Bytes::copy_from_slice).collect::<Vec<_>>());
-                let opts = PutOptions { condition: Some(condition), ..PutOptions::default() };
+                let opts =
+                    PutOptions { condition: Some(condition), user_meta: vec![digest(&data)], ..PutOptions::default() };
                 Outcome::Put(e.put(&key, opts, body).await?)
             }
             Mutation::DeleteIf { key, condition } => {
@@ -231,15 +283,32 @@ async fn run_mutation(e: E, m: Mutation) -> Outcome {
     }
 }
 
+/// A copy's target value: the source's, with its metadata replaced when asked.
+fn copied(source: &Candy, replace: Option<&MetaReplace>) -> Value {
+    match replace {
+        Some(r) => (source.data.clone(), r.content_type.clone(), r.user_meta.clone()),
+        None => source.value(),
+    }
+}
+
 /// The model's candidate values of `key` if `m` took effect, given the state before.
-fn effect(m: &Mutation, before: &BTreeMap<Vec<u8>, Candy>, key: &[u8]) -> Option<Option<Vec<u8>>> {
+fn effect(m: &Mutation, before: &BTreeMap<Vec<u8>, Candy>, key: &[u8]) -> Option<Option<Value>> {
     match m {
-        Mutation::Put { key: k, data, .. } if k == key => Some(Some(data.clone())),
+        Mutation::Put { key: k, data, content_type, user_meta, .. } if k == key => {
+            Some(Some((data.clone(), content_type.clone(), user_meta.clone())))
+        }
         Mutation::Delete { key: k } if k == key => Some(None),
         Mutation::PutIf { key: k, data, condition, .. } if k == key => {
-            holds(*condition, before.get(key)).then(|| Some(data.clone()))
+            holds(condition, before.get(key)).then(|| Some((data.clone(), String::new(), vec![digest(data)])))
         }
-        Mutation::DeleteIf { key: k, condition } if k == key => holds(*condition, before.get(key)).then_some(None),
+        Mutation::DeleteIf { key: k, condition } if k == key => holds(condition, before.get(key)).then_some(None),
+        Mutation::SetMeta { key: k, replace, condition } if k == key => {
+            let c = before.get(key)?;
+            if condition.as_ref().is_some_and(|cond| !holds(cond, Some(c))) {
+                return None;
+            }
+            Some(Some(copied(c, Some(replace))))
+        }
         Mutation::DeleteIfHlc { key: k, hlc } if k == key => {
             if before.get(key).is_some_and(|c| c.hlc == *hlc) {
                 Some(None)
@@ -247,10 +316,13 @@ fn effect(m: &Mutation, before: &BTreeMap<Vec<u8>, Candy>, key: &[u8]) -> Option
                 None
             }
         }
-        Mutation::Copy { source, target } | Mutation::ZeroCopy { source, target, .. } if target == key => {
-            before.get(source).map(|c| Some(c.data.clone()))
+        Mutation::Copy { source, target, replace }
+        | Mutation::ZeroCopy { source, target, replace, .. }
+        | Mutation::Rename { source, target, replace }
+            if target == key =>
+        {
+            before.get(source).map(|c| Some(copied(c, replace.as_ref())))
         }
-        Mutation::Rename { source, target } if target == key => before.get(source).map(|c| Some(c.data.clone())),
         Mutation::Rename { source, .. } if source == key => before.get(source).map(|_| None),
         _ => None,
     }
@@ -312,9 +384,10 @@ impl Harness {
         match self.e().get(key, None).await {
             Ok(g) => {
                 let content_type = g.locator.content_type.clone();
+                let user_meta = g.locator.user_meta.clone();
                 let hlc = g.locator.hlc;
                 let data = g.body.read_to_vec().unwrap_or_else(|err| panic!("seed {}: read {key:?}: {err}", self.seed));
-                Some(Candy { data, content_type, hlc })
+                Some(Candy { data, content_type, user_meta, hlc })
             }
             Err(Error::NotFound) => None,
             Err(err) => panic!("seed {}: get {:?}: {err}", self.seed, String::from_utf8_lossy(key)),
@@ -377,6 +450,16 @@ impl Harness {
         // Check each touched key: acknowledged effects are exact; others are all-or-nothing.
         for (m, o) in muts.iter().zip(&outcomes) {
             let acked = !matches!(o, Outcome::Failed);
+            let replaced = match m {
+                Mutation::SetMeta { .. } => true,
+                Mutation::Copy { replace, .. }
+                | Mutation::Rename { replace, .. }
+                | Mutation::ZeroCopy { replace, .. } => replace.is_some(),
+                _ => false,
+            };
+            if acked && replaced && matches!(o, Outcome::Put(_)) {
+                REPLACED.with(|r| r.set(r.get() + 1));
+            }
             match (m, o) {
                 (_, Outcome::NotFound) => {
                     for k in m.keys() {
@@ -402,20 +485,23 @@ impl Harness {
                 .iter()
                 .zip(&actual)
                 .map(|(k, a)| match effect(m, &before, k) {
-                    Some(after) => a.as_ref().map(|c| &c.data) == after.as_ref(),
-                    None => a.as_ref().map(|c| &c.data) == before.get(k).map(|c| &c.data),
+                    Some(after) => a.as_ref().map(Candy::value) == after,
+                    None => a.as_ref().map(Candy::value) == before.get(k).map(Candy::value),
                 })
                 .collect();
             let unchanged: Vec<bool> = keys
                 .iter()
                 .zip(&actual)
-                .map(|(k, a)| a.as_ref().map(|c| &c.data) == before.get(k).map(|c| &c.data))
+                .map(|(k, a)| a.as_ref().map(Candy::value) == before.get(k).map(Candy::value))
                 .collect();
             let all_took = took.iter().all(|t| *t);
             let none_took = unchanged.iter().all(|u| *u);
             let condition = match m {
                 Mutation::PutIf { key, condition, .. } | Mutation::DeleteIf { key, condition } => {
-                    Some(holds(*condition, before.get(key)))
+                    Some(holds(condition, before.get(key)))
+                }
+                Mutation::SetMeta { key, condition: Some(condition), .. } if before.contains_key(key) => {
+                    Some(holds(condition, before.get(key)))
                 }
                 _ => None,
             };
@@ -446,7 +532,7 @@ impl Harness {
                 match a {
                     Some(c) => {
                         if let (true, Outcome::Put(r)) = (acked, o) {
-                            if matches!(m, Mutation::Put { key, .. } | Mutation::PutIf { key, .. } | Mutation::Copy { target: key, .. } | Mutation::Rename { target: key, .. } | Mutation::ZeroCopy { target: key, .. } if key == k)
+                            if matches!(m, Mutation::Put { key, .. } | Mutation::PutIf { key, .. } | Mutation::SetMeta { key, .. } | Mutation::Copy { target: key, .. } | Mutation::Rename { target: key, .. } | Mutation::ZeroCopy { target: key, .. } if key == k)
                             {
                                 assert_eq!(
                                     r.hlc, c.hlc,
@@ -488,14 +574,29 @@ impl Harness {
                     .unwrap_or("")
                     .to_string();
                 let pieces = self.rng.gen_range(1..6);
-                Mutation::Put { key, data, content_type, pieces }
+                let user_meta = if self.rng.gen() { vec![digest(&data)] } else { vec![] };
+                Mutation::Put { key, data, content_type, user_meta, pieces }
             }
-            50..=64 => Mutation::Delete { key },
-            65..=74 if key != other => Mutation::Copy { source: key, target: other },
-            75..=84 if key != other => Mutation::Rename { source: key, target: other },
+            50..=59 => Mutation::Delete { key },
+            60..=64 => {
+                let replace = self.pick_replace();
+                let condition = self.rng.gen_bool(0.5).then(|| self.pick_condition(&key));
+                Mutation::SetMeta { key, replace, condition }
+            }
+            65..=74 if key != other => Mutation::Copy {
+                source: key,
+                target: other,
+                replace: self.rng.gen_bool(0.3).then(|| self.pick_replace()),
+            },
+            75..=84 if key != other => Mutation::Rename {
+                source: key,
+                target: other,
+                replace: self.rng.gen_bool(0.3).then(|| self.pick_replace()),
+            },
             85..=92 if key != other => {
                 let (_, bytes) = self.e().get_locator(&key).await.ok()?;
-                Mutation::ZeroCopy { source: key, target: other, locator: bytes }
+                let replace = self.rng.gen_bool(0.3).then(|| self.pick_replace());
+                Mutation::ZeroCopy { source: key, target: other, replace, locator: bytes }
             }
             93..=99 => {
                 let live = self.model.candies.get(&key).map(|c| c.hlc);
@@ -514,6 +615,15 @@ impl Harness {
     /// neighbour of it), its write time (or just before), or absence.
     fn pick_condition(&mut self, key: &[u8]) -> WriteCondition {
         let live = self.model.candies.get(key).map(|c| c.hlc);
+        if self.rng.gen_ratio(1, 4) {
+            // On a content digest: the current one, or another body's.
+            let data = match self.model.candies.get(key) {
+                Some(c) if self.rng.gen() => c.data.clone(),
+                _ => body(&mut self.rng),
+            };
+            let (key, value) = digest(&data);
+            return WriteCondition::IfMeta { key, value };
+        }
         match (self.rng.gen_range(0..3), live) {
             (0, _) => WriteCondition::IfAbsent,
             (1, Some(h)) if self.rng.gen() => WriteCondition::IfVersion(h),
@@ -522,6 +632,14 @@ impl Harness {
             (_, Some(h)) => WriteCondition::IfUnmodifiedSince(h.physical_ms - u64::from(self.rng.gen_bool(0.5))),
             (_, None) => WriteCondition::IfUnmodifiedSince(u64::MAX),
         }
+    }
+
+    /// Replacement metadata: a content type and a few entries.
+    fn pick_replace(&mut self) -> MetaReplace {
+        let content_type = ["", "text/html", "image/png"].choose(&mut self.rng).copied().unwrap_or("").to_string();
+        let n = self.rng.gen_range(0..3);
+        let user_meta = (0..n).map(|i| (format!("m{i}"), format!("v{}", self.rng.gen_range(0..100)))).collect();
+        MetaReplace { content_type, user_meta }
     }
 
     async fn check_list(&mut self) {
@@ -583,6 +701,7 @@ impl Harness {
             });
             assert_eq!(got.data, want.data, "seed {}: bytes of {k:?}", self.seed);
             assert_eq!(got.content_type, want.content_type);
+            assert_eq!(got.user_meta, want.user_meta, "seed {}: metadata of {k:?}", self.seed);
             if !want.data.is_empty() {
                 let len = want.data.len() as u64;
                 let first = self.rng.gen_range(0..len);
@@ -663,7 +782,9 @@ impl Harness {
                 assert_eq!(r.size, data.len() as u64);
                 assert_eq!(r.checksum, crc32fast::hash(&data), "seed {}: multipart checksum", self.seed);
                 self.model.uploads.remove(&id);
-                self.model.candies.insert(u.key, Candy { data, content_type: String::new(), hlc: r.hlc });
+                self.model
+                    .candies
+                    .insert(u.key, Candy { data, content_type: String::new(), user_meta: vec![], hlc: r.hlc });
             }
             _ => {
                 let Some(id) = self.model.uploads.keys().next().copied() else { return };
@@ -937,7 +1058,9 @@ fn engine_matches_model_across_crashes() {
     }
     let (o, c, m, r) = *total.borrow();
     let (held, refused) = CONDITIONS.with(Cell::get);
-    println!("model test: {o} operations, {c} crash-and-reopen points ({m} during manifest edits), {r} candies moved by space reclamation, {held} conditional mutations written and {refused} refused as the model predicted");
+    let replaced = REPLACED.with(Cell::get);
+    println!("model test: {o} operations, {c} crash-and-reopen points ({m} during manifest edits), {r} candies moved by space reclamation, {held} conditional mutations written and {refused} refused as the model predicted, {replaced} metadata replacements");
+    assert!(replaced > 0, "metadata must be replaced at least once");
     assert!(held > 0 && refused > 0, "conditions must both hold and fail at least once: {held} / {refused}");
     assert!(c > 0, "the run must crash at least once");
     assert!(m > 0, "the run must crash during a manifest edit at least once");

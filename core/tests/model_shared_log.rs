@@ -10,6 +10,10 @@
 //! and a placement that change from start to start (partitions move between shards), replays and
 //! flushes, and deletes the segments of earlier starts.
 //!
+//! Some puts, copies and renames carry a condition on the key they write (absent, or the
+//! current content digest, which every put attaches): the model predicts whether it holds, and
+//! a refused one must have written nothing.
+//!
 //! After every start:
 //! - every acknowledged put or delete is visible;
 //! - an unacknowledged one is all-or-nothing, and once seen it stays;
@@ -25,7 +29,7 @@ use std::{
 };
 
 use candybox_core::{
-    engine::{Engine, EngineConfig, PutOptions, SliceBody},
+    engine::{CopyOptions, Engine, EngineConfig, PutOptions, SliceBody, WriteCondition},
     error::Error,
     log::{
         recover::{log_dirs, recover},
@@ -66,11 +70,25 @@ type At = (BoxUid, u16);
 /// partition and key, the source's value, what the target could read before.
 type OpenRename = (At, Vec<u8>, At, Vec<u8>, Vec<u8>, Allowed);
 
+/// A condition on the key a mutation writes, with the model's prediction of whether it holds.
+type Guard = Option<(WriteCondition, bool)>;
+
+/// The digest entry every put attaches (what an `IfMeta` condition compares).
+fn digest(value: &[u8]) -> (String, String) {
+    ("digest".to_string(), format!("{:08x}", crc32fast::hash(value)))
+}
+
+fn if_digest(value: &[u8]) -> WriteCondition {
+    let (key, value) = digest(value);
+    WriteCondition::IfMeta { key, value }
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     Put {
         key: Vec<u8>,
         value: Vec<u8>,
+        guard: Guard,
     },
     Delete {
         key: Vec<u8>,
@@ -82,6 +100,7 @@ enum Mutation {
         to: At,
         to_key: Vec<u8>,
         value: Vec<u8>,
+        guard: Guard,
     },
     /// A copy the node runs itself (`get_locator`, then `put_committed_copy` at the target, on
     /// any shard): no Syrup synced again.
@@ -90,6 +109,7 @@ enum Mutation {
         to: At,
         to_key: Vec<u8>,
         value: Vec<u8>,
+        guard: Guard,
     },
 }
 
@@ -103,12 +123,32 @@ impl Mutation {
         }
     }
 
-    /// The keys it writes (partition, key) with the value each is left with.
-    fn effects(&self, at: At) -> Vec<(At, Vec<u8>, Option<Vec<u8>>)> {
+    fn guard(&self) -> &Guard {
         match self {
-            Mutation::Put { key, value } => vec![(at, key.clone(), Some(value.clone()))],
+            Mutation::Put { guard, .. } | Mutation::Rename { guard, .. } | Mutation::Copy { guard, .. } => guard,
+            Mutation::Delete { .. } => &None,
+        }
+    }
+
+    /// The keys it touches (partition, key).
+    fn touches(&self, at: At) -> Vec<(At, Vec<u8>)> {
+        let mut t = vec![(at, self.key().to_vec())];
+        if let Mutation::Rename { to, to_key, .. } | Mutation::Copy { to, to_key, .. } = self {
+            t.push((*to, to_key.clone()));
+        }
+        t
+    }
+
+    /// The keys it writes (partition, key) with the value each is left with: none when its
+    /// condition fails.
+    fn effects(&self, at: At) -> Vec<(At, Vec<u8>, Option<Vec<u8>>)> {
+        if matches!(self.guard(), Some((_, false))) {
+            return Vec::new();
+        }
+        match self {
+            Mutation::Put { key, value, .. } => vec![(at, key.clone(), Some(value.clone()))],
             Mutation::Delete { key } => vec![(at, key.clone(), None)],
-            Mutation::Rename { key, to, to_key, value } => {
+            Mutation::Rename { key, to, to_key, value, .. } => {
                 vec![(at, key.clone(), None), (*to, to_key.clone(), Some(value.clone()))]
             }
             Mutation::Copy { to, to_key, value, .. } => vec![(*to, to_key.clone(), Some(value.clone()))],
@@ -133,6 +173,9 @@ struct Counts {
     flushes_wanted: u64,
     renames_checked: u64,
     syrups_deleted: u64,
+    /// Acknowledged conditional mutations: written, refused (each as predicted).
+    guarded_written: u64,
+    guarded_refused: u64,
 }
 
 impl Counts {
@@ -149,6 +192,8 @@ impl Counts {
         self.flushes_wanted += o.flushes_wanted;
         self.renames_checked += o.renames_checked;
         self.syrups_deleted += o.syrups_deleted;
+        self.guarded_written += o.guarded_written;
+        self.guarded_refused += o.guarded_refused;
     }
 }
 
@@ -174,16 +219,36 @@ fn config(b: BoxState, p: u16) -> EngineConfig {
     c
 }
 
-async fn run(e: E, target: Option<E>, m: Mutation) -> bool {
-    match (m, target) {
-        (Mutation::Put { key, value }, _) => e.put(&key, PutOptions::default(), SliceBody::new(value)).await.is_ok(),
-        (Mutation::Delete { key }, _) => e.delete(&key).await.is_ok(),
-        (Mutation::Rename { key, to_key, .. }, Some(t)) => e.rename_to(&key, &t, &to_key, None).await.is_ok(),
+/// How a mutation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Acked,
+    /// `PreconditionFailed`: acknowledged as refused, nothing written.
+    Refused,
+    Failed,
+}
+
+async fn run(e: E, target: Option<E>, m: Mutation) -> Ran {
+    let condition = m.guard().as_ref().map(|(c, _)| c.clone());
+    let r = match (m, target) {
+        (Mutation::Put { key, value, .. }, _) => {
+            let opts = PutOptions { user_meta: vec![digest(&value)], condition, ..PutOptions::default() };
+            e.put(&key, opts, SliceBody::new(value)).await.map(|_| ())
+        }
+        (Mutation::Delete { key }, _) => e.delete(&key).await.map(|_| ()),
+        (Mutation::Rename { key, to_key, .. }, Some(t)) => {
+            e.rename_to(&key, &t, &to_key, &CopyOptions::when(condition)).await.map(|_| ())
+        }
         (Mutation::Copy { key, to_key, .. }, Some(t)) => match e.get_locator(&key).await {
-            Ok((l, _)) => t.put_committed_copy(&to_key, l, None).await.is_ok(),
-            Err(_) => false,
+            Ok((l, _)) => t.put_committed_copy(&to_key, l, &CopyOptions::when(condition)).await.map(|_| ()),
+            Err(e) => Err(e),
         },
         (m, None) => panic!("{m:?} needs a target"),
+    };
+    match r {
+        Ok(()) => Ran::Acked,
+        Err(Error::PreconditionFailed { .. }) => Ran::Refused,
+        Err(_) => Ran::Failed,
     }
 }
 
@@ -233,7 +298,7 @@ impl Harness {
         // Half the starts prepare their segments (zero-filled ahead, renamed in at the roll).
         let log_config = LogConfig {
             segment_bytes: self.rng.gen_range(600..4000),
-            bytes_max: 8 * 1024,
+            bytes_max: 4 * 1024,
             prepare: self.rng.gen_bool(0.5),
             ..LogConfig::default()
         };
@@ -321,10 +386,32 @@ impl Harness {
 
     /// The value `key` of `at` certainly holds, when the model knows it and it is live.
     fn certain(&self, at: At, key: &[u8]) -> Option<Vec<u8>> {
-        match self.model.get(&at)?.get(key)?.as_slice() {
-            [Some(v)] => Some(v.clone()),
-            _ => None,
+        self.known(at, key).flatten()
+    }
+
+    /// What `key` of `at` certainly reads as (`Some(None)`: certainly absent), when the model
+    /// knows.
+    fn known(&self, at: At, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        match self.model.get(&at).and_then(|k| k.get(key)).map(Vec::as_slice) {
+            Some([v]) => Some(v.clone()),
+            Some(_) => None,
+            None => Some(None),
         }
+    }
+
+    /// Sometimes a condition on `key` of `at`, when the model knows what it holds: one that
+    /// holds or fails about as often.
+    fn guard(&mut self, at: At, key: &[u8]) -> Guard {
+        if !self.rng.gen_ratio(1, 4) {
+            return None;
+        }
+        let current = self.known(at, key)?;
+        let other: Vec<u8> = vec![self.rng.gen(); 7];
+        Some(match (self.rng.gen_range(0..3), current) {
+            (0, c) => (WriteCondition::IfAbsent, c.is_none()),
+            (1, Some(v)) => (if_digest(&v), true),
+            (_, c) => (if_digest(&other), c.as_deref() == Some(&other[..])),
+        })
     }
 
     fn pick(&mut self) -> ((BoxUid, u16), Mutation) {
@@ -340,12 +427,14 @@ impl Harness {
                     (0..PARTITIONS).filter(|q| self.placement.get(&(b.uid, *q)).copied() == shard).collect();
                 let q = same[self.rng.gen_range(0..same.len())];
                 if q != p || to_key != key {
-                    return ((b.uid, p), Mutation::Rename { key, to: (b.uid, q), to_key, value });
+                    let guard = self.guard((b.uid, q), &to_key);
+                    return ((b.uid, p), Mutation::Rename { key, to: (b.uid, q), to_key, value, guard });
                 }
             } else {
                 let q = self.rng.gen_range(0..PARTITIONS);
                 if q != p || to_key != key {
-                    return ((b.uid, p), Mutation::Copy { key, to: (b.uid, q), to_key, value });
+                    let guard = self.guard((b.uid, q), &to_key);
+                    return ((b.uid, p), Mutation::Copy { key, to: (b.uid, q), to_key, value, guard });
                 }
             }
         }
@@ -356,9 +445,11 @@ impl Harness {
             // group commit).
             let len = if self.rng.gen_ratio(1, 5) { self.rng.gen_range(100..3000) } else { self.rng.gen_range(1..60) };
             let fill: u8 = self.rng.gen();
+            let guard = self.guard((b.uid, p), &key);
             Mutation::Put {
                 key,
                 value: (0..len).map(|i| (i as u8).wrapping_mul(fill | 1).wrapping_add(fill)).collect(),
+                guard,
             }
         };
         ((b.uid, p), m)
@@ -370,8 +461,7 @@ impl Harness {
         let mut muts = Vec::new();
         for _ in 0..n {
             let (at, m) = self.pick();
-            let mut touched: Vec<(At, Vec<u8>)> = m.effects(at).into_iter().map(|(a, k, _)| (a, k)).collect();
-            touched.push((at, m.key().to_vec()));
+            let touched = m.touches(at);
             if touched.iter().all(|t| !used.contains(t)) {
                 used.extend(touched);
                 muts.push((at, m));
@@ -416,11 +506,19 @@ impl Harness {
         }
         self.n.ops += muts.len() as u64;
         let mut renames = Vec::new();
-        for ((at, m), ok) in muts.iter().zip(acked) {
-            if ok {
+        for ((at, m), ran) in muts.iter().zip(acked) {
+            let ok = ran == Ran::Acked;
+            if ran != Ran::Failed {
                 self.n.acked += 1;
             }
-            if let (Mutation::Rename { key, to, to_key, value }, false) = (m, ok) {
+            match (m.guard(), ran) {
+                (Some((_, true)), Ran::Acked) => self.n.guarded_written += 1,
+                (Some((_, false)), Ran::Refused) => self.n.guarded_refused += 1,
+                (_, Ran::Failed) | (None, Ran::Acked) => {}
+                (guard, ran) => panic!("seed {}: {m:?} ended {ran:?}, but the model predicted {guard:?}", self.seed),
+            }
+            if let (Mutation::Rename { key, to, to_key, value, guard: None | Some((_, true)) }, Ran::Failed) = (m, ran)
+            {
                 // Both or neither: checked as a pair after the next start.
                 let before = self.model.get(to).and_then(|k| k.get(to_key)).cloned().unwrap_or_else(|| vec![None]);
                 renames.push((*at, key.clone(), *to, to_key.clone(), value.clone(), before));
@@ -550,7 +648,7 @@ fn shared_logs_match_the_model_across_crashes_restarts_and_shard_changes() {
         "shared-log model test: {} operations ({} acknowledged), {} crashes, {} starts, {} partition moves \
          between shards, {} Boxes re-created; {} log records holding {} partition batches, {} segments deleted \
          while running; {} torn-or-not renames checked, {} Syrups deleted by Box-global GC, {} flushes asked by \
-         logs over their bound",
+         logs over their bound; {} conditional mutations written and {} refused as predicted",
         t.ops,
         t.acked,
         t.crashes,
@@ -562,8 +660,11 @@ fn shared_logs_match_the_model_across_crashes_restarts_and_shard_changes() {
         t.segments_deleted,
         t.renames_checked,
         t.syrups_deleted,
-        t.flushes_wanted
+        t.flushes_wanted,
+        t.guarded_written,
+        t.guarded_refused
     );
+    assert!(t.guarded_written > 0 && t.guarded_refused > 0, "conditions both held and failed");
     assert!(t.flushes_wanted > 0, "the logs' bound made partitions flush");
     assert!(t.renames_checked > 0 && t.syrups_deleted > 0, "renames crossed crashes, GC deleted Syrups");
     assert!(t.crashes > 0 && t.moved > 0 && t.recreated > 0, "the run exercised crashes, moves and re-creation");

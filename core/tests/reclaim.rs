@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, path::Path, rc::Rc, time::Duration};
 
 use candybox_core::{
-    engine::{Engine, EngineConfig, PutOptions, SliceBody},
+    engine::{CopyOptions, Engine, EngineConfig, PutOptions, SliceBody},
     runtime::{block_on, ManualClock},
     storage::Storage,
     testing::{
@@ -143,7 +143,7 @@ fn copies_in_other_partitions_move_out_before_a_condemned_syrup_goes() {
             a.put(format!("a{k}").as_bytes(), PutOptions::default(), SliceBody::new(data(3000, k))).await.expect("put");
         }
         let (_, locator) = a.get_locator(b"a3").await.expect("locator");
-        b.zero_copy_put(b"copy", &locator).await.expect("copy");
+        b.zero_copy_put(b"copy", &locator, &CopyOptions::default()).await.expect("copy");
         let shared: BTreeSet<SyrupId> = b.published_refs().intersection(&a.own_syrups()).copied().collect();
         assert!(!shared.is_empty());
         for k in 0..20u64 {

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, path::Path, rc::Rc, time::Duration};
 
 use bytes::Bytes;
 use candybox_core::{
-    engine::{Engine, PutOptions, SliceBody},
+    engine::{CopyOptions, Engine, PutOptions, SliceBody},
     error::{Error, ForgedLocator},
     locator::{CandyBody, CandyLocator, SegmentRef},
     runtime::{block_on, ManualClock},
@@ -44,7 +44,7 @@ fn zero_copy_put_shares_a_syrup_and_box_global_gc_keeps_it_until_no_partition_re
         let shared = syrups_of(&locator);
         assert_eq!(shared.len(), 1);
         let written_before = sim.stats().bytes_written;
-        b.zero_copy_put(b"dst", &locator).await.expect("zero-copy put");
+        b.zero_copy_put(b"dst", &locator, &CopyOptions::default()).await.expect("zero-copy put");
         // Zero-copy: the destination wrote a WAL record, not the 20 KB body.
         assert!(
             sim.stats().bytes_written - written_before < 2_000,
@@ -102,7 +102,7 @@ fn forged_locators_are_refused() {
         o.put(b"secret", PutOptions::default(), SliceBody::new(data(3000))).await.expect("put");
         let (_, foreign) = o.get_locator(b"secret").await.expect("locator");
         assert!(matches!(
-            b.zero_copy_put(b"stolen", &foreign).await,
+            b.zero_copy_put(b"stolen", &foreign, &CopyOptions::default()).await,
             Err(Error::Forged(ForgedLocator::OtherBox { .. }))
         ));
 
@@ -117,27 +117,33 @@ fn forged_locators_are_refused() {
             l.encode()
         };
         let far = forge(&|s| s.offset += 1_000_000);
-        assert!(matches!(b.zero_copy_put(b"far", &far).await, Err(Error::Forged(ForgedLocator::BeyondDurable { .. }))));
+        assert!(matches!(
+            b.zero_copy_put(b"far", &far, &CopyOptions::default()).await,
+            Err(Error::Forged(ForgedLocator::BeyondDurable { .. }))
+        ));
         let skew = forge(&|s| s.offset += 7);
-        let r = b.zero_copy_put(b"skew", &skew).await;
+        let r = b.zero_copy_put(b"skew", &skew, &CopyOptions::default()).await;
         assert!(matches!(r, Err(Error::Forged(ForgedLocator::NotAChunk { .. }))), "{r:?}");
         let none = forge(&|s| s.syrup = SyrupId(s.syrup.0 + 12345));
         assert!(matches!(
-            b.zero_copy_put(b"none", &none).await,
+            b.zero_copy_put(b"none", &none, &CopyOptions::default()).await,
             Err(Error::Forged(ForgedLocator::UnknownSyrup { .. }))
         ));
         assert!(matches!(
-            b.zero_copy_put(b"junk", b"\x01\x01garbage").await,
+            b.zero_copy_put(b"junk", b"\x01\x01garbage", &CopyOptions::default()).await,
             Err(Error::Forged(ForgedLocator::Undecodable(_)))
         ));
         let tomb = CandyLocator::tombstone(l.hlc).encode();
-        assert!(matches!(b.zero_copy_put(b"tomb", &tomb).await, Err(Error::Forged(ForgedLocator::NotLive))));
+        assert!(matches!(
+            b.zero_copy_put(b"tomb", &tomb, &CopyOptions::default()).await,
+            Err(Error::Forged(ForgedLocator::NotLive))
+        ));
         // Nothing was written, and the engine still serves.
         for k in [&b"stolen"[..], b"far", b"skew", b"none", b"junk", b"tomb"] {
             assert!(matches!(b.head(k).await, Err(Error::NotFound)));
         }
         let (_, good) = a.get_locator(b"src").await.expect("locator");
-        b.zero_copy_put(b"ok", &good).await.expect("a genuine locator passes");
+        b.zero_copy_put(b"ok", &good, &CopyOptions::default()).await.expect("a genuine locator passes");
         assert_eq!(b.get(b"ok", None).await.expect("get").body.read_to_vec().expect("read"), data(3000));
     });
 }
@@ -151,7 +157,7 @@ fn rename_flow_finalizes_only_the_prepared_version() {
         a.put(b"old", PutOptions::default(), SliceBody::new(data(2000))).await.expect("put");
         let (intent, locator) = a.prepare_rename(b"old", b"new", 1).await.expect("prepare");
         assert_eq!(a.rename_intents(), vec![intent.clone()]);
-        b.zero_copy_put(b"new", &locator).await.expect("zero-copy");
+        b.zero_copy_put(b"new", &locator, &CopyOptions::default()).await.expect("zero-copy");
         // The source is re-put before finalize: it must survive.
         let reput =
             a.put(b"old", PutOptions::default(), SliceBody::new(Bytes::from_static(b"fresh"))).await.expect("re-put");
@@ -218,7 +224,7 @@ fn concurrent_renames_of_one_source_let_exactly_one_through() {
             if let Some(Some((intent, locator))) = winners.pop() {
                 assert!(matches!(a.rename(src.as_bytes(), b"late").await, Err(Error::Conflict(_))));
                 assert!(matches!(a.prepare_rename(src.as_bytes(), b"late", 1).await, Err(Error::Conflict(_))));
-                b.zero_copy_put(&intent.target_key, &locator).await.expect("destination");
+                b.zero_copy_put(&intent.target_key, &locator, &CopyOptions::default()).await.expect("destination");
                 assert!(a.delete_if_hlc_equals(src.as_bytes(), intent.source_hlc).await.expect("finalize"));
                 a.clear_rename_intent(intent.token).await.expect("clear");
             }
@@ -243,7 +249,7 @@ fn a_locator_into_a_deleted_syrup_is_refused_even_after_an_earlier_relay() {
         let (a, b) = two_partitions(&sim, &clock).await;
         a.put(b"src", PutOptions::default(), SliceBody::new(data(20_000))).await.expect("put");
         let (_, locator) = a.get_locator(b"src").await.expect("locator");
-        b.zero_copy_put(b"first", &locator).await.expect("relay while the syrup lives");
+        b.zero_copy_put(b"first", &locator, &CopyOptions::default()).await.expect("relay while the syrup lives");
         b.delete(b"first").await.expect("delete");
         b.flush().await.expect("flush");
         a.delete(b"src").await.expect("delete");
@@ -253,7 +259,7 @@ fn a_locator_into_a_deleted_syrup_is_refused_even_after_an_earlier_relay() {
         a.gc(&b.published_refs()).await.expect("gc");
         clock.advance(Duration::from_secs(10));
         assert!(a.gc(&b.published_refs()).await.expect("gc").syrups_deleted.contains(&id));
-        let r = b.zero_copy_put(b"late", &locator).await;
+        let r = b.zero_copy_put(b"late", &locator, &CopyOptions::default()).await;
         assert!(matches!(r, Err(Error::Forged(ForgedLocator::UnknownSyrup { .. }))), "{r:?}");
     });
 }
@@ -279,7 +285,9 @@ fn genuine_chunks_spliced_into_another_candys_locator_fail_its_part_checksum_on_
             parts[0].segments = other_parts[0].segments.clone();
         }
         assert_eq!(src_parts[0].segments.len(), other_parts[0].segments.len());
-        b.zero_copy_put(b"spliced", &spliced.encode()).await.expect("chunks verify at their boundaries");
+        b.zero_copy_put(b"spliced", &spliced.encode(), &CopyOptions::default())
+            .await
+            .expect("chunks verify at their boundaries");
         let read = b.get(b"spliced", None).await.expect("get").body.read_to_vec();
         assert!(matches!(read, Err(Error::ChecksumMismatch { .. })), "{read:?}");
         // A range inside one chunk checks that chunk only, and serves the bytes it holds.
@@ -343,11 +351,11 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
         assert!(syrups >= 3, "{syrups} Syrups");
 
         let before = sim.stats();
-        b.zero_copy_put(b"relayed", &bytes).await.expect("relayed copy");
+        b.zero_copy_put(b"relayed", &bytes, &CopyOptions::default()).await.expect("relayed copy");
         let relayed = sim.stats();
         assert_eq!(relayed.sync_data_calls - before.sync_data_calls, syrups + 1, "each Syrup, then the log");
 
-        b.put_committed_copy(b"committed", locator, None).await.expect("committed copy");
+        b.put_committed_copy(b"committed", locator, &CopyOptions::default()).await.expect("committed copy");
         let committed = sim.stats();
         assert_eq!(committed.sync_data_calls - relayed.sync_data_calls, 1, "the log record only");
         assert_eq!(committed.write_calls - relayed.write_calls, 1, "one record written, nothing else");
@@ -358,7 +366,8 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
 
         // A rename across the two partitions of the shard: the target's locator and the source's
         // tombstone in one record, one fdatasync, nothing else written.
-        let reply = b.rename_to(b"committed", a, b"renamed", None).await.expect("rename across partitions");
+        let reply =
+            b.rename_to(b"committed", a, b"renamed", &CopyOptions::default()).await.expect("rename across partitions");
         let renamed = sim.stats();
         assert_eq!(renamed.sync_data_calls - committed.sync_data_calls, 1, "one fdatasync");
         assert_eq!(renamed.write_calls - committed.write_calls, 1, "one record");
@@ -369,7 +378,7 @@ fn a_committed_copy_costs_one_log_record_and_a_relayed_one_syncs_each_syrup() {
         assert_eq!(a.get(b"renamed", None).await.expect("get").body.read_to_vec().expect("read"), body);
         // A claim on the source (a rename intent) refuses it, as within a partition.
         a.prepare_rename(b"renamed", b"elsewhere", 1).await.expect("intent");
-        assert!(matches!(a.rename_to(b"renamed", b, b"other", None).await, Err(Error::Conflict(_))));
+        assert!(matches!(a.rename_to(b"renamed", b, b"other", &CopyOptions::default()).await, Err(Error::Conflict(_))));
     });
 }
 
@@ -400,7 +409,9 @@ fn a_withdrawn_joint_rename_lets_the_mutations_behind_it_commit() {
             let ahead = candybox_core::runtime::spawn(async move {
                 a1.put(b"ahead", PutOptions::default(), SliceBody::new(data(5))).await
             });
-            let rename = candybox_core::runtime::spawn(async move { a2.rename_to(b"src", &b2, b"dst", None).await });
+            let rename = candybox_core::runtime::spawn(async move {
+                a2.rename_to(b"src", &b2, b"dst", &CopyOptions::default()).await
+            });
             let behind = candybox_core::runtime::spawn(async move {
                 b3.put(b"behind", PutOptions::default(), SliceBody::new(data(7))).await
             });
@@ -443,7 +454,9 @@ fn closing_a_partition_answers_its_mutations_behind_a_withdrawn_joint_rename() {
             let ahead = candybox_core::runtime::spawn(async move {
                 b1.put(b"ahead", PutOptions::default(), SliceBody::new(data(5))).await
             });
-            let rename = candybox_core::runtime::spawn(async move { a2.rename_to(b"src", &b2, b"dst", None).await });
+            let rename = candybox_core::runtime::spawn(async move {
+                a2.rename_to(b"src", &b2, b"dst", &CopyOptions::default()).await
+            });
             let behind = candybox_core::runtime::spawn(async move {
                 a3.put(b"behind", PutOptions::default(), SliceBody::new(data(7))).await
             });

@@ -336,13 +336,13 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let locator = wire_locator();
     let (name, key, loc) = (fbb.create_string("photos"), fbb.create_vector(b"dog.jpg"), fbb.create_vector(&locator));
     let token = fbb.create_vector(&[5u8; 16]);
-    let zcp = fb::ZeroCopyPut::create(&mut fbb, &fb::ZeroCopyPutArgs { box_name: Some(name), key: Some(key), locator: Some(loc), rename_token: Some(token), source_partition: 1 });
+    let zcp = fb::ZeroCopyPut::create(&mut fbb, &fb::ZeroCopyPutArgs { box_name: Some(name), key: Some(key), locator: Some(loc), rename_token: Some(token), source_partition: 1, condition: None, replace: None });
     let body = request(&mut fbb, fb::RequestBody::ZeroCopyPut, zcp.as_union_value());
     seeds.push(("zero-copy-put", frame(FrameKind::Request, 3, FLAG_END, &body, &[])));
     seeds.push(("locator-bare", locator));
 
     let (name, prefix, after) = (fbb.create_string("photos"), fbb.create_vector(b"c"), fbb.create_vector(b"cat"));
-    let list = fb::List::create(&mut fbb, &fb::ListArgs { box_name: Some(name), partition: 3, start: None, end: None, prefix: Some(prefix), start_after: Some(after), reverse: true, limit: 100 });
+    let list = fb::List::create(&mut fbb, &fb::ListArgs { box_name: Some(name), partition: 3, start: None, end: None, prefix: Some(prefix), start_after: Some(after), reverse: true, limit: 100, with_meta: true });
     let body = request(&mut fbb, fb::RequestBody::List, list.as_union_value());
     seeds.push(("list", frame(FrameKind::Request, 4, FLAG_END, &body, &[])));
 

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use candybox_core::{
-    engine::{BodyStream, ByteRange, ListOptions, PutOptions, WriteCondition},
+    engine::{BodyStream, ByteRange, CopyOptions, ListOptions, MetaReplace, PutOptions, WriteCondition},
     error::Error as CoreError,
     hlc::Hlc,
     limits,
@@ -24,8 +24,9 @@ use crate::{limits::BODY_PIECES_MAX, reply::NodeError};
 pub enum BodyMsg {
     /// The next bytes.
     Piece(Bytes),
-    /// The client sent the frame with END: the body is complete.
-    End,
+    /// The client sent the frame with END: the body is complete. It may carry a trailer
+    /// (version 3): metadata committed with the object.
+    End(Vec<(String, String)>),
     /// The body will not complete (the client cancelled it, or broke its flow control): the put
     /// fails with this reason and stores nothing.
     Abort(String),
@@ -51,13 +52,14 @@ pub struct BodyRx {
     rx: async_channel::Receiver<BodyMsg>,
     ended: bool,
     grants: Option<Grants>,
+    trailer: Vec<(String, String)>,
 }
 
 /// A bounded body channel of a version-1 connection (no flow control: its reader waits while
 /// the channel is full).
 pub fn body_channel() -> (BodyTx, BodyRx) {
     let (tx, rx) = async_channel::bounded(BODY_PIECES_MAX);
-    (tx, BodyRx { rx, ended: false, grants: None })
+    (tx, BodyRx { rx, ended: false, grants: None, trailer: Vec::new() })
 }
 
 /// Pieces a flow-controlled body channel holds: every frame a stream's credit allows, its END and
@@ -68,7 +70,7 @@ pub const FLOW_BODY_PIECES_MAX: usize =
 /// The body channel of a version-2 (flow-controlled) stream: each piece taken is granted back.
 pub fn flow_body_channel(grants: Grants) -> (BodyTx, BodyRx) {
     let (tx, rx) = async_channel::bounded(FLOW_BODY_PIECES_MAX);
-    (tx, BodyRx { rx, ended: false, grants: Some(grants) })
+    (tx, BodyRx { rx, ended: false, grants: Some(grants), trailer: Vec::new() })
 }
 
 impl BodyStream for BodyRx {
@@ -87,8 +89,9 @@ impl BodyStream for BodyRx {
                 }
                 Ok(Some(b))
             }
-            Ok(BodyMsg::End) => {
+            Ok(BodyMsg::End(trailer)) => {
                 self.ended = true;
+                self.trailer = trailer;
                 Ok(None)
             }
             Ok(BodyMsg::Abort(reason)) => {
@@ -97,6 +100,10 @@ impl BodyStream for BodyRx {
             }
             Err(_) => Err(CoreError::Body("the connection closed before the body ended".into())),
         }
+    }
+
+    fn take_trailer(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.trailer)
     }
 }
 
@@ -122,6 +129,13 @@ pub enum KeyedOp {
         /// Delete only if the key meets this.
         condition: Option<WriteCondition>,
     },
+    /// Rewrite a live object's metadata in place.
+    SetMeta {
+        /// The new metadata.
+        replace: MetaReplace,
+        /// Only if the key meets this.
+        condition: Option<WriteCondition>,
+    },
     /// Start a multipart upload.
     CreateUpload {
         /// Content type and metadata.
@@ -144,6 +158,10 @@ pub enum KeyedOp {
         upload_id: u64,
         /// Parts in order.
         parts: Vec<u32>,
+        /// Added to the upload's metadata.
+        user_meta: Vec<(String, String)>,
+        /// Only if the key meets this.
+        condition: Option<WriteCondition>,
     },
     /// Abort an upload.
     AbortUpload {
@@ -171,6 +189,8 @@ pub enum KeyedOp {
         /// The source partition of a rename: known when the node runs the rename; for a client
         /// relay, found by asking every partition for the token's intent.
         source_partition: Option<u16>,
+        /// The condition on the key and the metadata replacement.
+        opts: CopyOptions,
     },
     /// Finish a rename at the source; the key is the source.
     CompleteRename {
@@ -266,8 +286,15 @@ pub enum Command {
         target_key: Vec<u8>,
         /// Rename (else copy).
         rename: bool,
-        /// Only if the target key meets this.
-        condition: Option<WriteCondition>,
+        /// The condition on the target key and the metadata replacement.
+        opts: CopyOptions,
+    },
+    /// Delete several keys of a Box (each maybe conditional), one result per key.
+    DeleteMany {
+        /// Box.
+        box_name: String,
+        /// Each key with its condition, in request order.
+        keys: Vec<(Vec<u8>, Option<WriteCondition>)>,
     },
 }
 
@@ -324,9 +351,44 @@ pub fn condition(c: Option<fb::Condition<'_>>) -> Result<Option<WriteCondition>,
             Some(WriteCondition::IfVersion(Hlc { physical_ms: v.physical_ms(), logical: v.logical(), node: v.node() }))
         }
         fb::ConditionKind::IfUnmodifiedSince => Some(WriteCondition::IfUnmodifiedSince(c.since_ms())),
+        fb::ConditionKind::IfMeta => {
+            let key = c.meta_key().filter(|k| !k.is_empty());
+            let key = key.ok_or_else(|| NodeError::invalid("condition", "IfMeta needs its meta_key"))?;
+            Some(WriteCondition::IfMeta { key: key.to_string(), value: c.meta_value().unwrap_or_default().to_string() })
+        }
         other => return Err(NodeError::invalid("condition", format!("unknown condition kind {}", other.0))),
     })
 }
+
+/// The pairs of a wire `KeyValue` vector.
+///
+/// # Errors
+/// `InvalidArgument` (`field`) for more entries than metadata may hold.
+pub fn key_values<'a>(
+    field: &'static str,
+    kvs: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>,
+) -> Result<Vec<(String, String)>, NodeError> {
+    let Some(kvs) = kvs else { return Ok(Vec::new()) };
+    if kvs.len() > limits::USER_META_BYTES_MAX {
+        return Err(NodeError::invalid(field, "too many entries"));
+    }
+    Ok(kvs.iter().map(|kv| (kv.key().to_string(), kv.value().to_string())).collect())
+}
+
+/// The metadata replacement of a wire `MetaReplace` (absent: none).
+///
+/// # Errors
+/// As [`key_values`].
+pub fn meta_replace(r: Option<fb::MetaReplace<'_>>) -> Result<Option<MetaReplace>, NodeError> {
+    let Some(r) = r else { return Ok(None) };
+    Ok(Some(MetaReplace {
+        content_type: r.content_type().unwrap_or_default().to_string(),
+        user_meta: key_values("replace.user_meta", r.user_meta())?,
+    }))
+}
+
+/// The most keys one delete-many request may name (S3's DeleteObjects limit).
+pub const DELETE_MANY_KEYS_MAX: usize = 1000;
 
 pub fn put_options<'a>(
     content_type: Option<&str>,
@@ -334,15 +396,7 @@ pub fn put_options<'a>(
     size: i64,
     condition: Option<fb::Condition<'a>>,
 ) -> Result<PutOptions, NodeError> {
-    let mut user_meta = Vec::new();
-    if let Some(kvs) = meta {
-        if kvs.len() > limits::USER_META_BYTES_MAX {
-            return Err(NodeError::invalid("user_meta", "too many entries"));
-        }
-        for kv in kvs {
-            user_meta.push((kv.key().to_string(), kv.value().to_string()));
-        }
-    }
+    let user_meta = key_values("user_meta", meta)?;
     let size = match size {
         -1 => None,
         s if s >= 0 => Some(s as u64),
@@ -385,6 +439,7 @@ pub fn list_options(r: &fb::List<'_>) -> Result<ListOptions, NodeError> {
         start_after: bound(r.start_after())?,
         reverse: r.reverse(),
         limit: r.limit(),
+        with_meta: r.with_meta(),
     })
 }
 
@@ -493,7 +548,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 source_key: key("source_key", Some(r.source_key()))?,
                 target_key: key("target_key", Some(r.target_key()))?,
                 rename: false,
-                condition: condition(r.condition())?,
+                opts: CopyOptions { condition: condition(r.condition())?, replace: meta_replace(r.replace())? },
             }
         }
         fb::RequestBody::Rename => {
@@ -503,7 +558,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 source_key: key("source_key", Some(r.source_key()))?,
                 target_key: key("target_key", Some(r.target_key()))?,
                 rename: true,
-                condition: condition(r.condition())?,
+                opts: CopyOptions { condition: condition(r.condition())?, replace: meta_replace(r.replace())? },
             }
         }
         fb::RequestBody::CreateUpload => {
@@ -541,7 +596,12 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
             Command::Keyed {
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,
-                op: KeyedOp::CompleteUpload { upload_id: r.upload_id(), parts },
+                op: KeyedOp::CompleteUpload {
+                    upload_id: r.upload_id(),
+                    parts,
+                    user_meta: key_values("user_meta", r.user_meta())?,
+                    condition: condition(r.condition())?,
+                },
             }
         }
         fb::RequestBody::AbortUpload => {
@@ -597,6 +657,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                     locator: slice_of(frame, r.locator().bytes()),
                     rename_token,
                     source_partition: u16::try_from(r.source_partition()).ok(),
+                    opts: CopyOptions { condition: condition(r.condition())?, replace: meta_replace(r.replace())? },
                 },
             }
         }
@@ -607,6 +668,30 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 key: key("source_key", Some(r.source_key()))?,
                 op: KeyedOp::CompleteRename { token: token(Some(r.token()), "token")? },
             }
+        }
+        fb::RequestBody::SetMeta => {
+            let r = req.body_as_set_meta().ok_or_else(missing)?;
+            let replace = meta_replace(Some(r.replace()))?.unwrap_or_default();
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::SetMeta { replace, condition: condition(r.condition())? },
+            }
+        }
+        fb::RequestBody::DeleteMany => {
+            let r = req.body_as_delete_many().ok_or_else(missing)?;
+            if r.keys().len() > DELETE_MANY_KEYS_MAX {
+                return Err(NodeError::Engine(CoreError::LimitExceeded {
+                    limit: "keys per delete-many",
+                    value: r.keys().len() as u64,
+                    max: DELETE_MANY_KEYS_MAX as u64,
+                }));
+            }
+            let mut keys = Vec::with_capacity(r.keys().len());
+            for k in r.keys() {
+                keys.push((key("keys.key", Some(k.key()))?, condition(k.condition())?));
+            }
+            Command::DeleteMany { box_name: box_name(r.box_name())?, keys }
         }
         other => return Err(NodeError::UnknownRequest(other.0)),
     })

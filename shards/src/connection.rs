@@ -870,8 +870,21 @@ async fn on_frame(
             Ok(())
         }
         FrameKind::Data => {
-            let payload = if frame.is_empty() { Bytes::new() } else { owned(conn, frame).await? };
-            data_frame(conn, header, payload).await.map_err(Stop::Malformed)
+            let body_len = header.body_len as usize;
+            // Version 3: the stream's last data frame may carry a trailer (metadata committed
+            // with the object); the header check allowed a body only there.
+            let trailer = match frame.get(..body_len) {
+                Some(body) if !body.is_empty() => {
+                    header.check_body(body).map_err(Stop::Malformed)?;
+                    let t = frame::verify_trailer(body, conn.cap).map_err(Stop::Malformed)?;
+                    command::key_values("trailer.user_meta", t.user_meta())
+                        .map_err(|e| Stop::Malformed(FrameError::Flatbuffer(format!("put trailer: {e}"))))?
+                }
+                _ => Vec::new(),
+            };
+            let rest = frame.get(body_len..).unwrap_or_default();
+            let payload = if rest.is_empty() { Bytes::new() } else { owned(conn, rest).await? };
+            data_frame(conn, header, payload, trailer).await.map_err(Stop::Malformed)
         }
         FrameKind::Request => {
             let id = header.request_id;
@@ -1189,7 +1202,12 @@ fn record_ran(conn: &Conn, arrived: Instant) {
     }
 }
 
-async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Result<(), FrameError> {
+async fn data_frame(
+    conn: &Rc<Conn>,
+    header: &FrameHeader,
+    payload: Bytes,
+    trailer: Vec<(String, String)>,
+) -> Result<(), FrameError> {
     let id = header.request_id;
     let flow = conn.flow_controlled();
     let tx = match conn.streams.borrow_mut().get_mut(&id) {
@@ -1221,14 +1239,14 @@ async fn data_frame(conn: &Rc<Conn>, header: &FrameHeader, payload: Bytes) -> Re
                 ok = tx.try_send(BodyMsg::Piece(payload)).is_ok();
             }
             if ok && header.is_end() {
-                ok = tx.try_send(BodyMsg::End).is_ok();
+                ok = tx.try_send(BodyMsg::End(trailer)).is_ok();
             }
         } else {
             if !payload.is_empty() {
                 ok = tx.send(BodyMsg::Piece(payload)).await.is_ok();
             }
             if ok && header.is_end() {
-                ok = tx.send(BodyMsg::End).await.is_ok();
+                ok = tx.send(BodyMsg::End(trailer)).await.is_ok();
             }
         }
         if !ok {
@@ -1305,7 +1323,7 @@ fn spawn_request(conn: &Rc<Conn>, header: &FrameHeader, frame: Bytes) -> Result<
             let _ = tx.try_send(BodyMsg::Piece(payload));
         }
         if header.is_end() {
-            let _ = tx.try_send(BodyMsg::End);
+            let _ = tx.try_send(BodyMsg::End(Vec::new()));
         } else {
             let credit = STREAM_WINDOW_BYTES.saturating_sub(first_cost);
             conn.streams.borrow_mut().insert(id, StreamIn { tx: Some(tx), credit });

@@ -15,7 +15,7 @@ use std::{
 use candybox_core::limits::{GROUP_COMMIT_SIZE_BUCKETS, LEVELS_MAX};
 
 /// The operations counted, in wire order (`RequestBody` discriminant − 1), then "unknown".
-pub const OPS: [&str; 25] = [
+pub const OPS: [&str; 27] = [
     "create_box",
     "delete_box",
     "head_box",
@@ -40,6 +40,8 @@ pub const OPS: [&str; 25] = [
     "complete_rename",
     "topology",
     "stats",
+    "set_meta",
+    "delete_many",
     "unknown",
 ];
 /// Index of "unknown" in [`OPS`].

@@ -281,14 +281,36 @@ fn body_reply(mut fbb: FlatBufferBuilder<'_>, body_type: fb::ReplyBody, body: WI
 
 /// A reply carrying an error.
 pub fn error_reply(e: &NodeError) -> Bytes {
-    let f = error_fields(e);
     let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let err = error_table(&mut fbb, e);
+    let root =
+        fb::Reply::create(&mut fbb, &fb::ReplyArgs { error: Some(err), body_type: fb::ReplyBody::NONE, body: None });
+    finish(fbb, root)
+}
+
+/// `DeleteManyReply`: one result per key, in request order (`None`: deleted).
+pub fn delete_many(results: &[Option<std::rc::Rc<NodeError>>]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + 16 * results.len());
+    let results: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let error = r.as_deref().map(|e| error_table(&mut fbb, e));
+            fb::DeleteResult::create(&mut fbb, &fb::DeleteResultArgs { error })
+        })
+        .collect();
+    let results = Some(fbb.create_vector(&results));
+    let r = fb::DeleteManyReply::create(&mut fbb, &fb::DeleteManyReplyArgs { results });
+    body_reply(fbb, fb::ReplyBody::DeleteManyReply, r.as_union_value())
+}
+
+fn error_table<'a>(fbb: &mut FlatBufferBuilder<'a>, e: &NodeError) -> WIPOffset<fb::Error<'a>> {
+    let f = error_fields(e);
     let message = Some(fbb.create_string(&f.message));
     let field = f.field.map(|s| fbb.create_string(s));
     let limit_name = f.limit.map(|(n, _, _)| fbb.create_string(n));
     let owner = f.owner.as_deref().map(|o| fbb.create_string(o));
-    let err = fb::Error::create(
-        &mut fbb,
+    fb::Error::create(
+        fbb,
         &fb::ErrorArgs {
             code: fb::ErrorCode(f.code),
             message,
@@ -300,10 +322,7 @@ pub fn error_reply(e: &NodeError) -> Bytes {
             owner,
             current_version: f.current_version.map(hlc).as_ref(),
         },
-    );
-    let root =
-        fb::Reply::create(&mut fbb, &fb::ReplyArgs { error: Some(err), body_type: fb::ReplyBody::NONE, body: None });
-    finish(fbb, root)
+    )
 }
 
 /// The wire form of a stamp.
@@ -582,6 +601,7 @@ pub fn list_page(page: &ListPage) -> Bytes {
         .map(|e| {
             let key = Some(fbb.create_vector(&e.key));
             let content_type = Some(fbb.create_string(&e.content_type));
+            let user_meta = candybox_wire::build::key_values(&mut fbb, e.user_meta.iter().map(|(k, v)| (k, v)));
             let h = hlc(e.hlc);
             fb::ListEntry::create(
                 &mut fbb,
@@ -592,6 +612,7 @@ pub fn list_page(page: &ListPage) -> Bytes {
                     hlc: Some(&h),
                     content_type,
                     created_ms: e.created_ms,
+                    user_meta,
                 },
             )
         })

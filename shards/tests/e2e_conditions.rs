@@ -8,7 +8,7 @@ mod harness;
 use std::{cell::Cell, rc::Rc};
 
 use bytes::Bytes;
-use candybox_wire::client::{ClientError, Condition, Hlc, PutOptions};
+use candybox_wire::client::{ClientError, Condition, CopyOptions, Hlc, PutOptions};
 use harness::{key_in_partition, pattern, Node};
 
 const CAP: u32 = 1024 * 1024;
@@ -73,11 +73,11 @@ async fn conditional_puts_and_deletes_hold_or_are_refused_naming_the_current_ver
             let (_, got) = c.get_to_vec(BOX, key, candybox_wire::client::ByteRange::Whole).await.expect("get");
             assert_eq!(got, pattern(u64::from(k) + 1, size), "refused puts wrote nothing");
 
-            assert_eq!(refused(c.delete_if(BOX, key, Some(Condition::IfVersion(first.hlc))).await), Some(second.hlc));
+            assert_eq!(refused(c.delete_if(BOX, key, Some(&Condition::IfVersion(first.hlc))).await), Some(second.hlc));
             assert!(c.head(BOX, key).await.is_ok(), "a refused delete deletes nothing");
-            c.delete_if(BOX, key, Some(Condition::IfVersion(second.hlc))).await.expect("delete");
+            c.delete_if(BOX, key, Some(&Condition::IfVersion(second.hlc))).await.expect("delete");
             assert!(matches!(c.head(BOX, key).await, Err(ClientError::NotFound { .. })));
-            assert_eq!(refused(c.delete_if(BOX, key, Some(Condition::IfVersion(second.hlc))).await), None);
+            assert_eq!(refused(c.delete_if(BOX, key, Some(&Condition::IfVersion(second.hlc))).await), None);
         }
     }
 }
@@ -102,7 +102,7 @@ async fn twenty_writers_racing_on_one_key_have_exactly_one_winner_per_round() {
         let mut racers = Vec::new();
         for (w, c) in clients.iter().enumerate() {
             let data = pattern(u64::from(round) * 20 + w as u64, size);
-            let (winners, c) = (winners.clone(), c.clone());
+            let (winners, c, condition) = (winners.clone(), c.clone(), condition.clone());
             racers.push(local.spawn_local(async move {
                 let r = c.put_bytes(BOX, b"contended", &put_opts(Some(condition)), Bytes::from(data.clone())).await;
                 if r.is_ok() {
@@ -160,7 +160,15 @@ async fn copy_and_rename_check_their_target_on_every_path() {
             let b = Bytes::from(pattern(2, 7000));
             c.put_bytes(BOX, &src, &PutOptions::default(), a.clone()).await.expect("put source");
             let existing = c.put_bytes(BOX, &dst, &PutOptions::default(), b.clone()).await.expect("put target");
-            let refused_op = c.copy_or_rename_if(BOX, &src, &dst, rename, Some(Condition::IfAbsent)).await;
+            let refused_op = c
+                .copy_or_rename_if(
+                    BOX,
+                    &src,
+                    &dst,
+                    rename,
+                    &CopyOptions { condition: Some(Condition::IfAbsent), replace: None },
+                )
+                .await;
             assert_eq!(refused(refused_op), Some(existing.hlc), "{tag}: names the target's version");
             let get = |k: Vec<u8>| {
                 let c = &c;
@@ -174,7 +182,15 @@ async fn copy_and_rename_check_their_target_on_every_path() {
             };
             assert_eq!(get(src.clone()).await.as_deref(), Some(&a[..]), "{tag}: the source is unchanged");
             assert_eq!(get(dst.clone()).await.as_deref(), Some(&b[..]), "{tag}: the target is unchanged");
-            let done = c.copy_or_rename_if(BOX, &src, &dst, rename, Some(Condition::IfVersion(existing.hlc))).await;
+            let done = c
+                .copy_or_rename_if(
+                    BOX,
+                    &src,
+                    &dst,
+                    rename,
+                    &CopyOptions { condition: Some(Condition::IfVersion(existing.hlc)), replace: None },
+                )
+                .await;
             done.unwrap_or_else(|e| panic!("{tag}: the condition holds, and the source is not claimed: {e}"));
             assert_eq!(get(dst.clone()).await.as_deref(), Some(&a[..]), "{tag}: the target holds the source's bytes");
             assert_eq!(get(src.clone()).await.is_some(), !rename, "{tag}: a rename removed its source");

@@ -52,6 +52,7 @@ async fn every_operation_end_to_end() {
         user_meta: vec![("owner".into(), "e2e".into())],
         size: None,
         condition: None,
+        digests: vec![],
     };
     let done = c.put_bytes("e2e-ops", b"big", &opts, Bytes::from(big.clone())).await.expect("put big");
     assert_eq!(done.size, big.len() as u64);

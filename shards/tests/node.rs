@@ -246,10 +246,16 @@ impl Client {
             let source_key = Some(fbb.create_vector(source));
             let target_key = Some(fbb.create_vector(target));
             if rename {
-                let b = fb::Rename::create(fbb, &fb::RenameArgs { box_name, source_key, target_key, condition: None });
+                let b = fb::Rename::create(
+                    fbb,
+                    &fb::RenameArgs { box_name, source_key, target_key, condition: None, replace: None },
+                );
                 (fb::RequestBody::Rename, b.as_union_value())
             } else {
-                let b = fb::Copy::create(fbb, &fb::CopyArgs { box_name, source_key, target_key, condition: None });
+                let b = fb::Copy::create(
+                    fbb,
+                    &fb::CopyArgs { box_name, source_key, target_key, condition: None, replace: None },
+                );
                 (fb::RequestBody::Copy, b.as_union_value())
             }
         }))
@@ -569,7 +575,10 @@ impl Client {
             let box_name = Some(fbb.create_string(box_name));
             let key = Some(fbb.create_vector(key));
             let part_numbers = Some(fbb.create_vector(parts));
-            let b = fb::CompleteUpload::create(fbb, &fb::CompleteUploadArgs { box_name, key, upload_id, part_numbers });
+            let b = fb::CompleteUpload::create(
+                fbb,
+                &fb::CompleteUploadArgs { box_name, key, upload_id, part_numbers, user_meta: None, condition: None },
+            );
             (fb::RequestBody::CompleteUpload, b.as_union_value())
         }))
     }
@@ -591,7 +600,15 @@ impl Client {
             let source_partition = rename.map_or(-1, |(_, p)| i32::from(p));
             let b = fb::ZeroCopyPut::create(
                 fbb,
-                &fb::ZeroCopyPutArgs { box_name, key, locator, rename_token, source_partition },
+                &fb::ZeroCopyPutArgs {
+                    box_name,
+                    key,
+                    locator,
+                    rename_token,
+                    source_partition,
+                    condition: None,
+                    replace: None,
+                },
             );
             (fb::RequestBody::ZeroCopyPut, b.as_union_value())
         }))

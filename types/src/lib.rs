@@ -21,4 +21,7 @@ pub struct ListOptions {
     pub reverse: bool,
     /// Page size; 0 means the maximum (`LIST_PAGE_ENTRIES_MAX` of the engine's limits).
     pub limit: u32,
+    /// Entries carry their user metadata too (a page then ends early when its entries reach
+    /// the engine's `LIST_PAGE_BYTES_MAX`).
+    pub with_meta: bool,
 }

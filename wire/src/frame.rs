@@ -19,13 +19,18 @@
 //!   8-byte grant as the body) and `Cancel` frames (no body), see [`FrameKind`]. A peer speaking
 //!   version 1 never sees them: the node answers each connection in the version it speaks, and
 //!   refuses `Credit`/`Cancel` in a version-1 frame.
+//! - Version 3 lets the `Data` frame that ends a streamed put carry a body: a `PutTrailer`
+//!   flatbuffer of metadata committed with the object (a digest computed while streaming). Any
+//!   other `Data` frame, and any `Data` frame of versions 1 and 2, has no body.
 
 use crate::generated::candybox::wire as fb;
 
 /// Magic bytes at the start of every frame header.
 pub const FRAME_MAGIC: [u8; 4] = *b"CBX1";
 /// Version of the frame header and of the schema it carries (what this crate sends).
-pub const FRAME_VERSION: u8 = 2;
+pub const FRAME_VERSION: u8 = 3;
+/// The first version whose ending `Data` frame may carry a `PutTrailer` body.
+pub const FRAME_VERSION_TRAILER: u8 = 3;
 /// The oldest version still accepted: version 1 has no flow control and no cancellation.
 pub const FRAME_VERSION_MIN: u8 = 1;
 /// Payload credit each streamed message starts with, in each direction (version 2): the sender
@@ -192,7 +197,9 @@ impl FrameHeader {
             return Err(FrameError::TooLarge { len: total, max: body_bytes_max });
         }
         match kind {
-            FrameKind::Data if header.body_len != 0 => return Err(FrameError::DataWithBody),
+            FrameKind::Data if header.body_len != 0 && (version < FRAME_VERSION_TRAILER || flags & FLAG_END == 0) => {
+                return Err(FrameError::DataWithBody)
+            }
             FrameKind::Request | FrameKind::Reply if header.body_len == 0 => return Err(FrameError::EmptyBody),
             FrameKind::Credit if header.body_len as usize != CREDIT_BODY_BYTES || header.payload_len != 0 => {
                 return Err(FrameError::ControlShape(kind_byte))
@@ -282,8 +289,8 @@ pub enum FrameError {
         /// The cap.
         max: u32,
     },
-    /// A data frame with a flatbuffer body.
-    #[error("data frame carries a body")]
+    /// A data frame with a flatbuffer body (before version 3, or not the stream's last).
+    #[error("data frame carries a body (only the last data frame of a version-3 stream may: its trailer)")]
     DataWithBody,
     /// A request or reply frame without a body.
     #[error("request or reply frame without a body")]
@@ -341,6 +348,15 @@ pub fn verify_request(body: &[u8], body_bytes_max: u32) -> Result<fb::Request<'_
         .map_err(|e| FrameError::Flatbuffer(e.to_string()))
 }
 
+/// Verifies and returns the `PutTrailer` body of a stream's last `Data` frame (version 3).
+///
+/// # Errors
+/// [`FrameError::Flatbuffer`] when the verifier refuses it.
+pub fn verify_trailer(body: &[u8], body_bytes_max: u32) -> Result<fb::PutTrailer<'_>, FrameError> {
+    flatbuffers::root_with_opts::<fb::PutTrailer>(&verifier_options(body_bytes_max), body)
+        .map_err(|e| FrameError::Flatbuffer(e.to_string()))
+}
+
 /// Verifies and returns a `Reply` body.
 ///
 /// # Errors
@@ -393,8 +409,18 @@ mod tests {
         assert_eq!(FrameHeader::decode(&bad_cancel, 1 << 20), Err(FrameError::ControlShape(5)));
         let bad_credit = FrameHeader::for_body(FrameKind::Credit, 3, 0, b"1234", 0).encode();
         assert_eq!(FrameHeader::decode(&bad_credit, 1 << 20), Err(FrameError::ControlShape(4)));
-        let future = FrameHeader::for_body(FrameKind::Request, 7, FLAG_END, b"abc", 0).in_version(3).encode();
-        assert_eq!(FrameHeader::decode(&future, 1 << 20), Err(FrameError::Version(3)));
+        let future = FrameHeader::for_body(FrameKind::Request, 7, FLAG_END, b"abc", 0).in_version(4).encode();
+        assert_eq!(FrameHeader::decode(&future, 1 << 20), Err(FrameError::Version(4)));
         assert_eq!((credit_cost(0), credit_cost(10), credit_cost(1 << 20)), (0, CREDIT_FRAME_COST_MIN, 1 << 20));
+    }
+
+    #[test]
+    fn only_a_version_three_stream_end_carries_a_trailer() {
+        let trailer = FrameHeader::for_body(FrameKind::Data, 5, FLAG_END, b"meta", 3);
+        assert_eq!(FrameHeader::decode(&trailer.encode(), 1 << 20).map(|d| d.body_len), Ok(4));
+        let v2 = trailer.in_version(2).encode();
+        assert_eq!(FrameHeader::decode(&v2, 1 << 20), Err(FrameError::DataWithBody));
+        let not_last = FrameHeader::for_body(FrameKind::Data, 5, 0, b"meta", 3).encode();
+        assert_eq!(FrameHeader::decode(&not_last, 1 << 20), Err(FrameError::DataWithBody));
     }
 }

@@ -40,7 +40,7 @@ use std::{
 pub use self::{
     commit::Pending,
     read::{ByteRange, GetReply, ListEntry, ListOptions, ListPage},
-    write::{BodyStream, PutOptions, PutReply, SliceBody},
+    write::{BodyStream, CopyOptions, MetaReplace, PutOptions, PutReply, SliceBody},
 };
 pub use crate::{
     condition::WriteCondition,

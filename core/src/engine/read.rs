@@ -80,6 +80,10 @@ const VERIFY_YIELD_PIECES: usize = 16;
 /// Live Candies of a window with their locators, and the cursor of the next page when more follow.
 pub(crate) type LivePage = (Vec<(Vec<u8>, CandyLocator)>, Option<Vec<u8>>);
 
+/// What a listed entry costs a page besides its key, content type and metadata (its fixed
+/// fields and their framing), counted against `LIST_PAGE_BYTES_MAX`.
+const LIST_ENTRY_OVERHEAD_BYTES: usize = 64;
+
 /// One listed Candy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
@@ -95,6 +99,8 @@ pub struct ListEntry {
     pub content_type: String,
     /// Creation time.
     pub created_ms: u64,
+    /// User metadata (only with `ListOptions::with_meta`, else empty).
+    pub user_meta: Vec<(String, String)>,
 }
 
 /// A page of a listing.
@@ -302,6 +308,7 @@ impl<S: Storage> Engine<S> {
                 hlc: l.hlc,
                 content_type: l.content_type,
                 created_ms: l.created_ms,
+                user_meta: if opts.with_meta { l.user_meta } else { Vec::new() },
             })
             .collect();
         Ok(ListPage { entries, next_start_after })
@@ -334,15 +341,20 @@ impl<S: Storage> Engine<S> {
         let rts: Vec<&RangeTombstone> =
             st.mem.all().flat_map(|m| m.range_tombstones().iter()).chain(st.lsm.version().range_tombstones()).collect();
         let mut out = Vec::new();
+        let mut bytes = 0;
         while let Some(Newest { key, hlc, kind, value }) = next_newest(&mut sources, opts.reverse)? {
             if kind != Kind::Put || rts.iter().any(|rt| rt.deletes(&key, hlc)) {
                 continue;
             }
-            if out.len() == limit {
+            let l = CandyLocator::decode(&value).map_err(locator_error)?;
+            let meta: usize =
+                if opts.with_meta { l.user_meta.iter().map(|(k, v)| k.len() + v.len() + 8).sum() } else { 0 };
+            let size = LIST_ENTRY_OVERHEAD_BYTES + key.len() + l.content_type.len() + meta;
+            if out.len() == limit || (!out.is_empty() && bytes + size > limits::LIST_PAGE_BYTES_MAX) {
                 let next = out.last().map(|(k, _): &(Vec<u8>, CandyLocator)| k.clone());
                 return Ok((out, next));
             }
-            let l = CandyLocator::decode(&value).map_err(locator_error)?;
+            bytes += size;
             out.push((key.to_vec(), l));
         }
         Ok((out, None))

@@ -338,7 +338,7 @@ impl<S: Storage> Engine<S> {
                 ..l.clone()
             };
             let read = self.read_locator(one, None).await?;
-            let stored = self.store_body(ReaderBody(read.body), Some(p.length), false).await?;
+            let stored = self.store_body(&mut ReaderBody(read.body), Some(p.length), false).await?;
             let CandyBody::Parts(new_parts) = stored.body else {
                 return Err(Error::invalid("part", "a relocated part is never inline"));
             };

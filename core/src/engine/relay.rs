@@ -13,10 +13,13 @@
 use bytes::Bytes;
 use rand::Rng;
 
-use super::{commit::Op, write::validate_meta, Engine, PutOptions, PutReply};
+use super::{
+    commit::Op,
+    write::{merge_meta, validate_meta},
+    CopyOptions, Engine, PutOptions, PutReply, WriteCondition,
+};
 use crate::{
     codec::Reader,
-    condition::WriteCondition,
     error::{Error, ForgedLocator, Result},
     hlc::Hlc,
     limits,
@@ -183,10 +186,14 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `Forged` when the locator does not decode, is not live, or a SegmentRef escapes this Box
     /// or the durable bytes; `Busy`; I/O failures.
-    pub async fn zero_copy_put(&self, key: &[u8], locator_bytes: &[u8]) -> Result<PutReply> {
+    pub async fn zero_copy_put(&self, key: &[u8], locator_bytes: &[u8], opts: &CopyOptions) -> Result<PutReply> {
         validate_key(key)?;
+        opts.validate()?;
         self.check_writable()?;
-        let source = CandyLocator::decode(locator_bytes).map_err(ForgedLocator::Undecodable)?;
+        // A condition already broken fails before any Syrup is opened; it is checked again, for
+        // good, when the put joins the queue.
+        self.check_condition(key, opts.condition.as_ref())?;
+        let mut source = CandyLocator::decode(locator_bytes).map_err(ForgedLocator::Undecodable)?;
         if source.kind != Kind::Put {
             return Err(ForgedLocator::NotLive.into());
         }
@@ -211,7 +218,13 @@ impl<S: Storage> Engine<S> {
             }
         }
         let (size, checksum) = (source.size, source.checksum);
-        let hlc = self.commit(vec![Op::set(key, source)]).await?;
+        let hlc = self
+            .commit_with(|e| {
+                opts.admit(e, key, &mut source)?;
+                Ok((vec![Op::set(key, source)], ()))
+            })
+            .await?
+            .1;
         Ok(PutReply { size, checksum, hlc })
     }
 
@@ -226,10 +239,11 @@ impl<S: Storage> Engine<S> {
     pub async fn put_committed_copy(
         &self,
         key: &[u8],
-        locator: CandyLocator,
-        condition: Option<WriteCondition>,
+        mut locator: CandyLocator,
+        opts: &CopyOptions,
     ) -> Result<PutReply> {
         validate_key(key)?;
+        opts.validate()?;
         self.check_writable()?;
         if locator.kind != Kind::Put {
             return Err(Error::invalid("locator", "a copy needs a live Candy"));
@@ -237,7 +251,7 @@ impl<S: Storage> Engine<S> {
         let (size, checksum) = (locator.size, locator.checksum);
         let hlc = self
             .commit_with(|e| {
-                e.check_condition(key, condition)?;
+                opts.admit(e, key, &mut locator)?;
                 Ok((vec![Op::set(key, locator)], ()))
             })
             .await?
@@ -261,12 +275,13 @@ impl<S: Storage> Engine<S> {
         source_key: &[u8],
         target: &Engine<S>,
         target_key: &[u8],
-        condition: Option<WriteCondition>,
+        opts: &CopyOptions,
     ) -> Result<PutReply> {
         validate_key(source_key)?;
         validate_key(target_key)?;
+        opts.validate()?;
         if std::rc::Rc::ptr_eq(&self.inner, &target.inner) {
-            return self.copy_or_rename_if(source_key, target_key, true, condition).await;
+            return self.copy_or_rename_if(source_key, target_key, true, opts).await;
         }
         if !self.inner.log.same_log(&target.inner.log) {
             return Err(Error::invalid("target", "is not on this partition's commit log"));
@@ -277,10 +292,10 @@ impl<S: Storage> Engine<S> {
         self.check_writable()?;
         target.check_writable()?;
         self.check_rename_unclaimed(source_key)?;
-        let source = self.current_locator(source_key)?.ok_or(Error::NotFound)?;
+        let mut source = self.current_locator(source_key)?.ok_or(Error::NotFound)?;
         // In the same synchronous step as both queue entries: nothing can reach the target's
         // queue between the check and the joint record.
-        target.check_condition(target_key, condition)?;
+        opts.admit(target, target_key, &mut source)?;
         let (size, checksum) = (source.size, source.checksum);
         let (done, hlc) = self.queue_joint(
             vec![Op::set(source_key, CandyLocator::tombstone(Hlc::ZERO))],
@@ -376,7 +391,14 @@ impl<S: Storage> Engine<S> {
             return Err(Error::NotFound);
         }
         self.check_writable()?;
-        let stored = self.store_body(body, size, false).await?;
+        let mut body = body;
+        let stored = self.store_body(&mut body, size, false).await?;
+        if !body.take_trailer().is_empty() {
+            return Err(Error::invalid(
+                "trailer",
+                "an upload part takes no metadata: attach it to complete-upload, which commits the object",
+            ));
+        }
         let part = match &stored.body {
             CandyBody::Parts(p) => p.first().cloned().unwrap_or(Part {
                 length: 0,
@@ -412,6 +434,22 @@ impl<S: Storage> Engine<S> {
     /// `NotFound` for an unknown upload; `InvalidArgument` naming the offending part;
     /// `LimitExceeded` for too many parts or a locator over the cap; `Busy`; I/O failures.
     pub async fn complete_upload(&self, upload: u64, parts: &[u32]) -> Result<PutReply> {
+        self.complete_upload_with(upload, parts, Vec::new(), None).await
+    }
+
+    /// [`Engine::complete_upload`] with `extra_meta` added to the upload's metadata (a repeated
+    /// name replaces; a digest of the whole object the sender computed), committed only if the
+    /// key meets `condition`. A refused completion leaves the upload in place.
+    ///
+    /// # Errors
+    /// As [`Engine::complete_upload`]; [`Error::PreconditionFailed`]; metadata over its limits.
+    pub async fn complete_upload_with(
+        &self,
+        upload: u64,
+        parts: &[u32],
+        extra_meta: Vec<(String, String)>,
+        condition: Option<&WriteCondition>,
+    ) -> Result<PutReply> {
         let u: Upload = self.inner.manifest.state().uploads.get(&upload).cloned().ok_or(Error::NotFound)?;
         if parts.is_empty() {
             return Err(Error::invalid("parts", "at least one part is needed"));
@@ -449,11 +487,18 @@ impl<S: Storage> Engine<S> {
         }
         let checksum = hasher.finalize();
         let nonempty: Vec<Part> = chosen.into_iter().filter(|p| p.length > 0).collect();
+        let mut user_meta = u.user_meta.clone();
+        merge_meta(&mut user_meta, extra_meta);
+        validate_meta(&PutOptions {
+            content_type: u.content_type.clone(),
+            user_meta: user_meta.clone(),
+            ..PutOptions::default()
+        })?;
         let locator = CandyLocator {
             hlc: Hlc::ZERO,
             kind: Kind::Put,
             content_type: u.content_type.clone(),
-            user_meta: u.user_meta.clone(),
+            user_meta,
             created_ms: self.now_ms(),
             size,
             checksum,
@@ -467,7 +512,13 @@ impl<S: Storage> Engine<S> {
                 max: limits::LOCATOR_BYTES_MAX as u64,
             });
         }
-        let hlc = self.commit(vec![Op::set(&u.key, locator)]).await?;
+        let hlc = self
+            .commit_with(|e| {
+                e.check_condition(&u.key, condition)?;
+                Ok((vec![Op::set(&u.key, locator)], ()))
+            })
+            .await?
+            .1;
         self.log_edit(vec![Change::UploadEnded(upload)]).await?;
         Ok(PutReply { size, checksum, hlc })
     }

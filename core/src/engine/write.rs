@@ -37,6 +37,13 @@ pub trait BodyStream {
     /// # Errors
     /// Whatever the source reports; the put fails with it and nothing is committed.
     async fn next_piece(&mut self) -> Result<Option<Bytes>>;
+
+    /// Metadata the sender attached at the end of the body (a digest it computed while
+    /// streaming), taken once `next_piece` has returned `None`: committed with the object,
+    /// added to its user metadata (a repeated key replaces).
+    fn take_trailer(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A body made of pieces already in memory.
@@ -79,6 +86,63 @@ pub struct PutOptions {
     pub condition: Option<WriteCondition>,
 }
 
+/// Metadata that replaces an object's own: a copy's or rename's target with S3's REPLACE
+/// directive, or a set-meta. Both fields replace (an empty one with nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaReplace {
+    /// MIME type.
+    pub content_type: String,
+    /// User metadata.
+    pub user_meta: Vec<(String, String)>,
+}
+
+impl MetaReplace {
+    /// Checks the limits a put's metadata keeps.
+    ///
+    /// # Errors
+    /// As a put's metadata.
+    pub fn validate(&self) -> Result<()> {
+        validate_meta_fields(&self.content_type, &self.user_meta)
+    }
+
+    /// Writes the replacement into `locator`.
+    pub(crate) fn apply(&self, locator: &mut CandyLocator) {
+        locator.content_type.clone_from(&self.content_type);
+        locator.user_meta.clone_from(&self.user_meta);
+    }
+}
+
+/// What a copy, rename or relayed put asks of its target key and does to its metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// Only if the target key meets this (`None`: always).
+    pub condition: Option<WriteCondition>,
+    /// The target's metadata instead of the source's (`None`: kept).
+    pub replace: Option<MetaReplace>,
+}
+
+impl CopyOptions {
+    /// Only if the target meets `condition`, metadata kept.
+    pub fn when(condition: Option<WriteCondition>) -> Self {
+        CopyOptions { condition, replace: None }
+    }
+
+    /// Validates the replacement, if any.
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.replace.as_ref().map_or(Ok(()), MetaReplace::validate)
+    }
+
+    /// Checks the condition on `key` of `engine` and applies the replacement to `locator`: the
+    /// synchronous step a target's commit runs.
+    pub(crate) fn admit<S: Storage>(&self, engine: &Engine<S>, key: &[u8], locator: &mut CandyLocator) -> Result<()> {
+        engine.check_condition(key, self.condition.as_ref())?;
+        if let Some(r) = &self.replace {
+            r.apply(locator);
+        }
+        Ok(())
+    }
+}
+
 /// The reply to a put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutReply {
@@ -111,23 +175,36 @@ impl<S: Storage> Drop for WriterGuard<S> {
     }
 }
 
+/// Adds `extra` to `meta` (a trailer, or the metadata of an upload's completion): an entry whose
+/// name `meta` has replaces it.
+pub(crate) fn merge_meta(meta: &mut Vec<(String, String)>, extra: Vec<(String, String)>) {
+    for (k, v) in extra {
+        meta.retain(|(name, _)| *name != k);
+        meta.push((k, v));
+    }
+}
+
 pub(crate) fn validate_meta(opts: &PutOptions) -> Result<()> {
-    if opts.content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
+    validate_meta_fields(&opts.content_type, &opts.user_meta)
+}
+
+fn validate_meta_fields(content_type: &str, user_meta: &[(String, String)]) -> Result<()> {
+    if content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
         return Err(Error::LimitExceeded {
             limit: "content type length",
-            value: opts.content_type.len() as u64,
+            value: content_type.len() as u64,
             max: limits::CONTENT_TYPE_BYTES_MAX as u64,
         });
     }
-    let meta: usize = opts.user_meta.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if meta > limits::USER_META_BYTES_MAX || opts.user_meta.len() > usize::from(u16::MAX) {
+    let meta: usize = user_meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if meta > limits::USER_META_BYTES_MAX || user_meta.len() > usize::from(u16::MAX) {
         return Err(Error::LimitExceeded {
             limit: "user metadata bytes",
             value: meta as u64,
             max: limits::USER_META_BYTES_MAX as u64,
         });
     }
-    if opts.user_meta.iter().any(|(k, _)| k.is_empty() || k.len() > usize::from(u16::MAX)) {
+    if user_meta.iter().any(|(k, _)| k.is_empty() || k.len() > usize::from(u16::MAX)) {
         return Err(Error::invalid("user_meta", "keys must be non-empty"));
     }
     Ok(())
@@ -140,21 +217,24 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `InvalidArgument`/`LimitExceeded` for a bad key or metadata, `Busy` when overloaded,
     /// `Body` when the body fails or does not match `opts.size`, `Io` (and `PreviousIo` after).
-    pub async fn put<B: BodyStream>(&self, key: &[u8], opts: PutOptions, body: B) -> Result<PutReply> {
+    pub async fn put<B: BodyStream>(&self, key: &[u8], mut opts: PutOptions, body: B) -> Result<PutReply> {
         validate_key(key)?;
         validate_meta(&opts)?;
         self.check_writable()?;
         // A condition already broken fails before the body is stored; it is checked again, for
         // good, when the put joins the queue.
-        self.check_condition(key, opts.condition)?;
-        let condition = opts.condition;
-        let stored = self.store_body(body, opts.size, true).await?;
+        self.check_condition(key, opts.condition.as_ref())?;
+        let condition = opts.condition.take();
+        let mut body = body;
+        let stored = self.store_body(&mut body, opts.size, true).await?;
+        merge_meta(&mut opts.user_meta, body.take_trailer());
+        validate_meta(&opts)?;
         let writers = stored.writers;
         let locator = self.put_locator(opts, stored.size, stored.checksum, stored.body);
         let (size, checksum) = (locator.size, locator.checksum);
         let hlc = self
             .commit_with(|e| {
-                e.check_condition(key, condition)?;
+                e.check_condition(key, condition.as_ref())?;
                 // Queued, the Part is referenced by the commit queue; the writers may go.
                 drop(writers);
                 Ok((vec![Op::set(key, locator)], ()))
@@ -183,7 +263,7 @@ impl<S: Storage> Engine<S> {
     ///
     /// # Errors
     /// As [`Engine::put`], except I/O, which the returned [`Pending`] reports.
-    pub fn admit_put_inline(&self, key: &[u8], opts: PutOptions, data: &[u8]) -> Result<Option<Pending<PutReply>>> {
+    pub fn admit_put_inline(&self, key: &[u8], mut opts: PutOptions, data: &[u8]) -> Result<Option<Pending<PutReply>>> {
         if data.len() > self.inner.config.inline_bytes_max {
             return Ok(None);
         }
@@ -191,10 +271,10 @@ impl<S: Storage> Engine<S> {
         validate_meta(&opts)?;
         check_size(opts.size, data.len() as u64)?;
         let (size, checksum) = (data.len() as u64, crc32fast::hash(data));
-        let condition = opts.condition;
+        let condition = opts.condition.take();
         let locator = self.put_locator(opts, size, checksum, CandyBody::Inline(data.to_vec()));
         let pending = self.admit_with(|e| {
-            e.check_condition(key, condition)?;
+            e.check_condition(key, condition.as_ref())?;
             Ok((vec![Op::set(key, locator)], ()))
         })?;
         Ok(Some(pending.map(|((), hlc)| PutReply { size, checksum, hlc })))
@@ -232,7 +312,7 @@ impl<S: Storage> Engine<S> {
     pub fn admit_delete_if(&self, key: &[u8], condition: Option<WriteCondition>) -> Result<Pending<Hlc>> {
         validate_key(key)?;
         let pending = self.admit_with(|e| {
-            e.check_condition(key, condition)?;
+            e.check_condition(key, condition.as_ref())?;
             Ok((vec![Op::set(key, CandyLocator::tombstone(Hlc::ZERO))], ()))
         })?;
         Ok(pending.map(|((), hlc)| hlc))
@@ -242,14 +322,41 @@ impl<S: Storage> Engine<S> {
     ///
     /// # Errors
     /// [`Error::PreconditionFailed`]; a lookup's failure.
-    pub(crate) fn check_condition(&self, key: &[u8], condition: Option<WriteCondition>) -> Result<()> {
+    pub(crate) fn check_condition(&self, key: &[u8], condition: Option<&WriteCondition>) -> Result<()> {
         let Some(condition) = condition else { return Ok(()) };
-        let current = self.current_locator(key)?.map(|l| l.hlc);
-        if condition.holds(current) {
+        let current = self.current_locator(key)?;
+        if condition.holds(current.as_ref().map(|l| (l.hlc, &l.user_meta[..]))) {
             Ok(())
         } else {
-            Err(Error::PreconditionFailed { condition, current })
+            Err(Error::PreconditionFailed { condition: condition.clone(), current: current.map(|l| l.hlc) })
         }
+    }
+
+    /// Replaces the metadata of `key`'s live object in place: a new version with the same Parts
+    /// (no byte moves; one log record), only if the key meets `condition`.
+    ///
+    /// # Errors
+    /// `NotFound` when the key holds no live object; [`Error::PreconditionFailed`]; metadata over
+    /// its limits; `Busy`; I/O failures.
+    pub async fn set_meta(
+        &self,
+        key: &[u8],
+        replace: &MetaReplace,
+        condition: Option<&WriteCondition>,
+    ) -> Result<PutReply> {
+        validate_key(key)?;
+        replace.validate()?;
+        self.check_writable()?;
+        let ((size, checksum), hlc) = self
+            .commit_with(|e| {
+                e.check_condition(key, condition)?;
+                let mut l = e.current_locator(key)?.ok_or(Error::NotFound)?;
+                replace.apply(&mut l);
+                let reply = (l.size, l.checksum);
+                Ok((vec![Op::set(key, l)], reply))
+            })
+            .await?;
+        Ok(PutReply { size, checksum, hlc })
     }
 
     /// Deletes every key in `[start, end)` with one range tombstone; an empty `end` means "to the
@@ -283,7 +390,7 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// `NotFound` when the source is absent; a bad key; `Busy`; an I/O failure.
     pub async fn copy(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
-        self.copy_or_rename_if(source_key, target_key, false, None).await
+        self.copy_or_rename_if(source_key, target_key, false, &CopyOptions::default()).await
     }
 
     /// Renames `source_key` to `target_key` in this partition: the new locator and the source's
@@ -292,11 +399,11 @@ impl<S: Storage> Engine<S> {
     /// # Errors
     /// As [`Engine::copy`].
     pub async fn rename(&self, source_key: &[u8], target_key: &[u8]) -> Result<PutReply> {
-        self.copy_or_rename_if(source_key, target_key, true, None).await
+        self.copy_or_rename_if(source_key, target_key, true, &CopyOptions::default()).await
     }
 
-    /// [`Engine::copy`] or [`Engine::rename`] only if the target key meets `condition` (`None`:
-    /// always).
+    /// [`Engine::copy`] or [`Engine::rename`] only if the target key meets `opts.condition`, with
+    /// `opts.replace` as the target's metadata.
     ///
     /// # Errors
     /// As [`Engine::copy`]; [`Error::PreconditionFailed`] when the condition is not met.
@@ -305,10 +412,11 @@ impl<S: Storage> Engine<S> {
         source_key: &[u8],
         target_key: &[u8],
         rename: bool,
-        condition: Option<WriteCondition>,
+        opts: &CopyOptions,
     ) -> Result<PutReply> {
         validate_key(source_key)?;
         validate_key(target_key)?;
+        opts.validate()?;
         if rename && source_key == target_key {
             return Err(Error::invalid("target_key", "equals the source key"));
         }
@@ -324,8 +432,8 @@ impl<S: Storage> Engine<S> {
                 if rename {
                     e.check_rename_unclaimed(source_key)?;
                 }
-                let source = e.current_locator(source_key)?.ok_or(Error::NotFound)?;
-                e.check_condition(target_key, condition)?;
+                let mut source = e.current_locator(source_key)?.ok_or(Error::NotFound)?;
+                opts.admit(e, target_key, &mut source)?;
                 let reply = (source.size, source.checksum);
                 let mut ops = vec![Op::set(target_key, source)];
                 if rename {
@@ -340,7 +448,7 @@ impl<S: Storage> Engine<S> {
     /// Writes a body to Syrups (or keeps it inline when `inline_ok` and it is small enough).
     pub(crate) async fn store_body<B: BodyStream>(
         &self,
-        mut body: B,
+        body: &mut B,
         size: Option<u64>,
         inline_ok: bool,
     ) -> Result<StoredBody<S>> {

@@ -3,6 +3,12 @@
 
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
+use candybox_core::engine::WriteCondition;
+use std::collections::BTreeMap;
+
+/// One key of a delete-many in its partition's group: its index in the request, the key, its
+/// condition.
+type DeleteInGroup = (usize, Vec<u8>, Option<WriteCondition>);
 
 impl Shard {
     /// Answers one request, forwarding it to the owning shard when needed.
@@ -76,13 +82,86 @@ impl Shard {
                 }))
                 .await
             }
-            Command::CopyOrRename { box_name, source_key, target_key, rename, condition } => {
+            Command::DeleteMany { box_name, keys } => {
                 let meta = self.served_meta(&box_name).await?;
-                let put =
-                    Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename, condition)).await?;
+                Ok(Outcome::Reply(reply::delete_many(&Box::pin(self.delete_many(box_name, meta, keys)).await)))
+            }
+            Command::CopyOrRename { box_name, source_key, target_key, rename, opts } => {
+                let meta = self.served_meta(&box_name).await?;
+                let put = Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename, opts)).await?;
                 Ok(Outcome::Reply(reply::put_done(&put)))
             }
         }
+    }
+
+    /// Deletes many keys of a Box: grouped by partition, every group sent to its owner at once,
+    /// and each group's deletes admitted together (one group commit). One result per key, in
+    /// request order (`None`: deleted).
+    async fn delete_many(
+        self: &Rc<Self>,
+        box_name: String,
+        meta: BoxMeta,
+        keys: Vec<(Vec<u8>, Option<WriteCondition>)>,
+    ) -> Vec<Option<Rc<NodeError>>> {
+        let mut results: Vec<Option<Rc<NodeError>>> = (0..keys.len()).map(|_| None).collect();
+        let mut groups: BTreeMap<u16, Vec<DeleteInGroup>> = BTreeMap::new();
+        for (i, (key, condition)) in keys.into_iter().enumerate() {
+            groups.entry(partition_for_key(&key, meta.partitions)).or_default().push((i, key, condition));
+        }
+        let mut running = Vec::with_capacity(groups.len());
+        for (p, group) in groups {
+            let indexes: Vec<usize> = group.iter().map(|(i, ..)| *i).collect();
+            let (sh, b) = (self.clone(), box_name.clone());
+            let owner = self.owner(&box_name, p);
+            let task = monoio::spawn(async move {
+                sh.invoke_on(owner, move |sh| async move { sh.delete_group(&b, meta, p, group).await }).await
+            });
+            running.push((indexes, task));
+        }
+        for (indexes, task) in running {
+            match task.await.and_then(|r| r) {
+                Ok(done) => {
+                    for (i, r) in done {
+                        if let Some(slot) = results.get_mut(i) {
+                            *slot = r.err().map(Rc::new);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The group did not run (its shard's queue was full, its lease is not held,
+                    // the node is stopping): each of its keys says so.
+                    let e = Rc::new(e);
+                    for i in indexes {
+                        if let Some(slot) = results.get_mut(i) {
+                            *slot = Some(e.clone());
+                        }
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// One partition's share of a delete-many, on its owner: admitted together, then awaited.
+    async fn delete_group(
+        self: &Rc<Self>,
+        box_name: &str,
+        meta: BoxMeta,
+        p: u16,
+        group: Vec<DeleteInGroup>,
+    ) -> Result<Vec<(usize, Result<(), NodeError>)>, NodeError> {
+        self.lease(box_name, meta, p).await?;
+        let engine = self.engine(box_name, meta, p).await?;
+        let admitted: Vec<_> = group.into_iter().map(|(i, key, c)| (i, engine.admit_delete_if(&key, c))).collect();
+        let mut out = Vec::with_capacity(admitted.len());
+        for (i, a) in admitted {
+            let r = match a {
+                Ok(pending) => pending.durable().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            out.push((i, r.map_err(NodeError::from)));
+        }
+        Ok(out)
     }
 
     /// Runs a per-key operation on this shard, the partition's owner.
@@ -121,9 +200,13 @@ impl Shard {
                 let part = Box::pin(engine.upload_part(upload_id, part_number, size, body)).await?;
                 reply::put_done(&PutReply { size: part.size, checksum: part.checksum, hlc: Default::default() })
             }
-            KeyedOp::CompleteUpload { upload_id, parts } => {
+            KeyedOp::CompleteUpload { upload_id, parts, user_meta, condition } => {
                 self.check_upload_key(&engine, upload_id, &key)?;
-                reply::put_done(&Box::pin(engine.complete_upload(upload_id, &parts)).await?)
+                let done = engine.complete_upload_with(upload_id, &parts, user_meta, condition.as_ref());
+                reply::put_done(&Box::pin(done).await?)
+            }
+            KeyedOp::SetMeta { replace, condition } => {
+                reply::put_done(&Box::pin(engine.set_meta(&key, &replace, condition.as_ref())).await?)
             }
             KeyedOp::AbortUpload { upload_id } => {
                 self.check_upload_key(&engine, upload_id, &key)?;
@@ -144,7 +227,7 @@ impl Shard {
                 let wire = convert::locator_to_wire(&l, meta.box_uid);
                 reply::rename_prepared(intent.token, &wire, intent.source_hlc, p, tp)
             }
-            KeyedOp::ZeroCopyPut { locator, rename_token, source_partition } => {
+            KeyedOp::ZeroCopyPut { locator, rename_token, source_partition, opts } => {
                 let put = Box::pin(self.zero_copy_put(
                     &engine,
                     box_name,
@@ -154,7 +237,7 @@ impl Shard {
                     relay::Relayed::Wire(&locator),
                     rename_token,
                     source_partition,
-                    None,
+                    &opts,
                 ))
                 .await?;
                 reply::put_done(&put)

@@ -3,7 +3,7 @@
 
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
-use candybox_core::engine::WriteCondition;
+use candybox_core::engine::CopyOptions;
 
 /// What the relay part owns.
 /// The locator a zero-copy put writes: relayed by a client (checked before it is written), or
@@ -48,7 +48,7 @@ impl Shard {
         relayed: Relayed<'_>,
         rename_token: Option<u128>,
         source_partition: Option<u16>,
-        condition: Option<WriteCondition>,
+        opts: &CopyOptions,
     ) -> Result<PutReply, NodeError> {
         let l = match relayed {
             Relayed::Wire(wire) => {
@@ -78,9 +78,28 @@ impl Shard {
             }
         }
         let put = match (l, relayed) {
-            (Some(l), _) => engine.zero_copy_put(key, &l.encode()).await?,
-            (None, Relayed::Committed(l)) => engine.put_committed_copy(key, l, condition).await?,
+            (Some(l), _) => engine.zero_copy_put(key, &l.encode(), opts).await,
+            (None, Relayed::Committed(l)) => engine.put_committed_copy(key, l, opts).await,
             (None, Relayed::Wire(_)) => unreachable!("a relayed locator is decoded above"),
+        };
+        let put = match (put, rename_token, source_partition) {
+            (Ok(put), ..) => put,
+            (Err(e @ CoreError::PreconditionFailed { .. }), Some(token), Some(sp)) => {
+                // A refused rename wrote nothing here and no marker exists: release the source's
+                // claim now rather than after rename_intent_abandon_ms.
+                let b = box_name.to_string();
+                let cleared = self
+                    .invoke_on(self.owner(box_name, sp), move |sh| async move {
+                        let engine = sh.engine(&b, meta, sp).await?;
+                        engine.clear_rename_intent(token).await.map_err(NodeError::from)
+                    })
+                    .await;
+                if !matches!(cleared, Ok(Ok(()))) {
+                    tracing::warn!(box_name, "a refused rename's intent could not be cleared now; it is abandoned after rename_intent_abandon_ms");
+                }
+                return Err(e.into());
+            }
+            (Err(e), ..) => return Err(e.into()),
         };
         // Durable now; the references must be published before the marker lets the source go
         // (and before the reply). A set this shard already published holds them: it is written
@@ -163,7 +182,7 @@ impl Shard {
         source_key: Vec<u8>,
         target_key: Vec<u8>,
         rename: bool,
-        condition: Option<WriteCondition>,
+        opts: CopyOptions,
     ) -> Result<PutReply, NodeError> {
         let sp = partition_for_key(&source_key, meta.partitions);
         let tp = partition_for_key(&target_key, meta.partitions);
@@ -174,7 +193,7 @@ impl Shard {
                 .invoke_on(source_owner, move |sh| async move {
                     sh.lease(&b, meta, sp).await?;
                     let e = sh.engine(&b, meta, sp).await?;
-                    e.copy_or_rename_if(&source_key, &target_key, rename, condition).await.map_err(NodeError::from)
+                    e.copy_or_rename_if(&source_key, &target_key, rename, &opts).await.map_err(NodeError::from)
                 })
                 .await?;
         }
@@ -188,7 +207,7 @@ impl Shard {
                     sh.lease(&b, meta, tp).await?;
                     let source = sh.engine(&b, meta, sp).await?;
                     let target = sh.engine(&b, meta, tp).await?;
-                    let put = source.rename_to(&source_key, &target, &target_key, condition).await?;
+                    let put = source.rename_to(&source_key, &target, &target_key, &opts).await?;
                     // The target's references are published (when they changed) before the
                     // reply, as after a zero-copy put.
                     sh.publish_refs(&b, tp, &target, false).await?;
@@ -209,7 +228,7 @@ impl Shard {
             return self
                 .invoke_on(target_owner, move |sh| async move {
                     let e = sh.engine(&b, meta, tp).await?;
-                    sh.zero_copy_put(&e, &b, meta, tp, &target_key, Relayed::Committed(l), None, None, condition).await
+                    sh.zero_copy_put(&e, &b, meta, tp, &target_key, Relayed::Committed(l), None, None, &opts).await
                 })
                 .await?;
         }
@@ -226,28 +245,10 @@ impl Shard {
         let put = self
             .invoke_on(target_owner, move |sh| async move {
                 let e = sh.engine(&b, meta, tp).await?;
-                sh.zero_copy_put(&e, &b, meta, tp, &t, Relayed::Committed(l), Some(token), Some(sp), condition).await
+                sh.zero_copy_put(&e, &b, meta, tp, &t, Relayed::Committed(l), Some(token), Some(sp), &opts).await
             })
             .await?;
-        let put = match put {
-            Ok(put) => put,
-            Err(e @ NodeError::Engine(CoreError::PreconditionFailed { .. })) => {
-                // Nothing was written at the target and no marker exists: release the source's
-                // claim now rather than after rename_intent_abandon_ms.
-                let b = box_name.clone();
-                let cleared = self
-                    .invoke_on(source_owner, move |sh| async move {
-                        let engine = sh.engine(&b, meta, sp).await?;
-                        engine.clear_rename_intent(token).await.map_err(NodeError::from)
-                    })
-                    .await;
-                if !matches!(cleared, Ok(Ok(()))) {
-                    tracing::warn!(box_name = %box_name, "a refused rename's intent could not be cleared now; it is abandoned after rename_intent_abandon_ms");
-                }
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let put = put?;
         let b = box_name.clone();
         let settled = self
             .invoke_on(source_owner, move |sh| async move {

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use candybox_wire::client::{
-    ByteRange, ClientConfig, Condition, Hlc, KeyRange, ListOptions, PutOptions, ReaderSource, TokioClient,
-    MULTIPART_PART_BYTES_MIN,
+    ByteRange, ClientConfig, Condition, CopyOptions, Digest, Hlc, KeyRange, ListOptions, MetaReplace, PutOptions,
+    ReaderSource, TokioClient, DELETE_MANY_KEYS_MAX, MULTIPART_PART_BYTES_MIN,
 };
 use clap::{Args, Parser, Subcommand};
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -82,8 +82,13 @@ enum Command {
         meta: MetaArgs,
         #[command(flatten)]
         condition: ConditionArgs,
-        /// Upload as a multipart upload (for big files; parts are sent one after another).
-        #[arg(long, conflicts_with_all = ["if_match", "if_none_match", "if_unmodified_since"])]
+        /// Compute this digest while uploading and store it with the object (as user metadata
+        /// `digest-KIND`, lowercase hex): md5, crc32, crc32c, sha1 or sha256; repeat for more.
+        #[arg(long = "digest", value_name = "KIND", value_parser = parse_digest)]
+        digests: Vec<Digest>,
+        /// Upload as a multipart upload (for big files; parts are sent one after another; the
+        /// condition and digests go with its completion).
+        #[arg(long)]
         multipart: bool,
         /// Part size of --multipart, e.g. 8MiB, 5MB, 6000000 (at least 5 MiB unless the node
         /// allows less).
@@ -112,13 +117,30 @@ enum Command {
         /// The Candy's key.
         key: String,
     },
-    /// Delete a Candy (deleting an absent key succeeds, unless a condition says otherwise).
+    /// Delete Candies (deleting an absent key succeeds, unless a condition says otherwise).
+    /// Several keys go in one request (at most 1,000); the exit code is 1 when any failed.
     Delete {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// The Candies' keys.
+        #[arg(required = true, num_args = 1..)]
+        keys: Vec<String>,
+        /// A condition on the key (one key only).
+        #[command(flatten)]
+        condition: ConditionArgs,
+    },
+    /// Replace a Candy's content type and user metadata in place (no byte of it moves; a new
+    /// version).
+    SetMeta {
         /// The Box.
         #[arg(value_name = "BOX")]
         box_name: String,
         /// The Candy's key.
         key: String,
+        /// The new metadata (both replace: absent ones become empty).
+        #[command(flatten)]
+        meta: MetaArgs,
         #[command(flatten)]
         condition: ConditionArgs,
     },
@@ -148,6 +170,9 @@ enum Command {
         /// Page through everything instead of printing one page.
         #[arg(long)]
         all: bool,
+        /// Show each entry's user metadata (digests included).
+        #[arg(long)]
+        with_meta: bool,
     },
     /// Delete every key with a prefix, or in [start, end), with one range tombstone per partition.
     #[command(group(clap::ArgGroup::new("range").required(true).args(["prefix", "start"])))]
@@ -192,7 +217,15 @@ impl MoveArgs {
     /// The copy (or rename) run by the node in one request, with the target's condition.
     async fn node_run(&self, client: &TokioClient, rename: bool) -> Result<(), candybox_wire::client::ClientError> {
         let (source, target) = (self.source.as_bytes(), self.target.as_bytes());
-        client.copy_or_rename_if(&self.box_name, source, target, rename, self.condition.condition()).await.map(drop)
+        client.copy_or_rename_if(&self.box_name, source, target, rename, &self.options()).await.map(drop)
+    }
+
+    /// The target's condition and metadata replacement.
+    fn options(&self) -> CopyOptions {
+        let replace = self
+            .replace_meta
+            .then(|| MetaReplace { content_type: self.meta.content_type.clone(), user_meta: self.meta.meta.clone() });
+        CopyOptions { condition: self.condition.condition(), replace }
     }
 }
 
@@ -203,9 +236,10 @@ impl MoveArgs {
 #[group(multiple = false)]
 struct ConditionArgs {
     /// Only if the key's current version is VERSION (as put, head and list print it:
-    /// physical_ms.logical@node).
-    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
-    if_match: Option<Hlc>,
+    /// physical_ms.logical@node), or its content digest is KIND:HEX (a digest stored with
+    /// --digest, e.g. md5:9e107d9d372bb6826bd81d3542a419d6).
+    #[arg(long, value_name = "VERSION|KIND:HEX", value_parser = parse_if_match)]
+    if_match: Option<Condition>,
     /// Only if no object is under the key: the value must be '*'.
     #[arg(long, value_name = "*", value_parser = parse_if_none_match)]
     if_none_match: Option<()>,
@@ -217,8 +251,8 @@ struct ConditionArgs {
 
 impl ConditionArgs {
     fn condition(&self) -> Option<Condition> {
-        if let Some(v) = self.if_match {
-            Some(Condition::IfVersion(v))
+        if let Some(c) = &self.if_match {
+            Some(c.clone())
         } else if self.if_none_match.is_some() {
             Some(Condition::IfAbsent)
         } else {
@@ -227,7 +261,21 @@ impl ConditionArgs {
     }
 }
 
-fn parse_version(s: &str) -> Result<Hlc, String> {
+fn parse_if_match(s: &str) -> Result<Condition, String> {
+    if s.contains('@') {
+        return s.parse::<Hlc>().map(Condition::IfVersion);
+    }
+    let Some((kind, hex)) = s.split_once(':') else {
+        return Err(format!("`{s}` is neither a version (physical_ms.logical@node) nor a digest (KIND:HEX)"));
+    };
+    let kind = parse_digest(kind)?;
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("`{hex}` is not a hex digest"));
+    }
+    Ok(kind.condition(hex))
+}
+
+fn parse_digest(s: &str) -> Result<Digest, String> {
     s.parse()
 }
 
@@ -250,11 +298,18 @@ struct MoveArgs {
     target: String,
     /// Let this client relay the locator between partitions (get-locator or prepare-rename,
     /// zero-copy-put, complete-rename) instead of asking the node to do it in one request.
-    #[arg(long, conflicts_with_all = ["if_match", "if_none_match", "if_unmodified_since"])]
+    #[arg(long)]
     relay: bool,
     /// A condition on the target key (a refused rename keeps its source).
     #[command(flatten)]
     condition: ConditionArgs,
+    /// Give the target the --content-type and --meta here instead of the source's metadata
+    /// (S3's REPLACE directive; absent ones become empty).
+    #[arg(long)]
+    replace_meta: bool,
+    /// The target's metadata, with --replace-meta.
+    #[command(flatten)]
+    meta: MetaArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,8 +418,26 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(size)
 }
 
+/// Refuses argument combinations clap cannot express, as clap refuses its own (exit code 2).
+fn check_usage(cli: &Cli) {
+    use clap::{error::ErrorKind, CommandFactory};
+    let refuse = |msg: &str| Cli::command().error(ErrorKind::ArgumentConflict, msg).exit();
+    match &cli.command {
+        Command::Delete { keys, condition, .. } if keys.len() > 1 && condition.condition().is_some() => {
+            refuse("a condition (--if-match, --if-none-match, --if-unmodified-since) applies to one key only")
+        }
+        Command::Copy(m) | Command::Rename(m)
+            if !m.replace_meta && (m.meta.content_type.is_some() || !m.meta.meta.is_empty()) =>
+        {
+            refuse("--content-type and --meta give the target new metadata only with --replace-meta")
+        }
+        _ => {}
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    check_usage(&cli);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -411,7 +484,7 @@ async fn run(cli: Cli) -> Result<()> {
             let boxes = client.list_boxes().await.context("list boxes")?;
             out.box_list(&boxes);
         }
-        Command::Put { box_name, key, file, meta, condition, multipart, part_size } => {
+        Command::Put { box_name, key, file, meta, condition, digests, multipart, part_size } => {
             let what = format!("put {box_name}/{key}");
             let (reader, size) = open_input(file.as_deref()).await.with_context(|| what.clone())?;
             let options = PutOptions {
@@ -419,6 +492,7 @@ async fn run(cli: Cli) -> Result<()> {
                 user_meta: meta.meta,
                 size,
                 condition: condition.condition(),
+                digests,
             };
             let progress = Progress::new(size, &what);
             if multipart {
@@ -454,14 +528,39 @@ async fn run(cli: Cli) -> Result<()> {
                 client.head(&box_name, key.as_bytes()).await.with_context(|| format!("head {box_name}/{key}"))?;
             out.candy_meta(&key, &meta);
         }
-        Command::Delete { box_name, key, condition } => {
-            client
-                .delete_if(&box_name, key.as_bytes(), condition.condition())
-                .await
-                .with_context(|| format!("delete {box_name}/{key}"))?;
-            out.done(&format!("deleted {box_name}/{key}"));
+        Command::Delete { box_name, keys, condition } => {
+            let condition = condition.condition();
+            if let [key] = keys.as_slice() {
+                client
+                    .delete_if(&box_name, key.as_bytes(), condition.as_ref())
+                    .await
+                    .with_context(|| format!("delete {box_name}/{key}"))?;
+                out.done(&format!("deleted {box_name}/{key}"));
+                return Ok(());
+            }
+            let mut failed = 0;
+            for chunk in keys.chunks(DELETE_MANY_KEYS_MAX) {
+                let batch: Vec<(Vec<u8>, Option<Condition>)> =
+                    chunk.iter().map(|k| (k.clone().into_bytes(), None)).collect();
+                let outcomes =
+                    client.delete_many(&box_name, &batch).await.with_context(|| format!("delete in {box_name}"))?;
+                if !out.deleted_many(&box_name, &outcomes) {
+                    failed += outcomes.iter().filter(|o| o.result.is_err()).count();
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("delete in {box_name}: {failed} of {} keys were not deleted", keys.len());
+            }
         }
-        Command::List { box_name, prefix, start, end, reverse, start_after, max, all } => {
+        Command::SetMeta { box_name, key, meta, condition } => {
+            let replace = MetaReplace { content_type: meta.content_type, user_meta: meta.meta };
+            let done = client
+                .set_meta(&box_name, key.as_bytes(), &replace, condition.condition().as_ref())
+                .await
+                .with_context(|| format!("set-meta {box_name}/{key}"))?;
+            out.put_done(&box_name, &key, done.as_ref());
+        }
+        Command::List { box_name, prefix, start, end, reverse, start_after, max, all, with_meta } => {
             let mut options = ListOptions {
                 prefix: prefix.map(String::into_bytes),
                 start: start.map(String::into_bytes),
@@ -469,6 +568,7 @@ async fn run(cli: Cli) -> Result<()> {
                 start_after: start_after.map(String::into_bytes),
                 reverse,
                 limit: max,
+                with_meta,
             };
             let what = format!("list {box_name}");
             let mut lister = out.lister(all);
@@ -496,7 +596,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Copy(m) => {
             let what = format!("copy {}/{} to {}", m.box_name, m.source, m.target);
             if m.relay {
-                client.relay_copy(&m.box_name, m.source.as_bytes(), m.target.as_bytes()).await.with_context(|| what)?;
+                client
+                    .relay_copy_with(&m.box_name, m.source.as_bytes(), m.target.as_bytes(), &m.options())
+                    .await
+                    .with_context(|| what)?;
             } else {
                 m.node_run(&client, false).await.with_context(|| what)?;
             }
@@ -507,7 +610,7 @@ async fn run(cli: Cli) -> Result<()> {
             let outcome = if m.relay {
                 Some(
                     client
-                        .relay_rename(&m.box_name, m.source.as_bytes(), m.target.as_bytes())
+                        .relay_rename_with(&m.box_name, m.source.as_bytes(), m.target.as_bytes(), &m.options())
                         .await
                         .with_context(|| what)?,
                 )
@@ -533,8 +636,7 @@ async fn run(cli: Cli) -> Result<()> {
 async fn multipart(client: &TokioClient, out: &Out, cmd: Multipart) -> Result<()> {
     match cmd {
         Multipart::Create { box_name, key, meta } => {
-            let options =
-                PutOptions { content_type: meta.content_type, user_meta: meta.meta, size: None, condition: None };
+            let options = PutOptions { content_type: meta.content_type, user_meta: meta.meta, ..PutOptions::default() };
             let id = client
                 .create_upload(&box_name, key.as_bytes(), &options)
                 .await

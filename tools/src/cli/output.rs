@@ -36,7 +36,8 @@ pub fn stdout_failed(e: &std::io::Error) -> ! {
 
 use anyhow::{Context, Result};
 use candybox_wire::client::{
-    BoxInfo, CandyMeta, Hlc, ListEntry, ListPage, PartInfo, PutDone, RenameOutcome, ShardStats, Topology, UploadInfo,
+    BoxInfo, CandyMeta, DeleteOutcome, Hlc, ListEntry, ListPage, PartInfo, PutDone, RenameOutcome, ShardStats,
+    Topology, UploadInfo,
 };
 use serde_json::{json, Value};
 
@@ -53,14 +54,20 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+fn meta_json(meta: &[(String, String)]) -> Value {
+    Value::Object(meta.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+}
+
 fn entry_json(e: &ListEntry) -> Value {
     json!({
         "key": e.key_lossy(),
         "size": e.size,
         "checksum": e.checksum,
         "hlc": hlc(&e.hlc),
+        "version": e.hlc.to_string(),
         "content_type": e.content_type,
         "created_ms": e.created_ms,
+        "user_meta": meta_json(&e.user_meta),
     })
 }
 
@@ -143,8 +150,7 @@ impl Out {
     /// A Candy's metadata.
     pub fn candy_meta(&self, key: &str, m: &CandyMeta) {
         if self.json {
-            let meta: serde_json::Map<String, Value> =
-                m.user_meta.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let meta = meta_json(&m.user_meta);
             self.print(&json!({
                 "key": key,
                 "size": m.size,
@@ -166,6 +172,29 @@ impl Out {
                 say!("meta {k}: {v}");
             }
         }
+    }
+
+    /// The outcomes of a delete-many, one per key; true when every key was deleted.
+    pub fn deleted_many(&self, box_name: &str, outcomes: &[DeleteOutcome]) -> bool {
+        let all_ok = outcomes.iter().all(|o| o.result.is_ok());
+        if self.json {
+            let results: Vec<Value> = outcomes
+                .iter()
+                .map(|o| match &o.result {
+                    Ok(()) => json!({ "key": text(&o.key), "deleted": true }),
+                    Err(e) => json!({ "key": text(&o.key), "deleted": false, "error": e.to_string() }),
+                })
+                .collect();
+            self.print(&json!({ "box": box_name, "ok": all_ok, "results": results }));
+        } else {
+            for o in outcomes {
+                match &o.result {
+                    Ok(()) => say!("deleted {box_name}/{}", text(&o.key)),
+                    Err(e) => eprintln!("candybox: delete {box_name}/{}: {e}", text(&o.key)),
+                }
+            }
+        }
+        all_ok
     }
 
     /// A listing printer: one page, or (with `all`) every page as one document.
@@ -303,7 +332,11 @@ impl Lister {
         let w = &mut self.out;
         if !self.json {
             for e in &page.entries {
-                writeln!(w, "{}\t{}\t{}", e.key_lossy(), e.size, e.content_type).context("write to stdout")?;
+                write!(w, "{}\t{}\t{}", e.key_lossy(), e.size, e.content_type).context("write to stdout")?;
+                for (k, v) in &e.user_meta {
+                    write!(w, "\t{k}={v}").context("write to stdout")?;
+                }
+                writeln!(w).context("write to stdout")?;
             }
             if !self.all {
                 if let Some(c) = &page.next_start_after {

@@ -23,16 +23,17 @@ use bytes::Bytes;
 
 use super::connection::{Connection, ConnectionConfig, Exchange};
 use super::demux::Inbound;
+use super::digest::Hashers;
 use super::driver::Driver;
 use super::error::ClientError;
 use super::list::merge_pages;
 use super::placement::{partition_of, shard_of, PLACEMENT_V1};
 use super::reply;
 use super::request;
-use super::source::{BodySource, Take};
+use super::source::{BodySource, Hashing, Take};
 use super::types::{
-    BoxInfo, ByteRange, CandyMeta, Condition, KeyRange, ListOptions, ListPage, PartInfo, PutDone, PutOptions,
-    RelayedLocator, RenameOutcome, RenamePrepared, ShardStats, Topology, UploadInfo,
+    BoxInfo, ByteRange, CandyMeta, Condition, CopyOptions, DeleteOutcome, KeyRange, ListOptions, ListPage, MetaReplace,
+    PartInfo, PutDone, PutOptions, RelayedLocator, RenameOutcome, RenamePrepared, ShardStats, Topology, UploadInfo,
 };
 use crate::frame::FRAME_BODY_BYTES_MAX_DEFAULT;
 
@@ -42,6 +43,8 @@ pub const DEFAULT_PORT: u16 = 7420;
 pub const MULTIPART_PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
 /// The most parts of one multipart upload.
 pub const MULTIPART_PARTS_MAX: u32 = 10_000;
+/// The most keys one delete-many request may name (S3's DeleteObjects limit).
+pub const DELETE_MANY_KEYS_MAX: usize = 1000;
 
 /// How to reach and talk to a node.
 #[derive(Debug, Clone)]
@@ -620,7 +623,8 @@ impl<D: Driver> Client<D> {
         let target = this.target_of_key(box_name, key).await;
         let conn = this.connection(target).await?;
         let mut exchange = conn.start(request::put(box_name, key, options)).await?;
-        let (reply_body, sent) = stream_body(&mut exchange, body).await?;
+        let hashers = (!options.digests.is_empty()).then(|| Hashers::new(&options.digests));
+        let (reply_body, sent) = stream_body_hashed(&mut exchange, body, hashers).await?;
         Ok(reply::put_done(&reply_body, this.cap())?.unwrap_or(PutDone { size: sent, ..PutDone::default() }))
     }
 
@@ -721,8 +725,58 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// As [`Client::delete`]; `PreconditionFailed` (with the key's current version) when the
     /// condition does not hold, and then nothing was deleted.
-    pub async fn delete_if(&self, box_name: &str, key: &[u8], condition: Option<Condition>) -> Result<(), ClientError> {
+    pub async fn delete_if(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        condition: Option<&Condition>,
+    ) -> Result<(), ClientError> {
         self.keyed(box_name, key, request::delete(box_name, key, condition), |b, cap| reply::done(b, cap)).await
+    }
+
+    /// Deletes up to 1,000 keys (each with its condition) in one request: the node fans them
+    /// out to their partitions at once. One outcome per key, in the order given; a key's
+    /// failure (a condition not met, say) does not stop the others.
+    ///
+    /// # Errors
+    /// `LimitExceeded` for more than 1,000 keys, `BoxNotFound`, or the connection's error (the
+    /// request as a whole failed; some keys may have been deleted).
+    pub async fn delete_many(
+        &self,
+        box_name: &str,
+        keys: &[(Vec<u8>, Option<Condition>)],
+    ) -> Result<Vec<DeleteOutcome>, ClientError> {
+        if keys.len() > DELETE_MANY_KEYS_MAX {
+            return Err(ClientError::local_limit(
+                "keys per delete-many",
+                keys.len() as u64,
+                DELETE_MANY_KEYS_MAX as u64,
+                "split the keys over several requests",
+            ));
+        }
+        let Some((first, _)) = keys.first() else { return Ok(Vec::new()) };
+        let n = keys.len();
+        let results = self
+            .keyed(box_name, first, request::delete_many(box_name, keys), move |b, cap| reply::delete_many(b, cap, n))
+            .await?;
+        Ok(keys.iter().zip(results).map(|((key, _), result)| DeleteOutcome { key: key.clone(), result }).collect())
+    }
+
+    /// Rewrites the metadata of `key`'s live object in place (no byte of it moves): a new
+    /// version with the same bytes, only if the key meets `condition`.
+    ///
+    /// # Errors
+    /// `NotFound`, `PreconditionFailed`, `LimitExceeded` (metadata over its limits),
+    /// `BoxNotFound`, or the connection's error.
+    pub async fn set_meta(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        replace: &MetaReplace,
+        condition: Option<&Condition>,
+    ) -> Result<Option<PutDone>, ClientError> {
+        let body = request::set_meta(box_name, key, replace, condition);
+        self.keyed(box_name, key, body, |b, cap| reply::put_done(b, cap)).await
     }
 
     /// One page of a listing of the whole Box: every partition is asked at once, the pages are
@@ -797,7 +851,7 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
-        self.copy_or_rename_if(box_name, source_key, target_key, false, None).await
+        self.copy_or_rename_if(box_name, source_key, target_key, false, &CopyOptions::default()).await
     }
 
     /// Renames `source_key` to `target_key`, run by the node in one request.
@@ -810,11 +864,13 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
-        self.copy_or_rename_if(box_name, source_key, target_key, true, None).await
+        self.copy_or_rename_if(box_name, source_key, target_key, true, &CopyOptions::default()).await
     }
 
     /// [`Client::copy`] (or, with `rename`, [`Client::rename`]) only if the target key meets
-    /// `condition` (`None`: always). A refused rename keeps its source and releases it at once.
+    /// `options.condition` (`None`: always), with `options.replace` as the target's metadata
+    /// (S3's REPLACE directive; `None`: the source's). A refused rename keeps its source and
+    /// releases it at once.
     ///
     /// # Errors
     /// As [`Client::copy`]; `PreconditionFailed` (with the target's current version) when the
@@ -825,12 +881,12 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
         rename: bool,
-        condition: Option<Condition>,
+        options: &CopyOptions,
     ) -> Result<Option<PutDone>, ClientError> {
         let req = if rename {
-            request::rename(box_name, source_key, target_key, condition)
+            request::rename(box_name, source_key, target_key, options)
         } else {
-            request::copy(box_name, source_key, target_key, condition)
+            request::copy(box_name, source_key, target_key, options)
         };
         self.keyed(box_name, source_key, req, |b, cap| reply::put_done(b, cap)).await
     }
@@ -870,8 +926,24 @@ impl<D: Driver> Client<D> {
         locator: &Bytes,
         rename: Option<&RenamePrepared>,
     ) -> Result<Option<PutDone>, ClientError> {
+        self.zero_copy_put_with(box_name, key, locator, rename, &CopyOptions::default()).await
+    }
+
+    /// [`Client::zero_copy_put`] only if `key` meets `options.condition`, with
+    /// `options.replace` as the written object's metadata.
+    ///
+    /// # Errors
+    /// As [`Client::zero_copy_put`]; `PreconditionFailed`.
+    pub async fn zero_copy_put_with(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        locator: &Bytes,
+        rename: Option<&RenamePrepared>,
+        options: &CopyOptions,
+    ) -> Result<Option<PutDone>, ClientError> {
         let rename = rename.map(|r| (&r.token[..], r.source_partition));
-        let body = request::zero_copy_put(box_name, key, locator, rename);
+        let body = request::zero_copy_put(box_name, key, locator, rename, options);
         self.keyed(box_name, key, body, |b, cap| reply::put_done(b, cap)).await
     }
 
@@ -899,8 +971,23 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<Option<PutDone>, ClientError> {
+        self.relay_copy_with(box_name, source_key, target_key, &CopyOptions::default()).await
+    }
+
+    /// [`Client::relay_copy`] only if the target meets `options.condition`, with
+    /// `options.replace` as its metadata.
+    ///
+    /// # Errors
+    /// As [`Client::relay_copy`]; `PreconditionFailed`.
+    pub async fn relay_copy_with(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+        options: &CopyOptions,
+    ) -> Result<Option<PutDone>, ClientError> {
         let located = self.get_locator(box_name, source_key).await?;
-        self.zero_copy_put(box_name, target_key, &located.locator, None).await
+        self.zero_copy_put_with(box_name, target_key, &located.locator, None, options).await
     }
 
     /// Renames by prepare-rename at the source, zero-copy-put at the destination and
@@ -915,8 +1002,24 @@ impl<D: Driver> Client<D> {
         source_key: &[u8],
         target_key: &[u8],
     ) -> Result<RenameOutcome, ClientError> {
+        self.relay_rename_with(box_name, source_key, target_key, &CopyOptions::default()).await
+    }
+
+    /// [`Client::relay_rename`] only if the target meets `options.condition` (a refused rename
+    /// keeps its source, and the node releases its claim at once), with `options.replace` as the
+    /// target's metadata.
+    ///
+    /// # Errors
+    /// As [`Client::relay_rename`]; `PreconditionFailed`.
+    pub async fn relay_rename_with(
+        &self,
+        box_name: &str,
+        source_key: &[u8],
+        target_key: &[u8],
+        options: &CopyOptions,
+    ) -> Result<RenameOutcome, ClientError> {
         let prepared = self.prepare_rename(box_name, source_key, target_key).await?;
-        self.zero_copy_put(box_name, target_key, &prepared.locator, Some(&prepared)).await?;
+        self.zero_copy_put_with(box_name, target_key, &prepared.locator, Some(&prepared), options).await?;
         self.complete_rename(box_name, source_key, &prepared.token).await
     }
 
@@ -926,11 +1029,16 @@ impl<D: Driver> Client<D> {
     /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
     pub async fn create_upload(&self, box_name: &str, key: &[u8], options: &PutOptions) -> Result<u64, ClientError> {
         if options.condition.is_some() {
-            // The completion would have to check it; until the protocol carries it there, refuse
-            // rather than drop the condition silently.
+            // The completion checks it; refuse here rather than drop it silently.
             return Err(ClientError::local_argument(
                 "condition",
-                "multipart uploads do not take a condition yet: put the object in one request to make it conditional",
+                "a multipart upload's condition goes with its completion (complete_upload_with)",
+            ));
+        }
+        if !options.digests.is_empty() {
+            return Err(ClientError::local_argument(
+                "digests",
+                "a multipart upload's digests go with its completion (complete_upload_with's user_meta)",
             ));
         }
         self.keyed(box_name, key, request::create_upload(box_name, key, options), |b, cap| {
@@ -974,7 +1082,25 @@ impl<D: Driver> Client<D> {
         upload_id: u64,
         part_numbers: &[u32],
     ) -> Result<Option<PutDone>, ClientError> {
-        let body = request::complete_upload(box_name, key, upload_id, part_numbers);
+        self.complete_upload_with(box_name, key, upload_id, part_numbers, &[], None).await
+    }
+
+    /// [`Client::complete_upload`] with `user_meta` added to the upload's metadata (committed
+    /// with the object: a digest of the whole), only if the key meets `condition` (a refused
+    /// completion leaves the upload in place).
+    ///
+    /// # Errors
+    /// As [`Client::complete_upload`]; `PreconditionFailed`.
+    pub async fn complete_upload_with(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        upload_id: u64,
+        part_numbers: &[u32],
+        user_meta: &[(String, String)],
+        condition: Option<&Condition>,
+    ) -> Result<Option<PutDone>, ClientError> {
+        let body = request::complete_upload(box_name, key, upload_id, part_numbers, user_meta, condition);
         self.keyed(box_name, key, body, |b, cap| reply::put_done(b, cap)).await
     }
 
@@ -1023,13 +1149,17 @@ impl<D: Driver> Client<D> {
         key: &[u8],
         options: &PutOptions,
         part_bytes: u64,
-        mut body: S,
+        body: S,
         mut progress: impl FnMut(u64),
     ) -> Result<Option<PutDone>, ClientError> {
         if part_bytes == 0 {
             return Err(ClientError::local_argument("part_size", "a part size must be positive"));
         }
-        let upload_id = self.create_upload(box_name, key, options).await?;
+        // The condition and the digests (of the whole body, across its parts) go with the
+        // completion, which commits the object.
+        let create = PutOptions { condition: None, digests: Vec::new(), ..options.clone() };
+        let mut body = Hashing::new(body, Hashers::new(&options.digests));
+        let upload_id = self.create_upload(box_name, key, &create).await?;
         let result = async {
             let mut parts = Vec::new();
             let mut carry: Option<Bytes> = None;
@@ -1059,7 +1189,8 @@ impl<D: Driver> Client<D> {
                     break;
                 }
             }
-            self.complete_upload(box_name, key, upload_id, &parts).await
+            let digests = body.take_digests();
+            self.complete_upload_with(box_name, key, upload_id, &parts, &digests, options.condition.as_ref()).await
         }
         .await;
         if result.is_err() {
@@ -1097,7 +1228,17 @@ async fn single_reply<D: Driver>(exchange: &mut Exchange<D>) -> Result<Bytes, Cl
 /// reply body and the bytes sent. An early reply (an error before the end) stops the stream.
 async fn stream_body<D: Driver, S: BodySource>(
     exchange: &mut Exchange<D>,
+    body: S,
+) -> Result<(Bytes, u64), ClientError> {
+    stream_body_hashed(exchange, body, None).await
+}
+
+/// [`stream_body`], hashing the body with `hashers` when given and ending it with their digests
+/// in a trailer.
+async fn stream_body_hashed<D: Driver, S: BodySource>(
+    exchange: &mut Exchange<D>,
     mut body: S,
+    mut hashers: Option<Hashers>,
 ) -> Result<(Bytes, u64), ClientError> {
     let read = |e| ClientError::io("read body", e);
     let mut sent = 0u64;
@@ -1111,7 +1252,13 @@ async fn stream_body<D: Driver, S: BodySource>(
         let end = next.is_none();
         let piece = piece.unwrap_or_default();
         sent += piece.len() as u64;
-        exchange.send(piece, end).await?;
+        if let Some(h) = &mut hashers {
+            h.update(&piece);
+        }
+        match (end, hashers.take_if(|_| end)) {
+            (true, Some(h)) => exchange.send_with_trailer(piece, &request::put_trailer(&h.finish())).await?,
+            _ => exchange.send(piece, end).await?,
+        }
         if !end {
             if let Some(early) = exchange.try_recv() {
                 // The node answered before the end (an error): end the message, whose rest it

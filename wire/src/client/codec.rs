@@ -122,6 +122,20 @@ impl RequestEncoder {
     }
 }
 
+impl RequestEncoder {
+    /// Frames for the last payload `piece` and the message's end: a `Data` frame whose body is
+    /// `trailer`, a `PutTrailer` flatbuffer (frame version 3).
+    ///
+    /// # Panics
+    /// When the message already ended.
+    pub fn frames_with_trailer(&mut self, piece: Bytes, trailer: &[u8]) -> Vec<OutFrame> {
+        let mut out = self.frames(piece, false);
+        out.push(frame(FrameKind::Data, self.request_id, true, trailer, Bytes::new()));
+        self.ended = true;
+        out
+    }
+}
+
 fn frame(kind: FrameKind, request_id: u64, end: bool, body: &[u8], payload: Bytes) -> OutFrame {
     let flags = if end { FLAG_END } else { 0 };
     #[expect(clippy::cast_possible_truncation, reason = "payloads are split at the frame cap, a u32")]

@@ -407,6 +407,27 @@ impl<D: Driver> Exchange<D> {
         Ok(())
     }
 
+    /// Sends the last `piece` of the body and ends it with `trailer`, a `PutTrailer` flatbuffer
+    /// (metadata the node commits with the object).
+    ///
+    /// # Errors
+    /// The connection's failure.
+    pub async fn send_with_trailer(&mut self, piece: Bytes, trailer: &[u8]) -> Result<(), ClientError> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Err(ClientError::protocol("request body unavailable"));
+        };
+        if encoder.is_ended() {
+            return Ok(());
+        }
+        for frame in encoder.frames_with_trailer(piece, trailer) {
+            self.credit_for(credit_cost(frame.payload.len())).await?;
+            if self.outbound.send(frame).await.is_err() {
+                return Err(self.closed_reason());
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until the body has `cost` bytes of credit and takes them. A request whose reply
     /// already ended needs none (the node drops the rest of its body).
     async fn credit_for(&self, cost: u64) -> Result<(), ClientError> {

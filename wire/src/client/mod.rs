@@ -36,6 +36,7 @@ pub mod chan;
 pub mod codec;
 pub mod connection;
 pub mod demux;
+pub mod digest;
 pub mod driver;
 mod error;
 pub mod list;
@@ -56,7 +57,9 @@ mod tests;
 pub use self::monoio::{MonoioClient, MonoioDriver};
 #[cfg(feature = "tokio")]
 pub use self::tokio::{ReaderSource, TokioClient, TokioDriver};
-pub use api::{Client, ClientConfig, GetStream, DEFAULT_PORT, MULTIPART_PARTS_MAX, MULTIPART_PART_BYTES_MIN};
+pub use api::{
+    Client, ClientConfig, GetStream, DEFAULT_PORT, DELETE_MANY_KEYS_MAX, MULTIPART_PARTS_MAX, MULTIPART_PART_BYTES_MIN,
+};
 pub use driver::Driver;
 pub use error::ClientError;
 pub use source::{BodySource, Pieces};

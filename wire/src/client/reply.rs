@@ -50,16 +50,39 @@ fn box_info(b: &fb::BoxInfo<'_>) -> BoxInfo {
     }
 }
 
+fn key_values<'a>(
+    v: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>,
+) -> Vec<(String, String)> {
+    v.map(|v| v.iter().map(|kv| (kv.key().to_owned(), kv.value().to_owned())).collect()).unwrap_or_default()
+}
+
+/// `DeleteManyReply`: one result per requested key, in request order (`expected` of them).
+///
+/// # Errors
+/// As [`reply`], a body of another kind, or a count other than `expected`.
+pub fn delete_many(body: &[u8], cap: u32, expected: usize) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+    let r = reply(body, cap)?;
+    let d = r.body_as_delete_many_reply().ok_or_else(|| unexpected("DeleteManyReply", &r))?;
+    let results: Vec<_> = d
+        .results()
+        .map(|v| v.iter().map(|x| x.error().map_or(Ok(()), |e| Err(ClientError::from_wire(&e)))).collect())
+        .unwrap_or_default();
+    if results.len() != expected {
+        return Err(ClientError::protocol(format!(
+            "a delete-many of {expected} keys was answered with {} results",
+            results.len()
+        )));
+    }
+    Ok(results)
+}
+
 fn candy_meta(m: &fb::CandyMeta<'_>) -> CandyMeta {
     CandyMeta {
         size: m.size(),
         checksum: m.checksum(),
         hlc: hlc(m.hlc()),
         content_type: m.content_type().unwrap_or_default().to_owned(),
-        user_meta: m
-            .user_meta()
-            .map(|v| v.iter().map(|kv| (kv.key().to_owned(), kv.value().to_owned())).collect())
-            .unwrap_or_default(),
+        user_meta: key_values(m.user_meta()),
         created_ms: m.created_ms(),
     }
 }
@@ -149,6 +172,7 @@ pub fn list_page(body: &[u8], cap: u32) -> Result<ListPage, ClientError> {
                     hlc: hlc(e.hlc()),
                     content_type: e.content_type().unwrap_or_default().to_owned(),
                     created_ms: e.created_ms(),
+                    user_meta: key_values(e.user_meta()),
                 })
                 .collect()
         })

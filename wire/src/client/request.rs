@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
-use super::types::{ByteRange, Condition, KeyRange, ListOptions, PutOptions};
+use super::types::{ByteRange, Condition, CopyOptions, KeyRange, ListOptions, MetaReplace, PutOptions};
 use crate::fb;
 
 fn finish<T>(mut fbb: FlatBufferBuilder<'_>, kind: fb::RequestBody, body: WIPOffset<T>) -> Bytes {
@@ -21,16 +21,75 @@ fn finish<T>(mut fbb: FlatBufferBuilder<'_>, kind: fb::RequestBody, body: WIPOff
 /// The `Condition` table of `condition` (`None`: no table, the mutation is unconditional).
 fn condition_table<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
-    condition: Option<Condition>,
+    condition: Option<&Condition>,
 ) -> Option<WIPOffset<fb::Condition<'a>>> {
+    let (mut meta_key, mut meta_value) = (None, None);
     let (kind, version, since_ms) = match condition? {
         Condition::IfAbsent => (fb::ConditionKind::IfAbsent, None, 0),
         Condition::IfVersion(h) => {
             (fb::ConditionKind::IfVersion, Some(fb::Hlc::new(h.physical_ms, h.logical, h.node)), 0)
         }
-        Condition::IfUnmodifiedSince(ms) => (fb::ConditionKind::IfUnmodifiedSince, None, ms),
+        Condition::IfUnmodifiedSince(ms) => (fb::ConditionKind::IfUnmodifiedSince, None, *ms),
+        Condition::IfMeta { key, value } => {
+            meta_key = Some(fbb.create_string(key));
+            meta_value = Some(fbb.create_string(value));
+            (fb::ConditionKind::IfMeta, None, 0)
+        }
     };
-    Some(fb::Condition::create(fbb, &fb::ConditionArgs { kind, version: version.as_ref(), since_ms }))
+    Some(fb::Condition::create(
+        fbb,
+        &fb::ConditionArgs { kind, version: version.as_ref(), since_ms, meta_key, meta_value },
+    ))
+}
+
+/// The `MetaReplace` table of `replace` (`None`: no table, metadata kept).
+fn replace_table<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    replace: Option<&MetaReplace>,
+) -> Option<WIPOffset<fb::MetaReplace<'a>>> {
+    let r = replace?;
+    let content_type = r.content_type.as_deref().map(|c| fbb.create_string(c));
+    let user_meta = crate::build::key_values(fbb, r.user_meta.iter().map(|(k, v)| (k, v)));
+    Some(fb::MetaReplace::create(fbb, &fb::MetaReplaceArgs { content_type, user_meta }))
+}
+
+/// A `PutTrailer` body: metadata that ends a streamed put (frame version 3).
+pub fn put_trailer(user_meta: &[(String, String)]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let meta = crate::build::key_values(&mut fbb, user_meta.iter().map(|(k, v)| (k, v)));
+    let t = fb::PutTrailer::create(&mut fbb, &fb::PutTrailerArgs { user_meta: meta });
+    fbb.finish(t, None);
+    let (vec, head) = fbb.collapse();
+    Bytes::from(vec).slice(head..)
+}
+
+/// `SetMeta`.
+pub fn set_meta(box_name: &str, key: &[u8], replace: &MetaReplace, condition: Option<&Condition>) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let key = fbb.create_vector(key);
+    let replace = replace_table(&mut fbb, Some(replace));
+    let condition = condition_table(&mut fbb, condition);
+    let body =
+        fb::SetMeta::create(&mut fbb, &fb::SetMetaArgs { box_name: Some(name), key: Some(key), replace, condition });
+    finish(fbb, fb::RequestBody::SetMeta, body)
+}
+
+/// `DeleteMany`: each key with its condition.
+pub fn delete_many(box_name: &str, keys: &[(Vec<u8>, Option<Condition>)]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let entries: Vec<_> = keys
+        .iter()
+        .map(|(k, c)| {
+            let key = Some(fbb.create_vector(k));
+            let condition = condition_table(&mut fbb, c.as_ref());
+            fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key, condition })
+        })
+        .collect();
+    let keys = fbb.create_vector(&entries);
+    let body = fb::DeleteMany::create(&mut fbb, &fb::DeleteManyArgs { box_name: Some(name), keys: Some(keys) });
+    finish(fbb, fb::RequestBody::DeleteMany, body)
 }
 
 fn size_field(size: Option<u64>) -> i64 {
@@ -78,7 +137,7 @@ pub fn put(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
     let key = fbb.create_vector(key);
     let content_type = options.content_type.as_deref().map(|c| fbb.create_string(c));
     let meta = crate::build::key_values(&mut fbb, options.user_meta.iter().map(|(k, v)| (k, v)));
-    let condition = condition_table(&mut fbb, options.condition);
+    let condition = condition_table(&mut fbb, options.condition.as_ref());
     let body = fb::Put::create(
         &mut fbb,
         &fb::PutArgs {
@@ -119,7 +178,7 @@ pub fn head(box_name: &str, key: &[u8]) -> Bytes {
 }
 
 /// `Delete`, only if the key meets `condition` (`None`: always).
-pub fn delete(box_name: &str, key: &[u8], condition: Option<Condition>) -> Bytes {
+pub fn delete(box_name: &str, key: &[u8], condition: Option<&Condition>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
@@ -147,6 +206,7 @@ pub fn list(box_name: &str, partition: u16, options: &ListOptions) -> Bytes {
             start_after,
             reverse: options.reverse,
             limit: options.limit,
+            with_meta: options.with_meta,
         },
     );
     finish(fbb, fb::RequestBody::List, body)
@@ -166,29 +226,37 @@ pub fn delete_range(box_name: &str, partition: u16, range: &KeyRange) -> Bytes {
 }
 
 /// `Copy` (run by the node).
-pub fn copy(box_name: &str, source_key: &[u8], target_key: &[u8], condition: Option<Condition>) -> Bytes {
+pub fn copy(box_name: &str, source_key: &[u8], target_key: &[u8], options: &CopyOptions) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let source = fbb.create_vector(source_key);
     let target = fbb.create_vector(target_key);
-    let condition = condition_table(&mut fbb, condition);
+    let condition = condition_table(&mut fbb, options.condition.as_ref());
+    let replace = replace_table(&mut fbb, options.replace.as_ref());
     let body = fb::Copy::create(
         &mut fbb,
-        &fb::CopyArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target), condition },
+        &fb::CopyArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target), condition, replace },
     );
     finish(fbb, fb::RequestBody::Copy, body)
 }
 
 /// `Rename` (run by the node).
-pub fn rename(box_name: &str, source_key: &[u8], target_key: &[u8], condition: Option<Condition>) -> Bytes {
+pub fn rename(box_name: &str, source_key: &[u8], target_key: &[u8], options: &CopyOptions) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let source = fbb.create_vector(source_key);
     let target = fbb.create_vector(target_key);
-    let condition = condition_table(&mut fbb, condition);
+    let condition = condition_table(&mut fbb, options.condition.as_ref());
+    let replace = replace_table(&mut fbb, options.replace.as_ref());
     let body = fb::Rename::create(
         &mut fbb,
-        &fb::RenameArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target), condition },
+        &fb::RenameArgs {
+            box_name: Some(name),
+            source_key: Some(source),
+            target_key: Some(target),
+            condition,
+            replace,
+        },
     );
     finish(fbb, fb::RequestBody::Rename, body)
 }
@@ -220,14 +288,30 @@ pub fn upload_part(box_name: &str, key: &[u8], upload_id: u64, part_number: u32,
 }
 
 /// `CompleteUpload`.
-pub fn complete_upload(box_name: &str, key: &[u8], upload_id: u64, part_numbers: &[u32]) -> Bytes {
+pub fn complete_upload(
+    box_name: &str,
+    key: &[u8],
+    upload_id: u64,
+    part_numbers: &[u32],
+    user_meta: &[(String, String)],
+    condition: Option<&Condition>,
+) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let parts = fbb.create_vector(part_numbers);
+    let user_meta = crate::build::key_values(&mut fbb, user_meta.iter().map(|(k, v)| (k, v)));
+    let condition = condition_table(&mut fbb, condition);
     let body = fb::CompleteUpload::create(
         &mut fbb,
-        &fb::CompleteUploadArgs { box_name: Some(name), key: Some(key), upload_id, part_numbers: Some(parts) },
+        &fb::CompleteUploadArgs {
+            box_name: Some(name),
+            key: Some(key),
+            upload_id,
+            part_numbers: Some(parts),
+            user_meta,
+            condition,
+        },
     );
     finish(fbb, fb::RequestBody::CompleteUpload, body)
 }
@@ -282,13 +366,21 @@ pub fn prepare_rename(box_name: &str, source_key: &[u8], target_key: &[u8]) -> B
 }
 
 /// `ZeroCopyPut`: `locator` goes into the body exactly as received.
-pub fn zero_copy_put(box_name: &str, key: &[u8], locator: &[u8], rename: Option<(&[u8], u16)>) -> Bytes {
+pub fn zero_copy_put(
+    box_name: &str,
+    key: &[u8],
+    locator: &[u8],
+    rename: Option<(&[u8], u16)>,
+    options: &CopyOptions,
+) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let locator = fbb.create_vector(locator);
     let rename_token = rename.map(|(t, _)| fbb.create_vector(t));
     let source_partition = rename.map_or(-1, |(_, p)| i32::from(p));
+    let condition = condition_table(&mut fbb, options.condition.as_ref());
+    let replace = replace_table(&mut fbb, options.replace.as_ref());
     let body = fb::ZeroCopyPut::create(
         &mut fbb,
         &fb::ZeroCopyPutArgs {
@@ -297,6 +389,8 @@ pub fn zero_copy_put(box_name: &str, key: &[u8], locator: &[u8], rename: Option<
             locator: Some(locator),
             rename_token,
             source_partition,
+            condition,
+            replace,
         },
     );
     finish(fbb, fb::RequestBody::ZeroCopyPut, body)

@@ -81,3 +81,33 @@ impl<S: BodySource> BodySource for Take<'_, S> {
         Ok(Some(piece))
     }
 }
+
+/// A source that hashes what passes through it (the digests of a multipart put, computed across
+/// its parts).
+pub struct Hashing<S> {
+    inner: S,
+    hashers: super::digest::Hashers,
+}
+
+impl<S: BodySource> Hashing<S> {
+    /// Hashes `inner`'s bytes with `hashers`.
+    pub fn new(inner: S, hashers: super::digest::Hashers) -> Self {
+        Hashing { inner, hashers }
+    }
+
+    /// The digests of everything read so far, as user-metadata entries (the hashers start
+    /// over).
+    pub fn take_digests(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.hashers).finish()
+    }
+}
+
+impl<S: BodySource> BodySource for Hashing<S> {
+    async fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
+        let piece = self.inner.next_piece().await?;
+        if let Some(p) = &piece {
+            self.hashers.update(p);
+        }
+        Ok(piece)
+    }
+}

@@ -6,7 +6,7 @@ use flatbuffers::FlatBufferBuilder;
 use super::codec::{Frame, FrameDecoder, OutFrame, RequestEncoder};
 use super::demux::{Demux, Inbound, Routed};
 use super::error::ClientError;
-use super::types::{ByteRange, Condition, Hlc, PutOptions};
+use super::types::{ByteRange, Condition, CopyOptions, Hlc, PutOptions};
 use super::{reply, request};
 use crate::fb;
 use crate::frame::{verify_request, FrameHeader, FrameKind, FLAG_END, FRAME_HEADER_BYTES};
@@ -102,6 +102,7 @@ fn a_request_round_trips_through_its_frame() {
             user_meta: vec![("a".into(), "b".into())],
             size: Some(3),
             condition: Some(Condition::IfVersion(Hlc { physical_ms: 1_700_000_000_000, logical: 2, node: 1 })),
+            digests: vec![],
         },
     );
     let mut enc = RequestEncoder::new(42, body, CAP).expect("fits");
@@ -446,13 +447,13 @@ fn a_relayed_locator_travels_byte_for_byte() {
     let start = relayed.locator.as_ptr() as usize - body.as_ptr() as usize;
     assert!(start + relayed.locator.len() <= body.len());
 
-    let req = request::zero_copy_put("b", b"dst", &relayed.locator, Some((&[9u8; 16], 3)));
+    let req = request::zero_copy_put("b", b"dst", &relayed.locator, Some((&[9u8; 16], 3)), &CopyOptions::default());
     let req = verify_request(&req, CAP).expect("verifies");
     let zc = req.body_as_zero_copy_put().expect("zero-copy put");
     assert_eq!(zc.locator().bytes(), &locator[..]);
     assert_eq!(zc.rename_token().map(|t| t.bytes().to_vec()), Some(vec![9u8; 16]));
     assert_eq!(zc.source_partition(), 3);
-    let copy = request::zero_copy_put("b", b"dst", &relayed.locator, None);
+    let copy = request::zero_copy_put("b", b"dst", &relayed.locator, None, &CopyOptions::default());
     assert_eq!(
         verify_request(&copy, CAP).expect("verifies").body_as_zero_copy_put().map(|z| z.source_partition()),
         Some(-1)

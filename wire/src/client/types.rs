@@ -136,6 +136,101 @@ pub struct PutOptions {
     pub size: Option<u64>,
     /// Store only if the key meets this (`None`: always).
     pub condition: Option<Condition>,
+    /// Digests the client computes while it streams the body and attaches at its end (in the
+    /// trailer of a streamed put, with the request of a put in one frame): user metadata named
+    /// by [`Digest::meta_key`], lowercase hex. Head, get and list return them.
+    pub digests: Vec<Digest>,
+}
+
+/// A content digest the client library can compute while it streams a put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Digest {
+    /// MD5 (S3's ETag of a single put).
+    Md5,
+    /// CRC-32 (ISO-HDLC; S3's `CRC32`).
+    Crc32,
+    /// CRC-32C (Castagnoli; S3's `CRC32C`).
+    Crc32c,
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+}
+
+impl Digest {
+    /// Every kind, in this order.
+    pub const ALL: [Digest; 5] = [Digest::Md5, Digest::Crc32, Digest::Crc32c, Digest::Sha1, Digest::Sha256];
+
+    /// Its short name (`md5`, `crc32`, `crc32c`, `sha1`, `sha256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Digest::Md5 => "md5",
+            Digest::Crc32 => "crc32",
+            Digest::Crc32c => "crc32c",
+            Digest::Sha1 => "sha1",
+            Digest::Sha256 => "sha256",
+        }
+    }
+
+    /// The user-metadata name its value is stored under (`digest-md5`, ...).
+    pub fn meta_key(self) -> &'static str {
+        match self {
+            Digest::Md5 => "digest-md5",
+            Digest::Crc32 => "digest-crc32",
+            Digest::Crc32c => "digest-crc32c",
+            Digest::Sha1 => "digest-sha1",
+            Digest::Sha256 => "digest-sha256",
+        }
+    }
+
+    /// The digest of `data`'s value in a `meta` list, if there.
+    pub fn find(self, meta: &[(String, String)]) -> Option<&str> {
+        meta.iter().find(|(k, _)| k == self.meta_key()).map(|(_, v)| v.as_str())
+    }
+
+    /// The condition "the key's object has this digest" (S3's If-Match on an ETag).
+    pub fn condition(self, hex: &str) -> Condition {
+        Condition::IfMeta { key: self.meta_key().to_string(), value: hex.to_ascii_lowercase() }
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Digest, String> {
+        Digest::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown digest `{s}`: one of md5, crc32, crc32c, sha1, sha256"))
+    }
+}
+
+/// Metadata that replaces an object's own: a copy's or rename's target (S3's REPLACE directive)
+/// or a set-meta. Both fields replace (an absent content type with none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaReplace {
+    /// The new content type.
+    pub content_type: Option<String>,
+    /// The new user metadata.
+    pub user_meta: Vec<(String, String)>,
+}
+
+/// What a copy or rename asks of its target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// Only if the target key meets this (`None`: always).
+    pub condition: Option<Condition>,
+    /// The target's metadata instead of the source's (`None`: kept).
+    pub replace: Option<MetaReplace>,
+}
+
+/// One key's outcome in a delete-many.
+#[derive(Debug, Clone)]
+pub struct DeleteOutcome {
+    /// The key.
+    pub key: Vec<u8>,
+    /// `Ok` when deleted (or already absent), else why not.
+    pub result: Result<(), super::ClientError>,
 }
 
 /// What a conditional put or delete requires of its key's current version. The node checks it
@@ -143,7 +238,7 @@ pub struct PutOptions {
 /// most one meets a condition the other's write breaks; a failed one is
 /// [`ClientError::PreconditionFailed`](super::ClientError::PreconditionFailed) with the key's
 /// current version, and nothing is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
     /// No live object under the key (S3's `If-None-Match: *`).
     IfAbsent,
@@ -153,6 +248,14 @@ pub enum Condition {
     /// The key holds a live object last written at or before this time, in milliseconds since
     /// the Unix epoch (S3's `If-Unmodified-Since`).
     IfUnmodifiedSince(u64),
+    /// The key holds a live object whose user metadata has entry `key` = `value`: a content
+    /// digest ([`Digest::condition`]; S3's `If-Match` with an ETag).
+    IfMeta {
+        /// The entry's name.
+        key: String,
+        /// Its value, compared byte for byte.
+        value: String,
+    },
 }
 
 impl fmt::Display for Hlc {
@@ -196,6 +299,9 @@ pub struct ListEntry {
     pub content_type: String,
     /// When it was written (Unix ms).
     pub created_ms: u64,
+    /// Its user metadata (digests included), when the listing asked for it
+    /// (`ListOptions::with_meta`).
+    pub user_meta: Vec<(String, String)>,
 }
 
 impl ListEntry {

@@ -97,14 +97,15 @@ impl ::flatbuffers::SimpleToVerifyInSlice for LocatorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CONDITION_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CONDITION_KIND: u8 = 3;
+pub const ENUM_MAX_CONDITION_KIND: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CONDITION_KIND: [ConditionKind; 4] = [
+pub const ENUM_VALUES_CONDITION_KIND: [ConditionKind; 5] = [
   ConditionKind::Always,
   ConditionKind::IfAbsent,
   ConditionKind::IfVersion,
   ConditionKind::IfUnmodifiedSince,
+  ConditionKind::IfMeta,
 ];
 
 /// What a conditional mutation requires of its key's current version, checked by the node when
@@ -125,14 +126,18 @@ impl ConditionKind {
   pub const IfVersion: Self = Self(2);
   /// The key holds a live object last written at or before `since_ms` (ms since the Unix epoch).
   pub const IfUnmodifiedSince: Self = Self(3);
+  /// The key holds a live object whose user metadata has `meta_key` = `meta_value` (a content
+  /// digest: S3's If-Match on an ETag).
+  pub const IfMeta: Self = Self(4);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_MAX: u8 = 4;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Always,
     Self::IfAbsent,
     Self::IfVersion,
     Self::IfUnmodifiedSince,
+    Self::IfMeta,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -141,6 +146,7 @@ impl ConditionKind {
       Self::IfAbsent => Some("IfAbsent"),
       Self::IfVersion => Some("IfVersion"),
       Self::IfUnmodifiedSince => Some("IfUnmodifiedSince"),
+      Self::IfMeta => Some("IfMeta"),
       _ => None,
     }
   }
@@ -290,10 +296,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for RangeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 24;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 26;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 25] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 27] = [
   RequestBody::NONE,
   RequestBody::CreateBox,
   RequestBody::DeleteBox,
@@ -319,6 +325,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 25] = [
   RequestBody::CompleteRename,
   RequestBody::Topology,
   RequestBody::Stats,
+  RequestBody::SetMeta,
+  RequestBody::DeleteMany,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -351,9 +359,11 @@ impl RequestBody {
   pub const CompleteRename: Self = Self(22);
   pub const Topology: Self = Self(23);
   pub const Stats: Self = Self(24);
+  pub const SetMeta: Self = Self(25);
+  pub const DeleteMany: Self = Self(26);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 24;
+  pub const ENUM_MAX: u8 = 26;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateBox,
@@ -380,6 +390,8 @@ impl RequestBody {
     Self::CompleteRename,
     Self::Topology,
     Self::Stats,
+    Self::SetMeta,
+    Self::DeleteMany,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -409,6 +421,8 @@ impl RequestBody {
       Self::CompleteRename => Some("CompleteRename"),
       Self::Topology => Some("Topology"),
       Self::Stats => Some("Stats"),
+      Self::SetMeta => Some("SetMeta"),
+      Self::DeleteMany => Some("DeleteMany"),
       _ => None,
     }
   }
@@ -708,10 +722,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for RenameOutcome {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY_BODY: u8 = 15;
+pub const ENUM_MAX_REPLY_BODY: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 16] = [
+pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 17] = [
   ReplyBody::NONE,
   ReplyBody::Done,
   ReplyBody::BoxReply,
@@ -728,6 +742,7 @@ pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 16] = [
   ReplyBody::RenameCompleted,
   ReplyBody::TopologyReply,
   ReplyBody::StatsReply,
+  ReplyBody::DeleteManyReply,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -751,9 +766,10 @@ impl ReplyBody {
   pub const RenameCompleted: Self = Self(13);
   pub const TopologyReply: Self = Self(14);
   pub const StatsReply: Self = Self(15);
+  pub const DeleteManyReply: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -771,6 +787,7 @@ impl ReplyBody {
     Self::RenameCompleted,
     Self::TopologyReply,
     Self::StatsReply,
+    Self::DeleteManyReply,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -791,6 +808,7 @@ impl ReplyBody {
       Self::RenameCompleted => Some("RenameCompleted"),
       Self::TopologyReply => Some("TopologyReply"),
       Self::StatsReply => Some("StatsReply"),
+      Self::DeleteManyReply => Some("DeleteManyReply"),
       _ => None,
     }
   }
@@ -2308,6 +2326,8 @@ impl<'a> Condition<'a> {
   pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
   pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
   pub const VT_SINCE_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_META_KEY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_META_VALUE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2320,6 +2340,8 @@ impl<'a> Condition<'a> {
   ) -> ::flatbuffers::WIPOffset<Condition<'bldr>> {
     let mut builder = ConditionBuilder::new(_fbb);
     builder.add_since_ms(args.since_ms);
+    if let Some(x) = args.meta_value { builder.add_meta_value(x); }
+    if let Some(x) = args.meta_key { builder.add_meta_key(x); }
     if let Some(x) = args.version { builder.add_version(x); }
     builder.add_kind(args.kind);
     builder.finish()
@@ -2347,6 +2369,20 @@ impl<'a> Condition<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Condition::VT_SINCE_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn meta_key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Condition::VT_META_KEY, None)}
+  }
+  #[inline]
+  pub fn meta_value(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Condition::VT_META_VALUE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Condition<'_> {
@@ -2358,6 +2394,8 @@ impl ::flatbuffers::Verifiable for Condition<'_> {
      .visit_field::<ConditionKind>("kind", Self::VT_KIND, false)?
      .visit_field::<Hlc>("version", Self::VT_VERSION, false)?
      .visit_field::<u64>("since_ms", Self::VT_SINCE_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("meta_key", Self::VT_META_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("meta_value", Self::VT_META_VALUE, false)?
      .finish();
     Ok(())
   }
@@ -2366,6 +2404,8 @@ pub struct ConditionArgs<'a> {
     pub kind: ConditionKind,
     pub version: Option<&'a Hlc>,
     pub since_ms: u64,
+    pub meta_key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub meta_value: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for ConditionArgs<'a> {
   #[inline]
@@ -2374,6 +2414,8 @@ impl<'a> Default for ConditionArgs<'a> {
       kind: ConditionKind::Always,
       version: None,
       since_ms: 0,
+      meta_key: None,
+      meta_value: None,
     }
   }
 }
@@ -2396,6 +2438,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConditionBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Condition::VT_SINCE_MS, since_ms, 0);
   }
   #[inline]
+  pub fn add_meta_key(&mut self, meta_key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Condition::VT_META_KEY, meta_key);
+  }
+  #[inline]
+  pub fn add_meta_value(&mut self, meta_value: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Condition::VT_META_VALUE, meta_value);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConditionBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ConditionBuilder {
@@ -2416,6 +2466,8 @@ impl ::core::fmt::Debug for Condition<'_> {
       ds.field("kind", &self.kind());
       ds.field("version", &self.version());
       ds.field("since_ms", &self.since_ms());
+      ds.field("meta_key", &self.meta_key());
+      ds.field("meta_value", &self.meta_value());
       ds.finish()
   }
 }
@@ -2860,6 +2912,7 @@ impl<'a> List<'a> {
   pub const VT_START_AFTER: ::flatbuffers::VOffsetT = 14;
   pub const VT_REVERSE: ::flatbuffers::VOffsetT = 16;
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 18;
+  pub const VT_WITH_META: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2878,6 +2931,7 @@ impl<'a> List<'a> {
     if let Some(x) = args.start { builder.add_start(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
     builder.add_partition(args.partition);
+    builder.add_with_meta(args.with_meta);
     builder.add_reverse(args.reverse);
     builder.finish()
   }
@@ -2940,6 +2994,15 @@ impl<'a> List<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(List::VT_LIMIT, Some(0)).unwrap()}
   }
+  /// Entries carry their user metadata too (`ListEntry.user_meta`), within the page's byte
+  /// budget. Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn with_meta(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(List::VT_WITH_META, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for List<'_> {
@@ -2956,6 +3019,7 @@ impl ::flatbuffers::Verifiable for List<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("start_after", Self::VT_START_AFTER, false)?
      .visit_field::<bool>("reverse", Self::VT_REVERSE, false)?
      .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<bool>("with_meta", Self::VT_WITH_META, false)?
      .finish();
     Ok(())
   }
@@ -2969,6 +3033,7 @@ pub struct ListArgs<'a> {
     pub start_after: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub reverse: bool,
     pub limit: u32,
+    pub with_meta: bool,
 }
 impl<'a> Default for ListArgs<'a> {
   #[inline]
@@ -2982,6 +3047,7 @@ impl<'a> Default for ListArgs<'a> {
       start_after: None,
       reverse: false,
       limit: 0,
+      with_meta: false,
     }
   }
 }
@@ -3024,6 +3090,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(List::VT_LIMIT, limit, 0);
   }
   #[inline]
+  pub fn add_with_meta(&mut self, with_meta: bool) {
+    self.fbb_.push_slot::<bool>(List::VT_WITH_META, with_meta, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ListBuilder {
@@ -3050,6 +3120,7 @@ impl ::core::fmt::Debug for List<'_> {
       ds.field("start_after", &self.start_after());
       ds.field("reverse", &self.reverse());
       ds.field("limit", &self.limit());
+      ds.field("with_meta", &self.with_meta());
       ds.finish()
   }
 }
@@ -3240,6 +3311,7 @@ impl<'a> Copy<'a> {
   pub const VT_SOURCE_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_TARGET_KEY: ::flatbuffers::VOffsetT = 8;
   pub const VT_CONDITION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REPLACE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3251,6 +3323,7 @@ impl<'a> Copy<'a> {
     args: &'args CopyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Copy<'bldr>> {
     let mut builder = CopyBuilder::new(_fbb);
+    if let Some(x) = args.replace { builder.add_replace(x); }
     if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.target_key { builder.add_target_key(x); }
     if let Some(x) = args.source_key { builder.add_source_key(x); }
@@ -3288,6 +3361,15 @@ impl<'a> Copy<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(Copy::VT_CONDITION, None)}
   }
+  /// The target's content type and user metadata instead of the source's (S3's REPLACE
+  /// directive); absent: kept. Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn replace(&self) -> Option<MetaReplace<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MetaReplace>>(Copy::VT_REPLACE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Copy<'_> {
@@ -3300,6 +3382,7 @@ impl ::flatbuffers::Verifiable for Copy<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("source_key", Self::VT_SOURCE_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("target_key", Self::VT_TARGET_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MetaReplace>>("replace", Self::VT_REPLACE, false)?
      .finish();
     Ok(())
   }
@@ -3309,6 +3392,7 @@ pub struct CopyArgs<'a> {
     pub source_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub target_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+    pub replace: Option<::flatbuffers::WIPOffset<MetaReplace<'a>>>,
 }
 impl<'a> Default for CopyArgs<'a> {
   #[inline]
@@ -3318,6 +3402,7 @@ impl<'a> Default for CopyArgs<'a> {
       source_key: None, // required field
       target_key: None, // required field
       condition: None,
+      replace: None,
     }
   }
 }
@@ -3344,6 +3429,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CopyBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(Copy::VT_CONDITION, condition);
   }
   #[inline]
+  pub fn add_replace(&mut self, replace: ::flatbuffers::WIPOffset<MetaReplace<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MetaReplace>>(Copy::VT_REPLACE, replace);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CopyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CopyBuilder {
@@ -3368,6 +3457,7 @@ impl ::core::fmt::Debug for Copy<'_> {
       ds.field("source_key", &self.source_key());
       ds.field("target_key", &self.target_key());
       ds.field("condition", &self.condition());
+      ds.field("replace", &self.replace());
       ds.finish()
   }
 }
@@ -3391,6 +3481,7 @@ impl<'a> Rename<'a> {
   pub const VT_SOURCE_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_TARGET_KEY: ::flatbuffers::VOffsetT = 8;
   pub const VT_CONDITION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REPLACE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3402,6 +3493,7 @@ impl<'a> Rename<'a> {
     args: &'args RenameArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Rename<'bldr>> {
     let mut builder = RenameBuilder::new(_fbb);
+    if let Some(x) = args.replace { builder.add_replace(x); }
     if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.target_key { builder.add_target_key(x); }
     if let Some(x) = args.source_key { builder.add_source_key(x); }
@@ -3440,6 +3532,14 @@ impl<'a> Rename<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(Rename::VT_CONDITION, None)}
   }
+  /// As `Copy.replace`. Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn replace(&self) -> Option<MetaReplace<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MetaReplace>>(Rename::VT_REPLACE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Rename<'_> {
@@ -3452,6 +3552,7 @@ impl ::flatbuffers::Verifiable for Rename<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("source_key", Self::VT_SOURCE_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("target_key", Self::VT_TARGET_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MetaReplace>>("replace", Self::VT_REPLACE, false)?
      .finish();
     Ok(())
   }
@@ -3461,6 +3562,7 @@ pub struct RenameArgs<'a> {
     pub source_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub target_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+    pub replace: Option<::flatbuffers::WIPOffset<MetaReplace<'a>>>,
 }
 impl<'a> Default for RenameArgs<'a> {
   #[inline]
@@ -3470,6 +3572,7 @@ impl<'a> Default for RenameArgs<'a> {
       source_key: None, // required field
       target_key: None, // required field
       condition: None,
+      replace: None,
     }
   }
 }
@@ -3496,6 +3599,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RenameBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(Rename::VT_CONDITION, condition);
   }
   #[inline]
+  pub fn add_replace(&mut self, replace: ::flatbuffers::WIPOffset<MetaReplace<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MetaReplace>>(Rename::VT_REPLACE, replace);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RenameBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RenameBuilder {
@@ -3520,6 +3627,606 @@ impl ::core::fmt::Debug for Rename<'_> {
       ds.field("source_key", &self.source_key());
       ds.field("target_key", &self.target_key());
       ds.field("condition", &self.condition());
+      ds.field("replace", &self.replace());
+      ds.finish()
+  }
+}
+pub enum MetaReplaceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Metadata that replaces an object's own (copy, rename, set-meta): both fields replace, an
+/// absent one with nothing. Appended in schema v1 (issue 14).
+pub struct MetaReplace<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MetaReplace<'a> {
+  type Inner = MetaReplace<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MetaReplace<'a> {
+  pub const VT_CONTENT_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER_META: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MetaReplace { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MetaReplaceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MetaReplace<'bldr>> {
+    let mut builder = MetaReplaceBuilder::new(_fbb);
+    if let Some(x) = args.user_meta { builder.add_user_meta(x); }
+    if let Some(x) = args.content_type { builder.add_content_type(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn content_type(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetaReplace::VT_CONTENT_TYPE, None)}
+  }
+  #[inline]
+  pub fn user_meta(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue>>>>(MetaReplace::VT_USER_META, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MetaReplace<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content_type", Self::VT_CONTENT_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyValue>>>>("user_meta", Self::VT_USER_META, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MetaReplaceArgs<'a> {
+    pub content_type: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user_meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
+}
+impl<'a> Default for MetaReplaceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MetaReplaceArgs {
+      content_type: None,
+      user_meta: None,
+    }
+  }
+}
+
+pub struct MetaReplaceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetaReplaceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_content_type(&mut self, content_type: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetaReplace::VT_CONTENT_TYPE, content_type);
+  }
+  #[inline]
+  pub fn add_user_meta(&mut self, user_meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeyValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetaReplace::VT_USER_META, user_meta);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetaReplaceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MetaReplaceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MetaReplace<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MetaReplace<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MetaReplace");
+      ds.field("content_type", &self.content_type());
+      ds.field("user_meta", &self.user_meta());
+      ds.finish()
+  }
+}
+pub enum SetMetaOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Rewrites the metadata of a live object in place (no byte of it moves): a new version of the
+/// key with the same bytes. Appended in schema v1 (issue 14).
+pub struct SetMeta<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetMeta<'a> {
+  type Inner = SetMeta<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetMeta<'a> {
+  pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REPLACE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetMeta { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetMetaArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetMeta<'bldr>> {
+    let mut builder = SetMetaBuilder::new(_fbb);
+    if let Some(x) = args.condition { builder.add_condition(x); }
+    if let Some(x) = args.replace { builder.add_replace(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    if let Some(x) = args.box_name { builder.add_box_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn box_name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetMeta::VT_BOX_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(SetMeta::VT_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn replace(&self) -> MetaReplace<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MetaReplace>>(SetMeta::VT_REPLACE, None).unwrap()}
+  }
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(SetMeta::VT_CONDITION, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetMeta<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MetaReplace>>("replace", Self::VT_REPLACE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetMetaArgs<'a> {
+    pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub replace: Option<::flatbuffers::WIPOffset<MetaReplace<'a>>>,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+}
+impl<'a> Default for SetMetaArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetMetaArgs {
+      box_name: None, // required field
+      key: None, // required field
+      replace: None, // required field
+      condition: None,
+    }
+  }
+}
+
+pub struct SetMetaBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetMetaBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_box_name(&mut self, box_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetMeta::VT_BOX_NAME, box_name);
+  }
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetMeta::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_replace(&mut self, replace: ::flatbuffers::WIPOffset<MetaReplace<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MetaReplace>>(SetMeta::VT_REPLACE, replace);
+  }
+  #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(SetMeta::VT_CONDITION, condition);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetMetaBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetMetaBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetMeta<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetMeta::VT_BOX_NAME,"box_name");
+    self.fbb_.required(o, SetMeta::VT_KEY,"key");
+    self.fbb_.required(o, SetMeta::VT_REPLACE,"replace");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetMeta<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetMeta");
+      ds.field("box_name", &self.box_name());
+      ds.field("key", &self.key());
+      ds.field("replace", &self.replace());
+      ds.field("condition", &self.condition());
+      ds.finish()
+  }
+}
+pub enum DeleteKeyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One key of a `DeleteMany`.
+pub struct DeleteKey<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteKey<'a> {
+  type Inner = DeleteKey<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteKey<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteKey { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteKeyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteKey<'bldr>> {
+    let mut builder = DeleteKeyBuilder::new(_fbb);
+    if let Some(x) = args.condition { builder.add_condition(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeleteKey::VT_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(DeleteKey::VT_CONDITION, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteKey<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteKeyArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+}
+impl<'a> Default for DeleteKeyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteKeyArgs {
+      key: None, // required field
+      condition: None,
+    }
+  }
+}
+
+pub struct DeleteKeyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteKeyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteKey::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(DeleteKey::VT_CONDITION, condition);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteKeyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteKeyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteKey<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeleteKey::VT_KEY,"key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteKey<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteKey");
+      ds.field("key", &self.key());
+      ds.field("condition", &self.condition());
+      ds.finish()
+  }
+}
+pub enum DeleteManyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Deletes up to 1,000 keys of one Box (each as `Delete`); the node fans them out per partition.
+/// The reply is a `DeleteManyReply` with one result per key, in request order. Appended in
+/// schema v1 (issue 14).
+pub struct DeleteMany<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteMany<'a> {
+  type Inner = DeleteMany<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteMany<'a> {
+  pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEYS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteMany { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteManyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteMany<'bldr>> {
+    let mut builder = DeleteManyBuilder::new(_fbb);
+    if let Some(x) = args.keys { builder.add_keys(x); }
+    if let Some(x) = args.box_name { builder.add_box_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn box_name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeleteMany::VT_BOX_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn keys(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeleteKey<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeleteKey>>>>(DeleteMany::VT_KEYS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteMany<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeleteKey>>>>("keys", Self::VT_KEYS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteManyArgs<'a> {
+    pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub keys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeleteKey<'a>>>>>,
+}
+impl<'a> Default for DeleteManyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteManyArgs {
+      box_name: None, // required field
+      keys: None, // required field
+    }
+  }
+}
+
+pub struct DeleteManyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteManyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_box_name(&mut self, box_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteMany::VT_BOX_NAME, box_name);
+  }
+  #[inline]
+  pub fn add_keys(&mut self, keys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeleteKey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteMany::VT_KEYS, keys);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteManyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteManyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteMany<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeleteMany::VT_BOX_NAME,"box_name");
+    self.fbb_.required(o, DeleteMany::VT_KEYS,"keys");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteMany<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteMany");
+      ds.field("box_name", &self.box_name());
+      ds.field("keys", &self.keys());
+      ds.finish()
+  }
+}
+pub enum PutTrailerOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The body of the `Data` frame that ends a streamed put (frame version 3, with `FLAG_END`):
+/// metadata committed with the object, added to (and for a repeated key replacing) the put's
+/// `user_meta` — a digest the sender computed while streaming. Appended in schema v1 (issue 14).
+pub struct PutTrailer<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PutTrailer<'a> {
+  type Inner = PutTrailer<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PutTrailer<'a> {
+  pub const VT_USER_META: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PutTrailer { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PutTrailerArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PutTrailer<'bldr>> {
+    let mut builder = PutTrailerBuilder::new(_fbb);
+    if let Some(x) = args.user_meta { builder.add_user_meta(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user_meta(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue>>>>(PutTrailer::VT_USER_META, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PutTrailer<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyValue>>>>("user_meta", Self::VT_USER_META, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PutTrailerArgs<'a> {
+    pub user_meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
+}
+impl<'a> Default for PutTrailerArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PutTrailerArgs {
+      user_meta: None,
+    }
+  }
+}
+
+pub struct PutTrailerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutTrailerBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user_meta(&mut self, user_meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeyValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PutTrailer::VT_USER_META, user_meta);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutTrailerBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PutTrailerBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PutTrailer<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PutTrailer<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PutTrailer");
+      ds.field("user_meta", &self.user_meta());
       ds.finish()
   }
 }
@@ -3859,6 +4566,8 @@ impl<'a> CompleteUpload<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_UPLOAD_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_PART_NUMBERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_USER_META: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3871,6 +4580,8 @@ impl<'a> CompleteUpload<'a> {
   ) -> ::flatbuffers::WIPOffset<CompleteUpload<'bldr>> {
     let mut builder = CompleteUploadBuilder::new(_fbb);
     builder.add_upload_id(args.upload_id);
+    if let Some(x) = args.condition { builder.add_condition(x); }
+    if let Some(x) = args.user_meta { builder.add_user_meta(x); }
     if let Some(x) = args.part_numbers { builder.add_part_numbers(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
@@ -3906,6 +4617,23 @@ impl<'a> CompleteUpload<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(CompleteUpload::VT_PART_NUMBERS, None)}
   }
+  /// Added to the upload's user metadata (a repeated key replaces), committed with the object.
+  /// Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn user_meta(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue>>>>(CompleteUpload::VT_USER_META, None)}
+  }
+  /// The completion is committed only if the key meets this. Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(CompleteUpload::VT_CONDITION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for CompleteUpload<'_> {
@@ -3918,6 +4646,8 @@ impl ::flatbuffers::Verifiable for CompleteUpload<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
      .visit_field::<u64>("upload_id", Self::VT_UPLOAD_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("part_numbers", Self::VT_PART_NUMBERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyValue>>>>("user_meta", Self::VT_USER_META, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
      .finish();
     Ok(())
   }
@@ -3927,6 +4657,8 @@ pub struct CompleteUploadArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub upload_id: u64,
     pub part_numbers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub user_meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
 }
 impl<'a> Default for CompleteUploadArgs<'a> {
   #[inline]
@@ -3936,6 +4668,8 @@ impl<'a> Default for CompleteUploadArgs<'a> {
       key: None, // required field
       upload_id: 0,
       part_numbers: None,
+      user_meta: None,
+      condition: None,
     }
   }
 }
@@ -3962,6 +4696,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CompleteUploadBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CompleteUpload::VT_PART_NUMBERS, part_numbers);
   }
   #[inline]
+  pub fn add_user_meta(&mut self, user_meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeyValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CompleteUpload::VT_USER_META, user_meta);
+  }
+  #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(CompleteUpload::VT_CONDITION, condition);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CompleteUploadBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CompleteUploadBuilder {
@@ -3985,6 +4727,8 @@ impl ::core::fmt::Debug for CompleteUpload<'_> {
       ds.field("key", &self.key());
       ds.field("upload_id", &self.upload_id());
       ds.field("part_numbers", &self.part_numbers());
+      ds.field("user_meta", &self.user_meta());
+      ds.field("condition", &self.condition());
       ds.finish()
   }
 }
@@ -4638,6 +5382,8 @@ impl<'a> ZeroCopyPut<'a> {
   pub const VT_LOCATOR: ::flatbuffers::VOffsetT = 8;
   pub const VT_RENAME_TOKEN: ::flatbuffers::VOffsetT = 10;
   pub const VT_SOURCE_PARTITION: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CONDITION: ::flatbuffers::VOffsetT = 14;
+  pub const VT_REPLACE: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4649,6 +5395,8 @@ impl<'a> ZeroCopyPut<'a> {
     args: &'args ZeroCopyPutArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ZeroCopyPut<'bldr>> {
     let mut builder = ZeroCopyPutBuilder::new(_fbb);
+    if let Some(x) = args.replace { builder.add_replace(x); }
+    if let Some(x) = args.condition { builder.add_condition(x); }
     builder.add_source_partition(args.source_partition);
     if let Some(x) = args.rename_token { builder.add_rename_token(x); }
     if let Some(x) = args.locator { builder.add_locator(x); }
@@ -4705,6 +5453,23 @@ impl<'a> ZeroCopyPut<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(ZeroCopyPut::VT_SOURCE_PARTITION, Some(-1)).unwrap()}
   }
+  /// Only if `key` meets this (absent: always). Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn condition(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(ZeroCopyPut::VT_CONDITION, None)}
+  }
+  /// As `Copy.replace`: the written object's metadata instead of the locator's. Appended in
+  /// schema v1 (issue 14).
+  #[inline]
+  pub fn replace(&self) -> Option<MetaReplace<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MetaReplace>>(ZeroCopyPut::VT_REPLACE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ZeroCopyPut<'_> {
@@ -4718,6 +5483,8 @@ impl ::flatbuffers::Verifiable for ZeroCopyPut<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("locator", Self::VT_LOCATOR, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("rename_token", Self::VT_RENAME_TOKEN, false)?
      .visit_field::<i32>("source_partition", Self::VT_SOURCE_PARTITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MetaReplace>>("replace", Self::VT_REPLACE, false)?
      .finish();
     Ok(())
   }
@@ -4728,6 +5495,8 @@ pub struct ZeroCopyPutArgs<'a> {
     pub locator: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub rename_token: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub source_partition: i32,
+    pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+    pub replace: Option<::flatbuffers::WIPOffset<MetaReplace<'a>>>,
 }
 impl<'a> Default for ZeroCopyPutArgs<'a> {
   #[inline]
@@ -4738,6 +5507,8 @@ impl<'a> Default for ZeroCopyPutArgs<'a> {
       locator: None, // required field
       rename_token: None,
       source_partition: -1,
+      condition: None,
+      replace: None,
     }
   }
 }
@@ -4768,6 +5539,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ZeroCopyPutBuilder<'a, 'b, A>
     self.fbb_.push_slot::<i32>(ZeroCopyPut::VT_SOURCE_PARTITION, source_partition, -1);
   }
   #[inline]
+  pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(ZeroCopyPut::VT_CONDITION, condition);
+  }
+  #[inline]
+  pub fn add_replace(&mut self, replace: ::flatbuffers::WIPOffset<MetaReplace<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MetaReplace>>(ZeroCopyPut::VT_REPLACE, replace);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ZeroCopyPutBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ZeroCopyPutBuilder {
@@ -4793,6 +5572,8 @@ impl ::core::fmt::Debug for ZeroCopyPut<'_> {
       ds.field("locator", &self.locator());
       ds.field("rename_token", &self.rename_token());
       ds.field("source_partition", &self.source_partition());
+      ds.field("condition", &self.condition());
+      ds.field("replace", &self.replace());
       ds.finish()
   }
 }
@@ -5495,6 +6276,36 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_meta(&self) -> Option<SetMeta<'a>> {
+    if self.body_type() == RequestBody::SetMeta {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetMeta::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_many(&self) -> Option<DeleteMany<'a>> {
+    if self.body_type() == RequestBody::DeleteMany {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteMany::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -5529,6 +6340,8 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::CompleteRename => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompleteRename>>("RequestBody::CompleteRename", pos),
           RequestBody::Topology => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Topology>>("RequestBody::Topology", pos),
           RequestBody::Stats => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Stats>>("RequestBody::Stats", pos),
+          RequestBody::SetMeta => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetMeta>>("RequestBody::SetMeta", pos),
+          RequestBody::DeleteMany => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteMany>>("RequestBody::DeleteMany", pos),
           _ => Ok(()),
         }
      })?
@@ -5746,6 +6559,20 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::Stats => {
           if let Some(x) = self.body_as_stats() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::SetMeta => {
+          if let Some(x) = self.body_as_set_meta() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DeleteMany => {
+          if let Some(x) = self.body_as_delete_many() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6899,6 +7726,7 @@ impl<'a> ListEntry<'a> {
   pub const VT_HLC: ::flatbuffers::VOffsetT = 10;
   pub const VT_CONTENT_TYPE: ::flatbuffers::VOffsetT = 12;
   pub const VT_CREATED_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_USER_META: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6912,6 +7740,7 @@ impl<'a> ListEntry<'a> {
     let mut builder = ListEntryBuilder::new(_fbb);
     builder.add_created_ms(args.created_ms);
     builder.add_size(args.size);
+    if let Some(x) = args.user_meta { builder.add_user_meta(x); }
     if let Some(x) = args.content_type { builder.add_content_type(x); }
     if let Some(x) = args.hlc { builder.add_hlc(x); }
     builder.add_checksum(args.checksum);
@@ -6962,6 +7791,14 @@ impl<'a> ListEntry<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ListEntry::VT_CREATED_MS, Some(0)).unwrap()}
   }
+  /// With `List.with_meta`. Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn user_meta(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue>>>>(ListEntry::VT_USER_META, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ListEntry<'_> {
@@ -6976,6 +7813,7 @@ impl ::flatbuffers::Verifiable for ListEntry<'_> {
      .visit_field::<Hlc>("hlc", Self::VT_HLC, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content_type", Self::VT_CONTENT_TYPE, false)?
      .visit_field::<u64>("created_ms", Self::VT_CREATED_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyValue>>>>("user_meta", Self::VT_USER_META, false)?
      .finish();
     Ok(())
   }
@@ -6987,6 +7825,7 @@ pub struct ListEntryArgs<'a> {
     pub hlc: Option<&'a Hlc>,
     pub content_type: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub created_ms: u64,
+    pub user_meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
 }
 impl<'a> Default for ListEntryArgs<'a> {
   #[inline]
@@ -6998,6 +7837,7 @@ impl<'a> Default for ListEntryArgs<'a> {
       hlc: None,
       content_type: None,
       created_ms: 0,
+      user_meta: None,
     }
   }
 }
@@ -7032,6 +7872,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListEntryBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(ListEntry::VT_CREATED_MS, created_ms, 0);
   }
   #[inline]
+  pub fn add_user_meta(&mut self, user_meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeyValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListEntry::VT_USER_META, user_meta);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListEntryBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ListEntryBuilder {
@@ -7055,6 +7899,7 @@ impl ::core::fmt::Debug for ListEntry<'_> {
       ds.field("hlc", &self.hlc());
       ds.field("content_type", &self.content_type());
       ds.field("created_ms", &self.created_ms());
+      ds.field("user_meta", &self.user_meta());
       ds.finish()
   }
 }
@@ -8638,6 +9483,200 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.finish()
   }
 }
+pub enum DeleteResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One key's outcome in a `DeleteMany`: `error` absent when it was deleted (or already absent).
+pub struct DeleteResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteResult<'a> {
+  type Inner = DeleteResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteResult<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteResult<'bldr>> {
+    let mut builder = DeleteResultBuilder::new(_fbb);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(DeleteResult::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteResultArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+}
+impl<'a> Default for DeleteResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteResultArgs {
+      error: None,
+    }
+  }
+}
+
+pub struct DeleteResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(DeleteResult::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteResult");
+      ds.field("error", &self.error());
+      ds.finish()
+  }
+}
+pub enum DeleteManyReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteManyReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteManyReply<'a> {
+  type Inner = DeleteManyReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteManyReply<'a> {
+  pub const VT_RESULTS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteManyReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteManyReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteManyReply<'bldr>> {
+    let mut builder = DeleteManyReplyBuilder::new(_fbb);
+    if let Some(x) = args.results { builder.add_results(x); }
+    builder.finish()
+  }
+
+
+  /// One per requested key, in request order.
+  #[inline]
+  pub fn results(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeleteResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeleteResult>>>>(DeleteManyReply::VT_RESULTS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteManyReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeleteResult>>>>("results", Self::VT_RESULTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteManyReplyArgs<'a> {
+    pub results: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeleteResult<'a>>>>>,
+}
+impl<'a> Default for DeleteManyReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteManyReplyArgs {
+      results: None,
+    }
+  }
+}
+
+pub struct DeleteManyReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteManyReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_results(&mut self, results: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeleteResult<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteManyReply::VT_RESULTS, results);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteManyReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteManyReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteManyReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteManyReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteManyReply");
+      ds.field("results", &self.results());
+      ds.finish()
+  }
+}
 pub enum ReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8922,6 +9961,21 @@ impl<'a> Reply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_many_reply(&self) -> Option<DeleteManyReply<'a>> {
+    if self.body_type() == ReplyBody::DeleteManyReply {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteManyReply::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Reply<'_> {
@@ -8948,6 +10002,7 @@ impl ::flatbuffers::Verifiable for Reply<'_> {
           ReplyBody::RenameCompleted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RenameCompleted>>("ReplyBody::RenameCompleted", pos),
           ReplyBody::TopologyReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TopologyReply>>("ReplyBody::TopologyReply", pos),
           ReplyBody::StatsReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatsReply>>("ReplyBody::StatsReply", pos),
+          ReplyBody::DeleteManyReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteManyReply>>("ReplyBody::DeleteManyReply", pos),
           _ => Ok(()),
         }
      })?
@@ -9109,6 +10164,13 @@ impl ::core::fmt::Debug for Reply<'_> {
         },
         ReplyBody::StatsReply => {
           if let Some(x) = self.body_as_stats_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ReplyBody::DeleteManyReply => {
+          if let Some(x) = self.body_as_delete_many_reply() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
