@@ -371,6 +371,41 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
     control.extend_from_slice(&FrameHeader::cancel(2));
     seeds.push(("credit-cancel", control));
 
+    // Version 3 (issue 14): a put whose last data frame carries a trailer of digests; a
+    // set-meta; a delete-many of two keys, one conditional.
+    fbb.reset();
+    let (name, key) = (fbb.create_string("photos"), fbb.create_vector(b"cat.jpg"));
+    let put = fb::Put::create(&mut fbb, &fb::PutArgs { box_name: Some(name), key: Some(key), content_type: None, user_meta: None, size: -1, condition: None });
+    let body = request(&mut fbb, fb::RequestBody::Put, put.as_union_value());
+    let (k, v) = (fbb.create_string("digest-md5"), fbb.create_string("9e107d9d372bb6826bd81d3542a419d6"));
+    let kv = fb::KeyValue::create(&mut fbb, &fb::KeyValueArgs { key: Some(k), value: Some(v) });
+    let meta = fbb.create_vector(&[kv]);
+    let trailer = fb::PutTrailer::create(&mut fbb, &fb::PutTrailerArgs { user_meta: Some(meta) });
+    fbb.finish(trailer, None);
+    let trailer = fbb.finished_data().to_vec();
+    fbb.reset();
+    let mut stream = frame(FrameKind::Request, 5, 0, &body, b"01");
+    stream.extend(frame(FrameKind::Data, 5, FLAG_END, &trailer, b"23"));
+    seeds.push(("put-trailer", stream));
+
+    let (name, key, ct) = (fbb.create_string("photos"), fbb.create_vector(b"cat.jpg"), fbb.create_string("image/png"));
+    let replace = fb::MetaReplace::create(&mut fbb, &fb::MetaReplaceArgs { content_type: Some(ct), user_meta: None });
+    let (mk, mv) = (fbb.create_string("digest-md5"), fbb.create_string("00"));
+    let condition = fb::Condition::create(&mut fbb, &fb::ConditionArgs { kind: fb::ConditionKind::IfMeta, meta_key: Some(mk), meta_value: Some(mv), ..Default::default() });
+    let set = fb::SetMeta::create(&mut fbb, &fb::SetMetaArgs { box_name: Some(name), key: Some(key), replace: Some(replace), condition: Some(condition) });
+    let body = request(&mut fbb, fb::RequestBody::SetMeta, set.as_union_value());
+    seeds.push(("set-meta", frame(FrameKind::Request, 6, FLAG_END, &body, &[])));
+
+    let name = fbb.create_string("photos");
+    let (k1, k2) = (fbb.create_vector(b"a"), fbb.create_vector(b"b"));
+    let absent = fb::Condition::create(&mut fbb, &fb::ConditionArgs { kind: fb::ConditionKind::IfAbsent, ..Default::default() });
+    let d1 = fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key: Some(k1), condition: None });
+    let d2 = fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key: Some(k2), condition: Some(absent) });
+    let keys = fbb.create_vector(&[d1, d2]);
+    let many = fb::DeleteMany::create(&mut fbb, &fb::DeleteManyArgs { box_name: Some(name), keys: Some(keys) });
+    let body = request(&mut fbb, fb::RequestBody::DeleteMany, many.as_union_value());
+    seeds.push(("delete-many", frame(FrameKind::Request, 7, FLAG_END, &body, &[])));
+
     for (name, bytes) in &seeds {
         assert!(!bytes.is_empty(), "empty seed {name}");
     }

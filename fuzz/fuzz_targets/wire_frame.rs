@@ -10,7 +10,8 @@
 //! Checked, besides "returns a typed error, never panics":
 //! - an accepted header re-encodes to exactly its 32 bytes;
 //! - an accepted header's body plus payload never exceed the cap it was decoded with;
-//! - a data frame never has a body, a request or reply frame always has one;
+//! - a data frame has a body only when it ends a version-3 stream (a `PutTrailer`, verified on
+//!   its own); a request or reply frame always has one;
 //! - a body the node's point-request reader (`read_point_request`) accepts, the verifier accepts,
 //!   and both read the same Box name, key and range;
 //! - a `Credit` frame (version 2) has exactly an 8-byte body and no payload, a `Cancel` frame
@@ -19,8 +20,8 @@
 
 use candybox_wire::{
     frame::{
-        credit_grant, verify_locator, verify_reply, verify_request, FrameHeader, FrameKind, CREDIT_BODY_BYTES,
-        FRAME_HEADER_BYTES,
+        credit_grant, verify_locator, verify_reply, verify_request, verify_trailer, FrameHeader, FrameKind,
+        CREDIT_BODY_BYTES, FRAME_HEADER_BYTES, FRAME_VERSION_TRAILER,
     },
     point::{read_point_request, PointRequest},
     FRAME_MAGIC,
@@ -44,7 +45,10 @@ fn read_stream(mut data: &[u8]) {
         assert_eq!(&header.encode(), head, "an accepted header does not re-encode to its bytes");
         assert!(header.frame_len() as u64 <= u64::from(CAP), "a header past the cap was accepted");
         match header.kind {
-            FrameKind::Data => assert_eq!(header.body_len, 0, "a data frame with a body was accepted"),
+            FrameKind::Data => assert!(
+                header.body_len == 0 || (header.version >= FRAME_VERSION_TRAILER && header.is_end()),
+                "a data frame with a body was accepted outside a version-3 stream's end"
+            ),
             FrameKind::Request | FrameKind::Reply => assert!(header.body_len > 0, "an empty body was accepted"),
             FrameKind::Credit => {
                 assert!(header.version >= 2, "a credit frame in version 1 was accepted");
@@ -98,7 +102,12 @@ fn walk_body(kind: FrameKind, body: &[u8]) {
         FrameKind::Credit => {
             std::hint::black_box(credit_grant(body));
         }
-        FrameKind::Data | FrameKind::Cancel => {}
+        FrameKind::Data => {
+            if let Ok(trailer) = verify_trailer(body, CAP) {
+                std::hint::black_box(format!("{trailer:?}"));
+            }
+        }
+        FrameKind::Cancel => {}
     }
     // Whatever the frame said, the body bytes are also tried as a bare relayed locator.
     if let Ok(locator) = verify_locator(body, CAP) {
