@@ -247,6 +247,13 @@ pub enum Error {
         /// The key's current version.
         current: Option<crate::hlc::Hlc>,
     },
+    /// A read of a versioned Box's version that is a delete marker (S3 answers 405 Method Not
+    /// Allowed): the version exists, but holds no object.
+    #[error("version {version} is a delete marker")]
+    DeleteMarker {
+        /// The version asked for.
+        version: crate::hlc::Hlc,
+    },
     /// The file system has no room for new data. Writes are refused until space is freed;
     /// reads, deletes and garbage collection go on.
     #[error("no space left on the node: new data is refused until space is freed; reads and deletes still work")]

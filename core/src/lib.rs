@@ -20,6 +20,7 @@ pub mod coord;
 pub mod engine;
 pub mod error;
 pub mod hlc;
+pub mod keyspace;
 pub mod limits;
 pub mod locator;
 pub mod log;

@@ -4,6 +4,12 @@
 
 /// Longest CandyKey in bytes.
 pub const KEY_BYTES_MAX: usize = 1024;
+/// Bytes a versioned Box's version-space key adds to its user key (`keyspace::version_key`: a
+/// leading 0xFF, a 0x00 terminator and the 14-byte inverted version id; docs/versioning.md).
+pub const VERSION_KEY_OVERHEAD_BYTES: usize = 16;
+/// Longest key the storage formats (table blocks, log and WAL records) hold: a user key with its
+/// version suffix, so users keep the whole [`KEY_BYTES_MAX`].
+pub const STORED_KEY_BYTES_MAX: usize = KEY_BYTES_MAX + VERSION_KEY_OVERHEAD_BYTES;
 /// Largest total user metadata (keys + values) in bytes.
 pub const USER_META_BYTES_MAX: usize = 8 * 1024;
 /// Longest content type in bytes.
@@ -87,9 +93,9 @@ const _: () = assert!(INLINE_BYTES_MAX <= UNSIZED_PROBE_BYTES);
 const _: () = assert!(KEY_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTES_MAX < LOCATOR_BYTES_MAX);
 const _: () = assert!(INLINE_BYTES_MAX + USER_META_BYTES_MAX + CONTENT_TYPE_BYTES_MAX < LOCATOR_BYTES_MAX / 2);
 // A block must hold one entry: key + locator + entry header.
-const _: () = assert!(KEY_BYTES_MAX + LOCATOR_BYTES_MAX + 64 <= TABLE_BLOCK_BYTES_MAX);
+const _: () = assert!(STORED_KEY_BYTES_MAX + LOCATOR_BYTES_MAX + 64 <= TABLE_BLOCK_BYTES_MAX);
 // A batch of the largest records still fits one WAL record.
-const _: () = assert!(COMMIT_BATCH_OPS_MAX * 2 * (KEY_BYTES_MAX + 64) < WAL_RECORD_BYTES_MAX);
+const _: () = assert!(COMMIT_BATCH_OPS_MAX * 2 * (STORED_KEY_BYTES_MAX + 64) < WAL_RECORD_BYTES_MAX);
 // One partition's whole batch fits a shard's record, and every section count fits its u16.
 const _: () = assert!(COMMIT_BATCH_OPS_MAX <= LOG_RECORD_OPS_MAX);
 const _: () = assert!(LOG_RECORD_SECTIONS_MAX <= u16::MAX as usize);

@@ -16,8 +16,12 @@ use crate::{
     types::SyrupId,
 };
 
-/// Current locator format version.
+/// Locator format version 1: every locator without a version id (see [`LOCATOR_VERSION_IDS`]).
 pub const LOCATOR_VERSION: u8 = 1;
+/// Locator format version 2: a version id after the stamp (`version_id`), and the kind
+/// `DeleteMarker` (versioned Boxes, docs/versioning.md). Written only for locators that need it,
+/// so an unversioned Box's files stay version 1.
+pub const LOCATOR_VERSION_IDS: u8 = 2;
 
 /// A run of whole chunks inside one Syrup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,9 @@ pub enum Kind {
     Put = 1,
     /// A point tombstone.
     Tombstone = 2,
+    /// A versioned Box's delete marker, in its version space: a version that says "deleted".
+    /// Unlike a tombstone it is a value compaction keeps (format version 2).
+    DeleteMarker = 3,
 }
 
 /// Where a Candy's bytes are.
@@ -88,8 +95,12 @@ pub enum CandyBody {
 pub struct CandyLocator {
     /// Last writer wins by this stamp.
     pub hlc: Hlc,
-    /// Put or tombstone.
+    /// Put, tombstone or delete marker.
     pub kind: Kind,
+    /// The id of the version this entry holds when it is not `hlc` (format version 2): a
+    /// versioned Box's previous version made current again under a fresh stamp, or its null
+    /// version (`Hlc::ZERO`). `None`: the version id is `hlc`.
+    pub version_id: Option<Hlc>,
     /// MIME type given at put.
     pub content_type: String,
     /// User metadata, in the order given.
@@ -110,6 +121,7 @@ impl CandyLocator {
         CandyLocator {
             hlc,
             kind: Kind::Tombstone,
+            version_id: None,
             content_type: String::new(),
             user_meta: Vec::new(),
             created_ms: 0,
@@ -122,6 +134,17 @@ impl CandyLocator {
     /// True for a live Candy.
     pub fn is_live(&self) -> bool {
         self.kind == Kind::Put
+    }
+
+    /// The id of the version this entry holds: what head, get and list report and conditions
+    /// compare (`Hlc::ZERO`: a versioned Box's null version).
+    pub fn version(&self) -> Hlc {
+        self.version_id.unwrap_or(self.hlc)
+    }
+
+    /// A delete marker stamped `hlc` holding version `version_id`.
+    pub fn delete_marker(hlc: Hlc, version_id: Option<Hlc>) -> Self {
+        CandyLocator { kind: Kind::DeleteMarker, version_id, ..CandyLocator::tombstone(hlc) }
     }
 
     /// The Parts (empty for inline Candies and tombstones).
@@ -140,10 +163,14 @@ impl CandyLocator {
     /// Encodes the locator.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
-        out.put_u8(LOCATOR_VERSION);
+        let v2 = self.version_id.is_some() || self.kind == Kind::DeleteMarker;
+        out.put_u8(if v2 { LOCATOR_VERSION_IDS } else { LOCATOR_VERSION });
         out.put_u8(self.kind as u8);
         self.hlc.encode(&mut out);
-        if self.kind == Kind::Tombstone {
+        if v2 {
+            self.version_id.unwrap_or(self.hlc).encode(&mut out);
+        }
+        if self.kind != Kind::Put {
             return out;
         }
         out.put_u64(self.created_ms);
@@ -174,7 +201,12 @@ impl CandyLocator {
     /// [`DecodeError`] naming the first field that is wrong.
     pub fn decode(buf: &[u8]) -> Result<CandyLocator, DecodeError> {
         let (head, mut r) = match Head::decode(buf)? {
-            Decoded::Tombstone(hlc) => return Ok(CandyLocator::tombstone(hlc)),
+            Decoded::NoBody(p) if p.kind == Kind::DeleteMarker => {
+                return Ok(CandyLocator::delete_marker(p.hlc, p.version_id));
+            }
+            Decoded::NoBody(p) => {
+                return Ok(CandyLocator { version_id: p.version_id, ..CandyLocator::tombstone(p.hlc) })
+            }
             Decoded::Put(head, r) => (head, r),
         };
         let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
@@ -203,6 +235,7 @@ impl CandyLocator {
         Ok(CandyLocator {
             hlc: head.hlc,
             kind: Kind::Put,
+            version_id: head.version_id,
             content_type: head.content_type.to_owned(),
             user_meta,
             created_ms: head.created_ms,
@@ -218,7 +251,7 @@ impl CandyLocator {
     /// # Errors
     /// [`DecodeError`] when the header is short or unknown.
     pub fn peek(buf: &[u8]) -> Result<(Kind, Hlc), DecodeError> {
-        decode_prefix(&mut Reader::new(buf))
+        decode_prefix(&mut Reader::new(buf)).map(|p| (p.kind, p.hlc))
     }
 }
 
@@ -228,6 +261,8 @@ impl CandyLocator {
 pub struct Head<'a> {
     /// Last writer wins by this stamp.
     pub hlc: Hlc,
+    /// As [`CandyLocator::version_id`].
+    pub version_id: Option<Hlc>,
     /// Wall-clock milliseconds of the original put.
     pub created_ms: u64,
     /// Payload bytes of the Candy.
@@ -241,22 +276,32 @@ pub struct Head<'a> {
     meta: &'a [u8],
 }
 
-/// The version, kind and HLC every encoded locator starts with.
-fn decode_prefix(r: &mut Reader<'_>) -> Result<(Kind, Hlc), DecodeError> {
+/// What every encoded locator starts with: its kind, stamp and (format version 2) version id.
+struct Prefix {
+    kind: Kind,
+    hlc: Hlc,
+    version_id: Option<Hlc>,
+}
+
+fn decode_prefix(r: &mut Reader<'_>) -> Result<Prefix, DecodeError> {
     let version = r.u8()?;
-    if version != LOCATOR_VERSION {
+    if version != LOCATOR_VERSION && version != LOCATOR_VERSION_IDS {
         return Err(DecodeError::UnsupportedVersion(u16::from(version)));
     }
     let kind = match r.u8()? {
         1 => Kind::Put,
         2 => Kind::Tombstone,
+        3 if version == LOCATOR_VERSION_IDS => Kind::DeleteMarker,
         _ => return Err(DecodeError::Malformed { what: "locator kind", offset: 1 }),
     };
-    Ok((kind, Hlc::decode(r)?))
+    let hlc = Hlc::decode(r)?;
+    let version_id = if version == LOCATOR_VERSION_IDS { Some(Hlc::decode(r)?) } else { None };
+    Ok(Prefix { kind, hlc, version_id })
 }
 
 enum Decoded<'a> {
-    Tombstone(Hlc),
+    /// A tombstone or a delete marker.
+    NoBody(Prefix),
     Put(Head<'a>, Reader<'a>),
 }
 
@@ -267,13 +312,14 @@ impl<'a> Head<'a> {
             return Err(DecodeError::Malformed { what: "locator length", offset: 0 });
         }
         let mut r = Reader::new(buf);
-        let (kind, hlc) = decode_prefix(&mut r)?;
-        if kind == Kind::Tombstone {
+        let prefix = decode_prefix(&mut r)?;
+        if prefix.kind != Kind::Put {
             if r.remaining() != 0 {
                 return Err(malformed("trailing bytes", &r));
             }
-            return Ok(Decoded::Tombstone(hlc));
+            return Ok(Decoded::NoBody(prefix));
         }
+        let (hlc, version_id) = (prefix.hlc, prefix.version_id);
         let created_ms = r.u64()?;
         let size = r.u64()?;
         let checksum = r.u32()?;
@@ -295,7 +341,7 @@ impl<'a> Head<'a> {
             return Err(malformed("user metadata size", &r));
         }
         let meta = buf.get(meta_start..r.position()).unwrap_or_default();
-        Ok(Decoded::Put(Head { hlc, created_ms, size, checksum, content_type, meta_count, meta }, r))
+        Ok(Decoded::Put(Head { hlc, version_id, created_ms, size, checksum, content_type, meta_count, meta }, r))
     }
 
     /// Views the head of an encoded locator in place: `Ok(None)` for a tombstone. The body is not
@@ -305,7 +351,7 @@ impl<'a> Head<'a> {
     /// [`DecodeError`] when the head is malformed.
     pub fn view(buf: &'a [u8]) -> Result<Option<Head<'a>>, DecodeError> {
         Ok(match Head::decode(buf)? {
-            Decoded::Tombstone(_) => None,
+            Decoded::NoBody(_) => None,
             Decoded::Put(head, _) => Some(head),
         })
     }
@@ -319,6 +365,11 @@ impl<'a> Head<'a> {
             let v = std::str::from_utf8(r.bytes16().ok()?).ok()?;
             Some((k, v))
         })
+    }
+
+    /// As [`CandyLocator::version`].
+    pub fn version(&self) -> Hlc {
+        self.version_id.unwrap_or(self.hlc)
     }
 
     /// True when there is user metadata.
@@ -344,7 +395,7 @@ impl<'a> InlineView<'a> {
     /// [`DecodeError`] for what [`CandyLocator::decode`] would refuse in the same bytes.
     pub fn decode(buf: &'a [u8]) -> Result<Option<InlineView<'a>>, DecodeError> {
         let (head, mut r) = match Head::decode(buf)? {
-            Decoded::Tombstone(_) => return Ok(None),
+            Decoded::NoBody(_) => return Ok(None),
             Decoded::Put(head, r) => (head, r),
         };
         let malformed = |what, r: &Reader<'_>| DecodeError::Malformed { what, offset: r.position() as u64 };
@@ -441,6 +492,7 @@ mod tests {
         CandyLocator {
             hlc: Hlc { physical_ms: 5, logical: 2, node: 1 },
             kind: Kind::Put,
+            version_id: None,
             content_type: "text/plain".into(),
             user_meta: vec![("a".into(), "b".into())],
             created_ms: 9,

@@ -166,7 +166,10 @@ pub fn decode_ops(r: &mut Reader<'_>, count: usize) -> Result<Vec<WalOp>, Decode
             1 => {
                 let key = r.bytes16()?.to_vec();
                 let locator = r.bytes32()?.to_vec();
-                if key.is_empty() || key.len() > limits::KEY_BYTES_MAX || locator.len() > limits::LOCATOR_BYTES_MAX {
+                if key.is_empty()
+                    || key.len() > limits::STORED_KEY_BYTES_MAX
+                    || locator.len() > limits::LOCATOR_BYTES_MAX
+                {
                     return Err(DecodeError::Malformed { what: "set op size", offset: at });
                 }
                 WalOp::Set { key, locator }

@@ -51,6 +51,7 @@ fn locator_v1() {
     let put = CandyLocator {
         hlc: HLC,
         kind: Kind::Put,
+        version_id: None,
         content_type: "image/png".into(),
         user_meta: vec![("owner".into(), "ada".into())],
         created_ms: 1_700_000_000_000,

@@ -28,6 +28,7 @@ fn parts_locator() -> CandyLocator {
     CandyLocator {
         hlc: hlc(1_700_000_000_000),
         kind: Kind::Put,
+        version_id: None,
         content_type: "text/plain".into(),
         user_meta: vec![("owner".into(), "ann".into())],
         created_ms: 1_700_000_000_000,
@@ -57,6 +58,7 @@ fn inline_locator() -> CandyLocator {
     CandyLocator {
         hlc: hlc(1_700_000_000_001),
         kind: Kind::Put,
+        version_id: None,
         content_type: "application/octet-stream".into(),
         user_meta: Vec::new(),
         created_ms: 1_700_000_000_001,

@@ -140,6 +140,7 @@ pub fn locator_from_wire(bytes: &[u8], box_uid: BoxUid, frame_cap: u32) -> Resul
     Ok(CandyLocator {
         hlc,
         kind,
+        version_id: None,
         content_type: l.content_type().unwrap_or_default().to_string(),
         user_meta,
         created_ms: l.created_ms(),
@@ -159,6 +160,7 @@ mod tests {
         let l = CandyLocator {
             hlc: Hlc { physical_ms: 5, logical: 2, node: 1 },
             kind: Kind::Put,
+            version_id: None,
             content_type: "text/plain".into(),
             user_meta: vec![("a".into(), "b".into())],
             created_ms: 9,

@@ -190,6 +190,12 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
                 f.current_version = *current;
                 fb::ErrorCode::PreconditionFailed
             }
+            // No wire request reads a version by id yet (versioned Boxes are in progress): a
+            // marker reads as absent, with a message saying which.
+            CoreError::DeleteMarker { version } => {
+                f.current_version = Some(*version);
+                fb::ErrorCode::NotFound
+            }
         },
         NodeError::BoxNotFound(_) => fb::ErrorCode::BoxNotFound,
         NodeError::BoxExists(_) => fb::ErrorCode::BoxExists,
@@ -383,7 +389,7 @@ fn candy_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, l: &CandyLocator) -> WIPOffse
     let head = MetaOf {
         size: l.size,
         checksum: l.checksum,
-        hlc: l.hlc,
+        hlc: l.version(),
         content_type: &l.content_type,
         created_ms: l.created_ms,
     };
@@ -425,7 +431,7 @@ fn view_meta<'a>(fbb: &mut FlatBufferBuilder<'a>, h: &Head<'_>) -> WIPOffset<fb:
     let m = MetaOf {
         size: h.size,
         checksum: h.checksum,
-        hlc: h.hlc,
+        hlc: h.version(),
         content_type: h.content_type,
         created_ms: h.created_ms,
     };
@@ -554,7 +560,7 @@ impl GetDoneTemplate {
 
     /// The template with this Candy's fields written in.
     fn fill(&mut self, h: &Head<'_>, first: u64, length: u64) -> &[u8] {
-        let hlc = hlc(h.hlc);
+        let hlc = hlc(h.version());
         let writes: [(usize, &[u8]); 6] = [
             (self.size_at, &h.size.to_le_bytes()),
             (self.checksum_at, &h.checksum.to_le_bytes()),
@@ -790,6 +796,7 @@ mod tests {
         CandyLocator {
             hlc: Hlc { physical_ms: stamp, logical: (stamp % 7) as u32, node: 3 },
             kind: candybox_core::locator::Kind::Put,
+            version_id: None,
             content_type: content_type.into(),
             user_meta: user_meta.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             created_ms: stamp * 3,

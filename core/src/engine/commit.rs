@@ -21,7 +21,8 @@ use super::{Engine, Inner};
 use crate::{
     error::{Error, IoError, Result},
     hlc::Hlc,
-    locator::CandyLocator,
+    keyspace::{self, Versioning},
+    locator::{CandyLocator, Kind},
     log::{Batch, Committer, LogPosition, Took},
     storage::Storage,
     types::RangeTombstone,
@@ -35,6 +36,9 @@ pub(crate) enum Op {
         key: Bytes,
         value: Bytes,
         locator: CandyLocator,
+        /// In a versioned Box, a user-space Set also writes its version-space twin when it is
+        /// stamped (a new version); false for the entries versioning itself writes.
+        twin: bool,
     },
     DeleteRange(RangeTombstone),
     /// The same version of a Candy with its Parts moved to other Syrup bytes (space
@@ -46,9 +50,17 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    /// A Set of `locator` under `key`; the stamp is set when it joins the queue.
-    pub(crate) fn set(key: &[u8], locator: CandyLocator) -> Op {
-        Op::Set { key: Bytes::copy_from_slice(key), value: Bytes::new(), locator }
+    /// A Set of `locator` under `key`: a new version (its own id is its stamp, set when it joins
+    /// the queue; in a versioned Box its twin goes to the version space in the same batch).
+    pub(crate) fn set(key: &[u8], mut locator: CandyLocator) -> Op {
+        locator.version_id = None;
+        Op::Set { key: Bytes::copy_from_slice(key), value: Bytes::new(), locator, twin: true }
+    }
+
+    /// A Set that makes no version of its own (a version-space entry, or a user-space entry
+    /// that holds an existing version again); `locator.version_id` is kept.
+    pub(crate) fn set_plain(key: &[u8], locator: CandyLocator) -> Op {
+        Op::Set { key: Bytes::copy_from_slice(key), value: Bytes::new(), locator, twin: false }
     }
 
     fn wal_op(&self) -> WalOpRef<'_> {
@@ -126,13 +138,19 @@ impl CommitQueue {
         for op in queued {
             match op {
                 Op::Set { key: k, locator, .. } if k.as_ref() == key => {
-                    return Some(locator.is_live().then(|| locator.clone()));
+                    // A delete marker is a value (of the version space), like a live Candy.
+                    return Some((locator.kind != Kind::Tombstone).then(|| locator.clone()));
                 }
                 Op::DeleteRange(rt) if rt.covers_key(key) => return Some(None),
                 _ => {}
             }
         }
         None
+    }
+
+    /// Every queued mutation, oldest first: the batch being written, then those waiting.
+    pub(crate) fn queued_oldest_first(&self) -> impl Iterator<Item = &Op> {
+        self.inflight.iter().chain(self.pending.iter().flat_map(|w| w.ops.iter()))
     }
 
     /// Every Syrup referenced by a queued mutation.
@@ -207,6 +225,7 @@ impl<S: Storage> Engine<S> {
     ) -> Result<Pending<(T, Hlc)>> {
         self.check_writable()?;
         let (ops, out) = decide(self)?;
+        let ops = self.prepare_versions(ops)?;
         if ops.is_empty() {
             return Ok(Pending { rx: None, value: (out, Hlc::ZERO) });
         }
@@ -215,38 +234,97 @@ impl<S: Storage> Engine<S> {
         Ok(Pending { rx: Some(rx), value: (out, first) })
     }
 
+    /// In a versioned Box, what a batch must also write before its mutations are stamped: the
+    /// current Candy of each key a mutation makes a new version of, when it has no version of
+    /// its own yet (written while versioning was off), is kept as a version under its stamp.
+    ///
+    /// # Errors
+    /// A lookup's failure.
+    pub(crate) fn prepare_versions(&self, ops: Vec<Op>) -> Result<Vec<Op>> {
+        if self.inner.versioning.get() == Versioning::Off {
+            return Ok(ops);
+        }
+        let mut out = Vec::with_capacity(ops.len() + 1);
+        for op in ops {
+            if let Op::Set { key, twin: true, .. } = &op {
+                if !keyspace::is_version_key(key) {
+                    if let Some(cur) = self.current_locator(key)? {
+                        let vkey = keyspace::version_key(key, cur.version());
+                        if self.current_locator(&vkey)?.is_none() {
+                            let id = cur.version();
+                            // Relocated: it keeps its stamp, its write time.
+                            out.push(Op::Relocate {
+                                key: Bytes::from(vkey),
+                                locator: CandyLocator { version_id: Some(id), ..cur },
+                            });
+                        }
+                    }
+                }
+            }
+            out.push(op);
+        }
+        Ok(out)
+    }
+
     /// Stamps `ops` with this partition's clock (a relocation keeps its stamp) and queues them
     /// with `done`; unless `joint` (a part of a joint mutation, which its joint commits), the
-    /// partition joins its log's queue.
+    /// partition joins its log's queue. In a versioned Box each new version's twin is written to
+    /// the version space in the same batch (docs/versioning.md).
     ///
     /// # Returns
-    /// The stamp of the first op.
+    /// The version id of the first op (its stamp, or `Hlc::ZERO` for a null version).
     fn queue(&self, ops: Vec<Op>, done: oneshot::Sender<Result<()>>, joint: Option<Rc<dyn std::any::Any>>) -> Hlc {
-        let mut first = None;
+        let (mut first, mut relocated_first) = (None, None);
+        let versioning = self.inner.versioning.get();
         let mut st = self.inner.state.borrow_mut();
         let wall = self.inner.clock.now_ms();
-        let mut stamped = Vec::with_capacity(ops.len());
+        let mut stamped = Vec::with_capacity(ops.len() * 2);
         for op in ops {
             let hlc = match &op {
                 Op::Relocate { locator, .. } => locator.hlc,
                 _ => st.clock.now(wall),
             };
-            first.get_or_insert(hlc);
-            stamped.push(match op {
-                Op::Set { key, mut locator, .. } => {
+            match op {
+                Op::Set { key, mut locator, twin, .. } => {
                     locator.hlc = hlc;
+                    let mut id = hlc;
+                    let versioned = twin && versioning != Versioning::Off && !keyspace::is_version_key(&key);
+                    if versioned {
+                        if versioning == Versioning::Suspended {
+                            id = Hlc::ZERO;
+                            if locator.is_live() {
+                                locator.version_id = Some(id);
+                            }
+                        }
+                        let twin_locator = if locator.is_live() {
+                            CandyLocator { version_id: Some(id), ..locator.clone() }
+                        } else {
+                            CandyLocator::delete_marker(hlc, Some(id))
+                        };
+                        first.get_or_insert(id);
+                        let value = Bytes::from(locator.encode());
+                        stamped.push(Op::Set { key: key.clone(), value, locator, twin: false });
+                        let vkey = Bytes::from(keyspace::version_key(&key, id));
+                        let value = Bytes::from(twin_locator.encode());
+                        stamped.push(Op::Set { key: vkey, value, locator: twin_locator, twin: false });
+                        continue;
+                    }
+                    first.get_or_insert(locator.version());
                     let value = Bytes::from(locator.encode());
-                    Op::Set { key, value, locator }
+                    stamped.push(Op::Set { key, value, locator, twin: false });
                 }
                 Op::DeleteRange(mut rt) => {
+                    first.get_or_insert(hlc);
                     rt.hlc = hlc;
-                    Op::DeleteRange(rt)
+                    stamped.push(Op::DeleteRange(rt));
                 }
                 Op::Relocate { key, locator } => {
+                    // Not a new version: a batch's reply names its first mutation's.
+                    relocated_first.get_or_insert(hlc);
                     let value = Bytes::from(locator.encode());
-                    Op::Set { key, value, locator }
+                    stamped.push(Op::Set { key, value, locator, twin: false });
                 }
-            });
+            }
         }
         let is_joint = joint.is_some();
         st.commit.pending.push_back(Waiting { ops: stamped, done, joint });
@@ -255,7 +333,7 @@ impl<S: Storage> Engine<S> {
             drop(st);
             self.inner.log.enqueue(self.inner.clone());
         }
-        first.unwrap_or(Hlc::ZERO)
+        first.or(relocated_first).unwrap_or(Hlc::ZERO)
     }
 
     /// Commits `ops` unconditionally and returns the first op's stamp.
@@ -378,7 +456,7 @@ impl<S: Storage> Committer<S::File> for Inner<S> {
                     }
                     for op in ops {
                         match op {
-                            Op::Set { key, value, locator } => {
+                            Op::Set { key, value, locator, .. } => {
                                 st.reclaim.committed(&locator);
                                 mem.set(key, value, &locator);
                             }

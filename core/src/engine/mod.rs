@@ -23,6 +23,7 @@ mod open;
 mod read;
 mod reclaim;
 mod relay;
+mod versions;
 /// Table file names (`T-<number>.sst`), for offline tools that list a partition's files.
 pub use crate::version::{parse_table_file_name, table_file_name};
 pub use open::RecoveryReport;
@@ -40,8 +41,10 @@ use std::{
 pub use self::{
     commit::Pending,
     read::{ByteRange, GetReply, ListEntry, ListOptions, ListPage},
+    versions::{VersionEntry, VersionListOptions, VersionPage},
     write::{BodyStream, CopyOptions, MetaReplace, PutOptions, PutReply, SliceBody},
 };
+pub use crate::keyspace::Versioning;
 pub use crate::{
     condition::WriteCondition,
     syrup::{CandyReader, Piece},
@@ -127,6 +130,9 @@ pub struct EngineConfig {
     pub log_segment_bytes: u64,
     /// The commit log of a partition opened on its own asks for a flush past this size.
     pub log_bytes_max: u64,
+    /// The Box's versioning state when the partition opens (changed later with
+    /// [`Engine::set_versioning`]; docs/versioning.md).
+    pub versioning: crate::keyspace::Versioning,
 }
 
 impl EngineConfig {
@@ -168,6 +174,7 @@ impl EngineConfig {
             copy_verify_bytes_max: 16 * 1024 * 1024,
             log_segment_bytes: crate::log::LogConfig::default().segment_bytes,
             log_bytes_max: crate::log::LogConfig::default().bytes_max,
+            versioning: crate::keyspace::Versioning::Off,
         }
     }
 
@@ -289,6 +296,8 @@ pub(crate) struct Inner<S: Storage> {
     pub(crate) syrups: Syrups<S>,
     pub(crate) maintenance_lock: LocalMutex,
     pub(crate) background_tasks: Cell<usize>,
+    /// The Box's versioning state, read when a mutation is stamped (`commit::queue`).
+    pub(crate) versioning: Cell<crate::keyspace::Versioning>,
 }
 
 /// A partition engine. Cloning shares the same engine; it belongs to one shard (`!Send`).

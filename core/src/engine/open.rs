@@ -290,6 +290,7 @@ impl<S: Storage> Engine<S> {
                 log_client: std::cell::Cell::new(0),
                 storage,
                 clock,
+                versioning: std::cell::Cell::new(config.versioning),
                 config,
                 state: RefCell::new(state),
                 manifest,

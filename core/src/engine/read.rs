@@ -16,7 +16,7 @@ use super::{Engine, State};
 use crate::{
     error::{Error, Result},
     hlc::Hlc,
-    limits,
+    keyspace, limits,
     locator::{CandyBody, CandyLocator, Kind},
     memtable::Memtables,
     storage::Storage,
@@ -139,7 +139,8 @@ impl State {
         }
         let Some(value) = found else { return Ok(None) };
         let (kind, hlc) = CandyLocator::peek(value.bytes()).map_err(locator_error)?;
-        if kind != crate::locator::Kind::Put {
+        // A delete marker is a value (only the version space holds them).
+        if kind == crate::locator::Kind::Tombstone {
             return Ok(None);
         }
         if tombstone_over(&self.mem, self.lsm.version(), key).is_some_and(|rt| rt > hlc) {
@@ -298,6 +299,16 @@ impl<S: Storage> Engine<S> {
                 max: limits::LIST_PAGE_ENTRIES_MAX as u64,
             });
         }
+        // A versioned Box's listing stops at its version space.
+        let user_space;
+        let opts = match &opts.end {
+            Some(end) if end.as_slice() <= keyspace::USER_SPACE_END => opts,
+            _ if self.inner.versioning.get() == keyspace::Versioning::Off => opts,
+            _ => {
+                user_space = ListOptions { end: Some(keyspace::USER_SPACE_END.to_vec()), ..opts.clone() };
+                &user_space
+            }
+        };
         let (live, next_start_after) = self.live_page(opts, limit)?;
         let entries = live
             .into_iter()
@@ -305,7 +316,7 @@ impl<S: Storage> Engine<S> {
                 key,
                 size: l.size,
                 checksum: l.checksum,
-                hlc: l.hlc,
+                hlc: l.version(),
                 content_type: l.content_type,
                 created_ms: l.created_ms,
                 user_meta: if opts.with_meta { l.user_meta } else { Vec::new() },
@@ -319,6 +330,11 @@ impl<S: Storage> Engine<S> {
     /// Computed in one synchronous step from the committed state (listing, and the live scans of
     /// space reclamation).
     pub(crate) fn live_page(&self, opts: &ListOptions, limit: usize) -> Result<LivePage> {
+        self.page_of(opts, limit, false)
+    }
+
+    /// [`Engine::live_page`], with delete markers too when `markers` (the version space).
+    pub(crate) fn page_of(&self, opts: &ListOptions, limit: usize, markers: bool) -> Result<LivePage> {
         let (lo, hi) = window(opts);
         let st = self.inner.state.borrow();
         let dir = &self.inner.config.partition_dir;
@@ -343,7 +359,8 @@ impl<S: Storage> Engine<S> {
         let mut out = Vec::new();
         let mut bytes = 0;
         while let Some(Newest { key, hlc, kind, value }) = next_newest(&mut sources, opts.reverse)? {
-            if kind != Kind::Put || rts.iter().any(|rt| rt.deletes(&key, hlc)) {
+            let wanted = kind == Kind::Put || (markers && kind == Kind::DeleteMarker);
+            if !wanted || rts.iter().any(|rt| rt.deletes(&key, hlc)) {
                 continue;
             }
             let l = CandyLocator::decode(&value).map_err(locator_error)?;

@@ -297,11 +297,9 @@ impl<S: Storage> Engine<S> {
         // queue between the check and the joint record.
         opts.admit(target, target_key, &mut source)?;
         let (size, checksum) = (source.size, source.checksum);
-        let (done, hlc) = self.queue_joint(
-            vec![Op::set(source_key, CandyLocator::tombstone(Hlc::ZERO))],
-            target,
-            vec![Op::set(target_key, source)],
-        );
+        let source_ops = self.prepare_versions(vec![Op::set(source_key, CandyLocator::tombstone(Hlc::ZERO))])?;
+        let target_ops = target.prepare_versions(vec![Op::set(target_key, source)])?;
+        let (done, hlc) = self.queue_joint(source_ops, target, target_ops);
         match done.await {
             Ok(r) => r?,
             Err(_) => return Err(Error::PreviousIo),
@@ -497,6 +495,7 @@ impl<S: Storage> Engine<S> {
         let locator = CandyLocator {
             hlc: Hlc::ZERO,
             kind: Kind::Put,
+            version_id: None,
             content_type: u.content_type.clone(),
             user_meta,
             created_ms: self.now_ms(),

@@ -248,6 +248,7 @@ impl<S: Storage> Engine<S> {
         CandyLocator {
             hlc: Hlc::ZERO,
             kind: Kind::Put,
+            version_id: None,
             content_type: opts.content_type,
             user_meta: opts.user_meta,
             created_ms: self.now_ms(),
@@ -325,10 +326,10 @@ impl<S: Storage> Engine<S> {
     pub(crate) fn check_condition(&self, key: &[u8], condition: Option<&WriteCondition>) -> Result<()> {
         let Some(condition) = condition else { return Ok(()) };
         let current = self.current_locator(key)?;
-        if condition.holds(current.as_ref().map(|l| (l.hlc, &l.user_meta[..]))) {
+        if condition.holds(current.as_ref().map(|l| (l.version(), &l.user_meta[..]))) {
             Ok(())
         } else {
-            Err(Error::PreconditionFailed { condition: condition.clone(), current: current.map(|l| l.hlc) })
+            Err(Error::PreconditionFailed { condition: condition.clone(), current: current.map(|l| l.version()) })
         }
     }
 
@@ -371,6 +372,15 @@ impl<S: Storage> Engine<S> {
         if start.len() > limits::KEY_BYTES_MAX || end.len() > limits::KEY_BYTES_MAX {
             return Err(Error::invalid("range", "bounds are keys of at most 1 KiB"));
         }
+        // A versioned Box's range deletes stop at its version space: versions are deleted one by
+        // one.
+        let end = if self.inner.versioning.get() != crate::keyspace::Versioning::Off
+            && (end.is_empty() || end > crate::keyspace::USER_SPACE_END)
+        {
+            crate::keyspace::USER_SPACE_END
+        } else {
+            end
+        };
         let rt = RangeTombstone { start: start.to_vec(), end: end.to_vec(), hlc: Hlc::ZERO };
         self.commit(vec![Op::DeleteRange(rt)]).await
     }

@@ -17,7 +17,7 @@
 //! - `offset 0 == 0`, and entry `i` spans exactly `[offset i, offset i+1)` (the last one ends
 //!   where the offset array starts): entries tile the front of the block with no gap.
 //! - Varints are canonical (shortest form), so one set of entries has exactly one encoding.
-//! - `1 <= key_len <= KEY_BYTES_MAX`, `value_len <= LOCATOR_BYTES_MAX`.
+//! - `1 <= key_len <= STORED_KEY_BYTES_MAX`, `value_len <= LOCATOR_BYTES_MAX`.
 //! - Keys are strictly increasing in unsigned byte order.
 
 use std::ops::Range;
@@ -28,7 +28,7 @@ use super::{at_offset, malformed, sub_bytes};
 use crate::{
     codec::{crc32, Put, Reader, Short},
     error::DecodeError,
-    limits::{KEY_BYTES_MAX, LOCATOR_BYTES_MAX, TABLE_BLOCK_BYTES_MAX},
+    limits::{LOCATOR_BYTES_MAX, STORED_KEY_BYTES_MAX, TABLE_BLOCK_BYTES_MAX},
 };
 
 /// Bytes of one entry's slot in the offset array.
@@ -59,7 +59,7 @@ pub(crate) const BLOCK_BYTES_MIN: usize = entry_bytes(1, 0) + COUNT_BYTES;
 
 // A block holding one largest entry still fits the block limit, so "a block holds at least one
 // entry" never forces a block past TABLE_BLOCK_BYTES_MAX.
-const _: () = assert!(entry_bytes(KEY_BYTES_MAX, LOCATOR_BYTES_MAX) + COUNT_BYTES <= TABLE_BLOCK_BYTES_MAX);
+const _: () = assert!(entry_bytes(STORED_KEY_BYTES_MAX, LOCATOR_BYTES_MAX) + COUNT_BYTES <= TABLE_BLOCK_BYTES_MAX);
 // Offsets inside a block fit the u32 slots of the offset array.
 const _: () = assert!(TABLE_BLOCK_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(varint_len(u64::MAX) == VARINT_BYTES_MAX);
@@ -98,7 +98,7 @@ impl BlockBuilder {
     /// Appends an entry; the caller (the table writer) has checked key order and lengths.
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
         assert!(!key.is_empty(), "table keys are non-empty");
-        assert!(key.len() <= KEY_BYTES_MAX, "key longer than KEY_BYTES_MAX");
+        assert!(key.len() <= STORED_KEY_BYTES_MAX, "key longer than STORED_KEY_BYTES_MAX");
         assert!(value.len() <= LOCATOR_BYTES_MAX, "value longer than LOCATOR_BYTES_MAX");
         assert!(self.size() + entry_bytes(key.len(), value.len()) <= TABLE_BLOCK_BYTES_MAX, "block too large");
         self.offsets.push(self.buf.len() as u32);
@@ -188,7 +188,7 @@ fn entry_ranges(buf: &[u8], layout: Layout, i: usize) -> Result<(Range<usize>, R
     };
     let (key_len, value_len) = parse(&mut r).map_err(|e| at_offset(e, start as u64))?;
     // Compared as u64, before any cast, so a huge length cannot wrap into range.
-    if key_len == 0 || key_len > KEY_BYTES_MAX as u64 {
+    if key_len == 0 || key_len > STORED_KEY_BYTES_MAX as u64 {
         return Err(malformed("entry key length", start));
     }
     if value_len > LOCATOR_BYTES_MAX as u64 {
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn largest_entry_fits_one_block() {
-        let key = vec![b'k'; KEY_BYTES_MAX];
+        let key = vec![b'k'; STORED_KEY_BYTES_MAX];
         let value = vec![7u8; LOCATOR_BYTES_MAX];
         let bytes = build(&[(&key, &value)]);
         assert!(bytes.len() <= TABLE_BLOCK_BYTES_MAX);
@@ -433,7 +433,7 @@ mod tests {
             if let Ok(decoded) = decode_block(&bytes) {
                 assert!(!decoded.is_empty());
                 assert!(decoded.windows(2).all(|w| w[0].0 < w[1].0));
-                assert!(decoded.iter().all(|(k, _)| !k.is_empty() && k.len() <= KEY_BYTES_MAX));
+                assert!(decoded.iter().all(|(k, _)| !k.is_empty() && k.len() <= STORED_KEY_BYTES_MAX));
             }
             if let Ok(block) = Block::parse(Bytes::from(bytes)) {
                 let _ = block.partition_point(|k| k < b"a\x05".as_slice());

@@ -10,7 +10,7 @@
 //!   where the previous one ends. The end of the last block is returned so the caller can check
 //!   that the bloom block starts there.
 //! - `BLOCK_BYTES_MIN <= length <= TABLE_BLOCK_BYTES_MAX`; `entry_count >= 1`.
-//! - Last keys are non-empty, at most `KEY_BYTES_MAX` bytes, and strictly increasing, so a
+//! - Last keys are non-empty, at most `STORED_KEY_BYTES_MAX` bytes, and strictly increasing, so a
 //!   binary search for the first block whose last key is `>= key` finds the only block that may
 //!   hold `key`.
 
@@ -20,7 +20,7 @@ use super::{block::BLOCK_BYTES_MIN, footer::BlockHandle, malformed, sub_bytes, B
 use crate::{
     codec::{Put, Reader},
     error::DecodeError,
-    limits::{KEY_BYTES_MAX, TABLE_BLOCK_BYTES_MAX},
+    limits::{STORED_KEY_BYTES_MAX, TABLE_BLOCK_BYTES_MAX},
 };
 
 /// Bytes of the entry count at the start of the index block.
@@ -32,7 +32,7 @@ const INDEX_ENTRY_BYTES_MIN: usize = INDEX_ENTRY_FIXED_BYTES + 1;
 
 const _: () = assert!(INDEX_ENTRY_FIXED_BYTES == 22);
 // Last keys are written with a u16 length.
-const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(STORED_KEY_BYTES_MAX <= u16::MAX as usize);
 
 /// What the index knows about one data block.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ pub(crate) fn decode(block: &Bytes) -> Result<(Vec<IndexEntry>, u64), DecodeErro
             return Err(malformed("block entry count", at));
         }
         let key = r.bytes16()?;
-        if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        if key.is_empty() || key.len() > STORED_KEY_BYTES_MAX {
             return Err(malformed("index key length", at));
         }
         if entries.last().is_some_and(|previous| key <= previous.last_key.as_ref()) {

@@ -17,7 +17,7 @@ use crate::{
     codec::{Put, Reader},
     error::DecodeError,
     hlc::Hlc,
-    limits::KEY_BYTES_MAX,
+    limits::STORED_KEY_BYTES_MAX,
     types::SyrupId,
 };
 
@@ -96,7 +96,7 @@ impl TableMeta {
         let at = r.position();
         let smallest_key = r.bytes16()?.to_vec();
         let largest_key = r.bytes16()?.to_vec();
-        if smallest_key.len() > KEY_BYTES_MAX || largest_key.len() > KEY_BYTES_MAX {
+        if smallest_key.len() > STORED_KEY_BYTES_MAX || largest_key.len() > STORED_KEY_BYTES_MAX {
             return Err(malformed("meta key length", at));
         }
         if (entry_count == 0) != smallest_key.is_empty() || (entry_count == 0) != largest_key.is_empty() {

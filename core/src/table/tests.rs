@@ -12,7 +12,7 @@ use crate::{
     codec::{crc32, Reader},
     error::DecodeError,
     hlc::Hlc,
-    limits::{KEY_BYTES_MAX, LOCATOR_BYTES_MAX},
+    limits::{LOCATOR_BYTES_MAX, STORED_KEY_BYTES_MAX},
     types::{RangeTombstone, SyrupId},
 };
 
@@ -243,9 +243,9 @@ fn empty_table_opens() {
 #[test]
 fn largest_entries_get_their_own_blocks() {
     let mut model = Model::new();
-    model.insert(vec![b'a'; KEY_BYTES_MAX], vec![1; LOCATOR_BYTES_MAX]);
+    model.insert(vec![b'a'; STORED_KEY_BYTES_MAX], vec![1; LOCATOR_BYTES_MAX]);
     model.insert(vec![b'b'; 3], vec![2; 10]);
-    model.insert(vec![b'c'; KEY_BYTES_MAX], vec![3; LOCATOR_BYTES_MAX]);
+    model.insert(vec![b'c'; STORED_KEY_BYTES_MAX], vec![3; LOCATOR_BYTES_MAX]);
     let (bytes, _) = build(&model, &[], TableOptions::default());
     let table = open(&bytes);
     assert_eq!(table.block_count(), 3);

@@ -2,7 +2,7 @@
 //!
 //! Invariants (asserted: breaking one is a bug in the caller, not an operating error):
 //! - Keys are added in strictly increasing unsigned byte order, are non-empty and at most
-//!   `KEY_BYTES_MAX` bytes; values are at most `LOCATOR_BYTES_MAX` bytes.
+//!   `STORED_KEY_BYTES_MAX` bytes; values are at most `LOCATOR_BYTES_MAX` bytes.
 //! - A data block is cut before an entry that would take it past `block_bytes_target`, unless the
 //!   block is empty: a block holds at least one entry, so one large entry makes one large block
 //!   (never past `TABLE_BLOCK_BYTES_MAX`, asserted in `block.rs`).
@@ -22,7 +22,7 @@ use super::{
 use crate::{
     codec::Put,
     hlc::Hlc,
-    limits::{KEY_BYTES_MAX, LOCATOR_BYTES_MAX, TABLE_BLOCK_BYTES_MAX},
+    limits::{KEY_BYTES_MAX, LOCATOR_BYTES_MAX, STORED_KEY_BYTES_MAX, TABLE_BLOCK_BYTES_MAX},
     types::{RangeTombstone, SyrupId},
 };
 
@@ -113,10 +113,10 @@ impl TableWriter {
     ///
     /// # Panics
     /// When `key` is not strictly greater than the previous key, is empty or longer than
-    /// `KEY_BYTES_MAX`, or `value` is longer than `LOCATOR_BYTES_MAX`: programmer errors.
+    /// `STORED_KEY_BYTES_MAX`, or `value` is longer than `LOCATOR_BYTES_MAX`: programmer errors.
     pub fn add(&mut self, key: &[u8], value: &[u8], hlc: Hlc, syrups: impl IntoIterator<Item = SyrupId>) {
         assert!(!key.is_empty(), "table keys are non-empty");
-        assert!(key.len() <= KEY_BYTES_MAX, "key longer than KEY_BYTES_MAX");
+        assert!(key.len() <= STORED_KEY_BYTES_MAX, "key longer than STORED_KEY_BYTES_MAX");
         assert!(value.len() <= LOCATOR_BYTES_MAX, "value longer than LOCATOR_BYTES_MAX");
         if self.entry_count > 0 {
             assert!(key > self.last_key.as_slice(), "table keys must be strictly increasing");

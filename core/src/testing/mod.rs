@@ -67,6 +67,7 @@ pub fn v1_partition_files() -> Vec<(String, Vec<u8>)> {
         CandyLocator {
             hlc: Hlc { physical_ms: 1_699_999_999_000, logical, node: 1 },
             kind: Kind::Put,
+            version_id: None,
             content_type: "text/plain".into(),
             user_meta: Vec::new(),
             created_ms: 1_699_999_999_000,
