@@ -29,15 +29,25 @@ pub enum WriteCondition {
     },
 }
 
+/// What a condition is checked against: the key's live version.
+#[derive(Debug, Clone, Copy)]
+pub struct Current<'a> {
+    /// Its version id.
+    pub version: Hlc,
+    /// When it was last modified, ms since the Unix epoch.
+    pub modified_ms: u64,
+    /// Its user metadata.
+    pub meta: &'a [(String, String)],
+}
+
 impl WriteCondition {
-    /// Whether the condition holds for `current`, the key's live version and its user metadata
-    /// (`None`: absent).
-    pub fn holds(&self, current: Option<(Hlc, &[(String, String)])>) -> bool {
+    /// Whether the condition holds for `current`, the key's live version (`None`: absent).
+    pub fn holds(&self, current: Option<Current<'_>>) -> bool {
         match (self, current) {
             (WriteCondition::IfAbsent, c) => c.is_none(),
-            (WriteCondition::IfVersion(want), Some((c, _))) => c == *want,
-            (WriteCondition::IfUnmodifiedSince(ms), Some((c, _))) => c.physical_ms <= *ms,
-            (WriteCondition::IfMeta { key, value }, Some((_, meta))) => {
+            (WriteCondition::IfVersion(want), Some(c)) => c.version == *want,
+            (WriteCondition::IfUnmodifiedSince(ms), Some(c)) => c.modified_ms <= *ms,
+            (WriteCondition::IfMeta { key, value }, Some(Current { meta, .. })) => {
                 meta.iter().any(|(k, v)| k == key && v == value)
             }
             (_, None) => false,

@@ -142,6 +142,15 @@ impl CandyLocator {
         self.version_id.unwrap_or(self.hlc)
     }
 
+    /// When this version was last modified (ms since the Unix epoch): the time of its id, or of
+    /// its stamp for a null version (whose id is zero).
+    pub fn modified_ms(&self) -> u64 {
+        match self.version() {
+            Hlc::ZERO => self.hlc.physical_ms,
+            v => v.physical_ms,
+        }
+    }
+
     /// A delete marker stamped `hlc` holding version `version_id`.
     pub fn delete_marker(hlc: Hlc, version_id: Option<Hlc>) -> Self {
         CandyLocator { kind: Kind::DeleteMarker, version_id, ..CandyLocator::tombstone(hlc) }

@@ -326,7 +326,12 @@ impl<S: Storage> Engine<S> {
     pub(crate) fn check_condition(&self, key: &[u8], condition: Option<&WriteCondition>) -> Result<()> {
         let Some(condition) = condition else { return Ok(()) };
         let current = self.current_locator(key)?;
-        if condition.holds(current.as_ref().map(|l| (l.version(), &l.user_meta[..]))) {
+        let live = current.as_ref().map(|l| crate::condition::Current {
+            version: l.version(),
+            modified_ms: l.modified_ms(),
+            meta: &l.user_meta,
+        });
+        if condition.holds(live) {
             Ok(())
         } else {
             Err(Error::PreconditionFailed { condition: condition.clone(), current: current.map(|l| l.version()) })
