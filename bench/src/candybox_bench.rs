@@ -445,7 +445,9 @@ async fn prepare_raw(plan: &Plan, version: u8) -> anyhow::Result<()> {
         .next()
         .with_context(|| format!("{} resolves to no address", args.server))?;
     let mut admin = RawClient::connect(addr, version, cap).await?;
-    let created = admin.call(&request::create_box(&args.box_name, args.partitions), &[]).await?;
+    let created = admin
+        .call(&request::create_box(&args.box_name, args.partitions, candybox_wire::client::Versioning::Off), &[])
+        .await?;
     match reply::box_reply(&created, cap) {
         Ok(_) | Err(ClientError::BoxExists { .. }) => {}
         Err(e) => bail!("create box {}: {e}", args.box_name),

@@ -225,8 +225,13 @@ fn coord_v1() {
     };
 
     // Version 1 of the Box descriptor had no node; it is read as "not placed" (node 0).
-    let meta =
-        BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708), node: 0 };
+    let meta = BoxMeta {
+        partitions: 8,
+        created_ms: 1_700_000_000_000,
+        box_uid: BoxUid(0x0102_0304_0506_0708),
+        node: 0,
+        versioning: Default::default(),
+    };
     let marker = RenameMarker {
         source_partition: 3,
         target_partition: 5,

@@ -331,7 +331,7 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds.push(("put-streamed", stream));
 
     let (name, key) = (fbb.create_string("photos"), fbb.create_vector(b"cat.jpg"));
-    let get = fb::Get::create(&mut fbb, &fb::GetArgs { box_name: Some(name), key: Some(key), range_kind: fb::RangeKind::FromTo, first: 2, last: 9 });
+    let get = fb::Get::create(&mut fbb, &fb::GetArgs { box_name: Some(name), key: Some(key), range_kind: fb::RangeKind::FromTo, first: 2, last: 9, version_id: None });
     let body = request(&mut fbb, fb::RequestBody::Get, get.as_union_value());
     seeds.push(("get-range", frame(FrameKind::Request, 2, FLAG_END, &body, &[])));
 

@@ -9,7 +9,10 @@
 
 use bytes::Bytes;
 use candybox_core::{
-    engine::{BodyStream, ByteRange, CopyOptions, ListOptions, MetaReplace, PutOptions, WriteCondition},
+    engine::{
+        BodyStream, ByteRange, CopyOptions, ListOptions, MetaReplace, PutOptions, VersionListOptions, Versioning,
+        WriteCondition,
+    },
     error::Error as CoreError,
     hlc::Hlc,
     limits,
@@ -121,13 +124,20 @@ pub enum KeyedOp {
     Get {
         /// The range.
         range: Option<ByteRange>,
+        /// This version instead of the current one.
+        version: Option<Hlc>,
     },
     /// Metadata only.
-    Head,
-    /// Point tombstone.
+    Head {
+        /// This version instead of the current one.
+        version: Option<Hlc>,
+    },
+    /// Point tombstone (a delete marker in a versioned Box), or a version deleted for good.
     Delete {
         /// Delete only if the key meets this.
         condition: Option<WriteCondition>,
+        /// This version for good instead of the key.
+        version: Option<Hlc>,
     },
     /// Rewrite a live object's metadata in place.
     SetMeta {
@@ -173,8 +183,11 @@ pub enum KeyedOp {
         /// The upload.
         upload_id: u64,
     },
-    /// The live locator, to relay.
-    GetLocator,
+    /// The live locator (or a version's), to relay.
+    GetLocator {
+        /// This version instead of the current one.
+        version: Option<Hlc>,
+    },
     /// Record a rename intent; the key is the source.
     PrepareRename {
         /// The destination key.
@@ -202,7 +215,10 @@ pub enum KeyedOp {
 impl KeyedOp {
     /// True when the operation changes the partition (it needs the partition's lease).
     pub fn mutates(&self) -> bool {
-        !matches!(self, KeyedOp::Get { .. } | KeyedOp::Head | KeyedOp::ListParts { .. } | KeyedOp::GetLocator)
+        !matches!(
+            self,
+            KeyedOp::Get { .. } | KeyedOp::Head { .. } | KeyedOp::ListParts { .. } | KeyedOp::GetLocator { .. }
+        )
     }
 
     /// True when the operation stores new object bytes: refused while the disk is full (deletes,
@@ -228,6 +244,8 @@ pub enum PartitionOp {
     },
     /// In-flight uploads.
     ListUploads,
+    /// One page of versions and delete markers.
+    ListVersions(VersionListOptions),
 }
 
 /// A parsed request.
@@ -239,6 +257,15 @@ pub enum Command {
         name: String,
         /// Partitions (0: the node's default).
         partitions: u16,
+        /// Its versioning state.
+        versioning: Versioning,
+    },
+    /// Set a Box's versioning state.
+    SetVersioning {
+        /// Name.
+        name: String,
+        /// The new state.
+        versioning: Versioning,
     },
     /// Delete a Box.
     DeleteBox {
@@ -288,6 +315,8 @@ pub enum Command {
         rename: bool,
         /// The condition on the target key and the metadata replacement.
         opts: CopyOptions,
+        /// Copy this version of the source (a copy only).
+        source_version: Option<Hlc>,
     },
     /// Delete several keys of a Box (each maybe conditional), one result per key.
     DeleteMany {
@@ -387,6 +416,24 @@ pub fn meta_replace(r: Option<fb::MetaReplace<'_>>) -> Result<Option<MetaReplace
     }))
 }
 
+/// A stamp of the wire.
+pub fn hlc_of(h: Option<&fb::Hlc>) -> Option<Hlc> {
+    h.map(|h| Hlc { physical_ms: h.physical_ms(), logical: h.logical(), node: h.node() })
+}
+
+/// The versioning state of the wire's enum.
+///
+/// # Errors
+/// `InvalidArgument` (`versioning`) for an unknown value.
+pub fn versioning_of(v: fb::Versioning) -> Result<Versioning, NodeError> {
+    Ok(match v {
+        fb::Versioning::Off => Versioning::Off,
+        fb::Versioning::Enabled => Versioning::Enabled,
+        fb::Versioning::Suspended => Versioning::Suspended,
+        other => return Err(NodeError::invalid("versioning", format!("unknown versioning state {}", other.0))),
+    })
+}
+
 /// The most keys one delete-many request may name (S3's DeleteObjects limit).
 pub const DELETE_MANY_KEYS_MAX: usize = 1000;
 
@@ -478,7 +525,11 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
     Ok(match kind {
         fb::RequestBody::CreateBox => {
             let r = req.body_as_create_box().ok_or_else(missing)?;
-            Command::CreateBox { name: box_name(r.box_name())?, partitions: r.partitions() }
+            Command::CreateBox {
+                name: box_name(r.box_name())?,
+                partitions: r.partitions(),
+                versioning: versioning_of(r.versioning())?,
+            }
         }
         fb::RequestBody::DeleteBox => {
             let r = req.body_as_delete_box().ok_or_else(missing)?;
@@ -508,19 +559,23 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
             Command::Keyed {
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,
-                op: KeyedOp::Get { range },
+                op: KeyedOp::Get { range, version: hlc_of(r.version_id()) },
             }
         }
         fb::RequestBody::Head => {
             let r = req.body_as_head().ok_or_else(missing)?;
-            Command::Keyed { box_name: box_name(r.box_name())?, key: key("key", Some(r.key()))?, op: KeyedOp::Head }
+            Command::Keyed {
+                box_name: box_name(r.box_name())?,
+                key: key("key", Some(r.key()))?,
+                op: KeyedOp::Head { version: hlc_of(r.version_id()) },
+            }
         }
         fb::RequestBody::Delete => {
             let r = req.body_as_delete().ok_or_else(missing)?;
             Command::Keyed {
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,
-                op: KeyedOp::Delete { condition: condition(r.condition())? },
+                op: KeyedOp::Delete { condition: condition(r.condition())?, version: hlc_of(r.version_id()) },
             }
         }
         fb::RequestBody::List => {
@@ -549,6 +604,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 target_key: key("target_key", Some(r.target_key()))?,
                 rename: false,
                 opts: CopyOptions { condition: condition(r.condition())?, replace: meta_replace(r.replace())? },
+                source_version: hlc_of(r.source_version()),
             }
         }
         fb::RequestBody::Rename => {
@@ -559,6 +615,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 target_key: key("target_key", Some(r.target_key()))?,
                 rename: true,
                 opts: CopyOptions { condition: condition(r.condition())?, replace: meta_replace(r.replace())? },
+                source_version: None,
             }
         }
         fb::RequestBody::CreateUpload => {
@@ -633,7 +690,7 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
             Command::Keyed {
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,
-                op: KeyedOp::GetLocator,
+                op: KeyedOp::GetLocator { version: hlc_of(r.version_id()) },
             }
         }
         fb::RequestBody::PrepareRename => {
@@ -676,6 +733,25 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
                 box_name: box_name(r.box_name())?,
                 key: key("key", Some(r.key()))?,
                 op: KeyedOp::SetMeta { replace, condition: condition(r.condition())? },
+            }
+        }
+        fb::RequestBody::SetVersioning => {
+            let r = req.body_as_set_versioning().ok_or_else(missing)?;
+            Command::SetVersioning { name: box_name(r.box_name())?, versioning: versioning_of(r.versioning())? }
+        }
+        fb::RequestBody::ListVersions => {
+            let r = req.body_as_list_versions().ok_or_else(missing)?;
+            let opts = VersionListOptions {
+                prefix: bound(r.prefix())?,
+                key_marker: bound(r.key_marker())?,
+                version_marker: hlc_of(r.version_marker()),
+                limit: r.limit(),
+                with_meta: r.with_meta(),
+            };
+            Command::Partitioned {
+                box_name: box_name(r.box_name())?,
+                partition: r.partition(),
+                op: PartitionOp::ListVersions(opts),
             }
         }
         fb::RequestBody::DeleteMany => {

@@ -1072,6 +1072,10 @@ fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) ->
     let (box_name, key, put, delete_condition) = match kind {
         fb::RequestBody::Delete => {
             let Some(d) = req.body_as_delete() else { return false };
+            // A delete of a version by id takes the task path.
+            if d.version_id().is_some() {
+                return false;
+            }
             let Ok(condition) = command::condition(d.condition()) else { return false };
             (d.box_name(), d.key().bytes(), None, condition)
         }
@@ -1097,7 +1101,10 @@ fn mutate_now(conn: &Rc<Conn>, id: u64, req: fb::Request<'_>, payload: &[u8]) ->
     }
     let in_flight = conn.shard.enter();
     let admitted = match put {
-        None => engine.admit_delete_if(key, delete_condition).map(|p| Some(p.map(|_| reply::done()))),
+        None => {
+            let marker = engine.versioning() != candybox_core::engine::Versioning::Off;
+            engine.admit_delete_if(key, delete_condition).map(|p| Some(p.map(|v| reply::delete_done(v, marker))))
+        }
         Some(opts) => engine.admit_put_inline(key, opts, payload).map(|p| p.map(|p| p.map(|r| reply::put_done(&r)))),
     };
     let op = command::op_index(kind);

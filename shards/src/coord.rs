@@ -244,6 +244,35 @@ impl CoordClient {
         self.call(move |s| s.create(&path, &codec::encode_box_meta(&meta), CreateMode::Persistent).map(|_| ())).await
     }
 
+    /// Sets a Box's versioning state: a conditional write of its descriptor (read, changed, written
+    /// only if nobody wrote it meanwhile, retried a few times), so concurrent changes by several
+    /// nodes or gateways never lose one. Returns the new descriptor.
+    ///
+    /// # Errors
+    /// `NoNode` when the Box does not exist; `BadVersion` when it kept changing; store failures.
+    pub async fn set_box_versioning(
+        &self,
+        name: &str,
+        versioning: candybox_core::keyspace::Versioning,
+    ) -> Result<BoxMeta, CoordError> {
+        let path = paths::box_meta(name);
+        self.call(move |s| {
+            let mut last = None;
+            for _ in 0..8 {
+                let Some((bytes, version)) = s.get(&path)? else { return Err(CoordError::NoNode(path.clone())) };
+                let mut meta = codec::decode_box_meta(&bytes)?;
+                meta.versioning = versioning;
+                match s.set(&path, &codec::encode_box_meta(&meta), Some(version)) {
+                    Ok(_) => return Ok(meta),
+                    Err(e @ CoordError::BadVersion { .. }) => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| CoordError::NoNode(path.clone())))
+        })
+        .await
+    }
+
     /// Deletes a Box's whole subtree (descriptor, published refs, markers).
     ///
     /// # Errors
@@ -588,7 +617,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let m = BoxMeta { partitions: 8, created_ms: 5, box_uid: BoxUid(77), node: 1 };
+        let m = BoxMeta { partitions: 8, created_ms: 5, box_uid: BoxUid(77), node: 1, versioning: Default::default() };
         assert_eq!(codec::decode_box_meta(&codec::encode_box_meta(&m)).unwrap(), m);
         let r = RenameMarker { source_partition: 1, target_partition: 2, target_key: b"k".to_vec(), created_ms: 9 };
         assert_eq!(codec::decode_marker(&codec::encode_marker(&r)).unwrap(), r);

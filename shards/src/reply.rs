@@ -190,11 +190,9 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
                 f.current_version = *current;
                 fb::ErrorCode::PreconditionFailed
             }
-            // No wire request reads a version by id yet (versioned Boxes are in progress): a
-            // marker reads as absent, with a message saying which.
             CoreError::DeleteMarker { version } => {
                 f.current_version = Some(*version);
-                fb::ErrorCode::NotFound
+                fb::ErrorCode::IsDeleteMarker
             }
         },
         NodeError::BoxNotFound(_) => fb::ErrorCode::BoxNotFound,
@@ -356,8 +354,59 @@ fn box_info<'a>(fbb: &mut FlatBufferBuilder<'a>, b: &BoxInfo) -> WIPOffset<fb::B
             created_ms: b.created_ms,
             box_uid: b.box_uid,
             node: b.node,
+            versioning: match b.versioning {
+                candybox_wire::client::Versioning::Off => fb::Versioning::Off,
+                candybox_wire::client::Versioning::Enabled => fb::Versioning::Enabled,
+                candybox_wire::client::Versioning::Suspended => fb::Versioning::Suspended,
+            },
         },
     )
+}
+
+/// `DeleteDone`: the delete marker a versioned Box's delete wrote, or the version deleted.
+pub fn delete_done(version: Hlc, delete_marker: bool) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let h = hlc(version);
+    let d = fb::DeleteDone::create(&mut fbb, &fb::DeleteDoneArgs { version: Some(&h), delete_marker });
+    body_reply(fbb, fb::ReplyBody::DeleteDone, d.as_union_value())
+}
+
+/// `VersionPage` of one partition.
+pub fn version_page(page: &candybox_core::engine::VersionPage) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256 + 128 * page.entries.len());
+    let entries: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| {
+            let key = Some(fbb.create_vector(&e.key));
+            let content_type = Some(fbb.create_string(&e.locator.content_type));
+            let user_meta = candybox_wire::build::key_values(&mut fbb, e.locator.user_meta.iter().map(|(k, v)| (k, v)));
+            let version = hlc(e.version);
+            fb::VersionEntry::create(
+                &mut fbb,
+                &fb::VersionEntryArgs {
+                    key,
+                    version: Some(&version),
+                    is_latest: e.is_latest,
+                    delete_marker: e.is_delete_marker(),
+                    size: e.locator.size,
+                    checksum: e.locator.checksum,
+                    content_type,
+                    created_ms: e.locator.created_ms,
+                    modified_ms: e.locator.modified_ms(),
+                    user_meta,
+                },
+            )
+        })
+        .collect();
+    let entries = Some(fbb.create_vector(&entries));
+    let next_key_marker = page.next.as_ref().map(|(k, _)| fbb.create_vector(k));
+    let next_version = page.next.as_ref().map(|(_, v)| hlc(*v));
+    let r = fb::VersionPage::create(
+        &mut fbb,
+        &fb::VersionPageArgs { entries, next_key_marker, next_version_marker: next_version.as_ref() },
+    );
+    body_reply(fbb, fb::ReplyBody::VersionPage, r.as_union_value())
 }
 
 /// `BoxReply`.

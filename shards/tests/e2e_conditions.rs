@@ -166,7 +166,7 @@ async fn copy_and_rename_check_their_target_on_every_path() {
                     &src,
                     &dst,
                     rename,
-                    &CopyOptions { condition: Some(Condition::IfAbsent), replace: None },
+                    &CopyOptions { condition: Some(Condition::IfAbsent), replace: None, source_version: None },
                 )
                 .await;
             assert_eq!(refused(refused_op), Some(existing.hlc), "{tag}: names the target's version");
@@ -188,7 +188,11 @@ async fn copy_and_rename_check_their_target_on_every_path() {
                     &src,
                     &dst,
                     rename,
-                    &CopyOptions { condition: Some(Condition::IfVersion(existing.hlc)), replace: None },
+                    &CopyOptions {
+                        condition: Some(Condition::IfVersion(existing.hlc)),
+                        replace: None,
+                        source_version: None,
+                    },
                 )
                 .await;
             done.unwrap_or_else(|e| panic!("{tag}: the condition holds, and the source is not claimed: {e}"));

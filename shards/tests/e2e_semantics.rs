@@ -189,7 +189,8 @@ async fn metadata_is_replaced_without_moving_bytes() {
     ];
     for (i, target) in targets.iter().enumerate() {
         let meta = MetaReplace { content_type: Some(format!("x/{i}")), user_meta: vec![("i".into(), i.to_string())] };
-        let opts = CopyOptions { condition: Some(Condition::IfAbsent), replace: Some(meta.clone()) };
+        let opts =
+            CopyOptions { condition: Some(Condition::IfAbsent), replace: Some(meta.clone()), source_version: None };
         let (r, written) = if i % 2 == 0 {
             writes_during(&node, c.copy_or_rename_if(BOX, &src, target, false, &opts)).await
         } else {
@@ -215,10 +216,10 @@ async fn metadata_is_replaced_without_moving_bytes() {
     // Renames: node-run within a partition, client relay across partitions; a refused relay
     // rename releases its source at once (the next rename of it needs no wait).
     let renamed = key_in_partition("renamed-", 8, |p| p != sp).0;
-    let taken = CopyOptions { condition: Some(Condition::IfAbsent), replace: None };
+    let taken = CopyOptions { condition: Some(Condition::IfAbsent), replace: None, source_version: None };
     refused(c.relay_rename_with(BOX, &targets[1], &targets[2], &taken).await);
     let meta = MetaReplace { content_type: Some("final/type".into()), user_meta: vec![] };
-    let opts = CopyOptions { condition: None, replace: Some(meta) };
+    let opts = CopyOptions { condition: None, replace: Some(meta), source_version: None };
     let (r, written) = writes_during(&node, c.relay_rename_with(BOX, &targets[1], &renamed, &opts)).await;
     r.expect("relay rename right after a refused one");
     assert!(written < 64 * 1024, "a relayed rename with new metadata wrote {written} bytes");
@@ -303,5 +304,108 @@ async fn listings_with_metadata_page_within_the_byte_budget() {
     assert_eq!(keys, sorted, "in key order");
     let plain = c.list(BOX, &ListOptions { limit: 1200, ..ListOptions::default() }).await.expect("plain");
     assert_eq!(plain.entries.len(), 1200, "without metadata the page holds them all");
+    drop(node);
+}
+
+async fn read_version(c: &TokioClient, key: &[u8], version: candybox_wire::client::Hlc) -> Vec<u8> {
+    let mut s = c.get_version(BOX, key, ByteRange::Whole, Some(version)).await.expect("get version");
+    let mut out = Vec::new();
+    while let Some(p) = s.next_piece().await.expect("piece") {
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_versioned_box_keeps_versions_and_markers_across_pages_and_a_restart() {
+    use candybox_wire::client::{Hlc, VersionListOptions, Versioning};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::start(dir.path(), &["--frame-body-bytes-max", &CAP.to_string()], &[]);
+    let c = node.client_with(|c| c.frame_body_bytes_max = CAP).await;
+    let info = c.create_box_with(BOX, Some(4), Versioning::Enabled).await.expect("create versioned box");
+    assert_eq!(info.versioning, Versioning::Enabled);
+    assert_eq!(c.head_box(BOX).await.expect("head box").versioning, Versioning::Enabled);
+
+    // Three keys over the partitions, each with versions small (inline) and streamed (3 MiB).
+    let mut want: Vec<(Vec<u8>, Hlc, bool)> = Vec::new();
+    let mut bodies = std::collections::HashMap::new();
+    for k in 0..3u64 {
+        let key = format!("doc-{k}").into_bytes();
+        for (i, size) in [100usize, 3 * MIB + 5, 40].into_iter().enumerate() {
+            let data = pattern(k * 10 + i as u64, size);
+            let done = c.put(BOX, &key, &PutOptions::default(), Bytes::from(data.clone())).await.expect("put");
+            bodies.insert((key.clone(), done.hlc), data);
+            want.push((key.clone(), done.hlc, false));
+        }
+    }
+    let deleted = c.delete_marked(BOX, b"doc-1", None).await.expect("delete");
+    assert!(deleted.delete_marker, "a delete in a versioned box writes a marker");
+    want.push((b"doc-1".to_vec(), deleted.version, true));
+    want.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    assert!(matches!(c.head(BOX, b"doc-1").await, Err(ClientError::NotFound { .. })));
+    let marker = c.get_version(BOX, b"doc-1", ByteRange::Whole, Some(deleted.version)).await;
+    assert!(matches!(marker, Err(ClientError::IsDeleteMarker { .. })), "a marker's version is not readable");
+
+    let list_all = |c: TokioClient| async move {
+        let mut opts = VersionListOptions { limit: 3, ..VersionListOptions::default() };
+        let mut got = Vec::new();
+        loop {
+            let page = c.list_versions(BOX, &opts).await.expect("list versions");
+            assert!(page.entries.len() <= 3);
+            got.extend(page.entries.iter().map(|e| (e.key.clone(), e.version, e.delete_marker, e.is_latest)));
+            match page.next {
+                Some((k, v)) => {
+                    opts.key_marker = Some(k);
+                    opts.version_marker = Some(v);
+                }
+                None => return got,
+            }
+        }
+    };
+    let got = list_all(c.clone()).await;
+    assert_eq!(
+        got.iter().map(|g| (g.0.clone(), g.1, g.2)).collect::<Vec<_>>(),
+        want,
+        "every version and marker, in (key, newest first) order, over pages of 3 across partitions"
+    );
+    let latest: Vec<_> = got.iter().filter(|g| g.3).map(|g| (g.0.clone(), g.1)).collect();
+    assert_eq!(latest.len(), 3, "one latest per key: {latest:?}");
+    for (key, v, marker) in &want {
+        if !marker {
+            assert!(read_version(&c, key, *v).await == bodies[&(key.clone(), *v)], "version {v} reads its bytes");
+            assert_eq!(c.head_version(BOX, key, *v).await.expect("head version").hlc, *v);
+        }
+    }
+
+    // Non-current versions survive a kill -9 and a restart; deleting the marker brings back the
+    // last version.
+    node.kill();
+    node.restart();
+    let c = node.client_with(|c| c.frame_body_bytes_max = CAP).await;
+    assert_eq!(list_all(c.clone()).await.len(), want.len(), "after a restart");
+    c.delete_version(BOX, b"doc-1", deleted.version).await.expect("delete the marker");
+    let newest = want.iter().find(|w| w.0 == b"doc-1" && !w.2).expect("a version").1;
+    assert_eq!(c.head(BOX, b"doc-1").await.expect("head").hlc, newest, "the newest version is current again");
+
+    // A copy of an old version; a suspended Box's writes are the null version.
+    let oldest = want.iter().rev().find(|w| w.0 == b"doc-0").expect("oldest").1;
+    let opts = CopyOptions { source_version: Some(oldest), ..CopyOptions::default() };
+    c.copy_or_rename_if(BOX, b"doc-0", b"restored", false, &opts).await.expect("copy an old version");
+    let restored = c.get_to_vec(BOX, b"restored", ByteRange::Whole).await.expect("get").1;
+    assert!(restored == bodies[&(b"doc-0".to_vec(), oldest)], "the copy has the old version's bytes");
+    assert_eq!(c.set_versioning(BOX, Versioning::Suspended).await.expect("suspend").versioning, Versioning::Suspended);
+    c.put(BOX, b"doc-2", &PutOptions::default(), Bytes::from_static(b"null one")).await.expect("put");
+    let null = c.put(BOX, b"doc-2", &PutOptions::default(), Bytes::from_static(b"null two")).await.expect("put");
+    assert_eq!(null.hlc, Hlc::ZERO, "a suspended Box's write is the null version");
+    let versions: Vec<_> = c
+        .list_versions(BOX, &VersionListOptions { prefix: Some(b"doc-2".to_vec()), ..VersionListOptions::default() })
+        .await
+        .expect("list")
+        .entries;
+    assert_eq!(versions.iter().filter(|v| v.version == Hlc::ZERO).count(), 1, "one null version");
+    assert_eq!(versions.len(), 4, "three enabled-era versions and the null one");
+    assert_eq!(read_version(&c, b"doc-2", Hlc::ZERO).await, b"null two");
+    let off = c.set_versioning(BOX, Versioning::Off).await;
+    assert!(matches!(off, Err(ClientError::InvalidArgument { .. })), "{off:?}");
     drop(node);
 }

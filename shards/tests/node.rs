@@ -179,7 +179,7 @@ impl Client {
     fn create_box(&mut self, name: &str, partitions: u16) -> Reply {
         self.call(request(|fbb| {
             let box_name = Some(fbb.create_string(name));
-            let b = fb::CreateBox::create(fbb, &fb::CreateBoxArgs { box_name, partitions });
+            let b = fb::CreateBox::create(fbb, &fb::CreateBoxArgs { box_name, partitions, ..Default::default() });
             (fb::RequestBody::CreateBox, b.as_union_value())
         }))
     }
@@ -217,7 +217,8 @@ impl Client {
         self.call(request(|fbb| {
             let box_name = Some(fbb.create_string(box_name));
             let key = Some(fbb.create_vector(key));
-            let b = fb::Get::create(fbb, &fb::GetArgs { box_name, key, range_kind: range, first, last });
+            let b =
+                fb::Get::create(fbb, &fb::GetArgs { box_name, key, range_kind: range, first, last, version_id: None });
             (fb::RequestBody::Get, b.as_union_value())
         }))
     }
@@ -226,7 +227,7 @@ impl Client {
         self.call(request(|fbb| {
             let box_name = Some(fbb.create_string(box_name));
             let key = Some(fbb.create_vector(key));
-            let b = fb::Head::create(fbb, &fb::HeadArgs { box_name, key });
+            let b = fb::Head::create(fbb, &fb::HeadArgs { box_name, key, version_id: None });
             (fb::RequestBody::Head, b.as_union_value())
         }))
     }
@@ -235,7 +236,7 @@ impl Client {
         self.call(request(|fbb| {
             let box_name = Some(fbb.create_string(box_name));
             let key = Some(fbb.create_vector(key));
-            let b = fb::Delete::create(fbb, &fb::DeleteArgs { box_name, key, condition: None });
+            let b = fb::Delete::create(fbb, &fb::DeleteArgs { box_name, key, condition: None, version_id: None });
             (fb::RequestBody::Delete, b.as_union_value())
         }))
     }
@@ -254,7 +255,14 @@ impl Client {
             } else {
                 let b = fb::Copy::create(
                     fbb,
-                    &fb::CopyArgs { box_name, source_key, target_key, condition: None, replace: None },
+                    &fb::CopyArgs {
+                        box_name,
+                        source_key,
+                        target_key,
+                        condition: None,
+                        replace: None,
+                        source_version: None,
+                    },
                 );
                 (fb::RequestBody::Copy, b.as_union_value())
             }
@@ -547,7 +555,8 @@ impl Client {
                     fb::ListParts::create(fbb, &fb::ListPartsArgs { box_name, key, upload_id }).as_union_value()
                 }
                 fb::RequestBody::GetLocator => {
-                    fb::GetLocator::create(fbb, &fb::GetLocatorArgs { box_name, key }).as_union_value()
+                    fb::GetLocator::create(fbb, &fb::GetLocatorArgs { box_name, key, version_id: None })
+                        .as_union_value()
                 }
                 other => panic!("not a simple keyed request: {other:?}"),
             };
@@ -914,7 +923,7 @@ fn a_request_over_the_in_flight_cap_while_a_body_streams_gets_busy_not_a_deadloc
     let head = request(|fbb| {
         let box_name = Some(fbb.create_string("capped"));
         let key = Some(fbb.create_vector(b"k"));
-        let b = fb::Head::create(fbb, &fb::HeadArgs { box_name, key });
+        let b = fb::Head::create(fbb, &fb::HeadArgs { box_name, key, version_id: None });
         (fb::RequestBody::Head, b.as_union_value())
     });
     c.send_frame(FrameKind::Request, head_id, &head, &[], true);

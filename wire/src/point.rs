@@ -59,6 +59,9 @@ impl<'a> PointRequest<'a> {
     /// request.
     pub fn of(req: fb::Request<'a>) -> Option<PointRequest<'a>> {
         if let Some(g) = req.body_as_get() {
+            if g.version_id().is_some() {
+                return None;
+            }
             return Some(PointRequest {
                 kind: PointKind::Get,
                 box_name: g.box_name(),
@@ -69,6 +72,9 @@ impl<'a> PointRequest<'a> {
             });
         }
         let h = req.body_as_head()?;
+        if h.version_id().is_some() {
+            return None;
+        }
         Some(PointRequest {
             kind: PointKind::Head,
             box_name: h.box_name(),
@@ -108,6 +114,14 @@ pub fn read_point_request(body: &[u8], body_bytes_max: u32) -> Option<PointReque
     // Required fields: when one is missing the verifier refuses; it says why.
     let box_name = b.string(table.field(b, name_field)??)?;
     let key = b.bytes(table.field(b, key_field)??)?;
+    // A read of a version by id is no point request: the general path serves it.
+    let version_field = match kind {
+        PointKind::Get => fb::Get::VT_VERSION_ID,
+        PointKind::Head => fb::Head::VT_VERSION_ID,
+    };
+    if table.field(b, version_field)?.is_some() {
+        return None;
+    }
     let mut q = PointRequest { kind, box_name, key, range_kind: fb::RangeKind::Whole, first: 0, last: 0 };
     if kind == PointKind::Get {
         if let Some(at) = table.field(b, fb::Get::VT_RANGE_KIND)? {

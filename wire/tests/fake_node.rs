@@ -90,7 +90,7 @@ fn box_reply(name: &str, partitions: u16) -> Vec<u8> {
     let n = fbb.create_string(name);
     let info = fb::BoxInfo::create(
         &mut fbb,
-        &fb::BoxInfoArgs { box_name: Some(n), partitions, created_ms: 1, box_uid: 1, node: 0 },
+        &fb::BoxInfoArgs { box_name: Some(n), partitions, created_ms: 1, box_uid: 1, node: 0, ..Default::default() },
     );
     let b = fb::BoxReply::create(&mut fbb, &fb::BoxReplyArgs { info: Some(info) });
     reply(&mut fbb, fb::ReplyBody::BoxReply, b.as_union_value())

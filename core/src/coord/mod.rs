@@ -354,6 +354,8 @@ pub struct BoxMeta {
     /// creation. 0: not placed (a version 1 entry, written by a single node): the node that
     /// reads it serves it.
     pub node: u16,
+    /// Its versioning state (version 3 entries; older ones are `Off`).
+    pub versioning: crate::keyspace::Versioning,
 }
 
 /// `members/<node>`: a live node (ephemeral), so that others can name it in a not-owner reply.
@@ -406,6 +408,9 @@ pub struct RenameMarker {
 
 /// Version byte of an encoded [`BoxMeta`] (version 1, without the node, is still read).
 pub const BOX_META_VERSION: u8 = 2;
+/// Version byte of a [`BoxMeta`] with a versioning state (one byte after the node), written
+/// only for a Box whose versioning is not `Off`, so every other entry stays version 2.
+pub const BOX_META_VERSION_VERSIONING: u8 = 3;
 /// Bytes of an encoded [`BoxMeta`]: version, partitions, created_ms, box_uid, node.
 pub const BOX_META_BYTES: usize = 1 + 2 + 8 + 8 + 2;
 /// Bytes of a version 1 [`BoxMeta`]: version, partitions, created_ms, box_uid.
@@ -472,13 +477,16 @@ impl BoxMeta {
     pub fn encode(&self) -> Vec<u8> {
         assert!(self.partitions > 0, "a box has at least one partition");
         assert!(self.partitions <= crate::limits::PARTITION_COUNT_MAX, "partition count over the limit");
-        let mut out = Vec::with_capacity(BOX_META_BYTES);
-        out.put_u8(BOX_META_VERSION);
+        let mut out = Vec::with_capacity(BOX_META_BYTES + 1);
+        let versioned = self.versioning != crate::keyspace::Versioning::Off;
+        out.put_u8(if versioned { BOX_META_VERSION_VERSIONING } else { BOX_META_VERSION });
         out.put_u16(self.partitions);
         out.put_u64(self.created_ms);
         out.put_u64(self.box_uid.0);
         out.put_u16(self.node);
-        assert!(out.len() == BOX_META_BYTES);
+        if versioned {
+            out.put_u8(self.versioning.to_u8());
+        }
         out
     }
 
@@ -490,7 +498,7 @@ impl BoxMeta {
     pub fn decode(buf: &[u8]) -> Result<BoxMeta, crate::error::DecodeError> {
         let mut r = Reader::new(buf);
         let version = r.u8()?;
-        if version != 1 && version != BOX_META_VERSION {
+        if !(1..=BOX_META_VERSION_VERSIONING).contains(&version) {
             return Err(DecodeError::UnsupportedVersion(u16::from(version)));
         }
         let at = r.position() as u64;
@@ -499,8 +507,15 @@ impl BoxMeta {
         let created_ms = r.u64()?;
         let box_uid = crate::types::BoxUid(r.u64()?);
         let node = if version == 1 { 0 } else { r.u16()? };
+        let versioning = if version == BOX_META_VERSION_VERSIONING {
+            let at = r.position() as u64;
+            crate::keyspace::Versioning::from_u8(r.u8()?)
+                .ok_or(DecodeError::Malformed { what: "versioning state", offset: at })?
+        } else {
+            crate::keyspace::Versioning::Off
+        };
         check_end(&r)?;
-        Ok(BoxMeta { partitions, created_ms, box_uid, node })
+        Ok(BoxMeta { partitions, created_ms, box_uid, node, versioning })
     }
 }
 
@@ -773,7 +788,13 @@ mod tests {
     use crate::types::{BoxUid, SyrupId};
 
     fn meta() -> BoxMeta {
-        BoxMeta { partitions: 8, created_ms: 1_700_000_000_000, box_uid: BoxUid(0x0102_0304_0506_0708), node: 3 }
+        BoxMeta {
+            partitions: 8,
+            created_ms: 1_700_000_000_000,
+            box_uid: BoxUid(0x0102_0304_0506_0708),
+            node: 3,
+            versioning: Default::default(),
+        }
     }
 
     fn marker() -> RenameMarker {
@@ -805,23 +826,37 @@ mod tests {
         assert_eq!(b[0], BOX_META_VERSION);
         assert_eq!(&b[1..3], &8u16.to_le_bytes());
         assert_eq!(BoxMeta::decode(&b), Ok(m));
-        let one = BoxMeta { partitions: 1, created_ms: 0, box_uid: BoxUid(0), node: 0 };
+        let one = BoxMeta { partitions: 1, created_ms: 0, box_uid: BoxUid(0), node: 0, versioning: Default::default() };
         assert_eq!(BoxMeta::decode(&one.encode()), Ok(one));
         let most = BoxMeta {
             partitions: crate::limits::PARTITION_COUNT_MAX,
             created_ms: u64::MAX,
             box_uid: BoxUid(u64::MAX),
             node: u16::MAX,
+            versioning: crate::keyspace::Versioning::Suspended,
         };
         assert_eq!(BoxMeta::decode(&most.encode()), Ok(most));
+        // A versioned Box's entry is version 3, one byte longer; an unversioned one stays 2.
+        for v in [crate::keyspace::Versioning::Enabled, crate::keyspace::Versioning::Suspended] {
+            let m = BoxMeta { versioning: v, ..meta() };
+            let b = m.encode();
+            assert_eq!((b[0], b.len()), (BOX_META_VERSION_VERSIONING, BOX_META_BYTES + 1));
+            assert_eq!(BoxMeta::decode(&b), Ok(m));
+        }
     }
 
     #[test]
     fn box_meta_refuses_bad_bytes() {
         let good = meta().encode();
+        let mut v4 = good.clone();
+        v4[0] = 4;
+        assert_eq!(BoxMeta::decode(&v4), Err(DecodeError::UnsupportedVersion(4)));
+        // Version 3 needs its versioning byte, and a known one.
         let mut v3 = good.clone();
         v3[0] = 3;
-        assert_eq!(BoxMeta::decode(&v3), Err(DecodeError::UnsupportedVersion(3)));
+        assert!(BoxMeta::decode(&v3).is_err(), "a version 3 entry without its state");
+        v3.push(7);
+        assert!(matches!(BoxMeta::decode(&v3), Err(DecodeError::Malformed { what: "versioning state", .. })));
         // A version 1 entry has no node; a version 2 one cut there is short.
         let mut v1 = good[..BOX_META_V1_BYTES].to_vec();
         v1[0] = 1;

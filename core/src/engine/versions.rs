@@ -136,6 +136,17 @@ impl<S: Storage> Engine<S> {
         }
     }
 
+    /// The locator of version `id` of `key` to relay, its bytes checked as
+    /// [`Engine::get_locator`] checks the current one's.
+    ///
+    /// # Errors
+    /// As [`Engine::version_locator`]; `ChecksumMismatch` for damaged bytes.
+    pub async fn get_version_locator(&self, key: &[u8], id: Hlc) -> Result<CandyLocator> {
+        let l = self.version_locator(key, id)?;
+        self.verify_candy(&l).await?;
+        Ok(l)
+    }
+
     /// Reads version `id` of `key` (whole or a range), as [`Engine::get`] reads the current one.
     ///
     /// # Errors

@@ -8,7 +8,7 @@ use super::*;
 #[derive(Default)]
 pub(super) struct BoxCache {
     /// Descriptors of the Boxes this shard has seen, by name.
-    by_name: RefCell<rustc_hash::FxHashMap<String, BoxMeta>>,
+    pub(super) by_name: RefCell<rustc_hash::FxHashMap<String, BoxMeta>>,
     /// Boxes a delete-box is removing: their partitions refuse new operations on this shard.
     deleting: RefCell<std::collections::HashSet<BoxUid>>,
     /// Operations using a partition engine of each Box on this shard right now ([`EngineInUse`]).
@@ -127,7 +127,12 @@ impl Shard {
         }
     }
 
-    pub(super) async fn create_box(self: &Rc<Self>, name: String, partitions: u16) -> Result<Outcome, NodeError> {
+    pub(super) async fn create_box(
+        self: &Rc<Self>,
+        name: String,
+        partitions: u16,
+        versioning: Versioning,
+    ) -> Result<Outcome, NodeError> {
         let partitions = if partitions == 0 { self.shared.config.default_partitions } else { partitions };
         if partitions > limits::PARTITION_COUNT_MAX {
             return Err(NodeError::Engine(CoreError::LimitExceeded {
@@ -139,7 +144,8 @@ impl Shard {
         let members = self.shared.coord.members().await.map_err(|e| self.coord_error(e))?;
         let nodes: Vec<u16> = members.iter().map(|m| m.node).collect();
         let node = crate::placement::node_for(&name, &nodes).unwrap_or(self.node_id());
-        let meta = BoxMeta { partitions, created_ms: wall_ms(), box_uid: BoxUid(rand::random::<u64>() | 1), node };
+        let meta =
+            BoxMeta { partitions, created_ms: wall_ms(), box_uid: BoxUid(rand::random::<u64>() | 1), node, versioning };
         match self.shared.coord.create_box(&name, meta).await {
             Ok(()) => {}
             Err(candybox_core::coord::CoordError::NodeExists(_)) => return Err(NodeError::BoxExists(name)),
@@ -147,6 +153,39 @@ impl Shard {
         }
         self.boxes.by_name.borrow_mut().insert(name.clone(), meta);
         tracing::info!(box_name = %name, partitions, box_uid = meta.box_uid.0, node, "box created");
+        Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
+    }
+
+    /// Sets a Box's versioning state: in the coordination store (a conditional write), then in
+    /// every shard's cached descriptor and open partition, before the reply; a mutation admitted
+    /// after the reply follows the new state.
+    pub(super) async fn set_versioning(
+        self: &Rc<Self>,
+        name: String,
+        versioning: Versioning,
+    ) -> Result<Outcome, NodeError> {
+        let meta = self.served_meta(&name).await?;
+        if versioning == Versioning::Off && meta.versioning != Versioning::Off {
+            return Err(NodeError::invalid("versioning", "a versioned Box can be suspended, not turned off"));
+        }
+        let meta = self.shared.coord.set_box_versioning(&name, versioning).await.map_err(|e| match e {
+            candybox_core::coord::CoordError::NoNode(_) => NodeError::BoxNotFound(name.clone()),
+            e => self.coord_error(e),
+        })?;
+        for s in 0..self.shard_count() {
+            let n = name.clone();
+            self.invoke_on(s, move |sh| async move {
+                sh.boxes.by_name.borrow_mut().insert(n, meta);
+                for ((uid, _), (_, e)) in sh.table.engines.borrow().iter() {
+                    if *uid == meta.box_uid {
+                        // Only Off -> on is refused, which was checked above.
+                        let _ = e.set_versioning(versioning);
+                    }
+                }
+            })
+            .await?;
+        }
+        tracing::info!(box_name = %name, versioning = ?versioning, "box versioning set");
         Ok(Outcome::Reply(reply::box_reply(&info(&name, &meta))))
     }
 

@@ -26,7 +26,10 @@ impl Shard {
         match cmd {
             // Rare requests run boxed: their futures are large, and an unboxed arm would make
             // every request's future (a get's too) as large as the largest, copied at each spawn.
-            Command::CreateBox { name, partitions } => Box::pin(self.create_box(name, partitions)).await,
+            Command::CreateBox { name, partitions, versioning } => {
+                Box::pin(self.create_box(name, partitions, versioning)).await
+            }
+            Command::SetVersioning { name, versioning } => Box::pin(self.set_versioning(name, versioning)).await,
             Command::DeleteBox { name, force } => Box::pin(self.delete_box(name, force)).await,
             Command::HeadBox { name } => {
                 let meta = Box::pin(self.shared.coord.get_box(&name)).await.map_err(|e| self.coord_error(e))?;
@@ -86,9 +89,15 @@ impl Shard {
                 let meta = self.served_meta(&box_name).await?;
                 Ok(Outcome::Reply(reply::delete_many(&Box::pin(self.delete_many(box_name, meta, keys)).await)))
             }
-            Command::CopyOrRename { box_name, source_key, target_key, rename, opts } => {
+            Command::CopyOrRename { box_name, source_key, target_key, rename, opts, source_version } => {
                 let meta = self.served_meta(&box_name).await?;
-                let put = Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename, opts)).await?;
+                let put = match source_version {
+                    None => Box::pin(self.copy_or_rename(box_name, meta, source_key, target_key, rename, opts)).await?,
+                    Some(_) if rename => {
+                        return Err(NodeError::invalid("source_version", "a rename moves the current version only"));
+                    }
+                    Some(v) => Box::pin(self.copy_version(box_name, meta, source_key, v, target_key, opts)).await?,
+                };
                 Ok(Outcome::Reply(reply::put_done(&put)))
             }
         }
@@ -184,15 +193,26 @@ impl Shard {
             // Boxed: a put's future (its body stream) is twice a get's, and every request's future
             // would otherwise be as large (moved at each spawn).
             KeyedOp::Put { opts, body } => reply::put_done(&Box::pin(engine.put(&key, opts, body)).await?),
-            KeyedOp::Get { range } => {
-                let g = engine.get(&key, range).await?;
+            KeyedOp::Get { range, version } => {
+                let g = match version {
+                    None => engine.get(&key, range).await?,
+                    Some(v) => engine.get_version(&key, v, range).await?,
+                };
                 let reply = reply::get_done(&g.locator, g.first, g.len);
                 return Ok(Outcome::Get { reply, len: g.len, body: g.body });
             }
-            KeyedOp::Head => reply::head(&engine.head(&key).await?),
-            KeyedOp::Delete { condition } => {
-                engine.delete_if(&key, condition).await?;
-                reply::done()
+            KeyedOp::Head { version: None } => reply::head(&engine.head(&key).await?),
+            KeyedOp::Head { version: Some(v) } => reply::head(&engine.version_locator(&key, v)?),
+            KeyedOp::Delete { condition, version: None } => {
+                let v = engine.delete_if(&key, condition).await?;
+                reply::delete_done(v, engine.versioning() != Versioning::Off)
+            }
+            KeyedOp::Delete { condition: Some(_), version: Some(_) } => {
+                return Err(NodeError::invalid("condition", "a delete of a version by id takes no condition"));
+            }
+            KeyedOp::Delete { condition: None, version: Some(v) } => {
+                engine.delete_version(&key, v).await?;
+                reply::delete_done(v, false)
             }
             KeyedOp::CreateUpload { opts } => reply::upload_created(Box::pin(engine.create_upload(&key, opts)).await?),
             KeyedOp::UploadPart { upload_id, part_number, size, body } => {
@@ -217,8 +237,11 @@ impl Shard {
                 self.check_upload_key(&engine, upload_id, &key)?;
                 reply::part_list(&engine.list_parts(upload_id)?)
             }
-            KeyedOp::GetLocator => {
-                let (l, _) = engine.get_locator(&key).await?;
+            KeyedOp::GetLocator { version } => {
+                let l = match version {
+                    None => engine.get_locator(&key).await?.0,
+                    Some(v) => engine.get_version_locator(&key, v).await?,
+                };
                 reply::locator_reply(&convert::locator_to_wire(&l, meta.box_uid), p)
             }
             KeyedOp::PrepareRename { target_key } => {
@@ -289,6 +312,7 @@ impl Shard {
                 reply::done()
             }
             PartitionOp::ListUploads => reply::upload_list(&engine.list_uploads()),
+            PartitionOp::ListVersions(opts) => reply::version_page(&engine.list_versions(&opts)?),
         }))
     }
 }

@@ -22,7 +22,7 @@ use std::{
 
 use candybox_core::{
     coord::{BoxMeta, LeaseEntry, RenameMarker},
-    engine::{Engine, ListOptions, PutReply},
+    engine::{Engine, ListOptions, PutReply, Versioning},
     error::Error as CoreError,
     limits,
     locator::CandyLocator,
@@ -362,5 +362,10 @@ pub(super) fn info(name: &str, m: &BoxMeta) -> BoxInfo {
         created_ms: m.created_ms,
         box_uid: m.box_uid.0,
         node: m.node,
+        versioning: match m.versioning {
+            Versioning::Off => candybox_wire::client::Versioning::Off,
+            Versioning::Enabled => candybox_wire::client::Versioning::Enabled,
+            Versioning::Suspended => candybox_wire::client::Versioning::Suspended,
+        },
     }
 }

@@ -16,7 +16,7 @@ pub(super) struct PartitionTable {
     opened_once: RefCell<std::collections::HashSet<(BoxUid, u16)>>,
     /// Open engines by Box incarnation and partition (looked up without building a name), with
     /// the Box's name.
-    engines: RefCell<HashMap<(BoxUid, u16), (String, PartitionEngine)>>,
+    pub(super) engines: RefCell<HashMap<(BoxUid, u16), (String, PartitionEngine)>>,
     /// Partitions whose open found damaged files, with the evidence: their requests are answered
     /// `Quarantined` without opening them again (until a restart).
     quarantined: RefCell<HashMap<(String, u16), (BoxUid, String)>>,
@@ -220,7 +220,8 @@ impl Shard {
             Some((uid, evidence)) if *uid == meta.box_uid => return Err(quarantined(evidence.clone())),
             _ => {}
         }
-        let config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
+        let mut config = self.shared.config.engine_config(box_name, meta.box_uid, partition);
+        config.versioning = meta.versioning;
         let uid_p = (meta.box_uid, partition);
         // A partition opened before in this run (stopped after an I/O failure) finds its records
         // in the live log; at its first open, in what the earlier runs' logs held.
@@ -273,6 +274,11 @@ impl Shard {
             "partition open"
         );
         self.table.opened_once.borrow_mut().insert(uid_p);
+        // A set-versioning may have passed while this partition opened with the older state.
+        let cached = self.boxes.by_name.borrow().get(box_name).copied();
+        if let Some(now) = cached.filter(|m| m.box_uid == meta.box_uid && m.versioning != meta.versioning) {
+            let _ = engine.set_versioning(now.versioning);
+        }
         self.table.engines.borrow_mut().insert((meta.box_uid, partition), (box_name.to_string(), engine.clone()));
         self.metrics().partitions_open.store(self.table.engines.borrow().len() as u64, Relaxed);
         Ok(engine)

@@ -3,7 +3,7 @@
 
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
-use candybox_core::engine::CopyOptions;
+use candybox_core::{engine::CopyOptions, hlc::Hlc};
 
 /// What the relay part owns.
 /// The locator a zero-copy put writes: relayed by a client (checked before it is written), or
@@ -171,6 +171,36 @@ impl Shard {
             tracing::info!(box_name, token = %format!("{:032x}", intent.token), "rename intent abandoned; source kept");
         }
         Ok(None)
+    }
+
+    /// A copy of version `version` of `source_key` (S3's copy source with a version id): the
+    /// source partition's checked locator of that version, committed at the target (no byte
+    /// moves).
+    pub(super) async fn copy_version(
+        self: &Rc<Self>,
+        box_name: String,
+        meta: BoxMeta,
+        source_key: Vec<u8>,
+        version: Hlc,
+        target_key: Vec<u8>,
+        opts: CopyOptions,
+    ) -> Result<PutReply, NodeError> {
+        let sp = partition_for_key(&source_key, meta.partitions);
+        let tp = partition_for_key(&target_key, meta.partitions);
+        let b = box_name.clone();
+        let l = self
+            .invoke_on(self.owner(&box_name, sp), move |sh| async move {
+                let e = sh.engine(&b, meta, sp).await?;
+                Ok::<CandyLocator, NodeError>(e.get_version_locator(&source_key, version).await?)
+            })
+            .await??;
+        let b = box_name.clone();
+        self.invoke_on(self.owner(&box_name, tp), move |sh| async move {
+            sh.lease(&b, meta, tp).await?;
+            let e = sh.engine(&b, meta, tp).await?;
+            sh.zero_copy_put(&e, &b, meta, tp, &target_key, Relayed::Committed(l), None, None, &opts).await
+        })
+        .await?
     }
 
     /// Copy or rename run by the node: one engine call when both keys share a partition, else

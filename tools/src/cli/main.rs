@@ -225,7 +225,7 @@ impl MoveArgs {
         let replace = self
             .replace_meta
             .then(|| MetaReplace { content_type: self.meta.content_type.clone(), user_meta: self.meta.meta.clone() });
-        CopyOptions { condition: self.condition.condition(), replace }
+        CopyOptions { condition: self.condition.condition(), replace, source_version: None }
     }
 }
 

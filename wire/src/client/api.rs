@@ -32,8 +32,9 @@ use super::reply;
 use super::request;
 use super::source::{BodySource, Hashing, Take};
 use super::types::{
-    BoxInfo, ByteRange, CandyMeta, Condition, CopyOptions, DeleteOutcome, KeyRange, ListOptions, ListPage, MetaReplace,
-    PartInfo, PutDone, PutOptions, RelayedLocator, RenameOutcome, RenamePrepared, ShardStats, Topology, UploadInfo,
+    BoxInfo, ByteRange, CandyMeta, Condition, CopyOptions, DeleteDone, DeleteOutcome, Hlc, KeyRange, ListOptions,
+    ListPage, MetaReplace, PartInfo, PutDone, PutOptions, RelayedLocator, RenameOutcome, RenamePrepared, ShardStats,
+    Topology, UploadInfo, VersionListOptions, VersionPage, Versioning,
 };
 use crate::frame::FRAME_BODY_BYTES_MAX_DEFAULT;
 
@@ -572,10 +573,104 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `BoxExists`, `InvalidArgument` (name, partition count), or the connection's error.
     pub async fn create_box(&self, box_name: &str, partitions: Option<u16>) -> Result<BoxInfo, ClientError> {
-        let body = request::create_box(box_name, partitions);
+        self.create_box_with(box_name, partitions, Versioning::Off).await
+    }
+
+    /// [`Client::create_box`] with a versioning state (docs/versioning.md).
+    ///
+    /// # Errors
+    /// As [`Client::create_box`].
+    pub async fn create_box_with(
+        &self,
+        box_name: &str,
+        partitions: Option<u16>,
+        versioning: Versioning,
+    ) -> Result<BoxInfo, ClientError> {
+        let body = request::create_box(box_name, partitions, versioning);
         let info = self.unary(Target::Main, body, |b, cap| reply::box_reply(b, cap)).await?;
         self.remember_partitions(&info);
         Ok(info)
+    }
+
+    /// Sets a Box's versioning state: enabled or suspended (a versioned Box cannot go back to
+    /// off). Writes admitted after the reply follow it.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
+    pub async fn set_versioning(&self, box_name: &str, versioning: Versioning) -> Result<BoxInfo, ClientError> {
+        let this = self.serving(box_name).await;
+        this.unary(Target::Main, request::set_versioning(box_name, versioning), |b, cap| reply::box_reply(b, cap)).await
+    }
+
+    /// One page of versions and delete markers of the whole Box, in (key, newest first) order:
+    /// every partition is asked at once and the pages merged; `next` continues exactly after
+    /// the last entry.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, `InvalidArgument`, or the connection's error.
+    pub async fn list_versions(
+        &self,
+        box_name: &str,
+        options: &VersionListOptions,
+    ) -> Result<VersionPage, ClientError> {
+        let this = self.serving(box_name).await;
+        let partitions = this.partition_count(box_name, Some(this.inner.config.partition_cache_ttl)).await?;
+        let mut options = options.clone();
+        for _ in 0..1024 {
+            let pages = this
+                .scatter(
+                    box_name,
+                    partitions,
+                    |p| request::list_versions(box_name, p, &options),
+                    |b, cap| reply::version_page(b, cap),
+                )
+                .await?;
+            let merged = super::list::merge_version_pages(pages, options.limit);
+            match (&merged.next, merged.entries.is_empty()) {
+                (Some((k, v)), true)
+                    if (options.key_marker.as_ref(), options.version_marker) != (Some(k), Some(*v)) =>
+                {
+                    options.key_marker = Some(k.clone());
+                    options.version_marker = Some(*v);
+                }
+                _ => return Ok(merged),
+            }
+        }
+        Err(ClientError::protocol("the node's version pages made no progress"))
+    }
+
+    /// Metadata of version `version` of `key` (zero: the null version).
+    ///
+    /// # Errors
+    /// `NotFound`, `IsDeleteMarker`, or the connection's error.
+    pub async fn head_version(&self, box_name: &str, key: &[u8], version: Hlc) -> Result<CandyMeta, ClientError> {
+        let body = request::head_version(box_name, key, Some(version));
+        self.keyed(box_name, key, body, |b, cap| reply::candy_meta_reply(b, cap)).await
+    }
+
+    /// Deletes version `version` of `key` for good (a delete marker too); the next newest
+    /// becomes current when it was the current one.
+    ///
+    /// # Errors
+    /// `BoxNotFound`, or the connection's error.
+    pub async fn delete_version(&self, box_name: &str, key: &[u8], version: Hlc) -> Result<DeleteDone, ClientError> {
+        let body = request::delete_version(box_name, key, None, Some(version));
+        self.keyed(box_name, key, body, |b, cap| reply::delete_done(b, cap)).await
+    }
+
+    /// Deletes `key` (only if it meets `condition`), saying what was written: in a versioned Box
+    /// a delete marker and its id.
+    ///
+    /// # Errors
+    /// As [`Client::delete_if`].
+    pub async fn delete_marked(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        condition: Option<&Condition>,
+    ) -> Result<DeleteDone, ClientError> {
+        let body = request::delete(box_name, key, condition);
+        self.keyed(box_name, key, body, |b, cap| reply::delete_done(b, cap)).await
     }
 
     /// Deletes a Box; without `force`, only an empty one.
@@ -658,9 +753,23 @@ impl<D: Driver> Client<D> {
     /// `NotFound`, `BoxNotFound`, `InvalidArgument` (an unsatisfiable range), or the
     /// connection's error.
     pub async fn get(&self, box_name: &str, key: &[u8], range: ByteRange) -> Result<GetStream<D>, ClientError> {
+        self.get_version(box_name, key, range, None).await
+    }
+
+    /// [`Client::get`] of version `version` (`None`: the current one; zero: the null version).
+    ///
+    /// # Errors
+    /// As [`Client::get`]; `IsDeleteMarker` for a version that is a delete marker.
+    pub async fn get_version(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        range: ByteRange,
+        version: Option<Hlc>,
+    ) -> Result<GetStream<D>, ClientError> {
         let this = self.serving(box_name).await;
         let target = this.target_of_key(box_name, key).await;
-        let body = request::get(box_name, key, range);
+        let body = request::get_version(box_name, key, range, version);
         let mut attempt = 0;
         loop {
             let conn = this.connection(target).await?;

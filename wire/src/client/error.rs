@@ -133,6 +133,14 @@ pub enum ClientError {
         /// The node's explanation.
         message: String,
     },
+    /// The version asked for is a delete marker (S3: 405 Method Not Allowed).
+    #[error("is a delete marker{}", detail("is a delete marker", .message))]
+    IsDeleteMarker {
+        /// The marker's version.
+        version: Option<super::types::Hlc>,
+        /// The node's explanation.
+        message: String,
+    },
     /// The node failed internally.
     #[error("internal error on the node{}", detail("internal error on the node", .message))]
     Internal {
@@ -208,6 +216,14 @@ impl ClientError {
                 }),
                 message,
             },
+            fb::ErrorCode::IsDeleteMarker => ClientError::IsDeleteMarker {
+                version: e.current_version().map(|h| super::types::Hlc {
+                    physical_ms: h.physical_ms(),
+                    logical: h.logical(),
+                    node: h.node(),
+                }),
+                message,
+            },
             other => ClientError::Internal { message: format!("unknown error code {}: {message}", other.0) },
         }
     }
@@ -233,6 +249,7 @@ impl ClientError {
             ClientError::Conflict { .. } => fb::ErrorCode::Conflict,
             ClientError::NoSpace { .. } => fb::ErrorCode::NoSpace,
             ClientError::PreconditionFailed { .. } => fb::ErrorCode::PreconditionFailed,
+            ClientError::IsDeleteMarker { .. } => fb::ErrorCode::IsDeleteMarker,
             ClientError::Io { .. } | ClientError::Protocol { .. } | ClientError::Closed { .. } => return None,
             ClientError::Timeout { .. } => return None,
         })

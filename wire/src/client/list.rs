@@ -13,7 +13,7 @@
 
 use std::cmp::Ordering;
 
-use super::types::{ListEntry, ListPage};
+use super::types::{Hlc, ListEntry, ListPage, VersionEntry, VersionPage};
 
 /// Merges one page per partition into one page of at most `limit` entries (0: no cap).
 pub fn merge_pages(pages: Vec<ListPage>, reverse: bool, limit: u32) -> ListPage {
@@ -46,6 +46,24 @@ pub fn merge_pages(pages: Vec<ListPage>, reverse: bool, limit: u32) -> ListPage 
     entries.truncate(cap);
     let next_start_after = if more { entries.last().map(|e| e.key.clone()).or(bound) } else { None };
     ListPage { entries, next_start_after }
+}
+
+/// Merges per-partition version pages (each in (key, newest first) order) into one page of at
+/// most `limit` entries (0: no limit), stopping where the nearest partition with more stopped.
+pub fn merge_version_pages(pages: Vec<VersionPage>, limit: u32) -> VersionPage {
+    let order = |a: &(Vec<u8>, Hlc), b: &(Vec<u8>, Hlc)| a.0.cmp(&b.0).then(b.1.cmp(&a.1));
+    let bound = pages.iter().filter_map(|p| p.next.clone()).min_by(order);
+    let mut entries: Vec<VersionEntry> = pages
+        .into_iter()
+        .flat_map(|p| p.entries)
+        .filter(|e| bound.as_ref().is_none_or(|b| order(&(e.key.clone(), e.version), b) != Ordering::Greater))
+        .collect();
+    entries.sort_by(|a, b| a.key.cmp(&b.key).then(b.version.cmp(&a.version)));
+    let cap = if limit == 0 { usize::MAX } else { limit as usize };
+    let more = entries.len() > cap || bound.is_some();
+    entries.truncate(cap);
+    let next = if more { entries.last().map(|e| (e.key.clone(), e.version)).or(bound) } else { None };
+    VersionPage { entries, next }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use bytes::Bytes;
 
 use super::error::ClientError;
 use super::types::{
-    BoxInfo, CandyMeta, Hlc, ListEntry, ListPage, PartInfo, PutDone, RelayedLocator, RenameOutcome, RenamePrepared,
-    ShardStats, Topology, UploadInfo,
+    BoxInfo, CandyMeta, DeleteDone, Hlc, ListEntry, ListPage, PartInfo, PutDone, RelayedLocator, RenameOutcome,
+    RenamePrepared, ShardStats, Topology, UploadInfo, VersionEntry, VersionPage, Versioning,
 };
 use crate::fb;
 use crate::frame::verify_reply;
@@ -47,7 +47,53 @@ fn box_info(b: &fb::BoxInfo<'_>) -> BoxInfo {
         created_ms: b.created_ms(),
         box_uid: b.box_uid(),
         node: b.node(),
+        versioning: match b.versioning() {
+            fb::Versioning::Enabled => Versioning::Enabled,
+            fb::Versioning::Suspended => Versioning::Suspended,
+            _ => Versioning::Off,
+        },
     }
+}
+
+/// A delete's reply: `DeleteDone` (a versioned Box's marker or deleted version), or `Done`.
+///
+/// # Errors
+/// As [`reply`].
+pub fn delete_done(body: &[u8], cap: u32) -> Result<DeleteDone, ClientError> {
+    let r = reply(body, cap)?;
+    Ok(r.body_as_delete_done()
+        .map(|d| DeleteDone { version: hlc(d.version()), delete_marker: d.delete_marker() })
+        .unwrap_or_default())
+}
+
+/// `VersionPage` of one partition.
+///
+/// # Errors
+/// As [`reply`], or a body of another kind.
+pub fn version_page(body: &[u8], cap: u32) -> Result<VersionPage, ClientError> {
+    let r = reply(body, cap)?;
+    let page = r.body_as_version_page().ok_or_else(|| unexpected("VersionPage", &r))?;
+    let entries = page
+        .entries()
+        .map(|v| {
+            v.iter()
+                .map(|e| VersionEntry {
+                    key: e.key().map(|k| k.bytes().to_vec()).unwrap_or_default(),
+                    version: hlc(e.version()),
+                    is_latest: e.is_latest(),
+                    delete_marker: e.delete_marker(),
+                    size: e.size(),
+                    checksum: e.checksum(),
+                    content_type: e.content_type().unwrap_or_default().to_owned(),
+                    created_ms: e.created_ms(),
+                    modified_ms: e.modified_ms(),
+                    user_meta: key_values(e.user_meta()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let next = page.next_key_marker().map(|k| (k.bytes().to_vec(), hlc(page.next_version_marker())));
+    Ok(VersionPage { entries, next })
 }
 
 fn key_values<'a>(

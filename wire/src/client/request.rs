@@ -8,7 +8,10 @@
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
-use super::types::{ByteRange, Condition, CopyOptions, KeyRange, ListOptions, MetaReplace, PutOptions};
+use super::types::{
+    ByteRange, Condition, CopyOptions, Hlc, KeyRange, ListOptions, MetaReplace, PutOptions, VersionListOptions,
+    Versioning,
+};
 use crate::fb;
 
 fn finish<T>(mut fbb: FlatBufferBuilder<'_>, kind: fb::RequestBody, body: WIPOffset<T>) -> Bytes {
@@ -97,14 +100,63 @@ fn size_field(size: Option<u64>) -> i64 {
 }
 
 /// `CreateBox`.
-pub fn create_box(box_name: &str, partitions: Option<u16>) -> Bytes {
+pub fn create_box(box_name: &str, partitions: Option<u16>, versioning: Versioning) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let body = fb::CreateBox::create(
         &mut fbb,
-        &fb::CreateBoxArgs { box_name: Some(name), partitions: partitions.unwrap_or(8) },
+        &fb::CreateBoxArgs {
+            box_name: Some(name),
+            partitions: partitions.unwrap_or(8),
+            versioning: versioning_field(versioning),
+        },
     );
     finish(fbb, fb::RequestBody::CreateBox, body)
+}
+
+fn versioning_field(v: Versioning) -> fb::Versioning {
+    match v {
+        Versioning::Off => fb::Versioning::Off,
+        Versioning::Enabled => fb::Versioning::Enabled,
+        Versioning::Suspended => fb::Versioning::Suspended,
+    }
+}
+
+fn hlc_field(h: Hlc) -> fb::Hlc {
+    fb::Hlc::new(h.physical_ms, h.logical, h.node)
+}
+
+/// `SetVersioning`.
+pub fn set_versioning(box_name: &str, versioning: Versioning) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let body = fb::SetVersioning::create(
+        &mut fbb,
+        &fb::SetVersioningArgs { box_name: Some(name), versioning: versioning_field(versioning) },
+    );
+    finish(fbb, fb::RequestBody::SetVersioning, body)
+}
+
+/// `ListVersions` of one partition.
+pub fn list_versions(box_name: &str, partition: u16, options: &VersionListOptions) -> Bytes {
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string(box_name);
+    let prefix = options.prefix.as_deref().map(|p| fbb.create_vector(p));
+    let key_marker = options.key_marker.as_deref().map(|k| fbb.create_vector(k));
+    let version_marker = options.version_marker.map(hlc_field);
+    let body = fb::ListVersions::create(
+        &mut fbb,
+        &fb::ListVersionsArgs {
+            box_name: Some(name),
+            partition,
+            prefix,
+            key_marker,
+            version_marker: version_marker.as_ref(),
+            limit: options.limit,
+            with_meta: options.with_meta,
+        },
+    );
+    finish(fbb, fb::RequestBody::ListVersions, body)
 }
 
 /// `DeleteBox`.
@@ -154,6 +206,11 @@ pub fn put(box_name: &str, key: &[u8], options: &PutOptions) -> Bytes {
 
 /// `Get`.
 pub fn get(box_name: &str, key: &[u8], range: ByteRange) -> Bytes {
+    get_version(box_name, key, range, None)
+}
+
+/// `Get` of version `version` (`None`: the current one).
+pub fn get_version(box_name: &str, key: &[u8], range: ByteRange, version: Option<Hlc>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
@@ -163,27 +220,49 @@ pub fn get(box_name: &str, key: &[u8], range: ByteRange) -> Bytes {
         ByteRange::From { first } => (fb::RangeKind::From, first, 0),
         ByteRange::Suffix { length } => (fb::RangeKind::Suffix, length, 0),
     };
-    let body =
-        fb::Get::create(&mut fbb, &fb::GetArgs { box_name: Some(name), key: Some(key), range_kind, first, last });
+    let version_id = version.map(hlc_field);
+    let body = fb::Get::create(
+        &mut fbb,
+        &fb::GetArgs { box_name: Some(name), key: Some(key), range_kind, first, last, version_id: version_id.as_ref() },
+    );
     finish(fbb, fb::RequestBody::Get, body)
 }
 
 /// `Head`.
 pub fn head(box_name: &str, key: &[u8]) -> Bytes {
+    head_version(box_name, key, None)
+}
+
+/// `Head` of version `version` (`None`: the current one).
+pub fn head_version(box_name: &str, key: &[u8], version: Option<Hlc>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
-    let body = fb::Head::create(&mut fbb, &fb::HeadArgs { box_name: Some(name), key: Some(key) });
+    let version_id = version.map(hlc_field);
+    let body = fb::Head::create(
+        &mut fbb,
+        &fb::HeadArgs { box_name: Some(name), key: Some(key), version_id: version_id.as_ref() },
+    );
     finish(fbb, fb::RequestBody::Head, body)
 }
 
-/// `Delete`, only if the key meets `condition` (`None`: always).
+/// `Delete`, only if the key meets `condition` (`None`: always); with `version`, that version
+/// for good.
 pub fn delete(box_name: &str, key: &[u8], condition: Option<&Condition>) -> Bytes {
+    delete_version(box_name, key, condition, None)
+}
+
+/// `Delete` of version `version` (`None`: the key).
+pub fn delete_version(box_name: &str, key: &[u8], condition: Option<&Condition>, version: Option<Hlc>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
     let condition = condition_table(&mut fbb, condition);
-    let body = fb::Delete::create(&mut fbb, &fb::DeleteArgs { box_name: Some(name), key: Some(key), condition });
+    let version_id = version.map(hlc_field);
+    let body = fb::Delete::create(
+        &mut fbb,
+        &fb::DeleteArgs { box_name: Some(name), key: Some(key), condition, version_id: version_id.as_ref() },
+    );
     finish(fbb, fb::RequestBody::Delete, body)
 }
 
@@ -233,9 +312,17 @@ pub fn copy(box_name: &str, source_key: &[u8], target_key: &[u8], options: &Copy
     let target = fbb.create_vector(target_key);
     let condition = condition_table(&mut fbb, options.condition.as_ref());
     let replace = replace_table(&mut fbb, options.replace.as_ref());
+    let source_version = options.source_version.map(hlc_field);
     let body = fb::Copy::create(
         &mut fbb,
-        &fb::CopyArgs { box_name: Some(name), source_key: Some(source), target_key: Some(target), condition, replace },
+        &fb::CopyArgs {
+            box_name: Some(name),
+            source_key: Some(source),
+            target_key: Some(target),
+            condition,
+            replace,
+            source_version: source_version.as_ref(),
+        },
     );
     finish(fbb, fb::RequestBody::Copy, body)
 }
@@ -345,10 +432,19 @@ pub fn list_parts(box_name: &str, key: &[u8], upload_id: u64) -> Bytes {
 
 /// `GetLocator`.
 pub fn get_locator(box_name: &str, key: &[u8]) -> Bytes {
+    get_locator_version(box_name, key, None)
+}
+
+/// `GetLocator` of version `version` (`None`: the current one).
+pub fn get_locator_version(box_name: &str, key: &[u8], version: Option<Hlc>) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let key = fbb.create_vector(key);
-    let body = fb::GetLocator::create(&mut fbb, &fb::GetLocatorArgs { box_name: Some(name), key: Some(key) });
+    let version_id = version.map(hlc_field);
+    let body = fb::GetLocator::create(
+        &mut fbb,
+        &fb::GetLocatorArgs { box_name: Some(name), key: Some(key), version_id: version_id.as_ref() },
+    );
     finish(fbb, fb::RequestBody::GetLocator, body)
 }
 

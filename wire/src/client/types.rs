@@ -18,6 +18,11 @@ pub struct Hlc {
     pub node: u16,
 }
 
+impl Hlc {
+    /// The zero stamp: a versioned Box's null version id.
+    pub const ZERO: Hlc = Hlc { physical_ms: 0, logical: 0, node: 0 };
+}
+
 /// A Box as head-box, create-box and list-boxes describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoxInfo {
@@ -31,6 +36,8 @@ pub struct BoxInfo {
     pub box_uid: u64,
     /// The node that serves it (0: not placed, a single node's Box).
     pub node: u16,
+    /// Its versioning state.
+    pub versioning: Versioning,
 }
 
 /// What a completed put (or multipart completion, or zero-copy put) reports.
@@ -222,6 +229,90 @@ pub struct CopyOptions {
     pub condition: Option<Condition>,
     /// The target's metadata instead of the source's (`None`: kept).
     pub replace: Option<MetaReplace>,
+    /// A copy of this version of the source (`None`: the current one; not for a rename).
+    pub source_version: Option<Hlc>,
+}
+
+/// A Box's versioning state (S3's; docs/versioning.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Versioning {
+    /// Never enabled: one version per key.
+    #[default]
+    Off,
+    /// Every write makes a version; a delete writes a delete marker.
+    Enabled,
+    /// Writes replace the key's null version; versions made while enabled stay.
+    Suspended,
+}
+
+impl fmt::Display for Versioning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Versioning::Off => "off",
+            Versioning::Enabled => "enabled",
+            Versioning::Suspended => "suspended",
+        })
+    }
+}
+
+/// What a list-versions asks for: versions of keys with `prefix`, after the markers, in (key,
+/// newest first) order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionListOptions {
+    /// Only keys with this prefix.
+    pub prefix: Option<Vec<u8>>,
+    /// Continue after this key: after its version `version_marker` when given, else after all of
+    /// its versions.
+    pub key_marker: Option<Vec<u8>>,
+    /// With `key_marker`: the last version seen.
+    pub version_marker: Option<Hlc>,
+    /// Page size; 0 means the node's maximum.
+    pub limit: u32,
+    /// Entries carry their user metadata.
+    pub with_meta: bool,
+}
+
+/// One version or delete marker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VersionEntry {
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Its id (zero: the null version).
+    pub version: Hlc,
+    /// The key's current version (or current delete marker).
+    pub is_latest: bool,
+    /// A delete marker (no bytes).
+    pub delete_marker: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC-32 of its bytes.
+    pub checksum: u32,
+    /// Content type.
+    pub content_type: String,
+    /// When its bytes were first written (Unix ms).
+    pub created_ms: u64,
+    /// When this version was written (Unix ms).
+    pub modified_ms: u64,
+    /// User metadata, when asked for.
+    pub user_meta: Vec<(String, String)>,
+}
+
+/// A page of versions: of one partition, or of the whole Box merged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VersionPage {
+    /// Entries in (key, newest first) order.
+    pub entries: Vec<VersionEntry>,
+    /// When more follow: the markers of the next page.
+    pub next: Option<(Vec<u8>, Hlc)>,
+}
+
+/// What a delete did: in a versioned Box, the delete marker it wrote, or the version it removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeleteDone {
+    /// The marker's (or the deleted version's) id; zero from an unversioned Box.
+    pub version: Hlc,
+    /// A delete marker was written.
+    pub delete_marker: bool,
 }
 
 /// One key's outcome in a delete-many.

@@ -95,6 +95,96 @@ impl<'a> ::flatbuffers::Verifiable for LocatorKind {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for LocatorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_VERSIONING: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_VERSIONING: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_VERSIONING: [Versioning; 3] = [
+  Versioning::Off,
+  Versioning::Enabled,
+  Versioning::Suspended,
+];
+
+/// A Box's versioning state (S3's): never enabled, enabled, or suspended (docs/versioning.md).
+/// Appended in schema v1 (issue 14).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Versioning(pub u8);
+#[allow(non_upper_case_globals)]
+impl Versioning {
+  pub const Off: Self = Self(0);
+  pub const Enabled: Self = Self(1);
+  pub const Suspended: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Off,
+    Self::Enabled,
+    Self::Suspended,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Off => Some("Off"),
+      Self::Enabled => Some("Enabled"),
+      Self::Suspended => Some("Suspended"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Versioning {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Versioning {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Versioning {
+    type Output = Versioning;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Versioning {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Versioning {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Versioning {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CONDITION_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_CONDITION_KIND: u8 = 4;
@@ -296,10 +386,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for RangeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 26;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 28;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 27] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 29] = [
   RequestBody::NONE,
   RequestBody::CreateBox,
   RequestBody::DeleteBox,
@@ -327,6 +417,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 27] = [
   RequestBody::Stats,
   RequestBody::SetMeta,
   RequestBody::DeleteMany,
+  RequestBody::SetVersioning,
+  RequestBody::ListVersions,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -361,9 +453,11 @@ impl RequestBody {
   pub const Stats: Self = Self(24);
   pub const SetMeta: Self = Self(25);
   pub const DeleteMany: Self = Self(26);
+  pub const SetVersioning: Self = Self(27);
+  pub const ListVersions: Self = Self(28);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 26;
+  pub const ENUM_MAX: u8 = 28;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateBox,
@@ -392,6 +486,8 @@ impl RequestBody {
     Self::Stats,
     Self::SetMeta,
     Self::DeleteMany,
+    Self::SetVersioning,
+    Self::ListVersions,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -423,6 +519,8 @@ impl RequestBody {
       Self::Stats => Some("Stats"),
       Self::SetMeta => Some("SetMeta"),
       Self::DeleteMany => Some("DeleteMany"),
+      Self::SetVersioning => Some("SetVersioning"),
+      Self::ListVersions => Some("ListVersions"),
       _ => None,
     }
   }
@@ -482,10 +580,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 17;
+pub const ENUM_MAX_ERROR_CODE: u16 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::Internal,
   ErrorCode::NotFound,
   ErrorCode::BoxNotFound,
@@ -504,6 +602,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::Conflict,
   ErrorCode::NoSpace,
   ErrorCode::PreconditionFailed,
+  ErrorCode::IsDeleteMarker,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -533,9 +632,12 @@ impl ErrorCode {
   /// A conditional mutation's condition does not hold; nothing was written. `Error.current_version`
   /// is the key's current version (absent: no live object). Appended in schema v1 (issue 14).
   pub const PreconditionFailed: Self = Self(17);
+  /// A get or head of a version that is a delete marker (S3: 405 Method Not Allowed);
+  /// `Error.current_version` names it. Appended in schema v1 (issue 14).
+  pub const IsDeleteMarker: Self = Self(18);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 17;
+  pub const ENUM_MAX: u16 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Internal,
     Self::NotFound,
@@ -555,6 +657,7 @@ impl ErrorCode {
     Self::Conflict,
     Self::NoSpace,
     Self::PreconditionFailed,
+    Self::IsDeleteMarker,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -577,6 +680,7 @@ impl ErrorCode {
       Self::Conflict => Some("Conflict"),
       Self::NoSpace => Some("NoSpace"),
       Self::PreconditionFailed => Some("PreconditionFailed"),
+      Self::IsDeleteMarker => Some("IsDeleteMarker"),
       _ => None,
     }
   }
@@ -722,10 +826,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for RenameOutcome {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY_BODY: u8 = 16;
+pub const ENUM_MAX_REPLY_BODY: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 17] = [
+pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 19] = [
   ReplyBody::NONE,
   ReplyBody::Done,
   ReplyBody::BoxReply,
@@ -743,6 +847,8 @@ pub const ENUM_VALUES_REPLY_BODY: [ReplyBody; 17] = [
   ReplyBody::TopologyReply,
   ReplyBody::StatsReply,
   ReplyBody::DeleteManyReply,
+  ReplyBody::DeleteDone,
+  ReplyBody::VersionPage,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -767,9 +873,11 @@ impl ReplyBody {
   pub const TopologyReply: Self = Self(14);
   pub const StatsReply: Self = Self(15);
   pub const DeleteManyReply: Self = Self(16);
+  pub const DeleteDone: Self = Self(17);
+  pub const VersionPage: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -788,6 +896,8 @@ impl ReplyBody {
     Self::TopologyReply,
     Self::StatsReply,
     Self::DeleteManyReply,
+    Self::DeleteDone,
+    Self::VersionPage,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -809,6 +919,8 @@ impl ReplyBody {
       Self::TopologyReply => Some("TopologyReply"),
       Self::StatsReply => Some("StatsReply"),
       Self::DeleteManyReply => Some("DeleteManyReply"),
+      Self::DeleteDone => Some("DeleteDone"),
+      Self::VersionPage => Some("VersionPage"),
       _ => None,
     }
   }
@@ -1735,6 +1847,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CreateBox<'a> {
 impl<'a> CreateBox<'a> {
   pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VERSIONING: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1748,6 +1861,7 @@ impl<'a> CreateBox<'a> {
     let mut builder = CreateBoxBuilder::new(_fbb);
     if let Some(x) = args.box_name { builder.add_box_name(x); }
     builder.add_partitions(args.partitions);
+    builder.add_versioning(args.versioning);
     builder.finish()
   }
 
@@ -1766,6 +1880,14 @@ impl<'a> CreateBox<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(CreateBox::VT_PARTITIONS, Some(8)).unwrap()}
   }
+  /// Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn versioning(&self) -> Versioning {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Versioning>(CreateBox::VT_VERSIONING, Some(Versioning::Off)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for CreateBox<'_> {
@@ -1776,6 +1898,7 @@ impl ::flatbuffers::Verifiable for CreateBox<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
      .visit_field::<u16>("partitions", Self::VT_PARTITIONS, false)?
+     .visit_field::<Versioning>("versioning", Self::VT_VERSIONING, false)?
      .finish();
     Ok(())
   }
@@ -1783,6 +1906,7 @@ impl ::flatbuffers::Verifiable for CreateBox<'_> {
 pub struct CreateBoxArgs<'a> {
     pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub partitions: u16,
+    pub versioning: Versioning,
 }
 impl<'a> Default for CreateBoxArgs<'a> {
   #[inline]
@@ -1790,6 +1914,7 @@ impl<'a> Default for CreateBoxArgs<'a> {
     CreateBoxArgs {
       box_name: None, // required field
       partitions: 8,
+      versioning: Versioning::Off,
     }
   }
 }
@@ -1806,6 +1931,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CreateBoxBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_partitions(&mut self, partitions: u16) {
     self.fbb_.push_slot::<u16>(CreateBox::VT_PARTITIONS, partitions, 8);
+  }
+  #[inline]
+  pub fn add_versioning(&mut self, versioning: Versioning) {
+    self.fbb_.push_slot::<Versioning>(CreateBox::VT_VERSIONING, versioning, Versioning::Off);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CreateBoxBuilder<'a, 'b, A> {
@@ -1828,6 +1957,7 @@ impl ::core::fmt::Debug for CreateBox<'_> {
     let mut ds = f.debug_struct("CreateBox");
       ds.field("box_name", &self.box_name());
       ds.field("partitions", &self.partitions());
+      ds.field("versioning", &self.versioning());
       ds.finish()
   }
 }
@@ -2492,6 +2622,7 @@ impl<'a> Get<'a> {
   pub const VT_RANGE_KIND: ::flatbuffers::VOffsetT = 8;
   pub const VT_FIRST: ::flatbuffers::VOffsetT = 10;
   pub const VT_LAST: ::flatbuffers::VOffsetT = 12;
+  pub const VT_VERSION_ID: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2505,6 +2636,7 @@ impl<'a> Get<'a> {
     let mut builder = GetBuilder::new(_fbb);
     builder.add_last(args.last);
     builder.add_first(args.first);
+    if let Some(x) = args.version_id { builder.add_version_id(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
     builder.add_range_kind(args.range_kind);
@@ -2549,6 +2681,15 @@ impl<'a> Get<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Get::VT_LAST, Some(0)).unwrap()}
   }
+  /// This version instead of the current one (zero: the null version). Appended in schema v1
+  /// (issue 14).
+  #[inline]
+  pub fn version_id(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Get::VT_VERSION_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Get<'_> {
@@ -2562,6 +2703,7 @@ impl ::flatbuffers::Verifiable for Get<'_> {
      .visit_field::<RangeKind>("range_kind", Self::VT_RANGE_KIND, false)?
      .visit_field::<u64>("first", Self::VT_FIRST, false)?
      .visit_field::<u64>("last", Self::VT_LAST, false)?
+     .visit_field::<Hlc>("version_id", Self::VT_VERSION_ID, false)?
      .finish();
     Ok(())
   }
@@ -2572,6 +2714,7 @@ pub struct GetArgs<'a> {
     pub range_kind: RangeKind,
     pub first: u64,
     pub last: u64,
+    pub version_id: Option<&'a Hlc>,
 }
 impl<'a> Default for GetArgs<'a> {
   #[inline]
@@ -2582,6 +2725,7 @@ impl<'a> Default for GetArgs<'a> {
       range_kind: RangeKind::Whole,
       first: 0,
       last: 0,
+      version_id: None,
     }
   }
 }
@@ -2612,6 +2756,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Get::VT_LAST, last, 0);
   }
   #[inline]
+  pub fn add_version_id(&mut self, version_id: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Get::VT_VERSION_ID, version_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GetBuilder {
@@ -2636,6 +2784,7 @@ impl ::core::fmt::Debug for Get<'_> {
       ds.field("range_kind", &self.range_kind());
       ds.field("first", &self.first());
       ds.field("last", &self.last());
+      ds.field("version_id", &self.version_id());
       ds.finish()
   }
 }
@@ -2657,6 +2806,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Head<'a> {
 impl<'a> Head<'a> {
   pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VERSION_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2668,6 +2818,7 @@ impl<'a> Head<'a> {
     args: &'args HeadArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Head<'bldr>> {
     let mut builder = HeadBuilder::new(_fbb);
+    if let Some(x) = args.version_id { builder.add_version_id(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
     builder.finish()
@@ -2688,6 +2839,14 @@ impl<'a> Head<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Head::VT_KEY, None).unwrap()}
   }
+  /// As `Get.version_id`. Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn version_id(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Head::VT_VERSION_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Head<'_> {
@@ -2698,6 +2857,7 @@ impl ::flatbuffers::Verifiable for Head<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
+     .visit_field::<Hlc>("version_id", Self::VT_VERSION_ID, false)?
      .finish();
     Ok(())
   }
@@ -2705,6 +2865,7 @@ impl ::flatbuffers::Verifiable for Head<'_> {
 pub struct HeadArgs<'a> {
     pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub version_id: Option<&'a Hlc>,
 }
 impl<'a> Default for HeadArgs<'a> {
   #[inline]
@@ -2712,6 +2873,7 @@ impl<'a> Default for HeadArgs<'a> {
     HeadArgs {
       box_name: None, // required field
       key: None, // required field
+      version_id: None,
     }
   }
 }
@@ -2728,6 +2890,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeadBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Head::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_version_id(&mut self, version_id: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Head::VT_VERSION_ID, version_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeadBuilder<'a, 'b, A> {
@@ -2751,6 +2917,7 @@ impl ::core::fmt::Debug for Head<'_> {
     let mut ds = f.debug_struct("Head");
       ds.field("box_name", &self.box_name());
       ds.field("key", &self.key());
+      ds.field("version_id", &self.version_id());
       ds.finish()
   }
 }
@@ -2773,6 +2940,7 @@ impl<'a> Delete<'a> {
   pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_CONDITION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_VERSION_ID: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2784,6 +2952,7 @@ impl<'a> Delete<'a> {
     args: &'args DeleteArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Delete<'bldr>> {
     let mut builder = DeleteBuilder::new(_fbb);
+    if let Some(x) = args.version_id { builder.add_version_id(x); }
     if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
@@ -2813,6 +2982,15 @@ impl<'a> Delete<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(Delete::VT_CONDITION, None)}
   }
+  /// Delete this version for good (a delete marker too) instead of the key (which, in a
+  /// versioned Box, writes a delete marker). Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn version_id(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Delete::VT_VERSION_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Delete<'_> {
@@ -2824,6 +3002,7 @@ impl ::flatbuffers::Verifiable for Delete<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
+     .visit_field::<Hlc>("version_id", Self::VT_VERSION_ID, false)?
      .finish();
     Ok(())
   }
@@ -2832,6 +3011,7 @@ pub struct DeleteArgs<'a> {
     pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+    pub version_id: Option<&'a Hlc>,
 }
 impl<'a> Default for DeleteArgs<'a> {
   #[inline]
@@ -2840,6 +3020,7 @@ impl<'a> Default for DeleteArgs<'a> {
       box_name: None, // required field
       key: None, // required field
       condition: None,
+      version_id: None,
     }
   }
 }
@@ -2860,6 +3041,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(Delete::VT_CONDITION, condition);
+  }
+  #[inline]
+  pub fn add_version_id(&mut self, version_id: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Delete::VT_VERSION_ID, version_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteBuilder<'a, 'b, A> {
@@ -2884,6 +3069,7 @@ impl ::core::fmt::Debug for Delete<'_> {
       ds.field("box_name", &self.box_name());
       ds.field("key", &self.key());
       ds.field("condition", &self.condition());
+      ds.field("version_id", &self.version_id());
       ds.finish()
   }
 }
@@ -3312,6 +3498,7 @@ impl<'a> Copy<'a> {
   pub const VT_TARGET_KEY: ::flatbuffers::VOffsetT = 8;
   pub const VT_CONDITION: ::flatbuffers::VOffsetT = 10;
   pub const VT_REPLACE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SOURCE_VERSION: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3323,6 +3510,7 @@ impl<'a> Copy<'a> {
     args: &'args CopyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Copy<'bldr>> {
     let mut builder = CopyBuilder::new(_fbb);
+    if let Some(x) = args.source_version { builder.add_source_version(x); }
     if let Some(x) = args.replace { builder.add_replace(x); }
     if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.target_key { builder.add_target_key(x); }
@@ -3370,6 +3558,15 @@ impl<'a> Copy<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MetaReplace>>(Copy::VT_REPLACE, None)}
   }
+  /// Copy this version of the source (absent: the current one). Appended in schema v1
+  /// (issue 14).
+  #[inline]
+  pub fn source_version(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Copy::VT_SOURCE_VERSION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Copy<'_> {
@@ -3383,6 +3580,7 @@ impl ::flatbuffers::Verifiable for Copy<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("target_key", Self::VT_TARGET_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<MetaReplace>>("replace", Self::VT_REPLACE, false)?
+     .visit_field::<Hlc>("source_version", Self::VT_SOURCE_VERSION, false)?
      .finish();
     Ok(())
   }
@@ -3393,6 +3591,7 @@ pub struct CopyArgs<'a> {
     pub target_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
     pub replace: Option<::flatbuffers::WIPOffset<MetaReplace<'a>>>,
+    pub source_version: Option<&'a Hlc>,
 }
 impl<'a> Default for CopyArgs<'a> {
   #[inline]
@@ -3403,6 +3602,7 @@ impl<'a> Default for CopyArgs<'a> {
       target_key: None, // required field
       condition: None,
       replace: None,
+      source_version: None,
     }
   }
 }
@@ -3433,6 +3633,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CopyBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MetaReplace>>(Copy::VT_REPLACE, replace);
   }
   #[inline]
+  pub fn add_source_version(&mut self, source_version: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Copy::VT_SOURCE_VERSION, source_version);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CopyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CopyBuilder {
@@ -3458,6 +3662,7 @@ impl ::core::fmt::Debug for Copy<'_> {
       ds.field("target_key", &self.target_key());
       ds.field("condition", &self.condition());
       ds.field("replace", &self.replace());
+      ds.field("source_version", &self.source_version());
       ds.finish()
   }
 }
@@ -3895,6 +4100,326 @@ impl ::core::fmt::Debug for SetMeta<'_> {
       ds.field("key", &self.key());
       ds.field("replace", &self.replace());
       ds.field("condition", &self.condition());
+      ds.finish()
+  }
+}
+pub enum SetVersioningOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Sets a Box's versioning state (`Off` only for a Box never versioned); replied with
+/// `BoxReply`. Appended in schema v1 (issue 14).
+pub struct SetVersioning<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetVersioning<'a> {
+  type Inner = SetVersioning<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetVersioning<'a> {
+  pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSIONING: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetVersioning { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetVersioningArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetVersioning<'bldr>> {
+    let mut builder = SetVersioningBuilder::new(_fbb);
+    if let Some(x) = args.box_name { builder.add_box_name(x); }
+    builder.add_versioning(args.versioning);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn box_name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetVersioning::VT_BOX_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn versioning(&self) -> Versioning {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Versioning>(SetVersioning::VT_VERSIONING, Some(Versioning::Off)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetVersioning<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
+     .visit_field::<Versioning>("versioning", Self::VT_VERSIONING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetVersioningArgs<'a> {
+    pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub versioning: Versioning,
+}
+impl<'a> Default for SetVersioningArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetVersioningArgs {
+      box_name: None, // required field
+      versioning: Versioning::Off,
+    }
+  }
+}
+
+pub struct SetVersioningBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetVersioningBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_box_name(&mut self, box_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetVersioning::VT_BOX_NAME, box_name);
+  }
+  #[inline]
+  pub fn add_versioning(&mut self, versioning: Versioning) {
+    self.fbb_.push_slot::<Versioning>(SetVersioning::VT_VERSIONING, versioning, Versioning::Off);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetVersioningBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetVersioningBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetVersioning<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetVersioning::VT_BOX_NAME,"box_name");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetVersioning<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetVersioning");
+      ds.field("box_name", &self.box_name());
+      ds.field("versioning", &self.versioning());
+      ds.finish()
+  }
+}
+pub enum ListVersionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One partition's page of versions and delete markers, in (key, newest first) order; the
+/// client scatter-gathers over partitions. Appended in schema v1 (issue 14).
+pub struct ListVersions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListVersions<'a> {
+  type Inner = ListVersions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListVersions<'a> {
+  pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PREFIX: ::flatbuffers::VOffsetT = 8;
+  pub const VT_KEY_MARKER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_VERSION_MARKER: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_WITH_META: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListVersions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListVersionsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListVersions<'bldr>> {
+    let mut builder = ListVersionsBuilder::new(_fbb);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.version_marker { builder.add_version_marker(x); }
+    if let Some(x) = args.key_marker { builder.add_key_marker(x); }
+    if let Some(x) = args.prefix { builder.add_prefix(x); }
+    if let Some(x) = args.box_name { builder.add_box_name(x); }
+    builder.add_partition(args.partition);
+    builder.add_with_meta(args.with_meta);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn box_name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ListVersions::VT_BOX_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn partition(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(ListVersions::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn prefix(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ListVersions::VT_PREFIX, None)}
+  }
+  /// Continue after this key: after its version `version_marker` when given, else after all of
+  /// its versions.
+  #[inline]
+  pub fn key_marker(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ListVersions::VT_KEY_MARKER, None)}
+  }
+  #[inline]
+  pub fn version_marker(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(ListVersions::VT_VERSION_MARKER, None)}
+  }
+  /// Page size; 0 means the node's maximum.
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListVersions::VT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn with_meta(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListVersions::VT_WITH_META, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListVersions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
+     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("prefix", Self::VT_PREFIX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key_marker", Self::VT_KEY_MARKER, false)?
+     .visit_field::<Hlc>("version_marker", Self::VT_VERSION_MARKER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<bool>("with_meta", Self::VT_WITH_META, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListVersionsArgs<'a> {
+    pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u16,
+    pub prefix: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub key_marker: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub version_marker: Option<&'a Hlc>,
+    pub limit: u32,
+    pub with_meta: bool,
+}
+impl<'a> Default for ListVersionsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListVersionsArgs {
+      box_name: None, // required field
+      partition: 0,
+      prefix: None,
+      key_marker: None,
+      version_marker: None,
+      limit: 0,
+      with_meta: false,
+    }
+  }
+}
+
+pub struct ListVersionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListVersionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_box_name(&mut self, box_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListVersions::VT_BOX_NAME, box_name);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u16) {
+    self.fbb_.push_slot::<u16>(ListVersions::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_prefix(&mut self, prefix: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListVersions::VT_PREFIX, prefix);
+  }
+  #[inline]
+  pub fn add_key_marker(&mut self, key_marker: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListVersions::VT_KEY_MARKER, key_marker);
+  }
+  #[inline]
+  pub fn add_version_marker(&mut self, version_marker: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(ListVersions::VT_VERSION_MARKER, version_marker);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListVersions::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_with_meta(&mut self, with_meta: bool) {
+    self.fbb_.push_slot::<bool>(ListVersions::VT_WITH_META, with_meta, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListVersionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListVersionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListVersions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ListVersions::VT_BOX_NAME,"box_name");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListVersions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListVersions");
+      ds.field("box_name", &self.box_name());
+      ds.field("partition", &self.partition());
+      ds.field("prefix", &self.prefix());
+      ds.field("key_marker", &self.key_marker());
+      ds.field("version_marker", &self.version_marker());
+      ds.field("limit", &self.limit());
+      ds.field("with_meta", &self.with_meta());
       ds.finish()
   }
 }
@@ -5129,6 +5654,7 @@ impl<'a> ::flatbuffers::Follow<'a> for GetLocator<'a> {
 impl<'a> GetLocator<'a> {
   pub const VT_BOX_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VERSION_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5140,6 +5666,7 @@ impl<'a> GetLocator<'a> {
     args: &'args GetLocatorArgs<'args>
   ) -> ::flatbuffers::WIPOffset<GetLocator<'bldr>> {
     let mut builder = GetLocatorBuilder::new(_fbb);
+    if let Some(x) = args.version_id { builder.add_version_id(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.box_name { builder.add_box_name(x); }
     builder.finish()
@@ -5160,6 +5687,14 @@ impl<'a> GetLocator<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(GetLocator::VT_KEY, None).unwrap()}
   }
+  /// This version's locator (absent: the current one). Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn version_id(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(GetLocator::VT_VERSION_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GetLocator<'_> {
@@ -5170,6 +5705,7 @@ impl ::flatbuffers::Verifiable for GetLocator<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("box_name", Self::VT_BOX_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
+     .visit_field::<Hlc>("version_id", Self::VT_VERSION_ID, false)?
      .finish();
     Ok(())
   }
@@ -5177,6 +5713,7 @@ impl ::flatbuffers::Verifiable for GetLocator<'_> {
 pub struct GetLocatorArgs<'a> {
     pub box_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub version_id: Option<&'a Hlc>,
 }
 impl<'a> Default for GetLocatorArgs<'a> {
   #[inline]
@@ -5184,6 +5721,7 @@ impl<'a> Default for GetLocatorArgs<'a> {
     GetLocatorArgs {
       box_name: None, // required field
       key: None, // required field
+      version_id: None,
     }
   }
 }
@@ -5200,6 +5738,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetLocatorBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetLocator::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_version_id(&mut self, version_id: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(GetLocator::VT_VERSION_ID, version_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetLocatorBuilder<'a, 'b, A> {
@@ -5223,6 +5765,7 @@ impl ::core::fmt::Debug for GetLocator<'_> {
     let mut ds = f.debug_struct("GetLocator");
       ds.field("box_name", &self.box_name());
       ds.field("key", &self.key());
+      ds.field("version_id", &self.version_id());
       ds.finish()
   }
 }
@@ -6306,6 +6849,36 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_versioning(&self) -> Option<SetVersioning<'a>> {
+    if self.body_type() == RequestBody::SetVersioning {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetVersioning::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_versions(&self) -> Option<ListVersions<'a>> {
+    if self.body_type() == RequestBody::ListVersions {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListVersions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -6342,6 +6915,8 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::Stats => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Stats>>("RequestBody::Stats", pos),
           RequestBody::SetMeta => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetMeta>>("RequestBody::SetMeta", pos),
           RequestBody::DeleteMany => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteMany>>("RequestBody::DeleteMany", pos),
+          RequestBody::SetVersioning => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetVersioning>>("RequestBody::SetVersioning", pos),
+          RequestBody::ListVersions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListVersions>>("RequestBody::ListVersions", pos),
           _ => Ok(()),
         }
      })?
@@ -6573,6 +7148,20 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::DeleteMany => {
           if let Some(x) = self.body_as_delete_many() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::SetVersioning => {
+          if let Some(x) = self.body_as_set_versioning() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListVersions => {
+          if let Some(x) = self.body_as_list_versions() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6846,6 +7435,7 @@ impl<'a> BoxInfo<'a> {
   pub const VT_CREATED_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_BOX_UID: ::flatbuffers::VOffsetT = 10;
   pub const VT_NODE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_VERSIONING: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6862,6 +7452,7 @@ impl<'a> BoxInfo<'a> {
     if let Some(x) = args.box_name { builder.add_box_name(x); }
     builder.add_node(args.node);
     builder.add_partitions(args.partitions);
+    builder.add_versioning(args.versioning);
     builder.finish()
   }
 
@@ -6902,6 +7493,14 @@ impl<'a> BoxInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(BoxInfo::VT_NODE, Some(0)).unwrap()}
   }
+  /// Appended in schema v1 (issue 14).
+  #[inline]
+  pub fn versioning(&self) -> Versioning {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Versioning>(BoxInfo::VT_VERSIONING, Some(Versioning::Off)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BoxInfo<'_> {
@@ -6915,6 +7514,7 @@ impl ::flatbuffers::Verifiable for BoxInfo<'_> {
      .visit_field::<u64>("created_ms", Self::VT_CREATED_MS, false)?
      .visit_field::<u64>("box_uid", Self::VT_BOX_UID, false)?
      .visit_field::<u16>("node", Self::VT_NODE, false)?
+     .visit_field::<Versioning>("versioning", Self::VT_VERSIONING, false)?
      .finish();
     Ok(())
   }
@@ -6925,6 +7525,7 @@ pub struct BoxInfoArgs<'a> {
     pub created_ms: u64,
     pub box_uid: u64,
     pub node: u16,
+    pub versioning: Versioning,
 }
 impl<'a> Default for BoxInfoArgs<'a> {
   #[inline]
@@ -6935,6 +7536,7 @@ impl<'a> Default for BoxInfoArgs<'a> {
       created_ms: 0,
       box_uid: 0,
       node: 0,
+      versioning: Versioning::Off,
     }
   }
 }
@@ -6965,6 +7567,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BoxInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u16>(BoxInfo::VT_NODE, node, 0);
   }
   #[inline]
+  pub fn add_versioning(&mut self, versioning: Versioning) {
+    self.fbb_.push_slot::<Versioning>(BoxInfo::VT_VERSIONING, versioning, Versioning::Off);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BoxInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BoxInfoBuilder {
@@ -6987,6 +7593,7 @@ impl ::core::fmt::Debug for BoxInfo<'_> {
       ds.field("created_ms", &self.created_ms());
       ds.field("box_uid", &self.box_uid());
       ds.field("node", &self.node());
+      ds.field("versioning", &self.versioning());
       ds.finish()
   }
 }
@@ -9483,6 +10090,504 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.finish()
   }
 }
+pub enum DeleteDoneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A delete's reply (appended in schema v1, issue 14; older nodes answer `Done`): in a
+/// versioned Box, the delete marker written (`delete_marker`, its id in `version`), or the
+/// version deleted by id.
+pub struct DeleteDone<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteDone<'a> {
+  type Inner = DeleteDone<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteDone<'a> {
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DELETE_MARKER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteDone { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteDoneArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteDone<'bldr>> {
+    let mut builder = DeleteDoneBuilder::new(_fbb);
+    if let Some(x) = args.version { builder.add_version(x); }
+    builder.add_delete_marker(args.delete_marker);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn version(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(DeleteDone::VT_VERSION, None)}
+  }
+  #[inline]
+  pub fn delete_marker(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DeleteDone::VT_DELETE_MARKER, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteDone<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Hlc>("version", Self::VT_VERSION, false)?
+     .visit_field::<bool>("delete_marker", Self::VT_DELETE_MARKER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteDoneArgs<'a> {
+    pub version: Option<&'a Hlc>,
+    pub delete_marker: bool,
+}
+impl<'a> Default for DeleteDoneArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteDoneArgs {
+      version: None,
+      delete_marker: false,
+    }
+  }
+}
+
+pub struct DeleteDoneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteDoneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_version(&mut self, version: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(DeleteDone::VT_VERSION, version);
+  }
+  #[inline]
+  pub fn add_delete_marker(&mut self, delete_marker: bool) {
+    self.fbb_.push_slot::<bool>(DeleteDone::VT_DELETE_MARKER, delete_marker, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteDoneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteDoneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteDone<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteDone<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteDone");
+      ds.field("version", &self.version());
+      ds.field("delete_marker", &self.delete_marker());
+      ds.finish()
+  }
+}
+pub enum VersionEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One version or delete marker of a list-versions page.
+pub struct VersionEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for VersionEntry<'a> {
+  type Inner = VersionEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> VersionEntry<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_IS_LATEST: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DELETE_MARKER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CHECKSUM: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CONTENT_TYPE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CREATED_MS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_MODIFIED_MS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_USER_META: ::flatbuffers::VOffsetT = 22;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    VersionEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args VersionEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<VersionEntry<'bldr>> {
+    let mut builder = VersionEntryBuilder::new(_fbb);
+    builder.add_modified_ms(args.modified_ms);
+    builder.add_created_ms(args.created_ms);
+    builder.add_size(args.size);
+    if let Some(x) = args.user_meta { builder.add_user_meta(x); }
+    if let Some(x) = args.content_type { builder.add_content_type(x); }
+    builder.add_checksum(args.checksum);
+    if let Some(x) = args.version { builder.add_version(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_delete_marker(args.delete_marker);
+    builder.add_is_latest(args.is_latest);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(VersionEntry::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn version(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(VersionEntry::VT_VERSION, None)}
+  }
+  #[inline]
+  pub fn is_latest(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(VersionEntry::VT_IS_LATEST, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn delete_marker(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(VersionEntry::VT_DELETE_MARKER, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(VersionEntry::VT_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn checksum(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(VersionEntry::VT_CHECKSUM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn content_type(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(VersionEntry::VT_CONTENT_TYPE, None)}
+  }
+  #[inline]
+  pub fn created_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(VersionEntry::VT_CREATED_MS, Some(0)).unwrap()}
+  }
+  /// When the version was written (ms since the Unix epoch).
+  #[inline]
+  pub fn modified_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(VersionEntry::VT_MODIFIED_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user_meta(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue>>>>(VersionEntry::VT_USER_META, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for VersionEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<Hlc>("version", Self::VT_VERSION, false)?
+     .visit_field::<bool>("is_latest", Self::VT_IS_LATEST, false)?
+     .visit_field::<bool>("delete_marker", Self::VT_DELETE_MARKER, false)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .visit_field::<u32>("checksum", Self::VT_CHECKSUM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content_type", Self::VT_CONTENT_TYPE, false)?
+     .visit_field::<u64>("created_ms", Self::VT_CREATED_MS, false)?
+     .visit_field::<u64>("modified_ms", Self::VT_MODIFIED_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyValue>>>>("user_meta", Self::VT_USER_META, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct VersionEntryArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub version: Option<&'a Hlc>,
+    pub is_latest: bool,
+    pub delete_marker: bool,
+    pub size: u64,
+    pub checksum: u32,
+    pub content_type: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub created_ms: u64,
+    pub modified_ms: u64,
+    pub user_meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
+}
+impl<'a> Default for VersionEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    VersionEntryArgs {
+      key: None,
+      version: None,
+      is_latest: false,
+      delete_marker: false,
+      size: 0,
+      checksum: 0,
+      content_type: None,
+      created_ms: 0,
+      modified_ms: 0,
+      user_meta: None,
+    }
+  }
+}
+
+pub struct VersionEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> VersionEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VersionEntry::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(VersionEntry::VT_VERSION, version);
+  }
+  #[inline]
+  pub fn add_is_latest(&mut self, is_latest: bool) {
+    self.fbb_.push_slot::<bool>(VersionEntry::VT_IS_LATEST, is_latest, false);
+  }
+  #[inline]
+  pub fn add_delete_marker(&mut self, delete_marker: bool) {
+    self.fbb_.push_slot::<bool>(VersionEntry::VT_DELETE_MARKER, delete_marker, false);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(VersionEntry::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_checksum(&mut self, checksum: u32) {
+    self.fbb_.push_slot::<u32>(VersionEntry::VT_CHECKSUM, checksum, 0);
+  }
+  #[inline]
+  pub fn add_content_type(&mut self, content_type: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VersionEntry::VT_CONTENT_TYPE, content_type);
+  }
+  #[inline]
+  pub fn add_created_ms(&mut self, created_ms: u64) {
+    self.fbb_.push_slot::<u64>(VersionEntry::VT_CREATED_MS, created_ms, 0);
+  }
+  #[inline]
+  pub fn add_modified_ms(&mut self, modified_ms: u64) {
+    self.fbb_.push_slot::<u64>(VersionEntry::VT_MODIFIED_MS, modified_ms, 0);
+  }
+  #[inline]
+  pub fn add_user_meta(&mut self, user_meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeyValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VersionEntry::VT_USER_META, user_meta);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> VersionEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    VersionEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<VersionEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for VersionEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("VersionEntry");
+      ds.field("key", &self.key());
+      ds.field("version", &self.version());
+      ds.field("is_latest", &self.is_latest());
+      ds.field("delete_marker", &self.delete_marker());
+      ds.field("size", &self.size());
+      ds.field("checksum", &self.checksum());
+      ds.field("content_type", &self.content_type());
+      ds.field("created_ms", &self.created_ms());
+      ds.field("modified_ms", &self.modified_ms());
+      ds.field("user_meta", &self.user_meta());
+      ds.finish()
+  }
+}
+pub enum VersionPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct VersionPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for VersionPage<'a> {
+  type Inner = VersionPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> VersionPage<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_KEY_MARKER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NEXT_VERSION_MARKER: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    VersionPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args VersionPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<VersionPage<'bldr>> {
+    let mut builder = VersionPageBuilder::new(_fbb);
+    if let Some(x) = args.next_version_marker { builder.add_next_version_marker(x); }
+    if let Some(x) = args.next_key_marker { builder.add_next_key_marker(x); }
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<VersionEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<VersionEntry>>>>(VersionPage::VT_ENTRIES, None)}
+  }
+  /// Present when more follow in this partition: the next page's markers.
+  #[inline]
+  pub fn next_key_marker(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(VersionPage::VT_NEXT_KEY_MARKER, None)}
+  }
+  #[inline]
+  pub fn next_version_marker(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(VersionPage::VT_NEXT_VERSION_MARKER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for VersionPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<VersionEntry>>>>("entries", Self::VT_ENTRIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("next_key_marker", Self::VT_NEXT_KEY_MARKER, false)?
+     .visit_field::<Hlc>("next_version_marker", Self::VT_NEXT_VERSION_MARKER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct VersionPageArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<VersionEntry<'a>>>>>,
+    pub next_key_marker: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub next_version_marker: Option<&'a Hlc>,
+}
+impl<'a> Default for VersionPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    VersionPageArgs {
+      entries: None,
+      next_key_marker: None,
+      next_version_marker: None,
+    }
+  }
+}
+
+pub struct VersionPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> VersionPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<VersionEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VersionPage::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_next_key_marker(&mut self, next_key_marker: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VersionPage::VT_NEXT_KEY_MARKER, next_key_marker);
+  }
+  #[inline]
+  pub fn add_next_version_marker(&mut self, next_version_marker: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(VersionPage::VT_NEXT_VERSION_MARKER, next_version_marker);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> VersionPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    VersionPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<VersionPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for VersionPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("VersionPage");
+      ds.field("entries", &self.entries());
+      ds.field("next_key_marker", &self.next_key_marker());
+      ds.field("next_version_marker", &self.next_version_marker());
+      ds.finish()
+  }
+}
 pub enum DeleteResultOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9976,6 +11081,36 @@ impl<'a> Reply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_done(&self) -> Option<DeleteDone<'a>> {
+    if self.body_type() == ReplyBody::DeleteDone {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteDone::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_version_page(&self) -> Option<VersionPage<'a>> {
+    if self.body_type() == ReplyBody::VersionPage {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { VersionPage::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Reply<'_> {
@@ -10003,6 +11138,8 @@ impl ::flatbuffers::Verifiable for Reply<'_> {
           ReplyBody::TopologyReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TopologyReply>>("ReplyBody::TopologyReply", pos),
           ReplyBody::StatsReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatsReply>>("ReplyBody::StatsReply", pos),
           ReplyBody::DeleteManyReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteManyReply>>("ReplyBody::DeleteManyReply", pos),
+          ReplyBody::DeleteDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteDone>>("ReplyBody::DeleteDone", pos),
+          ReplyBody::VersionPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<VersionPage>>("ReplyBody::VersionPage", pos),
           _ => Ok(()),
         }
      })?
@@ -10171,6 +11308,20 @@ impl ::core::fmt::Debug for Reply<'_> {
         },
         ReplyBody::DeleteManyReply => {
           if let Some(x) = self.body_as_delete_many_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ReplyBody::DeleteDone => {
+          if let Some(x) = self.body_as_delete_done() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ReplyBody::VersionPage => {
+          if let Some(x) = self.body_as_version_page() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
