@@ -422,3 +422,58 @@ fn digests_metadata_and_delete_many() {
     assert_eq!(out["results"].as_array().map(Vec::len), Some(4));
     assert!(keys_of(&node.json(&["list", "sem"])).is_empty());
 }
+
+/// Versioned Boxes from the command line (issue 14): `create-box --versioning enabled`,
+/// `list-versions`, `get`/`head`/`delete --version-id`, `copy --source-version`,
+/// `box versioning BOX suspend`, and null versions printed as `null`.
+#[test]
+fn versions_from_the_command_line() {
+    let node = Node::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let created = node.json(&["create-box", "ver", "--partitions", "2", "--versioning", "enabled"]);
+    assert_eq!(created["versioning"], "enabled");
+    let one = write_file(tmp.path(), "one", &pattern(5000, 1));
+    let two = write_file(tmp.path(), "two", &pattern(300, 2));
+    let v1 = node.json(&["put", "ver", "k", &one])["version"].as_str().unwrap().to_owned();
+    let v2 = node.json(&["put", "ver", "k", &two])["version"].as_str().unwrap().to_owned();
+    let del = node.json(&["delete", "ver", "k"]);
+    assert_eq!(del["delete_marker"], true, "{del}");
+    let marker = del["version"].as_str().unwrap().to_owned();
+    node.fails(&["get", "ver", "k"], 1);
+
+    let listed = node.json(&["list-versions", "ver"]);
+    let versions: Vec<(String, bool, bool)> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["version"].as_str().unwrap().to_owned(), e["delete_marker"] == true, e["is_latest"] == true))
+        .collect();
+    assert_eq!(versions, vec![(marker.clone(), true, true), (v2.clone(), false, false), (v1.clone(), false, false)]);
+    let text = String::from_utf8(node.ok(&["list-versions", "ver", "--max", "1"]).stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "one entry per page: {text}");
+
+    assert_eq!(node.ok(&["get", "ver", "k", "--version-id", &v1]).stdout, pattern(5000, 1));
+    assert_eq!(node.json(&["head", "ver", "k", "--version-id", &v2])["size"], 300);
+    let err = node.fails(&["get", "ver", "k", "--version-id", &marker], 1);
+    assert!(err.contains("delete marker"), "{err}");
+    node.ok(&["delete", "ver", "k", "--version-id", &marker]);
+    assert_eq!(node.ok(&["get", "ver", "k"]).stdout, pattern(300, 2), "the marker gone, v2 is current");
+    node.ok(&["copy", "ver", "k", "old", "--source-version", &v1]);
+    assert_eq!(node.ok(&["get", "ver", "old"]).stdout, pattern(5000, 1));
+
+    let suspended = node.json(&["box", "versioning", "ver", "suspend"]);
+    assert_eq!(suspended["versioning"], "suspended");
+    assert_eq!(node.json(&["head-box", "ver"])["versioning"], "suspended");
+    let null = node.json(&["put", "ver", "k", &one]);
+    assert_eq!(null["version"], "null", "{null}");
+    assert_eq!(node.ok(&["get", "ver", "k", "--version-id", "null"]).stdout, pattern(5000, 1));
+    for (args, what) in [
+        (vec!["delete", "ver", "a", "b", "--version-id", "null"], "one key only"),
+        (vec!["rename", "ver", "a", "b", "--source-version", "null"], "is for copy"),
+        (vec!["get", "ver", "k", "--version-id", "yesterday"], "physical_ms.logical@node"),
+        (vec!["box", "versioning", "ver", "off"], "invalid value"),
+    ] {
+        let err = node.fails(&args, 2);
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}

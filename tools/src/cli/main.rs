@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use candybox_wire::client::{
     ByteRange, ClientConfig, Condition, CopyOptions, Digest, Hlc, KeyRange, ListOptions, MetaReplace, PutOptions,
-    ReaderSource, TokioClient, DELETE_MANY_KEYS_MAX, MULTIPART_PART_BYTES_MIN,
+    ReaderSource, TokioClient, VersionListOptions, VersionPage, Versioning, DELETE_MANY_KEYS_MAX,
+    MULTIPART_PART_BYTES_MIN,
 };
 use clap::{Args, Parser, Subcommand};
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -51,6 +52,37 @@ enum Command {
         /// Its number of hash partitions, fixed for its life (the node's default is 8).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         partitions: Option<u16>,
+        /// Keep every version of every key (enabled), or only one null version per key
+        /// (suspended); off by default.
+        #[arg(long, value_parser = parse_versioning, default_value = "off")]
+        versioning: Versioning,
+    },
+    /// Settings of a Box.
+    #[command(subcommand, name = "box")]
+    BoxCmd(BoxCmd),
+    /// List the versions and delete markers of a versioned Box, by key, newest first.
+    ListVersions {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Continue after this key (with --version-marker: after that version of it).
+        #[arg(long)]
+        key_marker: Option<String>,
+        /// The last version seen of --key-marker.
+        #[arg(long, requires = "key_marker", value_parser = parse_version_id)]
+        version_marker: Option<Hlc>,
+        /// Entries per page.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        max: u32,
+        /// Page through everything instead of printing one page.
+        #[arg(long)]
+        all: bool,
+        /// Show each version's user metadata.
+        #[arg(long)]
+        with_meta: bool,
     },
     /// Delete a Box (only an empty one, unless --force).
     DeleteBox {
@@ -108,6 +140,10 @@ enum Command {
         /// Only these bytes: FIRST-LAST (inclusive), FIRST- (to the end) or -N (the last N).
         #[arg(long, value_parser = parse_range, allow_hyphen_values = true)]
         range: Option<ByteRange>,
+        /// This version instead of the current one (as list-versions prints it; `null`: the
+        /// null version).
+        #[arg(long, value_parser = parse_version_id)]
+        version_id: Option<Hlc>,
     },
     /// Show a Candy's metadata.
     Head {
@@ -116,6 +152,9 @@ enum Command {
         box_name: String,
         /// The Candy's key.
         key: String,
+        /// This version instead of the current one.
+        #[arg(long, value_parser = parse_version_id)]
+        version_id: Option<Hlc>,
     },
     /// Delete Candies (deleting an absent key succeeds, unless a condition says otherwise).
     /// Several keys go in one request (at most 1,000); the exit code is 1 when any failed.
@@ -129,6 +168,10 @@ enum Command {
         /// A condition on the key (one key only).
         #[command(flatten)]
         condition: ConditionArgs,
+        /// Delete this version for good (one key only; a delete marker too) instead of the key,
+        /// which in a versioned Box writes a delete marker.
+        #[arg(long, value_parser = parse_version_id, conflicts_with_all = ["if_match", "if_none_match", "if_unmodified_since"])]
+        version_id: Option<Hlc>,
     },
     /// Replace a Candy's content type and user metadata in place (no byte of it moves; a new
     /// version).
@@ -225,7 +268,7 @@ impl MoveArgs {
         let replace = self
             .replace_meta
             .then(|| MetaReplace { content_type: self.meta.content_type.clone(), user_meta: self.meta.meta.clone() });
-        CopyOptions { condition: self.condition.condition(), replace, source_version: None }
+        CopyOptions { condition: self.condition.condition(), replace, source_version: self.source_version }
     }
 }
 
@@ -262,6 +305,9 @@ impl ConditionArgs {
 }
 
 fn parse_if_match(s: &str) -> Result<Condition, String> {
+    if s.contains('@') || s == "null" {
+        return parse_version_id(s).map(Condition::IfVersion);
+    }
     if s.contains('@') {
         return s.parse::<Hlc>().map(Condition::IfVersion);
     }
@@ -310,6 +356,39 @@ struct MoveArgs {
     /// The target's metadata, with --replace-meta.
     #[command(flatten)]
     meta: MetaArgs,
+    /// Copy this version of the source (a copy only, run by the node).
+    #[arg(long, value_parser = parse_version_id, conflicts_with = "relay")]
+    source_version: Option<Hlc>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BoxCmd {
+    /// Turn a Box's versioning on (enable) or suspend it (a versioned Box is never off again).
+    Versioning {
+        /// The Box.
+        #[arg(value_name = "BOX")]
+        box_name: String,
+        /// enable or suspend.
+        #[arg(value_parser = ["enable", "suspend"])]
+        state: String,
+    },
+}
+
+fn parse_versioning(s: &str) -> Result<Versioning, String> {
+    match s {
+        "off" => Ok(Versioning::Off),
+        "enabled" | "enable" => Ok(Versioning::Enabled),
+        "suspended" | "suspend" => Ok(Versioning::Suspended),
+        _ => Err(format!("`{s}`: one of off, enabled, suspended")),
+    }
+}
+
+/// A version id as list-versions prints it (`physical_ms.logical@node`), or `null`.
+fn parse_version_id(s: &str) -> Result<Hlc, String> {
+    if s == "null" {
+        return Ok(Hlc::ZERO);
+    }
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -426,6 +505,12 @@ fn check_usage(cli: &Cli) {
         Command::Delete { keys, condition, .. } if keys.len() > 1 && condition.condition().is_some() => {
             refuse("a condition (--if-match, --if-none-match, --if-unmodified-since) applies to one key only")
         }
+        Command::Delete { keys, version_id: Some(_), .. } if keys.len() > 1 => {
+            refuse("--version-id applies to one key only")
+        }
+        Command::Rename(m) if m.source_version.is_some() => {
+            refuse("--source-version is for copy: a rename moves the current version")
+        }
         Command::Copy(m) | Command::Rename(m)
             if !m.replace_meta && (m.meta.content_type.is_some() || !m.meta.meta.is_empty()) =>
         {
@@ -467,10 +552,46 @@ async fn run(cli: Cli) -> Result<()> {
     let client = connect(&cli).await?;
     let out = Out::new(cli.json);
     match cli.command {
-        Command::CreateBox { box_name, partitions } => {
-            let info =
-                client.create_box(&box_name, partitions).await.with_context(|| format!("create box {box_name}"))?;
+        Command::CreateBox { box_name, partitions, versioning } => {
+            let info = client
+                .create_box_with(&box_name, partitions, versioning)
+                .await
+                .with_context(|| format!("create box {box_name}"))?;
             out.box_info(&info);
+        }
+        Command::BoxCmd(BoxCmd::Versioning { box_name, state }) => {
+            let v = if state == "enable" { Versioning::Enabled } else { Versioning::Suspended };
+            let info = client
+                .set_versioning(&box_name, v)
+                .await
+                .with_context(|| format!("set the versioning of box {box_name}"))?;
+            out.box_info(&info);
+        }
+        Command::ListVersions { box_name, prefix, key_marker, version_marker, max, all, with_meta } => {
+            let mut options = VersionListOptions {
+                prefix: prefix.map(String::into_bytes),
+                key_marker: key_marker.map(String::into_bytes),
+                version_marker,
+                limit: max,
+                with_meta,
+            };
+            loop {
+                let page = client
+                    .list_versions(&box_name, &options)
+                    .await
+                    .with_context(|| format!("list versions of {box_name}"))?;
+                match (&page.next, all) {
+                    (Some((k, v)), true) => {
+                        out.versions(&VersionPage { entries: page.entries, next: None });
+                        options.key_marker = Some(k.clone());
+                        options.version_marker = Some(*v);
+                    }
+                    _ => {
+                        out.versions(&page);
+                        break;
+                    }
+                }
+            }
         }
         Command::DeleteBox { box_name, force } => {
             client.delete_box(&box_name, force).await.with_context(|| format!("delete box {box_name}"))?;
@@ -519,23 +640,29 @@ async fn run(cli: Cli) -> Result<()> {
                 out.put_done(&box_name, &key, Some(&done));
             }
         }
-        Command::Get { box_name, key, output, range } => {
+        Command::Get { box_name, key, output, range, version_id } => {
             let what = format!("get {box_name}/{key}");
-            get(&client, &box_name, &key, output, range.unwrap_or_default()).await.with_context(|| what)?;
+            get(&client, &box_name, &key, output, range.unwrap_or_default(), version_id).await.with_context(|| what)?;
         }
-        Command::Head { box_name, key } => {
-            let meta =
-                client.head(&box_name, key.as_bytes()).await.with_context(|| format!("head {box_name}/{key}"))?;
+        Command::Head { box_name, key, version_id } => {
+            let what = format!("head {box_name}/{key}");
+            let meta = match version_id {
+                None => client.head(&box_name, key.as_bytes()).await,
+                Some(v) => client.head_version(&box_name, key.as_bytes(), v).await,
+            }
+            .with_context(|| what)?;
             out.candy_meta(&key, &meta);
         }
-        Command::Delete { box_name, keys, condition } => {
+        Command::Delete { box_name, keys, condition, version_id } => {
             let condition = condition.condition();
             if let [key] = keys.as_slice() {
-                client
-                    .delete_if(&box_name, key.as_bytes(), condition.as_ref())
-                    .await
-                    .with_context(|| format!("delete {box_name}/{key}"))?;
-                out.done(&format!("deleted {box_name}/{key}"));
+                let what = format!("delete {box_name}/{key}");
+                let done = match version_id {
+                    Some(v) => client.delete_version(&box_name, key.as_bytes(), v).await,
+                    None => client.delete_marked(&box_name, key.as_bytes(), condition.as_ref()).await,
+                }
+                .with_context(|| what)?;
+                out.deleted(&box_name, key, &done);
                 return Ok(());
             }
             let mut failed = 0;
@@ -698,8 +825,15 @@ async fn open_input(file: Option<&std::path::Path>) -> Result<(Box<dyn AsyncRead
     }
 }
 
-async fn get(client: &TokioClient, box_name: &str, key: &str, output: Option<PathBuf>, range: ByteRange) -> Result<()> {
-    let mut stream = client.get(box_name, key.as_bytes(), range).await?;
+async fn get(
+    client: &TokioClient,
+    box_name: &str,
+    key: &str,
+    output: Option<PathBuf>,
+    range: ByteRange,
+    version: Option<Hlc>,
+) -> Result<()> {
+    let mut stream = client.get_version(box_name, key.as_bytes(), range, version).await?;
     let progress = Progress::new(Some(stream.length()), &format!("get {box_name}/{key}"));
     match output {
         None => {

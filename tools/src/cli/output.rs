@@ -36,8 +36,8 @@ pub fn stdout_failed(e: &std::io::Error) -> ! {
 
 use anyhow::{Context, Result};
 use candybox_wire::client::{
-    BoxInfo, CandyMeta, DeleteOutcome, Hlc, ListEntry, ListPage, PartInfo, PutDone, RenameOutcome, ShardStats,
-    Topology, UploadInfo,
+    BoxInfo, CandyMeta, DeleteDone, DeleteOutcome, Hlc, ListEntry, ListPage, PartInfo, PutDone, RenameOutcome,
+    ShardStats, Topology, UploadInfo, VersionPage,
 };
 use serde_json::{json, Value};
 
@@ -48,6 +48,16 @@ pub struct Out {
 
 fn hlc(h: &Hlc) -> Value {
     json!({ "physical_ms": h.physical_ms, "logical": h.logical, "node": h.node })
+}
+
+/// A version id as the CLI prints and reads it: `physical_ms.logical@node`, or `null` for a
+/// versioned Box's null version.
+fn version_id(h: &Hlc) -> String {
+    if *h == Hlc::ZERO {
+        "null".to_string()
+    } else {
+        h.to_string()
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -64,7 +74,7 @@ fn entry_json(e: &ListEntry) -> Value {
         "size": e.size,
         "checksum": e.checksum,
         "hlc": hlc(&e.hlc),
-        "version": e.hlc.to_string(),
+        "version": version_id(&e.hlc),
         "content_type": e.content_type,
         "created_ms": e.created_ms,
         "user_meta": meta_json(&e.user_meta),
@@ -97,6 +107,7 @@ impl Out {
             "created_ms": b.created_ms,
             "box_uid": b.box_uid,
             "node": b.node,
+            "versioning": b.versioning.to_string(),
         })
     }
 
@@ -106,12 +117,13 @@ impl Out {
             self.print(&Self::box_json(b));
         } else {
             say!(
-                "{}\tpartitions {}\tcreated_ms {}\tuid {:#x}\tnode {}",
+                "{}\tpartitions {}\tcreated_ms {}\tuid {:#x}\tnode {}\tversioning {}",
                 b.name,
                 b.partitions,
                 b.created_ms,
                 b.box_uid,
-                b.node
+                b.node,
+                b.versioning
             );
         }
     }
@@ -133,14 +145,19 @@ impl Out {
             match done {
                 Some(d) => self.print(&json!({
                     "box": box_name, "key": key, "size": d.size, "checksum": d.checksum, "hlc": hlc(&d.hlc),
-                    "version": d.hlc.to_string()
+                    "version": version_id(&d.hlc)
                 })),
                 None => self.print(&json!({ "box": box_name, "key": key })),
             }
         } else {
             match done {
                 Some(d) => {
-                    say!("stored {box_name}/{key}: {} bytes, crc32 {:#010x}, version {}", d.size, d.checksum, d.hlc)
+                    say!(
+                        "stored {box_name}/{key}: {} bytes, crc32 {:#010x}, version {}",
+                        d.size,
+                        d.checksum,
+                        version_id(&d.hlc)
+                    )
                 }
                 None => say!("stored {box_name}/{key}"),
             }
@@ -156,7 +173,7 @@ impl Out {
                 "size": m.size,
                 "checksum": m.checksum,
                 "hlc": hlc(&m.hlc),
-                "version": m.hlc.to_string(),
+                "version": version_id(&m.hlc),
                 "content_type": m.content_type,
                 "user_meta": meta,
                 "created_ms": m.created_ms,
@@ -167,7 +184,7 @@ impl Out {
             say!("checksum: {:#010x}", m.checksum);
             say!("content-type: {}", m.content_type);
             say!("created_ms: {}", m.created_ms);
-            say!("version: {}", m.hlc);
+            say!("version: {}", version_id(&m.hlc));
             for (k, v) in &m.user_meta {
                 say!("meta {k}: {v}");
             }
@@ -195,6 +212,51 @@ impl Out {
             }
         }
         all_ok
+    }
+
+    /// A page of versions (`next`: the markers of the next page, on stderr in text).
+    pub fn versions(&self, page: &VersionPage) {
+        let id = version_id;
+        if self.json {
+            let entries: Vec<Value> = page
+                .entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "key": text(&e.key),
+                        "version": id(&e.version),
+                        "is_latest": e.is_latest,
+                        "delete_marker": e.delete_marker,
+                        "size": e.size,
+                        "checksum": e.checksum,
+                        "content_type": e.content_type,
+                        "modified_ms": e.modified_ms,
+                        "user_meta": meta_json(&e.user_meta),
+                    })
+                })
+                .collect();
+            let next = page.next.as_ref().map(|(k, v)| json!({ "key_marker": text(k), "version_marker": id(v) }));
+            self.print(&json!({ "entries": entries, "next": next }));
+        } else {
+            for e in &page.entries {
+                let what = if e.delete_marker { "delete-marker".to_string() } else { e.size.to_string() };
+                let latest = if e.is_latest { "\tlatest" } else { "" };
+                say!("{}\t{}\t{what}{latest}", text(&e.key), id(&e.version));
+            }
+            if let Some((k, v)) = &page.next {
+                eprintln!("more after: --key-marker {} --version-marker {}", text(k), id(v));
+            }
+        }
+    }
+
+    /// A delete that says what it did (a versioned Box's delete marker).
+    pub fn deleted(&self, box_name: &str, key: &str, d: &DeleteDone) {
+        let version = (d.version != Hlc::ZERO || d.delete_marker).then(|| version_id(&d.version));
+        if self.json {
+            self.print(&json!({ "ok": true, "delete_marker": d.delete_marker, "version": version }));
+        } else if d.delete_marker {
+            say!("deleted {box_name}/{key}: delete marker {}", d.version);
+        }
     }
 
     /// A listing printer: one page, or (with `all`) every page as one document.
