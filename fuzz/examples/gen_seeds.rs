@@ -401,8 +401,8 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let name = fbb.create_string("photos");
     let (k1, k2) = (fbb.create_vector(b"a"), fbb.create_vector(b"b"));
     let absent = fb::Condition::create(&mut fbb, &fb::ConditionArgs { kind: fb::ConditionKind::IfAbsent, ..Default::default() });
-    let d1 = fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key: Some(k1), condition: None });
-    let d2 = fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key: Some(k2), condition: Some(absent) });
+    let d1 = fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key: Some(k1), condition: None, version_id: None });
+    let d2 = fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key: Some(k2), condition: Some(absent), version_id: None });
     let keys = fbb.create_vector(&[d1, d2]);
     let many = fb::DeleteMany::create(&mut fbb, &fb::DeleteManyArgs { box_name: Some(name), keys: Some(keys) });
     let body = request(&mut fbb, fb::RequestBody::DeleteMany, many.as_union_value());

@@ -322,8 +322,8 @@ pub enum Command {
     DeleteMany {
         /// Box.
         box_name: String,
-        /// Each key with its condition, in request order.
-        keys: Vec<(Vec<u8>, Option<WriteCondition>)>,
+        /// Each key with its condition or version, in request order.
+        keys: Vec<DeleteOne>,
     },
 }
 
@@ -415,6 +415,9 @@ pub fn meta_replace(r: Option<fb::MetaReplace<'_>>) -> Result<Option<MetaReplace
         user_meta: key_values("replace.user_meta", r.user_meta())?,
     }))
 }
+
+/// One key of a delete-many: the key, its condition, the version to delete for good.
+pub type DeleteOne = (Vec<u8>, Option<WriteCondition>, Option<Hlc>);
 
 /// A stamp of the wire.
 pub fn hlc_of(h: Option<&fb::Hlc>) -> Option<Hlc> {
@@ -765,7 +768,12 @@ pub fn parse(req: fb::Request<'_>, body: Option<BodyRx>, frame: &Bytes) -> Resul
             }
             let mut keys = Vec::with_capacity(r.keys().len());
             for k in r.keys() {
-                keys.push((key("keys.key", Some(k.key()))?, condition(k.condition())?));
+                let version = hlc_of(k.version_id());
+                let condition = condition(k.condition())?;
+                if version.is_some() && condition.is_some() {
+                    return Err(NodeError::invalid("keys.condition", "a delete of a version by id takes no condition"));
+                }
+                keys.push((key("keys.key", Some(k.key()))?, condition, version));
             }
             Command::DeleteMany { box_name: box_name(r.box_name())?, keys }
         }

@@ -292,14 +292,24 @@ pub fn error_reply(e: &NodeError) -> Bytes {
     finish(fbb, root)
 }
 
-/// `DeleteManyReply`: one result per key, in request order (`None`: deleted).
-pub fn delete_many(results: &[Option<std::rc::Rc<NodeError>>]) -> Bytes {
-    let mut fbb = FlatBufferBuilder::with_capacity(64 + 16 * results.len());
+/// `DeleteManyReply`: one result per key, in request order (the version deleted or the marker
+/// written, or the error).
+pub fn delete_many(results: &[Result<(Hlc, bool), std::rc::Rc<NodeError>>]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + 32 * results.len());
     let results: Vec<_> = results
         .iter()
-        .map(|r| {
-            let error = r.as_deref().map(|e| error_table(&mut fbb, e));
-            fb::DeleteResult::create(&mut fbb, &fb::DeleteResultArgs { error })
+        .map(|r| match r {
+            Ok((version, delete_marker)) => {
+                let h = hlc(*version);
+                fb::DeleteResult::create(
+                    &mut fbb,
+                    &fb::DeleteResultArgs { error: None, version: Some(&h), delete_marker: *delete_marker },
+                )
+            }
+            Err(e) => {
+                let error = Some(error_table(&mut fbb, e));
+                fb::DeleteResult::create(&mut fbb, &fb::DeleteResultArgs { error, ..Default::default() })
+            }
         })
         .collect();
     let results = Some(fbb.create_vector(&results));

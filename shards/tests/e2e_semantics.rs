@@ -14,8 +14,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 use candybox_wire::client::{
-    digest::digest_of, ByteRange, ClientError, Condition, CopyOptions, Digest, ListOptions, MetaReplace, Pieces,
-    PutOptions, TokioClient,
+    digest::digest_of, ByteRange, ClientError, Condition, CopyOptions, DeleteKey, Digest, ListOptions, MetaReplace,
+    Pieces, PutOptions, TokioClient,
 };
 use harness::{key_in_partition, pattern, Node};
 
@@ -245,17 +245,22 @@ async fn delete_many_fans_out_and_answers_per_key() {
     }
     let kept = c.head(BOX, b"many/0007").await.expect("head");
     let stale = Condition::IfVersion(candybox_wire::client::Hlc { logical: kept.hlc.logical + 1, ..kept.hlc });
-    let mut request: Vec<(Vec<u8>, Option<Condition>)> = keys.iter().map(|k| (k.clone(), None)).collect();
-    request[7].1 = Some(stale);
-    request[8].1 = Some(Condition::IfAbsent);
+    let mut request: Vec<DeleteKey> = keys.iter().map(|k| DeleteKey::new(k.clone())).collect();
+    request[7].condition = Some(stale);
+    request[8].condition = Some(Condition::IfAbsent);
     let v = c.head(BOX, b"many/0009").await.expect("head").hlc;
-    request[9].1 = Some(Condition::IfVersion(v));
-    request.push((b"never-written".to_vec(), None));
+    request[9].condition = Some(Condition::IfVersion(v));
+    // By version id: the current one (the key goes), and one that never existed (nothing).
+    let v10 = c.head(BOX, b"many/0010").await.expect("head").hlc;
+    request[10].version_id = Some(v10);
+    request[11].version_id = Some(candybox_wire::client::Hlc { physical_ms: 1, logical: 0, node: 1 });
+    request.push(DeleteKey::new(b"never-written".to_vec()));
     let outcomes = c.delete_many(BOX, &request).await.expect("delete many");
     assert_eq!(outcomes.len(), request.len(), "one result per key");
     for (i, o) in outcomes.iter().enumerate() {
-        assert_eq!(o.key, request[i].0, "in request order");
+        assert_eq!((&o.key, o.version_id), (&request[i].key, request[i].version_id), "in request order");
         match i {
+            11 => assert!(o.result.is_ok(), "a version that never existed is no error: {:?}", o.result),
             7 | 8 => assert!(
                 matches!(o.result, Err(ClientError::PreconditionFailed { .. })),
                 "key {i}: its condition fails: {:?}",
@@ -266,8 +271,12 @@ async fn delete_many_fans_out_and_answers_per_key() {
     }
     let left: Vec<Vec<u8>> =
         c.list_all(BOX, &ListOptions::default()).await.expect("list").into_iter().map(|e| e.key).collect();
-    assert_eq!(left, vec![b"many/0007".to_vec(), b"many/0008".to_vec()], "only the refused keys are left");
-    let too_many: Vec<(Vec<u8>, Option<Condition>)> = (0..1001).map(|i| (format!("k{i}").into_bytes(), None)).collect();
+    assert_eq!(
+        left,
+        vec![b"many/0007".to_vec(), b"many/0008".to_vec(), b"many/0011".to_vec()],
+        "only the refused keys and the one whose named version did not exist are left"
+    );
+    let too_many: Vec<DeleteKey> = (0..1001).map(|i| DeleteKey::new(format!("k{i}").into_bytes())).collect();
     let r = c.delete_many(BOX, &too_many).await;
     assert!(matches!(r, Err(ClientError::LimitExceeded { .. })), "{r:?}");
     assert!(c.delete_many(BOX, &[]).await.expect("nothing to delete").is_empty());

@@ -3,12 +3,16 @@
 
 #[allow(clippy::wildcard_imports, reason = "one type split over files by the state each part owns")]
 use super::*;
-use candybox_core::engine::WriteCondition;
+use candybox_core::{engine::WriteCondition, hlc::Hlc};
 use std::collections::BTreeMap;
 
 /// One key of a delete-many in its partition's group: its index in the request, the key, its
-/// condition.
-type DeleteInGroup = (usize, Vec<u8>, Option<WriteCondition>);
+/// condition, the version to delete for good.
+type DeleteInGroup = (usize, Vec<u8>, Option<WriteCondition>, Option<Hlc>);
+
+/// What a delete-many did to one key: the version deleted or the marker written, and whether it
+/// was a marker.
+type DeletedOne = Result<(Hlc, bool), NodeError>;
 
 impl Shard {
     /// Answers one request, forwarding it to the owning shard when needed.
@@ -110,12 +114,13 @@ impl Shard {
         self: &Rc<Self>,
         box_name: String,
         meta: BoxMeta,
-        keys: Vec<(Vec<u8>, Option<WriteCondition>)>,
-    ) -> Vec<Option<Rc<NodeError>>> {
-        let mut results: Vec<Option<Rc<NodeError>>> = (0..keys.len()).map(|_| None).collect();
+        keys: Vec<crate::command::DeleteOne>,
+    ) -> Vec<Result<(Hlc, bool), Rc<NodeError>>> {
+        let mut results: Vec<Result<(Hlc, bool), Rc<NodeError>>> =
+            (0..keys.len()).map(|_| Ok((Hlc::ZERO, false))).collect();
         let mut groups: BTreeMap<u16, Vec<DeleteInGroup>> = BTreeMap::new();
-        for (i, (key, condition)) in keys.into_iter().enumerate() {
-            groups.entry(partition_for_key(&key, meta.partitions)).or_default().push((i, key, condition));
+        for (i, (key, condition, version)) in keys.into_iter().enumerate() {
+            groups.entry(partition_for_key(&key, meta.partitions)).or_default().push((i, key, condition, version));
         }
         let mut running = Vec::with_capacity(groups.len());
         for (p, group) in groups {
@@ -132,7 +137,7 @@ impl Shard {
                 Ok(done) => {
                     for (i, r) in done {
                         if let Some(slot) = results.get_mut(i) {
-                            *slot = r.err().map(Rc::new);
+                            *slot = r.map_err(Rc::new);
                         }
                     }
                 }
@@ -142,7 +147,7 @@ impl Shard {
                     let e = Rc::new(e);
                     for i in indexes {
                         if let Some(slot) = results.get_mut(i) {
-                            *slot = Some(e.clone());
+                            *slot = Err(e.clone());
                         }
                     }
                 }
@@ -158,17 +163,23 @@ impl Shard {
         meta: BoxMeta,
         p: u16,
         group: Vec<DeleteInGroup>,
-    ) -> Result<Vec<(usize, Result<(), NodeError>)>, NodeError> {
+    ) -> Result<Vec<(usize, DeletedOne)>, NodeError> {
         self.lease(box_name, meta, p).await?;
         let engine = self.engine(box_name, meta, p).await?;
-        let admitted: Vec<_> = group.into_iter().map(|(i, key, c)| (i, engine.admit_delete_if(&key, c))).collect();
-        let mut out = Vec::with_capacity(admitted.len());
+        let marker = engine.versioning() != Versioning::Off;
+        let (by_version, keys): (Vec<_>, Vec<_>) = group.into_iter().partition(|(.., v)| v.is_some());
+        let admitted: Vec<_> = keys.into_iter().map(|(i, key, c, _)| (i, engine.admit_delete_if(&key, c))).collect();
+        let mut out = Vec::with_capacity(admitted.len() + by_version.len());
         for (i, a) in admitted {
             let r = match a {
-                Ok(pending) => pending.durable().await.map(|_| ()),
+                Ok(pending) => pending.durable().await.map(|v| (v, marker)),
                 Err(e) => Err(e),
             };
             out.push((i, r.map_err(NodeError::from)));
+        }
+        for (i, key, _, version) in by_version {
+            let v = version.unwrap_or(Hlc::ZERO);
+            out.push((i, engine.delete_version(&key, v).await.map(|()| (v, false)).map_err(NodeError::from)));
         }
         Ok(out)
     }

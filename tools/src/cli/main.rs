@@ -15,8 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use candybox_wire::client::{
-    ByteRange, ClientConfig, Condition, CopyOptions, Digest, Hlc, KeyRange, ListOptions, MetaReplace, PutOptions,
-    ReaderSource, TokioClient, VersionListOptions, VersionPage, Versioning, DELETE_MANY_KEYS_MAX,
+    ByteRange, ClientConfig, Condition, CopyOptions, DeleteKey, Digest, Hlc, KeyRange, ListOptions, MetaReplace,
+    PutOptions, ReaderSource, TokioClient, VersionListOptions, VersionPage, Versioning, DELETE_MANY_KEYS_MAX,
     MULTIPART_PART_BYTES_MIN,
 };
 use clap::{Args, Parser, Subcommand};
@@ -667,8 +667,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let mut failed = 0;
             for chunk in keys.chunks(DELETE_MANY_KEYS_MAX) {
-                let batch: Vec<(Vec<u8>, Option<Condition>)> =
-                    chunk.iter().map(|k| (k.clone().into_bytes(), None)).collect();
+                let batch: Vec<DeleteKey> = chunk.iter().map(|k| DeleteKey::new(k.clone().into_bytes())).collect();
                 let outcomes =
                     client.delete_many(&box_name, &batch).await.with_context(|| format!("delete in {box_name}"))?;
                 if !out.deleted_many(&box_name, &outcomes) {

@@ -198,7 +198,12 @@ impl Out {
             let results: Vec<Value> = outcomes
                 .iter()
                 .map(|o| match &o.result {
-                    Ok(()) => json!({ "key": text(&o.key), "deleted": true }),
+                    Ok(d) => json!({
+                        "key": text(&o.key),
+                        "deleted": true,
+                        "delete_marker": d.delete_marker,
+                        "version": (d.version != Hlc::ZERO || d.delete_marker).then(|| version_id(&d.version)),
+                    }),
                     Err(e) => json!({ "key": text(&o.key), "deleted": false, "error": e.to_string() }),
                 })
                 .collect();
@@ -206,7 +211,7 @@ impl Out {
         } else {
             for o in outcomes {
                 match &o.result {
-                    Ok(()) => say!("deleted {box_name}/{}", text(&o.key)),
+                    Ok(_) => say!("deleted {box_name}/{}", text(&o.key)),
                     Err(e) => eprintln!("candybox: delete {box_name}/{}: {e}", text(&o.key)),
                 }
             }

@@ -32,9 +32,9 @@ use super::reply;
 use super::request;
 use super::source::{BodySource, Hashing, Take};
 use super::types::{
-    BoxInfo, ByteRange, CandyMeta, Condition, CopyOptions, DeleteDone, DeleteOutcome, Hlc, KeyRange, ListOptions,
-    ListPage, MetaReplace, PartInfo, PutDone, PutOptions, RelayedLocator, RenameOutcome, RenamePrepared, ShardStats,
-    Topology, UploadInfo, VersionListOptions, VersionPage, Versioning,
+    BoxInfo, ByteRange, CandyMeta, Condition, CopyOptions, DeleteDone, DeleteKey, DeleteOutcome, Hlc, KeyRange,
+    ListOptions, ListPage, MetaReplace, PartInfo, PutDone, PutOptions, RelayedLocator, RenameOutcome, RenamePrepared,
+    ShardStats, Topology, UploadInfo, VersionListOptions, VersionPage, Versioning,
 };
 use crate::frame::FRAME_BODY_BYTES_MAX_DEFAULT;
 
@@ -850,11 +850,7 @@ impl<D: Driver> Client<D> {
     /// # Errors
     /// `LimitExceeded` for more than 1,000 keys, `BoxNotFound`, or the connection's error (the
     /// request as a whole failed; some keys may have been deleted).
-    pub async fn delete_many(
-        &self,
-        box_name: &str,
-        keys: &[(Vec<u8>, Option<Condition>)],
-    ) -> Result<Vec<DeleteOutcome>, ClientError> {
+    pub async fn delete_many(&self, box_name: &str, keys: &[DeleteKey]) -> Result<Vec<DeleteOutcome>, ClientError> {
         if keys.len() > DELETE_MANY_KEYS_MAX {
             return Err(ClientError::local_limit(
                 "keys per delete-many",
@@ -863,12 +859,18 @@ impl<D: Driver> Client<D> {
                 "split the keys over several requests",
             ));
         }
-        let Some((first, _)) = keys.first() else { return Ok(Vec::new()) };
+        let Some(first) = keys.first() else { return Ok(Vec::new()) };
         let n = keys.len();
         let results = self
-            .keyed(box_name, first, request::delete_many(box_name, keys), move |b, cap| reply::delete_many(b, cap, n))
+            .keyed(box_name, &first.key, request::delete_many(box_name, keys), move |b, cap| {
+                reply::delete_many(b, cap, n)
+            })
             .await?;
-        Ok(keys.iter().zip(results).map(|((key, _), result)| DeleteOutcome { key: key.clone(), result }).collect())
+        Ok(keys
+            .iter()
+            .zip(results)
+            .map(|(k, result)| DeleteOutcome { key: k.key.clone(), version_id: k.version_id, result })
+            .collect())
     }
 
     /// Rewrites the metadata of `key`'s live object in place (no byte of it moves): a new

@@ -106,12 +106,23 @@ fn key_values<'a>(
 ///
 /// # Errors
 /// As [`reply`], a body of another kind, or a count other than `expected`.
-pub fn delete_many(body: &[u8], cap: u32, expected: usize) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+pub fn delete_many(
+    body: &[u8],
+    cap: u32,
+    expected: usize,
+) -> Result<Vec<Result<DeleteDone, ClientError>>, ClientError> {
     let r = reply(body, cap)?;
     let d = r.body_as_delete_many_reply().ok_or_else(|| unexpected("DeleteManyReply", &r))?;
     let results: Vec<_> = d
         .results()
-        .map(|v| v.iter().map(|x| x.error().map_or(Ok(()), |e| Err(ClientError::from_wire(&e)))).collect())
+        .map(|v| {
+            v.iter()
+                .map(|x| match x.error() {
+                    Some(e) => Err(ClientError::from_wire(&e)),
+                    None => Ok(DeleteDone { version: hlc(x.version()), delete_marker: x.delete_marker() }),
+                })
+                .collect()
+        })
         .unwrap_or_default();
     if results.len() != expected {
         return Err(ClientError::protocol(format!(

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use super::types::{
-    ByteRange, Condition, CopyOptions, Hlc, KeyRange, ListOptions, MetaReplace, PutOptions, VersionListOptions,
-    Versioning,
+    ByteRange, Condition, CopyOptions, DeleteKey, Hlc, KeyRange, ListOptions, MetaReplace, PutOptions,
+    VersionListOptions, Versioning,
 };
 use crate::fb;
 
@@ -78,16 +78,17 @@ pub fn set_meta(box_name: &str, key: &[u8], replace: &MetaReplace, condition: Op
     finish(fbb, fb::RequestBody::SetMeta, body)
 }
 
-/// `DeleteMany`: each key with its condition.
-pub fn delete_many(box_name: &str, keys: &[(Vec<u8>, Option<Condition>)]) -> Bytes {
+/// `DeleteMany`: each key with its condition or version.
+pub fn delete_many(box_name: &str, keys: &[DeleteKey]) -> Bytes {
     let mut fbb = FlatBufferBuilder::new();
     let name = fbb.create_string(box_name);
     let entries: Vec<_> = keys
         .iter()
-        .map(|(k, c)| {
-            let key = Some(fbb.create_vector(k));
-            let condition = condition_table(&mut fbb, c.as_ref());
-            fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key, condition })
+        .map(|k| {
+            let key = Some(fbb.create_vector(&k.key));
+            let condition = condition_table(&mut fbb, k.condition.as_ref());
+            let version_id = k.version_id.map(hlc_field);
+            fb::DeleteKey::create(&mut fbb, &fb::DeleteKeyArgs { key, condition, version_id: version_id.as_ref() })
         })
         .collect();
     let keys = fbb.create_vector(&entries);

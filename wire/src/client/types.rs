@@ -315,13 +315,33 @@ pub struct DeleteDone {
     pub delete_marker: bool,
 }
 
+/// One key of a delete-many.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteKey {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Only if the key meets this.
+    pub condition: Option<Condition>,
+    /// This version for good instead of the key (no condition then).
+    pub version_id: Option<Hlc>,
+}
+
+impl DeleteKey {
+    /// The key, unconditionally.
+    pub fn new(key: impl Into<Vec<u8>>) -> Self {
+        DeleteKey { key: key.into(), ..DeleteKey::default() }
+    }
+}
+
 /// One key's outcome in a delete-many.
 #[derive(Debug, Clone)]
 pub struct DeleteOutcome {
     /// The key.
     pub key: Vec<u8>,
-    /// `Ok` when deleted (or already absent), else why not.
-    pub result: Result<(), super::ClientError>,
+    /// The version asked for, if any.
+    pub version_id: Option<Hlc>,
+    /// What was done (deleted, or already absent; the marker written), else why not.
+    pub result: Result<DeleteDone, super::ClientError>,
 }
 
 /// What a conditional put or delete requires of its key's current version. The node checks it

@@ -4442,6 +4442,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DeleteKey<'a> {
 impl<'a> DeleteKey<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_CONDITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VERSION_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4453,6 +4454,7 @@ impl<'a> DeleteKey<'a> {
     args: &'args DeleteKeyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DeleteKey<'bldr>> {
     let mut builder = DeleteKeyBuilder::new(_fbb);
+    if let Some(x) = args.version_id { builder.add_version_id(x); }
     if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
@@ -4473,6 +4475,15 @@ impl<'a> DeleteKey<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(DeleteKey::VT_CONDITION, None)}
   }
+  /// Delete this version for good instead of the key (no condition then). Appended in schema v1
+  /// (issue 14).
+  #[inline]
+  pub fn version_id(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(DeleteKey::VT_VERSION_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeleteKey<'_> {
@@ -4483,6 +4494,7 @@ impl ::flatbuffers::Verifiable for DeleteKey<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
+     .visit_field::<Hlc>("version_id", Self::VT_VERSION_ID, false)?
      .finish();
     Ok(())
   }
@@ -4490,6 +4502,7 @@ impl ::flatbuffers::Verifiable for DeleteKey<'_> {
 pub struct DeleteKeyArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+    pub version_id: Option<&'a Hlc>,
 }
 impl<'a> Default for DeleteKeyArgs<'a> {
   #[inline]
@@ -4497,6 +4510,7 @@ impl<'a> Default for DeleteKeyArgs<'a> {
     DeleteKeyArgs {
       key: None, // required field
       condition: None,
+      version_id: None,
     }
   }
 }
@@ -4513,6 +4527,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteKeyBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_condition(&mut self, condition: ::flatbuffers::WIPOffset<Condition<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(DeleteKey::VT_CONDITION, condition);
+  }
+  #[inline]
+  pub fn add_version_id(&mut self, version_id: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(DeleteKey::VT_VERSION_ID, version_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteKeyBuilder<'a, 'b, A> {
@@ -4535,6 +4553,7 @@ impl ::core::fmt::Debug for DeleteKey<'_> {
     let mut ds = f.debug_struct("DeleteKey");
       ds.field("key", &self.key());
       ds.field("condition", &self.condition());
+      ds.field("version_id", &self.version_id());
       ds.finish()
   }
 }
@@ -10606,6 +10625,8 @@ impl<'a> ::flatbuffers::Follow<'a> for DeleteResult<'a> {
 
 impl<'a> DeleteResult<'a> {
   pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DELETE_MARKER: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -10617,7 +10638,9 @@ impl<'a> DeleteResult<'a> {
     args: &'args DeleteResultArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DeleteResult<'bldr>> {
     let mut builder = DeleteResultBuilder::new(_fbb);
+    if let Some(x) = args.version { builder.add_version(x); }
     if let Some(x) = args.error { builder.add_error(x); }
+    builder.add_delete_marker(args.delete_marker);
     builder.finish()
   }
 
@@ -10629,6 +10652,22 @@ impl<'a> DeleteResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(DeleteResult::VT_ERROR, None)}
   }
+  /// As `DeleteDone` (appended in schema v1, issue 14): the marker written, or the version
+  /// deleted.
+  #[inline]
+  pub fn version(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(DeleteResult::VT_VERSION, None)}
+  }
+  #[inline]
+  pub fn delete_marker(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DeleteResult::VT_DELETE_MARKER, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeleteResult<'_> {
@@ -10638,18 +10677,24 @@ impl ::flatbuffers::Verifiable for DeleteResult<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<Hlc>("version", Self::VT_VERSION, false)?
+     .visit_field::<bool>("delete_marker", Self::VT_DELETE_MARKER, false)?
      .finish();
     Ok(())
   }
 }
 pub struct DeleteResultArgs<'a> {
     pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub version: Option<&'a Hlc>,
+    pub delete_marker: bool,
 }
 impl<'a> Default for DeleteResultArgs<'a> {
   #[inline]
   fn default() -> Self {
     DeleteResultArgs {
       error: None,
+      version: None,
+      delete_marker: false,
     }
   }
 }
@@ -10662,6 +10707,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteResultBuilder<'a, 'b, A
   #[inline]
   pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(DeleteResult::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(DeleteResult::VT_VERSION, version);
+  }
+  #[inline]
+  pub fn add_delete_marker(&mut self, delete_marker: bool) {
+    self.fbb_.push_slot::<bool>(DeleteResult::VT_DELETE_MARKER, delete_marker, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteResultBuilder<'a, 'b, A> {
@@ -10682,6 +10735,8 @@ impl ::core::fmt::Debug for DeleteResult<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("DeleteResult");
       ds.field("error", &self.error());
+      ds.field("version", &self.version());
+      ds.field("delete_marker", &self.delete_marker());
       ds.finish()
   }
 }
