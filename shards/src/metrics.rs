@@ -15,7 +15,7 @@ use std::{
 use candybox_core::limits::{GROUP_COMMIT_SIZE_BUCKETS, LEVELS_MAX};
 
 /// The operations counted, in wire order (`RequestBody` discriminant − 1), then "unknown".
-pub const OPS: [&str; 27] = [
+pub const OPS: [&str; 29] = [
     "create_box",
     "delete_box",
     "head_box",
@@ -42,6 +42,8 @@ pub const OPS: [&str; 27] = [
     "stats",
     "set_meta",
     "delete_many",
+    "set_versioning",
+    "list_versions",
     "unknown",
 ];
 /// Index of "unknown" in [`OPS`].
