@@ -418,3 +418,57 @@ async fn a_versioned_box_keeps_versions_and_markers_across_pages_and_a_restart()
     assert!(matches!(off, Err(ClientError::InvalidArgument { .. })), "{off:?}");
     drop(node);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn non_current_versions_keep_their_bytes_until_deleted_then_the_gc_reclaims_them() {
+    use candybox_wire::client::{VersionListOptions, Versioning};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Small memtables and eager maintenance: flushes, compactions, space reclamation and GC run
+    // every 100 ms while the versions pile up.
+    let mut node = Node::start(dir.path(), harness::EAGER_RECLAIM_ARGS, &[]);
+    let syrups = node.data_dir.join("syrups");
+    let c = node.client(true).await;
+    c.create_box_with(BOX, Some(2), Versioning::Enabled).await.expect("create box");
+    let size = 300_000usize;
+    let mut ids = Vec::new();
+    for i in 0..40u64 {
+        let done = c.put(BOX, b"hot", &PutOptions::default(), Bytes::from(pattern(i, size))).await.expect("put");
+        ids.push(done.hlc);
+    }
+    // Small Candies (and their versions) fill memtables: flushes and compactions run over the
+    // versions of "hot" while maintenance passes go by.
+    for i in 0..1500u32 {
+        let key = format!("filler/{i:05}");
+        c.put(BOX, key.as_bytes(), &PutOptions::default(), Bytes::from(pattern(u64::from(i), 200))).await.expect("put");
+    }
+    harness::eventually(Duration::from_secs(30), "memtables flushed and tables compacted", || async {
+        node.metric_sum("candybox_flushes_total") >= 4.0 && node.metric_sum("candybox_compactions_total") >= 1.0
+    })
+    .await;
+    // Many maintenance passes later, every version still holds its bytes: none was reclaimed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(harness::dir_bytes(&syrups) >= 40 * size as u64, "versions keep their bytes on disk");
+    drop(c);
+    assert!(node.terminate().success());
+    node.restart();
+    let c = node.client(true).await;
+    for (i, id) in ids.iter().enumerate().step_by(7) {
+        let got = read_version(&c, b"hot", *id).await;
+        assert!(got == pattern(i as u64, size), "version {i} reads back after flushes, compactions and a restart");
+    }
+    // Deleting every version (the last reference to each byte) lets the GC take them all.
+    let keys: Vec<DeleteKey> =
+        ids.iter().map(|id| DeleteKey { version_id: Some(*id), ..DeleteKey::new(b"hot".to_vec()) }).collect();
+    let outcomes = c.delete_many(BOX, &keys).await.expect("delete every version");
+    assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+    let hot = VersionListOptions { prefix: Some(b"hot".to_vec()), ..VersionListOptions::default() };
+    let left = c.list_versions(BOX, &hot).await.expect("list versions");
+    assert!(left.entries.is_empty(), "no version of hot left: {:?}", left.entries.len());
+    assert!(matches!(c.head(BOX, b"hot").await, Err(ClientError::NotFound { .. })));
+    // What is left on disk is the fillers' (inline, in their locators: no Syrup bytes).
+    harness::eventually(Duration::from_secs(60), "the deleted versions' bytes leave the disk", || async {
+        harness::dir_bytes(&syrups) == 0
+    })
+    .await;
+}
