@@ -402,6 +402,11 @@ async fn a_versioned_box_keeps_versions_and_markers_across_pages_and_a_restart()
     c.copy_or_rename_if(BOX, b"doc-0", b"restored", false, &opts).await.expect("copy an old version");
     let restored = c.get_to_vec(BOX, b"restored", ByteRange::Whole).await.expect("get").1;
     assert!(restored == bodies[&(b"doc-0".to_vec(), oldest)], "the copy has the old version's bytes");
+    // The same through the client relay: the old version's locator, relayed to a new key.
+    let located = c.get_locator_version(BOX, b"doc-0", oldest).await.expect("locator of a version");
+    c.zero_copy_put(BOX, b"relayed-old", &located.locator, None).await.expect("relay");
+    let relayed = c.get_to_vec(BOX, b"relayed-old", ByteRange::Whole).await.expect("get").1;
+    assert!(relayed == bodies[&(b"doc-0".to_vec(), oldest)], "the relayed copy has the old version's bytes");
     assert_eq!(c.set_versioning(BOX, Versioning::Suspended).await.expect("suspend").versioning, Versioning::Suspended);
     c.put(BOX, b"doc-2", &PutOptions::default(), Bytes::from_static(b"null one")).await.expect("put");
     let null = c.put(BOX, b"doc-2", &PutOptions::default(), Bytes::from_static(b"null two")).await.expect("put");

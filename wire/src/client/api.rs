@@ -1010,6 +1010,21 @@ impl<D: Driver> Client<D> {
         self.keyed(box_name, key, request::get_locator(box_name, key), reply::locator_reply).await
     }
 
+    /// Relay step: the locator of version `version` of `key` (zero: the null version), to
+    /// relay verbatim (a copy of an old version through the client).
+    ///
+    /// # Errors
+    /// `NotFound`, `IsDeleteMarker`, `BoxNotFound`, or the connection's error.
+    pub async fn get_locator_version(
+        &self,
+        box_name: &str,
+        key: &[u8],
+        version: Hlc,
+    ) -> Result<RelayedLocator, ClientError> {
+        let body = request::get_locator_version(box_name, key, Some(version));
+        self.keyed(box_name, key, body, reply::locator_reply).await
+    }
+
     /// Relay step: records a rename intent at the source and returns its token and locator.
     ///
     /// # Errors
