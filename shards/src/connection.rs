@@ -1054,6 +1054,8 @@ fn run_point(conn: &Conn, id: u64, q: &PointRequest<'_>, scratch: &mut reply::Re
             answer_error(conn, id, &NodeError::Engine(e));
             true
         }
+        // A versioned Box's miss may be a delete marker, which the task path names.
+        Ok(None) if engine.versioning() != candybox_core::engine::Versioning::Off => return false,
         Ok(None) => {
             answer_error(conn, id, &NodeError::Engine(candybox_core::error::Error::NotFound));
             true

@@ -70,6 +70,10 @@ pub enum NodeError {
         /// `host:port` of its main port.
         owner: String,
     },
+    /// The key has no current object because its newest version is this delete marker (a
+    /// versioned Box): `NotFound` on the wire, naming the marker (S3's `x-amz-delete-marker`).
+    #[error("not found: the key's newest version is delete marker {0}")]
+    NotFoundMarker(Hlc),
     /// The partition cannot take mutations now: its lease is not held (the coordination
     /// session is suspended or lost, or the lease is being re-acquired). Reads go on; retry.
     #[error("unavailable: {0}")]
@@ -217,6 +221,10 @@ pub fn error_fields(e: &NodeError) -> ErrorFields {
             fb::ErrorCode::InvalidArgument
         }
         NodeError::UnknownRequest(_) => fb::ErrorCode::UnknownRequest,
+        NodeError::NotFoundMarker(v) => {
+            f.current_version = Some(*v);
+            fb::ErrorCode::NotFound
+        }
         NodeError::Forged(_) => fb::ErrorCode::ForgedLocator,
         NodeError::ShuttingDown => fb::ErrorCode::ShuttingDown,
         NodeError::NotOwner { owner, .. } => {

@@ -160,36 +160,41 @@ impl<S: Storage> Engine<S> {
     /// becomes current when it was the current one. Deleting a version that does not exist
     /// succeeds and writes nothing.
     ///
+    /// # Returns
+    /// Whether the version deleted was a delete marker.
+    ///
     /// # Errors
     /// A bad key; `Busy`; I/O failures.
-    pub async fn delete_version(&self, key: &[u8], id: Hlc) -> Result<()> {
+    pub async fn delete_version(&self, key: &[u8], id: Hlc) -> Result<bool> {
         validate_key(key)?;
-        self.commit_with(|e| {
-            let vkey = keyspace::version_key(key, id);
-            let versions = e.versions_of(key)?;
-            let cur = e.current_locator(key)?;
-            let in_space = versions.iter().any(|(v, _)| *v == id);
-            let current = match &cur {
-                Some(c) => c.version() == id,
-                // The current state is a marker: the newest by stamp.
-                None => versions.iter().max_by_key(|(_, l)| l.hlc).is_some_and(|(v, _)| *v == id),
-            };
-            let mut ops = Vec::new();
-            if in_space {
-                ops.push(Op::set_plain(&vkey, CandyLocator::tombstone(Hlc::ZERO)));
-            }
-            if current {
-                // The newest remaining version (by its write stamp) becomes current again.
-                let next = versions.into_iter().filter(|(v, _)| *v != id).max_by_key(|(_, l)| l.hlc);
-                ops.push(match next {
-                    Some((v, l)) if l.is_live() => Op::set_plain(key, CandyLocator { version_id: Some(v), ..l }),
-                    _ => Op::set_plain(key, CandyLocator::tombstone(Hlc::ZERO)),
-                });
-            }
-            Ok((ops, ()))
-        })
-        .await?;
-        Ok(())
+        let (was_marker, _) = self
+            .commit_with(|e| {
+                let vkey = keyspace::version_key(key, id);
+                let versions = e.versions_of(key)?;
+                let cur = e.current_locator(key)?;
+                let in_space = versions.iter().any(|(v, _)| *v == id);
+                let current = match &cur {
+                    Some(c) => c.version() == id,
+                    // The current state is a marker: the newest by stamp.
+                    None => versions.iter().max_by_key(|(_, l)| l.hlc).is_some_and(|(v, _)| *v == id),
+                };
+                let was_marker = versions.iter().any(|(v, l)| *v == id && l.kind == Kind::DeleteMarker);
+                let mut ops = Vec::new();
+                if in_space {
+                    ops.push(Op::set_plain(&vkey, CandyLocator::tombstone(Hlc::ZERO)));
+                }
+                if current {
+                    // The newest remaining version (by its write stamp) becomes current again.
+                    let next = versions.into_iter().filter(|(v, _)| *v != id).max_by_key(|(_, l)| l.hlc);
+                    ops.push(match next {
+                        Some((v, l)) if l.is_live() => Op::set_plain(key, CandyLocator { version_id: Some(v), ..l }),
+                        _ => Op::set_plain(key, CandyLocator::tombstone(Hlc::ZERO)),
+                    });
+                }
+                Ok((ops, was_marker))
+            })
+            .await?;
+        Ok(was_marker)
     }
 
     /// One page of versions and delete markers, in (key, newest first) order, from the committed

@@ -6,6 +6,21 @@ use super::*;
 use candybox_core::{engine::WriteCondition, hlc::Hlc};
 use std::collections::BTreeMap;
 
+/// A read's error, naming the delete marker that hides the key when it is `NotFound` in a
+/// versioned Box whose newest version of the key is one.
+fn not_found_marker(engine: &PartitionEngine, key: &[u8], e: CoreError) -> NodeError {
+    if !matches!(e, CoreError::NotFound) || engine.versioning() == Versioning::Off {
+        return e.into();
+    }
+    match engine.versions_of(key) {
+        Ok(vs) => match vs.iter().max_by_key(|(_, l)| l.hlc) {
+            Some((v, l)) if l.kind == candybox_core::locator::Kind::DeleteMarker => NodeError::NotFoundMarker(*v),
+            _ => e.into(),
+        },
+        Err(_) => e.into(),
+    }
+}
+
 /// One key of a delete-many in its partition's group: its index in the request, the key, its
 /// condition, the version to delete for good.
 type DeleteInGroup = (usize, Vec<u8>, Option<WriteCondition>, Option<Hlc>);
@@ -179,7 +194,7 @@ impl Shard {
         }
         for (i, key, _, version) in by_version {
             let v = version.unwrap_or(Hlc::ZERO);
-            out.push((i, engine.delete_version(&key, v).await.map(|()| (v, false)).map_err(NodeError::from)));
+            out.push((i, engine.delete_version(&key, v).await.map(|marker| (v, marker)).map_err(NodeError::from)));
         }
         Ok(out)
     }
@@ -206,13 +221,15 @@ impl Shard {
             KeyedOp::Put { opts, body } => reply::put_done(&Box::pin(engine.put(&key, opts, body)).await?),
             KeyedOp::Get { range, version } => {
                 let g = match version {
-                    None => engine.get(&key, range).await?,
+                    None => engine.get(&key, range).await.map_err(|e| not_found_marker(&engine, &key, e))?,
                     Some(v) => engine.get_version(&key, v, range).await?,
                 };
                 let reply = reply::get_done(&g.locator, g.first, g.len);
                 return Ok(Outcome::Get { reply, len: g.len, body: g.body });
             }
-            KeyedOp::Head { version: None } => reply::head(&engine.head(&key).await?),
+            KeyedOp::Head { version: None } => {
+                reply::head(&engine.head(&key).await.map_err(|e| not_found_marker(&engine, &key, e))?)
+            }
             KeyedOp::Head { version: Some(v) } => reply::head(&engine.version_locator(&key, v)?),
             KeyedOp::Delete { condition, version: None } => {
                 let v = engine.delete_if(&key, condition).await?;
@@ -222,8 +239,8 @@ impl Shard {
                 return Err(NodeError::invalid("condition", "a delete of a version by id takes no condition"));
             }
             KeyedOp::Delete { condition: None, version: Some(v) } => {
-                engine.delete_version(&key, v).await?;
-                reply::delete_done(v, false)
+                let was_marker = engine.delete_version(&key, v).await?;
+                reply::delete_done(v, was_marker)
             }
             KeyedOp::CreateUpload { opts } => reply::upload_created(Box::pin(engine.create_upload(&key, opts)).await?),
             KeyedOp::UploadPart { upload_id, part_number, size, body } => {

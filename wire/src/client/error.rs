@@ -22,6 +22,9 @@ pub enum ClientError {
     NotFound {
         /// The node's explanation.
         message: String,
+        /// In a versioned Box: the delete marker that is the key's newest version (S3's
+        /// `x-amz-delete-marker`), when that is why it is not found.
+        delete_marker: Option<super::types::Hlc>,
     },
     /// The Box does not exist.
     #[error("box not found{}", detail("box not found", .message))]
@@ -182,7 +185,14 @@ impl ClientError {
     pub fn from_wire(e: &fb::Error<'_>) -> ClientError {
         let message = e.message().unwrap_or_default().to_owned();
         match e.code() {
-            fb::ErrorCode::NotFound => ClientError::NotFound { message },
+            fb::ErrorCode::NotFound => ClientError::NotFound {
+                message,
+                delete_marker: e.current_version().map(|h| super::types::Hlc {
+                    physical_ms: h.physical_ms(),
+                    logical: h.logical(),
+                    node: h.node(),
+                }),
+            },
             fb::ErrorCode::BoxNotFound => ClientError::BoxNotFound { message },
             fb::ErrorCode::BoxExists => ClientError::BoxExists { message },
             fb::ErrorCode::BoxNotEmpty => ClientError::BoxNotEmpty { message },

@@ -478,9 +478,9 @@ fn byte_ranges_parse_like_http() {
 
 #[test]
 fn a_message_that_repeats_the_error_is_not_printed_twice() {
-    let e = ClientError::NotFound { message: "not found".into() };
+    let e = ClientError::NotFound { message: "not found".into(), delete_marker: None };
     assert_eq!(e.to_string(), "not found");
-    let e = ClientError::NotFound { message: "key `a` in box `b`".into() };
+    let e = ClientError::NotFound { message: "key `a` in box `b`".into(), delete_marker: None };
     assert_eq!(e.to_string(), "not found: key `a` in box `b`");
     let e = ClientError::BoxNotEmpty { message: String::new() };
     assert_eq!(e.to_string(), "box is not empty");
