@@ -19,6 +19,9 @@
 //! - an unacknowledged one is all-or-nothing, and once seen it stays;
 //! - nothing of a deleted Box incarnation shows in the new one.
 //!
+//! `CANDYBOX_MODEL_TRACE=1` prints every step's mutations and how they ended (to follow a
+//! failing seed).
+//!
 //! Fixed seeds run in CI. More by hand (the campaign of the commit log issue):
 //! `CANDYBOX_MODEL_SEEDS=0..200 CANDYBOX_MODEL_OPS=5000 cargo test -p candybox-core --release --test model_shared_log -- --nocapture`.
 
@@ -354,7 +357,11 @@ impl Harness {
     async fn read(&self, uid: BoxUid, p: u16, key: &[u8]) -> Option<Vec<u8>> {
         let e = self.engines.get(&(uid, p)).expect("open");
         match e.get(key, None).await {
-            Ok(g) => Some(g.body.read_to_vec().unwrap_or_else(|err| panic!("seed {}: read {key:?}: {err}", self.seed))),
+            Ok(g) => Some(
+                g.body
+                    .read_to_vec()
+                    .unwrap_or_else(|err| panic!("seed {}: read {uid:?}/{p} {key:?}: {err}", self.seed)),
+            ),
             Err(Error::NotFound) => None,
             Err(err) => panic!("seed {}: get {:?}: {err}", self.seed, String::from_utf8_lossy(key)),
         }
@@ -467,6 +474,11 @@ impl Harness {
                 muts.push((at, m));
             }
         }
+        if std::env::var("CANDYBOX_MODEL_TRACE").is_ok() {
+            for (at, m) in &muts {
+                eprintln!("step {at:?} {m:?}");
+            }
+        }
         let crash = match self.rng.gen_range(0..100) {
             0..=9 => Some(CrashMode::DropUnsynced),
             10..=17 => Some(CrashMode::TearLastWrite { keep_bytes: self.rng.gen_range(0..400) }),
@@ -506,6 +518,9 @@ impl Harness {
         }
         self.n.ops += muts.len() as u64;
         let mut renames = Vec::new();
+        if std::env::var("CANDYBOX_MODEL_TRACE").is_ok() {
+            eprintln!("  crash {crash:?} recreate {recreate} ran {acked:?}");
+        }
         for ((at, m), ran) in muts.iter().zip(acked) {
             let ok = ran == Ran::Acked;
             if ran != Ran::Failed {

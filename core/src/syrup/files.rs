@@ -126,16 +126,19 @@ impl<S: Storage> Syrups<S> {
     /// The I/O failure (a file whose header could not be written on a full disk is removed).
     pub(crate) async fn create(&self, mut header: SyrupHeader) -> std::result::Result<(SyrupId, S::File), IoError> {
         let mut attempts = 0;
+        header.id = claim_id(header.id);
         let file = loop {
             match self.storage.create(&self.path(header.id)).await {
                 Ok(f) => break f,
                 Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists && attempts < 1024 => {
                     attempts += 1;
-                    header.id = SyrupId(header.id.0 + 1);
+                    header.id = claim_id(SyrupId(header.id.0 + 1));
                 }
                 Err(e) => return Err(e),
             }
         };
+        // A fresh id: nothing of this engine's caches may describe it (see `claim_id`).
+        self.forget(header.id);
         if let Err(e) = file.write_at(header.encode(), 0).await {
             if e.is_no_space() {
                 // Named by nothing yet: give it back.
@@ -284,7 +287,7 @@ impl<S: Storage> Syrups<S> {
         (due, waiting)
     }
 
-    /// Forgets everything about a deleted Syrup.
+    /// Forgets everything about a deleted (or newly created) Syrup.
     pub(crate) fn forget(&self, id: SyrupId) {
         let mut o = self.open.borrow_mut();
         o.unreferenced_since.remove(&id);
@@ -306,6 +309,32 @@ impl<S: Storage> Syrups<S> {
         let mut o = self.open.borrow_mut();
         if o.buffers.len() < limits::WRITE_BUFFERS_POOLED_MAX && buf.capacity() <= 4 * limits::WRITE_BUFFER_BYTES {
             o.buffers.push(buf);
+        }
+    }
+}
+
+/// The last Syrup sequence claimed in this process, per bucket of node ids (a Syrup id is the
+/// node in its high 16 bits and a sequence below).
+static CLAIMED: [std::sync::atomic::AtomicU64; 64] = [const { std::sync::atomic::AtomicU64::new(0) }; 64];
+
+/// `candidate`, or the next id of its node above every id this process has claimed for it: a
+/// Syrup id is never created twice in one process, even after the Syrup it named was deleted.
+/// Every partition caches what it knows of a Syrup by id (its mapping, its open handle, the Box
+/// it was verified to belong to), and another partition may have cached a Syrup it read through
+/// a copy: a reused id would serve the deleted Syrup's bytes for the new one's (found by the
+/// shared-log model test as a checksum mismatch on an acknowledged put). Across a restart every
+/// cache starts empty, and the clock has moved the ids past the earlier ones anyway.
+pub(crate) fn claim_id(candidate: SyrupId) -> SyrupId {
+    use std::sync::atomic::Ordering;
+    let node_bits = candidate.0 & !((1u64 << 48) - 1);
+    let seq_mask = (1u64 << 48) - 1;
+    let Some(bucket) = CLAIMED.get(usize::from(candidate.node()) % CLAIMED.len()) else { return candidate };
+    let mut last = bucket.load(Ordering::Relaxed);
+    loop {
+        let seq = (candidate.0 & seq_mask).max(last.saturating_add(1)).min(seq_mask);
+        match bucket.compare_exchange_weak(last, seq, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return SyrupId(node_bits | seq),
+            Err(now) => last = now,
         }
     }
 }
