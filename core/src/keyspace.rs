@@ -18,38 +18,8 @@ pub const VERSION_SPACE: u8 = 0xFF;
 /// here.
 pub const USER_SPACE_END: &[u8] = &[VERSION_SPACE];
 
-/// A Box's versioning state (S3's): never enabled, enabled, or suspended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Versioning {
-    /// Never enabled: one current Candy per key, no version space (the only state before issue 14).
-    #[default]
-    Off,
-    /// Every write makes a new version; deletes write delete markers.
-    Enabled,
-    /// Writes replace the key's null version; versions made while enabled stay.
-    Suspended,
-}
-
-impl Versioning {
-    /// Its byte in the coordination entry (0 off, 1 enabled, 2 suspended).
-    pub fn to_u8(self) -> u8 {
-        match self {
-            Versioning::Off => 0,
-            Versioning::Enabled => 1,
-            Versioning::Suspended => 2,
-        }
-    }
-
-    /// The state of byte `b`, if it names one.
-    pub fn from_u8(b: u8) -> Option<Versioning> {
-        match b {
-            0 => Some(Versioning::Off),
-            1 => Some(Versioning::Enabled),
-            2 => Some(Versioning::Suspended),
-            _ => None,
-        }
-    }
-}
+/// A Box's versioning state, defined once with the client's (`candybox-types`).
+pub use candybox_types::Versioning;
 
 /// True for a key of the version space.
 pub fn is_version_key(key: &[u8]) -> bool {

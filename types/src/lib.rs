@@ -25,3 +25,47 @@ pub struct ListOptions {
     /// the engine's `LIST_PAGE_BYTES_MAX`).
     pub with_meta: bool,
 }
+
+/// A Box's versioning state (S3's; docs/versioning.md): never enabled, enabled, or suspended.
+/// A versioned Box can be suspended but never turned off again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Versioning {
+    /// Never enabled: one current object per key, no versions kept.
+    #[default]
+    Off,
+    /// Every write makes a version; a delete writes a delete marker.
+    Enabled,
+    /// Writes replace the key's null version; versions made while enabled stay.
+    Suspended,
+}
+
+impl Versioning {
+    /// Its byte in the coordination entry (0 off, 1 enabled, 2 suspended).
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Versioning::Off => 0,
+            Versioning::Enabled => 1,
+            Versioning::Suspended => 2,
+        }
+    }
+
+    /// The state of byte `b`, if it names one.
+    pub fn from_u8(b: u8) -> Option<Versioning> {
+        match b {
+            0 => Some(Versioning::Off),
+            1 => Some(Versioning::Enabled),
+            2 => Some(Versioning::Suspended),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Versioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Versioning::Off => "off",
+            Versioning::Enabled => "enabled",
+            Versioning::Suspended => "suspended",
+        })
+    }
+}

@@ -291,14 +291,7 @@ impl<S: Storage> Engine<S> {
     /// As [`Engine::list`].
     pub fn list_now(&self, opts: &ListOptions) -> Result<ListPage> {
         self.check_usable()?;
-        let limit = if opts.limit == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { opts.limit as usize };
-        if limit > limits::LIST_PAGE_ENTRIES_MAX {
-            return Err(Error::LimitExceeded {
-                limit: "list page size",
-                value: limit as u64,
-                max: limits::LIST_PAGE_ENTRIES_MAX as u64,
-            });
-        }
+        let limit = page_limit(opts.limit)?;
         // A versioned Box's listing stops at its version space.
         let user_space;
         let opts = match &opts.end {
@@ -376,6 +369,22 @@ impl<S: Storage> Engine<S> {
         }
         Ok((out, None))
     }
+}
+
+/// The entries a listing page asked for (`0`: the most a page holds).
+///
+/// # Errors
+/// `LimitExceeded` past `LIST_PAGE_ENTRIES_MAX`.
+pub(crate) fn page_limit(asked: u32) -> Result<usize> {
+    let limit = if asked == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { asked as usize };
+    if limit > limits::LIST_PAGE_ENTRIES_MAX {
+        return Err(Error::LimitExceeded {
+            limit: "list page size",
+            value: limit as u64,
+            max: limits::LIST_PAGE_ENTRIES_MAX as u64,
+        });
+    }
+    Ok(limit)
 }
 
 fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {

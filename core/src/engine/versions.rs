@@ -16,7 +16,6 @@ use crate::{
     error::{Error, Result},
     hlc::Hlc,
     keyspace::{self, Versioning},
-    limits,
     locator::{CandyLocator, Kind},
     storage::Storage,
     types::{prefix_end, validate_key},
@@ -204,16 +203,10 @@ impl<S: Storage> Engine<S> {
     /// `LimitExceeded` for a page size over the limit; `Corrupt`.
     pub fn list_versions(&self, opts: &VersionListOptions) -> Result<VersionPage> {
         self.check_usable()?;
-        let limit = if opts.limit == 0 { limits::LIST_PAGE_ENTRIES_MAX } else { opts.limit as usize };
-        if limit > limits::LIST_PAGE_ENTRIES_MAX {
-            return Err(Error::LimitExceeded {
-                limit: "list page size",
-                value: limit as u64,
-                max: limits::LIST_PAGE_ENTRIES_MAX as u64,
-            });
-        }
+        let limit = super::read::page_limit(opts.limit)?;
         // The window of the version space: the prefix's keys, after the markers.
-        let mut window = ListOptions::default();
+        // With metadata, the page's byte budget counts it too.
+        let mut window = ListOptions { with_meta: opts.with_meta, ..ListOptions::default() };
         match &opts.prefix {
             Some(p) => {
                 let mut start = keyspace::versions_prefix(p);

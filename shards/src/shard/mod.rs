@@ -362,10 +362,6 @@ pub(super) fn info(name: &str, m: &BoxMeta) -> BoxInfo {
         created_ms: m.created_ms,
         box_uid: m.box_uid.0,
         node: m.node,
-        versioning: match m.versioning {
-            Versioning::Off => candybox_wire::client::Versioning::Off,
-            Versioning::Enabled => candybox_wire::client::Versioning::Enabled,
-            Versioning::Suspended => candybox_wire::client::Versioning::Suspended,
-        },
+        versioning: m.versioning,
     }
 }

@@ -233,27 +233,8 @@ pub struct CopyOptions {
     pub source_version: Option<Hlc>,
 }
 
-/// A Box's versioning state (S3's; docs/versioning.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Versioning {
-    /// Never enabled: one version per key.
-    #[default]
-    Off,
-    /// Every write makes a version; a delete writes a delete marker.
-    Enabled,
-    /// Writes replace the key's null version; versions made while enabled stay.
-    Suspended,
-}
-
-impl fmt::Display for Versioning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Versioning::Off => "off",
-            Versioning::Enabled => "enabled",
-            Versioning::Suspended => "suspended",
-        })
-    }
-}
+/// A Box's versioning state (one definition with the engine's, in `candybox-types`).
+pub use candybox_types::Versioning;
 
 /// What a list-versions asks for: versions of keys with `prefix`, after the markers, in (key,
 /// newest first) order.
