@@ -1381,9 +1381,16 @@ async fn stream_body_hashed<D: Driver, S: BodySource>(
         if let Some(h) = &mut hashers {
             h.update(&piece);
         }
-        match (end, hashers.take_if(|_| end)) {
-            (true, Some(h)) => exchange.send_with_trailer(piece, &request::put_trailer(&h.finish())).await?,
-            _ => exchange.send(piece, end).await?,
+        if end {
+            let mut trailer = hashers.take().map(Hashers::finish).unwrap_or_default();
+            trailer.extend(body.trailer());
+            if trailer.is_empty() {
+                exchange.send(piece, true).await?;
+            } else {
+                exchange.send_with_trailer(piece, &request::put_trailer(&trailer)).await?;
+            }
+        } else {
+            exchange.send(piece, false).await?;
         }
         if !end {
             if let Some(early) = exchange.try_recv() {

@@ -17,6 +17,16 @@ pub trait BodySource {
     /// # Errors
     /// The source's own read error; the put then fails with [`super::ClientError::Io`].
     fn next_piece(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>>;
+
+    /// User metadata the source adds once it has ended (asked after `next_piece` returned
+    /// `None`): it is committed with the object, in the put's trailer, like the digests of
+    /// [`super::PutOptions::digests`]. A gateway that hashes what it relays names its digests
+    /// here. A source that finds its bytes wrong at the end (a checksum the sender announced does
+    /// not match) returns an error from `next_piece` instead of `None`: the put is then cancelled
+    /// and nothing is committed.
+    fn trailer(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 impl BodySource for Bytes {
@@ -109,5 +119,9 @@ impl<S: BodySource> BodySource for Hashing<S> {
             self.hashers.update(p);
         }
         Ok(piece)
+    }
+
+    fn trailer(&mut self) -> Vec<(String, String)> {
+        self.inner.trailer()
     }
 }

@@ -1,0 +1,175 @@
+//! The HTTP front of the gateway: every S3 request passes through here on its way to s3s.
+//!
+//! Invariants:
+//! - Every reply carries `x-amz-request-id` (and `x-amz-id-2`), and every XML error body
+//!   carries the same id as `RequestId`, and the request's path as `Resource`.
+//! - Error bodies are small (s3s writes them whole); only a reply with an error status and an
+//!   XML body up to `ERROR_BODY_BYTES_MAX` is rewritten, and object bodies are never touched.
+//! - Each request is counted under its S3 operation (named by s3s's access check), with its
+//!   latency and status class.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::service::S3Service;
+use s3s::{s3_error, Body, S3Result};
+
+use crate::metrics::Metrics;
+
+/// Largest error body the front rewrites.
+pub const ERROR_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Where the access check writes the operation's name for the front to read.
+#[derive(Clone, Default)]
+pub struct OpSlot(Arc<Mutex<Option<String>>>);
+
+impl OpSlot {
+    fn set(&self, name: &str) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(name.to_owned());
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// s3s's access hook: names the operation, and refuses unsigned requests (the handlers decide
+/// everything else).
+pub struct Access;
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let name = cx.s3_op().name().to_owned();
+        if let Some(slot) = cx.extensions_mut().get::<OpSlot>() {
+            slot.set(&name);
+        }
+        match cx.credentials() {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(AccessDenied, "Access Denied")),
+        }
+    }
+}
+
+/// The service hyper calls for each request.
+#[derive(Clone)]
+pub struct Front {
+    s3: S3Service,
+    metrics: Arc<Metrics>,
+    ids: Arc<RequestIds>,
+}
+
+/// Request ids: a random per-process prefix and a counter, 16 uppercase hex digits as S3's.
+pub struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    /// Ids with a fresh random prefix.
+    pub fn new() -> RequestIds {
+        RequestIds { prefix: rand::random(), next: AtomicU64::new(1) }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:08X}{:08X}", self.prefix, n & 0xFFFF_FFFF)
+    }
+}
+
+impl Front {
+    /// The front of `s3`.
+    pub fn new(s3: S3Service, metrics: Arc<Metrics>) -> Front {
+        Front { s3, metrics, ids: Arc::new(RequestIds::new()) }
+    }
+
+    async fn serve(self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let id = self.ids.next();
+        let path = req.uri().path().to_owned();
+        let slot = OpSlot::default();
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(slot.clone());
+        let req = Request::from_parts(parts, Body::from(body));
+        let mut resp = match self.s3.call(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = ?e, "s3s failed a request");
+                let mut r = Response::new(Body::from(error_xml("InternalError", "We encountered an internal error.")));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }
+        };
+        let status = resp.status();
+        if status.is_client_error() || status.is_server_error() {
+            resp = with_error_details(resp, &id, &path).await;
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-amz-request-id", v.clone());
+            resp.headers_mut().insert("x-amz-id-2", v);
+        }
+        let op = slot.take().unwrap_or_else(|| "Unknown".to_owned());
+        self.metrics.record(&op, status.as_u16(), started.elapsed());
+        resp
+    }
+}
+
+fn error_xml(code: &str, message: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>")
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Adds `Resource` and `RequestId` to an XML error body that lacks them.
+async fn with_error_details(resp: Response<Body>, id: &str, path: &str) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    let small = http_body::Body::size_hint(&body).upper().is_some_and(|n| n <= ERROR_BODY_BYTES_MAX as u64);
+    if !small {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(collected) = body.collect().await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let bytes = collected.to_bytes();
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let Some(end) = text.rfind("</Error>") else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let mut extra = String::new();
+    if !text.contains("<Resource>") {
+        extra.push_str(&format!("<Resource>{}</Resource>", xml_escape(path)));
+    }
+    if !text.contains("<RequestId>") {
+        extra.push_str(&format!("<RequestId>{id}</RequestId>"));
+    }
+    let mut out = String::with_capacity(text.len() + extra.len());
+    out.push_str(&text[..end]);
+    out.push_str(&extra);
+    out.push_str(&text[end..]);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(Bytes::from(out)))
+}
+
+impl hyper::service::Service<Request<Incoming>> for Front {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.serve(req).await) })
+    }
+}
