@@ -32,6 +32,14 @@ fi
 ls -l /usr/share/java/zookeeper.jar
 java -version 2>&1 | head -1
 
+# The S3 gateway's conformance suite and real-client scripts: pytest, boto3 and the AWS CLI (PyPI).
+if ! python3 -c 'import pytest, boto3' 2>/dev/null || ! command -v aws >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check -r tools/s3/tests/conformance/requirements.txt
+  hash -r
+fi
+python3 -m pytest --version
+aws --version
+
 step "format"
 cargo fmt --all -- --check
 
@@ -50,11 +58,19 @@ cargo test --workspace 2>&1 | tee "$log"
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 
+step "S3 gateway: conformance suite (pytest + boto3) against a real node and gateway"
+cargo build --release --bin candyboxd --bin candybox-s3
+s3log="$(mktemp)"
+trap 'rm -f "$log" "$s3log"' EXIT
+python3 -m pytest tools/s3/tests/conformance -q -p no:cacheprovider 2>&1 | tee "$s3log"
+s3_passed=$(grep -Eo '[0-9]+ passed' "$s3log" | tail -1 | awk '{print $1+0}')
+passed=$((passed + ${s3_passed:-0}))
+
 if [ -x fuzz/run-all.sh ]; then
   step "fuzz (${FUZZ_SECONDS:=15} s per target)"
   FUZZ_SECONDS="$FUZZ_SECONDS" fuzz/run-all.sh
 fi
 
 step "all checks passed"
-# The closing line CI reads: every test of the workspace, summed.
+# The closing line CI reads: every test of the workspace and of the S3 suite, summed.
 echo "tests: ${passed} passed, ${failed} failed"

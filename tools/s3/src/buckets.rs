@@ -75,6 +75,26 @@ pub fn box_of(bucket: &str) -> String {
     format!("xn--{}", &hex::encode(digest)[..32])
 }
 
+/// S3's bucket naming rules, all of them: s3s's checks (length, characters, ends, `..`, IP
+/// addresses, `xn--`) and the rest of AWS's list (no `.-` or `-.`, the reserved prefixes and
+/// suffixes).
+pub struct BucketNames;
+
+impl s3s::validation::NameValidation for BucketNames {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        valid_bucket_name(name)
+    }
+}
+
+/// True for a name S3 accepts for a new bucket.
+pub fn valid_bucket_name(name: &str) -> bool {
+    s3s::path::check_bucket_name(name)
+        && !name.contains(".-")
+        && !name.contains("-.")
+        && !["sthree-", "amzn-s3-demo-"].iter().any(|p| name.starts_with(p))
+        && !["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"].iter().any(|s| name.ends_with(s))
+}
+
 fn record_key(bucket: &str) -> Vec<u8> {
     format!("{RECORD_PREFIX}{bucket}").into_bytes()
 }
@@ -262,6 +282,35 @@ fn already_exists() -> S3Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_names_follow_every_aws_rule() {
+        for good in ["abc", "my-bucket", "my.bucket.example", "a1-b2", "x".repeat(63).as_str()] {
+            assert!(valid_bucket_name(good), "{good}");
+        }
+        let long = "x".repeat(64);
+        for bad in [
+            "ab",
+            long.as_str(),
+            "Upper",
+            "a_b",
+            "-ab",
+            "ab-",
+            "a..b",
+            "1.2.3.4",
+            "a-.b",
+            "a.-b",
+            "xn--ab",
+            "sthree-ab",
+            "amzn-s3-demo-x",
+            "ab-s3alias",
+            "ab--ol-s3",
+            "ab.mrap",
+            "ab--x-s3",
+        ] {
+            assert!(!valid_bucket_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn plain_names_are_their_box_and_dotted_ones_cannot_collide() {

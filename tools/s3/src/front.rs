@@ -97,10 +97,15 @@ impl Front {
         let id = self.ids.next();
         let path = req.uri().path().to_owned();
         let slot = OpSlot::default();
+        if let Some(refusal) = presign_refusal(req.uri()) {
+            let mut r = Response::new(Body::from(error_xml("AuthorizationQueryParametersError", refusal)));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return self.finish(r, &id, &path, "Unknown", started).await;
+        }
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(slot.clone());
         let req = Request::from_parts(parts, Body::from(body));
-        let mut resp = match self.s3.call(req).await {
+        let resp = match self.s3.call(req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = ?e, "s3s failed a request");
@@ -109,17 +114,43 @@ impl Front {
                 r
             }
         };
+        let op = slot.take().unwrap_or_else(|| "Unknown".to_owned());
+        self.finish(resp, &id, &path, &op, started).await
+    }
+
+    /// Adds the request id (and error details), and counts the request.
+    async fn finish(
+        &self,
+        mut resp: Response<Body>,
+        id: &str,
+        path: &str,
+        op: &str,
+        started: Instant,
+    ) -> Response<Body> {
         let status = resp.status();
         if status.is_client_error() || status.is_server_error() {
-            resp = with_error_details(resp, &id, &path).await;
+            resp = with_error_details(resp, id, path).await;
         }
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        if let Ok(v) = HeaderValue::from_str(id) {
             resp.headers_mut().insert("x-amz-request-id", v.clone());
             resp.headers_mut().insert("x-amz-id-2", v);
         }
-        let op = slot.take().unwrap_or_else(|| "Unknown".to_owned());
-        self.metrics.record(&op, status.as_u16(), started.elapsed());
+        self.metrics.record(op, status.as_u16(), started.elapsed());
         resp
+    }
+}
+
+/// Most seconds a presigned URL may stay valid (S3's: seven days).
+pub const PRESIGN_EXPIRES_S_MAX: u64 = 7 * 24 * 3600;
+
+/// Why a presigned URL's expiry is refused (S3 checks it before the signature).
+fn presign_refusal(uri: &http::Uri) -> Option<&'static str> {
+    let query = uri.query()?;
+    let value = query.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Expires="))?;
+    match value.parse::<u64>() {
+        Ok(n) if n <= PRESIGN_EXPIRES_S_MAX => None,
+        Ok(_) => Some("X-Amz-Expires must be less than a week (in seconds) that is, the given X-Amz-Expires must be less than 604800 seconds"),
+        Err(_) => Some("X-Amz-Expires should be a number"),
     }
 }
 
@@ -171,5 +202,19 @@ impl hyper::service::Service<Request<Incoming>> for Front {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.serve(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presigned_urls_live_at_most_a_week() {
+        let uri = |q: &str| format!("/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&{q}").parse::<http::Uri>().expect("uri");
+        assert_eq!(presign_refusal(&uri("X-Amz-Expires=604800")), None);
+        assert!(presign_refusal(&uri("X-Amz-Expires=604801")).is_some());
+        assert!(presign_refusal(&uri("X-Amz-Expires=-1")).is_some());
+        assert_eq!(presign_refusal(&"/b/k".parse::<http::Uri>().expect("uri")), None);
     }
 }

@@ -436,6 +436,7 @@ impl S3 for Gateway {
             return Err(s3_error!(NotImplemented, "GetObject by part number is not supported yet"));
         }
         let range = byte_range(input.range.as_ref());
+        let checksum_mode = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let get = self
             .client
             .get_version(&bucket.record.box_name, key, range, version)
@@ -461,7 +462,7 @@ impl S3 for Gateway {
             .or_else(|| (!m.content_type.is_empty()).then(|| m.content_type.clone()))
             .and_then(|t| t.parse().ok());
         let expires = input.response_expires.or_else(|| view.stored.expires.as_deref().and_then(http_date));
-        let output = GetObjectOutput {
+        let mut output = GetObjectOutput {
             body: Some(Download::new(get).into_blob()),
             content_length: i64::try_from(length).ok(),
             content_range,
@@ -476,13 +477,15 @@ impl S3 for Gateway {
             content_language: input.response_content_language.or(view.stored.content_language),
             expires,
             version_id: read_version(bucket.versioning, m.hlc),
-            checksum_crc32: view.checksums.checksum_crc32,
-            checksum_crc32c: view.checksums.checksum_crc32c,
-            checksum_sha1: view.checksums.checksum_sha1,
-            checksum_sha256: view.checksums.checksum_sha256,
-            checksum_crc64nvme: view.checksums.checksum_crc64nvme,
             ..GetObjectOutput::default()
         };
+        if checksum_mode && output.content_range.is_none() {
+            output.checksum_crc32 = view.checksums.checksum_crc32;
+            output.checksum_crc32c = view.checksums.checksum_crc32c;
+            output.checksum_sha1 = view.checksums.checksum_sha1;
+            output.checksum_sha256 = view.checksums.checksum_sha256;
+            output.checksum_crc64nvme = view.checksums.checksum_crc64nvme;
+        }
         let status =
             if output.content_range.is_some() { http::StatusCode::PARTIAL_CONTENT } else { http::StatusCode::OK };
         Ok(S3Response::with_status(output, status))
@@ -494,6 +497,7 @@ impl S3 for Gateway {
         let bucket = self.bucket(&user, &input.bucket).await?;
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
+        let checksum_mode = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let box_name = &bucket.record.box_name;
         let m = match version {
             Some(v) => self.client.head_version(box_name, key, v).await,
@@ -521,7 +525,7 @@ impl S3 for Gateway {
             .or_else(|| (!m.content_type.is_empty()).then(|| m.content_type.clone()))
             .and_then(|t| t.parse().ok());
         let expires = input.response_expires.or_else(|| view.stored.expires.as_deref().and_then(http_date));
-        let output = HeadObjectOutput {
+        let mut output = HeadObjectOutput {
             content_length: i64::try_from(length).ok(),
             content_range,
             accept_ranges: Some("bytes".to_owned()),
@@ -535,13 +539,15 @@ impl S3 for Gateway {
             content_language: input.response_content_language.or(view.stored.content_language),
             expires,
             version_id: read_version(bucket.versioning, m.hlc),
-            checksum_crc32: view.checksums.checksum_crc32,
-            checksum_crc32c: view.checksums.checksum_crc32c,
-            checksum_sha1: view.checksums.checksum_sha1,
-            checksum_sha256: view.checksums.checksum_sha256,
-            checksum_crc64nvme: view.checksums.checksum_crc64nvme,
             ..HeadObjectOutput::default()
         };
+        if checksum_mode && output.content_range.is_none() {
+            output.checksum_crc32 = view.checksums.checksum_crc32;
+            output.checksum_crc32c = view.checksums.checksum_crc32c;
+            output.checksum_sha1 = view.checksums.checksum_sha1;
+            output.checksum_sha256 = view.checksums.checksum_sha256;
+            output.checksum_crc64nvme = view.checksums.checksum_crc64nvme;
+        }
         let status =
             if output.content_range.is_some() { http::StatusCode::PARTIAL_CONTENT } else { http::StatusCode::OK };
         Ok(S3Response::with_status(output, status))

@@ -109,6 +109,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(users::Auth(Arc::clone(&users)));
     builder.set_access(front::Access);
+    builder.set_validation(buckets::BucketNames);
     let front = front::Front::new(builder.build(), Arc::clone(&metrics));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -127,7 +128,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.max_buf_size(config.header_bytes_max).keep_alive(true);
+    http1.max_header_size(config.header_bytes_max).keep_alive(true);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
