@@ -42,6 +42,41 @@ pub struct Expected {
     pub length: Option<u64>,
 }
 
+impl Expected {
+    /// What a put's or part's request announces: `Content-MD5`, `x-amz-checksum-*` headers,
+    /// the algorithms named by `x-amz-checksum-algorithm` and `x-amz-trailer`, and its length
+    /// (`x-amz-decoded-content-length` for an aws-chunked body, else `Content-Length`).
+    ///
+    /// # Errors
+    /// `InvalidDigest` for a `Content-MD5` that is not one.
+    pub fn of_request(
+        headers: &http::HeaderMap,
+        content_md5: Option<&str>,
+        checksums: Checksum,
+        algorithm: Option<&ChecksumAlgorithm>,
+        content_length: Option<i64>,
+    ) -> Result<Expected, S3Error> {
+        let decoded_length = headers
+            .get("x-amz-decoded-content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut algorithms: Vec<String> = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default();
+        if let Some(a) = algorithm {
+            algorithms.push(algorithm_name(a));
+        }
+        Ok(Expected {
+            content_md5: content_md5.map(self::content_md5).transpose()?,
+            checksums,
+            algorithms,
+            length: decoded_length.or(content_length.and_then(|n| u64::try_from(n).ok())),
+        })
+    }
+}
+
 /// What a finished upload computed.
 #[derive(Debug, Default, Clone)]
 pub struct Computed {
@@ -217,18 +252,35 @@ pub fn content_md5(value: &str) -> Result<Vec<u8>, S3Error> {
     }
 }
 
-/// Borrows an [`Upload`] as a put's source.
-pub struct Source<'a>(pub &'a mut Upload);
+/// Borrows an [`Upload`] as the source of a node put or part.
+pub struct Source<'a> {
+    upload: &'a mut Upload,
+    /// A put commits its ETag and checksums in its trailer; a part takes no metadata (the
+    /// gateway records a part's digests itself).
+    trailer: bool,
+}
+
+impl<'a> Source<'a> {
+    /// The source of a put, whose trailer carries the digests.
+    pub fn put(upload: &'a mut Upload) -> Source<'a> {
+        Source { upload, trailer: true }
+    }
+
+    /// The source of a multipart part (no trailer).
+    pub fn part(upload: &'a mut Upload) -> Source<'a> {
+        Source { upload, trailer: false }
+    }
+}
 
 impl BodySource for Source<'_> {
     async fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
-        self.0.next().await
+        self.upload.next().await
     }
 
     fn trailer(&mut self) -> Vec<(String, String)> {
-        match &self.0.computed {
-            Some(c) => meta::digest_entries(c),
-            None => Vec::new(),
+        match &self.upload.computed {
+            Some(c) if self.trailer => meta::digest_entries(c),
+            _ => Vec::new(),
         }
     }
 }

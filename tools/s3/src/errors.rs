@@ -17,7 +17,6 @@ pub enum Missing {
     /// A version named by id (`NoSuchVersion`).
     Version,
     /// A multipart upload (`NoSuchUpload`).
-    #[expect(dead_code, reason = "multipart is a later step")]
     Upload,
     /// The bucket (`NoSuchBucket`).
     Bucket,

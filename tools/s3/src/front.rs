@@ -97,10 +97,16 @@ impl Front {
         let id = self.ids.next();
         let path = req.uri().path().to_owned();
         let slot = OpSlot::default();
+        let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() != "0");
         if let Some(refusal) = presign_refusal(req.uri()) {
             let mut r = Response::new(Body::from(error_xml("AuthorizationQueryParametersError", refusal)));
             *r.status_mut() = StatusCode::BAD_REQUEST;
-            return self.finish(r, &id, &path, "Unknown", started).await;
+            return self.finish(r, &id, &path, "Unknown", started, has_body).await;
         }
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(slot.clone());
@@ -115,10 +121,14 @@ impl Front {
             }
         };
         let op = slot.take().unwrap_or_else(|| "Unknown".to_owned());
-        self.finish(resp, &id, &path, &op, started).await
+        self.finish(resp, &id, &path, &op, started, has_body).await
     }
 
     /// Adds the request id (and error details), and counts the request.
+    ///
+    /// An error answering a request whose body may be unread closes the connection: a client
+    /// that sent `Expect: 100-continue` and got the error never sends that body, and on a kept
+    /// connection hyper would read the next request's first bytes as its rest.
     async fn finish(
         &self,
         mut resp: Response<Body>,
@@ -126,10 +136,14 @@ impl Front {
         path: &str,
         op: &str,
         started: Instant,
+        has_body: bool,
     ) -> Response<Body> {
         let status = resp.status();
         if status.is_client_error() || status.is_server_error() {
             resp = with_error_details(resp, id, path).await;
+            if has_body {
+                resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
         if let Ok(v) = HeaderValue::from_str(id) {
             resp.headers_mut().insert("x-amz-request-id", v.clone());

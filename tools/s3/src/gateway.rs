@@ -15,12 +15,13 @@ use candybox_wire::client::{
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, S3};
 
-use crate::body::{self, Download, Expected, Source, Upload};
+use crate::body::{Download, Expected, Source, Upload};
 use crate::buckets::{Bucket, Buckets};
 use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, version_id};
 use crate::meta::{self, Stored};
+use crate::multipart;
 use crate::users::{User, UserStore};
 
 /// Most keys a listing page returns (S3's cap on `max-keys`).
@@ -136,7 +137,7 @@ fn http_date(s: &str) -> Option<Timestamp> {
     Timestamp::parse(TimestampFormat::HttpDate, s).ok()
 }
 
-fn format_http_date(t: &Timestamp) -> Option<String> {
+pub fn format_http_date(t: &Timestamp) -> Option<String> {
     let mut out = Vec::new();
     t.format(TimestampFormat::HttpDate, &mut out).ok()?;
     String::from_utf8(out).ok()
@@ -271,6 +272,62 @@ fn cursor_after(last: &str, delimiter: Option<&str>) -> Vec<u8> {
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        key_bytes(&req.input.key)?;
+        Ok(S3Response::new(multipart::create(&self.client, &bucket, &user.canonical_id, req.input).await?))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let output =
+            multipart::upload_part(&self.client, &bucket, &req.headers, req.trailing_headers, req.input).await?;
+        Ok(S3Response::new(output))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let (mut output, done) = multipart::complete(&self.client, &bucket, req.input).await?;
+        output.version_id = written_version(bucket.versioning, done.hlc);
+        Ok(S3Response::new(output))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        multipart::abort(&self.client, &bucket, &req.input).await?;
+        Ok(S3Response::with_status(AbortMultipartUploadOutput::default(), http::StatusCode::NO_CONTENT))
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let owner = self.owner_of(&bucket.record.owner);
+        Ok(S3Response::new(multipart::list_parts(&self.client, &bucket, owner, req.input).await?))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let owner = self.owner_of(&bucket.record.owner);
+        Ok(S3Response::new(multipart::list_uploads(&self.client, &bucket, owner, req.input).await?))
+    }
+
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         let user = self.caller(&req)?;
         let mut buckets = Vec::new();
@@ -339,38 +396,25 @@ impl S3 for Gateway {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let user = self.caller(&req)?;
         let trailers = req.trailing_headers.clone();
-        let decoded_length = req
-            .headers
-            .get("x-amz-decoded-content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let trailer_names: Vec<String> = req
-            .headers
-            .get("x-amz-trailer")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
-            .unwrap_or_default();
         let input = req.input;
         let bucket = self.bucket(&user, &input.bucket).await?;
         let key = key_bytes(&input.key)?;
-        let length = decoded_length.or(input.content_length.and_then(|n| u64::try_from(n).ok()));
-        let mut algorithms = trailer_names;
-        if let Some(a) = &input.checksum_algorithm {
-            algorithms.push(body::algorithm_name(a));
-        }
-        let expected = Expected {
-            content_md5: input.content_md5.as_deref().map(body::content_md5).transpose()?,
-            checksums: Checksum {
-                checksum_crc32: input.checksum_crc32.clone(),
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                ..Checksum::default()
-            },
-            algorithms,
-            length,
+        let checksums = Checksum {
+            checksum_crc32: input.checksum_crc32.clone(),
+            checksum_crc32c: input.checksum_crc32c.clone(),
+            checksum_sha1: input.checksum_sha1.clone(),
+            checksum_sha256: input.checksum_sha256.clone(),
+            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+            ..Checksum::default()
         };
+        let expected = Expected::of_request(
+            &req.headers,
+            input.content_md5.as_deref(),
+            checksums,
+            input.checksum_algorithm.as_ref(),
+            input.content_length,
+        )?;
+        let length = expected.length;
         let condition = match (&input.if_none_match, &input.if_match) {
             (Some(ETagCondition::Any), _) => Some(Condition::IfAbsent),
             (Some(_), _) => {
@@ -399,7 +443,7 @@ impl S3 for Gateway {
             digests: Vec::new(),
         };
         let mut upload = Upload::new(input.body, expected, trailers);
-        let result = self.client.put(&bucket.record.box_name, key, &options, Source(&mut upload)).await;
+        let result = self.client.put(&bucket.record.box_name, key, &options, Source::put(&mut upload)).await;
         let done = match result {
             Ok(done) => done,
             Err(e) => {

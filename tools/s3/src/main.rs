@@ -19,6 +19,7 @@ mod gateway;
 mod ids;
 mod meta;
 mod metrics;
+mod multipart;
 mod users;
 
 use std::path::PathBuf;

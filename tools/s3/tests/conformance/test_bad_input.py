@@ -161,3 +161,33 @@ def test_garbage_bytes_close_only_their_connection(stack, s3, bucket):
     reply = raw_exchange(stack, b"\x00\x01\x02 not http at all\r\n\r\n")
     assert reply == b"" or reply.startswith(b"HTTP/1.1 400"), reply[:200]
     still_serving(s3, bucket)
+
+
+def test_an_error_before_an_unsent_body_closes_the_connection(stack, s3, bucket):
+    """A client that sends `Expect: 100-continue` and gets an error never sends its body; on a
+    kept connection the next request's first bytes were read as that body (an abort after a
+    refused part answered SignatureDoesNotMatch: its method had become `ELETE`)."""
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    path = f"/{bucket}/k?partNumber=0&uploadId={uid}"
+    headers = {"Host": stack.gateway_addr, "Expect": "100-continue", "Content-Length": "1"}
+    headers = signed_headers(stack, "PUT", path, b"", headers, unsigned_payload=True)
+    headers["Content-Length"] = "1"
+    host, port = stack.gateway_addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        s.sendall(request_head("PUT", path, headers))
+        reply = b""
+        while b"</Error>" not in reply:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+        assert b"connection: close" in reply.lower()
+        # The body was never sent; the gateway must not wait for it on this connection.
+        s.settimeout(5)
+        assert s.recv(65536) == b""
+    finally:
+        s.close()
+    s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)
+    still_serving(s3, bucket)
