@@ -21,8 +21,8 @@ use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, version_id};
 use crate::meta::{self, Stored};
-use crate::multipart;
 use crate::users::{User, UserStore};
+use crate::{copy, multipart};
 
 /// Most keys a listing page returns (S3's cap on `max-keys`).
 pub const LIST_KEYS_MAX: usize = 1000;
@@ -280,6 +280,31 @@ impl S3 for Gateway {
         let bucket = self.bucket(&user, &req.input.bucket).await?;
         key_bytes(&req.input.key)?;
         Ok(S3Response::new(multipart::create(&self.client, &bucket, &user.canonical_id, req.input).await?))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let user = self.caller(&req)?;
+        let input = req.input;
+        let target = self.bucket(&user, &input.bucket).await?;
+        key_bytes(&input.key)?;
+        let source = copy::source_of(&input.copy_source)?;
+        let source_bucket = self.bucket(&user, &source.bucket).await?;
+        let (mut output, hlc) =
+            copy::copy_object(&self.client, &source_bucket, &target, &user.canonical_id, input).await?;
+        output.version_id = written_version(target.versioning, hlc);
+        Ok(S3Response::new(output))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let user = self.caller(&req)?;
+        let input = req.input;
+        let target = self.bucket(&user, &input.bucket).await?;
+        let source = copy::source_of(&input.copy_source)?;
+        let source_bucket = self.bucket(&user, &source.bucket).await?;
+        Ok(S3Response::new(multipart::upload_part_copy(&self.client, &source_bucket, &target, input).await?))
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {

@@ -13,6 +13,7 @@ mod body;
 mod buckets;
 mod conditions;
 mod config;
+mod copy;
 mod errors;
 mod front;
 mod gateway;

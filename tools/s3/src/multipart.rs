@@ -15,7 +15,7 @@
 //! - An upload id is the node's 64-bit id as 16 hex digits; anything else is `NoSuchUpload`.
 
 use bytes::Bytes;
-use candybox_wire::client::{ClientError, Condition, KeyRange, ListOptions, PutOptions, TokioClient};
+use candybox_wire::client::{ByteRange, ClientError, Condition, Hlc, KeyRange, ListOptions, PutOptions, TokioClient};
 use md5::Digest as _;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Result};
@@ -163,27 +163,7 @@ pub async fn upload_part(
     )?;
     let size = expected.length;
     let mut upload = Upload::new(input.body, expected, trailers);
-    let box_name = &bucket.record.box_name;
-    let result = client.upload_part(box_name, input.key.as_bytes(), id, number, size, Source::part(&mut upload)).await;
-    let part = match result {
-        Ok(p) => p,
-        Err(e) => return Err(upload.failure.take().unwrap_or_else(|| upload_error(e))),
-    };
-    let Some(computed) = upload.computed else {
-        return Err(s3_error!(InternalError, "the part ended without its digests"));
-    };
-    let mut record_meta = vec![
-        ("md5".to_owned(), computed.md5_hex.clone()),
-        ("size".to_owned(), part.size.to_string()),
-        ("crc32".to_owned(), part.checksum.to_string()),
-    ];
-    record_meta.extend(meta::digest_entries(&computed).into_iter().filter(|(k, _)| k.starts_with("checksum-")));
-    let key = format!("{}{number:05}", records_prefix(box_name, id, &input.key));
-    let options = PutOptions { user_meta: record_meta, ..PutOptions::default() };
-    client
-        .put_bytes(RESERVED_BOX, key.as_bytes(), &options, Bytes::new())
-        .await
-        .map_err(|e| s3_error(e, Missing::Key))?;
+    let computed = store_part(client, bucket, &input.key, id, number, size, &mut upload).await?;
     let c = computed.checksums;
     Ok(UploadPartOutput {
         e_tag: Some(ETag::Strong(computed.md5_hex)),
@@ -192,6 +172,88 @@ pub async fn upload_part(
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
         checksum_crc64nvme: c.checksum_crc64nvme,
+        ..Default::default()
+    })
+}
+
+/// Streams `upload` into part `number` of upload `id` and records its digests.
+async fn store_part(
+    client: &TokioClient,
+    bucket: &Bucket,
+    key: &str,
+    id: u64,
+    number: u32,
+    size: Option<u64>,
+    upload: &mut Upload,
+) -> S3Result<crate::body::Computed> {
+    let box_name = &bucket.record.box_name;
+    let result = client.upload_part(box_name, key.as_bytes(), id, number, size, Source::part(upload)).await;
+    let part = match result {
+        Ok(p) => p,
+        Err(e) => return Err(upload.failure.take().unwrap_or_else(|| upload_error(e))),
+    };
+    let Some(computed) = upload.computed.clone() else {
+        return Err(s3_error!(InternalError, "the part ended without its digests"));
+    };
+    let mut record_meta = vec![
+        ("md5".to_owned(), computed.md5_hex.clone()),
+        ("size".to_owned(), part.size.to_string()),
+        ("crc32".to_owned(), part.checksum.to_string()),
+    ];
+    record_meta.extend(meta::digest_entries(&computed).into_iter().filter(|(k, _)| k.starts_with("checksum-")));
+    let record = format!("{}{number:05}", records_prefix(box_name, id, key));
+    let options = PutOptions { user_meta: record_meta, ..PutOptions::default() };
+    client
+        .put_bytes(RESERVED_BOX, record.as_bytes(), &options, Bytes::new())
+        .await
+        .map_err(|e| s3_error(e, Missing::Key))?;
+    Ok(computed)
+}
+
+/// UploadPartCopy: part `number` from a range of another object (streamed through).
+pub async fn upload_part_copy(
+    client: &TokioClient,
+    source_bucket: &Bucket,
+    target: &Bucket,
+    input: UploadPartCopyInput,
+) -> S3Result<UploadPartCopyOutput> {
+    let id = parse_upload_id(&input.upload_id)?;
+    let number = part_number(input.part_number)?;
+    let source = crate::copy::source_of(&input.copy_source)?;
+    let range = match input.copy_source_range.as_deref() {
+        Some(r) => crate::copy::copy_range(r)?,
+        None => ByteRange::Whole,
+    };
+    let source_box = &source_bucket.record.box_name;
+    let get = client
+        .get_version(source_box, source.key.as_bytes(), range, source.version)
+        .await
+        .map_err(|e| s3_error(e, if source.version.is_some() { Missing::Version } else { Missing::Key }))?;
+    let m = get.meta();
+    let view = meta::view_of(m);
+    let modified = if m.hlc == Hlc::ZERO { m.created_ms } else { m.hlc.physical_ms };
+    crate::conditions::ReadConditions {
+        if_match: input.copy_source_if_match.clone(),
+        if_none_match: input.copy_source_if_none_match.clone(),
+        if_modified_since: input.copy_source_if_modified_since.clone(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
+    }
+    .check(&view.etag, modified, true)?;
+    let length = get.length();
+    let expected = Expected { length: Some(length), ..Expected::default() };
+    let mut upload = Upload::new(Some(crate::body::Download::new(get).into_blob()), expected, None);
+    let computed = store_part(client, target, &input.key, id, number, Some(length), &mut upload).await?;
+    Ok(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(computed.md5_hex)),
+            last_modified: Some(timestamp(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0)),
+            )),
+            ..Default::default()
+        }),
+        copy_source_version_id: source.version.map(crate::ids::version_id),
         ..Default::default()
     })
 }

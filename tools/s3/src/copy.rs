@@ -1,0 +1,201 @@
+//! CopyObject and UploadPartCopy.
+//!
+//! Invariants:
+//! - A copy within one bucket never moves bytes: the node writes a locator that reuses the
+//!   source's parts (with the REPLACE directive, under new metadata that keeps the source's
+//!   ETag and checksums, since the bytes are the same).
+//! - A copy across buckets (different Boxes, whose locators the node refuses to share) streams
+//!   the source's bytes through the gateway into a put, under the same flow control as any
+//!   get and put; its ETag is the MD5 of the bytes.
+//! - The copy-source conditions are checked against the source's current metadata; a copy by
+//!   version id reads exactly that version.
+
+use candybox_wire::client::{ByteRange, CopyOptions, Hlc, MetaReplace, PutOptions, TokioClient};
+use s3s::dto::*;
+use s3s::{s3_error, S3Result};
+
+use crate::body::{Download, Expected, Source, Upload};
+use crate::buckets::Bucket;
+use crate::conditions::ReadConditions;
+use crate::errors::{s3_error, Missing};
+use crate::ids::{parse_version_id, timestamp};
+use crate::meta::{self, Stored};
+
+/// The source of a copy: bucket, key and version as the request names them.
+pub struct SourceRef {
+    /// The source bucket.
+    pub bucket: String,
+    /// The source key.
+    pub key: String,
+    /// The version asked for (`None`: the current one).
+    pub version: Option<Hlc>,
+}
+
+/// The source a `x-amz-copy-source` header names.
+///
+/// # Errors
+/// `InvalidArgument` for an access point ARN or a version id this gateway did not give out.
+pub fn source_of(c: &CopySource) -> S3Result<SourceRef> {
+    match c {
+        CopySource::Bucket { bucket, key, version_id } => {
+            let version = match version_id.as_deref() {
+                None => None,
+                Some(v) => Some(
+                    parse_version_id(v).ok_or_else(|| s3_error!(InvalidArgument, "Invalid version id specified"))?,
+                ),
+            };
+            Ok(SourceRef { bucket: bucket.to_string(), key: key.to_string(), version })
+        }
+        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
+            Err(s3_error!(InvalidArgument, "access point and outpost copy sources are not supported"))
+        }
+    }
+}
+
+/// The new metadata of a REPLACE copy: the request's headers, the writer, and the source's
+/// ETag and checksums (the bytes do not change).
+fn replacement(input: &CopyObjectInput, owner: &str, source_meta: &[(String, String)]) -> MetaReplace {
+    let stored = Stored {
+        cache_control: input.cache_control.clone(),
+        content_disposition: input.content_disposition.clone(),
+        content_encoding: input.content_encoding.clone(),
+        content_language: input.content_language.clone(),
+        expires: input.expires.as_ref().and_then(crate::gateway::format_http_date),
+    };
+    let mut user_meta = meta::entries(input.metadata.as_ref(), &stored, Some(owner));
+    user_meta.extend(
+        source_meta.iter().filter(|(k, _)| k == meta::ETAG || k.starts_with("checksum-") || k == "digest-md5").cloned(),
+    );
+    MetaReplace { content_type: input.content_type.as_ref().map(ToString::to_string), user_meta }
+}
+
+/// CopyObject from `source_bucket` to `target`.
+pub async fn copy_object(
+    client: &TokioClient,
+    source_bucket: &Bucket,
+    target: &Bucket,
+    owner: &str,
+    input: CopyObjectInput,
+) -> S3Result<(CopyObjectOutput, Hlc)> {
+    let source = source_of(&input.copy_source)?;
+    let source_box = &source_bucket.record.box_name;
+    let m = match source.version {
+        Some(v) => client.head_version(source_box, source.key.as_bytes(), v).await,
+        None => client.head(source_box, source.key.as_bytes()).await,
+    }
+    .map_err(|e| s3_error(e, if source.version.is_some() { Missing::Version } else { Missing::Key }))?;
+    let view = meta::view_of(&m);
+    let modified = if m.hlc == Hlc::ZERO { m.created_ms } else { m.hlc.physical_ms };
+    ReadConditions {
+        if_match: input.copy_source_if_match.clone(),
+        if_none_match: input.copy_source_if_none_match.clone(),
+        if_modified_since: input.copy_source_if_modified_since.clone(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
+    }
+    .check(&view.etag, modified, true)?;
+    let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    let same_object = source_bucket.record.box_name == target.record.box_name && source.key == input.key;
+    if same_object && !replace && source.version.is_none() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+        ));
+    }
+    let replacement = replace.then(|| replacement(&input, owner, &m.user_meta));
+    let source_version_id = source.version;
+    if source_bucket.record.box_name == target.record.box_name {
+        // Zero-copy: the node relays the locator; the bytes stay where they are.
+        let options = CopyOptions {
+            condition: None,
+            replace: replacement,
+            source_version: source
+                .version
+                .or((source_bucket.versioning != candybox_wire::client::Versioning::Off).then_some(m.hlc)),
+        };
+        let done = client
+            .copy_or_rename_if(source_box, source.key.as_bytes(), input.key.as_bytes(), false, &options)
+            .await
+            .map_err(|e| s3_error(e, Missing::Key))?
+            .unwrap_or_default();
+        let output = CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(view.etag)),
+                last_modified: Some(timestamp(done.hlc.physical_ms)),
+                ..Default::default()
+            }),
+            copy_source_version_id: source_version_id.map(crate::ids::version_id),
+            ..Default::default()
+        };
+        return Ok((output, done.hlc));
+    }
+    // Across buckets: stream the bytes through.
+    let get = client
+        .get_version(
+            source_box,
+            source.key.as_bytes(),
+            ByteRange::Whole,
+            source.version.or((source_bucket.versioning != candybox_wire::client::Versioning::Off).then_some(m.hlc)),
+        )
+        .await
+        .map_err(|e| s3_error(e, Missing::Key))?;
+    let (content_type, user_meta) = match replacement {
+        Some(r) => (
+            r.content_type,
+            r.user_meta.into_iter().filter(|(k, _)| k != meta::ETAG && !k.starts_with("checksum-")).collect(),
+        ),
+        None => (
+            (!m.content_type.is_empty()).then(|| m.content_type.clone()),
+            m.user_meta.iter().filter(|(k, _)| k != meta::ETAG && !k.starts_with("checksum-")).cloned().collect(),
+        ),
+    };
+    let expected = Expected { length: Some(get.length()), ..Expected::default() };
+    let mut upload = Upload::new(Some(Download::new(get).into_blob()), expected, None);
+    let options = PutOptions { content_type, user_meta, size: Some(m.size), ..PutOptions::default() };
+    let done = match client.put(&target.record.box_name, input.key.as_bytes(), &options, Source::put(&mut upload)).await
+    {
+        Ok(d) => d,
+        Err(e) => return Err(upload.failure.take().unwrap_or_else(|| s3_error(e, Missing::Key))),
+    };
+    let etag = upload.computed.map(|c| c.md5_hex).unwrap_or_default();
+    let output = CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp(done.hlc.physical_ms)),
+            ..Default::default()
+        }),
+        copy_source_version_id: source_version_id.map(crate::ids::version_id),
+        ..Default::default()
+    };
+    Ok((output, done.hlc))
+}
+
+/// The byte range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both required).
+///
+/// # Errors
+/// `InvalidArgument` when it is not that form.
+pub fn copy_range(r: &str) -> S3Result<ByteRange> {
+    let bad = || {
+        s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+    };
+    let spec = r.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let first: u64 = a.parse().map_err(|_| bad())?;
+    let last: u64 = b.parse().map_err(|_| bad())?;
+    if last < first {
+        return Err(bad());
+    }
+    Ok(ByteRange::FromTo { first, last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_ranges_need_both_ends() {
+        assert_eq!(copy_range("bytes=0-9").ok(), Some(ByteRange::FromTo { first: 0, last: 9 }));
+        for bad in ["bytes=5-", "bytes=-5", "0-9", "bytes=9-0", "bytes=a-b"] {
+            assert!(copy_range(bad).is_err(), "{bad}");
+        }
+    }
+}
