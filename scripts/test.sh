@@ -29,6 +29,22 @@ if [ ! -e /usr/share/java/zookeeper.jar ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
 fi
+# The S3 gateway's real-client tests drive rclone, s3cmd and curl (Debian's packages).
+missing_debs=""
+for tool in rclone s3cmd curl; do
+  command -v "$tool" >/dev/null || missing_debs="$missing_debs $tool"
+done
+if [ -n "$missing_debs" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing:$missing_debs; run 'apt-get update && apt-get install -y$missing_debs'" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing_debs >/dev/null
+fi
+rclone version | head -1
+s3cmd --version
 ls -l /usr/share/java/zookeeper.jar
 java -version 2>&1 | head -1
 
