@@ -30,8 +30,11 @@ pub fn is_version_key(key: &[u8]) -> bool {
 pub fn versions_prefix(user_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(user_key.len() + VERSION_KEY_OVERHEAD_BYTES);
     k.push(VERSION_SPACE);
-    // UTF-8 bytes are at most 0xF4: the shifted byte never wraps, and is never 0x00.
-    k.extend(user_key.iter().map(|b| b.wrapping_add(1)));
+    // UTF-8 bytes are at most 0xF4: the shifted byte of a key never wraps, and is never 0x00.
+    // A marker may hold any byte (a client continuing past every key with some prefix sends
+    // `prefix ‖ 0xFF`): saturating keeps its order, where wrapping made 0xFF the smallest byte
+    // and listed from the prefix's start again.
+    k.extend(user_key.iter().map(|b| b.saturating_add(1)));
     k.push(0x00);
     k
 }
@@ -70,6 +73,18 @@ mod tests {
 
     fn h(ms: u64, l: u32) -> Hlc {
         Hlc { physical_ms: ms, logical: l, node: 1 }
+    }
+
+    #[test]
+    fn a_marker_past_a_prefix_sorts_after_every_version_under_it() {
+        // A marker `d/ ‖ 0xFF` wrapped to `d/ ‖ 0x00`, before every key under `d/`: a
+        // list-versions continued from it started over (found through the S3 gateway's
+        // delimiter listing, which looped on the same common prefix).
+        let marker = versions_prefix(b"d/\xff");
+        for key in [&b"d/"[..], b"d/a", "d/\u{10ffff}".as_bytes()] {
+            assert!(version_key(key, h(5, 0)) < marker, "{key:?}");
+        }
+        assert!(marker < version_key(b"e", h(5, 0)));
     }
 
     #[test]

@@ -22,7 +22,12 @@ use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, version_id};
 use crate::meta::{self, Stored};
 use crate::users::{User, UserStore};
-use crate::{copy, multipart};
+use crate::{copy, multipart, versions};
+
+/// A byte that follows a prefix to make a marker past every key with that prefix: keys are
+/// UTF-8, whose bytes are at most 0xF4. (Not 0xFF: the node's version keys store key bytes
+/// plus one, and 0xFF has no successor.)
+pub const PAST_PREFIX: u8 = 0xF5;
 
 /// Most keys a listing page returns (S3's cap on `max-keys`).
 pub const LIST_KEYS_MAX: usize = 1000;
@@ -145,7 +150,7 @@ pub fn format_http_date(t: &Timestamp) -> Option<String> {
 
 /// Percent-encodes `s` as S3's `encoding-type=url` does: every byte but the unreserved ones
 /// and `/`.
-fn url_encode(s: &str) -> String {
+pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
@@ -205,9 +210,9 @@ async fn list_page(
             match rolled {
                 Some(cp) => {
                     // Every later key under this common prefix rolls into it: continue after
-                    // all of them (0xFF never occurs in UTF-8, so `cp ‖ 0xFF` is past them).
+                    // all of them (see `PAST_PREFIX`).
                     let mut next = cp.clone().into_bytes();
-                    next.push(0xFF);
+                    next.push(PAST_PREFIX);
                     cursor = Some(next);
                     out.last = Some(cp.clone());
                     out.prefixes.push(cp);
@@ -265,7 +270,7 @@ fn decode_token(token: &str) -> S3Result<Vec<u8>> {
 fn cursor_after(last: &str, delimiter: Option<&str>) -> Vec<u8> {
     let mut c = last.as_bytes().to_vec();
     if delimiter.is_some_and(|d| !d.is_empty() && last.ends_with(d)) {
-        c.push(0xFF);
+        c.push(PAST_PREFIX);
     }
     c
 }
@@ -280,6 +285,57 @@ impl S3 for Gateway {
         let bucket = self.bucket(&user, &req.input.bucket).await?;
         key_bytes(&req.input.key)?;
         Ok(S3Response::new(multipart::create(&self.client, &bucket, &user.canonical_id, req.input).await?))
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let user = self.caller(&req)?;
+        let input = req.input;
+        let bucket = self.bucket(&user, &input.bucket).await?;
+        let config = input.versioning_configuration;
+        if config.mfa_delete.as_ref().is_some_and(|m| m.as_str() == MFADelete::ENABLED) {
+            return Err(s3_error!(NotImplemented, "MFA delete is not supported"));
+        }
+        let state = match config.status.as_ref().map(BucketVersioningStatus::as_str) {
+            Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+            Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+            _ => return Err(s3_error!(MalformedXML, "The versioning status must be Enabled or Suspended.")),
+        };
+        if state == Versioning::Suspended && bucket.record.object_lock {
+            return Err(s3_error!(
+                InvalidBucketState,
+                "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed."
+            ));
+        }
+        self.client.set_versioning(&bucket.record.box_name, state).await.map_err(|e| s3_error(e, Missing::Bucket))?;
+        self.buckets.forget(&input.bucket);
+        Ok(S3Response::new(PutBucketVersioningOutput {}))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let status = match bucket.versioning {
+            Versioning::Off => None,
+            Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
+            Versioning::Suspended => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED)),
+        };
+        Ok(S3Response::new(GetBucketVersioningOutput { status, mfa_delete: None }))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let user = self.caller(&req)?;
+        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let owner = |id: &str| self.owner_of(id);
+        Ok(S3Response::new(versions::list(&self.client, &bucket, owner, req.input).await?))
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
@@ -836,9 +892,9 @@ mod tests {
 
     #[test]
     fn a_cursor_after_a_common_prefix_passes_all_of_its_keys() {
-        assert_eq!(cursor_after("a/", Some("/")), b"a/\xff".to_vec());
+        assert_eq!(cursor_after("a/", Some("/")), b"a/\xf5".to_vec());
         assert_eq!(cursor_after("a/b", Some("/")), b"a/b".to_vec());
         assert_eq!(cursor_after("a/", None), b"a/".to_vec());
-        assert_eq!(decode_token(&encode_token(b"a/\xff")).expect("token"), b"a/\xff".to_vec());
+        assert_eq!(decode_token(&encode_token(b"a/\xf5")).expect("token"), b"a/\xf5".to_vec());
     }
 }

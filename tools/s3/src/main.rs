@@ -22,6 +22,7 @@ mod meta;
 mod metrics;
 mod multipart;
 mod users;
+mod versions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
