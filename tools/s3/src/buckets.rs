@@ -28,12 +28,16 @@ use s3s::{s3_error, S3Error, S3Result};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::acl::Acl;
 use crate::errors::{s3_error, Missing};
 
 /// The Box holding the gateway's own records.
 pub const RESERVED_BOX: &str = "sthree-candybox-s3";
 
 const RECORD_PREFIX: &str = "bucket/";
+
+/// Most attempts of a record update racing other gateways.
+const UPDATE_TRIES_MAX: usize = 16;
 
 /// What the gateway keeps of a bucket.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +55,79 @@ pub struct BucketRecord {
     /// Object lock was enabled at creation.
     #[serde(default)]
     pub object_lock: bool,
+    /// The bucket's grants besides its owner's.
+    #[serde(default)]
+    pub acl: Acl,
+    /// S3's object ownership: `BucketOwnerEnforced` (ACLs disabled), `BucketOwnerPreferred` or
+    /// `ObjectWriter`.
+    #[serde(default = "object_writer")]
+    pub ownership: String,
+    /// The public access block, when one is set.
+    #[serde(default)]
+    pub public_access_block: Option<PublicAccessBlock>,
+    /// Bucket tags, in the order given.
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
+fn object_writer() -> String {
+    OBJECT_WRITER.to_owned()
+}
+
+/// S3's object ownership settings.
+pub const BUCKET_OWNER_ENFORCED: &str = "BucketOwnerEnforced";
+/// See [`BUCKET_OWNER_ENFORCED`].
+pub const BUCKET_OWNER_PREFERRED: &str = "BucketOwnerPreferred";
+/// See [`BUCKET_OWNER_ENFORCED`].
+pub const OBJECT_WRITER: &str = "ObjectWriter";
+
+/// S3's public access block of a bucket.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublicAccessBlock {
+    /// Refuse requests that set a public ACL.
+    pub block_public_acls: bool,
+    /// Public grants match no one.
+    pub ignore_public_acls: bool,
+    /// Refuse a public bucket policy.
+    pub block_public_policy: bool,
+    /// A public policy grants only the owner's account and AWS services.
+    pub restrict_public_buckets: bool,
+}
+
+impl PublicAccessBlock {
+    /// Every block on (AWS's default for new buckets).
+    pub const ALL: PublicAccessBlock = PublicAccessBlock {
+        block_public_acls: true,
+        ignore_public_acls: true,
+        block_public_policy: true,
+        restrict_public_buckets: true,
+    };
+}
+
+/// What a new bucket gets when its request does not say.
+#[derive(Debug, Clone)]
+pub struct NewBucketDefaults {
+    /// Its object ownership.
+    pub ownership: String,
+    /// Its public access block.
+    pub public_access_block: Option<PublicAccessBlock>,
+}
+
+impl BucketRecord {
+    /// True when the bucket's ACLs are disabled (owner enforced).
+    pub fn acls_disabled(&self) -> bool {
+        self.ownership == BUCKET_OWNER_ENFORCED
+    }
+
+    /// True when public grants are ignored.
+    pub fn ignores_public_acls(&self) -> bool {
+        self.public_access_block.is_some_and(|p| p.ignore_public_acls)
+    }
+
+    /// True when public ACLs are refused.
+    pub fn blocks_public_acls(&self) -> bool {
+        self.public_access_block.is_some_and(|p| p.block_public_acls)
+    }
 }
 
 /// A bucket as a request uses it.
@@ -169,19 +246,18 @@ impl Buckets {
         Ok(bucket)
     }
 
-    /// Creates bucket `name` for `owner`.
+    /// Creates bucket `record.name` as `record` says (its Box named by [`box_of`]).
     ///
     /// # Errors
     /// `BucketAlreadyOwnedByYou`, `BucketAlreadyExists`, or the node's error.
-    pub async fn create(&self, name: &str, owner: &str, region: &str, object_lock: bool) -> S3Result<BucketRecord> {
-        let record = BucketRecord {
-            name: name.to_owned(),
-            box_name: box_of(name),
-            owner: owner.to_owned(),
-            created_ms: now_ms(),
-            region: region.to_owned(),
-            object_lock,
-        };
+    pub async fn create(&self, mut record: BucketRecord) -> S3Result<BucketRecord> {
+        record.box_name = box_of(&record.name);
+        record.created_ms = now_ms();
+        let name = record.name.clone();
+        let name = name.as_str();
+        let owner = record.owner.clone();
+        let owner = owner.as_str();
+        let object_lock = record.object_lock;
         let body = Bytes::from(serde_json::to_vec(&record).map_err(S3Error::internal_error)?);
         let options = PutOptions {
             content_type: Some("application/json".to_owned()),
@@ -248,6 +324,43 @@ impl Buckets {
         self.client.delete(RESERVED_BOX, &record_key(name)).await.map_err(|e| s3_error(e, Missing::Key))?;
         self.forget(name);
         Ok(())
+    }
+
+    /// Changes bucket `name`'s record with `change`, as a conditional write of the version read
+    /// (retried when another gateway changed it in between).
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, `change`'s error, `OperationAborted` after too many races, or the node's.
+    pub async fn update(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut BucketRecord) -> S3Result<()>,
+    ) -> S3Result<BucketRecord> {
+        for _ in 0..UPDATE_TRIES_MAX {
+            let Some((mut record, version)) = self.read_record(name).await? else {
+                return Err(no_such_bucket());
+            };
+            change(&mut record)?;
+            let body = Bytes::from(serde_json::to_vec(&record).map_err(S3Error::internal_error)?);
+            let options = PutOptions {
+                content_type: Some("application/json".to_owned()),
+                user_meta: vec![("owner".to_owned(), record.owner.clone())],
+                condition: Some(Condition::IfVersion(version)),
+                ..PutOptions::default()
+            };
+            match self.client.put_bytes(RESERVED_BOX, &record_key(name), &options, body).await {
+                Ok(_) => {
+                    self.forget(name);
+                    return Ok(record);
+                }
+                Err(ClientError::PreconditionFailed { .. }) => continue,
+                Err(e) => return Err(s3_error(e, Missing::Key)),
+            }
+        }
+        Err(s3_error!(
+            OperationAborted,
+            "A conflicting conditional operation is currently in progress against this resource. Please try again."
+        ))
     }
 
     /// Every bucket record, in name order.

@@ -64,6 +64,10 @@ settings! {
     header_bytes_max, "CANDYBOX_S3_HEADER_BYTES_MAX": usize = 64 * 1024;
     /// How long SIGTERM waits for requests in flight before closing them (s).
     shutdown_grace_s, "CANDYBOX_S3_SHUTDOWN_GRACE_S": u64 = 30;
+    /// What a new bucket gets when its CreateBucket does not say: `aws` (AWS's defaults since
+    /// April 2023: object ownership BucketOwnerEnforced, so ACLs are disabled, and every public
+    /// access block on) or `open` (ObjectWriter, no public access block: S3 before 2023).
+    new_bucket_defaults, "CANDYBOX_S3_NEW_BUCKET_DEFAULTS": String = "aws".to_owned();
     /// Log filter (tracing's `EnvFilter` syntax).
     log, "CANDYBOX_S3_LOG": String = "info".to_owned();
 }
@@ -88,6 +92,9 @@ impl Config {
         }
         if config.node.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
             return Err(format!("`node` must be HOST:PORT, not `{}`", config.node));
+        }
+        if !["aws", "open"].contains(&config.new_bucket_defaults.as_str()) {
+            return Err(format!("`new_bucket_defaults` must be `aws` or `open`, not `{}`", config.new_bucket_defaults));
         }
         if config.header_bytes_max < 8192 {
             return Err(format!("`header_bytes_max` must be at least 8192, not {}", config.header_bytes_max));

@@ -62,7 +62,7 @@ fn replacement(input: &CopyObjectInput, owner: &str, source_meta: &[(String, Str
         content_language: input.content_language.clone(),
         expires: input.expires.as_ref().and_then(crate::gateway::format_http_date),
     };
-    let mut user_meta = meta::entries(input.metadata.as_ref(), &stored, Some(owner));
+    let mut user_meta = meta::entries(input.metadata.as_ref(), &stored, Some(owner), None);
     user_meta.extend(
         source_meta.iter().filter(|(k, _)| k == meta::ETAG || k.starts_with("checksum-") || k == "digest-md5").cloned(),
     );
@@ -75,6 +75,7 @@ pub async fn copy_object(
     source_bucket: &Bucket,
     target: &Bucket,
     owner: &str,
+    may_read: &crate::acl::MayRead<'_>,
     input: CopyObjectInput,
 ) -> S3Result<(CopyObjectOutput, Hlc)> {
     let source = source_of(&input.copy_source)?;
@@ -84,6 +85,9 @@ pub async fn copy_object(
         None => client.head(source_box, source.key.as_bytes()).await,
     }
     .map_err(|e| s3_error(e, if source.version.is_some() { Missing::Version } else { Missing::Key }))?;
+    if !may_read(&m.user_meta) {
+        return Err(s3_error!(AccessDenied, "Access Denied"));
+    }
     let view = meta::view_of(&m);
     let modified = if m.hlc == Hlc::ZERO { m.created_ms } else { m.hlc.physical_ms };
     ReadConditions {

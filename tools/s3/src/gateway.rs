@@ -10,13 +10,18 @@
 use std::sync::Arc;
 
 use candybox_wire::client::{
-    ByteRange, CandyMeta, ClientError, Condition, DeleteKey, Hlc, ListOptions, PutOptions, TokioClient, Versioning,
+    ByteRange, CandyMeta, ClientError, Condition, DeleteKey, Hlc, ListOptions, MetaReplace, PutOptions, TokioClient,
+    Versioning,
 };
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, S3};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
+use crate::acl::{Acl, Caller, Permission};
 use crate::body::{Download, Expected, Source, Upload};
-use crate::buckets::{Bucket, Buckets};
+use crate::buckets::{
+    Bucket, BucketRecord, Buckets, NewBucketDefaults, PublicAccessBlock, BUCKET_OWNER_ENFORCED, BUCKET_OWNER_PREFERRED,
+    OBJECT_WRITER,
+};
 use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, version_id};
@@ -38,34 +43,141 @@ pub struct Gateway {
     buckets: Buckets,
     users: Arc<UserStore>,
     region: String,
+    defaults: NewBucketDefaults,
+}
+
+/// Who asks: a signed user, or `None` for an anonymous request.
+type Who = Option<Arc<User>>;
+
+/// What an operation needs on its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Right {
+    /// A permission an ACL can grant.
+    Acl(Permission),
+    /// Only the bucket's owner (its configuration).
+    Owner,
+    /// Nothing before the object is known (reads check the object's own ACL).
+    Object,
+}
+
+/// S3's canonical id of anonymous writers.
+pub const ANONYMOUS_ID: &str = "65a011a29cdf8ec533ec3d1ccaae921c";
+
+/// The canonical id a write by `who` is owned by.
+fn writer_id(who: &Who) -> String {
+    who.as_ref().map_or_else(|| ANONYMOUS_ID.to_owned(), |u| u.canonical_id.clone())
+}
+
+fn access_denied() -> S3Error {
+    s3_error!(AccessDenied, "Access Denied")
 }
 
 impl Gateway {
     /// A gateway over `client`.
-    pub fn new(client: TokioClient, buckets: Buckets, users: Arc<UserStore>, region: String) -> Gateway {
-        Gateway { client, buckets, users, region }
+    pub fn new(
+        client: TokioClient,
+        buckets: Buckets,
+        users: Arc<UserStore>,
+        region: String,
+        defaults: NewBucketDefaults,
+    ) -> Gateway {
+        Gateway { client, buckets, users, region, defaults }
     }
 
-    /// The signed-in caller.
-    fn caller<T>(&self, req: &S3Request<T>) -> S3Result<Arc<User>> {
-        let Some(creds) = &req.credentials else {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
-        };
+    /// The caller (s3s has checked the signature of a signed one).
+    fn who<T>(&self, req: &S3Request<T>) -> S3Result<Who> {
+        let Some(creds) = &req.credentials else { return Ok(None) };
         match self.users.snapshot().by_access_key(&creds.access_key) {
-            Some(u) => Ok(Arc::clone(u)),
+            Some(u) => Ok(Some(Arc::clone(u))),
             None => {
                 Err(s3_error!(InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records."))
             }
         }
     }
 
-    /// The bucket `name`, for a caller who may use it.
-    async fn bucket(&self, user: &User, name: &str) -> S3Result<Arc<Bucket>> {
+    /// The signed caller of an operation anonymous callers may not use.
+    fn signed<T>(&self, req: &S3Request<T>) -> S3Result<Arc<User>> {
+        self.who(req)?.ok_or_else(access_denied)
+    }
+
+    /// Whether `who` holds `right` on `bucket`.
+    fn bucket_allows(bucket: &Bucket, who: &Who, right: Right) -> bool {
+        let id = who.as_ref().map(|u| u.canonical_id.as_str());
+        let owner = bucket.record.owner.as_str();
+        match right {
+            Right::Object => true,
+            _ if id == Some(owner) => true,
+            Right::Owner => false,
+            // ACLs disabled: only the owner (bucket policies are a later step).
+            Right::Acl(_) if bucket.record.acls_disabled() => false,
+            Right::Acl(p) => bucket.record.acl.allows(owner, Caller { id }, p, bucket.record.ignores_public_acls()),
+        }
+    }
+
+    /// The bucket `name`, for a caller who holds `right` on it.
+    async fn bucket(&self, who: &Who, name: &str, right: Right) -> S3Result<Arc<Bucket>> {
         let bucket = self.buckets.resolve(name).await?;
-        if bucket.record.owner != user.canonical_id {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
+        if !Self::bucket_allows(&bucket, who, right) {
+            return Err(access_denied());
         }
         Ok(bucket)
+    }
+
+    /// Whether `who` holds `wanted` on an object of `bucket` with user metadata `entries`.
+    fn object_allows(bucket: &Bucket, who: &Who, entries: &[(String, String)], wanted: Permission) -> bool {
+        let id = who.as_ref().map(|u| u.canonical_id.as_str());
+        if bucket.record.acls_disabled() {
+            return id == Some(bucket.record.owner.as_str());
+        }
+        let owner = entries.iter().find(|(k, _)| k == meta::OWNER).map_or(bucket.record.owner.as_str(), |(_, v)| v);
+        let acl = entries.iter().find(|(k, _)| k == meta::ACL).map(|(_, v)| Acl::decode(v)).unwrap_or_default();
+        acl.allows(owner, Caller { id }, wanted, bucket.record.ignores_public_acls())
+    }
+
+    /// A read's error: a missing key is `AccessDenied` to a caller who may not list the bucket
+    /// (S3 does not tell such a caller what exists).
+    fn read_refusal(bucket: &Bucket, who: &Who, e: S3Error) -> S3Error {
+        if *e.code() == S3ErrorCode::NoSuchKey && !Self::bucket_allows(bucket, who, Right::Acl(Permission::Read)) {
+            return access_denied();
+        }
+        e
+    }
+
+    /// The ACL and owner a write sets: from the canned ACL or grant headers, checked against the
+    /// bucket's ownership and public access block.
+    fn write_acl(
+        &self,
+        bucket: &Bucket,
+        writer: &str,
+        canned: Option<&str>,
+        grants: &[(Permission, Option<&str>)],
+    ) -> S3Result<(Acl, String)> {
+        let bucket_owner = bucket.record.owner.as_str();
+        let users = self.users.snapshot();
+        let acl = match (canned, Acl::from_headers(grants, &users)?) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(InvalidRequest, "Specifying both Canned ACLs and Header Grants is not allowed"))
+            }
+            (Some(c), None) => Acl::canned(c, writer, bucket_owner)?,
+            (None, Some(a)) => a,
+            (None, None) => Acl::default(),
+        };
+        if bucket.record.acls_disabled() {
+            if !acl.is_owner_only(bucket_owner) {
+                return Err(s3_error!(AccessControlListNotSupported, "The bucket does not allow ACLs"));
+            }
+            return Ok((Acl::default(), bucket_owner.to_owned()));
+        }
+        if acl.is_public() && bucket.record.blocks_public_acls() {
+            return Err(s3_error!(AccessDenied, "Access Denied: the bucket's public access block refuses public ACLs"));
+        }
+        let owner = if bucket.record.ownership == BUCKET_OWNER_PREFERRED && canned == Some("bucket-owner-full-control")
+        {
+            bucket_owner
+        } else {
+            writer
+        };
+        Ok((acl, owner.to_owned()))
     }
 
     fn owner_of(&self, canonical_id: &str) -> Owner {
@@ -275,25 +387,381 @@ fn cursor_after(last: &str, delimiter: Option<&str>) -> Vec<u8> {
     c
 }
 
+/// S3's limits on tags: at most 50, keys up to 128 characters, values up to 256.
+pub const TAGS_MAX: usize = 50;
+
+/// The tags of a tag set, checked as S3 checks them.
+fn bucket_tags(set: &[Tag]) -> S3Result<Vec<(String, String)>> {
+    if set.len() > TAGS_MAX {
+        return Err(s3_error!(InvalidTag, "A tag set holds at most 50 tags"));
+    }
+    let mut out: Vec<(String, String)> = Vec::with_capacity(set.len());
+    for t in set {
+        let (Some(k), Some(v)) = (&t.key, &t.value) else {
+            return Err(s3_error!(InvalidTag, "A tag needs a key and a value"));
+        };
+        if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
+            return Err(s3_error!(InvalidTag, "A tag's key has 1 to 128 characters and its value at most 256"));
+        }
+        if k.starts_with("aws:") {
+            return Err(s3_error!(InvalidTag, "Your TagKey cannot be prefixed with aws:"));
+        }
+        if out.iter().any(|(x, _)| x == k) {
+            return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
+        }
+        out.push((k.clone(), v.clone()));
+    }
+    Ok(out)
+}
+
+/// An object's owner (its writer, or the bucket owner when ACLs are disabled or it has none)
+/// and ACL.
+fn object_owner_and_acl(bucket: &Bucket, entries: &[(String, String)]) -> (String, Acl) {
+    if bucket.record.acls_disabled() {
+        return (bucket.record.owner.clone(), Acl::default());
+    }
+    let owner =
+        entries.iter().find(|(k, _)| k == meta::OWNER).map_or_else(|| bucket.record.owner.clone(), |(_, v)| v.clone());
+    let acl = entries.iter().find(|(k, _)| k == meta::ACL).map(|(_, v)| Acl::decode(v)).unwrap_or_default();
+    (owner, acl)
+}
+
 #[async_trait::async_trait]
 impl S3 for Gateway {
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::ReadAcp)).await?;
+        let owner = self.owner_of(&bucket.record.owner);
+        let grants = bucket.record.acl.to_s3(&owner, &self.users.snapshot());
+        Ok(S3Response::new(GetBucketAclOutput { owner: Some(owner), grants: Some(grants) }))
+    }
+
+    async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::WriteAcp)).await?;
+        let owner = bucket.record.owner.clone();
+        let users = self.users.snapshot();
+        let grants = [
+            (Permission::Read, input.grant_read.as_deref()),
+            (Permission::Write, input.grant_write.as_deref()),
+            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
+            (Permission::FullControl, input.grant_full_control.as_deref()),
+        ];
+        let acl = match (input.acl.as_ref(), Acl::from_headers(&grants, &users)?, input.access_control_policy.as_ref())
+        {
+            (Some(c), None, None) => Acl::canned(c.as_str(), &owner, &owner)?,
+            (None, Some(a), None) => a,
+            (None, None, Some(p)) => Acl::from_policy(p, &owner, &users)?,
+            (None, None, None) => {
+                return Err(s3_error!(MissingSecurityHeader, "Your request was missing a required header: an ACL"))
+            }
+            _ => return Err(s3_error!(InvalidRequest, "Give one of a canned ACL, grant headers or an ACL document")),
+        };
+        if bucket.record.acls_disabled() && !acl.is_owner_only(&owner) {
+            return Err(s3_error!(AccessControlListNotSupported, "The bucket does not allow ACLs"));
+        }
+        if acl.is_public() && bucket.record.blocks_public_acls() {
+            return Err(s3_error!(AccessDenied, "Access Denied: the bucket's public access block refuses public ACLs"));
+        }
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.acl = acl.clone();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutBucketAclOutput {}))
+    }
+
+    async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let key = key_bytes(&input.key)?;
+        let version = requested_version(input.version_id.as_deref())?;
+        let box_name = &bucket.record.box_name;
+        let m = match version {
+            Some(v) => self.client.head_version(box_name, key, v).await,
+            None => self.client.head(box_name, key).await,
+        }
+        .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
+        if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::ReadAcp) {
+            return Err(access_denied());
+        }
+        let (owner, acl) = object_owner_and_acl(&bucket, &m.user_meta);
+        let owner = self.owner_of(&owner);
+        let grants = acl.to_s3(&owner, &self.users.snapshot());
+        Ok(S3Response::new(GetObjectAclOutput { owner: Some(owner), grants: Some(grants), ..Default::default() }))
+    }
+
+    async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let key = key_bytes(&input.key)?;
+        let box_name = &bucket.record.box_name;
+        let m = self
+            .client
+            .head(box_name, key)
+            .await
+            .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, false)))?;
+        if let Some(v) = requested_version(input.version_id.as_deref())? {
+            if v != m.hlc {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "Setting the ACL of a version that is not the current one is not supported"
+                ));
+            }
+        }
+        if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::WriteAcp) {
+            return Err(access_denied());
+        }
+        let (owner, _) = object_owner_and_acl(&bucket, &m.user_meta);
+        let users = self.users.snapshot();
+        let grants = [
+            (Permission::Read, input.grant_read.as_deref()),
+            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
+            (Permission::FullControl, input.grant_full_control.as_deref()),
+        ];
+        let acl = match (input.acl.as_ref(), Acl::from_headers(&grants, &users)?, input.access_control_policy.as_ref())
+        {
+            (Some(c), None, None) => Acl::canned(c.as_str(), &owner, &bucket.record.owner)?,
+            (None, Some(a), None) => a,
+            (None, None, Some(p)) => Acl::from_policy(p, &owner, &users)?,
+            (None, None, None) => {
+                return Err(s3_error!(MissingSecurityHeader, "Your request was missing a required header: an ACL"))
+            }
+            _ => return Err(s3_error!(InvalidRequest, "Give one of a canned ACL, grant headers or an ACL document")),
+        };
+        if bucket.record.acls_disabled() && !acl.is_owner_only(&bucket.record.owner) {
+            return Err(s3_error!(AccessControlListNotSupported, "The bucket does not allow ACLs"));
+        }
+        if acl.is_public() && bucket.record.blocks_public_acls() {
+            return Err(s3_error!(AccessDenied, "Access Denied: the bucket's public access block refuses public ACLs"));
+        }
+        let mut user_meta: Vec<(String, String)> =
+            m.user_meta.iter().filter(|(k, _)| k != meta::ACL).cloned().collect();
+        if !acl.grants.is_empty() {
+            user_meta.push((meta::ACL.to_owned(), acl.encode()));
+        }
+        let replace =
+            MetaReplace { content_type: (!m.content_type.is_empty()).then(|| m.content_type.clone()), user_meta };
+        self.client
+            .set_meta(box_name, key, &replace, Some(&Condition::IfVersion(m.hlc)))
+            .await
+            .map_err(|e| s3_error(e, Missing::Key))?;
+        Ok(S3Response::new(PutObjectAclOutput::default()))
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        if bucket.record.ownership.is_empty() {
+            return Err(s3_error!(OwnershipControlsNotFoundError, "The bucket ownership controls were not found"));
+        }
+        let rule = OwnershipControlsRule { object_ownership: ObjectOwnership::from(bucket.record.ownership.clone()) };
+        Ok(S3Response::new(GetBucketOwnershipControlsOutput {
+            ownership_controls: Some(OwnershipControls { rules: vec![rule] }),
+        }))
+    }
+
+    async fn put_bucket_ownership_controls(
+        &self,
+        req: S3Request<PutBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let [rule] = input.ownership_controls.rules.as_slice() else {
+            return Err(s3_error!(MalformedXML, "Ownership controls hold exactly one rule"));
+        };
+        let ownership = match rule.object_ownership.as_str() {
+            o @ (BUCKET_OWNER_ENFORCED | BUCKET_OWNER_PREFERRED | OBJECT_WRITER) => o.to_owned(),
+            other => return Err(s3_error!(MalformedXML, "Unknown object ownership `{other}`")),
+        };
+        self.buckets
+            .update(&input.bucket, |r| {
+                if ownership == BUCKET_OWNER_ENFORCED && !r.acl.is_owner_only(&r.owner) {
+                    return Err(s3_error!(
+                        InvalidBucketAclWithObjectOwnership,
+                        "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"
+                    ));
+                }
+                r.ownership = ownership.clone();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutBucketOwnershipControlsOutput {}))
+    }
+
+    async fn delete_bucket_ownership_controls(
+        &self,
+        req: S3Request<DeleteBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
+        let who = self.who(&req)?;
+        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        self.buckets
+            .update(&req.input.bucket, |r| {
+                r.ownership = String::new();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(DeleteBucketOwnershipControlsOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        let Some(p) = bucket.record.public_access_block else {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("NoSuchPublicAccessBlockConfiguration".into()),
+                "The public access block configuration was not found",
+            );
+            e.set_status_code(http::StatusCode::NOT_FOUND);
+            return Err(e);
+        };
+        Ok(S3Response::new(GetPublicAccessBlockOutput {
+            public_access_block_configuration: Some(PublicAccessBlockConfiguration {
+                block_public_acls: Some(p.block_public_acls),
+                ignore_public_acls: Some(p.ignore_public_acls),
+                block_public_policy: Some(p.block_public_policy),
+                restrict_public_buckets: Some(p.restrict_public_buckets),
+            }),
+        }))
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let c = input.public_access_block_configuration;
+        let block = PublicAccessBlock {
+            block_public_acls: c.block_public_acls.unwrap_or(false),
+            ignore_public_acls: c.ignore_public_acls.unwrap_or(false),
+            block_public_policy: c.block_public_policy.unwrap_or(false),
+            restrict_public_buckets: c.restrict_public_buckets.unwrap_or(false),
+        };
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.public_access_block = Some(block);
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutPublicAccessBlockOutput {}))
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        let who = self.who(&req)?;
+        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        self.buckets
+            .update(&req.input.bucket, |r| {
+                r.public_access_block = None;
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(DeletePublicAccessBlockOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        // No bucket policies yet: a bucket is public when its ACL is and the ACL counts.
+        let public =
+            !bucket.record.acls_disabled() && !bucket.record.ignores_public_acls() && bucket.record.acl.is_public();
+        Ok(S3Response::new(GetBucketPolicyStatusOutput {
+            policy_status: Some(PolicyStatus { is_public: Some(public) }),
+        }))
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        if bucket.record.tags.is_empty() {
+            return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
+        }
+        let tag_set =
+            bucket.record.tags.iter().map(|(k, v)| Tag { key: Some(k.clone()), value: Some(v.clone()) }).collect();
+        Ok(S3Response::new(GetBucketTaggingOutput { tag_set }))
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let tags = bucket_tags(&input.tagging.tag_set)?;
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.tags = tags.clone();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutBucketTaggingOutput {}))
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        let who = self.who(&req)?;
+        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        self.buckets
+            .update(&req.input.bucket, |r| {
+                r.tags.clear();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(DeleteBucketTaggingOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         key_bytes(&req.input.key)?;
-        Ok(S3Response::new(multipart::create(&self.client, &bucket, &user.canonical_id, req.input).await?))
+        let input = &req.input;
+        let grants = [
+            (Permission::Read, input.grant_read.as_deref()),
+            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
+            (Permission::FullControl, input.grant_full_control.as_deref()),
+        ];
+        let (acl, owner) =
+            self.write_acl(&bucket, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
+        Ok(S3Response::new(multipart::create(&self.client, &bucket, &owner, &acl, req.input).await?))
     }
 
     async fn put_bucket_versioning(
         &self,
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Owner).await?;
         let config = input.versioning_configuration;
         if config.mfa_delete.as_ref().is_some_and(|m| m.as_str() == MFADelete::ENABLED) {
             return Err(s3_error!(NotImplemented, "MFA delete is not supported"));
@@ -318,8 +786,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         let status = match bucket.versioning {
             Versioning::Off => None,
             Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
@@ -332,21 +800,23 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         let owner = |id: &str| self.owner_of(id);
         Ok(S3Response::new(versions::list(&self.client, &bucket, owner, req.input).await?))
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let target = self.bucket(&user, &input.bucket).await?;
+        let target = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         key_bytes(&input.key)?;
         let source = copy::source_of(&input.copy_source)?;
-        let source_bucket = self.bucket(&user, &source.bucket).await?;
+        let source_bucket = self.bucket(&who, &source.bucket, Right::Object).await?;
+        let may_read =
+            |entries: &[(String, String)]| Self::object_allows(&source_bucket, &who, entries, Permission::Read);
         let (mut output, hlc) =
-            copy::copy_object(&self.client, &source_bucket, &target, &user.canonical_id, input).await?;
+            copy::copy_object(&self.client, &source_bucket, &target, &writer_id(&who), &may_read, input).await?;
         output.version_id = written_version(target.versioning, hlc);
         Ok(S3Response::new(output))
     }
@@ -355,17 +825,19 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let target = self.bucket(&user, &input.bucket).await?;
+        let target = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         let source = copy::source_of(&input.copy_source)?;
-        let source_bucket = self.bucket(&user, &source.bucket).await?;
-        Ok(S3Response::new(multipart::upload_part_copy(&self.client, &source_bucket, &target, input).await?))
+        let source_bucket = self.bucket(&who, &source.bucket, Right::Object).await?;
+        let may_read =
+            |entries: &[(String, String)]| Self::object_allows(&source_bucket, &who, entries, Permission::Read);
+        Ok(S3Response::new(multipart::upload_part_copy(&self.client, &source_bucket, &target, &may_read, input).await?))
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         let output =
             multipart::upload_part(&self.client, &bucket, &req.headers, req.trailing_headers, req.input).await?;
         Ok(S3Response::new(output))
@@ -375,8 +847,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         let (mut output, done) = multipart::complete(&self.client, &bucket, req.input).await?;
         output.version_id = written_version(bucket.versioning, done.hlc);
         Ok(S3Response::new(output))
@@ -386,15 +858,15 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         multipart::abort(&self.client, &bucket, &req.input).await?;
         Ok(S3Response::with_status(AbortMultipartUploadOutput::default(), http::StatusCode::NO_CONTENT))
     }
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         let owner = self.owner_of(&bucket.record.owner);
         Ok(S3Response::new(multipart::list_parts(&self.client, &bucket, owner, req.input).await?))
     }
@@ -403,14 +875,14 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         let owner = self.owner_of(&bucket.record.owner);
         Ok(S3Response::new(multipart::list_uploads(&self.client, &bucket, owner, req.input).await?))
     }
 
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
-        let user = self.caller(&req)?;
+        let user = self.signed(&req)?;
         let mut buckets = Vec::new();
         for (name, owner, created_ms) in self.buckets.list().await? {
             if owner == user.canonical_id {
@@ -429,7 +901,7 @@ impl S3 for Gateway {
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        let user = self.caller(&req)?;
+        let user = self.signed(&req)?;
         let input = req.input;
         let region = match input.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref()) {
             Some(c) if c.as_str() != self.region && !(c.as_str().is_empty() && self.region == "us-east-1") => {
@@ -442,13 +914,56 @@ impl S3 for Gateway {
             _ => self.region.clone(),
         };
         let lock = input.object_lock_enabled_for_bucket.unwrap_or(false);
-        self.buckets.create(&input.bucket, &user.canonical_id, &region, lock).await?;
+        let ownership = match input.object_ownership.as_ref().map(ObjectOwnership::as_str) {
+            None => self.defaults.ownership.clone(),
+            Some(o @ (BUCKET_OWNER_ENFORCED | BUCKET_OWNER_PREFERRED | OBJECT_WRITER)) => o.to_owned(),
+            Some(other) => return Err(s3_error!(InvalidArgument, "Invalid x-amz-object-ownership `{other}`")),
+        };
+        let users = self.users.snapshot();
+        let grants = [
+            (Permission::Read, input.grant_read.as_deref()),
+            (Permission::Write, input.grant_write.as_deref()),
+            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
+            (Permission::FullControl, input.grant_full_control.as_deref()),
+        ];
+        let acl = match (input.acl.as_ref(), Acl::from_headers(&grants, &users)?) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(InvalidRequest, "Specifying both Canned ACLs and Header Grants is not allowed"))
+            }
+            (Some(c), None) => Acl::canned(c.as_str(), &user.canonical_id, &user.canonical_id)?,
+            (None, Some(a)) => a,
+            (None, None) => Acl::default(),
+        };
+        if ownership == BUCKET_OWNER_ENFORCED && !acl.is_owner_only(&user.canonical_id) {
+            return Err(s3_error!(
+                InvalidBucketAclWithObjectOwnership,
+                "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"
+            ));
+        }
+        let public_access_block = self.defaults.public_access_block;
+        if acl.is_public() && public_access_block.is_some_and(|p| p.block_public_acls) {
+            return Err(s3_error!(AccessDenied, "Access Denied: new buckets block public ACLs"));
+        }
+        let record = BucketRecord {
+            name: input.bucket.clone(),
+            box_name: String::new(),
+            owner: user.canonical_id.clone(),
+            created_ms: 0,
+            region,
+            object_lock: lock,
+            acl,
+            ownership,
+            public_access_block,
+            tags: Vec::new(),
+        };
+        self.buckets.create(record).await?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(bucket.record.region.clone()),
             ..Default::default()
@@ -456,8 +971,8 @@ impl S3 for Gateway {
     }
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         self.buckets.delete(&bucket).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
@@ -466,8 +981,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let user = self.caller(&req)?;
-        let bucket = self.bucket(&user, &req.input.bucket).await?;
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         // us-east-1 is S3's empty location constraint.
         let location =
             (bucket.record.region != "us-east-1").then(|| BucketLocationConstraint::from(bucket.record.region.clone()));
@@ -475,10 +990,10 @@ impl S3 for Gateway {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let trailers = req.trailing_headers.clone();
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         let key = key_bytes(&input.key)?;
         let checksums = Checksum {
             checksum_crc32: input.checksum_crc32.clone(),
@@ -516,9 +1031,17 @@ impl S3 for Gateway {
             content_language: input.content_language.clone(),
             expires: input.expires.as_ref().and_then(format_http_date),
         };
+        let grants = [
+            (Permission::Read, input.grant_read.as_deref()),
+            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
+            (Permission::FullControl, input.grant_full_control.as_deref()),
+        ];
+        let (acl, owner) =
+            self.write_acl(&bucket, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
         let options = PutOptions {
             content_type: input.content_type.as_ref().map(ToString::to_string),
-            user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(&user.canonical_id)),
+            user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(&owner), Some(&acl)),
             size: length,
             condition,
             digests: Vec::new(),
@@ -552,9 +1075,9 @@ impl S3 for Gateway {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
         if input.part_number.is_some() {
@@ -566,8 +1089,11 @@ impl S3 for Gateway {
             .client
             .get_version(&bucket.record.box_name, key, range, version)
             .await
-            .map_err(|e| read_error(e, bucket.versioning, version.is_some()))?;
+            .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
         let m = get.meta().clone();
+        if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::Read) {
+            return Err(access_denied());
+        }
         let view = meta::view_of(&m);
         let conditions = ReadConditions {
             if_match: input.if_match,
@@ -617,9 +1143,9 @@ impl S3 for Gateway {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
         let checksum_mode = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
@@ -628,7 +1154,10 @@ impl S3 for Gateway {
             Some(v) => self.client.head_version(box_name, key, v).await,
             None => self.client.head(box_name, key).await,
         }
-        .map_err(|e| read_error(e, bucket.versioning, version.is_some()))?;
+        .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
+        if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::Read) {
+            return Err(access_denied());
+        }
         let view = meta::view_of(&m);
         let conditions = ReadConditions {
             if_match: input.if_match,
@@ -679,9 +1208,9 @@ impl S3 for Gateway {
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
         let box_name = &bucket.record.box_name;
@@ -721,9 +1250,9 @@ impl S3 for Gateway {
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         let objects = input.delete.objects;
         if objects.len() > LIST_KEYS_MAX {
             return Err(s3_error!(MalformedXML, "a multi-object delete names at most 1000 keys"));
@@ -796,9 +1325,9 @@ impl S3 for Gateway {
     }
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Read)).await?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.as_deref();
         let max = max_keys(input.max_keys)?;
@@ -833,9 +1362,9 @@ impl S3 for Gateway {
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let user = self.caller(&req)?;
+        let who = self.who(&req)?;
         let input = req.input;
-        let bucket = self.bucket(&user, &input.bucket).await?;
+        let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Read)).await?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.as_deref();
         let max = max_keys(input.max_keys)?;

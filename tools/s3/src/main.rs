@@ -9,6 +9,7 @@
 //! SIGTERM or SIGINT stops accepting, lets requests in flight finish for `shutdown_grace_s`,
 //! and exits 0.
 
+mod acl;
 mod body;
 mod buckets;
 mod conditions;
@@ -109,7 +110,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let buckets = buckets::Buckets::open(client.clone(), Duration::from_millis(config.bucket_cache_ttl_ms))
         .await
         .context("open the gateway's reserved Box")?;
-    let gateway = gateway::Gateway::new(client, buckets, Arc::clone(&users), config.region.clone());
+    let defaults = match config.new_bucket_defaults.as_str() {
+        "open" => {
+            buckets::NewBucketDefaults { ownership: buckets::OBJECT_WRITER.to_owned(), public_access_block: None }
+        }
+        _ => buckets::NewBucketDefaults {
+            ownership: buckets::BUCKET_OWNER_ENFORCED.to_owned(),
+            public_access_block: Some(buckets::PublicAccessBlock::ALL),
+        },
+    };
+    let gateway = gateway::Gateway::new(client, buckets, Arc::clone(&users), config.region.clone(), defaults);
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(users::Auth(Arc::clone(&users)));
     builder.set_access(front::Access);

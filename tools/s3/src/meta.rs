@@ -24,6 +24,8 @@ pub const USER_PREFIX: &str = "x-amz-meta-";
 pub const ETAG: &str = "etag";
 /// The entry holding the writer's canonical id.
 pub const OWNER: &str = "owner";
+/// The entry holding the object's ACL (absent: private).
+pub const ACL: &str = "acl";
 
 /// The entries a finished upload adds in its trailer.
 pub fn digest_entries(c: &Computed) -> Vec<(String, String)> {
@@ -63,7 +65,12 @@ pub struct Stored {
 }
 
 /// The user-metadata entries of a put: its S3 user metadata, its stored headers and owner.
-pub fn entries(user: Option<&Metadata>, stored: &Stored, owner: Option<&str>) -> Vec<(String, String)> {
+pub fn entries(
+    user: Option<&Metadata>,
+    stored: &Stored,
+    owner: Option<&str>,
+    acl: Option<&crate::acl::Acl>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Some(user) = user {
         let mut names: Vec<_> = user.iter().collect();
@@ -85,6 +92,9 @@ pub fn entries(user: Option<&Metadata>, stored: &Stored, owner: Option<&str>) ->
     }
     if let Some(o) = owner {
         out.push((OWNER.to_owned(), o.to_owned()));
+    }
+    if let Some(a) = acl.filter(|a| !a.grants.is_empty()) {
+        out.push((ACL.to_owned(), a.encode()));
     }
     out
 }
@@ -115,6 +125,7 @@ pub fn view(entries: &[(String, String)], checksum: u32, size: u64, hlc: Hlc) ->
         }
         match k.as_str() {
             ETAG => v.etag = val.clone(),
+            ACL => {}
             OWNER => v.owner = Some(val.clone()),
             "digest-md5" => digest_md5 = Some(val.clone()),
             "cache-control" => v.stored.cache_control = Some(val.clone()),
@@ -160,7 +171,7 @@ mod tests {
         let mut user = Metadata::default();
         user.insert("Color".to_owned(), "blue".to_owned());
         let stored = Stored { cache_control: Some("no-cache".into()), ..Stored::default() };
-        let mut e = entries(Some(&user), &stored, Some("c1"));
+        let mut e = entries(Some(&user), &stored, Some("c1"), None);
         let computed = Computed {
             md5_hex: "900150983cd24fb0d6963f7d28e17f72".into(),
             checksums: Checksum { checksum_crc32: Some("NSRBwg==".into()), ..Checksum::default() },

@@ -110,6 +110,7 @@ pub async fn create(
     client: &TokioClient,
     bucket: &Bucket,
     owner: &str,
+    acl: &crate::acl::Acl,
     input: CreateMultipartUploadInput,
 ) -> S3Result<CreateMultipartUploadOutput> {
     let stored = meta::Stored {
@@ -121,7 +122,7 @@ pub async fn create(
     };
     let options = PutOptions {
         content_type: input.content_type.as_ref().map(ToString::to_string),
-        user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(owner)),
+        user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(owner), Some(acl)),
         ..PutOptions::default()
     };
     let id = client
@@ -215,6 +216,7 @@ pub async fn upload_part_copy(
     client: &TokioClient,
     source_bucket: &Bucket,
     target: &Bucket,
+    may_read: &crate::acl::MayRead<'_>,
     input: UploadPartCopyInput,
 ) -> S3Result<UploadPartCopyOutput> {
     let id = parse_upload_id(&input.upload_id)?;
@@ -230,6 +232,9 @@ pub async fn upload_part_copy(
         .await
         .map_err(|e| s3_error(e, if source.version.is_some() { Missing::Version } else { Missing::Key }))?;
     let m = get.meta();
+    if !may_read(&m.user_meta) {
+        return Err(s3_error!(AccessDenied, "Access Denied"));
+    }
     let view = meta::view_of(m);
     let modified = if m.hlc == Hlc::ZERO { m.created_ms } else { m.hlc.physical_ms };
     crate::conditions::ReadConditions {

@@ -120,7 +120,6 @@ impl Users {
     }
 
     /// The user of an email address (case-insensitive).
-    #[cfg_attr(not(test), expect(dead_code, reason = "grants by email (ACLs) are a later step"))]
     pub fn by_email(&self, email: &str) -> Option<&Arc<User>> {
         self.by_email.get(&email.to_ascii_lowercase())
     }
