@@ -10,10 +10,11 @@
 //! - The copy-source conditions are checked against the source's current metadata; a copy by
 //!   version id reads exactly that version.
 
-use candybox_wire::client::{ByteRange, CopyOptions, Hlc, MetaReplace, PutOptions, TokioClient};
+use candybox_wire::client::{ByteRange, CandyMeta, CopyOptions, Hlc, MetaReplace, PutOptions, TokioClient};
 use s3s::dto::*;
 use s3s::{s3_error, S3Result};
 
+use crate::acl::Acl;
 use crate::body::{Download, Expected, Source, Upload};
 use crate::buckets::Bucket;
 use crate::conditions::ReadConditions;
@@ -52,9 +53,17 @@ pub fn source_of(c: &CopySource) -> S3Result<SourceRef> {
     }
 }
 
-/// The new metadata of a REPLACE copy: the request's headers, the writer, and the source's
-/// ETag and checksums (the bytes do not change).
-fn replacement(input: &CopyObjectInput, owner: &str, source_meta: &[(String, String)]) -> MetaReplace {
+/// The metadata of a copy: the source's (COPY) or the request's headers (REPLACE), and in
+/// both the new owner and ACL (a copy belongs to whoever made it, as in S3) and the source's ETag
+/// and checksums (the bytes do not change).
+fn target_meta(input: &CopyObjectInput, replace: bool, owner: &str, acl: &Acl, m: &CandyMeta) -> MetaReplace {
+    if !replace {
+        let mut user_meta: Vec<(String, String)> =
+            m.user_meta.iter().filter(|(k, _)| k != meta::OWNER && k != meta::ACL).cloned().collect();
+        user_meta.extend(meta::entries(None, &Stored::default(), Some(owner), Some(acl)));
+        return MetaReplace { content_type: (!m.content_type.is_empty()).then(|| m.content_type.clone()), user_meta };
+    }
+    let source_meta = &m.user_meta;
     let stored = Stored {
         cache_control: input.cache_control.clone(),
         content_disposition: input.content_disposition.clone(),
@@ -62,7 +71,7 @@ fn replacement(input: &CopyObjectInput, owner: &str, source_meta: &[(String, Str
         content_language: input.content_language.clone(),
         expires: input.expires.as_ref().and_then(crate::gateway::format_http_date),
     };
-    let mut user_meta = meta::entries(input.metadata.as_ref(), &stored, Some(owner), None);
+    let mut user_meta = meta::entries(input.metadata.as_ref(), &stored, Some(owner), Some(acl));
     user_meta.extend(
         source_meta.iter().filter(|(k, _)| k == meta::ETAG || k.starts_with("checksum-") || k == "digest-md5").cloned(),
     );
@@ -75,6 +84,7 @@ pub async fn copy_object(
     source_bucket: &Bucket,
     target: &Bucket,
     owner: &str,
+    acl: &Acl,
     may_read: &crate::acl::MayRead<'_>,
     input: CopyObjectInput,
 ) -> S3Result<(CopyObjectOutput, Hlc)> {
@@ -105,13 +115,13 @@ pub async fn copy_object(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
         ));
     }
-    let replacement = replace.then(|| replacement(&input, owner, &m.user_meta));
+    let replacement = target_meta(&input, replace, owner, acl, &m);
     let source_version_id = source.version;
     if source_bucket.record.box_name == target.record.box_name {
         // Zero-copy: the node relays the locator; the bytes stay where they are.
         let options = CopyOptions {
             condition: None,
-            replace: replacement,
+            replace: Some(replacement),
             source_version: source
                 .version
                 .or((source_bucket.versioning != candybox_wire::client::Versioning::Off).then_some(m.hlc)),
@@ -142,16 +152,10 @@ pub async fn copy_object(
         )
         .await
         .map_err(|e| s3_error(e, Missing::Key))?;
-    let (content_type, user_meta) = match replacement {
-        Some(r) => (
-            r.content_type,
-            r.user_meta.into_iter().filter(|(k, _)| k != meta::ETAG && !k.starts_with("checksum-")).collect(),
-        ),
-        None => (
-            (!m.content_type.is_empty()).then(|| m.content_type.clone()),
-            m.user_meta.iter().filter(|(k, _)| k != meta::ETAG && !k.starts_with("checksum-")).cloned().collect(),
-        ),
-    };
+    // The put computes the ETag and checksums of what it streams.
+    let content_type = replacement.content_type;
+    let user_meta =
+        replacement.user_meta.into_iter().filter(|(k, _)| k != meta::ETAG && !k.starts_with("checksum-")).collect();
     let expected = Expected { length: Some(get.length()), ..Expected::default() };
     let mut upload = Upload::new(Some(Download::new(get).into_blob()), expected, None);
     let options = PutOptions { content_type, user_meta, size: Some(m.size), ..PutOptions::default() };

@@ -815,8 +815,16 @@ impl S3 for Gateway {
         let source_bucket = self.bucket(&who, &source.bucket, Right::Object).await?;
         let may_read =
             |entries: &[(String, String)]| Self::object_allows(&source_bucket, &who, entries, Permission::Read);
+        let grants = [
+            (Permission::Read, input.grant_read.as_deref()),
+            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
+            (Permission::FullControl, input.grant_full_control.as_deref()),
+        ];
+        let (acl, owner) =
+            self.write_acl(&target, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
         let (mut output, hlc) =
-            copy::copy_object(&self.client, &source_bucket, &target, &writer_id(&who), &may_read, input).await?;
+            copy::copy_object(&self.client, &source_bucket, &target, &owner, &acl, &may_read, input).await?;
         output.version_id = written_version(target.versioning, hlc);
         Ok(S3Response::new(output))
     }

@@ -178,3 +178,17 @@ def test_bucket_tagging(s3, s3_bob, bucket):
     denied(lambda: s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "k" * 129, "Value": "1"}]}), "InvalidTag", 400)
     s3.delete_bucket_tagging(Bucket=bucket)
     denied(lambda: s3.get_bucket_tagging(Bucket=bucket), "NoSuchTagSet", 404)
+
+
+def test_a_copy_belongs_to_whoever_made_it_and_starts_private(s3, s3_bob, anon, open_bucket):
+    s3.put_object(Bucket=open_bucket, Key="src", Body=b"shared", ACL="public-read")
+    s3.put_bucket_acl(Bucket=open_bucket, GrantWrite=f'id="{BOB["canonical_id"]}"')
+    s3_bob.copy_object(Bucket=open_bucket, Key="bobs-copy", CopySource={"Bucket": open_bucket, "Key": "src"})
+    assert s3_bob.get_object_acl(Bucket=open_bucket, Key="bobs-copy")["Owner"]["ID"] == BOB["canonical_id"]
+    denied(lambda: anon.get_object(Bucket=open_bucket, Key="bobs-copy"))
+    assert s3_bob.get_object(Bucket=open_bucket, Key="bobs-copy")["Body"].read() == b"shared"
+    s3.copy_object(Bucket=open_bucket, Key="public-copy", CopySource={"Bucket": open_bucket, "Key": "src"}, ACL="public-read")
+    assert anon.get_object(Bucket=open_bucket, Key="public-copy")["Body"].read() == b"shared"
+    # A private source cannot be copied by someone who may not read it.
+    s3.put_object(Bucket=open_bucket, Key="secret", Body=b"no")
+    denied(lambda: s3_bob.copy_object(Bucket=open_bucket, Key="stolen", CopySource={"Bucket": open_bucket, "Key": "secret"}))
