@@ -68,6 +68,9 @@ pub struct BucketRecord {
     /// Bucket tags, in the order given.
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// CORS rules (none: CORS is not enabled).
+    #[serde(default)]
+    pub cors: Vec<crate::cors::CorsRule>,
 }
 
 fn object_writer() -> String {

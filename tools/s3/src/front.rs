@@ -23,6 +23,8 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::service::S3Service;
 use s3s::{Body, S3Result};
 
+use crate::buckets::Buckets;
+use crate::cors::{self, CorsRule};
 use crate::metrics::Metrics;
 
 /// Largest error body the front rewrites.
@@ -64,6 +66,7 @@ pub struct Front {
     s3: S3Service,
     metrics: Arc<Metrics>,
     ids: Arc<RequestIds>,
+    buckets: Arc<Buckets>,
 }
 
 /// Request ids: a random per-process prefix and a counter, 16 uppercase hex digits as S3's.
@@ -86,8 +89,57 @@ impl RequestIds {
 
 impl Front {
     /// The front of `s3`.
-    pub fn new(s3: S3Service, metrics: Arc<Metrics>) -> Front {
-        Front { s3, metrics, ids: Arc::new(RequestIds::new()) }
+    pub fn new(s3: S3Service, metrics: Arc<Metrics>, buckets: Arc<Buckets>) -> Front {
+        Front { s3, metrics, ids: Arc::new(RequestIds::new()), buckets }
+    }
+
+    /// The CORS rules of the bucket a request names (none when it names none, or an unknown
+    /// one).
+    async fn cors_rules(&self, path: &str) -> Vec<CorsRule> {
+        let Some(name) = cors::bucket_of_path(path) else { return Vec::new() };
+        match self.buckets.resolve(name).await {
+            Ok(b) => b.record.cors.clone(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// S3's answer to a CORS preflight, before (and without) any signature check.
+    async fn preflight(&self, headers: &http::HeaderMap, path: &str) -> Response<Body> {
+        let refuse = |status: StatusCode, code: &str, message: &str| {
+            let mut r = Response::new(Body::from(error_xml(code, message)));
+            *r.status_mut() = status;
+            r
+        };
+        let origin = headers.get("origin").and_then(|v| v.to_str().ok());
+        let method = headers.get("access-control-request-method").and_then(|v| v.to_str().ok());
+        let (Some(origin), Some(method)) = (origin, method) else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Insufficient information. Origin request header needed.",
+            );
+        };
+        let rules = self.cors_rules(path).await;
+        if rules.is_empty() {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "AccessForbidden",
+                "CORSResponse: CORS is not enabled for this bucket.",
+            );
+        }
+        let requested = cors::requested_headers(headers);
+        match cors::find(&rules, origin, method, &requested) {
+            Some(rule) => {
+                let mut r = Response::new(Body::empty());
+                cors::answer(r.headers_mut(), rule, origin, Some(&requested));
+                r
+            }
+            None => refuse(
+                StatusCode::FORBIDDEN,
+                "AccessForbidden",
+                "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+            ),
+        }
     }
 
     async fn serve(self, req: Request<Incoming>) -> Response<Body> {
@@ -101,6 +153,12 @@ impl Front {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim() != "0");
+        if cors::is_preflight(req.method()) {
+            let resp = self.preflight(req.headers(), &path).await;
+            return self.finish(resp, &id, &path, "PreflightCORS", started, has_body).await;
+        }
+        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let method = req.method().as_str().to_owned();
         if let Some(refusal) = presign_refusal(req.uri()) {
             let mut r = Response::new(Body::from(error_xml("AuthorizationQueryParametersError", refusal)));
             *r.status_mut() = StatusCode::BAD_REQUEST;
@@ -118,6 +176,13 @@ impl Front {
                 r
             }
         };
+        let mut resp = resp;
+        if let Some(origin) = origin {
+            let rules = self.cors_rules(&path).await;
+            if let Some(rule) = cors::find(&rules, &origin, &method, &[]) {
+                cors::answer(resp.headers_mut(), rule, &origin, None);
+            }
+        }
         let op = slot.take().unwrap_or_else(|| "Unknown".to_owned());
         self.finish(resp, &id, &path, &op, started, has_body).await
     }

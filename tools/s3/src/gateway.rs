@@ -27,7 +27,7 @@ use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, version_id};
 use crate::meta::{self, Stored};
 use crate::users::{User, UserStore};
-use crate::{copy, multipart, versions};
+use crate::{copy, cors, multipart, versions};
 
 /// A byte that follows a prefix to make a marker past every key with that prefix: keys are
 /// UTF-8, whose bytes are at most 0xF4. (Not 0xFF: the node's version keys store key bytes
@@ -40,7 +40,7 @@ pub const LIST_KEYS_MAX: usize = 1000;
 /// The gateway: the node's client, the bucket records and the users.
 pub struct Gateway {
     client: TokioClient,
-    buckets: Buckets,
+    buckets: Arc<Buckets>,
     users: Arc<UserStore>,
     region: String,
     defaults: NewBucketDefaults,
@@ -76,7 +76,7 @@ impl Gateway {
     /// A gateway over `client`.
     pub fn new(
         client: TokioClient,
-        buckets: Buckets,
+        buckets: Arc<Buckets>,
         users: Arc<UserStore>,
         region: String,
         defaults: NewBucketDefaults,
@@ -428,6 +428,91 @@ fn object_owner_and_acl(bucket: &Bucket, entries: &[(String, String)]) -> (Strin
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let who = self.who(&req)?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        if bucket.record.cors.is_empty() {
+            return Err(s3_error!(NoSuchCORSConfiguration, "The CORS configuration does not exist"));
+        }
+        Ok(S3Response::new(GetBucketCorsOutput { cors_rules: Some(cors::to_s3(&bucket.record.cors)) }))
+    }
+
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let rules = cors::from_s3(&input.cors_configuration)?;
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.cors = rules.clone();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutBucketCorsOutput {}))
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        let who = self.who(&req)?;
+        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        self.buckets
+            .update(&req.input.bucket, |r| {
+                r.cors.clear();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(DeleteBucketCorsOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let who = self.who(&req)?;
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let key = key_bytes(&input.key)?;
+        let version = requested_version(input.version_id.as_deref())?;
+        let box_name = &bucket.record.box_name;
+        let m = match version {
+            Some(v) => self.client.head_version(box_name, key, v).await,
+            None => self.client.head(box_name, key).await,
+        }
+        .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
+        if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::Read) {
+            return Err(access_denied());
+        }
+        let view = meta::view_of(&m);
+        // One header may list several attributes, comma-separated.
+        let wants = |a: &str| input.object_attributes.iter().flat_map(|x| x.as_str().split(',')).any(|x| x.trim() == a);
+        let parts_count = view.etag.rsplit_once('-').and_then(|(_, n)| n.parse::<i32>().ok());
+        let output = GetObjectAttributesOutput {
+            e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(view.etag.clone())),
+            object_size: wants(ObjectAttributes::OBJECT_SIZE).then(|| i64::try_from(m.size).unwrap_or(i64::MAX)),
+            storage_class: wants(ObjectAttributes::STORAGE_CLASS)
+                .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+            checksum: (wants(ObjectAttributes::CHECKSUM)
+                && [
+                    &view.checksums.checksum_crc32,
+                    &view.checksums.checksum_crc32c,
+                    &view.checksums.checksum_sha1,
+                    &view.checksums.checksum_sha256,
+                    &view.checksums.checksum_crc64nvme,
+                ]
+                .iter()
+                .any(|c| c.is_some()))
+            .then(|| view.checksums.clone()),
+            object_parts: (wants(ObjectAttributes::OBJECT_PARTS) && parts_count.is_some())
+                .then(|| GetObjectAttributesParts { total_parts_count: parts_count, ..Default::default() }),
+            last_modified: Some(timestamp(modified_ms(&m))),
+            version_id: read_version(bucket.versioning, m.hlc),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
     async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
         let who = self.who(&req)?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::ReadAcp)).await?;
@@ -964,6 +1049,7 @@ impl S3 for Gateway {
             ownership,
             public_access_block,
             tags: Vec::new(),
+            cors: Vec::new(),
         };
         self.buckets.create(record).await?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))

@@ -15,6 +15,7 @@ mod buckets;
 mod conditions;
 mod config;
 mod copy;
+mod cors;
 mod errors;
 mod front;
 mod gateway;
@@ -119,12 +120,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             public_access_block: Some(buckets::PublicAccessBlock::ALL),
         },
     };
-    let gateway = gateway::Gateway::new(client, buckets, Arc::clone(&users), config.region.clone(), defaults);
+    let buckets = Arc::new(buckets);
+    let gateway =
+        gateway::Gateway::new(client, Arc::clone(&buckets), Arc::clone(&users), config.region.clone(), defaults);
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(users::Auth(Arc::clone(&users)));
     builder.set_access(front::Access);
     builder.set_validation(buckets::BucketNames);
-    let front = front::Front::new(builder.build(), Arc::clone(&metrics));
+    let front = front::Front::new(builder.build(), Arc::clone(&metrics), buckets);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -312,3 +312,19 @@ def test_a_key_over_1024_bytes_is_refused(s3, bucket):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.put_object(Bucket=bucket, Key="k" * 1025, Body=b"x")
     assert error_of(e)[0] == 400
+
+
+def test_get_object_attributes(s3, bucket):
+    put = s3.put_object(Bucket=bucket, Key="k", Body=b"attributes", ChecksumAlgorithm="SHA256")
+    r = s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=["ETag", "ObjectSize", "StorageClass", "Checksum"])
+    # AWS writes this ETag without quotes; s3s's ETag type always quotes it (noted in the docs).
+    assert r["ETag"].strip('"') == put["ETag"].strip('"')
+    assert r["ObjectSize"] == 10
+    assert r["StorageClass"] == "STANDARD"
+    assert r["Checksum"]["ChecksumSHA256"] == put["ChecksumSHA256"]
+    assert r["LastModified"] is not None
+    only_size = s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=["ObjectSize"])
+    assert "ETag" not in only_size and only_size["ObjectSize"] == 10
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object_attributes(Bucket=bucket, Key="absent", ObjectAttributes=["ETag"])
+    assert error_of(e) == (404, "NoSuchKey")
