@@ -71,6 +71,9 @@ pub struct BucketRecord {
     /// CORS rules (none: CORS is not enabled).
     #[serde(default)]
     pub cors: Vec<crate::cors::CorsRule>,
+    /// The bucket policy, as the owner wrote it.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 fn object_writer() -> String {
@@ -140,6 +143,8 @@ pub struct Bucket {
     pub record: BucketRecord,
     /// Its Box's versioning state.
     pub versioning: Versioning,
+    /// Its policy, parsed (a stored policy that no longer parses is treated as none, and logged).
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 /// The Box of a bucket name.
@@ -244,7 +249,14 @@ impl Buckets {
             Err(ClientError::BoxNotFound { .. }) => return Err(no_such_bucket()),
             Err(e) => return Err(s3_error(e, Missing::Bucket)),
         };
-        let bucket = Arc::new(Bucket { record, versioning: info.versioning });
+        let policy = record.policy.as_deref().and_then(|text| match crate::policy::Policy::parse(text, name) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::error!(bucket = name, error = %e, "the stored bucket policy does not parse; ignored");
+                None
+            }
+        });
+        let bucket = Arc::new(Bucket { record, versioning: info.versioning, policy });
         self.cache().insert(name.to_owned(), (Arc::clone(&bucket), Instant::now()));
         Ok(bucket)
     }

@@ -60,6 +60,10 @@ impl S3Access for Access {
     }
 }
 
+/// The address of the connection a request came on (a policy's `aws:SourceIp`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// The service hyper calls for each request.
 #[derive(Clone)]
 pub struct Front {
@@ -67,6 +71,7 @@ pub struct Front {
     metrics: Arc<Metrics>,
     ids: Arc<RequestIds>,
     buckets: Arc<Buckets>,
+    peer: Option<Peer>,
 }
 
 /// Request ids: a random per-process prefix and a counter, 16 uppercase hex digits as S3's.
@@ -90,7 +95,12 @@ impl RequestIds {
 impl Front {
     /// The front of `s3`.
     pub fn new(s3: S3Service, metrics: Arc<Metrics>, buckets: Arc<Buckets>) -> Front {
-        Front { s3, metrics, ids: Arc::new(RequestIds::new()), buckets }
+        Front { s3, metrics, ids: Arc::new(RequestIds::new()), buckets, peer: None }
+    }
+
+    /// The front of one connection, from `peer`.
+    pub fn for_peer(&self, peer: std::net::SocketAddr) -> Front {
+        Front { peer: Some(Peer(peer)), ..self.clone() }
     }
 
     /// The CORS rules of the bucket a request names (none when it names none, or an unknown
@@ -166,6 +176,9 @@ impl Front {
         }
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(slot.clone());
+        if let Some(peer) = self.peer {
+            parts.extensions.insert(peer);
+        }
         let req = Request::from_parts(parts, Body::from(body));
         let resp = match self.s3.call(req).await {
             Ok(r) => r,

@@ -26,6 +26,7 @@ use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, version_id};
 use crate::meta::{self, Stored};
+use crate::policy::{self, Decision, Principal};
 use crate::users::{User, UserStore};
 use crate::{copy, cors, multipart, versions};
 
@@ -49,6 +50,139 @@ pub struct Gateway {
 /// Who asks: a signed user, or `None` for an anonymous request.
 type Who = Option<Arc<User>>;
 
+/// One request as access checks see it: who asks, the IAM action, the object key (object
+/// operations) and the policy context keys.
+pub struct Asker {
+    user: Who,
+    action: &'static str,
+    key: Option<String>,
+    ctx: policy::Context,
+}
+
+impl Asker {
+    fn id(&self) -> Option<&str> {
+        self.user.as_ref().map(|u| u.canonical_id.as_str())
+    }
+
+    fn principal(&self) -> Principal<'_> {
+        Principal { canonical_id: self.id(), name: self.user.as_ref().map(|u| u.name.as_str()) }
+    }
+
+    /// The same request about object `key`.
+    fn on(mut self, key: &str) -> Asker {
+        self.key = Some(key.to_owned());
+        self
+    }
+
+    /// What `bucket`'s policy says of this request (on the object when a key is set).
+    fn policy(&self, bucket: &Bucket) -> Decision {
+        let Some(p) = &bucket.policy else { return Decision::None };
+        let resource = match &self.key {
+            Some(k) => format!("arn:aws:s3:::{}/{k}", bucket.record.name),
+            None => format!("arn:aws:s3:::{}", bucket.record.name),
+        };
+        let decision = p.evaluate(&self.principal(), self.action, &resource, &self.ctx);
+        // RestrictPublicBuckets: a public policy grants no one but the owner.
+        if decision == Decision::Allow
+            && p.is_public()
+            && bucket.record.public_access_block.is_some_and(|b| b.restrict_public_buckets)
+            && self.id() != Some(bucket.record.owner.as_str())
+        {
+            return Decision::None;
+        }
+        decision
+    }
+}
+
+/// Percent-decodes a query-string component (`+` is a space).
+fn query_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => match bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b),
+            },
+            b'+' => out.push(b' '),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The policy context keys of a request.
+fn context_of<T>(req: &S3Request<T>, user: &Who) -> policy::Context {
+    let mut values: Vec<(String, String)> = Vec::new();
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(peer) = req.extensions.get::<crate::front::Peer>() {
+        values.push(("aws:sourceip".into(), peer.0.ip().to_string()));
+    }
+    values.push(("aws:securetransport".into(), "false".into()));
+    let now = time::OffsetDateTime::now_utc();
+    if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
+        values.push(("aws:currenttime".into(), t));
+    }
+    values.push(("aws:epochtime".into(), now.unix_timestamp().to_string()));
+    for (key, name) in [
+        ("aws:useragent", "user-agent"),
+        ("aws:referer", "referer"),
+        ("s3:x-amz-acl", "x-amz-acl"),
+        ("s3:x-amz-content-sha256", "x-amz-content-sha256"),
+        ("s3:x-amz-copy-source", "x-amz-copy-source"),
+        ("s3:x-amz-metadata-directive", "x-amz-metadata-directive"),
+        ("s3:x-amz-server-side-encryption", "x-amz-server-side-encryption"),
+        ("s3:x-amz-storage-class", "x-amz-storage-class"),
+    ] {
+        if let Some(v) = header(name) {
+            values.push((key.into(), v));
+        }
+    }
+    if let Some(u) = user {
+        values.push(("aws:username".into(), u.name.clone()));
+        values.push(("aws:userid".into(), u.canonical_id.clone()));
+        values.push(("aws:principaltype".into(), "User".into()));
+    } else {
+        values.push(("aws:principaltype".into(), "Anonymous".into()));
+    }
+    for kv in req.uri.query().unwrap_or_default().split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let key = match k {
+            "prefix" => "s3:prefix",
+            "delimiter" => "s3:delimiter",
+            "max-keys" => "s3:max-keys",
+            "versionId" => "s3:versionid",
+            _ => continue,
+        };
+        values.push((key.into(), query_decode(v)));
+    }
+    let auth = header("authorization");
+    let (signature, auth_type) = match auth.as_deref() {
+        Some(a) if a.starts_with("AWS4-") => ("AWS4-HMAC-SHA256", "REST-HEADER"),
+        Some(_) => ("AWS", "REST-HEADER"),
+        None if req.uri.query().is_some_and(|q| q.contains("X-Amz-Signature=")) => {
+            ("AWS4-HMAC-SHA256", "REST-QUERY-STRING")
+        }
+        None if req.uri.query().is_some_and(|q| q.contains("Signature=")) => ("AWS", "REST-QUERY-STRING"),
+        None => ("", ""),
+    };
+    if !signature.is_empty() {
+        values.push(("s3:signatureversion".into(), signature.into()));
+        values.push(("s3:authtype".into(), auth_type.into()));
+    }
+    policy::Context { values }
+}
+
 /// What an operation needs on its bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Right {
@@ -63,9 +197,9 @@ enum Right {
 /// S3's canonical id of anonymous writers.
 pub const ANONYMOUS_ID: &str = "65a011a29cdf8ec533ec3d1ccaae921c";
 
-/// The canonical id a write by `who` is owned by.
-fn writer_id(who: &Who) -> String {
-    who.as_ref().map_or_else(|| ANONYMOUS_ID.to_owned(), |u| u.canonical_id.clone())
+/// The canonical id a write by `asker` is owned by.
+fn writer_id(asker: &Asker) -> String {
+    asker.id().map_or_else(|| ANONYMOUS_ID.to_owned(), str::to_owned)
 }
 
 fn access_denied() -> S3Error {
@@ -84,6 +218,13 @@ impl Gateway {
         Gateway { client, buckets, users, region, defaults }
     }
 
+    /// The request as access checks see it, asking for IAM action `action`.
+    fn asker<T>(&self, req: &S3Request<T>, action: &'static str) -> S3Result<Asker> {
+        let user = self.who(req)?;
+        let ctx = context_of(req, &user);
+        Ok(Asker { user, action, key: None, ctx })
+    }
+
     /// The caller (s3s has checked the signature of a signed one).
     fn who<T>(&self, req: &S3Request<T>) -> S3Result<Who> {
         let Some(creds) = &req.credentials else { return Ok(None) };
@@ -100,32 +241,50 @@ impl Gateway {
         self.who(req)?.ok_or_else(access_denied)
     }
 
-    /// Whether `who` holds `right` on `bucket`.
-    fn bucket_allows(bucket: &Bucket, who: &Who, right: Right) -> bool {
-        let id = who.as_ref().map(|u| u.canonical_id.as_str());
+    /// Whether `asker` holds `right` on `bucket`: an explicit policy deny refuses (but never the
+    /// owner's own policy operations), the owner may, a policy allow grants, then the ACLs.
+    fn bucket_allows(bucket: &Bucket, asker: &Asker, right: Right) -> bool {
+        let id = asker.id();
         let owner = bucket.record.owner.as_str();
+        if right == Right::Object {
+            return true;
+        }
+        let decision = asker.policy(bucket);
+        let policy_op = asker.action.ends_with("BucketPolicy");
+        if decision == Decision::Deny && !(id == Some(owner) && policy_op) {
+            return false;
+        }
+        if id == Some(owner) {
+            return true;
+        }
+        if decision == Decision::Allow {
+            return true;
+        }
         match right {
             Right::Object => true,
-            _ if id == Some(owner) => true,
             Right::Owner => false,
-            // ACLs disabled: only the owner (bucket policies are a later step).
             Right::Acl(_) if bucket.record.acls_disabled() => false,
             Right::Acl(p) => bucket.record.acl.allows(owner, Caller { id }, p, bucket.record.ignores_public_acls()),
         }
     }
 
     /// The bucket `name`, for a caller who holds `right` on it.
-    async fn bucket(&self, who: &Who, name: &str, right: Right) -> S3Result<Arc<Bucket>> {
+    async fn bucket(&self, asker: &Asker, name: &str, right: Right) -> S3Result<Arc<Bucket>> {
         let bucket = self.buckets.resolve(name).await?;
-        if !Self::bucket_allows(&bucket, who, right) {
+        if !Self::bucket_allows(&bucket, asker, right) {
             return Err(access_denied());
         }
         Ok(bucket)
     }
 
-    /// Whether `who` holds `wanted` on an object of `bucket` with user metadata `entries`.
-    fn object_allows(bucket: &Bucket, who: &Who, entries: &[(String, String)], wanted: Permission) -> bool {
-        let id = who.as_ref().map(|u| u.canonical_id.as_str());
+    /// Whether `asker` holds `wanted` on an object of `bucket` with user metadata `entries`.
+    fn object_allows(bucket: &Bucket, asker: &Asker, entries: &[(String, String)], wanted: Permission) -> bool {
+        let id = asker.id();
+        match asker.policy(bucket) {
+            Decision::Deny => return false,
+            Decision::Allow => return true,
+            Decision::None => {}
+        }
         if bucket.record.acls_disabled() {
             return id == Some(bucket.record.owner.as_str());
         }
@@ -136,9 +295,12 @@ impl Gateway {
 
     /// A read's error: a missing key is `AccessDenied` to a caller who may not list the bucket
     /// (S3 does not tell such a caller what exists).
-    fn read_refusal(bucket: &Bucket, who: &Who, e: S3Error) -> S3Error {
-        if *e.code() == S3ErrorCode::NoSuchKey && !Self::bucket_allows(bucket, who, Right::Acl(Permission::Read)) {
-            return access_denied();
+    fn read_refusal(bucket: &Bucket, asker: &Asker, e: S3Error) -> S3Error {
+        if *e.code() == S3ErrorCode::NoSuchKey {
+            let list = Asker { user: asker.user.clone(), action: "s3:ListBucket", key: None, ctx: asker.ctx.clone() };
+            if !Self::bucket_allows(bucket, &list, Right::Acl(Permission::Read)) {
+                return access_denied();
+            }
         }
         e
     }
@@ -428,8 +590,59 @@ fn object_owner_and_acl(bucket: &Bucket, entries: &[(String, String)]) -> (Strin
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        let who = self.asker(&req, "s3:GetBucketPolicy")?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        let Some(policy) = bucket.record.policy.clone() else {
+            return Err(s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"));
+        };
+        Ok(S3Response::new(GetBucketPolicyOutput { policy: Some(policy) }))
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let who = self.asker(&req, "s3:PutBucketPolicy")?;
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let parsed = policy::Policy::parse(&input.policy, &input.bucket)?;
+        if parsed.is_public() && bucket.record.public_access_block.is_some_and(|b| b.block_public_policy) {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's public access block refuses public policies"
+            ));
+        }
+        let text = input.policy;
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.policy = Some(text.clone());
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(PutBucketPolicyOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        let who = self.asker(&req, "s3:DeleteBucketPolicy")?;
+        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        self.buckets
+            .update(&req.input.bucket, |r| {
+                r.policy = None;
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(DeleteBucketPolicyOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
     async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketCORS")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         if bucket.record.cors.is_empty() {
             return Err(s3_error!(NoSuchCORSConfiguration, "The CORS configuration does not exist"));
@@ -438,7 +651,7 @@ impl S3 for Gateway {
     }
 
     async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketCORS")?;
         let input = req.input;
         self.bucket(&who, &input.bucket, Right::Owner).await?;
         let rules = cors::from_s3(&input.cors_configuration)?;
@@ -455,7 +668,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketCORS")?;
         self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         self.buckets
             .update(&req.input.bucket, |r| {
@@ -470,7 +683,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectAttributesInput>,
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetObjectAttributes")?.on(&req.input.key);
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
@@ -514,7 +727,7 @@ impl S3 for Gateway {
     }
 
     async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketAcl")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::ReadAcp)).await?;
         let owner = self.owner_of(&bucket.record.owner);
         let grants = bucket.record.acl.to_s3(&owner, &self.users.snapshot());
@@ -522,7 +735,7 @@ impl S3 for Gateway {
     }
 
     async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketAcl")?;
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::WriteAcp)).await?;
         let owner = bucket.record.owner.clone();
@@ -560,7 +773,7 @@ impl S3 for Gateway {
     }
 
     async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetObjectAcl")?.on(&req.input.key);
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
@@ -581,7 +794,7 @@ impl S3 for Gateway {
     }
 
     async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutObjectAcl")?.on(&req.input.key);
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
@@ -644,7 +857,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketOwnershipControls")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         if bucket.record.ownership.is_empty() {
             return Err(s3_error!(OwnershipControlsNotFoundError, "The bucket ownership controls were not found"));
@@ -659,7 +872,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketOwnershipControls")?;
         let input = req.input;
         self.bucket(&who, &input.bucket, Right::Owner).await?;
         let [rule] = input.ownership_controls.rules.as_slice() else {
@@ -688,7 +901,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketOwnershipControls")?;
         self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         self.buckets
             .update(&req.input.bucket, |r| {
@@ -703,7 +916,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetPublicAccessBlockInput>,
     ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketPublicAccessBlock")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         let Some(p) = bucket.record.public_access_block else {
             let mut e = S3Error::with_message(
@@ -727,7 +940,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutPublicAccessBlockInput>,
     ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketPublicAccessBlock")?;
         let input = req.input;
         self.bucket(&who, &input.bucket, Right::Owner).await?;
         let c = input.public_access_block_configuration;
@@ -750,7 +963,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeletePublicAccessBlockInput>,
     ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketPublicAccessBlock")?;
         self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         self.buckets
             .update(&req.input.bucket, |r| {
@@ -765,11 +978,10 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketPolicyStatusInput>,
     ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketPolicyStatus")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        // No bucket policies yet: a bucket is public when its ACL is and the ACL counts.
-        let public =
-            !bucket.record.acls_disabled() && !bucket.record.ignores_public_acls() && bucket.record.acl.is_public();
+        // S3's policy status reads the bucket policy alone (ACLs do not count).
+        let public = bucket.policy.as_ref().is_some_and(|p| p.is_public());
         Ok(S3Response::new(GetBucketPolicyStatusOutput {
             policy_status: Some(PolicyStatus { is_public: Some(public) }),
         }))
@@ -779,7 +991,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketTagging")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         if bucket.record.tags.is_empty() {
             return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
@@ -793,7 +1005,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutBucketTaggingInput>,
     ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketTagging")?;
         let input = req.input;
         self.bucket(&who, &input.bucket, Right::Owner).await?;
         let tags = bucket_tags(&input.tagging.tag_set)?;
@@ -810,7 +1022,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketTagging")?;
         self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         self.buckets
             .update(&req.input.bucket, |r| {
@@ -825,7 +1037,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutObject")?.on(&req.input.key);
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         key_bytes(&req.input.key)?;
         let input = &req.input;
@@ -844,7 +1056,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutBucketVersioning")?;
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Owner).await?;
         let config = input.versioning_configuration;
@@ -871,7 +1083,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketVersioning")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         let status = match bucket.versioning {
             Versioning::Off => None,
@@ -885,14 +1097,14 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:ListBucketVersions")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         let owner = |id: &str| self.owner_of(id);
         Ok(S3Response::new(versions::list(&self.client, &bucket, owner, req.input).await?))
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutObject")?.on(&req.input.key);
         let input = req.input;
         let target = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         key_bytes(&input.key)?;
@@ -918,7 +1130,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutObject")?.on(&req.input.key);
         let input = req.input;
         let target = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         let source = copy::source_of(&input.copy_source)?;
@@ -929,7 +1141,7 @@ impl S3 for Gateway {
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutObject")?.on(&req.input.key);
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         let output =
             multipart::upload_part(&self.client, &bucket, &req.headers, req.trailing_headers, req.input).await?;
@@ -940,7 +1152,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutObject")?.on(&req.input.key);
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         let (mut output, done) = multipart::complete(&self.client, &bucket, req.input).await?;
         output.version_id = written_version(bucket.versioning, done.hlc);
@@ -951,14 +1163,14 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:AbortMultipartUpload")?.on(&req.input.key);
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         multipart::abort(&self.client, &bucket, &req.input).await?;
         Ok(S3Response::with_status(AbortMultipartUploadOutput::default(), http::StatusCode::NO_CONTENT))
     }
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:ListMultipartUploadParts")?.on(&req.input.key);
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         let owner = self.owner_of(&bucket.record.owner);
         Ok(S3Response::new(multipart::list_parts(&self.client, &bucket, owner, req.input).await?))
@@ -968,7 +1180,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:ListBucketMultipartUploads")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         let owner = self.owner_of(&bucket.record.owner);
         Ok(S3Response::new(multipart::list_uploads(&self.client, &bucket, owner, req.input).await?))
@@ -1050,13 +1262,14 @@ impl S3 for Gateway {
             public_access_block,
             tags: Vec::new(),
             cors: Vec::new(),
+            policy: None,
         };
         self.buckets.create(record).await?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:ListBucket")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Read)).await?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(bucket.record.region.clone()),
@@ -1065,7 +1278,7 @@ impl S3 for Gateway {
     }
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:DeleteBucket")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         self.buckets.delete(&bucket).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
@@ -1075,7 +1288,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetBucketLocation")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
         // us-east-1 is S3's empty location constraint.
         let location =
@@ -1084,7 +1297,7 @@ impl S3 for Gateway {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:PutObject")?.on(&req.input.key);
         let trailers = req.trailing_headers.clone();
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
@@ -1169,7 +1382,7 @@ impl S3 for Gateway {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetObject")?.on(&req.input.key);
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
@@ -1237,7 +1450,7 @@ impl S3 for Gateway {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:GetObject")?.on(&req.input.key);
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
@@ -1302,7 +1515,7 @@ impl S3 for Gateway {
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:DeleteObject")?.on(&req.input.key);
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
         let key = key_bytes(&input.key)?;
@@ -1344,9 +1557,10 @@ impl S3 for Gateway {
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:DeleteObject")?;
         let input = req.input;
-        let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Write)).await?;
+        // Each key is checked on its own (a policy may allow or deny deletes by key).
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let objects = input.delete.objects;
         if objects.len() > LIST_KEYS_MAX {
             return Err(s3_error!(MalformedXML, "a multi-object delete names at most 1000 keys"));
@@ -1354,6 +1568,17 @@ impl S3 for Gateway {
         let mut keys = Vec::with_capacity(objects.len());
         let mut errors = Vec::new();
         for o in &objects {
+            let per_key =
+                Asker { user: who.user.clone(), action: who.action, key: Some(o.key.clone()), ctx: who.ctx.clone() };
+            if !Self::bucket_allows(&bucket, &per_key, Right::Acl(Permission::Write)) {
+                errors.push(s3s::dto::Error {
+                    code: Some("AccessDenied".to_owned()),
+                    key: Some(o.key.clone()),
+                    message: Some("Access Denied".to_owned()),
+                    version_id: o.version_id.clone(),
+                });
+                continue;
+            }
             match requested_version(o.version_id.as_deref()) {
                 Ok(version_id) if !o.key.is_empty() => {
                     keys.push(DeleteKey { key: o.key.as_bytes().to_vec(), condition: None, version_id })
@@ -1419,7 +1644,7 @@ impl S3 for Gateway {
     }
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:ListBucket")?;
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Read)).await?;
         let prefix = input.prefix.clone().unwrap_or_default();
@@ -1456,7 +1681,7 @@ impl S3 for Gateway {
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let who = self.who(&req)?;
+        let who = self.asker(&req, "s3:ListBucket")?;
         let input = req.input;
         let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::Read)).await?;
         let prefix = input.prefix.clone().unwrap_or_default();

@@ -23,6 +23,7 @@ mod ids;
 mod meta;
 mod metrics;
 mod multipart;
+mod policy;
 mod users;
 mod versions;
 
@@ -149,7 +150,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
                         // Out of descriptors and the like: wait, and keep serving.
@@ -159,7 +160,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = http1.serve_connection(TokioIo::new(stream), front.clone());
+                let conn = http1.serve_connection(TokioIo::new(stream), front.for_peer(peer));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
