@@ -74,6 +74,9 @@ pub struct BucketRecord {
     /// The bucket policy, as the owner wrote it.
     #[serde(default)]
     pub policy: Option<String>,
+    /// Lifecycle rules.
+    #[serde(default)]
+    pub lifecycle: Vec<crate::lifecycle::Rule>,
 }
 
 fn object_writer() -> String {

@@ -68,6 +68,10 @@ settings! {
     /// April 2023: object ownership BucketOwnerEnforced, so ACLs are disabled, and every public
     /// access block on) or `open` (ObjectWriter, no public access block: S3 before 2023).
     new_bucket_defaults, "CANDYBOX_S3_NEW_BUCKET_DEFAULTS": String = "aws".to_owned();
+    /// The length of a lifecycle "day" in seconds (S3's is 86400; tests shorten it).
+    lifecycle_day_s, "CANDYBOX_S3_LIFECYCLE_DAY_S": u64 = 86_400;
+    /// How often the lifecycle worker applies every bucket's rules, in seconds.
+    lifecycle_interval_s, "CANDYBOX_S3_LIFECYCLE_INTERVAL_S": u64 = 60;
     /// Log filter (tracing's `EnvFilter` syntax).
     log, "CANDYBOX_S3_LOG": String = "info".to_owned();
 }
@@ -95,6 +99,9 @@ impl Config {
         }
         if !["aws", "open"].contains(&config.new_bucket_defaults.as_str()) {
             return Err(format!("`new_bucket_defaults` must be `aws` or `open`, not `{}`", config.new_bucket_defaults));
+        }
+        if config.lifecycle_day_s == 0 || config.lifecycle_interval_s == 0 {
+            return Err("`lifecycle_day_s` and `lifecycle_interval_s` must be positive".into());
         }
         if config.header_bytes_max < 8192 {
             return Err(format!("`header_bytes_max` must be at least 8192, not {}", config.header_bytes_max));

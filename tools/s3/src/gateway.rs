@@ -28,7 +28,7 @@ use crate::ids::{parse_version_id, timestamp, version_id};
 use crate::meta::{self, Stored};
 use crate::policy::{self, Decision, Principal};
 use crate::users::{User, UserStore};
-use crate::{copy, cors, multipart, versions};
+use crate::{copy, cors, lifecycle, multipart, versions};
 
 /// A byte that follows a prefix to make a marker past every key with that prefix: keys are
 /// UTF-8, whose bytes are at most 0xF4. (Not 0xFF: the node's version keys store key bytes
@@ -590,6 +590,56 @@ fn object_owner_and_acl(bucket: &Bucket, entries: &[(String, String)]) -> (Strin
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let who = self.asker(&req, "s3:GetLifecycleConfiguration")?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        if bucket.record.lifecycle.is_empty() {
+            return Err(s3_error!(NoSuchLifecycleConfiguration, "The lifecycle configuration does not exist"));
+        }
+        Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
+            rules: Some(lifecycle::to_s3(&bucket.record.lifecycle)),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let who = self.asker(&req, "s3:PutLifecycleConfiguration")?;
+        let input = req.input;
+        self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let Some(config) = input.lifecycle_configuration else {
+            return Err(s3_error!(MalformedXML, "The XML you provided was not well-formed: no LifecycleConfiguration"));
+        };
+        let rules = lifecycle::from_s3(&config)?;
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.lifecycle = rules.clone();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        let who = self.asker(&req, "s3:PutLifecycleConfiguration")?;
+        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        self.buckets
+            .update(&req.input.bucket, |r| {
+                r.lifecycle.clear();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(DeleteBucketLifecycleOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
     async fn get_bucket_policy(
         &self,
         req: S3Request<GetBucketPolicyInput>,
@@ -1263,6 +1313,7 @@ impl S3 for Gateway {
             tags: Vec::new(),
             cors: Vec::new(),
             policy: None,
+            lifecycle: Vec::new(),
         };
         self.buckets.create(record).await?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))

@@ -20,6 +20,7 @@ mod errors;
 mod front;
 mod gateway;
 mod ids;
+mod lifecycle;
 mod meta;
 mod metrics;
 mod multipart;
@@ -122,6 +123,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     };
     let buckets = Arc::new(buckets);
+    tokio::spawn(lifecycle::worker(
+        client.clone(),
+        Arc::clone(&buckets),
+        Duration::from_secs(config.lifecycle_day_s),
+        Duration::from_secs(config.lifecycle_interval_s),
+    ));
     let gateway =
         gateway::Gateway::new(client, Arc::clone(&buckets), Arc::clone(&users), config.region.clone(), defaults);
     let mut builder = S3ServiceBuilder::new(gateway);

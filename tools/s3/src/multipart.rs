@@ -59,7 +59,7 @@ fn upload_error(e: ClientError) -> S3Error {
 }
 
 /// The record prefix of one upload.
-fn records_prefix(box_name: &str, upload_id: u64, key: &str) -> String {
+pub fn records_prefix(box_name: &str, upload_id: u64, key: &str) -> String {
     let key_hash = hex::encode(sha2::Sha256::digest(key.as_bytes()));
     format!("part/{box_name}/{upload_id:016x}/{}/", &key_hash[..16])
 }

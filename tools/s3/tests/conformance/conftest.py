@@ -114,6 +114,10 @@ class Stack:
                 "--listen", "127.0.0.1:0",
                 "--http-listen", "127.0.0.1:0",
                 "--users", str(self.users_file),
+                # Lifecycle "days" of one second, applied every second: the lifecycle tests
+                # run rules in seconds (buckets without rules are untouched).
+                "--lifecycle-day-s", "1",
+                "--lifecycle-interval-s", "1",
                 *extra,
             ],
             stdout=subprocess.PIPE, stderr=self.gateway_log, text=True,
