@@ -77,6 +77,9 @@ pub struct BucketRecord {
     /// Lifecycle rules.
     #[serde(default)]
     pub lifecycle: Vec<crate::lifecycle::Rule>,
+    /// Object lock's default retention.
+    #[serde(default)]
+    pub lock_default: Option<crate::objlock::DefaultRetention>,
 }
 
 fn object_writer() -> String {

@@ -24,11 +24,11 @@ use crate::buckets::{
 };
 use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, with_delete_marker, Missing};
-use crate::ids::{parse_version_id, timestamp, version_id};
+use crate::ids::{parse_version_id, timestamp, unix_ms, version_id};
 use crate::meta::{self, Stored};
 use crate::policy::{self, Decision, Principal};
 use crate::users::{User, UserStore};
-use crate::{copy, cors, lifecycle, multipart, versions};
+use crate::{copy, cors, lifecycle, multipart, objlock, versions};
 
 /// A byte that follows a prefix to make a marker past every key with that prefix: keys are
 /// UTF-8, whose bytes are at most 0xF4. (Not 0xFF: the node's version keys store key bytes
@@ -202,6 +202,12 @@ fn writer_id(asker: &Asker) -> String {
     asker.id().map_or_else(|| ANONYMOUS_ID.to_owned(), str::to_owned)
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn access_denied() -> S3Error {
     s3_error!(AccessDenied, "Access Denied")
 }
@@ -303,6 +309,74 @@ impl Gateway {
             }
         }
         e
+    }
+
+    /// Why version `version` of `key` may not be deleted by `who` (object lock), if it may not.
+    async fn lock_refusal(
+        &self,
+        bucket: &Bucket,
+        who: &Asker,
+        key: &[u8],
+        version: Hlc,
+        bypass: bool,
+    ) -> Option<S3Error> {
+        if !bucket.record.object_lock {
+            return None;
+        }
+        let box_name = &bucket.record.box_name;
+        let m = self.client.head_version(box_name, key, version).await.ok()?;
+        let lock = match objlock::effective(&self.client, box_name, key, version, &m.user_meta).await {
+            Ok((lock, _)) => lock,
+            Err(e) => return Some(e),
+        };
+        let may_bypass = bypass && self.may_bypass_governance(bucket, who);
+        lock.check_delete(now_ms(), may_bypass).err()
+    }
+
+    /// The metadata of the version an object-lock request names, checked: the bucket has object
+    /// lock, the caller may read the version, and it is the current one when a change is asked
+    /// (the node rewrites a key's current version in place).
+    async fn locked_version(
+        &self,
+        bucket: &Bucket,
+        who: &Asker,
+        key: &str,
+        version: Option<&str>,
+    ) -> S3Result<(objlock::Lock, Hlc, Option<Hlc>)> {
+        if !bucket.record.object_lock {
+            return Err(s3_error!(InvalidRequest, "Bucket is missing Object Lock Configuration"));
+        }
+        let key_b = key_bytes(key)?;
+        let version = requested_version(version)?;
+        let box_name = &bucket.record.box_name;
+        let m = match version {
+            Some(v) => self.client.head_version(box_name, key_b, v).await,
+            None => self.client.head(box_name, key_b).await,
+        }
+        .map_err(|e| Self::read_refusal(bucket, who, read_error(e, bucket.versioning, version.is_some())))?;
+        if !Self::object_allows(bucket, who, &m.user_meta, Permission::WriteAcp)
+            && !Self::object_allows(bucket, who, &m.user_meta, Permission::Read)
+        {
+            return Err(access_denied());
+        }
+        // A head by key names the current version by its id (zero: the null version).
+        let id = version.unwrap_or(m.hlc);
+        let (lock, record) = objlock::effective(&self.client, box_name, key_b, id, &m.user_meta).await?;
+        Ok((lock, id, record))
+    }
+
+    /// Whether `who` holds s3:BypassGovernanceRetention (the owner does; others by policy).
+    fn may_bypass_governance(&self, bucket: &Bucket, who: &Asker) -> bool {
+        if who.id() == Some(bucket.record.owner.as_str()) {
+            return true;
+        }
+        let ask = Asker {
+            user: who.user.clone(),
+            action: "s3:BypassGovernanceRetention",
+            key: who.key.clone(),
+            ctx: who.ctx.clone(),
+        };
+        ask.policy(bucket) == Decision::Allow
     }
 
     /// The ACL and owner a write sets: from the canned ACL or grant headers, checked against the
@@ -590,6 +664,158 @@ fn object_owner_and_acl(bucket: &Bucket, entries: &[(String, String)]) -> (Strin
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        let who = self.asker(&req, "s3:GetBucketObjectLockConfiguration")?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        if !bucket.record.object_lock {
+            return Err(s3_error!(
+                ObjectLockConfigurationNotFoundError,
+                "Object Lock configuration does not exist for this bucket"
+            ));
+        }
+        let rule = bucket.record.lock_default.as_ref().map(|d| ObjectLockRule {
+            default_retention: Some(DefaultRetention {
+                mode: Some(ObjectLockRetentionMode::from(d.mode.clone())),
+                days: d.days,
+                years: d.years,
+            }),
+        });
+        Ok(S3Response::new(GetObjectLockConfigurationOutput {
+            object_lock_configuration: Some(ObjectLockConfiguration {
+                object_lock_enabled: Some(ObjectLockEnabled::from_static(ObjectLockEnabled::ENABLED)),
+                rule,
+            }),
+        }))
+    }
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        let who = self.asker(&req, "s3:PutBucketObjectLockConfiguration")?;
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let Some(config) = input.object_lock_configuration else {
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed: no ObjectLockConfiguration"
+            ));
+        };
+        if config.object_lock_enabled.as_ref().map(ObjectLockEnabled::as_str) != Some(ObjectLockEnabled::ENABLED) {
+            return Err(s3_error!(MalformedXML, "ObjectLockEnabled must be Enabled"));
+        }
+        if !bucket.record.object_lock && bucket.versioning != Versioning::Enabled {
+            return Err(s3_error!(
+                InvalidBucketState,
+                "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration"
+            ));
+        }
+        let default = match config.rule.and_then(|r| r.default_retention) {
+            Some(d) => Some(objlock::DefaultRetention::new(
+                d.mode.as_ref().map(ObjectLockRetentionMode::as_str),
+                d.days,
+                d.years,
+            )?),
+            None => None,
+        };
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.object_lock = true;
+                r.lock_default = default.clone();
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutObjectLockConfigurationOutput::default()))
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        let who = self.asker(&req, "s3:GetObjectRetention")?.on(&req.input.key);
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let (lock, _, _) = self.locked_version(&bucket, &who, &input.key, input.version_id.as_deref()).await?;
+        let (Some(mode), Some(until)) = (lock.mode, lock.until_ms) else {
+            return Err(s3_error!(
+                NoSuchObjectLockConfiguration,
+                "The specified object does not have a ObjectLock configuration"
+            ));
+        };
+        Ok(S3Response::new(GetObjectRetentionOutput {
+            retention: Some(ObjectLockRetention {
+                mode: Some(ObjectLockRetentionMode::from(mode)),
+                retain_until_date: Some(timestamp(until)),
+            }),
+        }))
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        let who = self.asker(&req, "s3:PutObjectRetention")?.on(&req.input.key);
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let (current, id, record) = self.locked_version(&bucket, &who, &input.key, input.version_id.as_deref()).await?;
+        let retention = input.retention.unwrap_or_default();
+        let next = objlock::Lock {
+            mode: retention.mode.as_ref().map(|m| m.as_str().to_owned()),
+            until_ms: retention.retain_until_date.as_ref().map(unix_ms),
+            hold: current.hold,
+        };
+        if next.mode.is_some() != next.until_ms.is_some() {
+            return Err(s3_error!(MalformedXML, "A retention has both a Mode and a RetainUntilDate, or neither"));
+        }
+        if let Some(m) = &next.mode {
+            if m != objlock::GOVERNANCE && m != objlock::COMPLIANCE {
+                return Err(s3_error!(MalformedXML, "Unknown retention mode `{m}`"));
+            }
+        }
+        if next.until_ms.is_some_and(|u| u <= now_ms()) {
+            return Err(s3_error!(InvalidArgument, "The retain until date must be in the future!"));
+        }
+        let bypass = input.bypass_governance_retention.unwrap_or(false) && self.may_bypass_governance(&bucket, &who);
+        current.check_retention_change(&next, now_ms(), bypass)?;
+        objlock::write(&self.client, &bucket.record.box_name, input.key.as_bytes(), id, record, &next).await?;
+        Ok(S3Response::new(PutObjectRetentionOutput::default()))
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        let who = self.asker(&req, "s3:GetObjectLegalHold")?.on(&req.input.key);
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let (lock, _, _) = self.locked_version(&bucket, &who, &input.key, input.version_id.as_deref()).await?;
+        let status = if lock.hold { ObjectLockLegalHoldStatus::ON } else { ObjectLockLegalHoldStatus::OFF };
+        Ok(S3Response::new(GetObjectLegalHoldOutput {
+            legal_hold: Some(ObjectLockLegalHold { status: Some(ObjectLockLegalHoldStatus::from_static(status)) }),
+        }))
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        let who = self.asker(&req, "s3:PutObjectLegalHold")?.on(&req.input.key);
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let (current, id, record) = self.locked_version(&bucket, &who, &input.key, input.version_id.as_deref()).await?;
+        let hold = match input.legal_hold.and_then(|h| h.status).as_ref().map(ObjectLockLegalHoldStatus::as_str) {
+            Some(ObjectLockLegalHoldStatus::ON) => true,
+            Some(ObjectLockLegalHoldStatus::OFF) => false,
+            _ => return Err(s3_error!(MalformedXML, "A legal hold's Status is ON or OFF")),
+        };
+        let next = objlock::Lock { hold, ..current };
+        objlock::write(&self.client, &bucket.record.box_name, input.key.as_bytes(), id, record, &next).await?;
+        Ok(S3Response::new(PutObjectLegalHoldOutput::default()))
+    }
+
     async fn get_bucket_lifecycle_configuration(
         &self,
         req: S3Request<GetBucketLifecycleConfigurationInput>,
@@ -1314,6 +1540,7 @@ impl S3 for Gateway {
             cors: Vec::new(),
             policy: None,
             lifecycle: Vec::new(),
+            lock_default: None,
         };
         self.buckets.create(record).await?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))
@@ -1397,9 +1624,19 @@ impl S3 for Gateway {
         ];
         let (acl, owner) =
             self.write_acl(&bucket, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
+        let lock = objlock::for_put(
+            bucket.record.object_lock,
+            bucket.record.lock_default.as_ref(),
+            input.object_lock_mode.as_ref().map(ObjectLockMode::as_str),
+            input.object_lock_retain_until_date.as_ref().map(unix_ms),
+            input.object_lock_legal_hold_status.as_ref().map(ObjectLockLegalHoldStatus::as_str),
+            now_ms(),
+        )?;
+        let mut user_meta = meta::entries(input.metadata.as_ref(), &stored, Some(&owner), Some(&acl));
+        user_meta.extend(lock.entries());
         let options = PutOptions {
             content_type: input.content_type.as_ref().map(ToString::to_string),
-            user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(&owner), Some(&acl)),
+            user_meta,
             size: length,
             condition,
             digests: Vec::new(),
@@ -1578,6 +1815,12 @@ impl S3 for Gateway {
             }
             Some(ETagCondition::Any) | None => None,
         };
+        if let Some(v) = version {
+            let bypass = input.bypass_governance_retention.unwrap_or(false);
+            if let Some(refusal) = self.lock_refusal(&bucket, &who, key, v, bypass).await {
+                return Err(refusal);
+            }
+        }
         let done = match version {
             Some(v) => match self.client.delete_version(box_name, key, v).await {
                 // Deleting a version that is not there succeeds, as S3's does.
@@ -1629,6 +1872,18 @@ impl S3 for Gateway {
                     version_id: o.version_id.clone(),
                 });
                 continue;
+            }
+            if let Ok(Some(v)) = requested_version(o.version_id.as_deref()) {
+                let bypass = input.bypass_governance_retention.unwrap_or(false);
+                if let Some(refusal) = self.lock_refusal(&bucket, &per_key, o.key.as_bytes(), v, bypass).await {
+                    errors.push(s3s::dto::Error {
+                        code: Some(refusal.code().as_str().to_owned()),
+                        key: Some(o.key.clone()),
+                        message: refusal.message().map(str::to_owned),
+                        version_id: o.version_id.clone(),
+                    });
+                    continue;
+                }
             }
             match requested_version(o.version_id.as_deref()) {
                 Ok(version_id) if !o.key.is_empty() => {

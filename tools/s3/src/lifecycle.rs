@@ -301,6 +301,8 @@ async fn sweep_bucket(client: &TokioClient, bucket: &Bucket, day_ms: u64, out: &
             let options = VersionListOptions {
                 prefix: (!rule.prefix.is_empty()).then(|| rule.prefix.as_bytes().to_vec()),
                 limit: u32::try_from(SWEEP_ENTRIES_MAX).unwrap_or(u32::MAX),
+                // Locked versions are skipped: their metadata holds the lock.
+                with_meta: true,
                 ..VersionListOptions::default()
             };
             let page = client.list_versions(box_name, &options).await?;
@@ -314,6 +316,9 @@ async fn sweep_bucket(client: &TokioClient, bucket: &Bucket, day_ms: u64, out: &
                     for (n, pair) in versions.windows(2).enumerate() {
                         let (newer, v) = (&pair[0], &pair[1]);
                         if v.is_latest || n < keep || !size_ok(rule, v.size) {
+                            continue;
+                        }
+                        if crate::objlock::Lock::of(&v.user_meta).check_delete(now, false).is_err() {
                             continue;
                         }
                         if now.saturating_sub(newer.modified_ms) >= age(days) {

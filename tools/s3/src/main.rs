@@ -24,6 +24,7 @@ mod lifecycle;
 mod meta;
 mod metrics;
 mod multipart;
+mod objlock;
 mod policy;
 mod users;
 mod versions;
