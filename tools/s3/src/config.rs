@@ -72,6 +72,9 @@ settings! {
     lifecycle_day_s, "CANDYBOX_S3_LIFECYCLE_DAY_S": u64 = 86_400;
     /// How often the lifecycle worker applies every bucket's rules, in seconds.
     lifecycle_interval_s, "CANDYBOX_S3_LIFECYCLE_INTERVAL_S": u64 = 60;
+    /// Domains of virtual-hosted-style requests, comma-separated (`BUCKET.DOMAIN` names the
+    /// bucket); empty: path-style only. Any other host is always path-style.
+    domains, "CANDYBOX_S3_DOMAINS": String = String::new();
     /// Log filter (tracing's `EnvFilter` syntax).
     log, "CANDYBOX_S3_LOG": String = "info".to_owned();
 }

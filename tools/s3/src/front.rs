@@ -25,6 +25,7 @@ use s3s::{Body, S3Result};
 
 use crate::buckets::Buckets;
 use crate::cors::{self, CorsRule};
+use crate::host::Domains;
 use crate::metrics::Metrics;
 
 /// Largest error body the front rewrites.
@@ -71,6 +72,7 @@ pub struct Front {
     metrics: Arc<Metrics>,
     ids: Arc<RequestIds>,
     buckets: Arc<Buckets>,
+    domains: Domains,
     peer: Option<Peer>,
 }
 
@@ -94,8 +96,8 @@ impl RequestIds {
 
 impl Front {
     /// The front of `s3`.
-    pub fn new(s3: S3Service, metrics: Arc<Metrics>, buckets: Arc<Buckets>) -> Front {
-        Front { s3, metrics, ids: Arc::new(RequestIds::new()), buckets, peer: None }
+    pub fn new(s3: S3Service, metrics: Arc<Metrics>, buckets: Arc<Buckets>, domains: Domains) -> Front {
+        Front { s3, metrics, ids: Arc::new(RequestIds::new()), buckets, domains, peer: None }
     }
 
     /// The front of one connection, from `peer`.
@@ -105,8 +107,9 @@ impl Front {
 
     /// The CORS rules of the bucket a request names (none when it names none, or an unknown
     /// one).
-    async fn cors_rules(&self, path: &str) -> Vec<CorsRule> {
-        let Some(name) = cors::bucket_of_path(path) else { return Vec::new() };
+    async fn cors_rules(&self, host: Option<&str>, path: &str) -> Vec<CorsRule> {
+        let name = host.and_then(|h| self.domains.bucket_of_host(h)).or_else(|| cors::bucket_of_path(path));
+        let Some(name) = name else { return Vec::new() };
         match self.buckets.resolve(name).await {
             Ok(b) => b.record.cors.clone(),
             Err(_) => Vec::new(),
@@ -129,7 +132,8 @@ impl Front {
                 "Insufficient information. Origin request header needed.",
             );
         };
-        let rules = self.cors_rules(path).await;
+        let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok());
+        let rules = self.cors_rules(host, path).await;
         if rules.is_empty() {
             return refuse(
                 StatusCode::FORBIDDEN,
@@ -168,6 +172,7 @@ impl Front {
             return self.finish(resp, &id, &path, "PreflightCORS", started, has_body).await;
         }
         let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let method = req.method().as_str().to_owned();
         if let Some(refusal) = presign_refusal(req.uri()) {
             let mut r = Response::new(Body::from(error_xml("AuthorizationQueryParametersError", refusal)));
@@ -191,7 +196,7 @@ impl Front {
         };
         let mut resp = resp;
         if let Some(origin) = origin {
-            let rules = self.cors_rules(&path).await;
+            let rules = self.cors_rules(host.as_deref(), &path).await;
             if let Some(rule) = cors::find(&rules, &origin, &method, &[]) {
                 cors::answer(resp.headers_mut(), rule, &origin, None);
             }

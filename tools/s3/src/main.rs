@@ -19,6 +19,7 @@ mod cors;
 mod errors;
 mod front;
 mod gateway;
+mod host;
 mod ids;
 mod lifecycle;
 mod meta;
@@ -136,7 +137,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     builder.set_auth(users::Auth(Arc::clone(&users)));
     builder.set_access(front::Access);
     builder.set_validation(buckets::BucketNames);
-    let front = front::Front::new(builder.build(), Arc::clone(&metrics), buckets);
+    let domains = host::Domains::parse(&config.domains);
+    builder.set_host(domains.clone());
+    let front = front::Front::new(builder.build(), Arc::clone(&metrics), buckets, domains);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

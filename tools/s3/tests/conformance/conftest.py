@@ -118,6 +118,9 @@ class Stack:
                 # run rules in seconds (buckets without rules are untouched).
                 "--lifecycle-day-s", "1",
                 "--lifecycle-interval-s", "1",
+                # BUCKET.s3.test names a bucket (virtual-hosted style); tests send that Host
+                # header to the loopback address themselves.
+                "--domains", "s3.test",
                 *extra,
             ],
             stdout=subprocess.PIPE, stderr=self.gateway_log, text=True,

@@ -104,3 +104,45 @@ def test_another_users_bucket_is_access_denied(s3_bob, bucket):
         with pytest.raises(botocore.exceptions.ClientError) as e:
             call()
         assert error_of(e)[0] == 403
+
+
+def vhost_request(stack, method, bucket, key, body=b""):
+    """A signed virtual-hosted-style request (Host: BUCKET.s3.test:PORT), sent to loopback."""
+    import hashlib
+    import socket
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from conftest import ALICE
+
+    port = stack.gateway_addr.rsplit(":", 1)[1]
+    url = f"http://{bucket}.s3.test:{port}/{key}"
+    req = AWSRequest(method=method, url=url, data=body, headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()})
+    SigV4Auth(Credentials(ALICE["access_key"], ALICE["secret_key"]), "s3", "us-east-1").add_auth(req)
+    headers = dict(req.headers.items())
+    headers["Host"] = f"{bucket}.s3.test:{port}"
+    headers["Content-Length"] = str(len(body))
+    headers["Connection"] = "close"
+    head = f"{method} /{key} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    try:
+        s.sendall(head.encode() + body)
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+    finally:
+        s.close()
+
+
+def test_virtual_hosted_style_requests_name_the_bucket_in_the_host(stack, s3, bucket):
+    reply = vhost_request(stack, "PUT", bucket, "vh/key", b"virtual")
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+    assert s3.get_object(Bucket=bucket, Key="vh/key")["Body"].read() == b"virtual"
+    reply = vhost_request(stack, "GET", bucket, "vh/key")
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"virtual"), reply[:300]
