@@ -43,10 +43,10 @@ if [ -n "$missing_debs" ]; then
   # shellcheck disable=SC2086 # one word per package
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing_debs >/dev/null
 fi
-rclone version | head -1
+rclone version | sed -n 1p  # sed reads everything: `head` may close the pipe early, and pipefail turns the SIGPIPE into a failure
 s3cmd --version
 ls -l /usr/share/java/zookeeper.jar
-java -version 2>&1 | head -1
+java -version 2>&1 | sed -n 1p
 
 # The S3 gateway's conformance suite and real-client scripts: pytest, boto3 and the AWS CLI (PyPI).
 if ! python3 -c 'import pytest, boto3' 2>/dev/null || ! command -v aws >/dev/null; then

@@ -28,7 +28,7 @@ use crate::ids::{parse_version_id, timestamp, unix_ms, version_id};
 use crate::meta::{self, Stored};
 use crate::policy::{self, Decision, Principal};
 use crate::users::{User, UserStore};
-use crate::{copy, cors, lifecycle, multipart, objlock, versions};
+use crate::{copy, cors, lifecycle, multipart, objlock, tags, versions};
 
 /// A byte that follows a prefix to make a marker past every key with that prefix: keys are
 /// UTF-8, whose bytes are at most 0xF4. (Not 0xFF: the node's version keys store key bytes
@@ -95,7 +95,7 @@ impl Asker {
 }
 
 /// Percent-decodes a query-string component (`+` is a space).
-fn query_decode(s: &str) -> String {
+pub fn query_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -363,6 +363,31 @@ impl Gateway {
         let id = version.unwrap_or(m.hlc);
         let (lock, record) = objlock::effective(&self.client, box_name, key_b, id, &m.user_meta).await?;
         Ok((lock, id, record))
+    }
+
+    /// The metadata and version id of the version a tagging request names, for a caller who
+    /// holds `wanted` on it (the owner, or an ACL grant; a policy decides first).
+    async fn tagged_version(
+        &self,
+        bucket: &Bucket,
+        who: &Asker,
+        key: &str,
+        version: Option<&str>,
+        wanted: Permission,
+    ) -> S3Result<(CandyMeta, Hlc)> {
+        let key_b = key_bytes(key)?;
+        let version = requested_version(version)?;
+        let box_name = &bucket.record.box_name;
+        let m = match version {
+            Some(v) => self.client.head_version(box_name, key_b, v).await,
+            None => self.client.head(box_name, key_b).await,
+        }
+        .map_err(|e| Self::read_refusal(bucket, who, read_error(e, bucket.versioning, version.is_some())))?;
+        if !Self::object_allows(bucket, who, &m.user_meta, wanted) {
+            return Err(access_denied());
+        }
+        let id = version.unwrap_or(m.hlc);
+        Ok((m, id))
     }
 
     /// Whether `who` holds s3:BypassGovernanceRetention (the owner does; others by policy).
@@ -664,6 +689,57 @@ fn object_owner_and_acl(bucket: &Bucket, entries: &[(String, String)]) -> (Strin
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let who = self.asker(&req, "s3:GetObjectTagging")?.on(&req.input.key);
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let (m, id) =
+            self.tagged_version(&bucket, &who, &input.key, input.version_id.as_deref(), Permission::Read).await?;
+        let (tags, _) =
+            tags::effective(&self.client, &bucket.record.box_name, input.key.as_bytes(), id, &m.user_meta).await?;
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set: tags::to_set(&tags),
+            version_id: read_version(bucket.versioning, id),
+        }))
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let who = self.asker(&req, "s3:PutObjectTagging")?.on(&req.input.key);
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let new = tags::from_set(&input.tagging.tag_set, tags::OBJECT_TAGS_MAX)?;
+        let (m, id) =
+            self.tagged_version(&bucket, &who, &input.key, input.version_id.as_deref(), Permission::WriteAcp).await?;
+        let box_name = &bucket.record.box_name;
+        let (_, record) = tags::effective(&self.client, box_name, input.key.as_bytes(), id, &m.user_meta).await?;
+        tags::write(&self.client, box_name, input.key.as_bytes(), id, record, &new).await?;
+        Ok(S3Response::new(PutObjectTaggingOutput { version_id: read_version(bucket.versioning, id) }))
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let who = self.asker(&req, "s3:DeleteObjectTagging")?.on(&req.input.key);
+        let input = req.input;
+        let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
+        let (m, id) =
+            self.tagged_version(&bucket, &who, &input.key, input.version_id.as_deref(), Permission::WriteAcp).await?;
+        let box_name = &bucket.record.box_name;
+        let (_, record) = tags::effective(&self.client, box_name, input.key.as_bytes(), id, &m.user_meta).await?;
+        tags::write(&self.client, box_name, input.key.as_bytes(), id, record, &[]).await?;
+        Ok(S3Response::with_status(
+            DeleteObjectTaggingOutput { version_id: read_version(bucket.versioning, id) },
+            http::StatusCode::NO_CONTENT,
+        ))
+    }
+
     async fn get_object_lock_configuration(
         &self,
         req: S3Request<GetObjectLockConfigurationInput>,
@@ -1634,6 +1710,9 @@ impl S3 for Gateway {
         )?;
         let mut user_meta = meta::entries(input.metadata.as_ref(), &stored, Some(&owner), Some(&acl));
         user_meta.extend(lock.entries());
+        if let Some(h) = &input.tagging {
+            user_meta.extend(tags::entry(&tags::from_header(h)?));
+        }
         let options = PutOptions {
             content_type: input.content_type.as_ref().map(ToString::to_string),
             user_meta,
@@ -1723,6 +1802,15 @@ impl S3 for Gateway {
             content_language: input.response_content_language.or(view.stored.content_language),
             expires,
             version_id: read_version(bucket.versioning, m.hlc),
+            tag_count: {
+                let n = m
+                    .user_meta
+                    .iter()
+                    .find(|(k, _)| k == tags::ENTRY)
+                    .and_then(|(_, v)| serde_json::from_str::<tags::Tags>(v).ok())
+                    .map_or(0, |t| t.len());
+                (n > 0).then(|| i32::try_from(n).unwrap_or(i32::MAX))
+            },
             ..GetObjectOutput::default()
         };
         if checksum_mode && output.content_range.is_none() {

@@ -10,7 +10,8 @@
 //!   (noncurrent ones), and from initiation (uploads).
 //! - Each sweep is bounded: at most `SWEEP_ENTRIES_MAX` entries are looked at per rule, and the
 //!   next sweep goes on where work is left.
-//! - Object tags are not stored yet, so a rule filtering on tags matches no object.
+//! - A rule filtering on tags matches current objects carrying every one of its tags (their
+//!   effective tags: the overlay record, else the put's).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -274,16 +275,26 @@ pub struct Swept {
 async fn sweep_bucket(client: &TokioClient, bucket: &Bucket, day_ms: u64, out: &mut Swept) -> Result<(), ClientError> {
     let now = now_ms();
     let box_name = &bucket.record.box_name;
-    for rule in bucket.record.lifecycle.iter().filter(|r| r.enabled && r.tags.is_empty()) {
+    for rule in bucket.record.lifecycle.iter().filter(|r| r.enabled) {
         let age = |days: i32| u64::try_from(days).unwrap_or(0).saturating_mul(day_ms);
         if rule.expiration_days.is_some() || rule.expiration_date_ms.is_some() {
             let options = ListOptions {
                 prefix: (!rule.prefix.is_empty()).then(|| rule.prefix.as_bytes().to_vec()),
                 limit: u32::try_from(SWEEP_ENTRIES_MAX).unwrap_or(u32::MAX),
+                with_meta: !rule.tags.is_empty(),
                 ..ListOptions::default()
             };
             let page = client.list(box_name, &options).await?;
             for e in page.entries.iter().filter(|e| size_ok(rule, e.size)) {
+                if !rule.tags.is_empty() {
+                    let Ok((tags, _)) = crate::tags::effective(client, box_name, &e.key, e.hlc, &e.user_meta).await
+                    else {
+                        continue;
+                    };
+                    if !rule.tags.iter().all(|t| tags.contains(t)) {
+                        continue;
+                    }
+                }
                 let written = if e.hlc.physical_ms == 0 { e.created_ms } else { e.hlc.physical_ms };
                 let due = rule.expiration_days.is_some_and(|d| now.saturating_sub(written) >= age(d))
                     || rule.expiration_date_ms.is_some_and(|d| now >= d);
@@ -296,7 +307,11 @@ async fn sweep_bucket(client: &TokioClient, bucket: &Bucket, day_ms: u64, out: &
                 }
             }
         }
-        if bucket.versioning != Versioning::Off && (rule.noncurrent_days.is_some() || rule.expired_object_delete_marker)
+        // Versions and uploads are not filtered by tag: a tag-filtered rule acts on current
+        // objects only (S3 refuses ExpiredObjectDeleteMarker and uploads with tag filters).
+        if rule.tags.is_empty()
+            && bucket.versioning != Versioning::Off
+            && (rule.noncurrent_days.is_some() || rule.expired_object_delete_marker)
         {
             let options = VersionListOptions {
                 prefix: (!rule.prefix.is_empty()).then(|| rule.prefix.as_bytes().to_vec()),
@@ -344,7 +359,7 @@ async fn sweep_bucket(client: &TokioClient, bucket: &Bucket, day_ms: u64, out: &
                 i = end;
             }
         }
-        if let Some(days) = rule.abort_incomplete_days {
+        if let Some(days) = rule.abort_incomplete_days.filter(|_| rule.tags.is_empty()) {
             for u in client.list_uploads(box_name).await? {
                 if !u.key.starts_with(rule.prefix.as_bytes()) || now.saturating_sub(u.created_ms) < age(days) {
                     continue;

@@ -26,7 +26,9 @@ mod meta;
 mod metrics;
 mod multipart;
 mod objlock;
+mod overlay;
 mod policy;
+mod tags;
 mod users;
 mod versions;
 

@@ -12,20 +12,15 @@
 //!   with the bypass.
 //! - Retention periods count real days (86 400 s), not lifecycle days.
 //! - A put's lock is committed with the version (its metadata, in the same log record). Later
-//!   changes (PutObjectRetention, PutObjectLegalHold) are records in the reserved Box,
-//!   `lock/BOX/KEYHASH/VERSION`, which win over the version's metadata: S3 does not make a new
-//!   version for them, and the node would (its metadata rewrite of a versioned Box's key is a new
-//!   version). A record changes by a conditional write of the record read (if absent, or if its
-//!   version is the one read), so two gateways racing cannot both shorten past a check.
+//!   changes (PutObjectRetention, PutObjectLegalHold) are `lock` overlay records (see
+//!   `overlay`), which win over the version's metadata: S3 does not make a new version for them,
+//!   and the node would (its metadata rewrite of a versioned Box's key is a new version).
 
-use bytes::Bytes;
-use candybox_wire::client::{ClientError, Condition, Hlc, PutOptions, TokioClient};
+use candybox_wire::client::{Hlc, TokioClient};
 use s3s::{s3_error, S3Result};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 
-use crate::buckets::RESERVED_BOX;
-use crate::errors::{s3_error, Missing};
+use crate::overlay;
 
 /// User-metadata entry: the retention mode (`GOVERNANCE` or `COMPLIANCE`).
 pub const MODE: &str = "lock-mode";
@@ -159,12 +154,6 @@ impl Lock {
     }
 }
 
-/// The key of the lock record of version `version` of `key` in Box `box_name`.
-pub fn record_key(box_name: &str, key: &[u8], version: Hlc) -> Vec<u8> {
-    let hash = hex::encode(sha2::Sha256::digest(key));
-    format!("lock/{box_name}/{}/{}", &hash[..32], crate::ids::version_id(version)).into_bytes()
-}
-
 /// The lock of a version: its record when there is one (and the record's version, for a
 /// conditional rewrite), else what its metadata `entries` say.
 ///
@@ -177,11 +166,10 @@ pub async fn effective(
     version: Hlc,
     entries: &[(String, String)],
 ) -> S3Result<(Lock, Option<Hlc>)> {
-    match client.head(RESERVED_BOX, &record_key(box_name, key, version)).await {
-        Ok(m) => Ok((Lock::of(&m.user_meta), Some(m.hlc))),
-        Err(ClientError::NotFound { .. }) => Ok((Lock::of(entries), None)),
-        Err(e) => Err(s3_error(e, Missing::Key)),
-    }
+    Ok(match overlay::read(client, "lock", box_name, key, version).await? {
+        Some((record, v)) => (Lock::of(&record), Some(v)),
+        None => (Lock::of(entries), None),
+    })
 }
 
 /// Writes `lock` as version `version`'s record, if the record is still `read` (`None`: absent).
@@ -196,24 +184,7 @@ pub async fn write(
     read: Option<Hlc>,
     lock: &Lock,
 ) -> S3Result<()> {
-    let mut user_meta = lock.entries();
-    if user_meta.is_empty() {
-        // An empty record still overrides the version's own metadata (a hold lifted).
-        user_meta.push(("lock-none".to_owned(), "true".to_owned()));
-    }
-    let condition = match read {
-        Some(v) => Condition::IfVersion(v),
-        None => Condition::IfAbsent,
-    };
-    let options = PutOptions { user_meta, condition: Some(condition), ..PutOptions::default() };
-    match client.put_bytes(RESERVED_BOX, &record_key(box_name, key, version), &options, Bytes::new()).await {
-        Ok(_) => Ok(()),
-        Err(ClientError::PreconditionFailed { .. }) => Err(s3_error!(
-            OperationAborted,
-            "A conflicting conditional operation is currently in progress against this resource. Please try again."
-        )),
-        Err(e) => Err(s3_error(e, Missing::Key)),
-    }
+    overlay::write(client, "lock", box_name, key, version, read, lock.entries()).await
 }
 
 /// The lock a put sets: from its headers, else the bucket's default retention.
