@@ -1540,20 +1540,40 @@ impl S3 for Gateway {
 
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         let user = self.signed(&req)?;
+        let input = req.input;
+        let max = match input.max_buckets {
+            None => usize::MAX,
+            Some(n) if (1..=10_000).contains(&n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(_) => return Err(s3_error!(InvalidArgument, "max-buckets must be between 1 and 10000")),
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = input.continuation_token.as_deref().map(decode_token).transpose()?;
         let mut buckets = Vec::new();
+        let mut next = None;
+        // Records list in name order.
         for (name, owner, created_ms) in self.buckets.list().await? {
-            if owner == user.canonical_id {
-                buckets.push(s3s::dto::Bucket {
-                    name: Some(name),
-                    creation_date: Some(timestamp(created_ms)),
-                    bucket_region: Some(self.region.clone()),
-                });
+            if owner != user.canonical_id || !name.starts_with(&prefix) {
+                continue;
             }
+            if after.as_ref().is_some_and(|a| name.as_bytes() <= a.as_slice()) {
+                continue;
+            }
+            if buckets.len() == max {
+                next =
+                    buckets.last().and_then(|b: &s3s::dto::Bucket| b.name.as_ref()).map(|n| encode_token(n.as_bytes()));
+                break;
+            }
+            buckets.push(s3s::dto::Bucket {
+                name: Some(name),
+                creation_date: Some(timestamp(created_ms)),
+                bucket_region: Some(self.region.clone()),
+            });
         }
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
             owner: Some(self.owner_of(&user.canonical_id)),
-            ..ListBucketsOutput::default()
+            continuation_token: next,
+            prefix: input.prefix,
         }))
     }
 

@@ -146,3 +146,27 @@ def test_virtual_hosted_style_requests_name_the_bucket_in_the_host(stack, s3, bu
     assert s3.get_object(Bucket=bucket, Key="vh/key")["Body"].read() == b"virtual"
     reply = vhost_request(stack, "GET", bucket, "vh/key")
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"virtual"), reply[:300]
+
+
+def test_list_buckets_pages_and_filters_by_prefix(s3):
+    stem = unique_name("pg")
+    names = [f"{stem}-{i}" for i in range(5)]
+    for n in names:
+        s3.create_bucket(Bucket=n)
+    try:
+        seen = []
+        token = None
+        for _ in range(10):
+            kwargs = {"MaxBuckets": 2, "Prefix": stem}
+            if token:
+                kwargs["ContinuationToken"] = token
+            r = s3.list_buckets(**kwargs)
+            seen += [b["Name"] for b in r["Buckets"]]
+            token = r.get("ContinuationToken")
+            if not token:
+                break
+        assert seen == names
+        assert [b["Name"] for b in s3.list_buckets(Prefix=stem)["Buckets"]] == names
+    finally:
+        for n in names:
+            s3.delete_bucket(Bucket=n)
