@@ -1401,7 +1401,20 @@ impl S3 for Gateway {
         ];
         let (acl, owner) =
             self.write_acl(&bucket, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
-        Ok(S3Response::new(multipart::create(&self.client, &bucket, &owner, &acl, req.input).await?))
+        // The lock and tags go with the upload's metadata, committed with the object.
+        let lock = objlock::for_put(
+            bucket.record.object_lock,
+            bucket.record.lock_default.as_ref(),
+            input.object_lock_mode.as_ref().map(ObjectLockMode::as_str),
+            input.object_lock_retain_until_date.as_ref().map(unix_ms),
+            input.object_lock_legal_hold_status.as_ref().map(ObjectLockLegalHoldStatus::as_str),
+            now_ms(),
+        )?;
+        let mut extra = lock.entries();
+        if let Some(h) = &input.tagging {
+            extra.extend(tags::entry(&tags::from_header(h)?));
+        }
+        Ok(S3Response::new(multipart::create(&self.client, &bucket, &owner, &acl, extra, req.input).await?))
     }
 
     async fn put_bucket_versioning(

@@ -111,6 +111,7 @@ pub async fn create(
     bucket: &Bucket,
     owner: &str,
     acl: &crate::acl::Acl,
+    extra: Vec<(String, String)>,
     input: CreateMultipartUploadInput,
 ) -> S3Result<CreateMultipartUploadOutput> {
     let stored = meta::Stored {
@@ -122,7 +123,10 @@ pub async fn create(
     };
     let options = PutOptions {
         content_type: input.content_type.as_ref().map(ToString::to_string),
-        user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(owner), Some(acl)),
+        user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(owner), Some(acl))
+            .into_iter()
+            .chain(extra)
+            .collect(),
         ..PutOptions::default()
     };
     let id = client

@@ -118,3 +118,15 @@ def test_retention_dates_must_be_in_the_future(s3, locked_bucket):
         "InvalidArgument",
         400,
     )
+
+
+def test_a_multipart_upload_takes_its_lock_and_the_default(s3, locked_bucket):
+    until = in_days(1)
+    uid = s3.create_multipart_upload(Bucket=locked_bucket, Key="mp", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=until)["UploadId"]
+    part = s3.upload_part(Bucket=locked_bucket, Key="mp", UploadId=uid, PartNumber=1, Body=b"x")
+    v = s3.complete_multipart_upload(
+        Bucket=locked_bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    )["VersionId"]
+    assert s3.get_object_retention(Bucket=locked_bucket, Key="mp", VersionId=v)["Retention"]["Mode"] == "GOVERNANCE"
+    denied(lambda: s3.delete_object(Bucket=locked_bucket, Key="mp", VersionId=v))
+    s3.delete_object(Bucket=locked_bucket, Key="mp", VersionId=v, BypassGovernanceRetention=True)
