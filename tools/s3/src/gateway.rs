@@ -390,6 +390,26 @@ impl Gateway {
         Ok((m, id))
     }
 
+    /// Where part `n` of `key` (its current version, or `version`) lies: first byte, length and
+    /// how many parts the object has.
+    async fn part_span(
+        &self,
+        bucket: &Bucket,
+        key: &[u8],
+        version: Option<Hlc>,
+        n: i32,
+    ) -> S3Result<(u64, u64, usize)> {
+        let box_name = &bucket.record.box_name;
+        let m = match version {
+            Some(v) => self.client.head_version(box_name, key, v).await,
+            None => self.client.head(box_name, key).await,
+        }
+        .map_err(|e| read_error(e, bucket.versioning, version.is_some()))?;
+        let multipart = meta::view_of(&m).etag.contains('-');
+        let sizes = if multipart { multipart::part_sizes(&self.client, box_name, key, m.hlc).await } else { None };
+        multipart::part_range(n, m.size, sizes.as_deref())
+    }
+
     /// Whether `who` holds s3:BypassGovernanceRetention (the owner does; others by policy).
     fn may_bypass_governance(&self, bucket: &Bucket, who: &Asker) -> bool {
         if who.id() == Some(bucket.record.owner.as_str()) {
@@ -1787,10 +1807,25 @@ impl S3 for Gateway {
         let bucket = self.bucket(&who, &input.bucket, Right::Object).await?;
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
-        if input.part_number.is_some() {
-            return Err(s3_error!(NotImplemented, "GetObject by part number is not supported yet"));
-        }
-        let range = byte_range(input.range.as_ref());
+        let mut parts_count = None;
+        let range = match input.part_number {
+            Some(_) if input.range.is_some() => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ));
+            }
+            Some(n) => {
+                let (first, len, count) = self.part_span(&bucket, key, version, n).await?;
+                parts_count = Some(count);
+                if len == 0 {
+                    ByteRange::Whole
+                } else {
+                    ByteRange::FromTo { first, last: first + len - 1 }
+                }
+            }
+            None => byte_range(input.range.as_ref()),
+        };
         let checksum_mode = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let get = self
             .client
@@ -1811,7 +1846,7 @@ impl S3 for Gateway {
         // A failed condition drops the stream, which cancels the node's get.
         conditions.check(&view.etag, modified_ms(&m), false)?;
         let (first, length) = (get.first(), get.length());
-        let content_range = (input.range.is_some()).then(|| {
+        let content_range = (input.range.is_some() || parts_count.is_some_and(|c| c > 1)).then(|| {
             let last = (first + length).saturating_sub(1);
             format!("bytes {first}-{last}/{}", m.size)
         });
@@ -1835,6 +1870,7 @@ impl S3 for Gateway {
             content_language: input.response_content_language.or(view.stored.content_language),
             expires,
             version_id: read_version(bucket.versioning, m.hlc),
+            parts_count: parts_count.and_then(|c| i32::try_from(c).ok()),
             tag_count: {
                 let n = m
                     .user_meta
@@ -1882,7 +1918,19 @@ impl S3 for Gateway {
             if_unmodified_since: input.if_unmodified_since,
         };
         conditions.check(&view.etag, modified_ms(&m), false)?;
+        let mut parts_count = None;
         let (length, content_range) = match input.range.as_ref() {
+            None if input.part_number.is_some() => {
+                let n = input.part_number.unwrap_or(1);
+                let multipart = view.etag.contains('-');
+                let sizes =
+                    if multipart { multipart::part_sizes(&self.client, box_name, key, m.hlc).await } else { None };
+                let (first, len, count) = multipart::part_range(n, m.size, sizes.as_deref())?;
+                parts_count = Some(count);
+                let range =
+                    (count > 1).then(|| format!("bytes {first}-{}/{}", (first + len).saturating_sub(1), m.size));
+                (len, range)
+            }
             None => (m.size, None),
             Some(r) => {
                 let span =
@@ -1909,6 +1957,7 @@ impl S3 for Gateway {
             content_language: input.response_content_language.or(view.stored.content_language),
             expires,
             version_id: read_version(bucket.versioning, m.hlc),
+            parts_count: parts_count.and_then(|c| i32::try_from(c).ok()),
             ..HeadObjectOutput::default()
         };
         if checksum_mode && output.content_range.is_none() {

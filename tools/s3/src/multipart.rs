@@ -28,6 +28,44 @@ use crate::meta;
 
 /// S3's most parts in one upload, and so the largest part number.
 pub const PARTS_MAX: i32 = 10_000;
+/// The overlay kind of a completed multipart object's part sizes (a JSON list, the record's
+/// body).
+pub const PARTS_KIND: &str = "parts";
+
+/// The sizes of the parts of a completed multipart object's version, `None` when none are
+/// recorded.
+pub async fn part_sizes(client: &TokioClient, box_name: &str, key: &[u8], version: Hlc) -> Option<Vec<u64>> {
+    let record = crate::overlay::record_key(PARTS_KIND, box_name, key, version);
+    let (_, body) = client.get_to_vec(RESERVED_BOX, &record, ByteRange::Whole).await.ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// The byte range of part `n` (from 1) of an object of `size` bytes: the whole object is its
+/// only part unless `sizes` lists its parts.
+///
+/// # Errors
+/// `InvalidPartNumber` for a part it does not have.
+pub fn part_range(n: i32, size: u64, sizes: Option<&[u64]>) -> S3Result<(u64, u64, usize)> {
+    let bad = || {
+        let mut e = s3s::S3Error::with_message(
+            s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    };
+    let n = usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(bad)?;
+    match sizes {
+        None if n == 1 => Ok((0, size, 1)),
+        None => Err(bad()),
+        Some(sizes) => {
+            let len = *sizes.get(n - 1).ok_or_else(bad)?;
+            let first: u64 = sizes.iter().take(n - 1).sum();
+            Ok((first, len, sizes.len()))
+        }
+    }
+}
+
 /// S3's most parts a ListParts page returns.
 pub const LIST_PARTS_MAX: usize = 1000;
 
@@ -341,6 +379,15 @@ pub async fn complete(
             e => upload_error(e),
         })?
         .unwrap_or_default();
+    // The part sizes, for GETs by part number (derived; a crash before this write leaves such
+    // GETs answering InvalidPartNumber for this object, nothing worse).
+    let version = if bucket.versioning == candybox_wire::client::Versioning::Suspended { Hlc::ZERO } else { done.hlc };
+    let sizes: Vec<u64> =
+        numbers.iter().map(|n| on_node.iter().find(|p| p.part_number == *n).map_or(0, |p| p.size)).collect();
+    if let Ok(body) = serde_json::to_vec(&sizes) {
+        let record = crate::overlay::record_key(PARTS_KIND, box_name, key, version);
+        let _ = client.put_bytes(RESERVED_BOX, &record, &PutOptions::default(), Bytes::from(body)).await;
+    }
     let _ = client.delete_range(RESERVED_BOX, &KeyRange::Prefix(prefix.into_bytes())).await;
     let output = CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),

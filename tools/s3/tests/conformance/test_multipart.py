@@ -170,3 +170,25 @@ def test_a_wrong_content_md5_on_a_part_commits_no_part(s3, bucket):
     assert error_of(e) == (400, "BadDigest")
     assert s3.list_parts(Bucket=bucket, Key="k", UploadId=uid).get("Parts", []) == []
     s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)
+
+
+def test_get_and_head_by_part_number(s3, bucket):
+    parts = [os.urandom(5 * MIB), os.urandom(5 * MIB), os.urandom(777)]
+    uid, done = upload(s3, bucket, "mp", parts)
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": done})
+    for n, p in enumerate(parts, start=1):
+        got = s3.get_object(Bucket=bucket, Key="mp", PartNumber=n)
+        assert got["Body"].read() == p
+        assert got["PartsCount"] == 3
+        assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+        head = s3.head_object(Bucket=bucket, Key="mp", PartNumber=n)
+        assert head["ContentLength"] == len(p)
+        assert head["PartsCount"] == 3
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="mp", PartNumber=4)
+    assert error_of(e) == (416, "InvalidPartNumber")
+    s3.put_object(Bucket=bucket, Key="single", Body=b"whole")
+    assert s3.get_object(Bucket=bucket, Key="single", PartNumber=1)["Body"].read() == b"whole"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="single", PartNumber=2)
+    assert error_of(e) == (416, "InvalidPartNumber")
