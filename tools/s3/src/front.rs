@@ -271,6 +271,20 @@ async fn with_error_details(resp: Response<Body>, id: &str, path: &str) -> Respo
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
+    // A POST form that breaks a condition of its policy is S3's 403 AccessDenied ("Invalid
+    // according to Policy"); s3s 0.14 answers 400 InvalidPolicyDocument with a message starting
+    // "Policy condition" (a malformed policy stays 400).
+    let rewritten;
+    let mut text = text;
+    const POLICY_CONDITION: &str = "<Code>InvalidPolicyDocument</Code><Message>Policy condition";
+    if parts.status == StatusCode::BAD_REQUEST && text.contains(POLICY_CONDITION) {
+        rewritten = text.replace(
+            POLICY_CONDITION,
+            "<Code>AccessDenied</Code><Message>Invalid according to Policy: Policy condition",
+        );
+        text = &rewritten;
+        parts.status = StatusCode::FORBIDDEN;
+    }
     let Some(end) = text.rfind("</Error>") else {
         return Response::from_parts(parts, Body::from(bytes));
     };
