@@ -63,6 +63,15 @@ struct Args {
     /// Distinct keys (GET reads objects put beforehand).
     #[arg(long, default_value_t = 64)]
     objects: usize,
+    /// A slow reader: sleep this long after each piece of a GET's body (0: read at once).
+    #[arg(long, default_value_t = 0)]
+    read_delay_ms: u64,
+    /// Stop after this many requests per connection (0: run for --seconds).
+    #[arg(long, default_value_t = 0)]
+    requests_per_connection: u64,
+    /// Skip the GET pre-load (the objects exist already).
+    #[arg(long)]
+    no_preload: bool,
 }
 
 const ERRORS_IN_A_ROW_MAX: u32 = 100;
@@ -150,6 +159,9 @@ async fn get_once(args: &Args, s: &mut Sender<Empty<Bytes>>, key: &str) -> anyho
         if let Some(d) = frame?.data_ref() {
             n += d.len();
         }
+        if args.read_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.read_delay_ms)).await;
+        }
     }
     if !status.is_success() {
         bail!("GET {path}: {status}");
@@ -179,7 +191,9 @@ async fn worker(args: Arc<Args>, id: usize, body: Bytes, start: Instant, end: In
     let mut put = if args.op == Op::Put { Some(connect::<Full<Bytes>>(&args.endpoint).await?) } else { None };
     let mut get = if args.op == Op::Get { Some(connect::<Empty<Bytes>>(&args.endpoint).await?) } else { None };
     let mut i = id;
-    while Instant::now() < end {
+    let mut done = 0u64;
+    while Instant::now() < end && (args.requests_per_connection == 0 || done < args.requests_per_connection) {
+        done += 1;
         let key = format!("obj-{}", i % args.objects.max(1));
         i += args.connections;
         let t0 = Instant::now();
@@ -233,14 +247,16 @@ async fn main() -> anyhow::Result<()> {
             bail!("create bucket {}: {status}", args.bucket);
         }
     }
-    if args.op == Op::Get {
+    if args.op == Op::Get && !args.no_preload {
         let mut s = connect::<Full<Bytes>>(&args.endpoint).await?;
         for k in 0..args.objects {
             put_once(&args, &mut s, &format!("obj-{k}"), &body).await?;
         }
     }
-    // One second of warm-up, then the measured window.
-    let start = Instant::now() + Duration::from_secs(1);
+    // One second of warm-up, then the measured window (none when each connection makes a fixed
+    // number of requests: all of them count).
+    let warmup = if args.requests_per_connection > 0 { 0 } else { 1 };
+    let start = Instant::now() + Duration::from_secs(warmup);
     let end = start + Duration::from_secs(args.seconds);
     let cpu0 = cpu_seconds();
     let mut tasks = Vec::new();
