@@ -274,12 +274,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let cpu = cpu_seconds() - cpu0;
     let ops = hist.len();
-    let secs = args.seconds as f64;
+    // The measured window, or less when every connection finished its requests sooner.
+    let secs = Instant::now().min(end).saturating_duration_since(start).as_secs_f64().max(1e-3);
     let report = serde_json::json!({
         "op": format!("{:?}", args.op).to_lowercase(),
         "size": args.size,
         "connections": args.connections,
-        "seconds": args.seconds,
+        "seconds": secs,
         "ops": ops,
         "ops_per_s": ops as f64 / secs,
         "mib_per_s": bytes as f64 / secs / (1024.0 * 1024.0),
