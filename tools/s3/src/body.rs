@@ -178,7 +178,7 @@ impl Upload {
         let mut announced = self.expected.checksums.clone();
         if let Some(trailers) = &self.trailers {
             trailers.read(|h| {
-                for (name, slot) in checksum_slots(&mut announced) {
+                for (name, slot) in meta::checksum_fields(&mut announced) {
                     if let Some(v) = h.get(format!("x-amz-checksum-{name}")).and_then(|v| v.to_str().ok()) {
                         *slot = Some(v.to_owned());
                     }
@@ -187,7 +187,7 @@ impl Upload {
         }
         let mut computed_slots = checksums.clone();
         for ((name, want), (_, got)) in
-            checksum_slots(&mut announced).into_iter().zip(checksum_slots(&mut computed_slots))
+            meta::checksum_fields(&mut announced).into_iter().zip(meta::checksum_fields(&mut computed_slots))
         {
             if let (Some(want), Some(got)) = (want.as_ref(), got.as_ref()) {
                 if want != got {
@@ -202,17 +202,6 @@ impl Upload {
         self.computed = Some(Computed { md5_hex: hex::encode(md5), checksums, length: self.received });
         Ok(None)
     }
-}
-
-/// The checksum fields by S3 algorithm name.
-fn checksum_slots(c: &mut Checksum) -> [(&'static str, &mut Option<String>); 5] {
-    [
-        ("crc32", &mut c.checksum_crc32),
-        ("crc32c", &mut c.checksum_crc32c),
-        ("sha1", &mut c.checksum_sha1),
-        ("sha256", &mut c.checksum_sha256),
-        ("crc64nvme", &mut c.checksum_crc64nvme),
-    ]
 }
 
 /// A hasher computing every algorithm in `names` (S3's spellings, any case, with or without

@@ -194,6 +194,31 @@ enum Right {
     Object,
 }
 
+/// The `x-amz-grant-*` headers an object request carries (S3 has no WRITE grant on objects).
+macro_rules! object_grants {
+    ($input:expr) => {
+        [
+            (Permission::Read, $input.grant_read.as_deref()),
+            (Permission::ReadAcp, $input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, $input.grant_write_acp.as_deref()),
+            (Permission::FullControl, $input.grant_full_control.as_deref()),
+        ]
+    };
+}
+
+/// The `x-amz-grant-*` headers a bucket request carries.
+macro_rules! bucket_grants {
+    ($input:expr) => {
+        [
+            (Permission::Read, $input.grant_read.as_deref()),
+            (Permission::Write, $input.grant_write.as_deref()),
+            (Permission::ReadAcp, $input.grant_read_acp.as_deref()),
+            (Permission::WriteAcp, $input.grant_write_acp.as_deref()),
+            (Permission::FullControl, $input.grant_full_control.as_deref()),
+        ]
+    };
+}
+
 /// S3's canonical id of anonymous writers.
 pub const ANONYMOUS_ID: &str = "65a011a29cdf8ec533ec3d1ccaae921c";
 
@@ -349,11 +374,10 @@ impl Gateway {
         let key_b = key_bytes(key)?;
         let version = requested_version(version)?;
         let box_name = &bucket.record.box_name;
-        let m = match version {
-            Some(v) => self.client.head_version(box_name, key_b, v).await,
-            None => self.client.head(box_name, key_b).await,
-        }
-        .map_err(|e| Self::read_refusal(bucket, who, read_error(e, bucket.versioning, version.is_some())))?;
+        let m = self
+            .head_at(box_name, key_b, version)
+            .await
+            .map_err(|e| Self::read_refusal(bucket, who, read_error(e, bucket.versioning, version.is_some())))?;
         if !Self::object_allows(bucket, who, &m.user_meta, Permission::WriteAcp)
             && !Self::object_allows(bucket, who, &m.user_meta, Permission::Read)
         {
@@ -378,11 +402,10 @@ impl Gateway {
         let key_b = key_bytes(key)?;
         let version = requested_version(version)?;
         let box_name = &bucket.record.box_name;
-        let m = match version {
-            Some(v) => self.client.head_version(box_name, key_b, v).await,
-            None => self.client.head(box_name, key_b).await,
-        }
-        .map_err(|e| Self::read_refusal(bucket, who, read_error(e, bucket.versioning, version.is_some())))?;
+        let m = self
+            .head_at(box_name, key_b, version)
+            .await
+            .map_err(|e| Self::read_refusal(bucket, who, read_error(e, bucket.versioning, version.is_some())))?;
         if !Self::object_allows(bucket, who, &m.user_meta, wanted) {
             return Err(access_denied());
         }
@@ -400,14 +423,21 @@ impl Gateway {
         n: i32,
     ) -> S3Result<(u64, u64, usize)> {
         let box_name = &bucket.record.box_name;
-        let m = match version {
-            Some(v) => self.client.head_version(box_name, key, v).await,
-            None => self.client.head(box_name, key).await,
-        }
-        .map_err(|e| read_error(e, bucket.versioning, version.is_some()))?;
+        let m = self
+            .head_at(box_name, key, version)
+            .await
+            .map_err(|e| read_error(e, bucket.versioning, version.is_some()))?;
         let multipart = meta::view_of(&m).etag.contains('-');
         let sizes = if multipart { multipart::part_sizes(&self.client, box_name, key, m.hlc).await } else { None };
         multipart::part_range(n, m.size, sizes.as_deref())
+    }
+
+    /// The metadata of `key`'s version `version`, or of its current one.
+    async fn head_at(&self, box_name: &str, key: &[u8], version: Option<Hlc>) -> Result<CandyMeta, ClientError> {
+        match version {
+            Some(v) => self.client.head_version(box_name, key, v).await,
+            None => self.client.head(box_name, key).await,
+        }
     }
 
     /// Whether `who` holds s3:BypassGovernanceRetention (the owner does; others by policy).
@@ -555,6 +585,14 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// The common prefix `key` rolls into under `prefix` and `delimiter` (S3's listing rule): the key
+/// up to and including the first delimiter after the prefix; `None` when it has none.
+pub fn common_prefix(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+    let d = delimiter.filter(|d| !d.is_empty())?;
+    let rest = key.get(prefix.len()..)?;
+    rest.find(d).map(|i| key[..prefix.len() + i + d.len()].to_owned())
+}
+
 /// One listing page as S3 shapes it: objects and common prefixes, at most `max_keys` of both.
 struct Listed {
     objects: Vec<candybox_wire::client::ListEntry>,
@@ -592,10 +630,7 @@ async fn list_page(
         let mut jumped = false;
         for entry in page.entries {
             let key = String::from_utf8_lossy(&entry.key).into_owned();
-            let rolled = delimiter.and_then(|d| {
-                let rest = key.get(prefix.len()..)?;
-                rest.find(d).map(|i| key[..prefix.len() + i + d.len()].to_owned())
-            });
+            let rolled = common_prefix(&key, prefix, delimiter);
             if out.objects.len() + out.prefixes.len() == max_keys {
                 out.truncated = true;
                 return Ok(out);
@@ -1061,11 +1096,10 @@ impl S3 for Gateway {
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
         let box_name = &bucket.record.box_name;
-        let m = match version {
-            Some(v) => self.client.head_version(box_name, key, v).await,
-            None => self.client.head(box_name, key).await,
-        }
-        .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
+        let m = self
+            .head_at(box_name, key, version)
+            .await
+            .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
         if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::Read) {
             return Err(access_denied());
         }
@@ -1112,13 +1146,7 @@ impl S3 for Gateway {
         let bucket = self.bucket(&who, &input.bucket, Right::Acl(Permission::WriteAcp)).await?;
         let owner = bucket.record.owner.clone();
         let users = self.users.snapshot();
-        let grants = [
-            (Permission::Read, input.grant_read.as_deref()),
-            (Permission::Write, input.grant_write.as_deref()),
-            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
-            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
-            (Permission::FullControl, input.grant_full_control.as_deref()),
-        ];
+        let grants = bucket_grants!(input);
         let acl = match (input.acl.as_ref(), Acl::from_headers(&grants, &users)?, input.access_control_policy.as_ref())
         {
             (Some(c), None, None) => Acl::canned(c.as_str(), &owner, &owner)?,
@@ -1151,11 +1179,10 @@ impl S3 for Gateway {
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
         let box_name = &bucket.record.box_name;
-        let m = match version {
-            Some(v) => self.client.head_version(box_name, key, v).await,
-            None => self.client.head(box_name, key).await,
-        }
-        .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
+        let m = self
+            .head_at(box_name, key, version)
+            .await
+            .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
         if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::ReadAcp) {
             return Err(access_denied());
         }
@@ -1189,12 +1216,7 @@ impl S3 for Gateway {
         }
         let (owner, _) = object_owner_and_acl(&bucket, &m.user_meta);
         let users = self.users.snapshot();
-        let grants = [
-            (Permission::Read, input.grant_read.as_deref()),
-            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
-            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
-            (Permission::FullControl, input.grant_full_control.as_deref()),
-        ];
+        let grants = object_grants!(input);
         let acl = match (input.acl.as_ref(), Acl::from_headers(&grants, &users)?, input.access_control_policy.as_ref())
         {
             (Some(c), None, None) => Acl::canned(c.as_str(), &owner, &bucket.record.owner)?,
@@ -1413,12 +1435,7 @@ impl S3 for Gateway {
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         key_bytes(&req.input.key)?;
         let input = &req.input;
-        let grants = [
-            (Permission::Read, input.grant_read.as_deref()),
-            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
-            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
-            (Permission::FullControl, input.grant_full_control.as_deref()),
-        ];
+        let grants = object_grants!(input);
         let (acl, owner) =
             self.write_acl(&bucket, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
         // The lock and tags go with the upload's metadata, committed with the object.
@@ -1497,12 +1514,7 @@ impl S3 for Gateway {
         let source_bucket = self.bucket(&who, &source.bucket, Right::Object).await?;
         let may_read =
             |entries: &[(String, String)]| Self::object_allows(&source_bucket, &who, entries, Permission::Read);
-        let grants = [
-            (Permission::Read, input.grant_read.as_deref()),
-            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
-            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
-            (Permission::FullControl, input.grant_full_control.as_deref()),
-        ];
+        let grants = object_grants!(input);
         let (acl, owner) =
             self.write_acl(&target, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
         let (mut output, hlc) =
@@ -1630,13 +1642,7 @@ impl S3 for Gateway {
             Some(other) => return Err(s3_error!(InvalidArgument, "Invalid x-amz-object-ownership `{other}`")),
         };
         let users = self.users.snapshot();
-        let grants = [
-            (Permission::Read, input.grant_read.as_deref()),
-            (Permission::Write, input.grant_write.as_deref()),
-            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
-            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
-            (Permission::FullControl, input.grant_full_control.as_deref()),
-        ];
+        let grants = bucket_grants!(input);
         let acl = match (input.acl.as_ref(), Acl::from_headers(&grants, &users)?) {
             (Some(_), Some(_)) => {
                 return Err(s3_error!(InvalidRequest, "Specifying both Canned ACLs and Header Grants is not allowed"))
@@ -1745,12 +1751,7 @@ impl S3 for Gateway {
             content_language: input.content_language.clone(),
             expires: input.expires.as_ref().and_then(format_http_date),
         };
-        let grants = [
-            (Permission::Read, input.grant_read.as_deref()),
-            (Permission::ReadAcp, input.grant_read_acp.as_deref()),
-            (Permission::WriteAcp, input.grant_write_acp.as_deref()),
-            (Permission::FullControl, input.grant_full_control.as_deref()),
-        ];
+        let grants = object_grants!(input);
         let (acl, owner) =
             self.write_acl(&bucket, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
         let lock = objlock::for_put(
@@ -1902,11 +1903,10 @@ impl S3 for Gateway {
         let version = requested_version(input.version_id.as_deref())?;
         let checksum_mode = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let box_name = &bucket.record.box_name;
-        let m = match version {
-            Some(v) => self.client.head_version(box_name, key, v).await,
-            None => self.client.head(box_name, key).await,
-        }
-        .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
+        let m = self
+            .head_at(box_name, key, version)
+            .await
+            .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
         if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::Read) {
             return Err(access_denied());
         }

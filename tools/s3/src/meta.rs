@@ -39,7 +39,8 @@ pub fn digest_entries(c: &Computed) -> Vec<(String, String)> {
     out
 }
 
-fn checksum_fields(c: &mut Checksum) -> [(&'static str, &mut Option<String>); 5] {
+/// The checksum fields by S3 algorithm name.
+pub fn checksum_fields(c: &mut Checksum) -> [(&'static str, &mut Option<String>); 5] {
     [
         ("crc32", &mut c.checksum_crc32),
         ("crc32c", &mut c.checksum_crc32c),

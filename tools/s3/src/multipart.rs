@@ -509,10 +509,7 @@ pub async fn list_uploads(
                 continue;
             }
         }
-        let rolled = delimiter.as_deref().and_then(|d| {
-            let rest = key.get(prefix.len()..)?;
-            rest.find(d).map(|i| key[..prefix.len() + i + d.len()].to_owned())
-        });
+        let rolled = crate::gateway::common_prefix(&key, &prefix, delimiter.as_deref());
         if let Some(cp) = &rolled {
             if prefixes.last() == Some(cp) {
                 continue;

@@ -166,10 +166,8 @@ pub async fn effective(
     version: Hlc,
     entries: &[(String, String)],
 ) -> S3Result<(Lock, Option<Hlc>)> {
-    Ok(match overlay::read(client, "lock", box_name, key, version).await? {
-        Some((record, v)) => (Lock::of(&record), Some(v)),
-        None => (Lock::of(entries), None),
-    })
+    let (entries, record) = overlay::effective(client, "lock", box_name, key, version, entries).await?;
+    Ok((Lock::of(&entries), record))
 }
 
 /// Writes `lock` as version `version`'s record, if the record is still `read` (`None`: absent).

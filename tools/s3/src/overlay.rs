@@ -40,6 +40,25 @@ pub async fn read(
     }
 }
 
+/// The entries that hold for a version: its `kind` record's when there is one (with the
+/// record's version, for a conditional rewrite), else its own `entries`.
+///
+/// # Errors
+/// The node's error reading the record.
+pub async fn effective(
+    client: &TokioClient,
+    kind: &str,
+    box_name: &str,
+    key: &[u8],
+    version: Hlc,
+    entries: &[(String, String)],
+) -> S3Result<(Vec<(String, String)>, Option<Hlc>)> {
+    Ok(match read(client, kind, box_name, key, version).await? {
+        Some((record, v)) => (record, Some(v)),
+        None => (entries.to_vec(), None),
+    })
+}
+
 /// Writes `entries` as the `kind` record of a version, if the record is still `read` (`None`:
 /// absent).
 ///

@@ -100,10 +100,8 @@ pub async fn effective(
     version: Hlc,
     entries: &[(String, String)],
 ) -> S3Result<(Tags, Option<Hlc>)> {
-    Ok(match overlay::read(client, ENTRY, box_name, key, version).await? {
-        Some((record, v)) => (of_entries(&record), Some(v)),
-        None => (of_entries(entries), None),
-    })
+    let (entries, record) = overlay::effective(client, ENTRY, box_name, key, version, entries).await?;
+    Ok((of_entries(&entries), record))
 }
 
 /// Writes `tags` as a version's overlay record, if the record is still `read`.

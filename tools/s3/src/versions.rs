@@ -51,10 +51,7 @@ async fn collect(
         let mut jumped = false;
         for entry in page.entries {
             let key = String::from_utf8_lossy(&entry.key).into_owned();
-            let rolled = delimiter.and_then(|d| {
-                let rest = key.get(prefix.len()..)?;
-                rest.find(d).map(|i| key[..prefix.len() + i + d.len()].to_owned())
-            });
+            let rolled = crate::gateway::common_prefix(&key, prefix, delimiter);
             if found.versions.len() + found.prefixes.len() == max {
                 found.truncated = true;
                 return Ok(found);
