@@ -247,28 +247,66 @@ pub struct Source<'a> {
     /// A put commits its ETag and checksums in its trailer; a part takes no metadata (the
     /// gateway records a part's digests itself).
     trailer: bool,
+    seal: Option<Sealing>,
+}
+
+/// The encryption of a source's bytes on their way to the node.
+struct Sealing {
+    sealer: crate::sse::Sealer,
+    key: crate::sse::DataKey,
+    md5_etag: bool,
+    ended: bool,
 }
 
 impl<'a> Source<'a> {
     /// The source of a put, whose trailer carries the digests.
     pub fn put(upload: &'a mut Upload) -> Source<'a> {
-        Source { upload, trailer: true }
+        Source { upload, trailer: true, seal: None }
     }
 
     /// The source of a multipart part (no trailer).
     pub fn part(upload: &'a mut Upload) -> Source<'a> {
-        Source { upload, trailer: false }
+        Source { upload, trailer: false, seal: None }
+    }
+
+    /// Encrypts the bytes under `key` (`None`: as they are). `md5_etag`: whether the ETag stays
+    /// the plaintext's MD5 (SSE-S3) or is derived from it and the key (SSE-C, SSE-KMS).
+    pub fn sealed(mut self, key: Option<&crate::sse::DataKey>, md5_etag: bool) -> Source<'a> {
+        self.seal = key.map(|k| Sealing { sealer: crate::sse::Sealer::new(k), key: k.clone(), md5_etag, ended: false });
+        self
     }
 }
 
 impl BodySource for Source<'_> {
     async fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
-        self.upload.next().await
+        let Some(seal) = self.seal.as_mut() else { return self.upload.next().await };
+        while !seal.ended {
+            let out = match self.upload.next().await? {
+                Some(piece) => seal.sealer.push(&piece)?,
+                None => {
+                    seal.ended = true;
+                    seal.sealer.finish()?
+                }
+            };
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
     }
 
     fn trailer(&mut self) -> Vec<(String, String)> {
         match &self.upload.computed {
-            Some(c) if self.trailer => meta::digest_entries(c),
+            Some(c) if self.trailer => {
+                let mut entries = meta::digest_entries(c);
+                if let Some(seal) = &self.seal {
+                    if !seal.md5_etag {
+                        entries[0].1 = seal.key.etag(&c.md5_hex);
+                    }
+                    entries.push((crate::sse::SIZE.to_owned(), c.length.to_string()));
+                }
+                entries
+            }
             _ => Vec::new(),
         }
     }
@@ -296,6 +334,45 @@ impl Download {
             }
         });
         Download { inner: Box::pin(sync_wrapper::SyncStream::new(stream)), remaining }
+    }
+
+    /// The plaintext of `get`, the stored span of an encrypted object that `opener` decrypts
+    /// (`length` plaintext bytes).
+    pub fn decrypting(get: GetStream<TokioDriver>, opener: crate::sse::Opener, length: u64) -> Download {
+        let state = (get, opener, std::collections::VecDeque::new());
+        let stream = futures::stream::unfold(Some(state), |state| async move {
+            let (mut get, mut opener, mut ready) = state?;
+            loop {
+                if let Some(piece) = ready.pop_front() {
+                    return Some((Ok(piece), Some((get, opener, ready))));
+                }
+                if opener.done() {
+                    return None;
+                }
+                let failed = match get.next_piece().await {
+                    Ok(Some(piece)) => {
+                        let mut out = Vec::new();
+                        match opener.push(piece, &mut out) {
+                            Ok(()) => {
+                                ready.extend(out);
+                                continue;
+                            }
+                            Err(e) => e,
+                        }
+                    }
+                    Ok(None) => io::Error::other("the stored bytes ended before the encrypted object's last chunk"),
+                    Err(e) => io::Error::other(e.to_string()),
+                };
+                tracing::warn!(error = %failed, "an encrypted get failed mid-body");
+                return Some((Err(failed), None));
+            }
+        });
+        Download { inner: Box::pin(sync_wrapper::SyncStream::new(stream)), remaining: length }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Download {
+        Download { inner: Box::pin(sync_wrapper::SyncStream::new(futures::stream::empty())), remaining: 0 }
     }
 
     /// As an s3s body.

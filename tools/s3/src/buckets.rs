@@ -80,6 +80,9 @@ pub struct BucketRecord {
     /// Object lock's default retention.
     #[serde(default)]
     pub lock_default: Option<crate::objlock::DefaultRetention>,
+    /// Default encryption of new objects (PutBucketEncryption).
+    #[serde(default)]
+    pub encryption: Option<crate::sse::BucketDefault>,
 }
 
 fn object_writer() -> String {

@@ -75,6 +75,9 @@ settings! {
     /// Domains of virtual-hosted-style requests, comma-separated (`BUCKET.DOMAIN` names the
     /// bucket); empty: path-style only. Any other host is always path-style.
     domains, "CANDYBOX_S3_DOMAINS": String = String::new();
+    /// The key file of SSE-S3 and SSE-KMS (TOML: `s3_key`, `kms_default_key`, `[keys]` of
+    /// name = 32 bytes in base64); empty: those modes are refused (SSE-C needs no key file).
+    sse_keys_file, "CANDYBOX_S3_SSE_KEYS_FILE": PathBuf = PathBuf::new();
     /// Log filter (tracing's `EnvFilter` syntax).
     log, "CANDYBOX_S3_LOG": String = "info".to_owned();
 }

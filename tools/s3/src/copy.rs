@@ -7,20 +7,25 @@
 //! - A copy across buckets (different Boxes, whose locators the node refuses to share) streams
 //!   the source's bytes through the gateway into a put, under the same flow control as any
 //!   get and put; its ETag is the MD5 of the bytes.
+//! - An encrypted source copied within its bucket into an encrypted target keeps its bytes and
+//!   its data key, wrapped again under the target's key; a copy into or out of encryption
+//!   streams the plaintext through (decrypted, then encrypted under a new data key).
 //! - The copy-source conditions are checked against the source's current metadata; a copy by
 //!   version id reads exactly that version.
 
-use candybox_wire::client::{ByteRange, CandyMeta, CopyOptions, Hlc, MetaReplace, PutOptions, TokioClient};
+use candybox_wire::client::{ByteRange, CandyMeta, CopyOptions, Hlc, MetaReplace, PutOptions, TokioClient, Versioning};
 use s3s::dto::*;
 use s3s::{s3_error, S3Result};
 
 use crate::acl::Acl;
-use crate::body::{Download, Expected, Source, Upload};
+use crate::body::{Expected, Source, Upload};
 use crate::buckets::Bucket;
 use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, Missing};
 use crate::ids::{parse_version_id, timestamp};
 use crate::meta::{self, Stored};
+use crate::plain::Want;
+use crate::sse::{self, KeyRing, Sealed};
 
 /// The source of a copy: bucket, key and version as the request names them.
 pub struct SourceRef {
@@ -79,8 +84,10 @@ fn target_meta(input: &CopyObjectInput, replace: bool, owner: &str, acl: &Acl, m
 }
 
 /// CopyObject from `source_bucket` to `target`.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_object(
     client: &TokioClient,
+    keys: &KeyRing,
     source_bucket: &Bucket,
     target: &Bucket,
     owner: &str,
@@ -107,74 +114,125 @@ pub async fn copy_object(
         if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
     }
     .check(&view.etag, modified, true)?;
+    let source_customer = sse::customer_of(
+        input.copy_source_sse_customer_algorithm.as_deref(),
+        input.copy_source_sse_customer_key.as_deref(),
+        input.copy_source_sse_customer_key_md5.as_deref(),
+    )?;
+    let source_key = match &view.sealed {
+        Some(sealed) => Some(sealed.open(keys, source_customer.as_ref())?),
+        None if source_customer.is_some() => {
+            return Err(s3_error!(InvalidRequest, "The encryption parameters are not applicable to this object."));
+        }
+        None => None,
+    };
+    let customer = sse::customer_of(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    let explicit_encryption = customer.is_some() || input.server_side_encryption.is_some();
+    let target_request = sse::request_of(
+        input.server_side_encryption.as_ref(),
+        input.ssekms_key_id.as_deref(),
+        input.ssekms_encryption_context.as_deref(),
+        input.bucket_key_enabled,
+        customer,
+        target.record.encryption.as_ref(),
+    )?;
     let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     let same_object = source_bucket.record.box_name == target.record.box_name && source.key == input.key;
-    if same_object && !replace && source.version.is_none() {
+    if same_object && !replace && source.version.is_none() && !explicit_encryption {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
         ));
     }
-    let replacement = target_meta(&input, replace, owner, acl, &m);
+    let mut replacement = target_meta(&input, replace, owner, acl, &m);
+    replacement.user_meta.retain(|(k, _)| !Sealed::is_entry(k));
     let source_version_id = source.version;
-    if source_bucket.record.box_name == target.record.box_name {
-        // Zero-copy: the node relays the locator; the bytes stay where they are.
-        let options = CopyOptions {
-            condition: None,
-            replace: Some(replacement),
-            source_version: source
-                .version
-                .or((source_bucket.versioning != candybox_wire::client::Versioning::Off).then_some(m.hlc)),
-        };
+    let whole_version = source.version.or((source_bucket.versioning != Versioning::Off).then_some(m.hlc));
+    let zero_copy =
+        source_bucket.record.box_name == target.record.box_name && source_key.is_some() == target_request.is_some();
+    if zero_copy {
+        // The node relays the locator; the bytes stay where they are. An encrypted source
+        // keeps its data key, wrapped again as the copy asks.
+        let mut sealed = None;
+        if let (Some(data_key), Some(req)) = (&source_key, &target_request) {
+            let s = sse::wrap(keys, req, data_key)?;
+            replacement.user_meta.extend(s.entries());
+            replacement
+                .user_meta
+                .extend(m.user_meta.iter().filter(|(k, _)| k == sse::SIZE || k == sse::PARTS).cloned());
+            sealed = Some(s);
+        }
+        let options = CopyOptions { condition: None, replace: Some(replacement), source_version: whole_version };
         let done = client
             .copy_or_rename_if(source_box, source.key.as_bytes(), input.key.as_bytes(), false, &options)
             .await
             .map_err(|e| s3_error(e, Missing::Key))?
             .unwrap_or_default();
-        let output = CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(ETag::Strong(view.etag)),
-                last_modified: Some(timestamp(done.hlc.physical_ms)),
-                ..Default::default()
-            }),
-            copy_source_version_id: source_version_id.map(crate::ids::version_id),
-            ..Default::default()
-        };
+        let output = output_of(view.etag, done.hlc, source_version_id, sealed.as_ref());
         return Ok((output, done.hlc));
     }
-    // Across buckets: stream the bytes through.
+    // Across buckets, or into or out of encryption: stream the plaintext through.
     let get = client
-        .get_version(
-            source_box,
-            source.key.as_bytes(),
-            ByteRange::Whole,
-            source.version.or((source_bucket.versioning != candybox_wire::client::Versioning::Off).then_some(m.hlc)),
-        )
+        .get_version(source_box, source.key.as_bytes(), ByteRange::Whole, whole_version)
         .await
         .map_err(|e| s3_error(e, Missing::Key))?;
+    let plain = crate::plain::finish(
+        client,
+        keys,
+        get,
+        source_box,
+        source.key.as_bytes(),
+        whole_version,
+        &Want::Whole,
+        source_customer.as_ref(),
+    )
+    .await?;
+    let sealing = target_request.map(|r| sse::seal(keys, &r)).transpose()?;
     // The put computes the ETag and checksums of what it streams.
     let content_type = replacement.content_type;
-    let user_meta =
+    let mut user_meta: Vec<(String, String)> =
         replacement.user_meta.into_iter().filter(|(k, _)| k != meta::ETAG && !k.starts_with("checksum-")).collect();
-    let expected = Expected { length: Some(get.length()), ..Expected::default() };
-    let mut upload = Upload::new(Some(Download::new(get).into_blob()), expected, None);
-    let options = PutOptions { content_type, user_meta, size: Some(m.size), ..PutOptions::default() };
-    let done = match client.put(&target.record.box_name, input.key.as_bytes(), &options, Source::put(&mut upload)).await
-    {
+    if let Some((s, _)) = &sealing {
+        user_meta.extend(s.entries());
+    }
+    let length = plain.length;
+    let expected = Expected { length: Some(length), ..Expected::default() };
+    let mut upload = Upload::new(Some(plain.body.into_blob()), expected, None);
+    let size = if sealing.is_some() { sse::stored_len(length) } else { length };
+    let options = PutOptions { content_type, user_meta, size: Some(size), ..PutOptions::default() };
+    let put_source = Source::put(&mut upload)
+        .sealed(sealing.as_ref().map(|(_, k)| k), sealing.as_ref().is_none_or(|(s, _)| s.md5_etag()));
+    let done = match client.put(&target.record.box_name, input.key.as_bytes(), &options, put_source).await {
         Ok(d) => d,
         Err(e) => return Err(upload.failure.take().unwrap_or_else(|| s3_error(e, Missing::Key))),
     };
-    let etag = upload.computed.map(|c| c.md5_hex).unwrap_or_default();
-    let output = CopyObjectOutput {
+    let md5 = upload.computed.map(|c| c.md5_hex).unwrap_or_default();
+    let etag = sse::shown_etag(sealing.as_ref(), md5);
+    let output = output_of(etag, done.hlc, source_version_id, sealing.as_ref().map(|(s, _)| s));
+    Ok((output, done.hlc))
+}
+
+fn output_of(etag: String, hlc: Hlc, source_version: Option<Hlc>, sealed: Option<&Sealed>) -> CopyObjectOutput {
+    let echo = sealed.map(Sealed::echo).unwrap_or_default();
+    CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),
-            last_modified: Some(timestamp(done.hlc.physical_ms)),
+            last_modified: Some(timestamp(hlc.physical_ms)),
             ..Default::default()
         }),
-        copy_source_version_id: source_version_id.map(crate::ids::version_id),
+        copy_source_version_id: source_version.map(crate::ids::version_id),
+        server_side_encryption: echo.sse,
+        ssekms_key_id: echo.kms_key_id,
+        ssekms_encryption_context: echo.context,
+        sse_customer_algorithm: echo.customer_algorithm,
+        sse_customer_key_md5: echo.customer_md5,
+        bucket_key_enabled: echo.bucket_key,
         ..Default::default()
-    };
-    Ok((output, done.hlc))
+    }
 }
 
 /// The byte range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both required).

@@ -17,7 +17,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::acl::{Acl, Caller, Permission};
-use crate::body::{Download, Expected, Source, Upload};
+use crate::body::{Expected, Source, Upload};
 use crate::buckets::{
     Bucket, BucketRecord, Buckets, NewBucketDefaults, PublicAccessBlock, BUCKET_OWNER_ENFORCED, BUCKET_OWNER_PREFERRED,
     OBJECT_WRITER,
@@ -26,9 +26,10 @@ use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, unix_ms, version_id};
 use crate::meta::{self, Stored};
+use crate::plain::{self, Want};
 use crate::policy::{self, Decision, Principal};
 use crate::users::{User, UserStore};
-use crate::{copy, cors, lifecycle, multipart, objlock, tags, versions};
+use crate::{copy, cors, lifecycle, multipart, objlock, sse, tags, versions};
 
 /// A byte that follows a prefix to make a marker past every key with that prefix: keys are
 /// UTF-8, whose bytes are at most 0xF4. (Not 0xFF: the node's version keys store key bytes
@@ -45,6 +46,7 @@ pub struct Gateway {
     users: Arc<UserStore>,
     region: String,
     defaults: NewBucketDefaults,
+    keys: Arc<crate::sse::KeyRing>,
 }
 
 /// Who asks: a signed user, or `None` for an anonymous request.
@@ -245,8 +247,9 @@ impl Gateway {
         users: Arc<UserStore>,
         region: String,
         defaults: NewBucketDefaults,
+        keys: Arc<crate::sse::KeyRing>,
     ) -> Gateway {
-        Gateway { client, buckets, users, region, defaults }
+        Gateway { client, buckets, users, region, defaults, keys }
     }
 
     /// The request as access checks see it, asking for IAM action `action`.
@@ -427,7 +430,17 @@ impl Gateway {
             .head_at(box_name, key, version)
             .await
             .map_err(|e| read_error(e, bucket.versioning, version.is_some()))?;
-        let multipart = meta::view_of(&m).etag.contains('-');
+        self.part_range_of(box_name, key, &m, n).await
+    }
+
+    /// [`Self::part_span`] of an object whose metadata is `m`: in plaintext bytes.
+    async fn part_range_of(&self, box_name: &str, key: &[u8], m: &CandyMeta, n: i32) -> S3Result<(u64, u64, usize)> {
+        let view = meta::view_of(m);
+        if let Some(layout) = &view.layout {
+            let parts = (layout.parts.len() > 1).then_some(layout.parts.as_slice());
+            return multipart::part_range(n, view.size, parts);
+        }
+        let multipart = view.etag.contains('-');
         let sizes = if multipart { multipart::part_sizes(&self.client, box_name, key, m.hlc).await } else { None };
         multipart::part_range(n, m.size, sizes.as_deref())
     }
@@ -552,7 +565,7 @@ fn read_error(e: ClientError, versioning: Versioning, version_asked: bool) -> S3
     }
 }
 
-fn byte_range(r: Option<&Range>) -> ByteRange {
+pub fn byte_range(r: Option<&Range>) -> ByteRange {
     match r {
         None => ByteRange::Whole,
         Some(Range::Int { first, last: Some(last) }) => ByteRange::FromTo { first: *first, last: *last },
@@ -665,7 +678,7 @@ fn object_of(e: &candybox_wire::client::ListEntry, owner: Option<Owner>) -> Obje
     let modified = if e.hlc == Hlc::ZERO { e.created_ms } else { e.hlc.physical_ms };
     Object {
         key: Some(String::from_utf8_lossy(&e.key).into_owned()),
-        size: Some(i64::try_from(e.size).unwrap_or(i64::MAX)),
+        size: Some(i64::try_from(view.size).unwrap_or(i64::MAX)),
         e_tag: Some(ETag::Strong(view.etag)),
         last_modified: Some(timestamp(modified)),
         storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
@@ -1048,6 +1061,88 @@ impl S3 for Gateway {
         Ok(S3Response::with_status(DeleteBucketPolicyOutput {}, http::StatusCode::NO_CONTENT))
     }
 
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        let who = self.asker(&req, "s3:GetEncryptionConfiguration")?;
+        let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        let Some(d) = bucket.record.encryption.as_ref() else {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("ServerSideEncryptionConfigurationNotFoundError".into()),
+                "The server side encryption configuration was not found",
+            );
+            e.set_status_code(http::StatusCode::NOT_FOUND);
+            return Err(e);
+        };
+        let rule = ServerSideEncryptionRule {
+            apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
+                sse_algorithm: ServerSideEncryption::from(d.algorithm.clone()),
+                kms_master_key_id: d.kms_key_id.clone(),
+            }),
+            bucket_key_enabled: Some(d.bucket_key),
+            ..Default::default()
+        };
+        let config = ServerSideEncryptionConfiguration { rules: vec![rule] };
+        Ok(S3Response::new(GetBucketEncryptionOutput { server_side_encryption_configuration: Some(config) }))
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        let who = self.asker(&req, "s3:PutEncryptionConfiguration")?;
+        let input = req.input;
+        self.bucket(&who, &input.bucket, Right::Owner).await?;
+        let rules = &input.server_side_encryption_configuration.rules;
+        let [rule] = rules.as_slice() else {
+            return Err(s3_error!(MalformedXML, "The encryption configuration must hold exactly one rule"));
+        };
+        let Some(by_default) = &rule.apply_server_side_encryption_by_default else {
+            return Err(s3_error!(MalformedXML, "The rule has no ApplyServerSideEncryptionByDefault"));
+        };
+        let algorithm = by_default.sse_algorithm.as_str().to_owned();
+        match algorithm.as_str() {
+            "AES256" if by_default.kms_master_key_id.is_some() => {
+                return Err(s3_error!(InvalidArgument, "a KMSMasterKeyID is allowed only with the aws:kms algorithm"));
+            }
+            "AES256" | "aws:kms" => {}
+            other => return Err(s3_error!(InvalidArgument, "the encryption algorithm {other} is not supported")),
+        }
+        // Checked now, so that a default naming a key the gateway lacks fails here, not on a put.
+        let default = sse::BucketDefault {
+            algorithm,
+            kms_key_id: by_default.kms_master_key_id.clone(),
+            bucket_key: rule.bucket_key_enabled.unwrap_or(false),
+        };
+        let probe = sse::request_of(None, None, None, None, None, Some(&default))?;
+        if let Some(r) = probe {
+            sse::seal(&self.keys, &r)?;
+        }
+        self.buckets
+            .update(&input.bucket, |r| {
+                r.encryption = Some(default.clone());
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::new(PutBucketEncryptionOutput {}))
+    }
+
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        let who = self.asker(&req, "s3:PutEncryptionConfiguration")?;
+        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
+        self.buckets
+            .update(&req.input.bucket, |r| {
+                r.encryption = None;
+                Ok(())
+            })
+            .await?;
+        Ok(S3Response::with_status(DeleteBucketEncryptionOutput {}, http::StatusCode::NO_CONTENT))
+    }
+
     async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
         let who = self.asker(&req, "s3:GetBucketCORS")?;
         let bucket = self.bucket(&who, &req.input.bucket, Right::Owner).await?;
@@ -1109,7 +1204,8 @@ impl S3 for Gateway {
         let parts_count = view.etag.rsplit_once('-').and_then(|(_, n)| n.parse::<i32>().ok());
         let output = GetObjectAttributesOutput {
             e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(view.etag.clone())),
-            object_size: wants(ObjectAttributes::OBJECT_SIZE).then(|| i64::try_from(m.size).unwrap_or(i64::MAX)),
+            object_size: wants(ObjectAttributes::OBJECT_SIZE)
+                .then(|| i64::try_from(meta::view_of(&m).size).unwrap_or(i64::MAX)),
             storage_class: wants(ObjectAttributes::STORAGE_CLASS)
                 .then(|| StorageClass::from_static(StorageClass::STANDARD)),
             checksum: (wants(ObjectAttributes::CHECKSUM)
@@ -1451,7 +1547,23 @@ impl S3 for Gateway {
         if let Some(h) = &input.tagging {
             extra.extend(tags::entry(&tags::from_header(h)?));
         }
-        Ok(S3Response::new(multipart::create(&self.client, &bucket, &owner, &acl, extra, req.input).await?))
+        let customer = sse::customer_of(
+            input.sse_customer_algorithm.as_deref(),
+            input.sse_customer_key.as_deref(),
+            input.sse_customer_key_md5.as_deref(),
+        )?;
+        let sealed = sse::request_of(
+            input.server_side_encryption.as_ref(),
+            input.ssekms_key_id.as_deref(),
+            input.ssekms_encryption_context.as_deref(),
+            input.bucket_key_enabled,
+            customer,
+            bucket.record.encryption.as_ref(),
+        )?
+        .map(|r| sse::seal(&self.keys, &r).map(|(s, _)| s))
+        .transpose()?;
+        let output = multipart::create(&self.client, &bucket, &owner, &acl, extra, sealed, req.input).await?;
+        Ok(S3Response::new(output))
     }
 
     async fn put_bucket_versioning(
@@ -1518,7 +1630,8 @@ impl S3 for Gateway {
         let (acl, owner) =
             self.write_acl(&target, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
         let (mut output, hlc) =
-            copy::copy_object(&self.client, &source_bucket, &target, &owner, &acl, &may_read, input).await?;
+            copy::copy_object(&self.client, &self.keys, &source_bucket, &target, &owner, &acl, &may_read, input)
+                .await?;
         output.version_id = written_version(target.versioning, hlc);
         Ok(S3Response::new(output))
     }
@@ -1534,14 +1647,17 @@ impl S3 for Gateway {
         let source_bucket = self.bucket(&who, &source.bucket, Right::Object).await?;
         let may_read =
             |entries: &[(String, String)]| Self::object_allows(&source_bucket, &who, entries, Permission::Read);
-        Ok(S3Response::new(multipart::upload_part_copy(&self.client, &source_bucket, &target, &may_read, input).await?))
+        let output =
+            multipart::upload_part_copy(&self.client, &self.keys, &source_bucket, &target, &may_read, input).await?;
+        Ok(S3Response::new(output))
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let who = self.asker(&req, "s3:PutObject")?.on(&req.input.key);
         let bucket = self.bucket(&who, &req.input.bucket, Right::Acl(Permission::Write)).await?;
         let output =
-            multipart::upload_part(&self.client, &bucket, &req.headers, req.trailing_headers, req.input).await?;
+            multipart::upload_part(&self.client, &self.keys, &bucket, &req.headers, req.trailing_headers, req.input)
+                .await?;
         Ok(S3Response::new(output))
     }
 
@@ -1676,6 +1792,7 @@ impl S3 for Gateway {
             policy: None,
             lifecycle: Vec::new(),
             lock_default: None,
+            encryption: None,
         };
         self.buckets.create(record).await?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))
@@ -1767,15 +1884,35 @@ impl S3 for Gateway {
         if let Some(h) = &input.tagging {
             user_meta.extend(tags::entry(&tags::from_header(h)?));
         }
+        let customer = sse::customer_of(
+            input.sse_customer_algorithm.as_deref(),
+            input.sse_customer_key.as_deref(),
+            input.sse_customer_key_md5.as_deref(),
+        )?;
+        let sealing = sse::request_of(
+            input.server_side_encryption.as_ref(),
+            input.ssekms_key_id.as_deref(),
+            input.ssekms_encryption_context.as_deref(),
+            input.bucket_key_enabled,
+            customer,
+            bucket.record.encryption.as_ref(),
+        )?
+        .map(|r| sse::seal(&self.keys, &r))
+        .transpose()?;
+        if let Some((sealed, _)) = &sealing {
+            user_meta.extend(sealed.entries());
+        }
         let options = PutOptions {
             content_type: input.content_type.as_ref().map(ToString::to_string),
             user_meta,
-            size: length,
+            size: length.map(|n| if sealing.is_some() { sse::stored_len(n) } else { n }),
             condition,
             digests: Vec::new(),
         };
         let mut upload = Upload::new(input.body, expected, trailers);
-        let result = self.client.put(&bucket.record.box_name, key, &options, Source::put(&mut upload)).await;
+        let source = Source::put(&mut upload)
+            .sealed(sealing.as_ref().map(|(_, k)| k), sealing.as_ref().is_none_or(|(s, _)| s.md5_etag()));
+        let result = self.client.put(&bucket.record.box_name, key, &options, source).await;
         let done = match result {
             Ok(done) => done,
             Err(e) => {
@@ -1789,8 +1926,15 @@ impl S3 for Gateway {
             return Err(s3_error!(InternalError, "the put ended without its digests"));
         };
         let checksums = computed.checksums;
+        let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
         Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(computed.md5_hex)),
+            e_tag: Some(ETag::Strong(sse::shown_etag(sealing.as_ref(), computed.md5_hex))),
+            server_side_encryption: echo.sse,
+            ssekms_key_id: echo.kms_key_id,
+            ssekms_encryption_context: echo.context,
+            sse_customer_algorithm: echo.customer_algorithm,
+            sse_customer_key_md5: echo.customer_md5,
+            bucket_key_enabled: echo.bucket_key,
             version_id: written_version(bucket.versioning, done.hlc),
             checksum_crc32: checksums.checksum_crc32,
             checksum_crc32c: checksums.checksum_crc32c,
@@ -1809,7 +1953,7 @@ impl S3 for Gateway {
         let key = key_bytes(&input.key)?;
         let version = requested_version(input.version_id.as_deref())?;
         let mut parts_count = None;
-        let range = match input.part_number {
+        let want = match input.part_number {
             Some(_) if input.range.is_some() => {
                 return Err(s3_error!(
                     InvalidRequest,
@@ -1820,24 +1964,31 @@ impl S3 for Gateway {
                 let (first, len, count) = self.part_span(&bucket, key, version, n).await?;
                 parts_count = Some(count);
                 if len == 0 {
-                    ByteRange::Whole
+                    Want::Whole
                 } else {
-                    ByteRange::FromTo { first, last: first + len - 1 }
+                    Want::Span { first, len }
                 }
             }
-            None => byte_range(input.range.as_ref()),
+            None => input.range.clone().map_or(Want::Whole, Want::Range),
         };
+        let customer = sse::customer_of(
+            input.sse_customer_algorithm.as_deref(),
+            input.sse_customer_key.as_deref(),
+            input.sse_customer_key_md5.as_deref(),
+        )?;
         let checksum_mode = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let box_name = &bucket.record.box_name;
         let get = self
             .client
-            .get_version(&bucket.record.box_name, key, range, version)
+            .get_version(box_name, key, want.node_range(), version)
             .await
             .map_err(|e| Self::read_refusal(&bucket, &who, read_error(e, bucket.versioning, version.is_some())))?;
-        let m = get.meta().clone();
-        if !Self::object_allows(&bucket, &who, &m.user_meta, Permission::Read) {
+        if !Self::object_allows(&bucket, &who, &get.meta().user_meta, Permission::Read) {
             return Err(access_denied());
         }
-        let view = meta::view_of(&m);
+        let plain =
+            plain::finish(&self.client, &self.keys, get, box_name, key, version, &want, customer.as_ref()).await?;
+        let (m, view) = (&plain.meta, &plain.view);
         let conditions = ReadConditions {
             if_match: input.if_match,
             if_none_match: input.if_none_match,
@@ -1845,19 +1996,22 @@ impl S3 for Gateway {
             if_unmodified_since: input.if_unmodified_since,
         };
         // A failed condition drops the stream, which cancels the node's get.
-        conditions.check(&view.etag, modified_ms(&m), false)?;
-        let (first, length) = (get.first(), get.length());
+        conditions.check(&view.etag, modified_ms(m), false)?;
+        let (first, length) = (plain.first, plain.length);
         let content_range = (input.range.is_some() || parts_count.is_some_and(|c| c > 1)).then(|| {
             let last = (first + length).saturating_sub(1);
-            format!("bytes {first}-{last}/{}", m.size)
+            format!("bytes {first}-{last}/{}", plain.total)
         });
         let content_type = input
             .response_content_type
             .or_else(|| (!m.content_type.is_empty()).then(|| m.content_type.clone()))
             .and_then(|t| t.parse().ok());
         let expires = input.response_expires.or_else(|| view.stored.expires.as_deref().and_then(http_date));
+        let echo = view.sealed.as_ref().map(sse::Sealed::echo).unwrap_or_default();
+        let view = view.clone();
+        let m = plain.meta;
         let mut output = GetObjectOutput {
-            body: Some(Download::new(get).into_blob()),
+            body: Some(plain.body.into_blob()),
             content_length: i64::try_from(length).ok(),
             content_range,
             accept_ranges: Some("bytes".to_owned()),
@@ -1872,6 +2026,11 @@ impl S3 for Gateway {
             expires,
             version_id: read_version(bucket.versioning, m.hlc),
             parts_count: parts_count.and_then(|c| i32::try_from(c).ok()),
+            server_side_encryption: echo.sse,
+            ssekms_key_id: echo.kms_key_id,
+            sse_customer_algorithm: echo.customer_algorithm,
+            sse_customer_key_md5: echo.customer_md5,
+            bucket_key_enabled: echo.bucket_key,
             tag_count: {
                 let n = m
                     .user_meta
@@ -1918,24 +2077,35 @@ impl S3 for Gateway {
             if_unmodified_since: input.if_unmodified_since,
         };
         conditions.check(&view.etag, modified_ms(&m), false)?;
+        let customer = sse::customer_of(
+            input.sse_customer_algorithm.as_deref(),
+            input.sse_customer_key.as_deref(),
+            input.sse_customer_key_md5.as_deref(),
+        )?;
+        match &view.sealed {
+            Some(sealed) => {
+                sealed.open(&self.keys, customer.as_ref())?;
+            }
+            None if customer.is_some() => {
+                return Err(s3_error!(InvalidRequest, "The encryption parameters are not applicable to this object."));
+            }
+            None => {}
+        }
+        let total = view.size;
         let mut parts_count = None;
         let (length, content_range) = match input.range.as_ref() {
             None if input.part_number.is_some() => {
                 let n = input.part_number.unwrap_or(1);
-                let multipart = view.etag.contains('-');
-                let sizes =
-                    if multipart { multipart::part_sizes(&self.client, box_name, key, m.hlc).await } else { None };
-                let (first, len, count) = multipart::part_range(n, m.size, sizes.as_deref())?;
+                let (first, len, count) = self.part_range_of(box_name, key, &m, n).await?;
                 parts_count = Some(count);
-                let range =
-                    (count > 1).then(|| format!("bytes {first}-{}/{}", (first + len).saturating_sub(1), m.size));
+                let range = (count > 1).then(|| format!("bytes {first}-{}/{total}", (first + len).saturating_sub(1)));
                 (len, range)
             }
-            None => (m.size, None),
+            None => (total, None),
             Some(r) => {
                 let span =
-                    r.check(m.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
-                (span.end - span.start, Some(format!("bytes {}-{}/{}", span.start, span.end.saturating_sub(1), m.size)))
+                    r.check(total).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+                (span.end - span.start, Some(format!("bytes {}-{}/{total}", span.start, span.end.saturating_sub(1))))
             }
         };
         let content_type = input
@@ -1943,7 +2113,13 @@ impl S3 for Gateway {
             .or_else(|| (!m.content_type.is_empty()).then(|| m.content_type.clone()))
             .and_then(|t| t.parse().ok());
         let expires = input.response_expires.or_else(|| view.stored.expires.as_deref().and_then(http_date));
+        let echo = view.sealed.as_ref().map(sse::Sealed::echo).unwrap_or_default();
         let mut output = HeadObjectOutput {
+            server_side_encryption: echo.sse,
+            ssekms_key_id: echo.kms_key_id,
+            sse_customer_algorithm: echo.customer_algorithm,
+            sse_customer_key_md5: echo.customer_md5,
+            bucket_key_enabled: echo.bucket_key,
             content_length: i64::try_from(length).ok(),
             content_range,
             accept_ranges: Some("bytes".to_owned()),

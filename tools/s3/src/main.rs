@@ -27,7 +27,9 @@ mod metrics;
 mod multipart;
 mod objlock;
 mod overlay;
+mod plain;
 mod policy;
+mod sse;
 mod tags;
 mod users;
 mod versions;
@@ -106,6 +108,14 @@ async fn connect(config: &Config) -> anyhow::Result<TokioClient> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let users = Arc::new(UserStore::load(&config.users)?);
+    let keys = if config.sse_keys_file.as_os_str().is_empty() {
+        sse::KeyRing::default()
+    } else {
+        sse::KeyRing::load(&config.sse_keys_file)?
+    };
+    if !keys.is_empty() {
+        tracing::info!(keys = keys.len(), file = %config.sse_keys_file.display(), "SSE-S3 and SSE-KMS keys loaded");
+    }
     let metrics = Arc::new(Metrics::default());
     let http = tiny_http::Server::http(config.http_listen)
         .map_err(|e| anyhow::anyhow!("bind the HTTP port {}: {e}", config.http_listen))?;
@@ -133,8 +143,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.lifecycle_day_s),
         Duration::from_secs(config.lifecycle_interval_s),
     ));
-    let gateway =
-        gateway::Gateway::new(client, Arc::clone(&buckets), Arc::clone(&users), config.region.clone(), defaults);
+    let gateway = gateway::Gateway::new(
+        client,
+        Arc::clone(&buckets),
+        Arc::clone(&users),
+        config.region.clone(),
+        defaults,
+        Arc::new(keys),
+    );
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(users::Auth(Arc::clone(&users)));
     builder.set_access(front::Access);

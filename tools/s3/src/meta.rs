@@ -113,11 +113,17 @@ pub struct View {
     pub checksums: Checksum,
     /// The writer's canonical id.
     pub owner: Option<String>,
+    /// The object's size as S3 shows it: the plaintext's when it is encrypted.
+    pub size: u64,
+    /// Its encryption, if any.
+    pub sealed: Option<crate::sse::Sealed>,
+    /// Its plaintext layout, when encrypted.
+    pub layout: Option<crate::sse::Layout>,
 }
 
 /// Reads the S3 view out of user-metadata entries.
 pub fn view(entries: &[(String, String)], checksum: u32, size: u64, hlc: Hlc) -> View {
-    let mut v = View::default();
+    let mut v = View { size, ..View::default() };
     let mut digest_md5 = None;
     for (k, val) in entries {
         if let Some(name) = k.strip_prefix(USER_PREFIX) {
@@ -144,6 +150,11 @@ pub fn view(entries: &[(String, String)], checksum: u32, size: u64, hlc: Hlc) ->
                 }
             }
         }
+    }
+    v.sealed = crate::sse::Sealed::of_entries(entries);
+    if v.sealed.is_some() {
+        v.layout = crate::sse::Layout::of_entries(entries);
+        v.size = v.layout.as_ref().map_or(0, crate::sse::Layout::size);
     }
     if v.etag.is_empty() {
         v.etag = match digest_md5 {

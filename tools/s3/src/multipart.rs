@@ -25,6 +25,8 @@ use crate::buckets::{Bucket, RESERVED_BOX};
 use crate::errors::{s3_error, Missing};
 use crate::ids::timestamp;
 use crate::meta;
+use crate::plain::Want;
+use crate::sse::{self, DataKey, KeyRing, Sealed};
 
 /// S3's most parts in one upload, and so the largest part number.
 pub const PARTS_MAX: i32 = 10_000;
@@ -118,13 +120,25 @@ struct PartRecord {
     crc32: u32,
     modified_ms: u64,
     checksums: Vec<(String, String)>,
+    /// The plaintext size of an encrypted part.
+    plain: Option<u64>,
 }
 
-async fn read_records(client: &TokioClient, prefix: &str) -> S3Result<Vec<PartRecord>> {
+/// The name of an encrypted upload's record under its records prefix: the upload's sealed data
+/// key (its entries as metadata), which every part is encrypted with.
+const SSE_RECORD: &str = "sse";
+
+/// The part records under `prefix`, by part number, and the upload's encryption if it has one.
+async fn read_records(client: &TokioClient, prefix: &str) -> S3Result<(Vec<PartRecord>, Option<Sealed>)> {
     let options = ListOptions { prefix: Some(prefix.as_bytes().to_vec()), with_meta: true, ..ListOptions::default() };
     let entries = client.list_all(RESERVED_BOX, &options).await.map_err(|e| s3_error(e, Missing::Bucket))?;
     let mut out = Vec::with_capacity(entries.len());
+    let mut sealed = None;
     for e in entries {
+        if e.key.get(prefix.len()..) == Some(SSE_RECORD.as_bytes()) {
+            sealed = Sealed::of_entries(&e.user_meta);
+            continue;
+        }
         let Some(number) = e.key.get(prefix.len()..).and_then(|n| std::str::from_utf8(n).ok()?.parse::<u32>().ok())
         else {
             continue;
@@ -137,10 +151,50 @@ async fn read_records(client: &TokioClient, prefix: &str) -> S3Result<Vec<PartRe
             crc32: get("crc32").and_then(|v| v.parse().ok()).unwrap_or(0),
             modified_ms: e.hlc.physical_ms,
             checksums: e.user_meta.iter().filter(|(k, _)| k.starts_with("checksum-")).cloned().collect(),
+            plain: get("plain").and_then(|v| v.parse().ok()),
         });
     }
     out.sort_by_key(|r| r.number);
-    Ok(out)
+    Ok((out, sealed))
+}
+
+/// The encryption of upload `id` of `key` and its data key, opened with the part request's
+/// SSE-C key `customer`; `None`: the upload is not encrypted.
+///
+/// # Errors
+/// SSE-C headers that are missing, not the upload's, or given for an upload without SSE-C.
+pub async fn upload_sealing(
+    client: &TokioClient,
+    keys: &KeyRing,
+    bucket: &Bucket,
+    key: &str,
+    id: u64,
+    customer: Option<&sse::Customer>,
+) -> S3Result<Option<(Sealed, DataKey)>> {
+    let record = format!("{}{SSE_RECORD}", records_prefix(&bucket.record.box_name, id, key));
+    let entries = match client.head(RESERVED_BOX, record.as_bytes()).await {
+        Ok(m) => m.user_meta,
+        Err(ClientError::NotFound { .. }) => {
+            if customer.is_some() {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The encryption parameters are not applicable to this upload: it was not created with SSE-C."
+                ));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(s3_error(e, Missing::Bucket)),
+    };
+    let sealed = Sealed::of_entries(&entries)
+        .ok_or_else(|| s3_error!(InternalError, "the upload's encryption record is damaged"))?;
+    let data_key = sealed.open(keys, customer).map_err(|e| {
+        if *e.code() == s3s::S3ErrorCode::AccessDenied {
+            s3_error!(InvalidArgument, "The SSE-C key given does not match the key the upload was created with.")
+        } else {
+            e
+        }
+    })?;
+    Ok(Some((sealed, data_key)))
 }
 
 /// CreateMultipartUpload.
@@ -150,6 +204,7 @@ pub async fn create(
     owner: &str,
     acl: &crate::acl::Acl,
     extra: Vec<(String, String)>,
+    sealed: Option<Sealed>,
     input: CreateMultipartUploadInput,
 ) -> S3Result<CreateMultipartUploadOutput> {
     let stored = meta::Stored {
@@ -164,17 +219,32 @@ pub async fn create(
         user_meta: meta::entries(input.metadata.as_ref(), &stored, Some(owner), Some(acl))
             .into_iter()
             .chain(extra)
+            .chain(sealed.iter().flat_map(Sealed::entries))
             .collect(),
         ..PutOptions::default()
     };
-    let id = client
-        .create_upload(&bucket.record.box_name, input.key.as_bytes(), &options)
-        .await
-        .map_err(|e| s3_error(e, Missing::Key))?;
+    let box_name = &bucket.record.box_name;
+    let id =
+        client.create_upload(box_name, input.key.as_bytes(), &options).await.map_err(|e| s3_error(e, Missing::Key))?;
+    if let Some(sealed) = &sealed {
+        let record = format!("{}{SSE_RECORD}", records_prefix(box_name, id, &input.key));
+        let options = PutOptions { user_meta: sealed.entries(), ..PutOptions::default() };
+        if let Err(e) = client.put_bytes(RESERVED_BOX, record.as_bytes(), &options, Bytes::new()).await {
+            let _ = client.abort_upload(box_name, input.key.as_bytes(), id).await;
+            return Err(s3_error(e, Missing::Bucket));
+        }
+    }
+    let echo = sealed.as_ref().map(Sealed::echo).unwrap_or_default();
     Ok(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload_id_text(id)),
+        server_side_encryption: echo.sse,
+        ssekms_key_id: echo.kms_key_id,
+        ssekms_encryption_context: echo.context,
+        sse_customer_algorithm: echo.customer_algorithm,
+        sse_customer_key_md5: echo.customer_md5,
+        bucket_key_enabled: echo.bucket_key,
         ..Default::default()
     })
 }
@@ -182,6 +252,7 @@ pub async fn create(
 /// UploadPart.
 pub async fn upload_part(
     client: &TokioClient,
+    keys: &KeyRing,
     bucket: &Bucket,
     headers: &http::HeaderMap,
     trailers: Option<s3s::TrailingHeaders>,
@@ -189,6 +260,12 @@ pub async fn upload_part(
 ) -> S3Result<UploadPartOutput> {
     let id = parse_upload_id(&input.upload_id)?;
     let number = part_number(input.part_number)?;
+    let customer = sse::customer_of(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    let sealing = upload_sealing(client, keys, bucket, &input.key, id, customer.as_ref()).await?;
     let checksums = Checksum {
         checksum_crc32: input.checksum_crc32,
         checksum_crc32c: input.checksum_crc32c,
@@ -206,10 +283,16 @@ pub async fn upload_part(
     )?;
     let size = expected.length;
     let mut upload = Upload::new(input.body, expected, trailers);
-    let computed = store_part(client, bucket, &input.key, id, number, size, &mut upload).await?;
+    let computed = store_part(client, bucket, &input.key, id, number, size, &mut upload, sealing.as_ref()).await?;
     let c = computed.checksums;
+    let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
     Ok(UploadPartOutput {
-        e_tag: Some(ETag::Strong(computed.md5_hex)),
+        e_tag: Some(ETag::Strong(sse::shown_etag(sealing.as_ref(), computed.md5_hex))),
+        server_side_encryption: echo.sse,
+        ssekms_key_id: echo.kms_key_id,
+        sse_customer_algorithm: echo.customer_algorithm,
+        sse_customer_key_md5: echo.customer_md5,
+        bucket_key_enabled: echo.bucket_key,
         checksum_crc32: c.checksum_crc32,
         checksum_crc32c: c.checksum_crc32c,
         checksum_sha1: c.checksum_sha1,
@@ -228,9 +311,12 @@ async fn store_part(
     number: u32,
     size: Option<u64>,
     upload: &mut Upload,
+    sealing: Option<&(Sealed, DataKey)>,
 ) -> S3Result<crate::body::Computed> {
     let box_name = &bucket.record.box_name;
-    let result = client.upload_part(box_name, key.as_bytes(), id, number, size, Source::part(upload)).await;
+    let size = size.map(|n| if sealing.is_some() { sse::stored_len(n) } else { n });
+    let source = Source::part(upload).sealed(sealing.map(|(_, k)| k), sealing.is_none_or(|(s, _)| s.md5_etag()));
+    let result = client.upload_part(box_name, key.as_bytes(), id, number, size, source).await;
     let part = match result {
         Ok(p) => p,
         Err(e) => return Err(upload.failure.take().unwrap_or_else(|| upload_error(e))),
@@ -239,10 +325,13 @@ async fn store_part(
         return Err(s3_error!(InternalError, "the part ended without its digests"));
     };
     let mut record_meta = vec![
-        ("md5".to_owned(), computed.md5_hex.clone()),
+        ("md5".to_owned(), sse::shown_etag(sealing, computed.md5_hex.clone())),
         ("size".to_owned(), part.size.to_string()),
         ("crc32".to_owned(), part.checksum.to_string()),
     ];
+    if sealing.is_some() {
+        record_meta.push(("plain".to_owned(), computed.length.to_string()));
+    }
     record_meta.extend(meta::digest_entries(&computed).into_iter().filter(|(k, _)| k.starts_with("checksum-")));
     let record = format!("{}{number:05}", records_prefix(box_name, id, key));
     let options = PutOptions { user_meta: record_meta, ..PutOptions::default() };
@@ -256,6 +345,7 @@ async fn store_part(
 /// UploadPartCopy: part `number` from a range of another object (streamed through).
 pub async fn upload_part_copy(
     client: &TokioClient,
+    keys: &KeyRing,
     source_bucket: &Bucket,
     target: &Bucket,
     may_read: &crate::acl::MayRead<'_>,
@@ -264,20 +354,45 @@ pub async fn upload_part_copy(
     let id = parse_upload_id(&input.upload_id)?;
     let number = part_number(input.part_number)?;
     let source = crate::copy::source_of(&input.copy_source)?;
-    let range = match input.copy_source_range.as_deref() {
-        Some(r) => crate::copy::copy_range(r)?,
-        None => ByteRange::Whole,
+    let want = match input.copy_source_range.as_deref() {
+        Some(r) => match crate::copy::copy_range(r)? {
+            ByteRange::FromTo { first, last } => Want::Span { first, len: last - first + 1 },
+            _ => Want::Whole,
+        },
+        None => Want::Whole,
     };
+    let source_customer = sse::customer_of(
+        input.copy_source_sse_customer_algorithm.as_deref(),
+        input.copy_source_sse_customer_key.as_deref(),
+        input.copy_source_sse_customer_key_md5.as_deref(),
+    )?;
+    let customer = sse::customer_of(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    let sealing = upload_sealing(client, keys, target, &input.key, id, customer.as_ref()).await?;
     let source_box = &source_bucket.record.box_name;
+    let missing = if source.version.is_some() { Missing::Version } else { Missing::Key };
     let get = client
-        .get_version(source_box, source.key.as_bytes(), range, source.version)
+        .get_version(source_box, source.key.as_bytes(), want.node_range(), source.version)
         .await
-        .map_err(|e| s3_error(e, if source.version.is_some() { Missing::Version } else { Missing::Key }))?;
-    let m = get.meta();
-    if !may_read(&m.user_meta) {
+        .map_err(|e| s3_error(e, missing))?;
+    if !may_read(&get.meta().user_meta) {
         return Err(s3_error!(AccessDenied, "Access Denied"));
     }
-    let view = meta::view_of(m);
+    let plain = crate::plain::finish(
+        client,
+        keys,
+        get,
+        source_box,
+        source.key.as_bytes(),
+        source.version,
+        &want,
+        source_customer.as_ref(),
+    )
+    .await?;
+    let m = &plain.meta;
     let modified = if m.hlc == Hlc::ZERO { m.created_ms } else { m.hlc.physical_ms };
     crate::conditions::ReadConditions {
         if_match: input.copy_source_if_match.clone(),
@@ -285,14 +400,16 @@ pub async fn upload_part_copy(
         if_modified_since: input.copy_source_if_modified_since.clone(),
         if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
     }
-    .check(&view.etag, modified, true)?;
-    let length = get.length();
+    .check(&plain.view.etag, modified, true)?;
+    let length = plain.length;
     let expected = Expected { length: Some(length), ..Expected::default() };
-    let mut upload = Upload::new(Some(crate::body::Download::new(get).into_blob()), expected, None);
-    let computed = store_part(client, target, &input.key, id, number, Some(length), &mut upload).await?;
+    let mut upload = Upload::new(Some(plain.body.into_blob()), expected, None);
+    let computed =
+        store_part(client, target, &input.key, id, number, Some(length), &mut upload, sealing.as_ref()).await?;
+    let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
     Ok(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
-            e_tag: Some(ETag::Strong(computed.md5_hex)),
+            e_tag: Some(ETag::Strong(sse::shown_etag(sealing.as_ref(), computed.md5_hex))),
             last_modified: Some(timestamp(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -301,6 +418,11 @@ pub async fn upload_part_copy(
             ..Default::default()
         }),
         copy_source_version_id: source.version.map(crate::ids::version_id),
+        server_side_encryption: echo.sse,
+        ssekms_key_id: echo.kms_key_id,
+        sse_customer_algorithm: echo.customer_algorithm,
+        sse_customer_key_md5: echo.customer_md5,
+        bucket_key_enabled: echo.bucket_key,
         ..Default::default()
     })
 }
@@ -343,9 +465,10 @@ pub async fn complete(
     let box_name = &bucket.record.box_name;
     let key = input.key.as_bytes();
     let prefix = records_prefix(box_name, id, &input.key);
-    let records = read_records(client, &prefix).await?;
+    let (records, sealed) = read_records(client, &prefix).await?;
     let on_node = client.list_parts(box_name, key, id).await.map_err(upload_error)?;
     let mut md5s = Vec::with_capacity(listed.len());
+    let mut plain_sizes = Vec::with_capacity(listed.len());
     for (p, &n) in listed.iter().zip(&numbers) {
         let record = records.iter().find(|r| r.number == n).ok_or_else(|| invalid_part(n))?;
         let node = on_node.iter().find(|x| x.part_number == n).ok_or_else(|| invalid_part(n))?;
@@ -358,6 +481,9 @@ pub async fn complete(
             }
         }
         md5s.push(record.md5_hex.as_str());
+        if sealed.is_some() {
+            plain_sizes.push(record.plain.ok_or_else(|| invalid_part(n))?);
+        }
     }
     let etag = multipart_etag(&md5s);
     let condition = match (&input.if_none_match, &input.if_match) {
@@ -367,7 +493,11 @@ pub async fn complete(
         }
         _ => None,
     };
-    let user_meta = vec![(meta::ETAG.to_owned(), etag.clone())];
+    let mut user_meta = vec![(meta::ETAG.to_owned(), etag.clone())];
+    if sealed.is_some() {
+        user_meta.push((sse::SIZE.to_owned(), plain_sizes.iter().sum::<u64>().to_string()));
+        user_meta.push((sse::PARTS.to_owned(), sse::encode_parts(&plain_sizes)));
+    }
     let done = client
         .complete_upload_with(box_name, key, id, &numbers, &user_meta, condition.as_ref())
         .await
@@ -389,7 +519,11 @@ pub async fn complete(
         let _ = client.put_bytes(RESERVED_BOX, &record, &PutOptions::default(), Bytes::from(body)).await;
     }
     let _ = client.delete_range(RESERVED_BOX, &KeyRange::Prefix(prefix.into_bytes())).await;
+    let echo = sealed.as_ref().map(Sealed::echo).unwrap_or_default();
     let output = CompleteMultipartUploadOutput {
+        server_side_encryption: echo.sse,
+        ssekms_key_id: echo.kms_key_id,
+        bucket_key_enabled: echo.bucket_key,
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(ETag::Strong(etag)),
@@ -419,7 +553,7 @@ pub async fn list_parts(
     let id = parse_upload_id(&input.upload_id)?;
     let box_name = &bucket.record.box_name;
     let on_node = client.list_parts(box_name, input.key.as_bytes(), id).await.map_err(upload_error)?;
-    let records = read_records(client, &records_prefix(box_name, id, &input.key)).await?;
+    let (records, _) = read_records(client, &records_prefix(box_name, id, &input.key)).await?;
     let max = match input.max_parts {
         Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-parts must be a non-negative number")),
         Some(n) => usize::try_from(n).unwrap_or(LIST_PARTS_MAX).min(LIST_PARTS_MAX),
@@ -437,7 +571,7 @@ pub async fn list_parts(
             records.iter().find(|r| r.number == node.part_number && (r.size, r.crc32) == (node.size, node.checksum));
         let mut part = Part {
             part_number: i32::try_from(node.part_number).ok(),
-            size: i64::try_from(node.size).ok(),
+            size: i64::try_from(record.and_then(|r| r.plain).unwrap_or(node.size)).ok(),
             e_tag: record.map(|r| ETag::Strong(r.md5_hex.clone())),
             last_modified: record.map(|r| timestamp(r.modified_ms)),
             ..Default::default()

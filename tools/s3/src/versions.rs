@@ -139,7 +139,7 @@ pub async fn list(
                 is_latest: Some(e.is_latest),
                 last_modified: Some(timestamp(modified)),
                 e_tag: Some(ETag::Strong(view.etag)),
-                size: i64::try_from(e.size).ok(),
+                size: i64::try_from(view.size).ok(),
                 owner: Some(writer),
                 storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
                 ..Default::default()

@@ -8,6 +8,7 @@ build them with `cargo build --release --bin candyboxd --bin candybox-s3`.
 Users (see USERS): alice and bob sign requests; `anon` sends unsigned ones.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -43,6 +44,9 @@ BOB = {
     "email": "bob@example.com",
 }
 USERS = [ALICE, BOB]
+
+# The gateway's SSE-S3 / SSE-KMS keys (the key file is written with fresh random keys per run).
+SSE_KEY_IDS = ["s3-default", "kms-default", "app-key"]
 
 
 def users_toml(users):
@@ -91,6 +95,12 @@ class Stack:
         self.workdir = Path(workdir)
         self.users_file = self.workdir / "users.toml"
         self.users_file.write_text(users_toml(USERS))
+        self.keys_file = self.workdir / "sse-keys.toml"
+        keys = "\n".join(f'{k} = "{base64.b64encode(os.urandom(32)).decode()}"' for k in SSE_KEY_IDS)
+        self.keys_file.write_text(
+            f's3_key = "s3-default"\nkms_default_key = "kms-default"\n\n[keys]\n{keys}\n'
+        )
+        self.data_dir = self.workdir / "data"
         self.node_log = open(self.workdir / "node.log", "w")
         self.gateway_log = open(self.workdir / "gateway.log", "w")
         self.node = subprocess.Popen(
@@ -121,6 +131,7 @@ class Stack:
                 # BUCKET.s3.test names a bucket (virtual-hosted style); tests send that Host
                 # header to the loopback address themselves.
                 "--domains", "s3.test",
+                "--sse-keys-file", str(self.keys_file),
                 *extra,
             ],
             stdout=subprocess.PIPE, stderr=self.gateway_log, text=True,
