@@ -70,7 +70,7 @@ def test_sse_c_round_trip_and_the_key_is_needed_again(s3, bucket):
     # Listings show the plaintext size.
     listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
     assert [(o["Key"], o["Size"]) for o in listed] == [("c", len(data))]
-    attrs = s3.get_object_attributes(Bucket=bucket, Key="c", ObjectAttributes=["ObjectSize"], **KEY_A)
+    attrs = s3.get_object_attributes(Bucket=bucket, Key="c", ObjectAttributes=["ObjectSize"])
     assert attrs["ObjectSize"] == len(data)
 
     # SSE-C headers on an object stored without SSE-C are refused.
@@ -163,7 +163,7 @@ def test_sse_s3_and_sse_kms_use_the_gateway_keys(s3, bucket):
 
 
 def test_multipart_upload_with_sse_c(s3, bucket):
-    parts_data = [os.urandom(5 * MIB + 3), os.urandom(CHUNK * 3), os.urandom(1000)]
+    parts_data = [os.urandom(5 * MIB + 3), os.urandom(5 * MIB + CHUNK * 3 + 7), os.urandom(1000)]
     up = s3.create_multipart_upload(Bucket=bucket, Key="mp", **KEY_A)
     assert up["SSECustomerKeyMD5"] == md5_b64(KEY_A["SSECustomerKey"])
     uid = up["UploadId"]
