@@ -24,7 +24,7 @@ use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, Missing};
 use crate::ids::{parse_version_id, timestamp};
 use crate::meta::{self, Stored};
-use crate::plain::Want;
+use crate::plain::{Named, Want};
 use crate::sse::{self, KeyRing, Sealed};
 
 /// The source of a copy: bucket, key and version as the request names them.
@@ -84,14 +84,12 @@ fn target_meta(input: &CopyObjectInput, replace: bool, owner: &str, acl: &Acl, m
 }
 
 /// CopyObject from `source_bucket` to `target`.
-#[allow(clippy::too_many_arguments)]
 pub async fn copy_object(
     client: &TokioClient,
     keys: &KeyRing,
     source_bucket: &Bucket,
     target: &Bucket,
-    owner: &str,
-    acl: &Acl,
+    (owner, acl): (&str, &Acl),
     may_read: &crate::acl::MayRead<'_>,
     input: CopyObjectInput,
 ) -> S3Result<(CopyObjectOutput, Hlc)> {
@@ -184,9 +182,7 @@ pub async fn copy_object(
         client,
         keys,
         get,
-        source_box,
-        source.key.as_bytes(),
-        whole_version,
+        Named { box_name: source_box, key: source.key.as_bytes(), version: whole_version },
         &Want::Whole,
         source_customer.as_ref(),
     )

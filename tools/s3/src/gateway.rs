@@ -26,7 +26,7 @@ use crate::conditions::ReadConditions;
 use crate::errors::{s3_error, with_delete_marker, Missing};
 use crate::ids::{parse_version_id, timestamp, unix_ms, version_id};
 use crate::meta::{self, Stored};
-use crate::plain::{self, Want};
+use crate::plain::{self, Named, Want};
 use crate::policy::{self, Decision, Principal};
 use crate::users::{User, UserStore};
 use crate::{copy, cors, lifecycle, multipart, objlock, sse, tags, versions};
@@ -1081,7 +1081,6 @@ impl S3 for Gateway {
                 kms_master_key_id: d.kms_key_id.clone(),
             }),
             bucket_key_enabled: Some(d.bucket_key),
-            ..Default::default()
         };
         let config = ServerSideEncryptionConfiguration { rules: vec![rule] };
         Ok(S3Response::new(GetBucketEncryptionOutput { server_side_encryption_configuration: Some(config) }))
@@ -1630,7 +1629,7 @@ impl S3 for Gateway {
         let (acl, owner) =
             self.write_acl(&target, &writer_id(&who), input.acl.as_ref().map(ObjectCannedACL::as_str), &grants)?;
         let (mut output, hlc) =
-            copy::copy_object(&self.client, &self.keys, &source_bucket, &target, &owner, &acl, &may_read, input)
+            copy::copy_object(&self.client, &self.keys, &source_bucket, &target, (&owner, &acl), &may_read, input)
                 .await?;
         output.version_id = written_version(target.versioning, hlc);
         Ok(S3Response::new(output))
@@ -1969,7 +1968,7 @@ impl S3 for Gateway {
                     Want::Span { first, len }
                 }
             }
-            None => input.range.clone().map_or(Want::Whole, Want::Range),
+            None => input.range.map_or(Want::Whole, Want::Range),
         };
         let customer = sse::customer_of(
             input.sse_customer_algorithm.as_deref(),
@@ -1987,7 +1986,8 @@ impl S3 for Gateway {
             return Err(access_denied());
         }
         let plain =
-            plain::finish(&self.client, &self.keys, get, box_name, key, version, &want, customer.as_ref()).await?;
+            plain::finish(&self.client, &self.keys, get, Named { box_name, key, version }, &want, customer.as_ref())
+                .await?;
         let (m, view) = (&plain.meta, &plain.view);
         let conditions = ReadConditions {
             if_match: input.if_match,

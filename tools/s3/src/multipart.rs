@@ -25,7 +25,7 @@ use crate::buckets::{Bucket, RESERVED_BOX};
 use crate::errors::{s3_error, Missing};
 use crate::ids::timestamp;
 use crate::meta;
-use crate::plain::Want;
+use crate::plain::{Named, Want};
 use crate::sse::{self, DataKey, KeyRing, Sealed};
 
 /// S3's most parts in one upload, and so the largest part number.
@@ -283,7 +283,7 @@ pub async fn upload_part(
     )?;
     let size = expected.length;
     let mut upload = Upload::new(input.body, expected, trailers);
-    let computed = store_part(client, bucket, &input.key, id, number, size, &mut upload, sealing.as_ref()).await?;
+    let computed = store_part(client, bucket, &input.key, (id, number), size, &mut upload, sealing.as_ref()).await?;
     let c = computed.checksums;
     let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
     Ok(UploadPartOutput {
@@ -307,8 +307,7 @@ async fn store_part(
     client: &TokioClient,
     bucket: &Bucket,
     key: &str,
-    id: u64,
-    number: u32,
+    (id, number): (u64, u32),
     size: Option<u64>,
     upload: &mut Upload,
     sealing: Option<&(Sealed, DataKey)>,
@@ -385,9 +384,7 @@ pub async fn upload_part_copy(
         client,
         keys,
         get,
-        source_box,
-        source.key.as_bytes(),
-        source.version,
+        Named { box_name: source_box, key: source.key.as_bytes(), version: source.version },
         &want,
         source_customer.as_ref(),
     )
@@ -405,7 +402,7 @@ pub async fn upload_part_copy(
     let expected = Expected { length: Some(length), ..Expected::default() };
     let mut upload = Upload::new(Some(plain.body.into_blob()), expected, None);
     let computed =
-        store_part(client, target, &input.key, id, number, Some(length), &mut upload, sealing.as_ref()).await?;
+        store_part(client, target, &input.key, (id, number), Some(length), &mut upload, sealing.as_ref()).await?;
     let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
     Ok(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {

@@ -76,11 +76,22 @@ pub struct Plain {
     pub total: u64,
 }
 
+/// The object a read names: Box, key and version (`None`: the current one).
+#[derive(Debug, Clone, Copy)]
+pub struct Named<'a> {
+    /// The Box.
+    pub box_name: &'a str,
+    /// The key.
+    pub key: &'a [u8],
+    /// The version.
+    pub version: Option<Hlc>,
+}
+
 /// How many times a read starts over when the object changes under it.
 const TRIES: usize = 4;
 
-/// The plaintext `want` of the object `get` (already started with `want.node_range()`) reads,
-/// `version` being what that get named. `customer`: the SSE-C key the request gave.
+/// The plaintext `want` of the object `get` (already started with `want.node_range()` on
+/// `named`) reads. `customer`: the SSE-C key the request gave.
 ///
 /// # Errors
 /// SSE-C refusals (see `Sealed::open`), `InvalidRange`, and the node's errors.
@@ -88,12 +99,11 @@ pub async fn finish(
     client: &TokioClient,
     keys: &KeyRing,
     mut get: GetStream<TokioDriver>,
-    box_name: &str,
-    key: &[u8],
-    version: Option<Hlc>,
+    named: Named<'_>,
     want: &Want,
     customer: Option<&Customer>,
 ) -> S3Result<Plain> {
+    let Named { box_name, key, version } = named;
     for _ in 0..TRIES {
         let meta = get.meta().clone();
         let view = meta::view_of(&meta);

@@ -14,7 +14,7 @@
 //!
 //! Invariants:
 //! - A nonce is never reused under one data key: each stream (a put, or one upload of a part)
-//!   draws a random 96-bit base and counts chunks into its low 64 bits.
+//!   draws a random 96-bit base and XORs the chunk index into its first 8 bytes.
 //! - A wrong customer key, or a stored byte changed, is an error before any plaintext leaves:
 //!   the key unwraps only under the right key, and every chunk's tag is checked before it is
 //!   sent.
@@ -613,7 +613,7 @@ impl Sealer {
 
     fn seal_into(&mut self, out: &mut BytesMut, plain: &[u8]) -> std::io::Result<()> {
         let mut nonce = self.base;
-        for (b, i) in nonce[4..].iter_mut().zip(self.index.to_be_bytes()) {
+        for (b, i) in nonce[..8].iter_mut().zip(self.index.to_le_bytes()) {
             *b ^= i;
         }
         out.extend_from_slice(&nonce);
@@ -621,7 +621,7 @@ impl Sealer {
         out.extend_from_slice(plain);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.index.to_be_bytes(), &mut out[start..])
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.index.to_le_bytes(), &mut out[start..])
             .map_err(|_| std::io::Error::other("encrypting a chunk failed"))?;
         out.extend_from_slice(&tag);
         self.index += 1;
@@ -718,7 +718,7 @@ impl Opener {
             self.cipher
                 .decrypt_in_place_detached(
                     Nonce::from_slice(nonce),
-                    &self.chunk.to_be_bytes(),
+                    &self.chunk.to_le_bytes(),
                     body,
                     Tag::from_slice(tag),
                 )
