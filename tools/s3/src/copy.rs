@@ -112,11 +112,7 @@ pub async fn copy_object(
         if_unmodified_since: input.copy_source_if_unmodified_since.clone(),
     }
     .check(&view.etag, modified, true)?;
-    let source_customer = sse::customer_of(
-        input.copy_source_sse_customer_algorithm.as_deref(),
-        input.copy_source_sse_customer_key.as_deref(),
-        input.copy_source_sse_customer_key_md5.as_deref(),
-    )?;
+    let source_customer = sse::customer_key!(copy_source input)?;
     let source_key = match &view.sealed {
         Some(sealed) => Some(sealed.open(keys, source_customer.as_ref())?),
         None if source_customer.is_some() => {
@@ -124,20 +120,9 @@ pub async fn copy_object(
         }
         None => None,
     };
-    let customer = sse::customer_of(
-        input.sse_customer_algorithm.as_deref(),
-        input.sse_customer_key.as_deref(),
-        input.sse_customer_key_md5.as_deref(),
-    )?;
+    let customer = sse::customer_key!(input)?;
     let explicit_encryption = customer.is_some() || input.server_side_encryption.is_some();
-    let target_request = sse::request_of(
-        input.server_side_encryption.as_ref(),
-        input.ssekms_key_id.as_deref(),
-        input.ssekms_encryption_context.as_deref(),
-        input.bucket_key_enabled,
-        customer,
-        target.record.encryption.as_ref(),
-    )?;
+    let target_request = sse::requested!(input, customer, target.record.encryption.as_ref())?;
     let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     let same_object = source_bucket.record.box_name == target.record.box_name && source.key == input.key;
     if same_object && !replace && source.version.is_none() && !explicit_encryption {
@@ -213,22 +198,17 @@ pub async fn copy_object(
 }
 
 fn output_of(etag: String, hlc: Hlc, source_version: Option<Hlc>, sealed: Option<&Sealed>) -> CopyObjectOutput {
-    let echo = sealed.map(Sealed::echo).unwrap_or_default();
-    CopyObjectOutput {
+    let mut output = CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(timestamp(hlc.physical_ms)),
             ..Default::default()
         }),
         copy_source_version_id: source_version.map(crate::ids::version_id),
-        server_side_encryption: echo.sse,
-        ssekms_key_id: echo.kms_key_id,
-        ssekms_encryption_context: echo.context,
-        sse_customer_algorithm: echo.customer_algorithm,
-        sse_customer_key_md5: echo.customer_md5,
-        bucket_key_enabled: echo.bucket_key,
         ..Default::default()
-    }
+    };
+    sse::set_echo!(output, sealed.map(Sealed::echo).unwrap_or_default(), context);
+    output
 }
 
 /// The byte range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both required).

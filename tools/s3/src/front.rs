@@ -167,9 +167,25 @@ impl Front {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim() != "0");
+        // `Expect: 100-continue` on a request without a body: hyper answers with the final
+        // response alone (no body to ask for, as RFC 9110 allows). botocore then keeps that
+        // response's status line for the connection's next `Expect` request and reads the next
+        // response's status line as a header, waiting out its read timeout (60 s in the AWS
+        // CLI). Closing such a connection after the answer costs one handshake and avoids it.
+        let close_after = !has_body
+            && req
+                .headers()
+                .get(http::header::EXPECT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        let keep = match (has_body, close_after) {
+            (_, true) => Keep::Never,
+            (true, false) => Keep::UnlessError,
+            (false, false) => Keep::Always,
+        };
         if cors::is_preflight(req.method()) {
             let resp = self.preflight(req.headers(), &path).await;
-            return self.finish(resp, &id, &path, "PreflightCORS", started, has_body).await;
+            return self.finish(resp, &id, &path, "PreflightCORS", started, keep).await;
         }
         let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -177,7 +193,7 @@ impl Front {
         if let Some(refusal) = presign_refusal(req.uri()) {
             let mut r = Response::new(Body::from(error_xml("AuthorizationQueryParametersError", refusal)));
             *r.status_mut() = StatusCode::BAD_REQUEST;
-            return self.finish(r, &id, &path, "Unknown", started, has_body).await;
+            return self.finish(r, &id, &path, "Unknown", started, keep).await;
         }
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(slot.clone());
@@ -202,14 +218,15 @@ impl Front {
             }
         }
         let op = slot.take().unwrap_or_else(|| "Unknown".to_owned());
-        self.finish(resp, &id, &path, &op, started, has_body).await
+        self.finish(resp, &id, &path, &op, started, keep).await
     }
 
     /// Adds the request id (and error details), and counts the request.
     ///
     /// An error answering a request whose body may be unread closes the connection: a client
     /// that sent `Expect: 100-continue` and got the error never sends that body, and on a kept
-    /// connection hyper would read the next request's first bytes as its rest.
+    /// connection hyper would read the next request's first bytes as its rest. So does any
+    /// answer to an `Expect: 100-continue` request without a body (see `serve`).
     async fn finish(
         &self,
         mut resp: Response<Body>,
@@ -217,14 +234,15 @@ impl Front {
         path: &str,
         op: &str,
         started: Instant,
-        has_body: bool,
+        keep: Keep,
     ) -> Response<Body> {
         let status = resp.status();
-        if status.is_client_error() || status.is_server_error() {
+        let failed = status.is_client_error() || status.is_server_error();
+        if failed {
             resp = with_error_details(resp, id, path).await;
-            if has_body {
-                resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            }
+        }
+        if matches!((keep, failed), (Keep::Never, _) | (Keep::UnlessError, true)) {
+            resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Ok(v) = HeaderValue::from_str(id) {
             resp.headers_mut().insert("x-amz-request-id", v.clone());
@@ -233,6 +251,17 @@ impl Front {
         self.metrics.record(op, status.as_u16(), started.elapsed());
         resp
     }
+}
+
+/// Whether a request's connection stays open after its answer.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// It does.
+    Always,
+    /// Not after an error (the request's body may be unread).
+    UnlessError,
+    /// It is closed.
+    Never,
 }
 
 /// Most seconds a presigned URL may stay valid (S3's: seven days).

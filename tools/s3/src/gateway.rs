@@ -445,6 +445,18 @@ impl Gateway {
         multipart::part_range(n, m.size, sizes.as_deref())
     }
 
+    /// The owner's change of a bucket's configuration: `who` must own bucket `name`; `change`
+    /// applies to its record, written back conditionally on the version read.
+    async fn reconfigure(
+        &self,
+        who: &Asker,
+        name: &str,
+        change: impl FnMut(&mut crate::buckets::BucketRecord) -> S3Result<()>,
+    ) -> S3Result<crate::buckets::BucketRecord> {
+        self.bucket(who, name, Right::Owner).await?;
+        self.buckets.update(name, change).await
+    }
+
     /// The metadata of `key`'s version `version`, or of its current one.
     async fn head_at(&self, box_name: &str, key: &[u8], version: Option<Hlc>) -> Result<CandyMeta, ClientError> {
         match version {
@@ -1000,13 +1012,11 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
         let who = self.asker(&req, "s3:PutLifecycleConfiguration")?;
-        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        self.buckets
-            .update(&req.input.bucket, |r| {
-                r.lifecycle.clear();
-                Ok(())
-            })
-            .await?;
+        self.reconfigure(&who, &req.input.bucket, |r| {
+            r.lifecycle.clear();
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::with_status(DeleteBucketLifecycleOutput {}, http::StatusCode::NO_CONTENT))
     }
 
@@ -1051,13 +1061,11 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketPolicyInput>,
     ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
         let who = self.asker(&req, "s3:DeleteBucketPolicy")?;
-        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        self.buckets
-            .update(&req.input.bucket, |r| {
-                r.policy = None;
-                Ok(())
-            })
-            .await?;
+        self.reconfigure(&who, &req.input.bucket, |r| {
+            r.policy = None;
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::with_status(DeleteBucketPolicyOutput {}, http::StatusCode::NO_CONTENT))
     }
 
@@ -1132,13 +1140,11 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketEncryptionInput>,
     ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
         let who = self.asker(&req, "s3:PutEncryptionConfiguration")?;
-        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        self.buckets
-            .update(&req.input.bucket, |r| {
-                r.encryption = None;
-                Ok(())
-            })
-            .await?;
+        self.reconfigure(&who, &req.input.bucket, |r| {
+            r.encryption = None;
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::with_status(DeleteBucketEncryptionOutput {}, http::StatusCode::NO_CONTENT))
     }
 
@@ -1170,13 +1176,11 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         let who = self.asker(&req, "s3:PutBucketCORS")?;
-        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        self.buckets
-            .update(&req.input.bucket, |r| {
-                r.cors.clear();
-                Ok(())
-            })
-            .await?;
+        self.reconfigure(&who, &req.input.bucket, |r| {
+            r.cors.clear();
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::with_status(DeleteBucketCorsOutput {}, http::StatusCode::NO_CONTENT))
     }
 
@@ -1391,13 +1395,11 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
         let who = self.asker(&req, "s3:PutBucketOwnershipControls")?;
-        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        self.buckets
-            .update(&req.input.bucket, |r| {
-                r.ownership = String::new();
-                Ok(())
-            })
-            .await?;
+        self.reconfigure(&who, &req.input.bucket, |r| {
+            r.ownership = String::new();
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::with_status(DeleteBucketOwnershipControlsOutput {}, http::StatusCode::NO_CONTENT))
     }
 
@@ -1453,13 +1455,11 @@ impl S3 for Gateway {
         req: S3Request<DeletePublicAccessBlockInput>,
     ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
         let who = self.asker(&req, "s3:PutBucketPublicAccessBlock")?;
-        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        self.buckets
-            .update(&req.input.bucket, |r| {
-                r.public_access_block = None;
-                Ok(())
-            })
-            .await?;
+        self.reconfigure(&who, &req.input.bucket, |r| {
+            r.public_access_block = None;
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::with_status(DeletePublicAccessBlockOutput {}, http::StatusCode::NO_CONTENT))
     }
 
@@ -1512,13 +1512,11 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
         let who = self.asker(&req, "s3:PutBucketTagging")?;
-        self.bucket(&who, &req.input.bucket, Right::Owner).await?;
-        self.buckets
-            .update(&req.input.bucket, |r| {
-                r.tags.clear();
-                Ok(())
-            })
-            .await?;
+        self.reconfigure(&who, &req.input.bucket, |r| {
+            r.tags.clear();
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::with_status(DeleteBucketTaggingOutput {}, http::StatusCode::NO_CONTENT))
     }
 
@@ -1546,21 +1544,10 @@ impl S3 for Gateway {
         if let Some(h) = &input.tagging {
             extra.extend(tags::entry(&tags::from_header(h)?));
         }
-        let customer = sse::customer_of(
-            input.sse_customer_algorithm.as_deref(),
-            input.sse_customer_key.as_deref(),
-            input.sse_customer_key_md5.as_deref(),
-        )?;
-        let sealed = sse::request_of(
-            input.server_side_encryption.as_ref(),
-            input.ssekms_key_id.as_deref(),
-            input.ssekms_encryption_context.as_deref(),
-            input.bucket_key_enabled,
-            customer,
-            bucket.record.encryption.as_ref(),
-        )?
-        .map(|r| sse::seal(&self.keys, &r).map(|(s, _)| s))
-        .transpose()?;
+        let customer = sse::customer_key!(input)?;
+        let sealed = sse::requested!(input, customer, bucket.record.encryption.as_ref())?
+            .map(|r| sse::seal(&self.keys, &r).map(|(s, _)| s))
+            .transpose()?;
         let output = multipart::create(&self.client, &bucket, &owner, &acl, extra, sealed, req.input).await?;
         Ok(S3Response::new(output))
     }
@@ -1883,21 +1870,10 @@ impl S3 for Gateway {
         if let Some(h) = &input.tagging {
             user_meta.extend(tags::entry(&tags::from_header(h)?));
         }
-        let customer = sse::customer_of(
-            input.sse_customer_algorithm.as_deref(),
-            input.sse_customer_key.as_deref(),
-            input.sse_customer_key_md5.as_deref(),
-        )?;
-        let sealing = sse::request_of(
-            input.server_side_encryption.as_ref(),
-            input.ssekms_key_id.as_deref(),
-            input.ssekms_encryption_context.as_deref(),
-            input.bucket_key_enabled,
-            customer,
-            bucket.record.encryption.as_ref(),
-        )?
-        .map(|r| sse::seal(&self.keys, &r))
-        .transpose()?;
+        let customer = sse::customer_key!(input)?;
+        let sealing = sse::requested!(input, customer, bucket.record.encryption.as_ref())?
+            .map(|r| sse::seal(&self.keys, &r))
+            .transpose()?;
         if let Some((sealed, _)) = &sealing {
             user_meta.extend(sealed.entries());
         }
@@ -1925,15 +1901,8 @@ impl S3 for Gateway {
             return Err(s3_error!(InternalError, "the put ended without its digests"));
         };
         let checksums = computed.checksums;
-        let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
-        Ok(S3Response::new(PutObjectOutput {
+        let mut output = PutObjectOutput {
             e_tag: Some(ETag::Strong(sse::shown_etag(sealing.as_ref(), computed.md5_hex))),
-            server_side_encryption: echo.sse,
-            ssekms_key_id: echo.kms_key_id,
-            ssekms_encryption_context: echo.context,
-            sse_customer_algorithm: echo.customer_algorithm,
-            sse_customer_key_md5: echo.customer_md5,
-            bucket_key_enabled: echo.bucket_key,
             version_id: written_version(bucket.versioning, done.hlc),
             checksum_crc32: checksums.checksum_crc32,
             checksum_crc32c: checksums.checksum_crc32c,
@@ -1942,7 +1911,9 @@ impl S3 for Gateway {
             checksum_crc64nvme: checksums.checksum_crc64nvme,
             size: i64::try_from(computed.length).ok(),
             ..PutObjectOutput::default()
-        }))
+        };
+        sse::set_echo!(output, sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default(), context);
+        Ok(S3Response::new(output))
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -1970,11 +1941,7 @@ impl S3 for Gateway {
             }
             None => input.range.map_or(Want::Whole, Want::Range),
         };
-        let customer = sse::customer_of(
-            input.sse_customer_algorithm.as_deref(),
-            input.sse_customer_key.as_deref(),
-            input.sse_customer_key_md5.as_deref(),
-        )?;
+        let customer = sse::customer_key!(input)?;
         let checksum_mode = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let box_name = &bucket.record.box_name;
         let get = self
@@ -2026,11 +1993,6 @@ impl S3 for Gateway {
             expires,
             version_id: read_version(bucket.versioning, m.hlc),
             parts_count: parts_count.and_then(|c| i32::try_from(c).ok()),
-            server_side_encryption: echo.sse,
-            ssekms_key_id: echo.kms_key_id,
-            sse_customer_algorithm: echo.customer_algorithm,
-            sse_customer_key_md5: echo.customer_md5,
-            bucket_key_enabled: echo.bucket_key,
             tag_count: {
                 let n = m
                     .user_meta
@@ -2042,6 +2004,7 @@ impl S3 for Gateway {
             },
             ..GetObjectOutput::default()
         };
+        sse::set_echo!(output, echo);
         if checksum_mode && output.content_range.is_none() {
             output.checksum_crc32 = view.checksums.checksum_crc32;
             output.checksum_crc32c = view.checksums.checksum_crc32c;
@@ -2077,11 +2040,7 @@ impl S3 for Gateway {
             if_unmodified_since: input.if_unmodified_since,
         };
         conditions.check(&view.etag, modified_ms(&m), false)?;
-        let customer = sse::customer_of(
-            input.sse_customer_algorithm.as_deref(),
-            input.sse_customer_key.as_deref(),
-            input.sse_customer_key_md5.as_deref(),
-        )?;
+        let customer = sse::customer_key!(input)?;
         match &view.sealed {
             Some(sealed) => {
                 sealed.open(&self.keys, customer.as_ref())?;
@@ -2115,11 +2074,6 @@ impl S3 for Gateway {
         let expires = input.response_expires.or_else(|| view.stored.expires.as_deref().and_then(http_date));
         let echo = view.sealed.as_ref().map(sse::Sealed::echo).unwrap_or_default();
         let mut output = HeadObjectOutput {
-            server_side_encryption: echo.sse,
-            ssekms_key_id: echo.kms_key_id,
-            sse_customer_algorithm: echo.customer_algorithm,
-            sse_customer_key_md5: echo.customer_md5,
-            bucket_key_enabled: echo.bucket_key,
             content_length: i64::try_from(length).ok(),
             content_range,
             accept_ranges: Some("bytes".to_owned()),
@@ -2136,6 +2090,7 @@ impl S3 for Gateway {
             parts_count: parts_count.and_then(|c| i32::try_from(c).ok()),
             ..HeadObjectOutput::default()
         };
+        sse::set_echo!(output, echo);
         if checksum_mode && output.content_range.is_none() {
             output.checksum_crc32 = view.checksums.checksum_crc32;
             output.checksum_crc32c = view.checksums.checksum_crc32c;

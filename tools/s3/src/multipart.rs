@@ -234,19 +234,14 @@ pub async fn create(
             return Err(s3_error(e, Missing::Bucket));
         }
     }
-    let echo = sealed.as_ref().map(Sealed::echo).unwrap_or_default();
-    Ok(CreateMultipartUploadOutput {
+    let mut output = CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload_id_text(id)),
-        server_side_encryption: echo.sse,
-        ssekms_key_id: echo.kms_key_id,
-        ssekms_encryption_context: echo.context,
-        sse_customer_algorithm: echo.customer_algorithm,
-        sse_customer_key_md5: echo.customer_md5,
-        bucket_key_enabled: echo.bucket_key,
         ..Default::default()
-    })
+    };
+    sse::set_echo!(output, sealed.as_ref().map(Sealed::echo).unwrap_or_default(), context);
+    Ok(output)
 }
 
 /// UploadPart.
@@ -260,11 +255,7 @@ pub async fn upload_part(
 ) -> S3Result<UploadPartOutput> {
     let id = parse_upload_id(&input.upload_id)?;
     let number = part_number(input.part_number)?;
-    let customer = sse::customer_of(
-        input.sse_customer_algorithm.as_deref(),
-        input.sse_customer_key.as_deref(),
-        input.sse_customer_key_md5.as_deref(),
-    )?;
+    let customer = sse::customer_key!(input)?;
     let sealing = upload_sealing(client, keys, bucket, &input.key, id, customer.as_ref()).await?;
     let checksums = Checksum {
         checksum_crc32: input.checksum_crc32,
@@ -285,21 +276,17 @@ pub async fn upload_part(
     let mut upload = Upload::new(input.body, expected, trailers);
     let computed = store_part(client, bucket, &input.key, (id, number), size, &mut upload, sealing.as_ref()).await?;
     let c = computed.checksums;
-    let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
-    Ok(UploadPartOutput {
+    let mut output = UploadPartOutput {
         e_tag: Some(ETag::Strong(sse::shown_etag(sealing.as_ref(), computed.md5_hex))),
-        server_side_encryption: echo.sse,
-        ssekms_key_id: echo.kms_key_id,
-        sse_customer_algorithm: echo.customer_algorithm,
-        sse_customer_key_md5: echo.customer_md5,
-        bucket_key_enabled: echo.bucket_key,
         checksum_crc32: c.checksum_crc32,
         checksum_crc32c: c.checksum_crc32c,
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
         checksum_crc64nvme: c.checksum_crc64nvme,
         ..Default::default()
-    })
+    };
+    sse::set_echo!(output, sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default());
+    Ok(output)
 }
 
 /// Streams `upload` into part `number` of upload `id` and records its digests.
@@ -360,16 +347,8 @@ pub async fn upload_part_copy(
         },
         None => Want::Whole,
     };
-    let source_customer = sse::customer_of(
-        input.copy_source_sse_customer_algorithm.as_deref(),
-        input.copy_source_sse_customer_key.as_deref(),
-        input.copy_source_sse_customer_key_md5.as_deref(),
-    )?;
-    let customer = sse::customer_of(
-        input.sse_customer_algorithm.as_deref(),
-        input.sse_customer_key.as_deref(),
-        input.sse_customer_key_md5.as_deref(),
-    )?;
+    let source_customer = sse::customer_key!(copy_source input)?;
+    let customer = sse::customer_key!(input)?;
     let sealing = upload_sealing(client, keys, target, &input.key, id, customer.as_ref()).await?;
     let source_box = &source_bucket.record.box_name;
     let missing = if source.version.is_some() { Missing::Version } else { Missing::Key };
@@ -403,8 +382,7 @@ pub async fn upload_part_copy(
     let mut upload = Upload::new(Some(plain.body.into_blob()), expected, None);
     let computed =
         store_part(client, target, &input.key, (id, number), Some(length), &mut upload, sealing.as_ref()).await?;
-    let echo = sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default();
-    Ok(UploadPartCopyOutput {
+    let mut output = UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(ETag::Strong(sse::shown_etag(sealing.as_ref(), computed.md5_hex))),
             last_modified: Some(timestamp(
@@ -415,13 +393,10 @@ pub async fn upload_part_copy(
             ..Default::default()
         }),
         copy_source_version_id: source.version.map(crate::ids::version_id),
-        server_side_encryption: echo.sse,
-        ssekms_key_id: echo.kms_key_id,
-        sse_customer_algorithm: echo.customer_algorithm,
-        sse_customer_key_md5: echo.customer_md5,
-        bucket_key_enabled: echo.bucket_key,
         ..Default::default()
-    })
+    };
+    sse::set_echo!(output, sealing.as_ref().map(|(s, _)| s.echo()).unwrap_or_default());
+    Ok(output)
 }
 
 /// The multipart ETag of parts whose MD5s are `md5s` (hex): MD5 of their binary digests, `-N`.
@@ -518,13 +493,13 @@ pub async fn complete(
     let _ = client.delete_range(RESERVED_BOX, &KeyRange::Prefix(prefix.into_bytes())).await;
     let echo = sealed.as_ref().map(Sealed::echo).unwrap_or_default();
     let output = CompleteMultipartUploadOutput {
-        server_side_encryption: echo.sse,
-        ssekms_key_id: echo.kms_key_id,
-        bucket_key_enabled: echo.bucket_key,
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(ETag::Strong(etag)),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
+        server_side_encryption: echo.sse,
+        ssekms_key_id: echo.kms_key_id,
+        bucket_key_enabled: echo.bucket_key,
         ..Default::default()
     };
     Ok((output, done))

@@ -33,6 +33,61 @@ use rand::RngCore as _;
 use s3s::dto::ServerSideEncryption;
 use s3s::{s3_error, S3Error, S3Result};
 
+/// The SSE-C key of an S3 input's `x-amz-server-side-encryption-customer-*` headers
+/// (`copy_source INPUT`: its `x-amz-copy-source-server-side-encryption-customer-*` ones), as
+/// [`customer_of`] reads them.
+macro_rules! customer_key {
+    ($input:expr) => {
+        $crate::sse::customer_of(
+            $input.sse_customer_algorithm.as_deref(),
+            $input.sse_customer_key.as_deref(),
+            $input.sse_customer_key_md5.as_deref(),
+        )
+    };
+    (copy_source $input:expr) => {
+        $crate::sse::customer_of(
+            $input.copy_source_sse_customer_algorithm.as_deref(),
+            $input.copy_source_sse_customer_key.as_deref(),
+            $input.copy_source_sse_customer_key_md5.as_deref(),
+        )
+    };
+}
+pub(crate) use customer_key;
+
+/// The encryption a write's input asks for ([`request_of`] of its `x-amz-server-side-encryption*`
+/// headers, the SSE-C key `customer` and the bucket's `default`).
+macro_rules! requested {
+    ($input:expr, $customer:expr, $default:expr) => {
+        $crate::sse::request_of(
+            $input.server_side_encryption.as_ref(),
+            $input.ssekms_key_id.as_deref(),
+            $input.ssekms_encryption_context.as_deref(),
+            $input.bucket_key_enabled,
+            $customer,
+            $default,
+        )
+    };
+}
+pub(crate) use requested;
+
+/// Sets an S3 output's encryption headers from an [`Echo`] (`context`: and its SSE-KMS
+/// encryption context, for the outputs that have one).
+macro_rules! set_echo {
+    ($out:expr, $echo:expr) => {{
+        let echo: $crate::sse::Echo = $echo;
+        $out.server_side_encryption = echo.sse;
+        $out.ssekms_key_id = echo.kms_key_id;
+        $out.sse_customer_algorithm = echo.customer_algorithm;
+        $out.sse_customer_key_md5 = echo.customer_md5;
+        $out.bucket_key_enabled = echo.bucket_key;
+        echo.context
+    }};
+    ($out:expr, $echo:expr, context) => {{
+        $out.ssekms_encryption_context = $crate::sse::set_echo!($out, $echo);
+    }};
+}
+pub(crate) use set_echo;
+
 /// Plaintext bytes per chunk.
 pub const CHUNK: usize = 64 * 1024;
 /// Stored bytes a chunk adds: its nonce and tag.

@@ -191,3 +191,23 @@ def test_an_error_before_an_unsent_body_closes_the_connection(stack, s3, bucket)
         s.close()
     s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)
     still_serving(s3, bucket)
+
+
+def test_an_empty_body_sent_with_expect_continue_does_not_stall_the_next_upload(stack, bucket):
+    # botocore sends `Expect: 100-continue` with file-like bodies. For an empty one the server
+    # answers at once (there is no body to ask for); botocore then keeps that answer's status line
+    # for the connection and misreads the next `Expect` upload's response, waiting out its read
+    # timeout. The gateway closes such a connection after its answer; on one pooled connection
+    # an empty upload and a non-empty one must then both finish well within a short timeout.
+    import io
+
+    from conftest import client_for
+
+    s3 = client_for(stack, ALICE, max_pool_connections=1, read_timeout=5, connect_timeout=5)
+    for i in range(3):
+        started = time.monotonic()
+        s3.put_object(Bucket=bucket, Key=f"empty-{i}", Body=io.BytesIO(b""))
+        s3.put_object(Bucket=bucket, Key=f"full-{i}", Body=io.BytesIO(b"x" * 100_000))
+        assert time.monotonic() - started < 4, "an upload waited out the client's read timeout"
+    sizes = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert sizes == {**{f"empty-{i}": 0 for i in range(3)}, **{f"full-{i}": 100_000 for i in range(3)}}
