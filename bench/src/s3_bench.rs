@@ -72,6 +72,10 @@ struct Args {
     /// Skip the GET pre-load (the objects exist already).
     #[arg(long)]
     no_preload: bool,
+    /// PUTs ask for SSE-S3 (`x-amz-server-side-encryption: AES256`); GETs of such objects are
+    /// decrypted by the server.
+    #[arg(long)]
+    sse_s3: bool,
 }
 
 const ERRORS_IN_A_ROW_MAX: u32 = 100;
@@ -86,13 +90,25 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+/// Whether a request carries `x-amz-server-side-encryption: AES256` (object PUTs under
+/// `--sse-s3`).
+fn sse_header(args: &Args, method: &str, path: &str) -> bool {
+    args.sse_s3 && method == "PUT" && path.matches('/').count() >= 2
+}
+
 /// The SigV4 `Authorization` and `x-amz-date` of a request (header auth, unsigned payload).
 fn sign(args: &Args, method: &str, path: &str, host: &str, now: SystemTime) -> (String, String) {
     let t = time::OffsetDateTime::from(now);
     let date = format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day());
     let amz_date = format!("{date}T{:02}{:02}{:02}Z", t.hour(), t.minute(), t.second());
+    let (sse_line, sse_name) = if sse_header(args, method, path) {
+        ("x-amz-server-side-encryption:AES256\n", ";x-amz-server-side-encryption")
+    } else {
+        ("", "")
+    };
+    let signed = format!("host;x-amz-content-sha256;x-amz-date{sse_name}");
     let canonical = format!(
-        "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz_date}\n\nhost;x-amz-content-sha256;x-amz-date\nUNSIGNED-PAYLOAD"
+        "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz_date}\n{sse_line}\n{signed}\nUNSIGNED-PAYLOAD"
     );
     let scope = format!("{date}/{}/s3/aws4_request", args.region);
     let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex(&Sha256::digest(canonical.as_bytes())));
@@ -102,7 +118,7 @@ fn sign(args: &Args, method: &str, path: &str, host: &str, now: SystemTime) -> (
     }
     let signature = hex(&hmac(&key, to_sign.as_bytes()));
     let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
         args.access_key
     );
     (auth, amz_date)
@@ -127,7 +143,11 @@ where
 
 fn request<B>(args: &Args, method: &str, path: &str, body: B, len: usize) -> anyhow::Result<http::Request<B>> {
     let (auth, amz_date) = sign(args, method, path, &args.endpoint, SystemTime::now());
-    Ok(http::Request::builder()
+    let mut builder = http::Request::builder();
+    if sse_header(args, method, path) {
+        builder = builder.header("x-amz-server-side-encryption", "AES256");
+    }
+    Ok(builder
         .method(method)
         .uri(path)
         .header("host", &args.endpoint)
