@@ -3,8 +3,9 @@
 //! - content digests computed by the client while it streams (MD5, CRC-32, CRC-32C, SHA-1,
 //!   SHA-256), attached in the trailer of the put's last frame, returned by head, get and list,
 //!   and usable as a condition (S3's If-Match on an ETag); a 256 MiB streamed put's MD5 included;
-//! - metadata replaced without moving bytes: set-meta, and copy / rename (node-run and client
-//!   relay) with a replacement, on a 1 GiB Candy each writing under 64 KiB;
+//! - metadata replaced without moving bytes: set-meta (writing under 64 KiB), and copy / rename
+//!   (node-run and client relay) with a replacement (each under `COPY_WRITES_MAX`), on a 1 GiB
+//!   Candy;
 //! - delete-many fanned out over partitions and shards, one result per key;
 //! - listings with metadata, paged by the node's byte budget.
 
@@ -47,6 +48,14 @@ async fn writes_during<F: std::future::Future<Output = T>, T>(node: &Node, f: F)
     let out = f.await;
     (out, written_bytes(node.pid()) - before)
 }
+
+/// The most a copy or rename of the 1 GiB Candy with new metadata may write: 1/4096 of the bytes
+/// it must not move (a copy that moved them would write 1 GiB). `/proc/PID/io` counts every 4 KiB
+/// page a write dirties, whole, and again after each fdatasync cleaned it, so the figure depends
+/// on how the records were batched. On a quiet machine a node-run copy wrote 4 KiB, a relayed
+/// copy 28–45 KiB and a relayed rename 49–53 KiB (three runs, 2026-12-08); under CI's parallel
+/// tests a relayed copy wrote 72–84 KiB and a relayed rename 100 KiB.
+const COPY_WRITES_MAX: u64 = 256 * 1024;
 
 fn refused(r: Result<impl std::fmt::Debug, ClientError>) {
     assert!(matches!(r, Err(ClientError::PreconditionFailed { .. })), "expected PreconditionFailed, got {r:?}");
@@ -206,7 +215,8 @@ async fn metadata_is_replaced_without_moving_bytes() {
             writes_during(&node, c.relay_copy_with(BOX, &src, target, &opts)).await
         };
         r.expect("copy with a replacement");
-        assert!(written < 64 * 1024, "copy {i} of a 1 GiB Candy with new metadata wrote {written} bytes");
+        eprintln!("copy {i} of 1 GiB with new metadata: {written} bytes written");
+        assert!(written < COPY_WRITES_MAX, "copy {i} of a 1 GiB Candy with new metadata wrote {written} bytes");
         let t = c.head(BOX, target).await.expect("head target");
         assert_eq!(
             (t.size, t.checksum, t.content_type.clone(), t.user_meta.clone()),
@@ -231,7 +241,8 @@ async fn metadata_is_replaced_without_moving_bytes() {
     let opts = CopyOptions { condition: None, replace: Some(meta), source_version: None };
     let (r, written) = writes_during(&node, c.relay_rename_with(BOX, &targets[1], &renamed, &opts)).await;
     r.expect("relay rename right after a refused one");
-    assert!(written < 64 * 1024, "a relayed rename with new metadata wrote {written} bytes");
+    eprintln!("relayed rename of 1 GiB with new metadata: {written} bytes written");
+    assert!(written < COPY_WRITES_MAX, "a relayed rename with new metadata wrote {written} bytes");
     let t = c.head(BOX, &renamed).await.expect("renamed");
     assert_eq!((t.checksum, t.content_type.as_str(), t.user_meta.len()), (crc, "final/type", 0));
     assert!(matches!(c.head(BOX, &targets[1]).await, Err(ClientError::NotFound { .. })), "the source went");

@@ -133,6 +133,15 @@ impl KeyRing {
     pub fn load(path: &Path) -> anyhow::Result<KeyRing> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read the key file {}: {e}", path.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the key file is readable by other users: `chmod 600` it (anyone who reads it can read every SSE-S3 and SSE-KMS object)"
+                );
+            }
+        }
         let file: KeyFile =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("the key file {} is not valid: {e}", path.display()))?;
         let mut keys = BTreeMap::new();
@@ -689,7 +698,8 @@ impl Sealer {
     /// When the cipher refuses (it does not for chunks of this size).
     pub fn push(&mut self, piece: &[u8]) -> std::io::Result<Bytes> {
         let mut piece = piece;
-        let mut out = BytesMut::with_capacity(piece.len() + (piece.len() / CHUNK + 1) * OVERHEAD);
+        let sealed_now = (self.pending.len() + piece.len()) / CHUNK;
+        let mut out = BytesMut::with_capacity(sealed_now * (CHUNK + OVERHEAD));
         if !self.pending.is_empty() {
             let take = (CHUNK - self.pending.len()).min(piece.len());
             self.pending.extend_from_slice(&piece[..take]);

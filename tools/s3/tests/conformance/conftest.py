@@ -100,6 +100,7 @@ class Stack:
         self.keys_file.write_text(
             f's3_key = "s3-default"\nkms_default_key = "kms-default"\n\n[keys]\n{keys}\n'
         )
+        os.chmod(self.keys_file, 0o600)
         self.data_dir = self.workdir / "data"
         self.node_log = open(self.workdir / "node.log", "w")
         self.gateway_log = open(self.workdir / "gateway.log", "w")
