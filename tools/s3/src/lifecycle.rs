@@ -253,7 +253,10 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn size_ok(rule: &Rule, size: u64) -> bool {
+/// Whether an object of `size` stored bytes and metadata `entries` passes the rule's size filters,
+/// by the size S3 shows (an encrypted object's plaintext size).
+fn size_ok(rule: &Rule, size: u64, entries: &[(String, String)]) -> bool {
+    let size = crate::sse::Layout::of_entries(entries).map_or(size, |l| l.size());
     let size = i64::try_from(size).unwrap_or(i64::MAX);
     rule.size_greater_than.is_none_or(|g| size > g) && rule.size_less_than.is_none_or(|l| size < l)
 }
@@ -281,11 +284,12 @@ async fn sweep_bucket(client: &TokioClient, bucket: &Bucket, day_ms: u64, out: &
             let options = ListOptions {
                 prefix: (!rule.prefix.is_empty()).then(|| rule.prefix.as_bytes().to_vec()),
                 limit: u32::try_from(SWEEP_ENTRIES_MAX).unwrap_or(u32::MAX),
-                with_meta: !rule.tags.is_empty(),
+                // Tags and encrypted sizes are in the metadata.
+                with_meta: !rule.tags.is_empty() || rule.size_greater_than.is_some() || rule.size_less_than.is_some(),
                 ..ListOptions::default()
             };
             let page = client.list(box_name, &options).await?;
-            for e in page.entries.iter().filter(|e| size_ok(rule, e.size)) {
+            for e in page.entries.iter().filter(|e| size_ok(rule, e.size, &e.user_meta)) {
                 if !rule.tags.is_empty() {
                     let Ok((tags, _)) = crate::tags::effective(client, box_name, &e.key, e.hlc, &e.user_meta).await
                     else {
@@ -330,7 +334,7 @@ async fn sweep_bucket(client: &TokioClient, bucket: &Bucket, day_ms: u64, out: &
                     let keep = usize::try_from(rule.newer_noncurrent_versions.unwrap_or(0).max(0)).unwrap_or(0);
                     for (n, pair) in versions.windows(2).enumerate() {
                         let (newer, v) = (&pair[0], &pair[1]);
-                        if v.is_latest || n < keep || !size_ok(rule, v.size) {
+                        if v.is_latest || n < keep || !size_ok(rule, v.size, &v.user_meta) {
                             continue;
                         }
                         if crate::objlock::Lock::of(&v.user_meta).check_delete(now, false).is_err() {

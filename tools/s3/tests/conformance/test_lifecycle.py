@@ -72,6 +72,21 @@ def test_size_filters_choose_what_expires(s3, bucket):
     eventually(lambda: [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["small"])
 
 
+def test_size_filters_see_an_encrypted_object_s_plaintext_size(s3, bucket):
+    # 1000 bytes of plaintext are stored as 1028 (one chunk's nonce and tag): a rule for objects
+    # under 1010 bytes expires it, one for objects over 1010 keeps it.
+    s3.put_object(Bucket=bucket, Key="under", Body=b"x" * 1000, ServerSideEncryption="AES256")
+    s3.put_object(Bucket=bucket, Key="over", Body=b"x" * 1000, ServerSideEncryption="AES256")
+    put(
+        s3, bucket,
+        rule(ID="lt", Filter={"And": {"Prefix": "under", "ObjectSizeLessThan": 1010}}, Expiration={"Days": 1}),
+        rule(ID="gt", Filter={"And": {"Prefix": "over", "ObjectSizeGreaterThan": 1010}}, Expiration={"Days": 1}),
+    )
+    eventually(lambda: [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["over"])
+    time.sleep(3)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["over"]
+
+
 def test_noncurrent_versions_and_lone_delete_markers_expire(s3, bucket):
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     old = s3.put_object(Bucket=bucket, Key="k", Body=b"old")["VersionId"]
